@@ -1,0 +1,1 @@
+"""perfmodel: analytical + simulated performance model of vLLM inference."""

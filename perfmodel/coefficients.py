@@ -1,0 +1,160 @@
+"""The cost and memory models' coefficients: every efficiency and overhead in one place.
+
+Defaults are first-principles or datasheet-derived values (each field's ``help`` says where it comes from);
+a calibration profile (YAML, written by ``perfmodel calibrate fit``) replaces some of them with values fitted
+from measured vLLM runs and names the data they came from. Profiles shipped in ``perfmodel/profiles/`` are the
+defaults for their GPU.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from perfmodel.errors import UserError
+
+
+def _coef(default: float, help: str, lower: float, upper: float) -> Any:
+    return field(default=default, metadata={"help": help, "bounds": (lower, upper)})
+
+
+@dataclass(frozen=True, kw_only=True)
+class Coefficients:
+    """Efficiencies (fractions of a datasheet peak) and overheads (seconds, bytes) of the model."""
+
+    gemm_compute_efficiency: float = _coef(
+        0.80, "fraction of dense peak FLOP/s that large GEMMs reach; 788 of 989 TFLOP/s was measured for an "
+        "8192^3 bf16 matmul on an H200 in this workplace (library/device/KINDS.md)", 0.2, 1.0)
+    gemm_half_efficiency_tokens: float = _coef(
+        64.0, "GEMM rows (batch tokens) at which compute efficiency is half its maximum: "
+        "eff(m) = eff_max * m / (m + m_half); tile quantisation of small-m GEMMs", 1.0, 4096.0)
+    memory_efficiency: float = _coef(
+        0.85, "fraction of datasheet HBM bandwidth that weight/KV streaming reaches; a device-to-device copy "
+        "moved ~4.3 of 4.8 TB/s on an H200 here (KINDS.md)", 0.2, 1.0)
+    attention_compute_efficiency: float = _coef(
+        0.50, "fraction of dense peak reached by prefill attention (FlashAttention kernels reach roughly half "
+        "of peak on long sequences)", 0.05, 1.0)
+    attention_memory_efficiency: float = _coef(
+        0.70, "fraction of HBM bandwidth reached by decode attention reading paged KV blocks", 0.05, 1.0)
+    step_overhead_s: float = _coef(
+        3e-3, "fixed CPU/launch time per engine step with CUDA graphs (scheduling, input preparation, "
+        "sampling launch); vLLM V1 steps take a few milliseconds even for tiny batches", 0.0, 0.1)
+    per_seq_overhead_s: float = _coef(
+        2e-5, "CPU time per scheduled sequence per step (input tensors, sampling, output processing)", 0.0, 1e-3)
+    per_prefill_token_overhead_s: float = _coef(
+        0.0, "time per prefill token not explained by the operators (embedding, rotary, norms, activations "
+        "on long inputs); 0 by default", 0.0, 1e-5)
+    eager_layer_overhead_s: float = _coef(
+        6e-5, "extra time per decoder layer per step without CUDA graphs (--enforce-eager): about a dozen "
+        "kernel launches of ~5 us each", 0.0, 1e-3)
+    allreduce_latency_s: float = _coef(
+        1e-5, "per-hop latency of a tensor-parallel all-reduce (NCCL / custom all-reduce), alpha of alpha-beta",
+        0.0, 1e-3)
+    allreduce_bandwidth_efficiency: float = _coef(
+        0.70, "fraction of link bandwidth a ring all-reduce reaches (NCCL bus bandwidth vs link rate)", 0.05, 1.0)
+    p2p_latency_s: float = _coef(
+        2e-5, "latency of one pipeline-stage activation send", 0.0, 1e-2)
+    activation_bytes_per_token: float = _coef(
+        6.0, "peak activation memory of vLLM's profile run, in units of (hidden + intermediate/TP) elements "
+        "of the activation dtype per token of max_num_batched_tokens", 0.0, 64.0)
+    non_torch_memory_bytes: float = _coef(
+        0.6e9, "GPU memory outside torch's allocator that vLLM's profiler charges (NCCL buffers, cuBLAS "
+        "workspaces)", 0.0, 8e9)
+    cuda_graph_memory_bytes: float = _coef(
+        0.4e9, "memory kept by captured CUDA graphs (0 with --enforce-eager)", 0.0, 8e9)
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            lower, upper = f.metadata["bounds"]
+            value = getattr(self, f.name)
+            if not lower <= value <= upper:
+                raise UserError(f"coefficient {f.name}={value} is outside [{lower}, {upper}]")
+
+    def replace(self, **changes: float) -> "Coefficients":
+        return dataclasses.replace(self, **changes)
+
+    @staticmethod
+    def names() -> tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(Coefficients))
+
+    @staticmethod
+    def bounds(name: str) -> tuple[float, float]:
+        return {f.name: f.metadata["bounds"] for f in dataclasses.fields(Coefficients)}[name]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Profile:
+    """Coefficients plus where they came from.
+
+    ``calibrated`` is True for a profile fitted on measurements of this very GPU; a profile applied to another
+    GPU (coefficients are fractions of that GPU's datasheet peaks) is marked ``transferred``.
+    """
+
+    name: str
+    gpu: str | None
+    coefficients: Coefficients
+    fitted: tuple[str, ...] = ()
+    source: str = "datasheet defaults"
+    path: str | None = None
+
+    def status_for(self, gpu_name: str) -> str:
+        """'calibrated', 'transferred' (fitted on another GPU) or 'default' (no fit at all)."""
+        if not self.fitted:
+            return "default"
+        return "calibrated" if self.gpu == gpu_name else "transferred"
+
+
+PROFILE_DIR = "profiles"
+
+
+def load_profile(path: str | Path) -> Profile:
+    """Read a calibration profile YAML (as written by ``perfmodel calibrate fit``)."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"calibration profile {path} does not exist") from None
+    except yaml.YAMLError as exc:
+        raise UserError(f"calibration profile {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("coefficients"), dict):
+        raise UserError(f"calibration profile {path} needs a 'coefficients' mapping")
+    values = data["coefficients"]
+    unknown = sorted(set(values) - set(Coefficients.names()))
+    if unknown:
+        raise UserError(f"calibration profile {path}: unknown coefficients {unknown}; "
+                        f"known: {', '.join(Coefficients.names())}")
+    values = {k: (v["value"] if isinstance(v, dict) else v) for k, v in values.items()}
+    try:
+        coefficients = Coefficients(**{k: float(v) for k, v in values.items()})
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"calibration profile {path}: {exc}") from None
+    return Profile(name=str(data.get("name", path.stem)), gpu=data.get("gpu"), coefficients=coefficients,
+                   fitted=tuple(data.get("fitted", ())), source=str(data.get("source", path)), path=str(path))
+
+
+def shipped_profile_path(gpu_name: str) -> Path | None:
+    """The profile shipped in the package for this GPU, if any."""
+    candidate = resources.files("perfmodel").joinpath(PROFILE_DIR, f"{gpu_name}.yaml")
+    return Path(str(candidate)) if candidate.is_file() else None
+
+
+def default_profile(gpu_name: str) -> Profile:
+    """The shipped profile of this GPU; else the profile fitted on the nearest calibrated GPU (transferred);
+    else datasheet defaults. Efficiencies are fractions of each GPU's own datasheet peaks, so they carry over."""
+    own = shipped_profile_path(gpu_name)
+    if own is not None:
+        return load_profile(own)
+    for other in TRANSFER_ORDER:
+        path = shipped_profile_path(other)
+        if path is not None:
+            return load_profile(path)
+    return Profile(name="defaults", gpu=None, coefficients=Coefficients())
+
+
+# Profiles to borrow, nearest architecture first, when a GPU has none of its own.
+TRANSFER_ORDER = ("h200-sxm", "h100-sxm", "a100-sxm4-80gb")

@@ -1,0 +1,228 @@
+"""Communication cost of tensor- and pipeline-parallel inference over the real links (α–β model).
+
+Pure functions of a :class:`hardware.ClusterSpec`; SI units (bytes, bytes/s, seconds). Bandwidths are per
+direction. A collective of ``n`` GPUs moving ``B`` bytes per GPU costs ``steps·α + volume/β``.
+
+The hybrid cube-mesh of an 8×V100 node is not a crossbar: the bandwidth of a tensor-parallel group there is the
+best packing of NCCL-style rings (directed Hamiltonian cycles over NVLink) into the links between the chosen GPUs.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import math
+
+import numpy as np
+from scipy.optimize import linprog
+
+from hardware import ClusterSpec
+
+__all__ = [
+    "allreduce_time_s",
+    "link_for_group",
+    "mesh_ring_links",
+    "p2p_link",
+    "p2p_time_s",
+    "tp_group_bandwidth_bytes_per_s",
+]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# collective costs
+
+
+def allreduce_time_s(
+    num_bytes,
+    group_size: int,
+    bandwidth_bytes_per_s: float,
+    latency_s: float,
+    bandwidth_efficiency: float = 1.0,
+):
+    """Ring all-reduce time of a buffer of ``num_bytes`` on every GPU of a group of ``group_size``.
+
+    ``t = 2(n-1)·α + 2(n-1)/n · num_bytes / (β·eff)``, with ``α = latency_s`` per ring step, ``β`` the per-GPU
+    ring (bus) bandwidth in bytes/s (see :func:`tp_group_bandwidth_bytes_per_s`) and ``eff`` the fraction of it
+    NCCL achieves. Reduce-scatter then all-gather: ``2(n-1)`` steps, each GPU sends ``2(n-1)/n`` of the buffer.
+    Zero for ``n = 1`` or an empty buffer. ``num_bytes`` may be a numpy array (evaluated elementwise); a scalar
+    gives a float.
+    """
+    if group_size < 1:
+        raise ValueError(f"group_size must be >= 1, got {group_size}")
+    _check_link(bandwidth_bytes_per_s, latency_s)
+    if not bandwidth_efficiency > 0:
+        raise ValueError(f"bandwidth_efficiency must be positive, got {bandwidth_efficiency}")
+    size = np.asarray(num_bytes, dtype=float)
+    if np.any(size < 0):
+        raise ValueError("num_bytes must be non-negative")
+    n = group_size
+    if n == 1:
+        time = np.zeros_like(size)
+    else:
+        steps = 2 * (n - 1)
+        time = np.where(size > 0, steps * latency_s + steps / n * size / (bandwidth_bytes_per_s * bandwidth_efficiency), 0.0)
+    return float(time) if time.ndim == 0 else time
+
+
+def p2p_time_s(num_bytes, bandwidth_bytes_per_s: float, latency_s: float):
+    """Point-to-point send time: ``α + num_bytes/β`` (seconds); zero for an empty message.
+
+    Used for activations between pipeline stages. ``num_bytes`` may be a numpy array (elementwise).
+    """
+    _check_link(bandwidth_bytes_per_s, latency_s)
+    size = np.asarray(num_bytes, dtype=float)
+    if np.any(size < 0):
+        raise ValueError("num_bytes must be non-negative")
+    time = np.where(size > 0, latency_s + size / bandwidth_bytes_per_s, 0.0)
+    return float(time) if time.ndim == 0 else time
+
+
+def _check_link(bandwidth_bytes_per_s: float, latency_s: float) -> None:
+    if not bandwidth_bytes_per_s > 0:
+        raise ValueError(f"bandwidth_bytes_per_s must be positive, got {bandwidth_bytes_per_s}")
+    if not latency_s >= 0:
+        raise ValueError(f"latency_s must be non-negative, got {latency_s}")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# bandwidth of a tensor-parallel group
+
+
+def tp_group_bandwidth_bytes_per_s(cluster: ClusterSpec, tp: int, spans_nodes: bool) -> float:
+    """Effective per-GPU ring (bus) bandwidth of a tensor-parallel group of ``tp`` GPUs, bytes/s per direction.
+
+    Inside one node (``spans_nodes=False``):
+      - ``nvswitch``: every GPU reaches the switch with all its NVLinks: ``intra_node_link`` bandwidth.
+      - ``hybrid_cube_mesh``: the best placement of ``tp`` GPUs in the node; for it, the largest total rate of
+        rings (directed Hamiltonian cycles over NVLink, each link carrying ``per-link bandwidth`` in each
+        direction) — see :func:`mesh_ring_links`. Without any NVLink ring the group falls back to PCIe.
+      - ``pcie``: the per-GPU PCIe bandwidth (``intra_node_link``); contention at the host bridge is ignored.
+
+    Across nodes (``spans_nodes=True``): the group is spread evenly over ``m = max(2, ceil(tp/gpus_per_node))``
+    nodes, ``k = tp/m`` GPUs per node. Each ring leaves every node once through a NIC, and we assume every
+    GPU of a node belongs to such a group communicating at the same moment (TP groups of DP replicas step
+    together), so a group gets the share ``k/gpus_per_node`` of the node's NICs:
+    ``min(intra ring of k GPUs, nics_per_node · NIC bandwidth · k / gpus_per_node)``.
+    """
+    if tp < 1:
+        raise ValueError(f"tp must be >= 1, got {tp}")
+    if not spans_nodes:
+        if tp > cluster.gpus_per_node:
+            raise ValueError(
+                f"a TP group of {tp} GPUs does not fit in a node of {cluster.gpus_per_node}; set spans_nodes=True"
+            )
+        return _intra_node_bandwidth(cluster, tp)
+    if cluster.inter_node_link is None or cluster.nics_per_node == 0:
+        raise ValueError(f"cluster {cluster.name!r} has no inter-node network")
+    num_nodes = max(2, math.ceil(tp / cluster.gpus_per_node))
+    per_node = tp / num_nodes
+    share = per_node / cluster.gpus_per_node
+    inter = cluster.nics_per_node * cluster.inter_node_link.bandwidth_bytes_per_s * share
+    if per_node < 2:
+        return inter
+    return min(_intra_node_bandwidth(cluster, int(per_node)), inter)
+
+
+def link_for_group(cluster: ClusterSpec, tp: int, spans_nodes: bool) -> tuple[float, float]:
+    """``(bandwidth_bytes_per_s, latency_s)`` to pass to :func:`allreduce_time_s` for a TP group.
+
+    The latency is the mean per-step latency of the ring: inside a node the intra-node link's; across
+    ``m`` nodes, ``(m-1)/(tp-1)`` of the ring steps cross the network (NCCL's ring latency model,
+    ``nInterSteps/nsteps`` in its ``tuning.cc``).
+    """
+    bandwidth = tp_group_bandwidth_bytes_per_s(cluster, tp, spans_nodes)
+    intra_latency = _intra_latency(cluster, tp if not spans_nodes else 2)
+    if not spans_nodes:
+        return bandwidth, intra_latency
+    num_nodes = max(2, math.ceil(tp / cluster.gpus_per_node))
+    inter_fraction = min(1.0, (num_nodes - 1) / (tp - 1))
+    latency = inter_fraction * cluster.inter_node_link.latency_s + (1 - inter_fraction) * intra_latency
+    return bandwidth, latency
+
+
+def p2p_link(cluster: ClusterSpec, spans_nodes: bool) -> tuple[float, float]:
+    """``(bandwidth_bytes_per_s, latency_s)`` of a point-to-point send between pipeline stages.
+
+    Across nodes: one NIC. Inside a node: nvswitch → the per-GPU switch bandwidth; hybrid cube-mesh → one
+    NVLink (stage neighbours are not guaranteed a double link; pairs without NVLink are not used by a good
+    placement); pcie → the PCIe link.
+    """
+    if spans_nodes:
+        if cluster.inter_node_link is None:
+            raise ValueError(f"cluster {cluster.name!r} has no inter-node network")
+        return cluster.inter_node_link.bandwidth_bytes_per_s, cluster.inter_node_link.latency_s
+    link = cluster.intra_node_link
+    return link.bandwidth_bytes_per_s, link.latency_s
+
+
+def _intra_latency(cluster: ClusterSpec, tp: int) -> float:
+    if cluster.intra_node_topology == "hybrid_cube_mesh" and tp > 1:
+        if mesh_ring_links(cluster.nvlink_matrix, tp) == 0:
+            return cluster.host_to_gpu_link.latency_s
+    return cluster.intra_node_link.latency_s
+
+
+def _intra_node_bandwidth(cluster: ClusterSpec, tp: int) -> float:
+    topology = cluster.intra_node_topology
+    if topology in ("nvswitch", "pcie"):
+        return cluster.intra_node_link.bandwidth_bytes_per_s
+    if tp == 1:
+        return cluster.intra_node_link.bandwidth_bytes_per_s * cluster.gpu.nvlink_links
+    links = mesh_ring_links(cluster.nvlink_matrix, tp)
+    if links == 0:
+        return cluster.host_to_gpu_link.bandwidth_bytes_per_s
+    return links * cluster.intra_node_link.bandwidth_bytes_per_s
+
+
+# ---------------------------------------------------------------------------------------------------------
+# ring packing on a point-to-point NVLink mesh
+
+
+@functools.lru_cache(maxsize=None)
+def mesh_ring_links(nvlink_matrix: tuple[tuple[int, ...], ...], tp: int) -> float:
+    """Best total ring rate, in units of one NVLink direction, for ``tp`` GPUs of a point-to-point mesh.
+
+    For every set of ``tp`` GPUs: enumerate the directed Hamiltonian cycles that use only NVLink-connected
+    pairs; find rates ``x_c ≥ 0`` maximising ``Σ x_c`` with, for each ordered pair ``(i, j)``,
+    ``Σ_{c uses i→j} x_c ≤ links(i, j)`` (a link carries one unit in each direction). The best set wins.
+    ``Σ x_c`` is the bus bandwidth of ring all-reduce split over those rings (each GPU sends ``Σ x_c``).
+    Exhaustive (8 GPUs: at most 5,040 cycles per set), solved with scipy's LP; cached per (matrix, tp).
+    Returns 0 when no set of ``tp`` GPUs has an NVLink ring.
+
+    Rings run in both directions of a link, as NCCL's search does on V100 meshes (4 GPUs with 2 NVLinks per
+    pair get 6 ring channels, one per directed Hamiltonian cycle: https://github.com/NVIDIA/nccl/issues/713).
+    The DGX-1 cube-mesh splits into three Hamiltonian cycles, so all 8 GPUs reach all 6 links; subsets do not.
+    """
+    n = len(nvlink_matrix)
+    if tp < 2 or tp > n:
+        raise ValueError(f"tp must be between 2 and {n}, got {tp}")
+    best = 0.0
+    for group in itertools.combinations(range(n), tp):
+        best = max(best, _ring_packing(nvlink_matrix, group))
+    return best
+
+
+def _ring_packing(matrix: tuple[tuple[int, ...], ...], group: tuple[int, ...]) -> float:
+    first, rest = group[0], group[1:]
+    cycles = []
+    for order in itertools.permutations(rest):
+        ring = (first, *order)
+        edges = [(ring[k], ring[(k + 1) % len(ring)]) for k in range(len(ring))]
+        if all(matrix[a][b] > 0 for a, b in edges):
+            cycles.append(edges)
+    if not cycles:
+        return 0.0
+    if len(group) == 2:  # the two directions of one pair: a ring of two GPUs
+        a, b = group
+        return float(matrix[a][b])
+    pairs = sorted({edge for edges in cycles for edge in edges})
+    row = {pair: k for k, pair in enumerate(pairs)}
+    usage = np.zeros((len(pairs), len(cycles)))
+    for c, edges in enumerate(cycles):
+        for edge in edges:
+            usage[row[edge], c] += 1
+    capacity = np.array([matrix[a][b] for a, b in pairs], dtype=float)
+    result = linprog(-np.ones(len(cycles)), A_ub=usage, b_ub=capacity, bounds=(0, None), method="highs")
+    if not result.success:  # pragma: no cover - a bounded feasible LP always solves
+        raise RuntimeError(f"ring packing LP failed for GPUs {group}: {result.message}")
+    return float(-result.fun)

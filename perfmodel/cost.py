@@ -1,0 +1,201 @@
+"""Time of one engine step on one pipeline stage: per-operator roofline plus communication and overheads.
+
+For a step that computes ``m`` tokens (prefill chunks plus one token per decoding sequence) each operator takes
+
+    t_op = max(flops / (peak_flops_per_s * eff_compute), bytes / (hbm_bytes_per_s * eff_memory))
+
+GEMMs (QKV, O, gate/up, down; MoE experts) read their weights once per step and do ``2 * m * in * out / TP``
+FLOPs; their compute efficiency grows with the batch, ``eff(m) = eff_max * m / (m + m_half)``. Prefill attention
+does ``4 * pairs * head_dim`` FLOPs per head over its query-key pairs; decode attention reads every decoding
+sequence's K and V. The LM head runs only for the sampled tokens, on the last stage. A TP group all-reduces the
+hidden states twice per layer (ring, alpha-beta over the group's real link); pipeline stages pass activations to
+the next stage. Fixed per-step and per-sequence overheads cover scheduling, input preparation and sampling,
+plus a per-layer launch cost without CUDA graphs (``--enforce-eager``).
+
+Every stage is costed as the most loaded one (most layers, plus the LM head); the engine's latency for a batch
+is ``num_stages`` stage times, its throughput one batch per stage time when enough batches are in flight.
+Batch fields may be numpy arrays: the cost is then evaluated elementwise (the calibrator re-costs thousands of
+recorded steps at once).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from hardware.spec import ClusterSpec
+from perfmodel import comm
+from perfmodel.coefficients import Coefficients
+from perfmodel.layout import Layout, place
+from perfmodel.memory import kv_heads_per_gpu, layers_per_stage
+from perfmodel.model import ModelShape
+from perfmodel.precision import Precision
+
+
+class BatchLike(Protocol):
+    """What the cost reads of a step (``simulator.BatchStats`` has these fields)."""
+
+    num_prefill_tokens: Any
+    num_decode_tokens: Any
+    prefill_attention_pairs: Any
+    prefill_context_tokens: Any
+    decode_context_tokens: Any
+    num_sampled_tokens: Any
+    num_seqs: Any
+
+
+@dataclass(frozen=True)
+class _Gemm:
+    """One weight matrix of a decoder layer as one GPU sees it."""
+
+    flops_per_token: float  # 2 * in * out / TP * experts a token visits
+    weight_bytes: float  # of one expert (or the dense matrix) on one GPU
+    activation_bytes_per_token: float  # input + output elements read/written per token
+    num_experts: int  # 1 for dense layers
+    experts_per_token: int
+
+
+class StepCostModel:
+    """Seconds one pipeline stage spends on one engine step (implements ``simulator.StepCost``)."""
+
+    def __init__(self, model: ModelShape, cluster: ClusterSpec, layout: Layout, precision: Precision,
+                 coefficients: Coefficients, *, enforce_eager: bool = False) -> None:
+        self.model, self.cluster, self.layout = model, cluster, layout
+        self.precision, self.coefficients, self.enforce_eager = precision, coefficients, enforce_eager
+        self.num_stages = layout.pp
+        gpu = cluster.gpu
+        self._gemm_peak = gpu.peak_flops_per_s[precision.gemm_flops_dtype]
+        self._attn_peak = gpu.peak_flops_per_s[precision.activation_dtype]
+        self._hbm = gpu.memory_bandwidth_bytes_per_s
+        self._layers = layers_per_stage(model.num_layers, layout.pp)
+        self._gemms = _layer_gemms(model, precision, layout.tp)
+        heads = model.num_attention_heads / layout.tp
+        kv_heads = kv_heads_per_gpu(model, layout.tp)
+        self._attn_flops_per_pair = 4.0 * model.head_dim * heads
+        self._kv_bytes_per_token = 2.0 * kv_heads * model.head_dim * precision.kv_bytes_per_element
+        self._q_bytes_per_token = 2.0 * heads * model.head_dim * precision.activation_bytes
+        sliding = model.layer_is_sliding if model.sliding_window else ()
+        self._sliding_fraction = sum(sliding) / model.num_layers if sliding else 0.0
+        self._hidden_bytes = model.hidden_size * precision.activation_bytes
+        self._lm_head_flops_per_token = 2.0 * model.hidden_size * model.vocab_size / layout.tp
+        self._lm_head_bytes = model.hidden_size * model.vocab_size * precision.activation_bytes / layout.tp
+        placement = place(layout, cluster.gpus_per_node)
+        self._tp_bw, tp_latency = comm.link_for_group(cluster, layout.tp, placement.tp_spans_nodes)
+        self._tp_latency = tp_latency + coefficients.allreduce_latency_s
+        pp_bw, pp_latency = comm.link_for_group(cluster, 2, placement.pp_spans_nodes)
+        self._pp_bw, self._pp_latency = pp_bw, pp_latency + coefficients.p2p_latency_s
+        self._gemm_cache: dict[int, float] = {}
+
+    # -- the operators, per GPU, seconds -------------------------------------------------------------------
+    def _compute_efficiency(self, num_tokens: Any) -> Any:
+        c = self.coefficients
+        m = np.maximum(num_tokens, 1)
+        return c.gemm_compute_efficiency * m / (m + c.gemm_half_efficiency_tokens)
+
+    def gemm_time_s(self, num_tokens: Any) -> Any:
+        """All GEMMs of one decoder layer for a step of ``num_tokens`` tokens."""
+        if isinstance(num_tokens, (int, np.integer)):
+            cached = self._gemm_cache.get(int(num_tokens))
+            if cached is None:
+                cached = self._gemm_cache[int(num_tokens)] = float(self._gemm_time_s(num_tokens))
+            return cached
+        return self._gemm_time_s(np.asarray(num_tokens, dtype=float))
+
+    def _gemm_time_s(self, m: Any) -> Any:
+        c = self.coefficients
+        flops_rate = self._gemm_peak * self._compute_efficiency(m)
+        bytes_rate = self._hbm * c.memory_efficiency
+        total = 0.0
+        for g in self._gemms:
+            if g.num_experts > 1:  # experts that at least one of the m tokens visits, uniform routing
+                touched = g.num_experts * (1.0 - (1.0 - g.experts_per_token / g.num_experts) ** m)
+            else:
+                touched = 1.0
+            memory = (touched * g.weight_bytes + m * g.activation_bytes_per_token) / bytes_rate
+            total = total + np.maximum(m * g.flops_per_token / flops_rate, memory)
+        return total
+
+    def attention_time_s(self, batch: BatchLike) -> Any:
+        """Prefill and decode attention of one layer (sliding-window layers read at most their window)."""
+        c = self.coefficients
+        flops_rate = self._attn_peak * c.attention_compute_efficiency
+        bytes_rate = self._hbm * c.attention_memory_efficiency
+        prefill_flops = self._attn_flops_per_pair * np.asarray(batch.prefill_attention_pairs, dtype=float)
+        prefill_bytes = (self._kv_bytes_per_token * np.asarray(batch.prefill_context_tokens, dtype=float)
+                         + self._q_bytes_per_token * np.asarray(batch.num_prefill_tokens, dtype=float))
+        decode_ctx = np.asarray(batch.decode_context_tokens, dtype=float)
+        if self._sliding_fraction:
+            window = self.model.sliding_window * np.asarray(batch.num_decode_tokens, dtype=float)
+            decode_ctx = ((1 - self._sliding_fraction) * decode_ctx
+                          + self._sliding_fraction * np.minimum(decode_ctx, window))
+        decode_flops = self._attn_flops_per_pair * decode_ctx
+        decode_bytes = self._kv_bytes_per_token * decode_ctx
+        prefill = np.maximum(prefill_flops / flops_rate, prefill_bytes / bytes_rate)
+        decode = np.maximum(decode_flops / flops_rate, decode_bytes / bytes_rate)
+        return prefill + decode
+
+    def allreduce_time_s(self, num_tokens: Any) -> Any:
+        """Two TP all-reduces of the hidden states per layer."""
+        if self.layout.tp == 1:
+            return 0.0
+        return 2.0 * comm.allreduce_time_s(num_tokens * self._hidden_bytes, self.layout.tp, self._tp_bw,
+                                           self._tp_latency, self.coefficients.allreduce_bandwidth_efficiency)
+
+    def lm_head_time_s(self, num_sampled: Any) -> Any:
+        c = self.coefficients
+        flops = self._lm_head_flops_per_token * np.asarray(num_sampled, dtype=float)
+        compute = flops / (self._gemm_peak * self._compute_efficiency(num_sampled))
+        return np.maximum(compute, self._lm_head_bytes / (self._hbm * c.memory_efficiency))
+
+    def pipeline_send_time_s(self, num_tokens: Any) -> Any:
+        if self.layout.pp == 1:
+            return 0.0
+        return comm.p2p_time_s(num_tokens * self._hidden_bytes, self._pp_bw, self._pp_latency)
+
+    def overhead_time_s(self, batch: BatchLike) -> Any:
+        """CPU and launch time of a step, spread over the stages it passes through."""
+        c = self.coefficients
+        per_step = (c.step_overhead_s + c.per_seq_overhead_s * np.asarray(batch.num_seqs, dtype=float)
+                    + c.per_prefill_token_overhead_s * np.asarray(batch.num_prefill_tokens, dtype=float))
+        eager = c.eager_layer_overhead_s * self._layers if self.enforce_eager else 0.0
+        return per_step / self.num_stages + eager
+
+    # -- the step ------------------------------------------------------------------------------------------
+    def breakdown(self, batch: BatchLike) -> dict[str, Any]:
+        """Seconds per component of one stage's step."""
+        tokens = batch.num_prefill_tokens + batch.num_decode_tokens
+        return {
+            "gemm_s": self._layers * self.gemm_time_s(tokens),
+            "attention_s": self._layers * self.attention_time_s(batch),
+            "allreduce_s": self._layers * self.allreduce_time_s(tokens),
+            "lm_head_s": self.lm_head_time_s(batch.num_sampled_tokens),
+            "pipeline_send_s": self.pipeline_send_time_s(tokens),
+            "overhead_s": self.overhead_time_s(batch),
+        }
+
+    def __call__(self, batch: BatchLike) -> Any:
+        parts = self.breakdown(batch)
+        total = sum(parts.values())
+        return float(total) if np.ndim(total) == 0 else total
+
+
+def _layer_gemms(model: ModelShape, precision: Precision, tp: int) -> tuple[_Gemm, ...]:
+    gemms = []
+    for linear in model.linear_layers():
+        params = linear.in_features * linear.out_features / tp
+        experts, visits = linear.num_experts, linear.num_per_token_active
+        if linear.parallel == "column":
+            act = linear.in_features + linear.out_features / tp
+        elif linear.parallel == "row":
+            act = linear.in_features / tp + linear.out_features
+        else:  # replicated (e.g. the MoE router)
+            act = linear.in_features + linear.out_features
+            params = linear.in_features * linear.out_features
+        gemms.append(_Gemm(flops_per_token=2.0 * params * visits,
+                           weight_bytes=params * (precision.weight_bytes_per_param if linear.quantizable
+                                                  else precision.activation_bytes),
+                           activation_bytes_per_token=act * visits * precision.activation_bytes,
+                           num_experts=max(1, experts), experts_per_token=visits))
+    return tuple(gemms)

@@ -1,0 +1,52 @@
+"""vLLM engine settings that change performance, with the defaults of the vLLM version being modelled."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from perfmodel.errors import UserError
+
+GIB = 1024**3
+
+
+@dataclass(frozen=True, kw_only=True)
+class EngineArgs:
+    """The engine arguments perfmodel models, named as vLLM names them (``--max-num-seqs`` ...)."""
+
+    max_num_seqs: int
+    max_num_batched_tokens: int
+    gpu_memory_utilization: float = 0.9
+    max_model_len: int | None = None  # None: the model's max_position_embeddings
+    block_size: int = 16
+    enforce_eager: bool = False
+    enable_chunked_prefill: bool = True
+
+    def __post_init__(self) -> None:
+        if self.max_num_seqs < 1:
+            raise UserError(f"--max-num-seqs must be at least 1, got {self.max_num_seqs}")
+        if self.max_num_batched_tokens < 1:
+            raise UserError(f"--max-num-batched-tokens must be at least 1, got {self.max_num_batched_tokens}")
+        if not 0.0 < self.gpu_memory_utilization <= 1.0:
+            raise UserError(f"--gpu-memory-utilization must be in (0, 1], got {self.gpu_memory_utilization}")
+        if self.max_model_len is not None and self.max_model_len < 1:
+            raise UserError(f"--max-model-len must be positive, got {self.max_model_len}")
+        if self.block_size not in (8, 16, 32, 64, 128):
+            raise UserError(f"--block-size must be one of 8, 16, 32, 64, 128, got {self.block_size}")
+
+
+def default_engine_args(gpu_memory_bytes: float, *, entry_point: str = "offline",
+                        **overrides: object) -> EngineArgs:
+    """vLLM V1's defaults (``EngineArgs._set_default_args`` of 0.8 and later, read for 0.26), by GPU size.
+
+    On GPUs of at least 70 GiB the offline ``LLM`` class uses a token budget of 16384 and the server 8192;
+    smaller GPUs get 8192 and 2048. ``max_num_seqs`` is 1024 on the large GPUs and 256 otherwise.
+    Overrides that are None are ignored, so CLI flags can be passed straight through.
+    """
+    if entry_point not in ("offline", "serve"):
+        raise UserError(f"entry point must be 'offline' or 'serve', got {entry_point!r}")
+    large = gpu_memory_bytes >= 70 * GIB
+    budget = {("offline", True): 16384, ("serve", True): 8192,
+              ("offline", False): 8192, ("serve", False): 2048}[(entry_point, large)]
+    values: dict[str, object] = {"max_num_seqs": 1024 if large else 256, "max_num_batched_tokens": budget}
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return EngineArgs(**values)  # type: ignore[arg-type]

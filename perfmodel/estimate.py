@@ -1,0 +1,99 @@
+"""Closed-form throughput of an offline workload of fixed lengths: the fast path that prunes layout searches.
+
+With every request of ``input_len`` prompt and ``output_len`` output tokens arriving at t=0, both schedulers
+run in waves: ``b`` requests are admitted, prefilled in chunks of the token budget, decode together until they
+all finish at the same step, and the next wave starts (continuous batching admits the next requests as soon as
+slots free, which with equal lengths is the same moment). So a replica's elapsed time is
+
+    sum over waves of [ prefill steps of b*input_len tokens + (output_len - 1) decode steps of b sequences ]
+
+with every step costed by the step-cost model at its exact context lengths. The wave size is the largest of
+``max_num_seqs``, the requests, and what the KV cache holds at full length. Static batching differs in what it
+reserves (padded lengths, a static batch size) and never overlaps waves; continuous batching also
+overlaps a wave's prefill with the previous wave's last decodes, which this bound ignores (the simulator has it).
+
+With PP stages a wave is split into ``pp`` micro-batches; a round (every sequence advances one token) takes
+``pp`` stage times of a micro-batch, so with fewer sequences than stages the pipeline bubble shows.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from simulator.batch import BatchStats
+
+
+@dataclass(frozen=True, kw_only=True)
+class OfflineWorkload:
+    """``num_prompts`` requests of ``input_len`` prompt and ``output_len`` output tokens, all at t=0."""
+
+    input_len: int
+    output_len: int
+    num_prompts: int
+
+    def __post_init__(self) -> None:
+        from perfmodel.errors import UserError
+
+        for name in ("input_len", "output_len", "num_prompts"):
+            if getattr(self, name) < 1:
+                raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ThroughputEstimate:
+    """Offline throughput with vLLM's benchmark names; ``tokens_per_second`` counts input plus output."""
+
+    elapsed_time: float  # seconds for all requests on all replicas
+    requests_per_second: float
+    tokens_per_second: float
+    output_tokens_per_second: float
+    batch_size: int  # sequences per wave on one replica
+
+
+def wave_time_s(step_cost, batch_size: int, input_len: int, output_len: int, max_num_batched_tokens: int) -> float:
+    """Seconds for one wave of ``batch_size`` requests on one replica (all pipeline stages)."""
+    stages = step_cost.num_stages
+    micro = math.ceil(batch_size / stages)  # sequences per micro-batch
+    # Prefill: each micro-batch's prompt tokens go through in chunks of the full token budget, as vLLM's
+    # scheduler fills it; query-key pairs are shared among chunks in proportion to their tokens.
+    prompt_tokens = micro * input_len
+    full, rest = divmod(prompt_tokens, max_num_batched_tokens)
+    chunks = np.array([max_num_batched_tokens] * full + ([rest] if rest else []), dtype=float)
+    steps = len(chunks)
+    pairs = micro * input_len * (input_len + 1) / 2.0 * chunks / prompt_tokens
+    prefill = step_cost(BatchStats(
+        num_prefill_tokens=chunks, num_decode_tokens=np.zeros(steps), prefill_attention_pairs=pairs,
+        prefill_context_tokens=chunks, decode_context_tokens=np.zeros(steps),
+        num_sampled_tokens=np.r_[np.zeros(steps - 1), micro],
+        num_seqs=np.minimum(micro, np.ceil(chunks / input_len) + 1)))
+    time_s = float(np.sum(prefill)) * stages
+    if output_len > 1:
+        context = micro * (input_len + np.arange(1, output_len))
+        decode = step_cost(BatchStats(
+            num_prefill_tokens=np.zeros(output_len - 1), num_decode_tokens=np.full(output_len - 1, micro),
+            prefill_attention_pairs=np.zeros(output_len - 1), prefill_context_tokens=np.zeros(output_len - 1),
+            decode_context_tokens=context, num_sampled_tokens=np.full(output_len - 1, micro),
+            num_seqs=np.full(output_len - 1, micro)))
+        time_s += float(np.sum(decode)) * stages
+    return time_s
+
+
+def offline_throughput(step_cost, workload: OfflineWorkload, *, batch_size: int, num_replicas: int,
+                       max_num_batched_tokens: int) -> ThroughputEstimate:
+    """Throughput of ``num_replicas`` replicas sharing the prompts evenly, ``batch_size`` sequences a wave."""
+    if batch_size < 1:
+        raise ValueError("batch_size must be at least 1")
+    per_replica = math.ceil(workload.num_prompts / num_replicas)
+    full_waves, rest = divmod(per_replica, batch_size)
+    args = (workload.input_len, workload.output_len, max_num_batched_tokens)
+    elapsed = full_waves * wave_time_s(step_cost, batch_size, *args)
+    if rest:
+        elapsed += wave_time_s(step_cost, rest, *args)
+    n = workload.num_prompts
+    return ThroughputEstimate(
+        elapsed_time=elapsed, requests_per_second=n / elapsed,
+        tokens_per_second=n * (workload.input_len + workload.output_len) / elapsed,
+        output_tokens_per_second=n * workload.output_len / elapsed, batch_size=batch_size)

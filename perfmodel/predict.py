@@ -1,0 +1,194 @@
+"""Predict one layout or rank every layout of N GPUs: the Python API under ``perfmodel predict``.
+
+    >>> from perfmodel.predict import Scenario, predict_all
+    >>> scenario = Scenario.build(model="llama-3.1-70b", hardware="taiwania2")
+    >>> best = predict_all(scenario, num_gpus=16)[0]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from hardware import load_hardware
+from hardware.spec import ClusterSpec
+from perfmodel.coefficients import Profile, default_profile, load_profile
+from perfmodel.cost import StepCostModel
+from perfmodel.engine import EngineArgs, default_engine_args
+from perfmodel.errors import UserError
+from perfmodel.estimate import OfflineWorkload, offline_throughput
+from perfmodel.layout import Layout, check_tp, enumerate_layouts
+from perfmodel.memory import MemoryPlan, memory_plan
+from perfmodel.model import ModelShape, load_model
+from perfmodel.precision import Precision, resolve_precision
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+BATCHING = ("continuous", "static")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Scenario:
+    """Everything a prediction needs besides the layout."""
+
+    model: ModelShape
+    cluster: ClusterSpec
+    precision: Precision
+    engine: EngineArgs
+    profile: Profile
+    workload: OfflineWorkload
+    batching: str = "continuous"
+    static_batch_size: int | None = None  # None: as large as memory and max_num_seqs allow
+
+    def __post_init__(self) -> None:
+        if self.batching not in BATCHING:
+            raise UserError(f"--batching must be one of {', '.join(BATCHING)}, got {self.batching!r}")
+        if self.static_batch_size is not None and self.static_batch_size < 1:
+            raise UserError(f"--static-batch-size must be at least 1, got {self.static_batch_size}")
+
+    @classmethod
+    def build(cls, *, model: str = "llama-3.1-70b", hardware: str = "taiwania2", dtype: str = "auto",
+              quantization: str | None = None, kv_cache_dtype: str = "auto", calibration: str | None = None,
+              input_len: int = 100, output_len: int = 600, num_prompts: int = 300, batching: str = "continuous",
+              static_batch_size: int | None = None, entry_point: str = "offline", **engine: Any) -> "Scenario":
+        """Load model and hardware by name or path and fill vLLM's defaults for what is not given."""
+        shape = load_model(model)
+        cluster = load_hardware(hardware)
+        precision = resolve_precision(shape, cluster.gpu, dtype=dtype,
+                                      quantization=quantization, kv_cache_dtype=kv_cache_dtype)
+        profile = load_profile(calibration) if calibration else default_profile(cluster.gpu.name)
+        engine_args = default_engine_args(cluster.gpu.memory_bytes, entry_point=entry_point, **engine)
+        workload = OfflineWorkload(input_len=input_len, output_len=output_len, num_prompts=num_prompts)
+        return cls(model=shape, cluster=cluster, precision=precision, engine=engine_args, profile=profile,
+                   workload=workload, batching=batching, static_batch_size=static_batch_size)
+
+    def with_(self, **changes: Any) -> "Scenario":
+        return dataclasses.replace(self, **changes)
+
+    def step_cost(self, layout: Layout) -> StepCostModel:
+        return StepCostModel(self.model, self.cluster, layout, self.precision, self.profile.coefficients,
+                             enforce_eager=self.engine.enforce_eager)
+
+    def memory(self, layout: Layout) -> MemoryPlan:
+        return memory_plan(self.model, self.cluster, layout, self.precision, self.engine, self.profile.coefficients)
+
+
+@dataclass(frozen=True, kw_only=True)
+class LayoutPrediction:
+    """One layout's memory and offline throughput (vLLM benchmark names; seconds, tokens/s)."""
+
+    tp: int
+    pp: int
+    dp: int
+    gpus: int
+    fits: bool
+    reason: str
+    weights_gib_per_gpu: float
+    kv_cache_tokens: int  # per replica, as vLLM logs "GPU KV cache size"
+    max_concurrency: float  # requests of max_model_len tokens per replica
+    batch_size: int  # sequences running together per replica
+    requests_per_second: float
+    tokens_per_second: float  # input + output
+    output_tokens_per_second: float
+    elapsed_time: float  # seconds for all prompts
+    method: str  # "analytical" or "simulated"
+    calibration: str  # "calibrated", "transferred" or "default"
+
+    @property
+    def layout(self) -> Layout:
+        return Layout(tp=self.tp, pp=self.pp, dp=self.dp)
+
+
+def wave_batch_size(scenario: Scenario, plan: MemoryPlan) -> int:
+    """Sequences one replica runs at once: max_num_seqs, the prompts it gets, and what the KV cache holds
+    with every sequence at its full length (block-rounded)."""
+    w, e = scenario.workload, scenario.engine
+    per_request = math.ceil((w.input_len + w.output_len) / e.block_size) * e.block_size
+    limit = min(e.max_num_seqs, plan.kv_cache_tokens // per_request)
+    if scenario.batching == "static" and scenario.static_batch_size is not None:
+        limit = min(limit, scenario.static_batch_size)
+    return max(0, limit)
+
+
+def predict_layout(scenario: Scenario, layout: Layout) -> LayoutPrediction:
+    """Memory and analytical offline throughput of one layout."""
+    check_tp(layout.tp, scenario.model.num_attention_heads, scenario.model.num_kv_heads)
+    plan = scenario.memory(layout)
+    replicas_prompts = math.ceil(scenario.workload.num_prompts / layout.dp)
+    batch = min(wave_batch_size(scenario, plan), replicas_prompts)
+    fits, reason = plan.fits, plan.reason
+    if fits and batch == 0:
+        fits, reason = False, "KV cache cannot hold one request of input_len + output_len tokens"
+    base = dict(tp=layout.tp, pp=layout.pp, dp=layout.dp, gpus=layout.gpus, weights_gib_per_gpu=plan.weights_bytes / 2**30,
+                kv_cache_tokens=plan.kv_cache_tokens, max_concurrency=plan.max_concurrency, batch_size=batch,
+                calibration=scenario.profile.status_for(scenario.cluster.gpu.name))
+    if not fits:
+        nan = float("nan")
+        return LayoutPrediction(**base, fits=False, reason=reason, requests_per_second=nan, tokens_per_second=nan,
+                                output_tokens_per_second=nan, elapsed_time=nan, method="analytical")
+    estimate = offline_throughput(scenario.step_cost(layout), scenario.workload, batch_size=batch,
+                                  num_replicas=layout.dp, max_num_batched_tokens=scenario.engine.max_num_batched_tokens)
+    return LayoutPrediction(**base, fits=True, reason="", requests_per_second=estimate.requests_per_second,
+                            tokens_per_second=estimate.tokens_per_second,
+                            output_tokens_per_second=estimate.output_tokens_per_second,
+                            elapsed_time=estimate.elapsed_time, method="analytical")
+
+
+def candidate_layouts(scenario: Scenario, num_gpus: int, tp: int | None = None, pp: int | None = None) -> list[Layout]:
+    """The layouts to rank: all valid ones for ``num_gpus``, or the one pinned by ``tp``/``pp``."""
+    cluster, model = scenario.cluster, scenario.model
+    if cluster.max_nodes_per_job is not None and num_gpus > cluster.max_nodes_per_job * cluster.gpus_per_node:
+        raise UserError(f"{cluster.name} jobs may use at most {cluster.max_nodes_per_job} nodes "
+                        f"({cluster.max_nodes_per_job * cluster.gpus_per_node} GPUs); ask for fewer --gpus")
+    if tp is not None:
+        check_tp(tp, model.num_attention_heads, model.num_kv_heads)
+    if pp is not None and not 1 <= pp <= model.num_layers:
+        raise UserError(f"--pipeline-parallel-size must be between 1 and the model's {model.num_layers} layers")
+    if tp is not None or pp is not None:
+        tp_, pp_ = tp or 1, pp or 1
+        if num_gpus % (tp_ * pp_):
+            raise UserError(f"TP {tp_} x PP {pp_} = {tp_ * pp_} GPUs does not divide --gpus {num_gpus}")
+        return [Layout(tp=tp_, pp=pp_, dp=num_gpus // (tp_ * pp_))]
+    layouts = enumerate_layouts(num_gpus, num_attention_heads=model.num_attention_heads,
+                                num_kv_heads=model.num_kv_heads, num_layers=model.num_layers,
+                                gpus_per_node=cluster.gpus_per_node)
+    if not layouts:
+        raise UserError(f"no valid TP x PP x DP layout of {num_gpus} GPUs for {model.name}; try a multiple of "
+                        f"{cluster.gpus_per_node} or a power of two")
+    return layouts
+
+
+def rank(predictions: list[LayoutPrediction]) -> list[LayoutPrediction]:
+    """Best first: layouts that fit by tokens/s, then the rest by how close they came (KV tokens)."""
+    return sorted(predictions, key=lambda p: (not p.fits, -p.tokens_per_second if p.fits else 0.0,
+                                              p.weights_gib_per_gpu, p.tp, p.pp))
+
+
+def predict_all(scenario: Scenario, num_gpus: int, *, tp: int | None = None, pp: int | None = None,
+                ) -> list[LayoutPrediction]:
+    """Every candidate layout of ``num_gpus`` GPUs, ranked best first."""
+    return rank([predict_layout(scenario, layout) for layout in candidate_layouts(scenario, num_gpus, tp, pp)])
+
+
+def min_gpus_to_fit(scenario: Scenario, limit: int = 512) -> int | None:
+    """The fewest GPUs (powers of two and node multiples) on which some layout fits, or None."""
+    counts = sorted({2**k for k in range(10)} | {scenario.cluster.gpus_per_node * k for k in range(1, 65)})
+    for n in counts:
+        if n > limit:
+            break
+        layouts = enumerate_layouts(n, num_attention_heads=scenario.model.num_attention_heads,
+                                    num_kv_heads=scenario.model.num_kv_heads, num_layers=scenario.model.num_layers,
+                                    gpus_per_node=scenario.cluster.gpus_per_node)
+        if any(predict_layout(scenario, layout).fits for layout in layouts):
+            return n
+    return None
+
+
+def predictions_frame(predictions: list[LayoutPrediction]) -> "pd.DataFrame":
+    """The predictions as a pandas DataFrame (one row per layout, best first)."""
+    import pandas as pd
+
+    return pd.DataFrame([dataclasses.asdict(p) for p in predictions])

@@ -1,0 +1,123 @@
+"""Step-cost model: hand-calculated FLOPs and bytes, roofline regimes, and monotonicity."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from hardware import load_hardware
+from perfmodel.coefficients import Coefficients
+from perfmodel.cost import StepCostModel
+from perfmodel.layout import Layout
+from perfmodel.model import load_model
+from perfmodel.precision import resolve_precision
+from simulator.batch import BatchStats
+
+H200 = load_hardware("h200-sxm")
+LLAMA8 = load_model("llama-3.1-8b")
+PREC = resolve_precision(LLAMA8, H200.gpu)
+# No efficiency losses and no overheads: the roofline alone.
+IDEAL = Coefficients(gemm_compute_efficiency=1.0, gemm_half_efficiency_tokens=1.0, memory_efficiency=1.0,
+                     attention_compute_efficiency=1.0, attention_memory_efficiency=1.0, step_overhead_s=0.0,
+                     per_seq_overhead_s=0.0, eager_layer_overhead_s=0.0)
+
+
+def batch(prefill=0, decode=0, pairs=0.0, prefill_ctx=0, decode_ctx=0, sampled=0, seqs=0):
+    return BatchStats(num_prefill_tokens=prefill, num_decode_tokens=decode, prefill_attention_pairs=pairs,
+                      prefill_context_tokens=prefill_ctx, decode_context_tokens=decode_ctx,
+                      num_sampled_tokens=sampled, num_seqs=seqs)
+
+
+def cluster_with(**gpu_changes):
+    return dataclasses.replace(H200, gpu=dataclasses.replace(H200.gpu, **gpu_changes))
+
+
+def test_large_prefill_gemms_are_compute_bound_at_hand_computed_flops():
+    fast_memory = cluster_with(memory_bandwidth_bytes_per_s=1e18)
+    cost = StepCostModel(LLAMA8, fast_memory, Layout(tp=1), PREC, IDEAL)
+    m = 8192
+    # per layer: qkv 4096 x 6144, o 4096 x 4096, gate_up 4096 x 28672, down 14336 x 4096
+    flops = 2 * m * (4096 * 6144 + 4096 * 4096 + 4096 * 28672 + 14336 * 4096)
+    eff = m / (m + 1.0)
+    assert cost.gemm_time_s(m) == pytest.approx(flops / (989.4e12 * eff), rel=1e-6)
+
+
+def test_single_decode_gemms_are_memory_bound_at_weight_bytes():
+    cost = StepCostModel(LLAMA8, H200, Layout(tp=1), PREC, IDEAL)
+    weights = 2 * (4096 * 6144 + 4096 * 4096 + 4096 * 28672 + 14336 * 4096)
+    activations = 2 * ((4096 + 6144) + (4096 + 4096) + (4096 + 28672) + (14336 + 4096))
+    assert cost.gemm_time_s(1) == pytest.approx((weights + activations) / 4.8e12, rel=1e-6)
+
+
+def test_decode_attention_reads_every_kv_token():
+    cost = StepCostModel(LLAMA8, H200, Layout(tp=1), PREC, IDEAL)
+    # 64 sequences with 1000 tokens of context: K and V, 8 heads x 128 x 2 bytes each
+    kv_bytes = 64 * 1000 * 2 * 8 * 128 * 2
+    assert cost.attention_time_s(batch(decode=64, decode_ctx=64_000)) == pytest.approx(kv_bytes / 4.8e12, rel=1e-6)
+
+
+def test_prefill_attention_flops():
+    fast_memory = cluster_with(memory_bandwidth_bytes_per_s=1e18)
+    cost = StepCostModel(LLAMA8, fast_memory, Layout(tp=1), PREC, IDEAL)
+    n = 4096
+    pairs = n * (n + 1) / 2
+    flops = 4 * pairs * 128 * 32
+    assert cost.attention_time_s(batch(prefill=n, pairs=pairs, prefill_ctx=n)) == pytest.approx(
+        flops / 989.4e12, rel=1e-6)
+
+
+def test_lm_head_only_for_sampled_tokens():
+    cost = StepCostModel(LLAMA8, H200, Layout(tp=1), PREC, IDEAL)
+    a = cost.breakdown(batch(prefill=4000, pairs=1e6, prefill_ctx=4000, sampled=1, seqs=1))["lm_head_s"]
+    b = cost.breakdown(batch(prefill=4000, pairs=1e6, prefill_ctx=4000, sampled=4000, seqs=4000))["lm_head_s"]
+    assert a == pytest.approx(128256 * 4096 * 2 / 4.8e12, rel=1e-3)  # one row: reading the weights dominates
+    assert b == pytest.approx(2 * 4000 * 4096 * 128256 / (989.4e12 * 4000 / 4001), rel=1e-6)  # compute-bound
+
+
+def test_tensor_parallel_adds_two_allreduces_per_layer():
+    cost1 = StepCostModel(LLAMA8, H200, Layout(tp=1), PREC, Coefficients())
+    cost2 = StepCostModel(LLAMA8, H200, Layout(tp=2), PREC, Coefficients())
+    b = batch(decode=128, decode_ctx=128 * 500, sampled=128, seqs=128)
+    assert cost1.breakdown(b)["allreduce_s"] == 0
+    assert cost2.breakdown(b)["allreduce_s"] > 0
+    assert cost2.breakdown(b)["gemm_s"] < cost1.breakdown(b)["gemm_s"]
+
+
+def test_pipeline_stage_has_its_share_of_layers():
+    one = StepCostModel(LLAMA8, H200, Layout(tp=1, pp=1), PREC, Coefficients())
+    two = StepCostModel(LLAMA8, H200, Layout(tp=1, pp=2), PREC, Coefficients())
+    b = batch(decode=64, decode_ctx=64 * 300, sampled=64, seqs=64)
+    assert two.num_stages == 2
+    assert two.breakdown(b)["gemm_s"] == pytest.approx(one.breakdown(b)["gemm_s"] / 2)
+    assert two.breakdown(b)["pipeline_send_s"] > 0
+
+
+def test_eager_mode_costs_more():
+    b = batch(decode=8, decode_ctx=8 * 100, sampled=8, seqs=8)
+    graphs = StepCostModel(LLAMA8, H200, Layout(tp=1), PREC, Coefficients())(b)
+    eager = StepCostModel(LLAMA8, H200, Layout(tp=1), PREC, Coefficients(), enforce_eager=True)(b)
+    assert eager == pytest.approx(graphs + 32 * Coefficients().eager_layer_overhead_s)
+
+
+def test_array_batches_equal_scalar_batches():
+    cost = StepCostModel(LLAMA8, H200, Layout(tp=2, pp=2), PREC, Coefficients())
+    rows = [batch(prefill=p, decode=d, pairs=p * 50.0, prefill_ctx=p, decode_ctx=d * 700, sampled=d + 1, seqs=d + 1)
+            for p, d in [(0, 1), (512, 30), (8192, 0), (100, 255)]]
+    arrays = BatchStats(**{f.name: np.array([getattr(r, f.name) for r in rows])
+                           for f in dataclasses.fields(BatchStats)})
+    assert np.allclose(cost(arrays), [cost(r) for r in rows])
+
+
+@settings(max_examples=40, deadline=None)
+@given(decode=st.integers(1, 512), context=st.integers(1, 8000), prefill=st.integers(0, 8192),
+       scale=st.floats(1.01, 10.0), tp=st.sampled_from([1, 2, 4, 8]))
+def test_higher_bandwidth_is_never_slower(decode, context, prefill, scale, tp):
+    b = batch(prefill=prefill, decode=decode, pairs=prefill * 100.0, prefill_ctx=prefill,
+              decode_ctx=decode * context, sampled=decode, seqs=decode)
+    base = StepCostModel(LLAMA8, H200, Layout(tp=tp), PREC, Coefficients())(b)
+    faster_hbm = cluster_with(memory_bandwidth_bytes_per_s=4.8e12 * scale)
+    assert StepCostModel(LLAMA8, faster_hbm, Layout(tp=tp), PREC, Coefficients())(b) <= base
+    faster_link = dataclasses.replace(H200, intra_node_link=dataclasses.replace(
+        H200.intra_node_link, bandwidth_bytes_per_s=H200.intra_node_link.bandwidth_bytes_per_s * scale))
+    assert StepCostModel(LLAMA8, faster_link, Layout(tp=tp), PREC, Coefficients())(b) <= base
