@@ -60,7 +60,8 @@ def allreduce_time_s(
         time = np.zeros_like(size)
     else:
         steps = 2 * (n - 1)
-        time = np.where(size > 0, steps * latency_s + steps / n * size / (bandwidth_bytes_per_s * bandwidth_efficiency), 0.0)
+        effective_bytes_per_s = bandwidth_bytes_per_s * bandwidth_efficiency
+        time = np.where(size > 0, steps * latency_s + steps / n * size / effective_bytes_per_s, 0.0)
     return float(time) if time.ndim == 0 else time
 
 
