@@ -1,0 +1,18 @@
+"""Discrete-event simulator of an LLM inference engine, generic over a step-cost function.
+
+It knows nothing about GPUs: a `StepCost` turns a `BatchStats` (one engine step) into seconds.
+Entry point: `simulate(requests, engine, step_cost, ...) -> SimResult`.
+"""
+
+from simulator.batch import BatchStats, LinearStepCost, StepCost
+from simulator.config import EngineConfig
+from simulator.metrics import Metrics
+from simulator.request import Request, RequestResults, requests_from_arrays
+from simulator.run import SimResult, simulate
+from simulator.workload import LengthDistribution, arrival_times, load_trace, make_requests, save_trace
+
+__all__ = [
+    "BatchStats", "StepCost", "LinearStepCost", "EngineConfig", "Metrics", "Request", "RequestResults",
+    "requests_from_arrays", "SimResult", "simulate", "LengthDistribution", "arrival_times", "load_trace",
+    "make_requests", "save_trace",
+]

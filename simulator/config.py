@@ -1,0 +1,60 @@
+"""Engine configuration: the scheduler limits of one replica (vLLM's names where vLLM has one)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EngineConfig:
+    """Limits of one engine replica. No defaults are guessed for the limits: vLLM's depend on the GPU and the
+    mode (offline `LLM` vs `vllm serve`), so the caller passes what its vLLM would use.
+
+    max_num_seqs: most sequences in the running set (`--max-num-seqs`).
+    max_num_batched_tokens: token budget of one step, prefill chunks + decodes (`--max-num-batched-tokens`).
+    num_kv_blocks: KV-cache blocks of the replica (vLLM's `num_gpu_blocks`).
+    block_size: tokens per KV block (`--block-size`, 16 on GPUs).
+    enable_chunked_prefill: split a prompt across steps at the token budget (vLLM V1 default True). When False
+        a prompt must fit the remaining budget whole or waits, and later shorter ones may go first (as vLLM).
+    batching: "continuous" (vLLM V1) or "static" (fixed batches padded to the longest prompt and output).
+    static_batch_size: requests per static batch (None = max_num_seqs); only for batching="static".
+    long_prefill_token_threshold: cap on one prompt's chunk per step, 0 = no cap (vLLM's option of this name).
+    """
+
+    max_num_seqs: int
+    max_num_batched_tokens: int
+    num_kv_blocks: int
+    block_size: int = 16
+    enable_chunked_prefill: bool = True
+    batching: str = "continuous"
+    static_batch_size: int | None = None
+    long_prefill_token_threshold: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("max_num_seqs", "max_num_batched_tokens", "num_kv_blocks", "block_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"EngineConfig.{name} must be a positive integer, got {value!r}")
+        if self.max_num_batched_tokens < self.max_num_seqs:
+            raise ValueError(f"max_num_batched_tokens ({self.max_num_batched_tokens}) must be >= max_num_seqs "
+                             f"({self.max_num_seqs}), as vLLM requires; raise --max-num-batched-tokens")
+        if self.batching not in ("continuous", "static"):
+            raise ValueError(f"EngineConfig.batching must be 'continuous' or 'static', got {self.batching!r}")
+        if self.static_batch_size is not None:
+            if self.batching != "static":
+                raise ValueError("static_batch_size is only used with batching='static'")
+            if not isinstance(self.static_batch_size, int) or self.static_batch_size < 1:
+                raise ValueError(f"static_batch_size must be a positive integer, got {self.static_batch_size!r}")
+            if self.static_batch_size > self.max_num_seqs:
+                raise ValueError(f"static_batch_size ({self.static_batch_size}) must be <= max_num_seqs "
+                                 f"({self.max_num_seqs})")
+        if not isinstance(self.long_prefill_token_threshold, int) or self.long_prefill_token_threshold < 0:
+            raise ValueError("long_prefill_token_threshold must be an integer >= 0")
+
+    @property
+    def kv_capacity_tokens(self) -> int:
+        return self.num_kv_blocks * self.block_size
+
+    @property
+    def effective_static_batch_size(self) -> int:
+        return self.static_batch_size if self.static_batch_size is not None else self.max_num_seqs

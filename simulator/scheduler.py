@@ -1,0 +1,437 @@
+"""vLLM V1-like continuous batching: which tokens of which requests one engine step computes.
+
+Modelled (the semantics of vLLM's `v1/core/sched/scheduler.py` with the FCFS policy):
+- One step spends two budgets: `max_num_batched_tokens` tokens and `max_num_seqs` running sequences.
+- Running requests first: a decoding sequence computes 1 token; a request whose prompt is not done computes
+  the rest of it, capped by `long_prefill_token_threshold` and by the tokens left in the budget (chunked
+  prefill). Then waiting requests in arrival order (FCFS), each taking what is left of the budget; with chunked
+  prefill off, a prompt that does not fit whole is skipped this step and later ones may go.
+- KV slots are allocated per step for `computed + new` tokens (whole blocks). When a running request cannot get
+  its blocks, the most recently admitted running request (the tail of vLLM's `running` list, which under FCFS
+  is the most recently arrived one) is preempted by recompute: its blocks are freed, its computed tokens
+  dropped, and it goes to the front of the waiting queue; on re-admission it prefills prompt + the output it
+  had generated and then samples its next token. A request that must preempt itself stops the running pass.
+  No waiting request is admitted in a step that preempted.
+- A prompt whose last chunk is computed samples its first token in that step (vLLM's TTFT).
+- With pipeline parallelism, requests in a batch still in flight are not scheduled again until it returns;
+  `max_num_seqs` bounds every admitted request, in flight or not (vLLM's `running` list), so filling P
+  micro-batches of B sequences takes max_num_seqs >= P x B.
+
+Deliberate simplifications:
+- Decoding sequences are scheduled before the prompt chunks of running requests. vLLM walks its running list in
+  admission order; the two agree unless `long_prefill_token_threshold` lets an older prompt still be prefilling
+  while a younger request decodes *and* the budget runs out. Decodes never exceed the budget because
+  `max_num_seqs <= max_num_batched_tokens`.
+- A prompt chunk that cannot get blocks preempts only requests that are still prefilling (or itself).
+
+Not modelled: prefix caching, speculative decoding (and its lookahead slots), async scheduling, structured
+output, LoRA, encoder inputs, KV transfer/offload, priorities, stop strings and EOS (outputs always have their
+requested length, as with `ignore_eos`), the null block vLLM reserves, max_model_len checks.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+from simulator.batch import BatchStats
+from simulator.cohort import DecodeCohort
+from simulator.config import EngineConfig
+from simulator.kv_blocks import KVBlockPool
+from simulator.request import RequestTable
+
+
+@dataclass(frozen=True, slots=True)
+class DecodeRun:
+    """Pure-decode steps planned at once: their number and their BatchStats (array fields)."""
+
+    num_steps: int
+    batch: BatchStats
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulerOutput:
+    """What one step computes. `cohorts` decode one token per member; prompt chunks are listed by request."""
+
+    batch: BatchStats
+    cohorts: tuple[DecodeCohort, ...]
+    num_decode_seqs: int
+    prefill_ids: tuple[int, ...]
+    prefill_new_tokens: tuple[int, ...]
+    preempted_ids: tuple[int, ...]
+
+    @property
+    def is_empty(self) -> bool:
+        return self.num_decode_seqs == 0 and not self.prefill_ids
+
+    @property
+    def is_pure_decode(self) -> bool:
+        """Only decodes, nothing preempted: the next steps repeat this one until something changes."""
+        return self.num_decode_seqs > 0 and not self.prefill_ids and not self.preempted_ids
+
+
+class ItlRecorder:
+    """Inter-token latencies without a Python object per token: (gap_s, number of tokens with that gap).
+
+    Single gaps are appended as numbers; a run of back-to-back steps is kept as its end times (the gaps are
+    `end[0] - previous emission`, then the differences of consecutive ends), turned into gaps at the end.
+    """
+
+    __slots__ = ("gap_s", "count", "run_end_s", "run_prev_s", "run_count")
+
+    def __init__(self) -> None:
+        self.gap_s: list[float] = []
+        self.count: list[int] = []
+        self.run_end_s: list[np.ndarray] = []
+        self.run_prev_s: list[float] = []
+        self.run_count: list[int | np.ndarray] = []
+
+    def add(self, gap_s: float, count: int) -> None:
+        self.gap_s.append(gap_s)
+        self.count.append(count)
+
+    def add_run(self, prev_emit_s: float, end_s: np.ndarray, count: int | np.ndarray) -> None:
+        """Steps ending at `end_s`, after tokens emitted at `prev_emit_s`; `count` tokens per step (one number
+        for all steps or one per step)."""
+        self.run_end_s.append(end_s)
+        self.run_prev_s.append(prev_emit_s)
+        self.run_count.append(count)
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        gaps = [np.asarray(self.gap_s, dtype=np.float64)]
+        counts = [np.asarray(self.count, dtype=np.int64)]
+        if self.run_end_s:
+            ends = np.concatenate(self.run_end_s)
+            lengths = np.fromiter((len(e) for e in self.run_end_s), dtype=np.int64, count=len(self.run_end_s))
+            starts = np.cumsum(lengths) - lengths
+            prev = np.empty_like(ends)
+            prev[1:] = ends[:-1]
+            prev[starts] = self.run_prev_s
+            gaps.append(ends - prev)
+            scalar = [c if isinstance(c, (int, np.integer)) else 0 for c in self.run_count]
+            run_counts = np.repeat(np.asarray(scalar, dtype=np.int64), lengths)
+            for start, length, c in zip(starts.tolist(), lengths.tolist(), self.run_count):
+                if not isinstance(c, (int, np.integer)):
+                    run_counts[start:start + length] = c
+            counts.append(run_counts)
+        return np.concatenate(gaps), np.concatenate(counts)
+
+
+class ContinuousScheduler:
+    """The scheduler of one replica: waiting queue, running set, KV block pool (see the module docstring)."""
+
+    def __init__(self, config: EngineConfig, table: RequestTable, itl: ItlRecorder) -> None:
+        self.config = config
+        self.table = table
+        self.itl = itl
+        self.pool = KVBlockPool(config.num_kv_blocks, config.block_size)
+        self.waiting: deque[int] = deque()
+        self.prefilling: list[int] = []       # admitted, prompt not done; admission order
+        self.ready: list[DecodeCohort] = []   # decoding cohorts not in flight
+        self.in_flight: set[int] = set()      # prefilling requests inside a batch not yet returned (PP)
+        self.num_running = 0                  # admitted, not finished or preempted (in flight included)
+        self.num_preemptions = 0
+        self._next_admission = 0
+        self._zeros = np.zeros(0, dtype=np.int64)
+
+    # ---- queue state -------------------------------------------------------------------------------------
+    def add_request(self, req: int) -> None:
+        self.waiting.append(req)
+
+    @property
+    def num_waiting(self) -> int:
+        return len(self.waiting)
+
+    def has_schedulable_work(self) -> bool:
+        if self.waiting:
+            return True
+        if any(c.base for c in self.ready):
+            return True
+        return any(i not in self.in_flight for i in self.prefilling)
+
+    def _new_cohort(self, last_emit_s: float) -> DecodeCohort:
+        return DecodeCohort(self.config.block_size, self.table.finish_kv_tokens, last_emit_s)
+
+    # ---- one step ----------------------------------------------------------------------------------------
+    def schedule(self) -> SchedulerOutput:
+        cfg, t, pool = self.config, self.table, self.pool
+        token_budget = cfg.max_num_batched_tokens
+        preempted: list[int] = []
+        stopped = False
+
+        # 1. decoding requests: one token each.
+        cohorts = [c for c in self.ready if c.base]
+        self.ready = []
+        need = 0
+        for c in cohorts:
+            need += c.num_new_blocks()
+        if need <= pool.num_free_blocks:
+            pool.num_free_blocks -= need
+        else:
+            stopped = self._allocate_decodes_preempting(cohorts, preempted)
+        num_decode = 0
+        decode_context = 0
+        for c in cohorts:
+            num_decode += len(c.base)
+            decode_context += c.sum_computed_tokens
+        decode_context += num_decode
+        token_budget -= num_decode
+
+        # 2. running requests whose prompt is not done, then 3. waiting ones (FCFS).
+        ids: list[int] = []
+        news: list[int] = []
+        threshold = cfg.long_prefill_token_threshold
+        if not stopped:
+            for i in list(self.prefilling):
+                if token_budget <= 0:
+                    break
+                if i in self.in_flight or i in preempted:
+                    continue
+                computed = t.num_computed_tokens[i]
+                new = t.num_target_tokens[i] - computed
+                if 0 < threshold < new:
+                    new = threshold
+                new = min(new, token_budget)
+                while pool.allocate_slots(computed, new) is None:
+                    victim = self._prefill_victim(exclude=ids)
+                    self._preempt(victim, None)
+                    preempted.append(victim)
+                    if victim == i:
+                        stopped = True
+                        break
+                if stopped:
+                    break
+                ids.append(i)
+                news.append(new)
+                token_budget -= new
+        if not preempted:
+            token_budget = self._admit_waiting(token_budget, ids, news)
+        assert token_budget >= 0, "token budget overspent"
+        assert self.num_running <= cfg.max_num_seqs, "max_num_seqs exceeded"
+        assert pool.num_free_blocks >= 0, "KV blocks overspent"
+
+        num_prefill = pairs = prefill_context = num_sampled = 0
+        for i, new in zip(ids, news):
+            computed = t.num_computed_tokens[i]
+            num_prefill += new
+            pairs += new * (computed + (new + 1) / 2)
+            prefill_context += computed + new
+            if computed + new == t.num_target_tokens[i]:
+                num_sampled += 1
+            self.in_flight.add(i)
+        batch = BatchStats(num_prefill_tokens=num_prefill, num_decode_tokens=num_decode,
+                           prefill_attention_pairs=float(pairs), prefill_context_tokens=prefill_context,
+                           decode_context_tokens=decode_context, num_sampled_tokens=num_sampled + num_decode,
+                           num_seqs=num_decode + len(ids))
+        return SchedulerOutput(batch, tuple(cohorts), num_decode, tuple(ids), tuple(news), tuple(preempted))
+
+    def _admit_waiting(self, token_budget: int, ids: list[int], news: list[int]) -> int:
+        cfg, t, pool = self.config, self.table, self.pool
+        threshold = cfg.long_prefill_token_threshold
+        skipped: list[int] = []
+        waiting = self.waiting
+        while waiting and token_budget > 0 and self.num_running < cfg.max_num_seqs:
+            i = waiting[0]
+            computed = t.num_computed_tokens[i]
+            new = t.num_target_tokens[i] - computed
+            if 0 < threshold < new:
+                new = threshold
+            if not cfg.enable_chunked_prefill and new > token_budget:
+                skipped.append(waiting.popleft())
+                continue
+            new = min(new, token_budget)
+            if pool.allocate_slots(computed, new) is None:
+                break
+            waiting.popleft()
+            t.admission_order[i] = self._next_admission
+            self._next_admission += 1
+            self.num_running += 1
+            self.prefilling.append(i)
+            ids.append(i)
+            news.append(new)
+            token_budget -= new
+        if skipped:
+            waiting.extendleft(reversed(skipped))
+        return token_budget
+
+    # ---- preemption --------------------------------------------------------------------------------------
+    def _allocate_decodes_preempting(self, cohorts: list[DecodeCohort], preempted: list[int]) -> bool:
+        """Give each decoding request its block in admission order; when the pool is empty, preempt the most
+        recently admitted request not yet served (possibly the current one). Return True if the current
+        request preempted itself (the running pass stops there)."""
+        t, pool, bs = self.table, self.pool, self.config.block_size
+        order = sorted([(t.admission_order[i], i, c) for c in cohorts for i in c.base]
+                       + [(t.admission_order[i], i, None) for i in self.prefilling if i not in self.in_flight],
+                       key=lambda e: e[0])
+        pos = 0
+        while pos < len(order):
+            _, i, cohort = order[pos]
+            if cohort is not None and (cohort.base[i] + cohort.counter) % bs == 0:
+                while pool.num_free_blocks < 1:
+                    _, victim, victim_cohort = order.pop()
+                    self._preempt(victim, victim_cohort)
+                    preempted.append(victim)
+                    if victim == i:
+                        return True
+                pool.num_free_blocks -= 1
+            pos += 1
+        return False
+
+    def _prefill_victim(self, exclude: list[int]) -> int:
+        t = self.table
+        candidates = [i for i in self.prefilling if i not in self.in_flight and i not in exclude]
+        return max(candidates, key=t.admission_order.__getitem__)
+
+    def _preempt(self, req: int, cohort: DecodeCohort | None) -> None:
+        t = self.table
+        prompt = t.num_prompt_tokens[req]
+        if cohort is not None:
+            computed = cohort.remove(req)
+            num_generated = computed - prompt + 1
+            t.last_emit_s[req] = cohort.last_emit_s
+        else:
+            computed = t.num_computed_tokens[req]
+            num_generated = t.num_target_tokens[req] - prompt
+            self.prefilling.remove(req)
+        self.pool.free_tokens(computed)
+        t.num_computed_tokens[req] = 0
+        t.num_target_tokens[req] = prompt + num_generated
+        t.num_preemptions[req] += 1
+        self.num_preemptions += 1
+        self.num_running -= 1
+        self.waiting.appendleft(req)
+
+    # ---- completion --------------------------------------------------------------------------------------
+    def _finish(self, req: int, end_s: float, finished: list[int]) -> None:
+        self.table.finish_s[req] = end_s
+        self.pool.free_tokens(self.table.finish_kv_tokens[req])
+        self.num_running -= 1
+        finished.append(req)
+
+    def complete(self, out: SchedulerOutput, end_s: float) -> list[int]:
+        """Apply a step whose tokens were sampled at `end_s`; return the requests that finished."""
+        t = self.table
+        finished: list[int] = []
+        merged: DecodeCohort | None = None
+        for c in out.cohorts:
+            if c.base:
+                self.itl.add(end_s - c.last_emit_s, len(c.base))
+            for req in c.advance(1):
+                self._finish(req, end_s, finished)
+            if merged is None or len(c.base) > len(merged.base):
+                merged, c = c, merged
+            if c is not None:
+                merged.absorb(c)
+        if merged is None:
+            merged = self._new_cohort(end_s)
+        merged.last_emit_s = end_s
+        for req, new in zip(out.prefill_ids, out.prefill_new_tokens):
+            self.in_flight.discard(req)
+            computed = t.num_computed_tokens[req] + new
+            t.num_computed_tokens[req] = computed
+            if computed < t.num_target_tokens[req]:
+                continue
+            self.prefilling.remove(req)
+            if t.first_token_s[req] != t.first_token_s[req]:  # NaN: the first token
+                t.first_token_s[req] = end_s
+            else:                                             # first token after a recompute
+                self.itl.add(end_s - t.last_emit_s[req], 1)
+            if computed == t.finish_kv_tokens[req]:
+                self._finish(req, end_s, finished)
+            else:
+                merged.add(req, computed)
+        self.ready.append(merged)
+        return finished
+
+    # ---- several identical decode steps at once ----------------------------------------------------------
+    def _decoding_cohort(self) -> DecodeCohort | None:
+        """The cohort whose next steps are pure decodes, if the next step can only be that (pp = 1): nothing
+        prefilling, nobody admissible from the waiting queue (empty, or the running set full)."""
+        if self.prefilling or (self.waiting and self.num_running < self.config.max_num_seqs):
+            return None
+        if len(self.ready) != 1 or not self.ready[0]:
+            return None
+        return self.ready[0]
+
+    def plan_decode_run(self, max_steps: int, *, through_finishes: bool = False) -> DecodeRun | None:
+        """The next steps, if they are pure decodes: one more KV token per sequence each step, at most
+        `max_steps`, while the blocks they open fit in the free ones. They stop at the first finish, or with
+        `through_finishes` (and an empty waiting queue, so that a finish lets nobody in) at the last one, the
+        batch shrinking as sequences finish. None if the next step is not a pure decode."""
+        cohort = self._decoding_cohort()
+        if cohort is None:
+            return None
+        n, counter, bs = len(cohort.base), cohort.counter, self.config.block_size
+        first = cohort.next_finish_counter() - counter
+        k = min(first, max_steps)
+        offsets = None
+        if through_finishes and not self.waiting and first < max_steps:
+            fin = self.table.finish_kv_tokens
+            offsets = [fin[req] - b - counter for req, b in cohort.base.items()]
+            k = min(max(offsets), max_steps)
+        free = self.pool.num_free_blocks
+        if n * -(-k // bs) > free:  # each member opens at most ceil(k / block_size) blocks in k steps
+            k = min(first, max_steps)
+            offsets = None
+            cum_blocks = np.cumsum(cohort.new_blocks_per_step(k))
+            k = min(k, int(np.searchsorted(cum_blocks, free, side="right")))
+            if k == 0:
+                return None
+        return DecodeRun(k, self._decode_run_batch(cohort, k, first, offsets))
+
+    def _decode_run_batch(self, cohort: DecodeCohort, k: int, first: int, offsets: list[int] | None) -> BatchStats:
+        n = len(cohort.base)
+        if len(self._zeros) < k:
+            self._zeros = np.zeros(max(k, 2 * len(self._zeros)), dtype=np.int64)
+            self._zeros.flags.writeable = False
+        zeros = self._zeros[:k]
+        if offsets is None or k <= first:  # every member decodes in every step
+            active = np.full(k, n, dtype=np.int64)
+            start = cohort.sum_computed_tokens + n
+            context = np.arange(start, start + n * k, n, dtype=np.int64)
+        else:  # member i decodes in steps 1..f_i; at step j its context is (KV tokens now) + j
+            f = np.asarray(offsets, dtype=np.int64)
+            order = np.argsort(f, kind="stable")
+            f = f[order]
+            computed = np.fromiter(cohort.base.values(), dtype=np.int64, count=n)[order] + cohort.counter
+            suffix = np.zeros(n + 1, dtype=np.int64)
+            suffix[:n] = np.cumsum(computed[::-1])[::-1]
+            j = np.arange(1, k + 1, dtype=np.int64)
+            gone = np.searchsorted(f, j, side="left")  # members whose last step is before step j
+            active = n - gone
+            context = suffix[gone] + j * active
+        return BatchStats(num_prefill_tokens=zeros, num_decode_tokens=active, prefill_attention_pairs=zeros,
+                          prefill_context_tokens=zeros, decode_context_tokens=context, num_sampled_tokens=active,
+                          num_seqs=active)
+
+    def commit_decode_run(self, end_s: np.ndarray, *, per_step_kv: bool = False) -> tuple[list[int], int, int,
+                                                                                           np.ndarray | None]:
+        """Apply the first `len(end_s)` steps of the planned run (`end_s`: when each one's tokens were sampled),
+        segment by segment between finishes. Returns the finished requests, the KV blocks in use summed over
+        the steps and at most, and (if asked) per step."""
+        (cohort,) = self.ready
+        pool = self.pool
+        num_steps = len(end_s)
+        finished: list[int] = []
+        kv_sum = kv_max = 0
+        per_step: list[np.ndarray] = []
+        pos = 0
+        while pos < num_steps:
+            seg = min(cohort.next_finish_counter() - cohort.counter, num_steps - pos)
+            used = pool.num_used_blocks
+            blocks, weighted = cohort.blocks_over(0, seg)
+            kv_sum += seg * used + weighted
+            kv_max = max(kv_max, used + blocks)
+            if per_step_kv:
+                per_step.append(used + np.cumsum(cohort.new_blocks_per_step(seg)))
+            assert pool.allocate_blocks(blocks), "a planned decode run ran out of KV blocks"
+            seg_end = end_s[pos:pos + seg]
+            self.itl.add_run(cohort.last_emit_s, seg_end, len(cohort.base))
+            last_s = float(seg_end[-1])
+            for req in cohort.advance(seg):
+                self._finish(req, last_s, finished)
+            cohort.last_emit_s = last_s
+            pos += seg
+        return finished, kv_sum, kv_max, (np.concatenate(per_step) if per_step_kv else None)

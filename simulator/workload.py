@@ -1,0 +1,166 @@
+"""Workloads: token-length distributions, arrival processes, traces.
+
+Every random draw takes an explicit `numpy.random.Generator`; nothing here touches global state.
+
+Arrivals follow vLLM's `benchmark_serving`: at `request_rate = inf` every request is sent at t = 0 (offline);
+otherwise gaps between requests are gamma distributed with shape `burstiness` and mean `1 / request_rate`
+(burstiness 1 = Poisson; < 1 burstier; > 1 more regular). The first request is sent at t = 0.
+A closed loop of C clients is offline arrivals with `simulate(..., max_concurrency=C)`.
+
+Traces: CSV with a header, or JSON lines, one request per row with an arrival time and the two lengths.
+Column names accepted: arrival `arrival_s` | `timestamp_s` | `timestamp`; input `num_prompt_tokens` |
+`input_len` | `prompt_len` | `input_tokens`; output `num_output_tokens` | `output_len` | `output_tokens`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from simulator.request import Request, requests_from_arrays
+
+_KINDS = ("fixed", "uniform", "normal", "lognormal", "empirical")
+_ARRIVAL = ("arrival_s", "timestamp_s", "timestamp")
+_INPUT = ("num_prompt_tokens", "input_len", "prompt_len", "input_tokens")
+_OUTPUT = ("num_output_tokens", "output_len", "output_tokens")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LengthDistribution:
+    """A distribution of token counts; samples are rounded and clipped to [min_tokens, max_tokens].
+
+    kind: "fixed" (mean), "uniform" (integers in [low, high]), "normal" (mean, std), "lognormal" (parametrised
+    by its mean and the std `sigma` of the underlying normal: mu = ln(mean) - sigma^2 / 2), "empirical"
+    (resample `values` uniformly with replacement).
+    """
+
+    kind: str
+    mean: float = 0.0
+    std: float = 0.0
+    sigma: float = 0.0
+    low: int = 1
+    high: int = 1
+    values: tuple[int, ...] = field(default=())
+    min_tokens: int = 1
+    max_tokens: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in _KINDS:
+            raise ValueError(f"unknown length distribution {self.kind!r}; choose one of {', '.join(_KINDS)}")
+        if self.kind in ("fixed", "normal", "lognormal") and not self.mean >= 1:
+            raise ValueError(f"{self.kind} lengths need mean >= 1, got {self.mean}")
+        if self.kind == "uniform" and not 1 <= self.low <= self.high:
+            raise ValueError(f"uniform lengths need 1 <= low <= high, got [{self.low}, {self.high}]")
+        if self.kind == "empirical" and not self.values:
+            raise ValueError("empirical lengths need at least one value")
+        if self.std < 0 or self.sigma < 0:
+            raise ValueError("std and sigma must be >= 0")
+        if self.min_tokens < 1 or (self.max_tokens is not None and self.max_tokens < self.min_tokens):
+            raise ValueError("need 1 <= min_tokens <= max_tokens")
+
+    @classmethod
+    def fixed(cls, tokens: int) -> "LengthDistribution":
+        return cls(kind="fixed", mean=tokens)
+
+    @classmethod
+    def uniform(cls, low: int, high: int) -> "LengthDistribution":
+        return cls(kind="uniform", low=low, high=high)
+
+    @classmethod
+    def normal(cls, mean: float, std: float, **clip) -> "LengthDistribution":
+        return cls(kind="normal", mean=mean, std=std, **clip)
+
+    @classmethod
+    def lognormal(cls, mean: float, sigma: float, **clip) -> "LengthDistribution":
+        return cls(kind="lognormal", mean=mean, sigma=sigma, **clip)
+
+    @classmethod
+    def from_file(cls, path: str | Path, column: str | None = None) -> "LengthDistribution":
+        """Empirical lengths: a text file with one integer per line, or a CSV/JSONL column."""
+        path = Path(path)
+        if column is None:
+            values = [int(line) for line in path.read_text().split() if line.strip()]
+        else:
+            values = _read_table(path)[column].astype(int).tolist()
+        return cls(kind="empirical", values=tuple(values))
+
+    def sample(self, num: int, rng: np.random.Generator) -> np.ndarray:
+        if self.kind == "fixed":
+            x = np.full(num, self.mean)
+        elif self.kind == "uniform":
+            x = rng.integers(self.low, self.high + 1, size=num)
+        elif self.kind == "normal":
+            x = rng.normal(self.mean, self.std, size=num)
+        elif self.kind == "lognormal":
+            x = rng.lognormal(math.log(self.mean) - self.sigma ** 2 / 2, self.sigma, size=num)
+        else:
+            x = rng.choice(np.asarray(self.values), size=num, replace=True)
+        hi = self.max_tokens if self.max_tokens is not None else np.iinfo(np.int64).max
+        return np.clip(np.rint(x), self.min_tokens, hi).astype(np.int64)
+
+
+def arrival_times(num: int, rng: np.random.Generator, *, request_rate: float = math.inf,
+                  burstiness: float = 1.0) -> np.ndarray:
+    """Send times (s) of `num` requests: all 0 at an infinite rate, else gamma gaps (see the module docstring)."""
+    if not request_rate > 0:
+        raise ValueError(f"request_rate must be > 0, got {request_rate}")
+    if not burstiness > 0:
+        raise ValueError(f"burstiness must be > 0, got {burstiness}")
+    if math.isinf(request_rate):
+        return np.zeros(num)
+    gaps = rng.gamma(shape=burstiness, scale=1.0 / (request_rate * burstiness), size=max(num - 1, 0))
+    return np.concatenate(([0.0], np.cumsum(gaps)))[:num]
+
+
+def make_requests(num_prompts: int, input_len: LengthDistribution, output_len: LengthDistribution,
+                  rng: np.random.Generator, *, request_rate: float = math.inf,
+                  burstiness: float = 1.0) -> list[Request]:
+    """`num_prompts` requests with sampled lengths and arrivals (lengths first, then arrivals)."""
+    if num_prompts < 1:
+        raise ValueError("num_prompts must be >= 1")
+    prompts = input_len.sample(num_prompts, rng)
+    outputs = output_len.sample(num_prompts, rng)
+    arrivals = arrival_times(num_prompts, rng, request_rate=request_rate, burstiness=burstiness)
+    return requests_from_arrays(arrivals, prompts, outputs)
+
+
+def _read_table(path: Path) -> pd.DataFrame:
+    if path.suffix in (".jsonl", ".json"):
+        return pd.DataFrame([json.loads(line) for line in path.read_text().splitlines() if line.strip()])
+    return pd.read_csv(path)
+
+
+def _pick(frame: pd.DataFrame, names: Sequence[str], path: Path) -> np.ndarray:
+    for name in names:
+        if name in frame.columns:
+            return frame[name].to_numpy()
+    raise ValueError(f"{path}: no column among {', '.join(names)}")
+
+
+def load_trace(path: str | Path) -> list[Request]:
+    """Requests from a CSV or JSONL trace (columns in the module docstring); arrivals shifted to start at 0."""
+    path = Path(path)
+    frame = _read_table(path)
+    arrival = _pick(frame, _ARRIVAL, path).astype(np.float64)
+    arrival = arrival - arrival.min() if len(arrival) else arrival
+    return requests_from_arrays(arrival, _pick(frame, _INPUT, path).astype(np.int64),
+                                _pick(frame, _OUTPUT, path).astype(np.int64))
+
+
+def save_trace(requests: Sequence[Request], path: str | Path) -> None:
+    """Write a CSV (or JSONL by suffix) trace that `load_trace` reads back; written atomically."""
+    path = Path(path)
+    rows = [{"arrival_s": float(r.arrival_s), "num_prompt_tokens": int(r.num_prompt_tokens),
+             "num_output_tokens": int(r.num_output_tokens)} for r in requests]
+    tmp = path.with_name(path.name + ".tmp")
+    if path.suffix in (".jsonl", ".json"):
+        tmp.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    else:
+        pd.DataFrame(rows).to_csv(tmp, index=False, float_format="%.17g")
+    tmp.replace(path)
