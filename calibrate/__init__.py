@@ -1,0 +1,1 @@
+"""Run real vLLM workloads, store results, fit and check the performance model."""

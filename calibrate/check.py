@@ -1,0 +1,96 @@
+"""Predicted versus measured, per run and in aggregate, with cross-validation.
+
+For every run the simulator replays its requests twice: with vLLM's measured KV-cache blocks (judging the
+step-cost model alone) and with the memory model's (end to end, what a user gets before booking). Errors are
+absolute percentage errors ``|predicted - measured| / measured``. Cross-validation refits on all groups but
+one (a model, or a layout) and predicts the group left out, so no run is judged by coefficients fitted on it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from calibrate.fit import CoefficientFitter
+from calibrate.observations import (OFFLINE_METRICS, ONLINE_METRICS, Observation, predicted_memory,
+                                    predicted_metrics, simulate_observation)
+from hardware.spec import ClusterSpec
+from perfmodel.coefficients import Coefficients
+
+GROUPINGS: dict[str, Callable[[Observation], str]] = {
+    "model": lambda o: o.model_name,
+    "layout": lambda o: o.layout_name,
+}
+
+
+def compare(observations: Sequence[Observation], cluster: ClusterSpec, coefficients: Coefficients, *,
+            fold: str = "in-sample") -> pd.DataFrame:
+    """One row per (run, metric): measured, predicted (end to end) and predicted with measured KV."""
+    rows = []
+    for o in observations:
+        memory = predicted_memory(o, cluster, coefficients)
+        base = dict(run_id=o.run_id, model=o.model_name, layout=o.layout_name, mode=o.mode, eager=o.eager,
+                    max_num_seqs=o.engine.max_num_seqs, input_len=float(np.mean(o.input_lens)),
+                    output_len=float(np.mean(o.output_lens)), num_prompts=len(o.input_lens), fold=fold)
+        if o.measured_kv_cache_tokens:
+            rows.append({**base, "metric": "kv_cache_tokens", "measured": float(o.measured_kv_cache_tokens),
+                         "predicted": float(memory.kv_cache_tokens), "predicted_measured_kv": np.nan})
+        end_to_end = predicted_metrics(o, simulate_observation(o, cluster, coefficients, kv_from="model")) \
+            if memory.num_gpu_blocks > 0 else {}
+        with_kv = predicted_metrics(o, simulate_observation(o, cluster, coefficients, kv_from="measured"))
+        for metric in (OFFLINE_METRICS if o.mode == "offline" else ONLINE_METRICS):
+            if metric in o.measured and o.measured[metric] > 0:
+                rows.append({**base, "metric": metric, "measured": o.measured[metric],
+                             "predicted": end_to_end.get(metric, np.nan),
+                             "predicted_measured_kv": with_kv.get(metric, np.nan)})
+    frame = pd.DataFrame(rows)
+    if not frame.empty:
+        frame["ape"] = (frame["predicted"] - frame["measured"]).abs() / frame["measured"]
+        frame["ape_measured_kv"] = (frame["predicted_measured_kv"] - frame["measured"]).abs() / frame["measured"]
+    return frame
+
+
+def cross_validate(observations: Sequence[Observation], cluster: ClusterSpec, prior: Coefficients, *,
+                   by: str = "model", progress: Callable[[str], None] | None = None,
+                   **fit_options) -> pd.DataFrame:
+    """Leave one group out: fit on the others, compare on the group left out."""
+    key = GROUPINGS[by]
+    groups = sorted({key(o) for o in observations})
+    frames = []
+    for i, group in enumerate(groups, 1):
+        train = [o for o in observations if key(o) != group]
+        test = [o for o in observations if key(o) == group]
+        if progress:
+            progress(f"cross-validation by {by}: {i}/{len(groups)} leaving out {group}")
+        if not train:
+            continue
+        fitted = CoefficientFitter(cluster, prior, **fit_options).fit(train).coefficients_
+        frames.append(compare(test, cluster, fitted, fold=f"leave-{by}-out:{group}"))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+@dataclass(frozen=True)
+class ErrorSummary:
+    metric: str
+    num_runs: int
+    median_ape: float
+    p90_ape: float
+    median_ape_measured_kv: float
+
+
+def summarize(frame: pd.DataFrame) -> list[ErrorSummary]:
+    """Median and p90 absolute percentage error per metric."""
+    out = []
+    if frame.empty:
+        return out
+    for metric, group in frame.groupby("metric", sort=False):
+        ape = group["ape"].dropna()
+        kv = group["ape_measured_kv"].dropna()
+        out.append(ErrorSummary(metric=str(metric), num_runs=len(group),
+                                median_ape=float(ape.median()) if len(ape) else float("nan"),
+                                p90_ape=float(ape.quantile(0.9)) if len(ape) else float("nan"),
+                                median_ape_measured_kv=float(kv.median()) if len(kv) else float("nan")))
+    return out

@@ -1,0 +1,124 @@
+"""`perfmodel calibrate run | import | slurm` (and `fit | check` from calibrate.cli_fit when present).
+
+vLLM is never imported here: only the worker processes import it.
+"""
+from __future__ import annotations
+
+import argparse
+import functools
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+from perfmodel.errors import UserError
+
+
+def add_calibrate_subcommands(subparsers: argparse._SubParsersAction) -> argparse._SubParsersAction:
+    """Add `calibrate` with `run`, `import` and `slurm` to a top-level subparsers action; returns the
+    `calibrate` subparsers action, for more subcommands. Each leaf sets `handler(args) -> exit code`."""
+    cal = subparsers.add_parser("calibrate", help="measure real vLLM runs, import results, write SLURM jobs")
+    sub = cal.add_subparsers(dest="calibrate_command", required=True, metavar="ACTION")
+
+    from calibrate.runner import add_run_arguments
+
+    run = sub.add_parser("run", help="run a sweep on this machine (results appended; completed runs skipped)")
+    add_run_arguments(run)
+    run.set_defaults(handler=_user_errors(cmd_run))
+
+    imp = sub.add_parser("import", help="add vLLM benchmark outputs (bench throughput/serve JSON, CSV)")
+    imp.add_argument("files", nargs="+", metavar="FILE")
+    imp.add_argument("--results", required=True, help="results file to append to")
+    imp.add_argument("--model", help="model name (catalog name or HF id) when the file does not say")
+    imp.add_argument("--hardware", help="hardware catalog name the runs were measured on")
+    imp.add_argument("--tensor-parallel-size", "--tp", "-tp", dest="tensor_parallel_size", type=int)
+    imp.add_argument("--pipeline-parallel-size", "--pp", "-pp", dest="pipeline_parallel_size", type=int)
+    imp.add_argument("--max-num-seqs", type=int)
+    imp.add_argument("--max-num-batched-tokens", type=int)
+    imp.add_argument("--max-model-len", type=int)
+    imp.add_argument("--dtype")
+    imp.add_argument("--enforce-eager", action="store_true", default=None)
+    imp.add_argument("--input-len", type=int)
+    imp.add_argument("--output-len", type=int)
+    imp.add_argument("--vllm-version")
+    imp.set_defaults(handler=_user_errors(cmd_import))
+
+    sl = sub.add_parser("slurm", help="write SLURM batch scripts for a sweep (one job per engine configuration)")
+    sl.add_argument("sweep", help="sweep YAML file")
+    sl.add_argument("--cluster", required=True, help="hardware cluster name (e.g. taiwania2)")
+    sl.add_argument("--account", required=True)
+    sl.add_argument("--partition", required=True)
+    sl.add_argument("--out", required=True, help="folder for the scripts, logs and results (shared filesystem)")
+    sl.add_argument("--array", action="store_true", help="job arrays (one per node count) instead of one job each")
+    sl.add_argument("--time", type=float, default=None, metavar="SECONDS", help="job time limit (default: cluster max)")
+    sl.add_argument("--module", action="append", default=[], help="`module load` this (repeatable)")
+    sl.add_argument("--env-setup", default="", help="shell line(s) run before the job (e.g. activate a venv)")
+    sl.add_argument("--python", default="python", help="python of the job environment (default: python)")
+    sl.set_defaults(handler=_user_errors(cmd_slurm))
+    try:  # fit and check live next to the fitting code
+        from calibrate.cli_fit import add_fit_subcommands
+    except ImportError:
+        pass
+    else:
+        add_fit_subcommands(sub)
+    return sub
+
+
+def _user_errors(fn: Callable[[Any], int]) -> Callable[[Any], int]:
+    """Our one-line ValueErrors (SweepError, ModelDirError, ImportFormatError, SlurmError) become UserError."""
+    @functools.wraps(fn)
+    def wrapper(args) -> int:
+        from calibrate.importers import ImportFormatError
+        from calibrate.modeldir import ModelDirError
+        from calibrate.slurm import SlurmError
+        from calibrate.sweep import SweepError
+
+        try:
+            return fn(args)
+        except (SweepError, ModelDirError, ImportFormatError, SlurmError) as exc:
+            raise UserError(str(exc)) from None
+    return wrapper
+
+
+def cmd_run(args) -> int:
+    from calibrate.runner import run_from_args
+
+    return run_from_args(args)
+
+
+_IMPORT_OVERRIDES = ("model", "hardware", "tensor_parallel_size", "pipeline_parallel_size", "max_num_seqs",
+                     "max_num_batched_tokens", "max_model_len", "dtype", "enforce_eager", "input_len", "output_len",
+                     "vllm_version")
+
+
+def cmd_import(args) -> int:
+    from calibrate.importers import import_files
+    from calibrate.store import append_record, completed_run_ids
+
+    overrides = {k: getattr(args, k) for k in _IMPORT_OVERRIDES if getattr(args, k, None) is not None}
+    records = import_files(args.files, overrides)
+    have = completed_run_ids(args.results)
+    new = [r for r in records if r["run_id"] not in have]
+    for rec in new:
+        append_record(args.results, rec)
+    print(f"imported {len(new)} records ({len(records) - len(new)} already there) -> {args.results}",
+          file=sys.stderr)
+    return 0
+
+
+def cmd_slurm(args) -> int:
+    from calibrate.slurm import write_slurm_jobs
+    from calibrate.sweep import load_sweep
+
+    try:
+        from hardware import load_hardware
+    except ImportError as exc:  # pragma: no cover - the hardware package ships with perfmodel
+        raise UserError(f"hardware catalog unavailable: {exc}") from None
+    cluster = load_hardware(args.cluster)
+    sweep = load_sweep(args.sweep)
+    scripts = write_slurm_jobs(sweep, cluster, args.account, args.partition, Path(args.out), modules=args.module,
+                               env_setup=args.env_setup, time_limit_s=args.time, array=args.array,
+                               python=args.python)
+    for path in scripts:
+        print(path)
+    print(f"{len(scripts)} job scripts; submit them all with: bash {Path(args.out) / 'submit.sh'}", file=sys.stderr)
+    return 0

@@ -1,0 +1,142 @@
+"""``perfmodel calibrate fit`` and ``perfmodel calibrate check``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from perfmodel.errors import UserError
+
+
+def add_fit_subcommands(sub: argparse._SubParsersAction) -> None:
+    fit = sub.add_parser("fit", help="fit the model's coefficients to measured runs; write a profile YAML")
+    fit.add_argument("results", nargs="+", help="results JSONL file(s) written by 'calibrate run' or 'import'")
+    fit.add_argument("--hardware", required=True, help="GPU or cluster the runs were measured on (e.g. h200-sxm)")
+    fit.add_argument("--out", default=None, help="profile YAML to write (default: <hardware>-profile.yaml)")
+    fit.add_argument("--prior", default=None, help="profile to start from and regularise toward (default: datasheet)")
+    fit.add_argument("--regularization", type=float, default=0.1,
+                     help="pull toward the prior, per relative unit of each coefficient (default: 0.1)")
+    fit.set_defaults(handler=cmd_fit)
+
+    check = sub.add_parser("check", help="predicted vs measured per run, with cross-validation and a report")
+    check.add_argument("results", nargs="+")
+    check.add_argument("--hardware", required=True)
+    check.add_argument("--calibration", default=None,
+                       help="profile to check (default: fit on these results, and cross-validate)")
+    check.add_argument("--prior", default=None, help="prior profile for the fits (default: datasheet)")
+    check.add_argument("--cv", default="model,layout",
+                       help="cross-validation groupings: model, layout, both comma-separated, or none")
+    check.add_argument("--report", default=None, help="folder for report.md, parity.png and per-run CSV")
+    check.add_argument("--title", default="perfmodel accuracy")
+    check.set_defaults(handler=cmd_check)
+
+
+def _load(args: argparse.Namespace):
+    from calibrate.observations import load_observations
+    from calibrate.store import load_records
+
+    records = []
+    for path in args.results:
+        if not Path(path).exists():
+            raise UserError(f"results file {path} does not exist")
+        records += load_records(path, latest_only=True)
+    return load_observations(records, args.hardware)
+
+
+def _prior(path: str | None):
+    from perfmodel.coefficients import Coefficients, load_profile
+
+    return load_profile(path).coefficients if path else Coefficients()
+
+
+def _progress(message: str) -> None:
+    print(f"  {message}", file=sys.stderr, flush=True)
+
+
+def cmd_fit(args: argparse.Namespace) -> int:
+    from calibrate.check import compare, summarize
+    from calibrate.fit import CoefficientFitter
+    from calibrate.profile_io import profile_document, write_yaml_atomic
+
+    cluster, observations = _load(args)
+    prior = _prior(args.prior)
+    _progress(f"fitting {len(observations)} runs on {cluster.gpu.name}")
+    fitter = CoefficientFitter(cluster, prior, regularization=args.regularization).fit(observations)
+    frame = compare(observations, cluster, fitter.coefficients_)
+    summary = {s.metric: {"median_ape": round(s.median_ape, 4), "p90_ape": round(s.p90_ape, 4), "runs": s.num_runs}
+               for s in summarize(frame)}
+    out = Path(args.out or f"{cluster.gpu.name}-profile.yaml")
+    doc = profile_document(
+        name=out.stem, gpu=cluster.gpu.name, coefficients=fitter.coefficients_, fitted=fitter.fitted_,
+        stderr=fitter.stderr_, prior=prior, source=", ".join(str(p) for p in args.results),
+        data=_data_summary(observations), errors={"in_sample": summary})
+    write_yaml_atomic(out, doc)
+    print(f"fitted {len(fitter.fitted_)} coefficients on {len(observations)} runs -> {out}")
+    for name in fitter.fitted_:
+        value = getattr(fitter.coefficients_, name)
+        se = fitter.stderr_.get(name)
+        print(f"  {name:32s} {value:12.5g}" + (f"  ± {se:.3g}" if se is not None else ""))
+    for metric, s in summary.items():
+        print(f"  in-sample {metric:26s} median APE {100 * s['median_ape']:.1f}%  p90 {100 * s['p90_ape']:.1f}%")
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from calibrate.check import compare, cross_validate, summarize
+    from calibrate.fit import CoefficientFitter
+    from calibrate.report import markdown_report, parity_plot, summary_table
+
+    cluster, observations = _load(args)
+    groupings = [] if args.cv == "none" else [g.strip() for g in args.cv.split(",") if g.strip()]
+    unknown = [g for g in groupings if g not in ("model", "layout")]
+    if unknown:
+        raise UserError(f"--cv takes model, layout or none; got {', '.join(unknown)}")
+    frames: dict[str, pd.DataFrame] = {}
+    if args.calibration:
+        from perfmodel.coefficients import load_profile
+
+        coefficients = load_profile(args.calibration).coefficients
+        frames[f"profile {args.calibration}"] = compare(observations, cluster, coefficients)
+        groupings = []
+    else:
+        prior = _prior(args.prior)
+        _progress(f"fitting {len(observations)} runs (in-sample)")
+        fitted = CoefficientFitter(cluster, prior).fit(observations).coefficients_
+        frames["in-sample fit"] = compare(observations, cluster, fitted)
+        for by in groupings:
+            if len({getattr(o, "model_name" if by == "model" else "layout_name") for o in observations}) < 2:
+                _progress(f"skipping leave-one-{by}-out: only one {by} in the data")
+                continue
+            frames[f"leave-one-{by}-out"] = cross_validate(observations, cluster, prior, by=by, progress=_progress)
+    for label, frame in frames.items():
+        print(f"\n{label}")
+        print(summary_table(summarize(frame)))
+    if args.report:
+        folder = Path(args.report)
+        folder.mkdir(parents=True, exist_ok=True)
+        plot = parity_plot(frames, folder / "parity.png")
+        pd.concat([f.assign(fold_kind=k) for k, f in frames.items()], ignore_index=True).to_csv(
+            folder / "runs.csv", index=False)
+        text = markdown_report(title=args.title, header=_header(args, cluster, observations), frames=frames, plot=plot)
+        (folder / "report.md").write_text(text)
+        print(f"\nreport: {folder / 'report.md'}" + (f", plot: {plot}" if plot else ""))
+    return 0
+
+
+def _data_summary(observations) -> dict:
+    return {"runs": len(observations), "models": sorted({o.model_name for o in observations}),
+            "layouts": sorted({o.layout_name for o in observations}),
+            "modes": sorted({o.mode for o in observations}),
+            "vllm_versions": sorted({str(((o.record.get("provenance") or {}).get("vllm_version")) or "?")
+                                     for o in observations})}
+
+
+def _header(args, cluster, observations) -> str:
+    d = _data_summary(observations)
+    return (f"{d['runs']} measured runs on {cluster.gpu.display_name} (vLLM {', '.join(d['vllm_versions'])}); "
+            f"models: {', '.join(d['models'])}; layouts: {', '.join(d['layouts'])}; modes: {', '.join(d['modes'])}. "
+            f"Results: {', '.join(args.results)}. APE = |predicted - measured| / measured; 'predicted' uses the "
+            f"memory model's KV cache (end to end), the last column vLLM's measured KV cache.")

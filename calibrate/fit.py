@@ -1,0 +1,185 @@
+"""Fit the model's coefficients to measured runs.
+
+Two independent fits:
+
+* **Memory** (``activation_bytes_per_token``, ``non_torch_memory_bytes``, ``cuda_graph_memory_bytes``): vLLM's
+  KV budget is linear in them, ``kv = util*total - weights - logits - a*act_unit - non_torch - graphs*(not
+  eager)``, so a bounded linear least squares on the measured KV bytes (relative residuals) finds them.
+* **Step cost** (efficiencies, overheads, communication): offline runs' schedules do not depend on step
+  times, so each run is simulated once with vLLM's measured KV blocks and its steps are recorded; the
+  predicted elapsed time is then ``r * sum_k cost(step_k; theta)``, where ``r`` (1 without pipeline
+  parallelism) carries the pipeline's overlap from the simulation. ``scipy.optimize.least_squares`` minimises
+  log-ratio residuals with bounds, a robust soft-L1 loss and a pull toward the datasheet defaults; the
+  simulation is redone at the fitted values and the fit repeated (``outer_iterations``).
+
+Only coefficients the data can inform are fitted: no eager runs, no ``eager_layer_overhead_s``; no TP>1, no
+all-reduce terms; no PP>1, no ``p2p_latency_s``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+from scipy import optimize
+
+from calibrate.observations import Observation, predicted_memory, simulate_observation, step_cost
+from hardware.spec import ClusterSpec
+from perfmodel.coefficients import Coefficients
+from perfmodel.errors import UserError
+from perfmodel.memory import activation_peak_bytes, kv_bytes_per_token_per_gpu
+
+MEMORY_COEFFICIENTS = ("activation_bytes_per_token", "non_torch_memory_bytes", "cuda_graph_memory_bytes")
+STEP_COEFFICIENTS = ("gemm_compute_efficiency", "gemm_half_efficiency_tokens", "memory_efficiency",
+                     "attention_compute_efficiency", "attention_memory_efficiency", "step_overhead_s",
+                     "per_seq_overhead_s", "eager_layer_overhead_s", "allreduce_latency_s",
+                     "allreduce_bandwidth_efficiency", "p2p_latency_s")
+
+
+def informed_step_coefficients(observations: Sequence[Observation]) -> tuple[str, ...]:
+    """The step-cost coefficients these runs can pin down."""
+    offline = [o for o in observations if o.mode == "offline"]
+    skip = set()
+    if not any(o.eager for o in offline):
+        skip.add("eager_layer_overhead_s")
+    if not any(o.layout.tp > 1 for o in offline):
+        skip |= {"allreduce_latency_s", "allreduce_bandwidth_efficiency"}
+    if not any(o.layout.pp > 1 for o in offline):
+        skip.add("p2p_latency_s")
+    return tuple(n for n in STEP_COEFFICIENTS if n not in skip)
+
+
+@dataclass(frozen=True)
+class _Trace:
+    """One offline run's recorded steps and the simulation's pipeline factor."""
+
+    obs: Observation
+    steps: object  # BatchStats with array fields
+    pipeline_factor: float
+    measured_elapsed_s: float
+
+
+class CoefficientFitter:
+    """Estimator: ``CoefficientFitter(cluster, prior).fit(observations).coefficients_``."""
+
+    def __init__(self, cluster: ClusterSpec, prior: Coefficients | None = None, *, step_names: Sequence[str] | None = None,
+                 fit_memory: bool = True, regularization: float = 0.1, outer_iterations: int = 2) -> None:
+        self.cluster = cluster
+        self.prior = prior or Coefficients()
+        self.step_names = step_names
+        self.fit_memory = fit_memory
+        self.regularization = regularization
+        self.outer_iterations = outer_iterations
+
+    # -- public ----------------------------------------------------------------------------------------------
+    def fit(self, observations: Sequence[Observation]) -> "CoefficientFitter":
+        coefficients = self.prior
+        self.memory_result_ = None
+        if self.fit_memory and any(o.measured_num_gpu_blocks for o in observations):
+            coefficients, self.memory_result_ = self._fit_memory(observations, coefficients)
+        offline = [o for o in observations if o.mode == "offline" and o.measured.get("elapsed_s")]
+        names = tuple(self.step_names or informed_step_coefficients(offline))
+        self.step_result_ = None
+        if offline and names:
+            for _ in range(self.outer_iterations):
+                traces = [self._trace(o, coefficients) for o in offline]
+                coefficients, self.step_result_ = self._fit_steps(traces, coefficients, names)
+        self.coefficients_ = coefficients
+        self.fitted_ = (MEMORY_COEFFICIENTS if self.memory_result_ is not None else ()) + (
+            names if self.step_result_ is not None else ())
+        self.stderr_ = self._stderr(names)
+        self.num_observations_ = len(observations)
+        return self
+
+    # -- memory ----------------------------------------------------------------------------------------------
+    def _fit_memory(self, observations: Sequence[Observation], prior: Coefficients):
+        rows, targets, seen = [], [], set()
+        unit = Coefficients(activation_bytes_per_token=1.0, non_torch_memory_bytes=0.0, cuda_graph_memory_bytes=0.0)
+        for o in observations:
+            key = (o.model_name, o.layout, o.engine)
+            if not o.measured_num_gpu_blocks or key in seen:
+                continue
+            seen.add(key)
+            plan = predicted_memory(o, self.cluster, unit)
+            act_unit = activation_peak_bytes(o.model, o.precision, o.layout, o.engine, unit)
+            logits = activation_peak_bytes(o.model, o.precision, o.layout, o.engine,
+                                           dataclasses.replace(unit, activation_bytes_per_token=0.0))
+            forward_unit = act_unit - logits
+            kv_measured = (o.measured_num_gpu_blocks * o.engine.block_size
+                           * kv_bytes_per_token_per_gpu(o.model, o.precision, o.layout))
+            rhs = plan.budget_bytes - plan.weights_bytes - logits - kv_measured
+            rows.append([forward_unit / kv_measured, 1.0 / kv_measured, (0.0 if o.eager else 1.0) / kv_measured])
+            targets.append(rhs / kv_measured)
+        if not rows:
+            return prior, None
+        bounds = [Coefficients.bounds(n) for n in MEMORY_COEFFICIENTS]
+        lower, upper = zip(*bounds)
+        a, b = np.array(rows), np.array(targets)
+        # Without eager runs the graph term and the non-torch term are the same column: keep the prior split.
+        if not any(o.eager for o in observations if o.measured_num_gpu_blocks) or all(
+                o.eager for o in observations if o.measured_num_gpu_blocks):
+            fixed = prior.cuda_graph_memory_bytes
+            b = b - a[:, 2] * fixed
+            res = optimize.lsq_linear(a[:, :2], b, bounds=(lower[:2], upper[:2]))
+            values = (*res.x, fixed)
+        else:
+            res = optimize.lsq_linear(a, b, bounds=(lower, upper))
+            values = tuple(res.x)
+        return prior.replace(**dict(zip(MEMORY_COEFFICIENTS, map(float, values)))), res
+
+    # -- step cost -------------------------------------------------------------------------------------------
+    def _trace(self, obs: Observation, coefficients: Coefficients) -> _Trace:
+        result = simulate_observation(obs, self.cluster, coefficients, kv_from="measured")
+        summed = float(np.sum(step_cost(obs, self.cluster, coefficients)(result.steps)))
+        factor = result.metrics.duration_s / summed if summed > 0 else 1.0
+        return _Trace(obs=obs, steps=result.steps, pipeline_factor=factor, measured_elapsed_s=obs.measured["elapsed_s"])
+
+    def _predict_elapsed(self, trace: _Trace, coefficients: Coefficients) -> float:
+        cost = step_cost(trace.obs, self.cluster, coefficients)
+        return trace.pipeline_factor * float(np.sum(cost(trace.steps)))
+
+    def _fit_steps(self, traces: Sequence[_Trace], start: Coefficients, names: Sequence[str]):
+        prior = np.array([getattr(self.prior, n) for n in names])
+        x0 = np.array([getattr(start, n) for n in names])
+        lower, upper = (np.array(v) for v in zip(*(Coefficients.bounds(n) for n in names)))
+        scale = np.where(prior > 0, prior, (upper - lower) * 1e-3)
+        x0 = np.clip(x0, lower + 1e-12, upper)
+
+        def residuals(x: np.ndarray) -> np.ndarray:
+            c = start.replace(**dict(zip(names, map(float, x))))
+            data = [math.log(self._predict_elapsed(t, c) / t.measured_elapsed_s) for t in traces]
+            pull = self.regularization * (x - prior) / scale
+            return np.concatenate([data, pull])
+
+        result = optimize.least_squares(residuals, x0, bounds=(lower, upper), x_scale=scale, loss="soft_l1",
+                                        f_scale=0.05, max_nfev=200 * len(names))
+        self._num_data = len(traces)
+        fitted = start.replace(**dict(zip(names, map(float, result.x))))
+        return fitted, result
+
+    def _stderr(self, names: Sequence[str]) -> dict[str, float]:
+        """Standard errors from the Jacobian at the optimum (data residuals only, Gauss-Newton covariance)."""
+        out: dict[str, float] = {}
+        res = self.step_result_
+        if res is not None:
+            n = self._num_data
+            jac = res.jac[:n]
+            dof = max(1, n - len(names))
+            sigma2 = float(np.sum(res.fun[:n] ** 2)) / dof
+            try:
+                cov = np.linalg.pinv(jac.T @ jac + (self.regularization ** 2) * np.diag(
+                    1.0 / np.array([max(abs(getattr(self.prior, nm)), 1e-12) for nm in names]) ** 2)) * sigma2
+                out.update({nm: float(math.sqrt(max(cov[i, i], 0.0))) for i, nm in enumerate(names)})
+            except np.linalg.LinAlgError:
+                pass
+        return out
+
+
+def fit_coefficients(observations: Sequence[Observation], cluster: ClusterSpec, prior: Coefficients | None = None,
+                     **options) -> CoefficientFitter:
+    if not observations:
+        raise UserError("no observations to fit")
+    return CoefficientFitter(cluster, prior, **options).fit(observations)

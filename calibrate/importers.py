@@ -1,0 +1,288 @@
+"""Read results measured elsewhere into the store's record format (`source: "imported"`).
+
+Formats (detected from the content):
+- `vllm bench throughput --output-json` and the older `benchmarks/benchmark_throughput.py --output-json`:
+  one JSON object with `elapsed_time, num_requests, total_num_tokens, requests_per_second, tokens_per_second`.
+  It holds no lengths or engine settings: pass them as `overrides` (the CLI's --input-len, --output-len, -tp ...).
+- `vllm bench serve --save-result` (also `--append-result`: one object per line) and the older
+  `benchmarks/benchmark_serving.py` result JSON: `duration, completed, total_input_tokens, total_output_tokens,
+  request_throughput, output_throughput, total_token_throughput, mean_ttft_ms, p99_itl_ms, ...`.
+- CSV with one row per run; columns are documented in calibrate/README.md ("CSV import").
+- Records of this package (a results file from another machine): taken as they are.
+What a file does not say is left null.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import math
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from calibrate.store import SCHEMA_VERSION
+from calibrate.sweep import EngineConfig
+
+ENGINE_FIELDS = [
+    "mode", "model", "dummy_weights", "tensor_parallel_size", "pipeline_parallel_size", "dtype", "max_num_seqs",
+    "max_num_batched_tokens", "gpu_memory_utilization", "max_model_len", "enforce_eager", "block_size",
+    "kv_cache_dtype", "quantization", "enable_prefix_caching", "hardware"]
+WORKLOAD_FIELDS = ["input_len", "output_len", "num_prompts", "request_rate", "burstiness", "max_concurrency", "seed"]
+METRIC_FIELDS = ["elapsed_s", "num_requests", "num_failed_requests", "num_input_tokens", "num_output_tokens",
+                 "requests_per_second", "tokens_per_second", "output_tokens_per_second"] + [
+    f"{stat}_{name}_s" for name in ("ttft", "tpot", "itl", "e2e") for stat in ("mean", "median", "p90", "p99")]
+PROVENANCE_FIELDS = ["vllm_version", "torch_version", "cuda_version", "driver_version", "gpu_name", "gpu_count",
+                     "hostname", "date_utc"]
+ENGINE_INFO_FIELDS = ["kv_cache_tokens", "num_gpu_blocks", "cuda_graphs"]
+_ALIASES = {"tp": "tensor_parallel_size", "pp": "pipeline_parallel_size"}
+_INT = {"tensor_parallel_size", "pipeline_parallel_size", "max_num_seqs", "max_num_batched_tokens", "max_model_len",
+        "block_size", "num_prompts", "max_concurrency", "seed", "num_requests", "num_failed_requests",
+        "num_input_tokens", "num_output_tokens", "gpu_count", "kv_cache_tokens", "num_gpu_blocks"}
+_BOOL = {"dummy_weights", "enforce_eager", "enable_prefix_caching", "cuda_graphs"}
+_STR = {"mode", "model", "dtype", "kv_cache_dtype", "quantization", "hardware", "vllm_version", "torch_version",
+        "cuda_version", "driver_version", "gpu_name", "hostname", "date_utc"}
+
+
+class ImportFormatError(ValueError):
+    """A file cannot be imported: one line naming the file and the problem."""
+
+
+def import_file(path: str | Path, overrides: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Records from one file; `overrides` fills config fields the file lacks (model, hardware, lengths ...)."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ImportFormatError(f"{path}: cannot read ({exc.strerror})") from None
+    overrides = {_ALIASES.get(k, k): v for k, v in (overrides or {}).items() if v is not None}
+    digest = hashlib.sha256(raw).hexdigest()
+    text = raw.decode(errors="replace")
+    if path.suffix.lower() == ".csv":
+        rows = list(csv.DictReader(text.splitlines()))
+        if not rows:
+            raise ImportFormatError(f"{path}: no rows")
+        return [_from_csv(row, i, path, digest, overrides) for i, row in enumerate(rows)]
+    objects = _json_objects(text, path)
+    out = []
+    for i, obj in enumerate(objects):
+        kind = detect(obj)
+        if kind is None:
+            keys = ", ".join(sorted(obj)[:8])
+            raise ImportFormatError(f"{path}: object {i + 1} is no vLLM benchmark result I know (keys: {keys})")
+        if kind == "record":
+            out.append(dict(obj))
+        elif kind == "throughput":
+            out.append(_from_throughput(obj, i, path, digest, overrides))
+        else:
+            out.append(_from_serve(obj, i, path, digest, overrides))
+    return out
+
+
+def import_files(paths: Iterable[str | Path], overrides: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+    return [rec for p in paths for rec in import_file(p, overrides)]
+
+
+def detect(obj: Mapping[str, Any]) -> str | None:
+    """"throughput", "serve", "record" (this package's own) or None."""
+    if "run_id" in obj and "schema_version" in obj:
+        return "record"
+    if "elapsed_time" in obj and ("tokens_per_second" in obj or "total_num_tokens" in obj):
+        return "throughput"
+    if "duration" in obj and "completed" in obj:
+        return "serve"
+    return None
+
+
+def _json_objects(text: str, path: Path) -> list[dict[str, Any]]:
+    text = text.strip()
+    if not text:
+        raise ImportFormatError(f"{path}: empty file")
+    try:
+        obj = json.loads(text)
+        objs = obj if isinstance(obj, list) else [obj]
+    except json.JSONDecodeError:
+        objs = []
+        dec = json.JSONDecoder()
+        pos = 0
+        while pos < len(text):  # several objects, one after another (--append-result, JSON lines)
+            try:
+                obj, end = dec.raw_decode(text, pos)
+            except json.JSONDecodeError as exc:
+                raise ImportFormatError(f"{path}: not JSON ({exc.msg} at line {exc.lineno})") from None
+            objs.append(obj)
+            pos = end
+            while pos < len(text) and text[pos].isspace():
+                pos += 1
+    if not all(isinstance(o, dict) for o in objs):
+        raise ImportFormatError(f"{path}: expected JSON objects")
+    return objs
+
+
+def _record(*, path: Path, digest: str, index: int, kind: str, engine: dict[str, Any], workload: dict[str, Any],
+            metrics: dict[str, Any], provenance: dict[str, Any], requests: dict[str, list] | None,
+            engine_info: dict[str, Any] | None = None, status: str = "ok") -> dict[str, Any]:
+    defaults = {f: None for f in ENGINE_FIELDS}
+    defaults.update({"tensor_parallel_size": 1, "pipeline_parallel_size": 1})
+    engine = {**defaults, **{k: v for k, v in engine.items() if v is not None}}
+    engine_id = hashlib.sha256(json.dumps(engine, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "source": "imported",
+        "run_id": hashlib.sha256(f"{digest}:{index}".encode()).hexdigest()[:16],
+        "engine_id": engine_id,
+        "sweep": None,
+        "group": None,
+        "status": status,
+        "error": None,
+        "config": {"engine": engine,
+                   "workload": {**{f: None for f in WORKLOAD_FIELDS}, **workload}},
+        "model": {"spec": engine.get("model"), "path": None, "config_hash": None, "hardware": engine.get("hardware")},
+        "metrics": {**{f: None for f in METRIC_FIELDS}, **metrics},
+        "engine_info": {**{f: None for f in ENGINE_INFO_FIELDS}, **(engine_info or {})},
+        "provenance": {**{f: None for f in PROVENANCE_FIELDS}, **provenance,
+                       "imported_from": str(path.resolve()), "imported_format": kind, "file_sha256": digest},
+        "requests": requests,
+    }
+
+
+def _split(overrides: Mapping[str, Any]) -> tuple[dict, dict, dict]:
+    eng = {k: v for k, v in overrides.items() if k in ENGINE_FIELDS}
+    work = {k: v for k, v in overrides.items() if k in WORKLOAD_FIELDS}
+    prov = {k: v for k, v in overrides.items() if k in PROVENANCE_FIELDS}
+    return eng, work, prov
+
+
+def _from_throughput(obj: Mapping[str, Any], i: int, path: Path, digest: str,
+                     overrides: Mapping[str, Any]) -> dict[str, Any]:
+    eng, work, prov = _split(overrides)
+    elapsed = float(obj["elapsed_time"])
+    n = int(obj.get("num_requests") or 0)
+    total = obj.get("total_num_tokens")
+    n_out = obj.get("total_output_tokens", obj.get("num_output_tokens"))
+    if n_out is None and isinstance(work.get("output_len"), int):
+        n_out = n * work["output_len"]
+    n_in = None
+    if total is not None and n_out is not None:
+        n_in = int(total) - int(n_out)
+    elif isinstance(work.get("input_len"), int):
+        n_in = n * work["input_len"]
+    metrics = {
+        "elapsed_s": elapsed,
+        "num_requests": n,
+        "num_input_tokens": n_in,
+        "num_output_tokens": None if n_out is None else int(n_out),
+        "requests_per_second": obj.get("requests_per_second"),
+        "tokens_per_second": obj.get("tokens_per_second"),
+        "output_tokens_per_second": None if n_out is None or elapsed <= 0 else int(n_out) / elapsed,
+    }
+    work.setdefault("num_prompts", n)
+    work.setdefault("request_rate", "inf")
+    eng.setdefault("mode", "offline")
+    return _record(path=path, digest=digest, index=i, kind="vllm-bench-throughput", engine=eng, workload=work,
+                   metrics=metrics, provenance=prov, requests=None)
+
+
+def _from_serve(obj: Mapping[str, Any], i: int, path: Path, digest: str,
+                overrides: Mapping[str, Any]) -> dict[str, Any]:
+    eng, work, prov = _split(overrides)
+    eng.setdefault("model", obj.get("model_id"))
+    eng.setdefault("mode", "online")
+    completed = int(obj.get("completed") or 0)
+    n_in, n_out = obj.get("total_input_tokens"), obj.get("total_output_tokens")
+    metrics: dict[str, Any] = {
+        "elapsed_s": obj.get("duration"),
+        "num_requests": completed,
+        "num_failed_requests": obj.get("failed"),
+        "num_input_tokens": n_in,
+        "num_output_tokens": n_out,
+        "requests_per_second": obj.get("request_throughput"),
+        "tokens_per_second": obj.get("total_token_throughput"),
+        "output_tokens_per_second": obj.get("output_throughput"),
+    }
+    for name, theirs in (("ttft", "ttft"), ("tpot", "tpot"), ("itl", "itl"), ("e2e", "e2el")):
+        for stat in ("mean", "median", "p90", "p99"):
+            v = obj.get(f"{stat}_{theirs}_ms")
+            metrics[f"{stat}_{name}_s"] = None if v is None else float(v) / 1000.0
+    rate = obj.get("request_rate")
+    if isinstance(rate, str) or rate is None or (isinstance(rate, float) and math.isinf(rate)):
+        rate = "inf" if rate in (None, "inf", "Infinity") or (isinstance(rate, float) and math.isinf(rate)) else rate
+    work.setdefault("num_prompts", obj.get("num_prompts", completed))
+    work.setdefault("request_rate", rate)
+    work.setdefault("burstiness", obj.get("burstiness"))
+    work.setdefault("max_concurrency", obj.get("max_concurrency"))
+    if completed:
+        if n_in is not None:
+            work.setdefault("input_len", _mean_len(obj.get("input_lens"), n_in, completed))
+        if n_out is not None:
+            work.setdefault("output_len", _mean_len(obj.get("output_lens"), n_out, completed))
+    prov.setdefault("date_utc", obj.get("date"))
+    requests = None
+    if obj.get("input_lens") is not None:
+        requests = {"input_lens": obj.get("input_lens"), "output_lens": obj.get("output_lens"),
+                    "ttft_s": obj.get("ttfts"), "e2e_s": obj.get("latencies")}
+    return _record(path=path, digest=digest, index=i, kind="vllm-bench-serve", engine=eng, workload=work,
+                   metrics=metrics, provenance=prov, requests=requests)
+
+
+def _mean_len(lens: list | None, total: int, n: int) -> int | float:
+    """The common length when every request has it, else the mean."""
+    if lens and len(set(lens)) == 1:
+        return int(lens[0])
+    mean = total / n
+    return int(mean) if mean == int(mean) else mean
+
+
+def _from_csv(row: Mapping[str, str], i: int, path: Path, digest: str,
+              overrides: Mapping[str, Any]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    known = set(ENGINE_FIELDS) | set(WORKLOAD_FIELDS) | set(METRIC_FIELDS) | set(PROVENANCE_FIELDS) | set(
+        ENGINE_INFO_FIELDS)
+    for col, text in row.items():
+        if col is None:
+            raise ImportFormatError(f"{path}: row {i + 2} has more cells than the header")
+        key = _ALIASES.get(col.strip(), col.strip())
+        if key not in known:
+            raise ImportFormatError(f"{path}: unknown column '{col}' (see calibrate/README.md, CSV import)")
+        text = (text or "").strip()
+        if text == "":
+            continue
+        values[key] = _convert(key, text, path, i)
+    values = {**values, **{_ALIASES.get(k, k): v for k, v in overrides.items()}}
+    if not values.get("model"):
+        raise ImportFormatError(f"{path}: row {i + 2}: model is missing (column model, or --model)")
+    if not any(values.get(k) is not None for k in
+               ("elapsed_s", "requests_per_second", "tokens_per_second", "output_tokens_per_second")):
+        raise ImportFormatError(f"{path}: row {i + 2}: no throughput (elapsed_s or a *_per_second column)")
+    eng = {k: v for k, v in values.items() if k in ENGINE_FIELDS}
+    work = {k: v for k, v in values.items() if k in WORKLOAD_FIELDS}
+    metrics = {k: v for k, v in values.items() if k in METRIC_FIELDS}
+    prov = {k: v for k, v in values.items() if k in PROVENANCE_FIELDS}
+    info = {k: v for k, v in values.items() if k in ENGINE_INFO_FIELDS}
+    eng.setdefault("mode", "offline")
+    return _record(path=path, digest=digest, index=i, kind="csv", engine=eng, workload=work, metrics=metrics,
+                   provenance=prov, requests=None, engine_info=info)
+
+
+def _convert(key: str, text: str, path: Path, i: int) -> Any:
+    try:
+        if key in _STR:
+            return text
+        if key in _BOOL:
+            if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError
+            return text.lower() in ("true", "1", "yes")
+        if key == "request_rate" and text.lower() in ("inf", "infinity"):
+            return "inf"
+        if key in _INT:
+            return int(float(text))
+        return float(text)
+    except ValueError:
+        raise ImportFormatError(f"{path}: row {i + 2}: {key}: cannot read {text!r}") from None
+
+
+def _engine_fields_check() -> None:  # the CSV columns follow EngineConfig's names
+    names = {f for f in EngineConfig.__dataclass_fields__}
+    assert set(ENGINE_FIELDS) <= names, set(ENGINE_FIELDS) - names
+
+
+_engine_fields_check()

@@ -1,0 +1,129 @@
+"""Turn a sweep's `model` (catalog name, HF id, folder, or path to a config.json) into what vLLM loads.
+
+vLLM loads a folder holding `config.json`; with dummy weights nothing else is needed. A catalog entry or a
+loose `*.json` file is copied into `<cache_dir>/<name>-<hash>/config.json` (written atomically; the same
+config always lands in the same folder).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+class ModelDirError(ValueError):
+    """The model named in a sweep cannot be found: one line."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ResolvedModel:
+    spec: str  # as written in the sweep
+    path: str  # what vLLM gets as `model`: a local folder, or an HF id
+    config: dict[str, Any] | None  # the HF config, when known locally
+    config_hash: str | None  # sha256 (16 hex) of the canonical config JSON
+
+    @property
+    def vocab_size(self) -> int | None:
+        if self.config is None:
+            return None
+        text = self.config.get("text_config") or {}
+        return self.config.get("vocab_size") or text.get("vocab_size")
+
+
+def config_hash(config: dict[str, Any]) -> str:
+    text = json.dumps(config, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def resolve_model(spec: str, *, base_dir: Path, cache_dir: Path) -> ResolvedModel:
+    """Resolve `spec`; relative paths are taken relative to `base_dir` first, then the working directory."""
+    for candidate in (base_dir / spec, Path(spec)):
+        if candidate.is_dir():
+            cfg_file = candidate / "config.json"
+            if not cfg_file.is_file():
+                raise ModelDirError(f"model '{spec}': folder {candidate} has no config.json")
+            cfg = _read_config(cfg_file, spec)
+            return ResolvedModel(spec=spec, path=str(candidate.resolve()), config=cfg, config_hash=config_hash(cfg))
+        if candidate.is_file():
+            cfg = _read_config(candidate, spec)
+            if candidate.name == "config.json":
+                path = candidate.resolve().parent
+            else:
+                path = materialize(cfg, candidate.stem, cache_dir)
+            return ResolvedModel(spec=spec, path=str(path), config=cfg, config_hash=config_hash(cfg))
+    catalog = _catalog_path(spec)
+    if catalog is not None:
+        cfg = _read_config(catalog, spec)
+        path = materialize(cfg, spec, cache_dir)
+        return ResolvedModel(spec=spec, path=str(path), config=cfg, config_hash=config_hash(cfg))
+    if "/" in spec and not spec.startswith((".", "/")) and spec.count("/") == 1:
+        return ResolvedModel(spec=spec, path=spec, config=None, config_hash=None)  # a Hugging Face id
+    raise ModelDirError(f"model '{spec}': not a folder, a config.json, a catalog name or an HF id (org/name)")
+
+
+def materialize(config: dict[str, Any], name: str, cache_dir: Path) -> Path:
+    """Write `config` as `<cache_dir>/<name>-<hash>/config.json` (atomically) and return the folder."""
+    folder = Path(cache_dir) / f"{Path(name).name}-{config_hash(config)}"
+    target = folder / "config.json"
+    if not target.is_file():
+        folder.mkdir(parents=True, exist_ok=True)
+        _atomic_write(target, json.dumps(config, indent=2, sort_keys=True) + "\n")
+    return folder.resolve()
+
+
+def write_tokenizer(folder: Path, vocab_size: int) -> Path:
+    """A word-level `tokenizer.json` with tokens `t0 ... t{vocab_size-1}` for tools that insist on a tokenizer
+    (e.g. `vllm bench serve`'s random dataset). Needs the `tokenizers` package (a vLLM dependency)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    vocab = {f"t{i}": i for i in range(vocab_size)}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="t0"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    folder = Path(folder)
+    tok.save(str(folder / "tokenizer.json"))
+    cfg = {"tokenizer_class": "PreTrainedTokenizerFast", "unk_token": "t0", "bos_token": "t1", "eos_token": "t2",
+           "model_max_length": 1 << 20}
+    _atomic_write(folder / "tokenizer_config.json", json.dumps(cfg, indent=2) + "\n")
+    return folder / "tokenizer.json"
+
+
+def _catalog_path(name: str) -> Path | None:
+    try:
+        from perfmodel.model import catalog_config_path
+    except ImportError:
+        catalog_config_path = None
+    if catalog_config_path is not None:
+        try:
+            p = Path(catalog_config_path(name))
+            return p if p.is_file() else None
+        except (ValueError, LookupError, OSError):
+            return None
+    p = Path(__file__).resolve().parent.parent / "perfmodel" / "catalog" / f"{name}.json"
+    return p if p.is_file() else None
+
+
+def _read_config(path: Path, spec: str) -> dict[str, Any]:
+    try:
+        cfg = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ModelDirError(f"model '{spec}': cannot read {path}: {exc}") from None
+    if not isinstance(cfg, dict):
+        raise ModelDirError(f"model '{spec}': {path} is not a JSON object")
+    return cfg
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,180 @@
+"""Measured runs as the model sees them: a results record -> an ``Observation`` -> a simulated prediction.
+
+This is the one place that reads the results schema (calibrate/README.md) for fitting and checking. Each
+observation is simulated with the engine's own settings as vLLM resolved them (``engine_info``), the per-request
+lengths the runner actually sent, and either the KV-cache size vLLM measured (to judge the step-cost model
+alone) or the memory model's (end to end).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import numpy as np
+
+from hardware import load_hardware
+from hardware.spec import ClusterSpec
+from perfmodel.coefficients import Coefficients
+from perfmodel.cost import StepCostModel
+from perfmodel.engine import EngineArgs
+from perfmodel.errors import UserError
+from perfmodel.layout import Layout
+from perfmodel.memory import MemoryPlan, memory_plan
+from perfmodel.model import ModelShape, load_model
+from perfmodel.precision import Precision, resolve_precision
+from simulator.config import EngineConfig
+from simulator.request import Request
+from simulator.run import SimResult, simulate
+
+# Metrics compared between measurement and prediction, by mode.
+OFFLINE_METRICS = ("tokens_per_second", "output_tokens_per_second", "requests_per_second")
+ONLINE_METRICS = ("output_tokens_per_second", "ttft_s_mean", "ttft_s_median", "tpot_s_mean", "tpot_s_median",
+                  "itl_s_mean", "e2e_s_mean")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Observation:
+    """One measured run, resolved into model objects."""
+
+    run_id: str
+    model_name: str
+    model: ModelShape
+    layout: Layout
+    precision: Precision
+    engine: EngineArgs
+    mode: str  # "offline" | "online"
+    input_lens: np.ndarray
+    output_lens: np.ndarray
+    arrival_s: np.ndarray  # request send times relative to the first (zeros offline / closed loop)
+    max_concurrency: int | None
+    measured: Mapping[str, float]
+    measured_kv_cache_tokens: int | None
+    measured_num_gpu_blocks: int | None
+    record: Mapping[str, Any] = field(repr=False)
+
+    @property
+    def layout_name(self) -> str:
+        return f"TP{self.layout.tp}xPP{self.layout.pp}"
+
+    @property
+    def eager(self) -> bool:
+        return self.engine.enforce_eager
+
+
+def observation_from_record(record: Mapping[str, Any], cluster: ClusterSpec) -> Observation:
+    """Resolve a results record; raises UserError naming the run when it lacks what a prediction needs."""
+    cfg = record.get("config") or {}
+    eng, wl = cfg.get("engine") or {}, cfg.get("workload") or {}
+    info = record.get("engine_info") or {}
+    run_id = str(record.get("run_id", "?"))
+    model_spec = (record.get("model") or {}).get("spec") or eng.get("model")
+    if not model_spec:
+        raise UserError(f"run {run_id}: no model in the record")
+    model = load_model(_model_source(record, model_spec))
+    precision = resolve_precision(model, cluster.gpu, dtype=eng.get("dtype") or "auto",
+                                  quantization=eng.get("quantization"),
+                                  kv_cache_dtype=eng.get("kv_cache_dtype") or "auto")
+    engine = EngineArgs(
+        max_num_seqs=int(_first(info.get("max_num_seqs"), eng.get("max_num_seqs"))),
+        max_num_batched_tokens=int(_first(info.get("max_num_batched_tokens"), eng.get("max_num_batched_tokens"))),
+        gpu_memory_utilization=float(eng.get("gpu_memory_utilization") or 0.9),
+        max_model_len=_int_or_none(_first(info.get("max_model_len"), eng.get("max_model_len"))),
+        block_size=int(_first(info.get("block_size"), eng.get("block_size"), 16)),
+        enforce_eager=bool(eng.get("enforce_eager")),
+        enable_chunked_prefill=info.get("enable_chunked_prefill") is not False)
+    requests = record.get("requests") or {}
+    input_lens = np.asarray(requests.get("input_lens") or [], dtype=int)
+    output_lens = np.asarray(requests.get("output_lens") or [], dtype=int)
+    if not len(input_lens):
+        n = int(wl.get("num_prompts", 0))
+        if not isinstance(wl.get("input_len"), int) or not isinstance(wl.get("output_len"), int) or n < 1:
+            raise UserError(f"run {run_id}: the record has neither per-request lengths nor fixed lengths")
+        input_lens, output_lens = np.full(n, wl["input_len"]), np.full(n, wl["output_len"])
+    mode = str(eng.get("mode", "offline"))
+    sent = np.asarray(requests.get("send_s") or requests.get("arrival_s") or [], dtype=float)
+    arrival = sent - sent.min() if len(sent) == len(input_lens) else np.zeros(len(input_lens))
+    metrics = {_metric_name(k): float(v) for k, v in (record.get("metrics") or {}).items()
+               if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    kv_tokens = _first(info.get("kv_cache_tokens"), info.get("gpu_kv_cache_tokens"))
+    return Observation(
+        run_id=run_id, model_name=model.name, model=model,
+        layout=Layout(tp=int(eng.get("tensor_parallel_size", 1)), pp=int(eng.get("pipeline_parallel_size", 1))),
+        precision=precision, engine=engine, mode=mode, input_lens=input_lens, output_lens=output_lens,
+        arrival_s=arrival, max_concurrency=_int_or_none(wl.get("max_concurrency")), measured=metrics,
+        measured_kv_cache_tokens=_int_or_none(kv_tokens), measured_num_gpu_blocks=_int_or_none(info.get("num_gpu_blocks")),
+        record=record)
+
+
+def load_observations(records: list[Mapping[str, Any]], hardware: str) -> tuple[ClusterSpec, list[Observation]]:
+    """Successful runs of the results as observations on ``hardware`` (GPU or cluster name, or a YAML path)."""
+    cluster = load_hardware(hardware)
+    observations = [observation_from_record(r, cluster) for r in records if r.get("status") == "ok"]
+    if not observations:
+        raise UserError("the results hold no successful runs to fit or check")
+    return cluster, observations
+
+
+# -- predicting one observation ------------------------------------------------------------------------------
+def predicted_memory(obs: Observation, cluster: ClusterSpec, coefficients: Coefficients) -> MemoryPlan:
+    return memory_plan(obs.model, cluster, obs.layout, obs.precision, obs.engine, coefficients)
+
+
+def step_cost(obs: Observation, cluster: ClusterSpec, coefficients: Coefficients) -> StepCostModel:
+    return StepCostModel(obs.model, cluster, obs.layout, obs.precision, coefficients,
+                         enforce_eager=obs.engine.enforce_eager)
+
+
+def simulate_observation(obs: Observation, cluster: ClusterSpec, coefficients: Coefficients, *,
+                         kv_from: str = "measured") -> SimResult:
+    """Replay the run in the simulator; ``kv_from`` = "measured" (vLLM's block count) or "model"."""
+    if kv_from == "measured" and obs.measured_num_gpu_blocks:
+        blocks = obs.measured_num_gpu_blocks
+    else:
+        blocks = predicted_memory(obs, cluster, coefficients).num_gpu_blocks
+    engine = EngineConfig(max_num_seqs=obs.engine.max_num_seqs, max_num_batched_tokens=obs.engine.max_num_batched_tokens,
+                          num_kv_blocks=max(1, blocks), block_size=obs.engine.block_size,
+                          enable_chunked_prefill=obs.engine.enable_chunked_prefill)
+    requests = [Request(id=i, arrival_s=float(a), num_prompt_tokens=int(p), num_output_tokens=int(o))
+                for i, (a, p, o) in enumerate(zip(obs.arrival_s, obs.input_lens, obs.output_lens))]
+    return simulate(requests, engine, step_cost(obs, cluster, coefficients),
+                    max_concurrency=obs.max_concurrency, record_timeline=True)
+
+
+def predicted_metrics(obs: Observation, result: SimResult) -> dict[str, float]:
+    """The simulated run's metrics under the names the runner records."""
+    m = result.metrics
+    values = {name: getattr(m, name) for name in (*OFFLINE_METRICS, *ONLINE_METRICS) if hasattr(m, name)}
+    return {k: float(v) for k, v in values.items() if v is not None and not math.isnan(float(v))}
+
+
+def _model_source(record: Mapping[str, Any], spec: str) -> str:
+    """Prefer the catalog name; fall back to the config the run used (its path may no longer exist)."""
+    try:
+        load_model(spec)
+        return spec
+    except UserError:
+        path = (record.get("model") or {}).get("path")
+        if path:
+            return str(path)
+        raise
+
+
+def _metric_name(name: str) -> str:
+    """The runner writes vLLM's order (``mean_ttft_s``); the simulator the statistic last (``ttft_s_mean``)."""
+    for stat in ("mean", "median", "p90", "p99", "std"):
+        if name.startswith(stat + "_"):
+            return f"{name[len(stat) + 1:]}_{stat}"
+    return name
+
+
+def _first(*values: Any) -> Any:
+    for v in values:
+        if v is not None:
+            return v
+    return None
+
+
+def _int_or_none(value: Any) -> int | None:
+    return None if value is None else int(value)

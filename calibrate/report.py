@@ -1,0 +1,98 @@
+"""The accuracy report: error tables in Markdown and a parity plot (PNG)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Sequence
+
+import pandas as pd
+
+from calibrate.check import ErrorSummary, summarize
+
+METRIC_LABELS = {
+    "tokens_per_second": "offline throughput (tok/s)", "output_tokens_per_second": "output throughput (tok/s)",
+    "requests_per_second": "requests/s", "kv_cache_tokens": "KV cache tokens", "ttft_s_mean": "TTFT mean (s)",
+    "ttft_s_median": "TTFT median (s)", "tpot_s_mean": "TPOT mean (s)", "tpot_s_median": "TPOT median (s)",
+    "itl_s_mean": "ITL mean (s)", "e2e_s_mean": "E2E mean (s)",
+}
+
+
+def _pct(x: float) -> str:
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}%"
+
+
+def summary_table(summaries: Sequence[ErrorSummary]) -> str:
+    lines = ["| metric | runs | median APE | p90 APE | median APE with measured KV |", "|---|---:|---:|---:|---:|"]
+    for s in summaries:
+        lines.append(f"| {METRIC_LABELS.get(s.metric, s.metric)} | {s.num_runs} | {_pct(s.median_ape)} | "
+                     f"{_pct(s.p90_ape)} | {_pct(s.median_ape_measured_kv)} |")
+    return "\n".join(lines)
+
+
+def runs_table(frame: pd.DataFrame, metrics: Sequence[str] = ("tokens_per_second", "kv_cache_tokens")) -> str:
+    rows = frame[frame["metric"].isin(metrics)]
+    lines = ["| model | layout | mode | eager | seqs | in | out | metric | measured | predicted | APE |",
+             "|---|---|---|---|---:|---:|---:|---|---:|---:|---:|"]
+    for r in rows.itertuples():
+        lines.append(f"| {r.model} | {r.layout} | {r.mode} | {'yes' if r.eager else 'no'} | {r.max_num_seqs} | "
+                     f"{r.input_len:.0f} | {r.output_len:.0f} | {r.metric} | {r.measured:,.4g} | "
+                     f"{r.predicted:,.4g} | {_pct(r.ape)} |")
+    return "\n".join(lines)
+
+
+def parity_plot(frames: dict[str, pd.DataFrame], path: str | Path,
+                metrics: Sequence[str] = ("tokens_per_second", "kv_cache_tokens", "ttft_s_mean", "tpot_s_mean")) -> Path | None:
+    """Predicted against measured, log-log, one panel per metric, one colour per fold kind."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    present = [m for m in metrics if any(not f.empty and (f["metric"] == m).any() for f in frames.values())]
+    if not present:
+        return None
+    fig, axes = plt.subplots(1, len(present), figsize=(4.2 * len(present), 4.2), squeeze=False)
+    for ax, metric in zip(axes[0], present):
+        lo, hi = math.inf, 0.0
+        for label, frame in frames.items():
+            rows = frame[(frame["metric"] == metric) & frame["predicted"].notna()] if not frame.empty else frame
+            if rows.empty:
+                continue
+            ax.scatter(rows["measured"], rows["predicted"], s=14, alpha=0.75, label=label)
+            lo = min(lo, rows["measured"].min(), rows["predicted"].min())
+            hi = max(hi, rows["measured"].max(), rows["predicted"].max())
+        if hi > 0:
+            ax.plot([lo, hi], [lo, hi], "k-", lw=0.8)
+            ax.plot([lo, hi], [lo * 1.1, hi * 1.1], "k:", lw=0.6)
+            ax.plot([lo, hi], [lo / 1.1, hi / 1.1], "k:", lw=0.6)
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+        ax.set_title(METRIC_LABELS.get(metric, metric))
+        ax.set_xlabel("measured")
+        ax.set_ylabel("predicted")
+        ax.legend(fontsize=7)
+    fig.suptitle("perfmodel: predicted vs measured (dotted: ±10%)")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def markdown_report(*, title: str, header: str, frames: dict[str, pd.DataFrame], plot: Path | None,
+                    notes: Sequence[str] = ()) -> str:
+    parts = [f"# {title}", "", header, ""]
+    for label, frame in frames.items():
+        parts += [f"## {label}", "", summary_table(summarize(frame)), ""]
+    if plot is not None:
+        parts += [f"![parity plot]({plot.name})", ""]
+    if notes:
+        parts += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
+    in_sample = next(iter(frames.values()))
+    if not in_sample.empty:
+        parts += ["## Per run (in-sample fit)", "", runs_table(in_sample), ""]
+    return "\n".join(parts)

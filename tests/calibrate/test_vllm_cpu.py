@@ -1,0 +1,73 @@
+"""End to end with a real vLLM (the CPU build is enough): `pytest -m vllm tests/calibrate`.
+
+About 2-3 minutes on 2 cores: two offline engines (the cpu-tiny sweep) and one `vllm serve` engine.
+"""
+import importlib.util
+from pathlib import Path
+
+import pytest
+import yaml
+
+from calibrate.runner import run_sweep
+from calibrate.store import load_records, load_results
+from calibrate.sweep import load_sweep
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY = ROOT / "tests" / "fixtures" / "models" / "tiny-llama"
+
+pytestmark = [
+    pytest.mark.vllm,
+    pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason="vllm is not installed"),
+]
+
+
+def test_offline_sweep_cpu_tiny(tmp_path):
+    sweep = load_sweep(ROOT / "sweeps" / "cpu-tiny.yaml")
+    results = tmp_path / "results.jsonl"
+    summary = run_sweep(sweep, results, engine_timeout_s=600)
+    records = load_records(results)
+    assert summary.num_error == 0, records[-1].get("error")
+    assert len(records) == len(sweep.runs) == 8
+    for rec in records:
+        w, m, info = rec["config"]["workload"], rec["metrics"], rec["engine_info"]
+        assert rec["status"] == "ok"
+        assert m["num_requests"] == w["num_prompts"]
+        assert m["num_input_tokens"] == w["num_prompts"] * w["input_len"]
+        assert m["num_output_tokens"] == w["num_prompts"] * w["output_len"]
+        assert m["output_tokens_per_second"] > 0 and m["elapsed_s"] > 0
+        assert info["kv_cache_tokens"] > 0 and info["num_gpu_blocks"] > 0
+        assert info["kv_cache_tokens_log"] == info["kv_cache_tokens"]
+        assert info["cuda_graphs"] is False
+        assert rec["provenance"]["vllm_version"]
+        assert rec["model"]["config_hash"]
+    df = load_results(results)
+    assert len(df) == 8 and df["metrics.tokens_per_second"].gt(0).all()
+    # resuming skips everything
+    assert run_sweep(sweep, results).num_skipped == 8
+
+
+def test_online_serve_cpu_tiny(tmp_path):
+    doc = {"name": "cpu-tiny-online",
+           "defaults": {"model": str(TINY), "dummy_weights": True, "gpu_memory_utilization": 0.1,
+                        "max_model_len": 256, "enforce_eager": True, "max_num_seqs": 8, "mode": "online",
+                        "input_len": 32, "output_len": 16, "num_prompts": 8},
+           "groups": [{"name": "closed", "request_rate": "inf", "max_concurrency": 4},
+                      {"name": "poisson", "request_rate": 20}]}
+    path = tmp_path / "online.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    sweep = load_sweep(path)
+    results = tmp_path / "results.jsonl"
+    summary = run_sweep(sweep, results, engine_timeout_s=600)
+    records = load_records(results)
+    assert summary.num_error == 0, records[-1].get("error")
+    assert len(records) == 2
+    for rec in records:
+        m = rec["metrics"]
+        assert m["num_requests"] == 8 and m["num_failed_requests"] == 0
+        assert m["num_output_tokens"] == 8 * 16
+        assert 0 < m["mean_ttft_s"] <= m["mean_e2e_s"]
+        assert m["p99_itl_s"] >= m["median_itl_s"] > 0
+        assert m["mean_tpot_s"] > 0
+        assert rec["engine_info"]["kv_cache_tokens_log"] > 0
+        assert "api_server" in rec["provenance"]["server_command"]
+    assert records[1]["requests"]["send_s"][-1] > 0  # Poisson arrivals are spread out
