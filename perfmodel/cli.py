@@ -69,7 +69,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from perfmodel.predict import min_gpus_to_fit, predict_all
 
     scenario = build_scenario(args)
-    predictions = predict_all(scenario, args.gpus, tp=args.tensor_parallel_size, pp=args.pipeline_parallel_size)
+    predictions = predict_all(scenario, args.gpus, tp=args.tensor_parallel_size, pp=args.pipeline_parallel_size,
+                              simulate_top=args.simulate_top)
     rows = []
     for i, p in enumerate(predictions, 1):
         row = {"rank": i if p.fits else "-", "layout": f"TP{p.tp} PP{p.pp} DP{p.dp}", **p.__dict__}
@@ -139,6 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gpus", type=int, default=16, help="GPUs to use (default: 16)")
     p.add_argument("--tensor-parallel-size", "--tp", "-tp", type=int, default=None, help="pin TP")
     p.add_argument("--pipeline-parallel-size", "--pp", "-pp", type=int, default=None, help="pin PP")
+    p.add_argument("--simulate-top", type=int, default=3, metavar="N",
+                   help="simulate the N best layouts of the closed form and rank them by the simulation (default 3)")
     add_scenario_arguments(p)
     add_format_argument(p)
     p.set_defaults(handler=cmd_predict)
@@ -165,12 +168,14 @@ def _extensions() -> list[Callable[[argparse._SubParsersAction], None]]:
         registers.append(register_sim)
     except ImportError:
         pass
-    try:
-        from calibrate.cli import add_calibrate_subcommands as register_calibrate
-        registers.append(register_calibrate)
-    except ImportError:
-        pass
+    registers.append(_register_calibrate)
     return registers
+
+
+def _register_calibrate(sub: argparse._SubParsersAction) -> None:
+    from calibrate.cli import add_calibrate_subcommands
+
+    add_calibrate_subcommands(sub)
 
 
 def user_errors() -> tuple[type[BaseException], ...]:

@@ -84,9 +84,14 @@ class StepCostModel:
         placement = place(layout, cluster.gpus_per_node)
         self._tp_bw, tp_latency = comm.link_for_group(cluster, layout.tp, placement.tp_spans_nodes)
         self._tp_latency = tp_latency + coefficients.allreduce_latency_s
-        pp_bw, pp_latency = comm.link_for_group(cluster, 2, placement.pp_spans_nodes)
+        pp_bw, pp_latency = comm.p2p_link(cluster, placement.pp_spans_nodes) if layout.pp > 1 else (1.0, 0.0)
         self._pp_bw, self._pp_latency = pp_bw, pp_latency + coefficients.p2p_latency_s
         self._gemm_cache: dict[int, float] = {}
+        self._scalar_cache: dict[int, tuple[float, float, float]] = {}
+        self._lm_head_cache: dict[int, float] = {}
+        self._attn_flops_rate = self._attn_peak * coefficients.attention_compute_efficiency
+        self._attn_bytes_rate = self._hbm * coefficients.attention_memory_efficiency
+        self._has_experts = any(g.num_experts > 1 for g in self._gemms)
 
     # -- the operators, per GPU, seconds -------------------------------------------------------------------
     def _compute_efficiency(self, num_tokens: Any) -> Any:
@@ -176,9 +181,79 @@ class StepCostModel:
         }
 
     def __call__(self, batch: BatchLike) -> Any:
+        if (type(batch.num_seqs) is int and type(batch.num_prefill_tokens) is int  # the simulator's scalar steps
+                and type(batch.num_decode_tokens) is int and type(batch.num_sampled_tokens) is int
+                and type(batch.decode_context_tokens) is int and type(batch.prefill_context_tokens) is int
+                and type(batch.prefill_attention_pairs) in (int, float)):
+            return self._scalar_time(batch.num_prefill_tokens, batch.num_decode_tokens,
+                                     batch.prefill_attention_pairs, batch.prefill_context_tokens,
+                                     batch.decode_context_tokens, batch.num_sampled_tokens, batch.num_seqs)
+        short = self._short_array_call(batch)
+        if short is not None:
+            return short
         parts = self.breakdown(batch)
         total = sum(parts.values())
         return float(total) if np.ndim(total) == 0 else total
+
+    _SHORT_ARRAY = 32  # below this many steps, a Python loop over the scalar path beats numpy's per-call overhead
+
+    def _short_array_call(self, batch: BatchLike) -> np.ndarray | None:
+        """Array batches of a few steps (the simulator's decode runs between arrivals), one step at a time
+        through the scalar path; None when the batch is long, not integer, or the model has MoE layers (whose
+        ``**`` may round differently in numpy's vector loops). Elementwise IEEE operations are the same one
+        element at a time, so results are bit-identical to the array path."""
+        if self._has_experts:
+            return None
+        columns = [np.asarray(getattr(batch, name)) for name in _FIELDS]
+        n = columns[-1].size
+        if not 1 <= n <= self._SHORT_ARRAY or any(c.ndim > 1 for c in columns):
+            return None
+        if any(c.dtype.kind not in "iu" for i, c in enumerate(columns) if i != 2) or columns[2].dtype.kind not in "iuf":
+            return None
+        rows = zip(*(c.tolist() if c.ndim else [c.item()] * n for c in columns))
+        if any(c.ndim and c.size != n for c in columns):
+            return None
+        scalar_time = self._scalar_time
+        return np.array([scalar_time(*row) for row in rows])
+
+    def _scalar_time(self, num_prefill: int, num_decode: int, pairs: float, prefill_context: int,
+                     decode_context: int, num_sampled: int, num_seqs: int) -> float:
+        """``__call__`` for one step given as Python numbers, without numpy: the same operations in the same
+        order (so bit-identical results), with the terms that depend on one count only cached per count. The
+        simulator costs a step about twice per request, so this path sets its speed."""
+        tokens = num_prefill + num_decode
+        cache = self._scalar_cache.get(tokens)
+        if cache is None:
+            cache = self._scalar_cache[tokens] = (self._layers * self.gemm_time_s(tokens),
+                                                  self._layers * self.allreduce_time_s(tokens),
+                                                  self.pipeline_send_time_s(tokens))
+        gemm_s, allreduce_s, send_s = cache
+        lm_head_s = self._lm_head_cache.get(num_sampled)
+        if lm_head_s is None:
+            lm_head_s = self._lm_head_cache[num_sampled] = self.lm_head_time_s(num_sampled)
+        c = self.coefficients
+        flops_rate, bytes_rate = self._attn_flops_rate, self._attn_bytes_rate
+        prefill_flops = self._attn_flops_per_pair * float(pairs)
+        prefill_bytes = (self._kv_bytes_per_token * float(prefill_context)
+                         + self._q_bytes_per_token * float(num_prefill))
+        decode_ctx = float(decode_context)
+        if self._sliding_fraction:
+            window = self.model.sliding_window * float(num_decode)
+            decode_ctx = ((1 - self._sliding_fraction) * decode_ctx
+                          + self._sliding_fraction * min(decode_ctx, window))
+        decode_flops = self._attn_flops_per_pair * decode_ctx
+        decode_bytes = self._kv_bytes_per_token * decode_ctx
+        attention = (max(prefill_flops / flops_rate, prefill_bytes / bytes_rate)
+                     + max(decode_flops / flops_rate, decode_bytes / bytes_rate))
+        per_step = (c.step_overhead_s + c.per_seq_overhead_s * float(num_seqs)
+                    + c.per_prefill_token_overhead_s * float(num_prefill))
+        overhead_s = per_step / self.num_stages + (c.eager_layer_overhead_s * self._layers
+                                                   if self.enforce_eager else 0.0)
+        return float(0 + gemm_s + self._layers * attention + allreduce_s + lm_head_s + send_s + overhead_s)
+
+
+_FIELDS = ("num_prefill_tokens", "num_decode_tokens", "prefill_attention_pairs", "prefill_context_tokens",
+           "decode_context_tokens", "num_sampled_tokens", "num_seqs")
 
 
 def _layer_gemms(model: ModelShape, precision: Precision, tp: int) -> tuple[_Gemm, ...]:

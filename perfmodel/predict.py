@@ -20,8 +20,9 @@ from perfmodel.engine import EngineArgs, default_engine_args
 from perfmodel.errors import UserError
 from perfmodel.estimate import OfflineWorkload, offline_throughput
 from perfmodel.layout import Layout, check_tp, enumerate_layouts
-from perfmodel.memory import MemoryPlan, memory_plan
+from perfmodel.memory import MemoryPlan, kv_bytes_per_token_per_gpu, memory_plan
 from perfmodel.model import ModelShape, load_model
+from perfmodel.offload import NEEDS_PP, OffloadStepCost, check_host_fraction, host_link, with_offload
 from perfmodel.precision import Precision, resolve_precision
 
 if TYPE_CHECKING:
@@ -42,18 +43,23 @@ class Scenario:
     workload: OfflineWorkload
     batching: str = "continuous"
     static_batch_size: int | None = None  # None: as large as memory and max_num_seqs allow
+    kv_offload: bool = False  # KV of idle pipeline micro-batches in host memory (perfmodel.offload); PP >= 2
+    kv_offload_host_fraction: float = 0.5  # of a node's host memory, shared by its GPUs
 
     def __post_init__(self) -> None:
         if self.batching not in BATCHING:
             raise UserError(f"--batching must be one of {', '.join(BATCHING)}, got {self.batching!r}")
         if self.static_batch_size is not None and self.static_batch_size < 1:
             raise UserError(f"--static-batch-size must be at least 1, got {self.static_batch_size}")
+        if self.kv_offload:
+            check_host_fraction(self.kv_offload_host_fraction)
 
     @classmethod
     def build(cls, *, model: str = "llama-3.1-70b", hardware: str = "taiwania2", dtype: str = "auto",
               quantization: str | None = None, kv_cache_dtype: str = "auto", calibration: str | None = None,
               input_len: int = 100, output_len: int = 600, num_prompts: int = 300, batching: str = "continuous",
-              static_batch_size: int | None = None, entry_point: str = "offline", **engine: Any) -> "Scenario":
+              static_batch_size: int | None = None, entry_point: str = "offline", kv_offload: bool = False,
+              kv_offload_host_fraction: float = 0.5, **engine: Any) -> "Scenario":
         """Load model and hardware by name or path and fill vLLM's defaults for what is not given."""
         shape = load_model(model)
         cluster = load_hardware(hardware)
@@ -63,17 +69,28 @@ class Scenario:
         engine_args = default_engine_args(cluster.gpu.memory_bytes, entry_point=entry_point, **engine)
         workload = OfflineWorkload(input_len=input_len, output_len=output_len, num_prompts=num_prompts)
         return cls(model=shape, cluster=cluster, precision=precision, engine=engine_args, profile=profile,
-                   workload=workload, batching=batching, static_batch_size=static_batch_size)
+                   workload=workload, batching=batching, static_batch_size=static_batch_size,
+                   kv_offload=kv_offload, kv_offload_host_fraction=kv_offload_host_fraction)
 
     def with_(self, **changes: Any) -> "Scenario":
         return dataclasses.replace(self, **changes)
 
-    def step_cost(self, layout: Layout) -> StepCostModel:
-        return StepCostModel(self.model, self.cluster, layout, self.precision, self.profile.coefficients,
+    def step_cost(self, layout: Layout) -> StepCostModel | OffloadStepCost:
+        cost = StepCostModel(self.model, self.cluster, layout, self.precision, self.profile.coefficients,
                              enforce_eager=self.engine.enforce_eager)
+        if not self.kv_offload:
+            return cost
+        if layout.pp < 2:
+            raise UserError(NEEDS_PP)
+        bandwidth, latency = host_link(self.cluster)
+        return OffloadStepCost(cost, kv_bytes_per_token_per_gpu(self.model, self.precision, layout), bandwidth,
+                               latency)
 
     def memory(self, layout: Layout) -> MemoryPlan:
-        return memory_plan(self.model, self.cluster, layout, self.precision, self.engine, self.profile.coefficients)
+        plan = memory_plan(self.model, self.cluster, layout, self.precision, self.engine, self.profile.coefficients)
+        if self.kv_offload:
+            plan = with_offload(plan, layout, self.cluster, self.engine.block_size, self.kv_offload_host_fraction)
+        return plan
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -168,9 +185,31 @@ def rank(predictions: list[LayoutPrediction]) -> list[LayoutPrediction]:
 
 
 def predict_all(scenario: Scenario, num_gpus: int, *, tp: int | None = None, pp: int | None = None,
-                ) -> list[LayoutPrediction]:
-    """Every candidate layout of ``num_gpus`` GPUs, ranked best first."""
-    return rank([predict_layout(scenario, layout) for layout in candidate_layouts(scenario, num_gpus, tp, pp)])
+                simulate_top: int = 3) -> list[LayoutPrediction]:
+    """Every candidate layout of ``num_gpus`` GPUs, ranked best first.
+
+    The closed form ranks them; then the ``simulate_top`` best that fit are simulated with the scenario's
+    offline workload (its prompts all at t=0) and their throughputs replaced by the simulated ones
+    (``method="simulated"``: continuous batching overlaps waves and pipeline stages as the engine does),
+    and the list is ranked again. ``simulate_top=0`` keeps the closed form only.
+    """
+    if simulate_top < 0:
+        raise UserError(f"--simulate-top must be at least 0, got {simulate_top}")
+    ranked = rank([predict_layout(scenario, layout) for layout in candidate_layouts(scenario, num_gpus, tp, pp)])
+    if simulate_top == 0:
+        return ranked
+    from perfmodel.simulate import simulate_offline
+
+    out = []
+    for i, p in enumerate(ranked):
+        if p.fits and i < simulate_top:
+            m = simulate_offline(scenario, p.layout)
+            p = dataclasses.replace(p, requests_per_second=m.requests_per_second,
+                                    tokens_per_second=m.tokens_per_second,
+                                    output_tokens_per_second=m.output_tokens_per_second,
+                                    elapsed_time=m.duration_s, method="simulated")
+        out.append(p)
+    return rank(out)
 
 
 def min_gpus_to_fit(scenario: Scenario, limit: int = 512) -> int | None:

@@ -1,0 +1,197 @@
+"""Simulate a layout of a Scenario: workloads in, the SimPy engine's metrics and timelines out.
+
+    >>> from perfmodel.predict import Scenario
+    >>> from perfmodel.layout import Layout
+    >>> from perfmodel.simulate import build_requests, length_distribution, simulate_layout
+    >>> scenario = Scenario.build(model="llama-3.1-8b", hardware="hgx-h200", entry_point="serve")
+    >>> requests = build_requests(input_len=500, output_len=length_distribution("lognormal", 200, 0.6),
+    ...                           num_prompts=1000, request_rate=20, seed=0)
+    >>> result = simulate_layout(scenario, Layout(tp=1, dp=8), requests)
+    >>> result.metrics.ttft_s_p99
+
+The engine of every replica gets the scenario's vLLM limits (``max_num_seqs``, ``max_num_batched_tokens``,
+chunked prefill, block size), the KV blocks of the memory plan and the scenario's step cost; the layout's
+``dp`` replicas sit behind a router.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+
+import numpy as np
+
+from perfmodel.errors import UserError
+from perfmodel.layout import Layout, check_tp
+from simulator.cluster import ROUTERS
+from simulator.config import EngineConfig
+from simulator.metrics import Metrics
+from simulator.request import Request, requests_from_arrays
+from simulator.run import SimResult, simulate
+from simulator.workload import LengthDistribution, arrival_times, load_trace
+
+DISTRIBUTIONS = ("fixed", "uniform", "normal", "lognormal")
+DEFAULT_SPREAD = 0.5
+
+
+def length_distribution(kind: str, mean: int, spread: float | None = None, *,
+                        flag: str = "--input") -> LengthDistribution:
+    """A token-length distribution of mean ``mean`` from a CLI-style kind and one spread number.
+
+    ``spread`` (default 0.5): lognormal: sigma of the underlying normal; normal: standard deviation / mean;
+    uniform: half-width / mean, integers in ``[mean (1 - spread), mean (1 + spread)]`` (vLLM's
+    ``--random-range-ratio``); fixed: ignored.
+    """
+    if kind not in DISTRIBUTIONS:
+        raise UserError(f"{flag}-dist must be one of {', '.join(DISTRIBUTIONS)}, got {kind!r}")
+    if mean < 1:
+        raise UserError(f"{flag}-len must be at least 1, got {mean}")
+    spread = DEFAULT_SPREAD if spread is None else spread
+    if spread < 0 or (kind == "uniform" and spread >= 1):
+        raise UserError(f"{flag}-sigma must be >= 0 (and < 1 for uniform), got {spread}")
+    if kind == "fixed":
+        return LengthDistribution.fixed(mean)
+    if kind == "uniform":
+        return LengthDistribution.uniform(max(1, round(mean * (1 - spread))), max(1, round(mean * (1 + spread))))
+    if kind == "normal":
+        return LengthDistribution.normal(mean, spread * mean)
+    return LengthDistribution.lognormal(mean, spread)
+
+
+def as_length_distribution(value: int | LengthDistribution, flag: str) -> LengthDistribution:
+    """``value`` as is when a distribution, else fixed lengths of ``value`` tokens (``flag`` names it in errors)."""
+    if isinstance(value, LengthDistribution):
+        return value
+    if int(value) < 1:
+        raise UserError(f"{flag} must be at least 1, got {value}")
+    return LengthDistribution.fixed(int(value))
+
+
+def build_requests(*, input_len: int | LengthDistribution = 100, output_len: int | LengthDistribution = 600,
+                   num_prompts: int = 300, request_rate: float = math.inf, burstiness: float = 1.0, seed: int = 0,
+                   trace: str | Path | None = None, max_model_len: int | None = None) -> list[Request]:
+    """Requests of a workload: lengths fixed (int) or drawn from a distribution, arrivals at ``request_rate``
+    (``inf``: all at t=0, offline) with gamma gaps of shape ``burstiness`` (1 = Poisson), all from ``seed``;
+    or read from a ``trace`` (CSV/JSONL, see ``simulator.workload``).
+
+    With ``max_model_len``, drawn prompts are cut to ``max_model_len - 1`` tokens and outputs to what is left
+    (vLLM would refuse longer requests); a trace with longer requests is refused.
+    """
+    if trace is not None:
+        try:
+            requests = load_trace(trace)
+        except (OSError, ValueError, KeyError) as exc:
+            raise UserError(f"cannot read trace {trace}: {exc}") from None
+        if not requests:
+            raise UserError(f"trace {trace} has no requests")
+        if max_model_len is not None:
+            longest = max(requests, key=lambda r: r.num_prompt_tokens + r.num_output_tokens)
+            if longest.num_prompt_tokens + longest.num_output_tokens > max_model_len:
+                raise UserError(f"trace {trace}: request {longest.id} has {longest.num_prompt_tokens} + "
+                                f"{longest.num_output_tokens} tokens, more than max_model_len {max_model_len}")
+        return requests
+    if num_prompts < 1:
+        raise UserError(f"--num-prompts must be at least 1, got {num_prompts}")
+    if not request_rate > 0:
+        raise UserError(f"--request-rate must be positive (inf for offline), got {request_rate}")
+    if not burstiness > 0:
+        raise UserError(f"--burstiness must be positive, got {burstiness}")
+    inputs = as_length_distribution(input_len, "--input-len")
+    outputs = as_length_distribution(output_len, "--output-len")
+    rng = np.random.default_rng(seed)
+    prompts = inputs.sample(num_prompts, rng)  # the order of simulator.make_requests: lengths, then arrivals
+    generated = outputs.sample(num_prompts, rng)
+    arrivals = arrival_times(num_prompts, rng, request_rate=request_rate, burstiness=burstiness)
+    if max_model_len is not None:
+        if max_model_len < 2:
+            raise UserError(f"--max-model-len must be at least 2 to hold a prompt and a token, got {max_model_len}")
+        prompts = np.minimum(prompts, max_model_len - 1)
+        generated = np.minimum(generated, max_model_len - prompts)
+    return requests_from_arrays(arrivals, prompts, generated)
+
+
+def engine_config(scenario, num_kv_blocks: int, batching: str | None = None) -> EngineConfig:
+    """The simulator's engine limits for one replica of ``scenario`` (``batching`` overrides the scenario's)."""
+    e = scenario.engine
+    batching = batching or scenario.batching
+    static = None
+    if batching == "static" and scenario.static_batch_size is not None:
+        static = min(scenario.static_batch_size, e.max_num_seqs)
+    try:
+        return EngineConfig(max_num_seqs=e.max_num_seqs, max_num_batched_tokens=e.max_num_batched_tokens,
+                            num_kv_blocks=num_kv_blocks, block_size=e.block_size,
+                            enable_chunked_prefill=e.enable_chunked_prefill, batching=batching,
+                            static_batch_size=static)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+
+
+def simulate_layout(scenario, layout: Layout, requests: list[Request], *, max_concurrency: int | None = None,
+                    router: str = "round_robin", record_timeline: bool = False, seed: int = 0,
+                    batching: str | None = None) -> SimResult:
+    """Simulate ``requests`` on ``layout.dp`` replicas of ``layout`` (TP x PP GPUs each) of ``scenario``.
+
+    KV blocks come from the scenario's memory plan (with host blocks under ``kv_offload``), step times from
+    its step cost. ``seed`` seeds the random router only; ``batching`` overrides the scenario's.
+    Raises UserError when the layout does not fit or a request cannot (its KV exceeds a replica's cache).
+    """
+    check_tp(layout.tp, scenario.model.num_attention_heads, scenario.model.num_kv_heads)
+    if router not in ROUTERS:
+        raise UserError(f"--router must be one of {', '.join(ROUTERS)}, got {router!r}")
+    if max_concurrency is not None and max_concurrency < 1:
+        raise UserError(f"--max-concurrency must be at least 1, got {max_concurrency}")
+    plan = scenario.memory(layout)
+    if not plan.fits:
+        raise UserError(f"{layout} does not fit {scenario.model.name} on {scenario.cluster.gpu.display_name}: "
+                        f"{plan.reason}")
+    engine = engine_config(scenario, plan.num_gpu_blocks, batching)
+    try:
+        return simulate(requests, engine, scenario.step_cost(layout), num_replicas=layout.dp, router=router,
+                        max_concurrency=max_concurrency, seed=seed, record_timeline=record_timeline)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+
+
+def simulate_offline(scenario, layout: Layout) -> Metrics:
+    """Metrics of the scenario's offline workload (``num_prompts`` identical requests at t=0) on ``layout``.
+
+    With identical requests sent together, round-robin replicas are independent and the first one gets the
+    most requests (``ceil(num_prompts / dp)``) and finishes last; so one replica is simulated and the
+    throughputs are the whole workload over its duration (exact), the latencies those of that replica.
+    """
+    w = scenario.workload
+    per_replica = math.ceil(w.num_prompts / layout.dp)
+    requests = requests_from_arrays(np.zeros(per_replica), np.full(per_replica, w.input_len),
+                                    np.full(per_replica, w.output_len))
+    m = simulate_layout(scenario, dataclasses.replace(layout, dp=1), requests).metrics
+    n, duration = w.num_prompts, m.duration_s
+    return dataclasses.replace(
+        m, num_requests=n, total_input_tokens=n * w.input_len, total_output_tokens=n * w.output_len,
+        requests_per_second=n / duration, input_tokens_per_second=n * w.input_len / duration,
+        output_tokens_per_second=n * w.output_len / duration,
+        tokens_per_second=n * (w.input_len + w.output_len) / duration)
+
+
+def compare_batching(scenario, layout: Layout, requests: list[Request], *, max_concurrency: int | None = None,
+                     router: str = "round_robin", seed: int = 0) -> dict[str, SimResult]:
+    """The same workload under continuous and static batching (timelines recorded for plots)."""
+    return {policy: simulate_layout(scenario, layout, requests, max_concurrency=max_concurrency, router=router,
+                                    record_timeline=True, seed=seed, batching=policy)
+            for policy in ("continuous", "static")}
+
+
+def write_timeline(result: SimResult, path: str | Path) -> tuple[Path, Path]:
+    """Per-step CSV at ``path`` and per-request CSV at ``<stem>-requests.csv`` beside it, written atomically."""
+    if result.timeline is None:
+        raise ValueError("the simulation did not record a timeline (record_timeline=True)")
+    path = Path(path)
+    requests_path = path.with_name(f"{path.stem}-requests{path.suffix or '.csv'}")
+    for frame, target in ((result.timeline, path), (result.requests.to_dataframe(), requests_path)):
+        tmp = target.with_name(target.name + ".tmp")
+        try:
+            frame.to_csv(tmp, index=False, float_format="%.9g")
+            tmp.replace(target)
+        except OSError as exc:
+            raise UserError(f"cannot write {target}: {exc.strerror or exc}") from None
+    return path, requests_path
