@@ -32,11 +32,22 @@ from perfmodel.coefficients import Coefficients
 from perfmodel.errors import UserError
 from perfmodel.memory import activation_peak_bytes, kv_bytes_per_token_per_gpu
 
-MEMORY_COEFFICIENTS = ("activation_bytes_per_token", "non_torch_memory_bytes", "cuda_graph_memory_bytes")
+MEMORY_COEFFICIENTS = ("activation_bytes_per_token", "non_torch_memory_bytes")
 STEP_COEFFICIENTS = ("gemm_compute_efficiency", "gemm_half_efficiency_tokens", "memory_efficiency",
                      "attention_compute_efficiency", "attention_memory_efficiency", "step_overhead_s",
                      "per_seq_overhead_s", "eager_layer_overhead_s", "allreduce_latency_s",
                      "allreduce_bandwidth_efficiency", "p2p_latency_s")
+
+
+def measured_kv_bytes(obs: Observation) -> float | None:
+    """KV bytes per GPU vLLM allocated: its log's "Available KV cache memory" when recorded, else its block
+    count times the bytes of a block (exact for models without sliding-window layer groups)."""
+    if obs.measured_kv_cache_bytes:
+        return float(obs.measured_kv_cache_bytes)
+    if obs.measured_num_gpu_blocks and not any(obs.model.layer_is_sliding):
+        return obs.measured_num_gpu_blocks * obs.engine.block_size * kv_bytes_per_token_per_gpu(
+            obs.model, obs.precision, obs.layout)
+    return None
 
 
 def informed_step_coefficients(observations: Sequence[Observation]) -> tuple[str, ...]:
@@ -78,7 +89,7 @@ class CoefficientFitter:
     def fit(self, observations: Sequence[Observation]) -> "CoefficientFitter":
         coefficients = self.prior
         self.memory_result_ = None
-        if self.fit_memory and any(o.measured_num_gpu_blocks for o in observations):
+        if self.fit_memory and any(measured_kv_bytes(o) for o in observations):
             coefficients, self.memory_result_ = self._fit_memory(observations, coefficients)
         offline = [o for o in observations if o.mode == "offline" and o.measured.get("elapsed_s")]
         names = tuple(self.step_names or informed_step_coefficients(offline))
@@ -96,39 +107,27 @@ class CoefficientFitter:
 
     # -- memory ----------------------------------------------------------------------------------------------
     def _fit_memory(self, observations: Sequence[Observation], prior: Coefficients):
+        """Bounded linear least squares on each engine's measured KV bytes, relative residuals."""
         rows, targets, seen = [], [], set()
-        unit = Coefficients(activation_bytes_per_token=1.0, non_torch_memory_bytes=0.0, cuda_graph_memory_bytes=0.0)
+        no_activation = prior.replace(activation_bytes_per_token=0.0, non_torch_memory_bytes=0.0)
+        unit = no_activation.replace(activation_bytes_per_token=1.0)
         for o in observations:
             key = (o.model_name, o.layout, o.engine)
-            if not o.measured_num_gpu_blocks or key in seen:
+            kv_measured = measured_kv_bytes(o)
+            if kv_measured is None or key in seen:
                 continue
             seen.add(key)
-            plan = predicted_memory(o, self.cluster, unit)
-            act_unit = activation_peak_bytes(o.model, o.precision, o.layout, o.engine, unit)
-            logits = activation_peak_bytes(o.model, o.precision, o.layout, o.engine,
-                                           dataclasses.replace(unit, activation_bytes_per_token=0.0))
-            forward_unit = act_unit - logits
-            kv_measured = (o.measured_num_gpu_blocks * o.engine.block_size
-                           * kv_bytes_per_token_per_gpu(o.model, o.precision, o.layout))
+            plan = predicted_memory(o, self.cluster, no_activation)
+            logits = activation_peak_bytes(o.model, o.precision, o.layout, o.engine, no_activation)
+            forward_unit = activation_peak_bytes(o.model, o.precision, o.layout, o.engine, unit) - logits
             rhs = plan.budget_bytes - plan.weights_bytes - logits - kv_measured
-            rows.append([forward_unit / kv_measured, 1.0 / kv_measured, (0.0 if o.eager else 1.0) / kv_measured])
+            rows.append([forward_unit / kv_measured, 1.0 / kv_measured])
             targets.append(rhs / kv_measured)
         if not rows:
             return prior, None
-        bounds = [Coefficients.bounds(n) for n in MEMORY_COEFFICIENTS]
-        lower, upper = zip(*bounds)
-        a, b = np.array(rows), np.array(targets)
-        # Without eager runs the graph term and the non-torch term are the same column: keep the prior split.
-        if not any(o.eager for o in observations if o.measured_num_gpu_blocks) or all(
-                o.eager for o in observations if o.measured_num_gpu_blocks):
-            fixed = prior.cuda_graph_memory_bytes
-            b = b - a[:, 2] * fixed
-            res = optimize.lsq_linear(a[:, :2], b, bounds=(lower[:2], upper[:2]))
-            values = (*res.x, fixed)
-        else:
-            res = optimize.lsq_linear(a, b, bounds=(lower, upper))
-            values = tuple(res.x)
-        return prior.replace(**dict(zip(MEMORY_COEFFICIENTS, map(float, values)))), res
+        lower, upper = zip(*(Coefficients.bounds(n) for n in MEMORY_COEFFICIENTS))
+        res = optimize.lsq_linear(np.array(rows), np.array(targets), bounds=(lower, upper))
+        return prior.replace(**dict(zip(MEMORY_COEFFICIENTS, map(float, res.x)))), res
 
     # -- step cost -------------------------------------------------------------------------------------------
     def _trace(self, obs: Observation, coefficients: Coefficients) -> _Trace:

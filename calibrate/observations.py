@@ -18,7 +18,7 @@ from hardware import load_hardware
 from hardware.spec import ClusterSpec
 from perfmodel.coefficients import Coefficients
 from perfmodel.cost import StepCostModel
-from perfmodel.engine import EngineArgs
+from perfmodel.engine import DEFAULT_VLLM_VERSION, EngineArgs, default_gpu_memory_utilization
 from perfmodel.errors import UserError
 from perfmodel.layout import Layout
 from perfmodel.memory import MemoryPlan, memory_plan
@@ -52,6 +52,7 @@ class Observation:
     measured: Mapping[str, float]
     measured_kv_cache_tokens: int | None
     measured_num_gpu_blocks: int | None
+    measured_kv_cache_bytes: float | None  # "Available KV cache memory" of vLLM's log
     record: Mapping[str, Any] = field(repr=False)
 
     @property
@@ -79,7 +80,8 @@ def observation_from_record(record: Mapping[str, Any], cluster: ClusterSpec) -> 
     engine = EngineArgs(
         max_num_seqs=int(_first(info.get("max_num_seqs"), eng.get("max_num_seqs"))),
         max_num_batched_tokens=int(_first(info.get("max_num_batched_tokens"), eng.get("max_num_batched_tokens"))),
-        gpu_memory_utilization=float(eng.get("gpu_memory_utilization") or 0.9),
+        gpu_memory_utilization=float(eng.get("gpu_memory_utilization")
+                                     or default_gpu_memory_utilization(vllm_version(record))),
         max_model_len=_int_or_none(_first(info.get("max_model_len"), eng.get("max_model_len"))),
         block_size=int(_first(info.get("block_size"), eng.get("block_size"), 16)),
         enforce_eager=bool(eng.get("enforce_eager")),
@@ -104,6 +106,7 @@ def observation_from_record(record: Mapping[str, Any], cluster: ClusterSpec) -> 
         precision=precision, engine=engine, mode=mode, input_lens=input_lens, output_lens=output_lens,
         arrival_s=arrival, max_concurrency=_int_or_none(wl.get("max_concurrency")), measured=metrics,
         measured_kv_cache_tokens=_int_or_none(kv_tokens), measured_num_gpu_blocks=_int_or_none(info.get("num_gpu_blocks")),
+        measured_kv_cache_bytes=info.get("kv_cache_memory_bytes_log"),
         record=record)
 
 
@@ -129,8 +132,9 @@ def step_cost(obs: Observation, cluster: ClusterSpec, coefficients: Coefficients
 def simulate_observation(obs: Observation, cluster: ClusterSpec, coefficients: Coefficients, *,
                          kv_from: str = "measured") -> SimResult:
     """Replay the run in the simulator; ``kv_from`` = "measured" (vLLM's block count) or "model"."""
-    if kv_from == "measured" and obs.measured_num_gpu_blocks:
-        blocks = obs.measured_num_gpu_blocks
+    if kv_from == "measured" and obs.measured_kv_cache_tokens:
+        # tokens, not vLLM's block count: with hybrid (sliding + full) layer groups a block holds one group
+        blocks = obs.measured_kv_cache_tokens // obs.engine.block_size
     else:
         blocks = predicted_memory(obs, cluster, coefficients).num_gpu_blocks
     engine = EngineConfig(max_num_seqs=obs.engine.max_num_seqs, max_num_batched_tokens=obs.engine.max_num_batched_tokens,
@@ -147,6 +151,10 @@ def predicted_metrics(obs: Observation, result: SimResult) -> dict[str, float]:
     m = result.metrics
     values = {name: getattr(m, name) for name in (*OFFLINE_METRICS, *ONLINE_METRICS) if hasattr(m, name)}
     return {k: float(v) for k, v in values.items() if v is not None and not math.isnan(float(v))}
+
+
+def vllm_version(record: Mapping[str, Any]) -> str:
+    return str((record.get("provenance") or {}).get("vllm_version") or DEFAULT_VLLM_VERSION)
 
 
 def _model_source(record: Mapping[str, Any], spec: str) -> str:

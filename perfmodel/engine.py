@@ -15,7 +15,7 @@ class EngineArgs:
 
     max_num_seqs: int
     max_num_batched_tokens: int
-    gpu_memory_utilization: float = 0.9
+    gpu_memory_utilization: float = 0.92
     max_model_len: int | None = None  # None: the model's max_position_embeddings
     block_size: int = 16
     enforce_eager: bool = False
@@ -34,19 +34,43 @@ class EngineArgs:
             raise UserError(f"--block-size must be one of 8, 16, 32, 64, 128, got {self.block_size}")
 
 
+# vLLM's default --gpu-memory-utilization by release: 0.9 for years (0.7 included); vLLM 0.26 logs "Desired GPU
+# memory utilization is (0.92, ...)" (data/h200/logs.tar.gz). When it changed in between is not known here.
+_GPU_MEMORY_UTILIZATION = ((0, 7, 0.90), (0, 26, 0.92))
+DEFAULT_VLLM_VERSION = "0.26"
+
+
+def parse_version(version: str) -> tuple[int, int]:
+    """'0.26.0' -> (0, 26); one clear line when it is not a version."""
+    try:
+        major, minor = (int(part) for part in str(version).split(".")[:2])
+    except ValueError:
+        raise UserError(f"--vllm-version must look like 0.26 or 0.7.0, got {version!r}") from None
+    return major, minor
+
+
+def default_gpu_memory_utilization(vllm_version: str = DEFAULT_VLLM_VERSION) -> float:
+    """The default of the latest known release at or before ``vllm_version`` (0.9 before 0.26)."""
+    release = parse_version(vllm_version)
+    known = [value for major, minor, value in _GPU_MEMORY_UTILIZATION if (major, minor) <= release]
+    return known[-1] if known else _GPU_MEMORY_UTILIZATION[0][2]
+
+
 def default_engine_args(gpu_memory_bytes: float, *, entry_point: str = "offline",
-                        **overrides: object) -> EngineArgs:
+                        vllm_version: str = DEFAULT_VLLM_VERSION, **overrides: object) -> EngineArgs:
     """vLLM V1's defaults (``EngineArgs._set_default_args`` of 0.8 and later, read for 0.26), by GPU size.
 
     On GPUs of at least 70 GiB the offline ``LLM`` class uses a token budget of 16384 and the server 8192;
-    smaller GPUs get 8192 and 2048. ``max_num_seqs`` is 1024 on the large GPUs and 256 otherwise.
-    Overrides that are None are ignored, so CLI flags can be passed straight through.
+    smaller GPUs get 8192 and 2048. ``max_num_seqs`` is 1024 on the large GPUs and 256 otherwise (vLLM 0.26
+    on an H200 resolved exactly these: data/h200). Overrides that are None are ignored, so CLI flags can be
+    passed straight through.
     """
     if entry_point not in ("offline", "serve"):
         raise UserError(f"entry point must be 'offline' or 'serve', got {entry_point!r}")
     large = gpu_memory_bytes >= 70 * GIB
     budget = {("offline", True): 16384, ("serve", True): 8192,
               ("offline", False): 8192, ("serve", False): 2048}[(entry_point, large)]
-    values: dict[str, object] = {"max_num_seqs": 1024 if large else 256, "max_num_batched_tokens": budget}
+    values: dict[str, object] = {"max_num_seqs": 1024 if large else 256, "max_num_batched_tokens": budget,
+                                 "gpu_memory_utilization": default_gpu_memory_utilization(vllm_version)}
     values.update({k: v for k, v in overrides.items() if v is not None})
     return EngineArgs(**values)  # type: ignore[arg-type]

@@ -3,11 +3,13 @@
 vLLM's worker profiles one forward pass at ``max_num_batched_tokens`` and sets
 
     kv_cache_bytes = gpu_memory_utilization * total_gpu_bytes
-                     - weights_bytes - peak_activation_bytes - non_torch_bytes (- cuda_graph_bytes)
+                     - weights_bytes - peak_activation_bytes - non_torch_bytes
 
 per GPU, then ``num_gpu_blocks = kv_cache_bytes // block_bytes`` with a block holding ``block_size`` tokens of
 every layer the GPU owns (its pipeline stage, its share of KV heads). The engine takes the minimum over GPUs,
 and logs ``num_gpu_blocks * block_size`` as "GPU KV cache size: N tokens"; that is ``kv_cache_tokens`` here.
+CUDA graphs are captured after the KV cache is sized (vLLM 0.26 logs their memory separately), so they live in
+the memory above ``gpu_memory_utilization`` and do not shrink the KV cache; the plan reports them.
 Sliding-window layers are stored like full ones in that count (vLLM's hybrid allocator divides the blocks
 among layer groups, which gives the same token count); they only matter for ``max_concurrency``.
 """
@@ -95,7 +97,7 @@ class MemoryPlan:
     weights_bytes: float
     activation_bytes: float
     non_torch_bytes: float
-    cuda_graph_bytes: float
+    cuda_graph_bytes: float  # captured after sizing, outside the budget
     kv_cache_bytes: float
     kv_bytes_per_token: float
     num_gpu_blocks: int
@@ -115,7 +117,7 @@ def memory_plan(model: ModelShape, cluster: ClusterSpec, layout: Layout, precisi
     activation = activation_peak_bytes(model, precision, layout, engine, coefficients)
     non_torch = coefficients.non_torch_memory_bytes
     graphs = 0.0 if engine.enforce_eager else coefficients.cuda_graph_memory_bytes
-    kv_bytes = budget - weights - activation - non_torch - graphs
+    kv_bytes = budget - weights - activation - non_torch
     per_token = kv_bytes_per_token_per_gpu(model, precision, layout)
     block_bytes = per_token * engine.block_size
     blocks = max(0, int(kv_bytes // block_bytes))

@@ -65,8 +65,7 @@ def test_kv_tokens_follow_vllm_formula():
     m = load_model("llama-3.1-8b")
     c = Coefficients()
     plan = memory_plan(m, H200, Layout(tp=1), precision(m), ENGINE, c)
-    kv_bytes = 0.9 * H200.gpu.memory_bytes - plan.weights_bytes - plan.activation_bytes - plan.non_torch_bytes \
-        - plan.cuda_graph_bytes
+    kv_bytes = 0.92 * H200.gpu.memory_bytes - plan.weights_bytes - plan.activation_bytes - plan.non_torch_bytes
     assert plan.kv_cache_bytes == pytest.approx(kv_bytes)
     assert plan.num_gpu_blocks == int(kv_bytes // (131072 * 16))
     assert plan.kv_cache_tokens == plan.num_gpu_blocks * 16
@@ -74,12 +73,14 @@ def test_kv_tokens_follow_vllm_formula():
     assert plan.fits
 
 
-def test_eager_frees_cuda_graph_memory():
+def test_cuda_graphs_live_outside_the_kv_budget():
+    """vLLM 0.26 sizes the KV cache before capturing graphs: eager mode only drops the graphs' own memory."""
     m = load_model("llama-3.1-8b")
     graphs = memory_plan(m, H200, Layout(tp=1), precision(m), ENGINE, Coefficients())
     eager = memory_plan(m, H200, Layout(tp=1), precision(m), dataclasses.replace(ENGINE, enforce_eager=True),
                         Coefficients())
-    assert eager.kv_cache_tokens > graphs.kv_cache_tokens
+    assert eager.kv_cache_tokens == graphs.kv_cache_tokens
+    assert graphs.cuda_graph_bytes > 0 and eager.cuda_graph_bytes == 0
 
 
 def test_70b_does_not_fit_one_v100_and_says_why():
