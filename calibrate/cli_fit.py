@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from pathlib import Path
 
@@ -26,8 +27,12 @@ def add_fit_subcommands(sub: argparse._SubParsersAction) -> None:
                        help="profile to check (default: fit on these results, and cross-validate)")
     check.add_argument("--prior", default=None, help="prior profile for the fits (default: datasheet)")
     check.add_argument("--cv", default="model,layout",
-                       help="cross-validation groupings: model, layout, both comma-separated, or none")
-    check.add_argument("--report", default=None, help="folder for report.md, parity.png and per-run CSV")
+                       help="cross-validation: leave one model / layout out, 4-fold by run (kfold), any of them "
+                            "comma-separated, or none (default: model,layout)")
+    check.add_argument("--report", default=None,
+                       help="Markdown file to write (a parity PNG and a per-run CSV go beside it), or a folder "
+                            "for report.md")
+    check.add_argument("--notes", default=None, help="Markdown appended to the report (kept across regenerations)")
     check.add_argument("--title", default="perfmodel accuracy")
     check.set_defaults(handler=cmd_check)
 
@@ -85,15 +90,15 @@ def cmd_fit(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from calibrate.check import compare, cross_validate, summarize
+    from calibrate.check import GROUPINGS, KFOLDS, compare, cross_validate, summarize
     from calibrate.fit import CoefficientFitter
     from calibrate.report import markdown_report, parity_plot, summary_table
 
     cluster, observations = _load(args)
     groupings = [] if args.cv == "none" else [g.strip() for g in args.cv.split(",") if g.strip()]
-    unknown = [g for g in groupings if g not in ("model", "layout")]
+    unknown = [g for g in groupings if g not in GROUPINGS]
     if unknown:
-        raise UserError(f"--cv takes model, layout or none; got {', '.join(unknown)}")
+        raise UserError(f"--cv takes {', '.join(GROUPINGS)} or none; got {', '.join(unknown)}")
     frames: dict[str, pd.DataFrame] = {}
     if args.calibration:
         from perfmodel.coefficients import load_profile
@@ -107,22 +112,27 @@ def cmd_check(args: argparse.Namespace) -> int:
         fitted = CoefficientFitter(cluster, prior).fit(observations).coefficients_
         frames["in-sample fit"] = compare(observations, cluster, fitted)
         for by in groupings:
-            if len({getattr(o, "model_name" if by == "model" else "layout_name") for o in observations}) < 2:
-                _progress(f"skipping leave-one-{by}-out: only one {by} in the data")
+            if len({GROUPINGS[by](o) for o in observations}) < 2:
+                _progress(f"skipping {by} cross-validation: only one {by} group in the data")
                 continue
-            frames[f"leave-one-{by}-out"] = cross_validate(observations, cluster, prior, by=by, progress=_progress)
+            label = f"{KFOLDS}-fold" if by == "kfold" else f"leave-one-{by}-out"
+            frames[label] = cross_validate(observations, cluster, prior, by=by, progress=_progress)
     for label, frame in frames.items():
         print(f"\n{label}")
         print(summary_table(summarize(frame)))
     if args.report:
-        folder = Path(args.report)
-        folder.mkdir(parents=True, exist_ok=True)
-        plot = parity_plot(frames, folder / "parity.png")
+        report = Path(args.report)
+        if report.suffix != ".md":
+            report = report / "report.md"
+        report.parent.mkdir(parents=True, exist_ok=True)
+        plot = parity_plot(frames, report.with_name(f"{report.stem}-parity.png"))
         pd.concat([f.assign(fold_kind=k) for k, f in frames.items()], ignore_index=True).to_csv(
-            folder / "runs.csv", index=False)
-        text = markdown_report(title=args.title, header=_header(args, cluster, observations), frames=frames, plot=plot)
-        (folder / "report.md").write_text(text)
-        print(f"\nreport: {folder / 'report.md'}" + (f", plot: {plot}" if plot else ""))
+            report.with_name(f"{report.stem}-runs.csv"), index=False)
+        notes = Path(args.notes).read_text() if args.notes else ""
+        text = markdown_report(title=args.title, header=_header(args, cluster, observations), frames=frames,
+                               plot=plot, appendix=notes, command=shlex.join(["perfmodel"] + sys.argv[1:]))
+        report.write_text(text)
+        print(f"\nreport: {report}" + (f", plot: {plot}" if plot else ""))
     return 0
 
 

@@ -49,6 +49,7 @@ def parity_plot(frames: dict[str, pd.DataFrame], path: str | Path,
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        import matplotlib.ticker
     except ImportError:
         return None
     present = [m for m in metrics if any(not f.empty and (f["metric"] == m).any() for f in frames.values())]
@@ -70,6 +71,8 @@ def parity_plot(frames: dict[str, pd.DataFrame], path: str | Path,
             ax.plot([lo, hi], [lo / 1.1, hi / 1.1], "k:", lw=0.6)
             ax.set_xscale("log")
             ax.set_yscale("log")
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_title(METRIC_LABELS.get(metric, metric))
         ax.set_xlabel("measured")
         ax.set_ylabel("predicted")
@@ -83,15 +86,46 @@ def parity_plot(frames: dict[str, pd.DataFrame], path: str | Path,
     return path
 
 
+def fold_table(frame: pd.DataFrame, metric: str = "tokens_per_second") -> str:
+    """Median error of ``metric`` per held-out group."""
+    rows = frame[frame["metric"] == metric]
+    lines = [f"| held out | runs | median APE ({METRIC_LABELS.get(metric, metric)}) | max APE |", "|---|---:|---:|---:|"]
+    for fold, group in rows.groupby("fold"):
+        lines.append(f"| {fold.split(':', 1)[-1]} | {len(group)} | {_pct(group['ape'].median())} | "
+                     f"{_pct(group['ape'].max())} |")
+    return "\n".join(lines)
+
+
+def weakest_runs(frame: pd.DataFrame, metric: str, count: int = 8) -> str:
+    rows = frame[frame["metric"] == metric].sort_values("ape", ascending=False).head(count)
+    if rows.empty:
+        return ""
+    lines = [f"| model | layout | eager | seqs | in | out | measured | predicted | APE | fold |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---|"]
+    for r in rows.itertuples():
+        lines.append(f"| {r.model} | {r.layout} | {'yes' if r.eager else 'no'} | {r.max_num_seqs} | {r.input_len:.0f} | "
+                     f"{r.output_len:.0f} | {r.measured:,.4g} | {r.predicted:,.4g} | {_pct(r.ape)} | {r.fold} |")
+    return "\n".join(lines)
+
+
 def markdown_report(*, title: str, header: str, frames: dict[str, pd.DataFrame], plot: Path | None,
-                    notes: Sequence[str] = ()) -> str:
+                    appendix: str = "", command: str = "") -> str:
     parts = [f"# {title}", "", header, ""]
+    if command:
+        parts += ["Regenerate with:", "", f"    {command}", ""]
     for label, frame in frames.items():
         parts += [f"## {label}", "", summary_table(summarize(frame)), ""]
+        if label.startswith("leave-") or label.endswith("-fold"):
+            parts += [fold_table(frame), ""]
     if plot is not None:
         parts += [f"![parity plot]({plot.name})", ""]
-    if notes:
-        parts += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
+    cross = [f for label, f in frames.items() if label.startswith("leave-") or label.endswith("-fold")]
+    if cross:
+        worst = pd.concat(cross, ignore_index=True)
+        parts += ["## Weakest cross-validated predictions of offline throughput", "",
+                  weakest_runs(worst, "tokens_per_second"), ""]
+    if appendix:
+        parts += [appendix.strip(), ""]
     in_sample = next(iter(frames.values()))
     if not in_sample.empty:
         parts += ["## Per run (in-sample fit)", "", runs_table(in_sample), ""]

@@ -30,6 +30,8 @@ def add_scenario_arguments(parser: argparse.ArgumentParser, *, workload: bool = 
     g.add_argument("--calibration", default=None,
                    help="calibration profile YAML (default: the profile shipped for the GPU, if any)")
     e = parser.add_argument_group("engine (vLLM's defaults when omitted)")
+    e.add_argument("--vllm-version", default=None,
+                   help="vLLM release whose defaults to assume (default: 0.26; Taiwania 2 runs 0.7.0)")
     e.add_argument("--max-num-seqs", type=int, default=None)
     e.add_argument("--max-num-batched-tokens", type=int, default=None)
     e.add_argument("--gpu-memory-utilization", type=float, default=None)
@@ -55,6 +57,8 @@ def build_scenario(args: argparse.Namespace, **extra):
                                               "static_batch_size") if hasattr(args, k)}
     engine = {k: getattr(args, k) for k in ("max_num_seqs", "max_num_batched_tokens", "gpu_memory_utilization",
                                             "max_model_len", "block_size", "enforce_eager")}
+    if args.vllm_version:
+        engine["vllm_version"] = args.vllm_version
     return Scenario.build(model=args.model, hardware=args.hardware, dtype=dtype, quantization=args.quantization,
                           kv_cache_dtype=args.kv_cache_dtype, calibration=args.calibration, **workload, **engine,
                           **extra)

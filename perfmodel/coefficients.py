@@ -53,8 +53,8 @@ class Coefficients:
         6e-5, "extra time per decoder layer per step without CUDA graphs (--enforce-eager): about a dozen "
         "kernel launches of ~5 us each", 0.0, 1e-3)
     allreduce_latency_s: float = _coef(
-        1e-5, "per-hop latency of a tensor-parallel all-reduce (NCCL / custom all-reduce), alpha of alpha-beta",
-        0.0, 1e-3)
+        1e-5, "fixed latency of one tensor-parallel all-reduce call (kernel launch, synchronisation), on top of "
+        "the ring's per-hop link latency and bandwidth term", 0.0, 1e-3)
     allreduce_bandwidth_efficiency: float = _coef(
         0.70, "fraction of link bandwidth a ring all-reduce reaches (NCCL bus bandwidth vs link rate)", 0.05, 1.0)
     p2p_latency_s: float = _coef(

@@ -14,7 +14,6 @@ import itertools
 import math
 
 import numpy as np
-from scipy.optimize import linprog
 
 from hardware import ClusterSpec
 
@@ -223,6 +222,8 @@ def _ring_packing(matrix: tuple[tuple[int, ...], ...], group: tuple[int, ...]) -
         for edge in edges:
             usage[row[edge], c] += 1
     capacity = np.array([matrix[a][b] for a, b in pairs], dtype=float)
+    from scipy.optimize import linprog  # imported here: scipy.optimize costs ~0.5 s at start-up
+
     result = linprog(-np.ones(len(cycles)), A_ub=usage, b_ub=capacity, bounds=(0, None), method="highs")
     if not result.success:  # pragma: no cover - a bounded feasible LP always solves
         raise RuntimeError(f"ring packing LP failed for GPUs {group}: {result.message}")

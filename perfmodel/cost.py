@@ -9,7 +9,7 @@ FLOPs; their compute efficiency grows with the batch, ``eff(m) = eff_max * m / (
 does ``4 * pairs * head_dim`` FLOPs per head over its query-key pairs; decode attention reads every decoding
 sequence's K and V. The LM head runs only for the sampled tokens, on the last stage. A TP group all-reduces the
 hidden states twice per layer (ring, alpha-beta over the group's real link); pipeline stages pass activations to
-the next stage. Fixed per-step and per-sequence overheads cover scheduling, input preparation and sampling,
+the next stage; each all-reduce also pays a fixed per-call latency (launch and synchronisation). Fixed per-step and per-sequence overheads cover scheduling, input preparation and sampling,
 plus a per-layer launch cost without CUDA graphs (``--enforce-eager``).
 
 Every stage is costed as the most loaded one (most layers, plus the LM head); the engine's latency for a batch
@@ -83,7 +83,7 @@ class StepCostModel:
         self._lm_head_bytes = model.hidden_size * model.vocab_size * precision.activation_bytes / layout.tp
         placement = place(layout, cluster.gpus_per_node)
         self._tp_bw, tp_latency = comm.link_for_group(cluster, layout.tp, placement.tp_spans_nodes)
-        self._tp_latency = tp_latency + coefficients.allreduce_latency_s
+        self._tp_hop_latency = tp_latency
         pp_bw, pp_latency = comm.p2p_link(cluster, placement.pp_spans_nodes) if layout.pp > 1 else (1.0, 0.0)
         self._pp_bw, self._pp_latency = pp_bw, pp_latency + coefficients.p2p_latency_s
         self._gemm_cache: dict[int, float] = {}
@@ -145,8 +145,9 @@ class StepCostModel:
         """Two TP all-reduces of the hidden states per layer."""
         if self.layout.tp == 1:
             return 0.0
-        return 2.0 * comm.allreduce_time_s(num_tokens * self._hidden_bytes, self.layout.tp, self._tp_bw,
-                                           self._tp_latency, self.coefficients.allreduce_bandwidth_efficiency)
+        ring = comm.allreduce_time_s(num_tokens * self._hidden_bytes, self.layout.tp, self._tp_bw,
+                                     self._tp_hop_latency, self.coefficients.allreduce_bandwidth_efficiency)
+        return 2.0 * (ring + self.coefficients.allreduce_latency_s)
 
     def lm_head_time_s(self, num_sampled: Any) -> Any:
         c = self.coefficients

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:  # pandas is imported where it is used: it costs ~0.4 s at start-up
+    import pandas as pd
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +81,7 @@ class RequestResults:
         return len(self.id)
 
     def to_dataframe(self) -> pd.DataFrame:
+        import pandas as pd
         return pd.DataFrame({
             "id": self.id, "arrival_s": self.arrival_s, "sent_s": self.sent_s,
             "first_token_s": self.first_token_s, "finish_s": self.finish_s,

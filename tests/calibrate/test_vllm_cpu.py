@@ -1,6 +1,7 @@
 """End to end with a real vLLM (the CPU build is enough): `pytest -m vllm tests/calibrate`.
 
-About 2-3 minutes on 2 cores: two offline engines (the cpu-tiny sweep) and one `vllm serve` engine.
+About 2-3 minutes on 2 cores: two offline engines (the cpu-tiny sweep), then `calibrate fit` and
+`calibrate check` on those measurements, and one `vllm serve` engine.
 """
 import importlib.util
 from pathlib import Path
@@ -44,6 +45,31 @@ def test_offline_sweep_cpu_tiny(tmp_path):
     assert len(df) == 8 and df["metrics.tokens_per_second"].gt(0).all()
     # resuming skips everything
     assert run_sweep(sweep, results).num_skipped == 8
+    fit_and_check(results, tmp_path)
+
+
+def fit_and_check(results, tmp_path):
+    """Fit the model to the real measurements, then check it with 4-fold cross-validation."""
+    import pandas as pd
+
+    from perfmodel.cli import main
+
+    profile_path = tmp_path / "cpu.yaml"
+    assert main(["calibrate", "fit", str(results), "--hardware", "cpu-host", "--out", str(profile_path)]) == 0
+    profile = yaml.safe_load(profile_path.read_text())
+    assert profile["data"]["runs"] == 8 and profile["data"]["vllm_versions"] != ["?"]
+    assert {"activation_bytes_per_token", "step_overhead_s", "gemm_compute_efficiency"} <= set(profile["fitted"])
+    report = tmp_path / "accuracy.md"
+    assert main(["calibrate", "check", str(results), "--hardware", "cpu-host", "--cv", "kfold",
+                 "--report", str(report)]) == 0
+    assert "4-fold" in report.read_text()
+    runs = pd.read_csv(tmp_path / "accuracy-runs.csv")
+    held_out = runs[runs["fold_kind"] == "4-fold"]
+    kv = held_out[held_out["metric"] == "kv_cache_tokens"]["ape"]
+    throughput = held_out[held_out["metric"] == "tokens_per_second"]["ape"]
+    assert len(kv) == 8 and len(throughput) == 8
+    # loose bounds on purpose (2-core CI machines are noisy), yet a broken model (units, schedule) fails them
+    assert kv.median() < 0.10 and throughput.median() < 0.5
 
 
 def test_online_serve_cpu_tiny(tmp_path):
