@@ -8,6 +8,7 @@ import pytest
 from perfmodel.errors import UserError
 from perfmodel.layout import Layout
 from perfmodel.offload import NEEDS_PP, OffloadStepCost, host_kv_bytes_per_gpu, with_offload
+from perfmodel.coefficients import Coefficients, Profile
 from perfmodel.predict import Scenario, predict_layout
 from perfmodel.simulate import simulate_offline
 from simulator.batch import BatchStats, LinearStepCost
@@ -57,11 +58,15 @@ def test_offload_scenario_marks_layouts_without_pipeline_as_not_fitting():
         s.step_cost(Layout(tp=4))
 
 
+DATASHEET = Profile(name="defaults", gpu=None, coefficients=Coefficients())
+
+
 def _throughputs(**kwargs):
     """Simulated offline output tokens/s and mean batch without and with offload, 70B on H200, PP=4."""
     out = []
     for offload in (False, True):
         s = Scenario.build(model="llama-3.1-70b", hardware="hgx-h200", kv_offload=offload, **kwargs)
+        s = s.with_(profile=DATASHEET)  # fixed coefficients: the scenario is tuned to a tiny KV cache
         m = simulate_offline(s, Layout(tp=1, pp=4))
         out.append((m.output_tokens_per_second, m.mean_batch_size))
     return out
