@@ -13,7 +13,7 @@ PREDICT_COLUMNS = (
     ("rank", "#"), ("layout", "layout"), ("gpus", "GPUs"), ("fits", "fits"), ("weights_gib_per_gpu", "weights GiB/GPU"),
     ("kv_cache_tokens", "KV tokens/replica"), ("batch_size", "batch"), ("requests_per_second", "req/s"),
     ("tokens_per_second", "tok/s"), ("output_tokens_per_second", "out tok/s"), ("elapsed_time", "elapsed s"),
-    ("reason", "note"),
+    ("method", "by"), ("reason", "note"),
 )
 
 
