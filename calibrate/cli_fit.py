@@ -20,6 +20,14 @@ def add_fit_subcommands(sub: argparse._SubParsersAction) -> None:
                      help="pull toward the prior, per relative unit of each coefficient (default: 0.1)")
     fit.set_defaults(handler=cmd_fit)
 
+    pred = sub.add_parser("predict", help="predict every run of a sweep before measuring it (JSON lines)")
+    pred.add_argument("sweep", help="sweep YAML")
+    pred.add_argument("--hardware", required=True, help="GPU or cluster the runs will be measured on")
+    pred.add_argument("--calibration", default=None, help="profile (default: the one shipped for the GPU)")
+    pred.add_argument("--vllm-version", default=None, help="vLLM release whose defaults to assume (default: 0.26)")
+    pred.add_argument("--out", required=True, help="predictions file to write (JSON lines, one per run)")
+    pred.set_defaults(handler=cmd_predict_sweep)
+
     check = sub.add_parser("check", help="predicted vs measured per run, with cross-validation and a report")
     check.add_argument("results", nargs="+")
     check.add_argument("--hardware", required=True)
@@ -84,6 +92,23 @@ def cmd_fit(args: argparse.Namespace) -> int:
         print(f"  {name:32s} {value:12.5g}" + (f"  ± {se:.3g}" if se is not None else ""))
     for metric, s in summary.items():
         print(f"  in-sample {metric:26s} median APE {100 * s['median_ape']:.1f}%  p90 {100 * s['p90_ape']:.1f}%")
+    return 0
+
+
+def cmd_predict_sweep(args: argparse.Namespace) -> int:
+    from calibrate.predict_sweep import predict_sweep, write_predictions
+    from hardware import load_hardware
+    from perfmodel.coefficients import default_profile, load_profile
+    from perfmodel.engine import DEFAULT_VLLM_VERSION
+
+    profile = load_profile(args.calibration) if args.calibration else default_profile(
+        load_hardware(args.hardware).gpu.name)
+    predictions = predict_sweep(args.sweep, args.hardware, profile, vllm_version=args.vllm_version or DEFAULT_VLLM_VERSION)
+    write_predictions(predictions, args.out)
+    for p in predictions:
+        print(f"{p['run_id']}  {p['description']:70s}  {p.get('output_tokens_per_second', float('nan')):10,.0f} out tok/s"
+              f"  KV {p['kv_cache_tokens']:,} tokens")
+    print(f"{len(predictions)} predictions ({profile.name}) -> {args.out}")
     return 0
 
 

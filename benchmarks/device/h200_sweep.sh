@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Run the H200 calibration sweeps on a lent 4-GPU H200 machine, one engine per GPU where the layout allows.
-#   bash benchmarks/device/h200_sweep.sh single|multi-a|multi-b [DEADLINE_S]
+#   bash benchmarks/device/h200_sweep.sh single|multi-a|multi-b|holdout [DEADLINE_S]
 # Needs vLLM 0.26 unpacked in /tmp/site (../shared/vllm_device/). Results accumulate in /tmp/runs/h200 on the
 # machine (append-only JSON lines; a re-run skips finished runs), and are packed into $OUT/<phase>.tgz with
 # every vLLM log when the phase ends or its deadline passes.
 set -u
-phase=${1:?single|multi-a|multi-b}
+phase=${1:?single|multi-a|multi-b|holdout}
 deadline=${2:-530}
 export PYTHONPATH=/tmp/site:$PWD HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 VLLM_NO_USAGE_STATS=1 \
   VLLM_USE_FLASHINFER_SAMPLER=0 NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1 \
@@ -36,6 +36,8 @@ run_phase() {
       lane 0,1 h200-multi multi-2gpu-a "gpus2-llama-3.1-8b-*" &
       lane 2,3 h200-multi multi-2gpu-b "gpus2-qwen2.5-*" &
       wait ;;
+    holdout)
+      lane 0 h200-holdout holdout "*" ;;
     multi-b)
       lane 0,1,2,3 h200-multi multi-4gpu "gpus4-llama-3.1-70b-tp2pp2-*" "gpus4-llama-3.1-70b-tp1pp4-*" ;;
     *) echo "unknown phase $phase" >&2; return 2 ;;
