@@ -89,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
               f"requests per wall second, {toy_steps:,} engine steps (its steps are longer, so fewer and fuller)")
         print(f"  wall time per engine step: real {t_real / m.num_steps * 1e6:.0f} us, "
               f"toy {t_toy / toy_steps * 1e6:.0f} us")
-    print(f"total wall time {time.perf_counter() - T0:.1f} s")
+    print(f"total wall time {time.perf_counter() - T0:.1f} s; simulate (real cost) {t_real:.2f} s, aim: < 10 s; "
+          f"{'met' if t_real < 10.0 else 'not met'}")
     return 0
 
 

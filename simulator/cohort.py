@@ -99,6 +99,30 @@ class DecodeCohort:
             heapq.heappop(heap)
         return None
 
+    def finishing_within(self, num_steps: int) -> dict[int, int]:
+        """Members whose last step is among the next `num_steps` ones: request id -> that step (1 = the next).
+        Walks only the heap entries at or below the bound (a heap's children are never smaller than their
+        parent), so the cost grows with the members returned, not with the cohort's size."""
+        heap, base, fin, counter = self.finish_heap, self.base, self._finish_kv_tokens, self.counter
+        limit = counter + num_steps
+        size = len(heap)
+        found: dict[int, int] = {}
+        stack = [0] if size else []
+        while stack:
+            i = stack.pop()
+            fc, req = heap[i]
+            if fc > limit:
+                continue
+            b = base.get(req)
+            if b is not None and b + fc == fin[req]:  # skip lazily deleted entries (their children may count)
+                found[req] = fc - counter
+            child = 2 * i + 1
+            if child < size:
+                stack.append(child)
+                if child + 1 < size:
+                    stack.append(child + 1)
+        return found
+
     def advance(self, num_steps: int) -> list[int]:
         """Count `num_steps` steps; remove and return the members that finished (their KV length is
         `finish_kv_tokens`). The caller never steps past the first finish."""

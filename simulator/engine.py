@@ -9,7 +9,8 @@ left the last stage. With too few requests to fill every stage, the pipeline idl
 Macro-steps (pp = 1, continuous batching): when the next steps can only be pure decodes (nothing prefilling,
 nobody admissible from the waiting queue), they repeat with one more KV token per sequence until a sequence
 finishes, the KV blocks they open would not be free, a request arrives, or `max_macro_steps` is reached. Those
-k steps are costed with ONE call to the StepCost (BatchStats with array fields) and the process sleeps once
+k steps are costed with ONE call to the StepCost (BatchStats with array fields), or, for a short run before a
+known arrival, one scalar call per step up to the arrival's step only, and the process sleeps once
 for their total time; only the steps up to the one an arrival falls in (the first ending at or after it) are
 committed. The result is identical to stepping one at a time (tested): step end times are accumulated with the
 same additions, KV and ITL statistics are integer sums or kept per step.
@@ -27,10 +28,10 @@ from typing import Callable
 import numpy as np
 import simpy
 
-from simulator.batch import StepCost
+from simulator.batch import BatchStats, StepCost
 from simulator.config import EngineConfig
 from simulator.request import RequestTable
-from simulator.scheduler import ContinuousScheduler, ItlRecorder, SchedulerOutput
+from simulator.scheduler import ContinuousScheduler, DecodeRun, ItlRecorder, SchedulerOutput
 from simulator.static_batching import StaticBatcher
 from simulator.timeline import StepRecorder
 
@@ -119,7 +120,7 @@ class Replica:
                 clock = yield from self._decode_run(end, [], stage_s)
 
     def _decode_run(self, start_s: float, finished: list[int], last_stage_s: float):
-        """Run the pure-decode steps that follow (if any) from `start_s` with one cost call; stop at the step
+        """Run the pure-decode steps that follow (if any) from `start_s` with one sleep; stop at the step
         the next arrival falls in. Return the end of the last step. `finished`: requests that finished at
         `start_s` and are yet to be handed back. `last_stage_s`: the previous step's time, to guess how many
         steps fit before a known arrival (a guess only sizes the arrays: a short run is followed by another)."""
@@ -142,6 +143,46 @@ class Replica:
             self._done(finished)
             return start_s
         num_waiting = sched.num_waiting  # before arrivals during the run
+        if known and run.is_short:
+            # The planned length is a generous guess: cost one step at a time, up to the arrival's step only.
+            stage_s, end_s = self._cost_until(run, start_s, arrival)
+            m = len(end_s)
+            yield env.timeout(max(end_s[-1] - env.now, 0.0))
+            sum_num_seqs = sum(run.num_seqs[:m])
+        else:
+            stage_s, end_s, m = yield from self._cost_and_sleep(run, start_s, arrival)
+            end_s = end_s[:m]
+            sum_num_seqs = int(np.sum(run.num_seqs[:m]))  # everyone running decodes in these steps
+        record = self.recorder.record
+        done, kv_sum, kv_max, kv_per_step = sched.commit_decode_run(end_s, per_step_kv=record)
+        self.recorder.add_steps(self.index, start_s, end_s, stage_s, run.batch if record else None,
+                                run.num_seqs[:m] if record else None, num_waiting, sum_num_seqs=sum_num_seqs,
+                                kv_used_blocks_sum=kv_sum, kv_used_blocks_max=kv_max,
+                                kv_used_blocks=lambda: kv_per_step)
+        self._done(finished + done)
+        return float(end_s[-1])
+
+    def _cost_until(self, run: DecodeRun, start_s: float, arrival_s: float) -> tuple[list[float], list[float]]:
+        """Cost the planned decode steps one at a time (scalar BatchStats, as without macro-steps) until one
+        ends at or after `arrival_s`; return their stage times and end times."""
+        cost = self.step_cost
+        stage_s: list[float] = []
+        end_s: list[float] = []
+        end = start_s
+        for active, context in zip(run.num_seqs, run.decode_context_tokens):
+            s = float(cost(BatchStats(0, active, 0.0, 0, context, active, active)))
+            end += s  # ((start + s0) + s1) + ...: the same additions as one step at a time
+            stage_s.append(s)
+            end_s.append(end)
+            if end >= arrival_s:
+                break
+        return stage_s, end_s
+
+    def _cost_and_sleep(self, run: DecodeRun, start_s: float, arrival: float):
+        """Cost the whole planned run with one array call and sleep to the step an arrival falls in (known in
+        advance, or waking us up); return the stage times, the end times and how many steps were done."""
+        env = self.env
+        known = self.known_arrivals_s is not None
         stage_s = np.asarray(self.step_cost(run.batch), dtype=np.float64)
         acc = stage_s.copy()
         acc[0] += start_s
@@ -163,14 +204,7 @@ class Replica:
                 m = int(np.searchsorted(end_s, now, side="left")) + 1
                 if end_s[m - 1] > now:
                     yield env.timeout(float(end_s[m - 1]) - now)
-        end_s = end_s[:m]
-        done, kv_sum, kv_max, kv_per_step = sched.commit_decode_run(end_s, per_step_kv=self.recorder.record)
-        num_seqs = run.batch.num_seqs[:m]  # everyone running decodes in these steps
-        self.recorder.add_steps(self.index, start_s, end_s, stage_s, run.batch, num_seqs, num_waiting,
-                                sum_num_seqs=int(num_seqs.sum()), kv_used_blocks_sum=kv_sum,
-                                kv_used_blocks_max=kv_max, kv_used_blocks=lambda: kv_per_step)
-        self._done(finished + done)
-        return float(end_s[-1])
+        return stage_s, end_s, m
 
     # ---- continuous batching, pipeline parallel ----------------------------------------------------------
     def _run_pipelined(self):

@@ -45,10 +45,29 @@ from simulator.request import RequestTable
 
 @dataclass(frozen=True, slots=True)
 class DecodeRun:
-    """Pure-decode steps planned at once: their number and their BatchStats (array fields)."""
+    """Pure-decode steps planned at once: per step, the sequences decoding and their KV tokens read. Short runs
+    (at most SHORT_RUN steps, the common case between arrivals) keep them as Python lists, which are cheaper
+    to build and to walk one step at a time than numpy arrays; longer ones as int64 arrays."""
+
+    SHORT_RUN = 32
 
     num_steps: int
-    batch: BatchStats
+    num_seqs: list[int] | np.ndarray
+    decode_context_tokens: list[int] | np.ndarray
+
+    @property
+    def is_short(self) -> bool:
+        return self.num_steps <= self.SHORT_RUN
+
+    @property
+    def batch(self) -> BatchStats:
+        """The steps as one BatchStats with array fields."""
+        active = np.asarray(self.num_seqs, dtype=np.int64)
+        zeros = np.zeros(self.num_steps, dtype=np.int64)
+        return BatchStats(num_prefill_tokens=zeros, num_decode_tokens=active, prefill_attention_pairs=zeros,
+                          prefill_context_tokens=zeros,
+                          decode_context_tokens=np.asarray(self.decode_context_tokens, dtype=np.int64),
+                          num_sampled_tokens=active, num_seqs=active)
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,7 +153,6 @@ class ContinuousScheduler:
         self.num_running = 0                  # admitted, not finished or preempted (in flight included)
         self.num_preemptions = 0
         self._next_admission = 0
-        self._zeros = np.zeros(0, dtype=np.int64)
 
     # ---- queue state -------------------------------------------------------------------------------------
     def add_request(self, req: int) -> None:
@@ -366,45 +384,62 @@ class ContinuousScheduler:
         n, counter, bs = len(cohort.base), cohort.counter, self.config.block_size
         first = cohort.next_finish_counter() - counter
         k = min(first, max_steps)
-        offsets = None
+        finishers = None
         if through_finishes and not self.waiting and first < max_steps:
-            fin = self.table.finish_kv_tokens
-            offsets = [fin[req] - b - counter for req, b in cohort.base.items()]
-            k = min(max(offsets), max_steps)
+            finishers = cohort.finishing_within(max_steps)
+            # up to the last finish, if every member finishes within max_steps
+            k = max_steps if len(finishers) < n else max(finishers.values())
         free = self.pool.num_free_blocks
         if n * -(-k // bs) > free:  # each member opens at most ceil(k / block_size) blocks in k steps
             k = min(first, max_steps)
-            offsets = None
+            finishers = None
             cum_blocks = np.cumsum(cohort.new_blocks_per_step(k))
             k = min(k, int(np.searchsorted(cum_blocks, free, side="right")))
             if k == 0:
                 return None
-        return DecodeRun(k, self._decode_run_batch(cohort, k, first, offsets))
+        if k <= DecodeRun.SHORT_RUN:
+            return DecodeRun(k, *self._short_run_steps(cohort, k, first, finishers))
+        return DecodeRun(k, *self._run_steps(cohort, k, first, finishers))
 
-    def _decode_run_batch(self, cohort: DecodeCohort, k: int, first: int, offsets: list[int] | None) -> BatchStats:
-        n = len(cohort.base)
-        if len(self._zeros) < k:
-            self._zeros = np.zeros(max(k, 2 * len(self._zeros)), dtype=np.int64)
-            self._zeros.flags.writeable = False
-        zeros = self._zeros[:k]
-        if offsets is None or k <= first:  # every member decodes in every step
-            active = np.full(k, n, dtype=np.int64)
-            start = cohort.sum_computed_tokens + n
-            context = np.arange(start, start + n * k, n, dtype=np.int64)
-        else:  # member i decodes in steps 1..f_i; at step j its context is (KV tokens now) + j
-            f = np.asarray(offsets, dtype=np.int64)
-            order = np.argsort(f, kind="stable")
-            f = f[order]
-            computed = np.fromiter(cohort.base.values(), dtype=np.int64, count=n)[order] + cohort.counter
-            suffix = np.zeros(n + 1, dtype=np.int64)
-            suffix[:n] = np.cumsum(computed[::-1])[::-1]
-            j = np.arange(1, k + 1, dtype=np.int64)
-            gone = np.searchsorted(f, j, side="left")  # members whose last step is before step j
-            active = n - gone
-            context = suffix[gone] + j * active
-        return BatchStats(num_prefill_tokens=zeros, num_decode_tokens=active, prefill_attention_pairs=zeros,
-                          prefill_context_tokens=zeros, decode_context_tokens=context, num_sampled_tokens=active,
-                          num_seqs=active)
+    @staticmethod
+    def _short_run_steps(cohort: DecodeCohort, k: int, first: int,
+                         finishers: dict[int, int] | None) -> tuple[list[int], list[int]]:
+        """`_run_steps` as Python lists, for a few steps (integer sums: the same numbers)."""
+        n, total = len(cohort.base), cohort.sum_computed_tokens
+        if finishers is None or k <= first:  # every member decodes in every step
+            return [n] * k, list(range(total + n, total + n * (k + 1), n))
+        order = sorted(finishers.items(), key=lambda item: item[1])
+        base, counter = cohort.base, cohort.counter
+        active: list[int] = []
+        context: list[int] = []
+        gone = gone_computed = 0  # members whose last step is before step j, and their KV tokens now
+        for j in range(1, k + 1):
+            while gone < len(order) and order[gone][1] < j:
+                gone_computed += base[order[gone][0]] + counter
+                gone += 1
+            active.append(n - gone)
+            context.append(total - gone_computed + j * (n - gone))
+        return active, context
+
+    @staticmethod
+    def _run_steps(cohort: DecodeCohort, k: int, first: int,
+                   finishers: dict[int, int] | None) -> tuple[np.ndarray, np.ndarray]:
+        """Per step 1..k: the members decoding, and the KV tokens they read (their new ones included).
+        `finishers`: request id -> last step, for (at least) every member whose last step is before k."""
+        n, total = len(cohort.base), cohort.sum_computed_tokens
+        if finishers is None or k <= first:  # every member decodes in every step
+            return np.full(k, n, dtype=np.int64), np.arange(total + n, total + n * (k + 1), n, dtype=np.int64)
+        # member i decodes in steps 1..f_i; at step j its context is (KV tokens now) + j.
+        # Only the members that finish can leave, so only they are looked at (not the whole cohort).
+        order = sorted(finishers.items(), key=lambda item: item[1])
+        f = np.array([last for _, last in order], dtype=np.int64)
+        gone_computed = np.zeros(len(order) + 1, dtype=np.int64)  # KV tokens now of the first i to leave
+        base, counter = cohort.base, cohort.counter
+        gone_computed[1:] = np.cumsum([base[req] + counter for req, _ in order])
+        j = np.arange(1, k + 1, dtype=np.int64)
+        gone = np.searchsorted(f, j, side="left")  # members whose last step is before step j
+        active = n - gone
+        return active, (total - gone_computed[gone]) + j * active
 
     def commit_decode_run(self, end_s: np.ndarray, *, per_step_kv: bool = False) -> tuple[list[int], int, int,
                                                                                            np.ndarray | None]:

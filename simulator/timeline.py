@@ -58,11 +58,12 @@ class StepRecorder:
                          kv_usage=kv_used_blocks / self.num_kv_blocks, **batch.to_dict())
 
     def add_steps(self, replica: int, start_s: float, end_s: np.ndarray, stage_time_s: np.ndarray,
-                  batch: BatchStats, num_running: int | np.ndarray, num_waiting: int, *, sum_num_seqs: int,
-                  kv_used_blocks_sum: int, kv_used_blocks_max: int,
+                  batch: BatchStats | None, num_running: int | np.ndarray | None, num_waiting: int, *,
+                  sum_num_seqs: int, kv_used_blocks_sum: int, kv_used_blocks_max: int,
                   kv_used_blocks: Callable[[], np.ndarray]) -> None:
         """`len(end_s)` back-to-back steps starting at `start_s` (`batch`, `stage_time_s` may be longer and
-        are cut). `kv_used_blocks()` gives the per-step blocks in use; it is called only when recording."""
+        are cut). `kv_used_blocks()` gives the per-step blocks in use; it, `batch` and `num_running` are used only
+        when recording (they may be None otherwise)."""
         k = len(end_s)
         self.num_steps += k
         self.sum_num_seqs += sum_num_seqs
