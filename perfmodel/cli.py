@@ -166,14 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _extensions() -> list[Callable[[argparse._SubParsersAction], None]]:
     """Subcommands defined next to the code they drive (simulation, calibration)."""
-    registers = []
-    try:
-        from perfmodel.cli_sim import register as register_sim
-        registers.append(register_sim)
-    except ImportError:
-        pass
-    registers.append(_register_calibrate)
-    return registers
+    from perfmodel.cli_sim import register as register_sim
+
+    return [register_sim, _register_calibrate]
 
 
 def _register_calibrate(sub: argparse._SubParsersAction) -> None:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from perfmodel.errors import UserError
 from simulator.batch import BatchStats
 
 
@@ -35,8 +36,6 @@ class OfflineWorkload:
     num_prompts: int
 
     def __post_init__(self) -> None:
-        from perfmodel.errors import UserError
-
         for name in ("input_len", "output_len", "num_prompts"):
             if getattr(self, name) < 1:
                 raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
