@@ -21,6 +21,7 @@ recorded steps at once).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any, Protocol
 
 import numpy as np
@@ -124,22 +125,25 @@ class StepCostModel:
 
     def attention_time_s(self, batch: BatchLike) -> Any:
         """Prefill and decode attention of one layer (sliding-window layers read at most their window)."""
-        c = self.coefficients
-        flops_rate = self._attn_peak * c.attention_compute_efficiency
-        bytes_rate = self._hbm * c.attention_memory_efficiency
-        prefill_flops = self._attn_flops_per_pair * np.asarray(batch.prefill_attention_pairs, dtype=float)
-        prefill_bytes = (self._kv_bytes_per_token * np.asarray(batch.prefill_context_tokens, dtype=float)
-                         + self._q_bytes_per_token * np.asarray(batch.num_prefill_tokens, dtype=float))
-        decode_ctx = np.asarray(batch.decode_context_tokens, dtype=float)
+        f = _floats(batch)
+        return self._attention(f.prefill_attention_pairs, f.prefill_context_tokens, f.num_prefill_tokens,
+                               f.decode_context_tokens, f.num_decode_tokens, np.maximum, np.minimum)
+
+    def _attention(self, pairs: Any, prefill_context: Any, num_prefill: Any, decode_context: Any,
+                   num_decode: Any, maximum: Any, minimum: Any) -> Any:
+        """The attention formula once, for float arrays (numpy's maximum/minimum) or Python floats (builtins)."""
+        prefill_flops = self._attn_flops_per_pair * pairs
+        prefill_bytes = self._kv_bytes_per_token * prefill_context + self._q_bytes_per_token * num_prefill
+        decode_ctx = decode_context
         if self._sliding_fraction:
-            window = self.model.sliding_window * np.asarray(batch.num_decode_tokens, dtype=float)
+            window = self.model.sliding_window * num_decode
             decode_ctx = ((1 - self._sliding_fraction) * decode_ctx
-                          + self._sliding_fraction * np.minimum(decode_ctx, window))
+                          + self._sliding_fraction * minimum(decode_ctx, window))
         decode_flops = self._attn_flops_per_pair * decode_ctx
         decode_bytes = self._kv_bytes_per_token * decode_ctx
-        prefill = np.maximum(prefill_flops / flops_rate, prefill_bytes / bytes_rate)
-        decode = np.maximum(decode_flops / flops_rate, decode_bytes / bytes_rate)
-        return prefill + decode
+        flops_rate, bytes_rate = self._attn_flops_rate, self._attn_bytes_rate
+        return (maximum(prefill_flops / flops_rate, prefill_bytes / bytes_rate)
+                + maximum(decode_flops / flops_rate, decode_bytes / bytes_rate))
 
     def allreduce_time_s(self, num_tokens: Any) -> Any:
         """Two TP all-reduces of the hidden states per layer."""
@@ -162,9 +166,13 @@ class StepCostModel:
 
     def overhead_time_s(self, batch: BatchLike) -> Any:
         """CPU and launch time of a step, spread over the stages it passes through."""
+        f = _floats(batch)
+        return self._overhead(f.num_seqs, f.num_prefill_tokens)
+
+    def _overhead(self, num_seqs: Any, num_prefill: Any) -> Any:
         c = self.coefficients
-        per_step = (c.step_overhead_s + c.per_seq_overhead_s * np.asarray(batch.num_seqs, dtype=float)
-                    + c.per_prefill_token_overhead_s * np.asarray(batch.num_prefill_tokens, dtype=float))
+        per_step = (c.step_overhead_s + c.per_seq_overhead_s * num_seqs
+                    + c.per_prefill_token_overhead_s * num_prefill)
         eager = c.eager_layer_overhead_s * self._layers if self.enforce_eager else 0.0
         return per_step / self.num_stages + eager
 
@@ -232,25 +240,15 @@ class StepCostModel:
         lm_head_s = self._lm_head_cache.get(num_sampled)
         if lm_head_s is None:
             lm_head_s = self._lm_head_cache[num_sampled] = self.lm_head_time_s(num_sampled)
-        c = self.coefficients
-        flops_rate, bytes_rate = self._attn_flops_rate, self._attn_bytes_rate
-        prefill_flops = self._attn_flops_per_pair * float(pairs)
-        prefill_bytes = (self._kv_bytes_per_token * float(prefill_context)
-                         + self._q_bytes_per_token * float(num_prefill))
-        decode_ctx = float(decode_context)
-        if self._sliding_fraction:
-            window = self.model.sliding_window * float(num_decode)
-            decode_ctx = ((1 - self._sliding_fraction) * decode_ctx
-                          + self._sliding_fraction * min(decode_ctx, window))
-        decode_flops = self._attn_flops_per_pair * decode_ctx
-        decode_bytes = self._kv_bytes_per_token * decode_ctx
-        attention = (max(prefill_flops / flops_rate, prefill_bytes / bytes_rate)
-                     + max(decode_flops / flops_rate, decode_bytes / bytes_rate))
-        per_step = (c.step_overhead_s + c.per_seq_overhead_s * float(num_seqs)
-                    + c.per_prefill_token_overhead_s * float(num_prefill))
-        overhead_s = per_step / self.num_stages + (c.eager_layer_overhead_s * self._layers
-                                                   if self.enforce_eager else 0.0)
+        attention = self._attention(float(pairs), float(prefill_context), float(num_prefill), float(decode_context),
+                                    float(num_decode), max, min)
+        overhead_s = self._overhead(float(num_seqs), float(num_prefill))
         return float(0 + gemm_s + self._layers * attention + allreduce_s + lm_head_s + send_s + overhead_s)
+
+
+def _floats(batch: BatchLike) -> Any:
+    """The batch's fields as float arrays (scalars become 0-d arrays)."""
+    return SimpleNamespace(**{name: np.asarray(getattr(batch, name), dtype=float) for name in _FIELDS})
 
 
 _FIELDS = ("num_prefill_tokens", "num_decode_tokens", "prefill_attention_pairs", "prefill_context_tokens",
