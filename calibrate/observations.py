@@ -73,7 +73,7 @@ def observation_from_record(record: Mapping[str, Any], cluster: ClusterSpec) -> 
     model_spec = (record.get("model") or {}).get("spec") or eng.get("model")
     if not model_spec:
         raise UserError(f"run {run_id}: no model in the record")
-    model = load_model(_model_source(record, model_spec))
+    model = _load_record_model(record, model_spec)
     precision = resolve_precision(model, cluster.gpu, dtype=eng.get("dtype") or "auto",
                                   quantization=eng.get("quantization"),
                                   kv_cache_dtype=eng.get("kv_cache_dtype") or "auto")
@@ -157,15 +157,14 @@ def vllm_version(record: Mapping[str, Any]) -> str:
     return str((record.get("provenance") or {}).get("vllm_version") or DEFAULT_VLLM_VERSION)
 
 
-def _model_source(record: Mapping[str, Any], spec: str) -> str:
-    """Prefer the catalog name; fall back to the config the run used (its path may no longer exist)."""
+def _load_record_model(record: Mapping[str, Any], spec: str) -> ModelShape:
+    """The catalog model by name; else the config the run used (the spec may be a path that no longer exists)."""
     try:
-        load_model(spec)
-        return spec
+        return load_model(spec)
     except UserError:
         path = (record.get("model") or {}).get("path")
         if path:
-            return str(path)
+            return load_model(path)
         raise
 
 
