@@ -138,7 +138,21 @@ class ItlRecorder:
         return np.concatenate(gaps), np.concatenate(counts)
 
 
-class ContinuousScheduler:
+class WaitingQueue:
+    """The FCFS queue of request indices both schedulers keep (continuous and static batching)."""
+
+    def __init__(self) -> None:
+        self.waiting: deque[int] = deque()
+
+    def add_request(self, req: int) -> None:
+        self.waiting.append(req)
+
+    @property
+    def num_waiting(self) -> int:
+        return len(self.waiting)
+
+
+class ContinuousScheduler(WaitingQueue):
     """The scheduler of one replica: waiting queue, running set, KV block pool (see the module docstring)."""
 
     def __init__(self, config: EngineConfig, table: RequestTable, itl: ItlRecorder) -> None:
@@ -146,7 +160,7 @@ class ContinuousScheduler:
         self.table = table
         self.itl = itl
         self.pool = KVBlockPool(config.num_kv_blocks, config.block_size)
-        self.waiting: deque[int] = deque()
+        super().__init__()
         self.prefilling: list[int] = []       # admitted, prompt not done; admission order
         self.ready: list[DecodeCohort] = []   # decoding cohorts not in flight
         self.in_flight: set[int] = set()      # prefilling requests inside a batch not yet returned (PP)
@@ -155,13 +169,6 @@ class ContinuousScheduler:
         self._next_admission = 0
 
     # ---- queue state -------------------------------------------------------------------------------------
-    def add_request(self, req: int) -> None:
-        self.waiting.append(req)
-
-    @property
-    def num_waiting(self) -> int:
-        return len(self.waiting)
-
     def has_schedulable_work(self) -> bool:
         if self.waiting:
             return True

@@ -17,7 +17,6 @@ so each step takes `num_stages x` the stage time.
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,7 +25,7 @@ from simulator.batch import BatchStats
 from simulator.config import EngineConfig
 from simulator.kv_blocks import KVBlockPool, num_blocks_for_tokens
 from simulator.request import RequestTable
-from simulator.scheduler import ItlRecorder
+from simulator.scheduler import ItlRecorder, WaitingQueue
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +41,7 @@ class StaticBatch:
     num_computed_tokens: int
 
 
-class StaticBatcher:
+class StaticBatcher(WaitingQueue):
     """Forms static batches from a FCFS waiting queue and applies their results."""
 
     def __init__(self, config: EngineConfig, table: RequestTable, itl: ItlRecorder) -> None:
@@ -51,16 +50,9 @@ class StaticBatcher:
         self.itl = itl
         self.batch_size = config.effective_static_batch_size
         self.pool = KVBlockPool(config.num_kv_blocks, config.block_size)
-        self.waiting: deque[int] = deque()
+        super().__init__()
         self.num_running = 0
         self.num_preemptions = 0
-
-    def add_request(self, req: int) -> None:
-        self.waiting.append(req)
-
-    @property
-    def num_waiting(self) -> int:
-        return len(self.waiting)
 
     def has_schedulable_work(self) -> bool:
         return bool(self.waiting)
