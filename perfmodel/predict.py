@@ -130,15 +130,19 @@ def wave_batch_size(scenario: Scenario, plan: MemoryPlan) -> int:
     return max(0, limit)
 
 
+def fit_check(scenario: Scenario, layout: Layout) -> tuple[MemoryPlan, int, bool, str]:
+    """The memory plan, the sequences a replica runs at once, and whether (and why not) the layout fits."""
+    plan = scenario.memory(layout)
+    batch = min(wave_batch_size(scenario, plan), math.ceil(scenario.workload.num_prompts / layout.dp))
+    if plan.fits and batch == 0:
+        return plan, batch, False, "KV cache cannot hold one request of input_len + output_len tokens"
+    return plan, batch, plan.fits, plan.reason
+
+
 def predict_layout(scenario: Scenario, layout: Layout) -> LayoutPrediction:
     """Memory and analytical offline throughput of one layout."""
     check_tp(layout.tp, scenario.model.num_attention_heads, scenario.model.num_kv_heads)
-    plan = scenario.memory(layout)
-    replicas_prompts = math.ceil(scenario.workload.num_prompts / layout.dp)
-    batch = min(wave_batch_size(scenario, plan), replicas_prompts)
-    fits, reason = plan.fits, plan.reason
-    if fits and batch == 0:
-        fits, reason = False, "KV cache cannot hold one request of input_len + output_len tokens"
+    plan, batch, fits, reason = fit_check(scenario, layout)
     base = dict(tp=layout.tp, pp=layout.pp, dp=layout.dp, gpus=layout.gpus, weights_gib_per_gpu=plan.weights_bytes / 2**30,
                 kv_cache_tokens=plan.kv_cache_tokens, max_concurrency=plan.max_concurrency, batch_size=batch,
                 calibration=scenario.profile.status_for(scenario.cluster.gpu.name))
@@ -221,7 +225,7 @@ def min_gpus_to_fit(scenario: Scenario, limit: int = 512) -> int | None:
         layouts = enumerate_layouts(n, num_attention_heads=scenario.model.num_attention_heads,
                                     num_kv_heads=scenario.model.num_kv_heads, num_layers=scenario.model.num_layers,
                                     gpus_per_node=scenario.cluster.gpus_per_node)
-        if any(predict_layout(scenario, layout).fits for layout in layouts):
+        if any(fit_check(scenario, layout)[2] for layout in layouts):
             return n
     return None
 
