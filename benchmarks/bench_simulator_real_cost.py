@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from perfmodel.layout import Layout  # noqa: E402
 from perfmodel.predict import Scenario, predict_layout  # noqa: E402
-from perfmodel.simulate import build_requests, engine_config, length_distribution  # noqa: E402
+from perfmodel.simulate import build_requests, length_distribution  # noqa: E402
 from simulator.batch import BatchStats, LinearStepCost  # noqa: E402
 from simulator.run import simulate  # noqa: E402
 
@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
                               output_len=length_distribution("lognormal", 200, 0.6), num_prompts=args.num_prompts,
                               request_rate=rate, seed=args.seed)
     t_gen = time.perf_counter() - t0
-    engine = engine_config(scenario, scenario.memory(layout).num_gpu_blocks)
+    engine = scenario.engine_config(scenario.memory(layout).num_gpu_blocks)
     cost = scenario.step_cost(layout)
 
     t0 = time.perf_counter()

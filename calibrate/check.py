@@ -15,8 +15,7 @@ import numpy as np
 import pandas as pd
 
 from calibrate.fit import CoefficientFitter
-from calibrate.observations import (OFFLINE_METRICS, ONLINE_METRICS, Observation, predicted_memory,
-                                    predicted_metrics, simulate_observation)
+from calibrate.observations import OFFLINE_METRICS, ONLINE_METRICS, Observation, predicted_metrics
 from hardware.spec import ClusterSpec
 from perfmodel.coefficients import Coefficients
 
@@ -35,16 +34,16 @@ def compare(observations: Sequence[Observation], cluster: ClusterSpec, coefficie
     """One row per (run, metric): measured, predicted (end to end) and predicted with measured KV."""
     rows = []
     for o in observations:
-        memory = predicted_memory(o, cluster, coefficients)
+        memory = o.memory(coefficients)
         base = dict(run_id=o.run_id, model=o.model_name, layout=o.layout_name, mode=o.mode, eager=o.eager,
                     max_num_seqs=o.engine.max_num_seqs, input_len=float(np.mean(o.input_lens)),
                     output_len=float(np.mean(o.output_lens)), num_prompts=len(o.input_lens), fold=fold)
         if o.measured_kv_cache_tokens:
             rows.append({**base, "metric": "kv_cache_tokens", "measured": float(o.measured_kv_cache_tokens),
                          "predicted": float(memory.kv_cache_tokens), "predicted_measured_kv": np.nan})
-        end_to_end = predicted_metrics(o, simulate_observation(o, cluster, coefficients, kv_from="model")) \
+        end_to_end = predicted_metrics(o, o.simulate(coefficients, kv_from="model")) \
             if memory.num_gpu_blocks > 0 else {}
-        with_kv = predicted_metrics(o, simulate_observation(o, cluster, coefficients, kv_from="measured"))
+        with_kv = predicted_metrics(o, o.simulate(coefficients, kv_from="measured"))
         for metric in (OFFLINE_METRICS if o.mode == "offline" else ONLINE_METRICS):
             if metric in o.measured and o.measured[metric] > 0:
                 rows.append({**base, "metric": metric, "measured": o.measured[metric],

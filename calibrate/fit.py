@@ -26,7 +26,7 @@ from typing import Sequence
 import numpy as np
 from scipy import optimize
 
-from calibrate.observations import Observation, predicted_memory, simulate_observation, step_cost
+from calibrate.observations import Observation
 from hardware.spec import ClusterSpec
 from perfmodel.coefficients import Coefficients
 from perfmodel.errors import UserError
@@ -117,7 +117,7 @@ class CoefficientFitter:
             if kv_measured is None or key in seen:
                 continue
             seen.add(key)
-            plan = predicted_memory(o, self.cluster, no_activation)
+            plan = o.memory(no_activation)
             logits = activation_peak_bytes(o.model, o.precision, o.layout, o.engine, no_activation)
             forward_unit = activation_peak_bytes(o.model, o.precision, o.layout, o.engine, unit) - logits
             rhs = plan.budget_bytes - plan.weights_bytes - logits - kv_measured
@@ -131,13 +131,13 @@ class CoefficientFitter:
 
     # -- step cost -------------------------------------------------------------------------------------------
     def _trace(self, obs: Observation, coefficients: Coefficients) -> _Trace:
-        result = simulate_observation(obs, self.cluster, coefficients, kv_from="measured")
-        summed = float(np.sum(step_cost(obs, self.cluster, coefficients)(result.steps)))
+        result = obs.simulate(coefficients, kv_from="measured")
+        summed = float(np.sum(obs.step_cost(coefficients)(result.steps)))
         factor = result.metrics.duration_s / summed if summed > 0 else 1.0
         return _Trace(obs=obs, steps=result.steps, pipeline_factor=factor, measured_elapsed_s=obs.measured["elapsed_s"])
 
     def _predict_elapsed(self, trace: _Trace, coefficients: Coefficients) -> float:
-        cost = step_cost(trace.obs, self.cluster, coefficients)
+        cost = trace.obs.step_cost(coefficients)
         return trace.pipeline_factor * float(np.sum(cost(trace.steps)))
 
     def _fit_steps(self, traces: Sequence[_Trace], start: Coefficients, names: Sequence[str]):

@@ -1,9 +1,10 @@
 """Measured runs as the model sees them: a results record -> an ``Observation`` -> a simulated prediction.
 
 This is the one place that reads the results schema (calibrate/README.md) for fitting and checking. Each
-observation is simulated with the engine's own settings as vLLM resolved them (``engine_info``), the per-request
-lengths the runner actually sent, and either the KV-cache size vLLM measured (to judge the step-cost model
-alone) or the memory model's (end to end).
+observation holds the ``perfmodel.scenario.Scenario`` of its run (the engine's own settings as vLLM resolved
+them, ``engine_info``) and the per-request lengths the runner actually sent; it is priced with whatever
+coefficients a fit tries, through that scenario, and simulated with either the KV-cache size vLLM measured
+(to judge the step-cost model alone) or the memory model's (end to end).
 """
 
 from __future__ import annotations
@@ -16,17 +17,17 @@ import numpy as np
 
 from hardware import load_hardware
 from hardware.spec import ClusterSpec
-from perfmodel.coefficients import Coefficients
-from perfmodel.cost import StepCostModel
+from perfmodel.coefficients import Coefficients, Profile
 from perfmodel.engine import DEFAULT_VLLM_VERSION, EngineArgs, default_gpu_memory_utilization
 from perfmodel.errors import UserError
+from perfmodel.estimate import OfflineWorkload
 from perfmodel.layout import Layout
-from perfmodel.memory import MemoryPlan, memory_plan
+from perfmodel.memory import MemoryPlan
 from perfmodel.model import ModelShape, load_model
 from perfmodel.precision import Precision, resolve_precision
-from simulator.config import EngineConfig
+from perfmodel.scenario import Scenario
 from simulator.request import Request
-from simulator.run import SimResult, simulate
+from simulator.run import SimResult
 
 # Metrics compared between measurement and prediction, by mode.
 OFFLINE_METRICS = ("tokens_per_second", "output_tokens_per_second", "requests_per_second")
@@ -39,11 +40,8 @@ class Observation:
     """One measured run, resolved into model objects."""
 
     run_id: str
-    model_name: str
-    model: ModelShape
+    scenario: Scenario  # the run's model, hardware, precision and engine as vLLM resolved them
     layout: Layout
-    precision: Precision
-    engine: EngineArgs
     mode: str  # "offline" | "online"
     input_lens: np.ndarray
     output_lens: np.ndarray
@@ -56,12 +54,50 @@ class Observation:
     record: Mapping[str, Any] = field(repr=False)
 
     @property
+    def model(self) -> ModelShape:
+        return self.scenario.model
+
+    @property
+    def model_name(self) -> str:
+        return self.scenario.model.name
+
+    @property
+    def precision(self) -> Precision:
+        return self.scenario.precision
+
+    @property
+    def engine(self) -> EngineArgs:
+        return self.scenario.engine
+
+    @property
     def layout_name(self) -> str:
         return f"TP{self.layout.tp}xPP{self.layout.pp}"
 
     @property
     def eager(self) -> bool:
         return self.engine.enforce_eager
+
+    def memory(self, coefficients: Coefficients) -> MemoryPlan:
+        return self.scenario.with_coefficients(coefficients).memory(self.layout)
+
+    def step_cost(self, coefficients: Coefficients):
+        return self.scenario.with_coefficients(coefficients).step_cost(self.layout)
+
+    def requests(self) -> list[Request]:
+        return [Request(id=i, arrival_s=float(a), num_prompt_tokens=int(p), num_output_tokens=int(o))
+                for i, (a, p, o) in enumerate(zip(self.arrival_s, self.input_lens, self.output_lens))]
+
+    def simulate(self, coefficients: Coefficients, *, kv_from: str = "measured") -> SimResult:
+        """Replay the run in the simulator; ``kv_from`` = "measured" (vLLM's KV cache) or "model"."""
+        scenario = self.scenario.with_coefficients(coefficients)
+        blocks = None
+        if kv_from == "measured" and self.measured_kv_cache_tokens:
+            # tokens, not vLLM's block count: with hybrid (sliding + full) layer groups a block holds one group
+            blocks = max(1, self.measured_kv_cache_tokens // self.engine.block_size)
+        else:
+            blocks = max(1, scenario.memory(self.layout).num_gpu_blocks)
+        return scenario.simulate(self.layout, self.requests(), max_concurrency=self.max_concurrency,
+                                 record_timeline=True, num_kv_blocks=blocks)
 
 
 def observation_from_record(record: Mapping[str, Any], cluster: ClusterSpec) -> Observation:
@@ -100,10 +136,15 @@ def observation_from_record(record: Mapping[str, Any], cluster: ClusterSpec) -> 
     metrics = {_metric_name(k): float(v) for k, v in (record.get("metrics") or {}).items()
                if isinstance(v, (int, float)) and not isinstance(v, bool)}
     kv_tokens = _first(info.get("kv_cache_tokens"), info.get("gpu_kv_cache_tokens"))
+    scenario = Scenario(model=model, cluster=cluster, precision=precision, engine=engine,
+                        profile=Profile(name="fit", gpu=cluster.gpu.name, coefficients=Coefficients()),
+                        workload=OfflineWorkload(input_len=max(1, round(float(np.mean(input_lens)))),
+                                                 output_len=max(1, round(float(np.mean(output_lens)))),
+                                                 num_prompts=len(input_lens)))
     return Observation(
-        run_id=run_id, model_name=model.name, model=model,
+        run_id=run_id, scenario=scenario,
         layout=Layout(tp=int(eng.get("tensor_parallel_size", 1)), pp=int(eng.get("pipeline_parallel_size", 1))),
-        precision=precision, engine=engine, mode=mode, input_lens=input_lens, output_lens=output_lens,
+        mode=mode, input_lens=input_lens, output_lens=output_lens,
         arrival_s=arrival, max_concurrency=_int_or_none(wl.get("max_concurrency")), measured=metrics,
         measured_kv_cache_tokens=_int_or_none(kv_tokens), measured_num_gpu_blocks=_int_or_none(info.get("num_gpu_blocks")),
         measured_kv_cache_bytes=info.get("kv_cache_memory_bytes_log"),
@@ -120,32 +161,6 @@ def load_observations(records: list[Mapping[str, Any]], hardware: str) -> tuple[
 
 
 # -- predicting one observation ------------------------------------------------------------------------------
-def predicted_memory(obs: Observation, cluster: ClusterSpec, coefficients: Coefficients) -> MemoryPlan:
-    return memory_plan(obs.model, cluster, obs.layout, obs.precision, obs.engine, coefficients)
-
-
-def step_cost(obs: Observation, cluster: ClusterSpec, coefficients: Coefficients) -> StepCostModel:
-    return StepCostModel(obs.model, cluster, obs.layout, obs.precision, coefficients,
-                         enforce_eager=obs.engine.enforce_eager)
-
-
-def simulate_observation(obs: Observation, cluster: ClusterSpec, coefficients: Coefficients, *,
-                         kv_from: str = "measured") -> SimResult:
-    """Replay the run in the simulator; ``kv_from`` = "measured" (vLLM's block count) or "model"."""
-    if kv_from == "measured" and obs.measured_kv_cache_tokens:
-        # tokens, not vLLM's block count: with hybrid (sliding + full) layer groups a block holds one group
-        blocks = obs.measured_kv_cache_tokens // obs.engine.block_size
-    else:
-        blocks = predicted_memory(obs, cluster, coefficients).num_gpu_blocks
-    engine = EngineConfig(max_num_seqs=obs.engine.max_num_seqs, max_num_batched_tokens=obs.engine.max_num_batched_tokens,
-                          num_kv_blocks=max(1, blocks), block_size=obs.engine.block_size,
-                          enable_chunked_prefill=obs.engine.enable_chunked_prefill)
-    requests = [Request(id=i, arrival_s=float(a), num_prompt_tokens=int(p), num_output_tokens=int(o))
-                for i, (a, p, o) in enumerate(zip(obs.arrival_s, obs.input_lens, obs.output_lens))]
-    return simulate(requests, engine, step_cost(obs, cluster, coefficients),
-                    max_concurrency=obs.max_concurrency, record_timeline=True)
-
-
 def predicted_metrics(obs: Observation, result: SimResult) -> dict[str, float]:
     """The simulated run's metrics under the names the runner records."""
     m = result.metrics

@@ -1,9 +1,11 @@
 """Predict every run of a sweep before it is measured: ``perfmodel calibrate predict SWEEP --hardware H``.
 
-Each run is turned into the record the runner would write, minus what only the engine knows (its KV cache
-size: the memory model's is used), then simulated end to end with the chosen profile. The predictions are
-written as JSON lines keyed by ``run_id``, so that ``calibrate check`` on the later measurements can be matched
-against what was said beforehand.
+Each run becomes the ``Scenario`` its engine will be (``ScenarioOptions`` from the sweep's engine arguments,
+vLLM's defaults for the rest, exactly as ``perfmodel predict`` resolves them) and the requests its runner will
+send: the same per-request lengths, the same send times (``calibrate.client.arrival_times``) and concurrency
+limit. It is simulated end to end, with the memory model's KV cache. The predictions are written as JSON lines
+keyed by ``run_id``, so that ``calibrate check`` on the later measurements can be matched against what was said
+beforehand.
 """
 
 from __future__ import annotations
@@ -13,42 +15,49 @@ import json
 from pathlib import Path
 from typing import Any
 
-from calibrate.observations import observation_from_record, predicted_memory, predicted_metrics, simulate_observation
+import numpy as np
+
+from calibrate.client import arrival_times
+from calibrate.observations import Observation, predicted_metrics
 from calibrate.sweep import RunConfig, load_sweep
-from hardware import load_hardware
 from perfmodel.coefficients import Profile
-from perfmodel.engine import DEFAULT_VLLM_VERSION, default_engine_args
-from perfmodel.model import load_model
+from perfmodel.engine import DEFAULT_VLLM_VERSION
+from perfmodel.layout import Layout
+from perfmodel.scenario import Scenario, ScenarioOptions
 
 
-def planned_record(run: RunConfig, gpu_memory_bytes: float, vllm_version: str) -> dict[str, Any]:
-    """The parts of a results record a prediction needs, with vLLM's defaults where the sweep leaves them."""
-    engine, workload = run.engine.to_dict(), run.workload.to_dict()
-    entry = "offline" if engine.get("mode", "offline") == "offline" else "serve"
-    defaults = default_engine_args(gpu_memory_bytes, entry_point=entry, vllm_version=vllm_version,
-                                   max_num_seqs=engine.get("max_num_seqs"),
-                                   max_num_batched_tokens=engine.get("max_num_batched_tokens"))
-    input_lens, output_lens = run.workload.lengths()
-    return {
-        "run_id": run.run_id, "status": "ok", "config": {"engine": engine, "workload": workload},
-        "model": {"spec": engine["model"]},
-        "engine_info": {"max_num_seqs": defaults.max_num_seqs, "max_num_batched_tokens": defaults.max_num_batched_tokens},
-        "provenance": {"vllm_version": vllm_version},
-        "requests": {"input_lens": list(input_lens), "output_lens": list(output_lens)},
-    }
+def planned_observation(run: RunConfig, hardware: str, profile: Profile, vllm_version: str,
+                        base_dir: Path) -> Observation:
+    """The run as it will be measured, with nothing measured yet."""
+    e, w = run.engine, run.workload
+    model = str(base_dir / e.model) if (base_dir / e.model).exists() else e.model  # as the runner resolves it
+    options = ScenarioOptions(
+        model=model, hardware=hardware, dtype=e.dtype, quantization=e.quantization,
+        kv_cache_dtype=e.kv_cache_dtype or "auto", vllm_version=vllm_version,
+        entry_point="offline" if e.mode == "offline" else "serve", max_num_seqs=e.max_num_seqs,
+        max_num_batched_tokens=e.max_num_batched_tokens, gpu_memory_utilization=e.gpu_memory_utilization,
+        max_model_len=e.max_model_len, block_size=e.block_size, enforce_eager=e.enforce_eager)
+    scenario = Scenario.from_options(options).with_coefficients(profile.coefficients)
+    input_lens, output_lens = (np.asarray(v, dtype=int) for v in w.lengths())
+    online = e.mode == "online"
+    sent = arrival_times(len(input_lens), w.request_rate, w.burstiness, w.seed) if online else [0.0] * len(input_lens)
+    return Observation(run_id=run.run_id, scenario=scenario,
+                       layout=Layout(tp=e.tensor_parallel_size, pp=e.pipeline_parallel_size), mode=e.mode,
+                       input_lens=input_lens, output_lens=output_lens, arrival_s=np.asarray(sent, dtype=float),
+                       max_concurrency=w.max_concurrency if online else None, measured={},
+                       measured_kv_cache_tokens=None, measured_num_gpu_blocks=None, measured_kv_cache_bytes=None,
+                       record={})
 
 
 def predict_sweep(sweep_path: str | Path, hardware: str, profile: Profile, *,
                   vllm_version: str = DEFAULT_VLLM_VERSION) -> list[dict[str, Any]]:
-    """One prediction per run of the sweep (offline runs; online runs use their arrival settings' lengths)."""
+    """One prediction per run of the sweep, offline and online."""
     sweep = load_sweep(sweep_path)
-    cluster = load_hardware(hardware)
     out = []
     for run in sweep.runs:
-        load_model(run.engine.model)  # a clear error for a model the catalog does not know
-        obs = observation_from_record(planned_record(run, cluster.gpu.memory_bytes, vllm_version), cluster)
-        memory = predicted_memory(obs, cluster, profile.coefficients)
-        metrics = predicted_metrics(obs, simulate_observation(obs, cluster, profile.coefficients, kv_from="model"))
+        obs = planned_observation(run, hardware, profile, vllm_version, sweep.base_dir)
+        memory = obs.memory(profile.coefficients)
+        metrics = predicted_metrics(obs, obs.simulate(profile.coefficients, kv_from="model"))
         out.append({"run_id": run.run_id, "description": run.describe(), "hardware": hardware,
                     "profile": profile.name, "profile_source": profile.source, "vllm_version": vllm_version,
                     "predicted_utc": dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat(),

@@ -47,8 +47,10 @@ from typing import Any, Callable, TextIO
 
 import numpy as np
 
+from perfmodel.engine import EngineArgs
 from perfmodel.errors import UserError
 from perfmodel.layout import Layout, enumerate_layouts
+from perfmodel.scenario import Scenario, ScenarioOptions
 from simulator.workload import LengthDistribution
 
 PRUNE_FRACTION = 0.9  # the closed form may be a little pessimistic: simulate what comes within 10% of the rate
@@ -93,6 +95,7 @@ class PlanResult:
     best: Trial | None
     trials: tuple[Trial, ...]
     message: str
+    engine: EngineArgs  # the engine every layout was simulated with, as resolved (vLLM's defaults filled in)
 
     @property
     def gpus(self) -> int | None:
@@ -103,7 +106,7 @@ class PlanResult:
 class _Task:
     """What a worker process needs to simulate one layout: picklable names and numbers only."""
 
-    scenario_options: tuple[tuple[str, Any], ...]  # Scenario.build keyword arguments
+    options: ScenarioOptions  # names and numbers: the worker rebuilds the scenario from them
     tp: int
     pp: int
     dp: int
@@ -138,15 +141,16 @@ def plan_capacity(*, request_rate: float, ttft_p99_s: float | None = None, tpot_
                   gpus_max: int = 64, input_len: int | LengthDistribution = 100,
                   output_len: int | LengthDistribution = 600, num_prompts: int | None = None,
                   burstiness: float = 1.0, seed: int = 0, workers: int | None = None,
-                  progress: Callable[[int, int], None] | None = None, **scenario_options: Any) -> PlanResult:
+                  progress: Callable[[int, int], None] | None = None, options: ScenarioOptions | None = None,
+                  **scenario_options: Any) -> PlanResult:
     """Search GPU counts and layouts for the fewest GPUs that serve ``request_rate`` requests/s (module doc).
 
-    ``scenario_options`` are ``Scenario.build``'s (model, hardware, dtype, quantization, engine arguments,
-    kv_offload, ...), as names, paths and numbers so that worker processes can rebuild the scenario;
-    the entry point defaults to ``serve`` (vLLM's server defaults). ``workers``: processes (default: the
-    machine's cores). ``progress(done, total)`` is called as simulations finish.
+    ``options`` (or ``scenario_options``, the same fields as keywords: model, hardware, dtype, quantization,
+    engine arguments, vllm_version, kv_offload, ...) say what to plan for; worker processes rebuild the
+    scenario from them. Without options the entry point is ``serve`` (vLLM's server defaults); the workload
+    fields are replaced by the mean lengths and the request count planned here. ``workers``: processes
+    (default: the machine's cores). ``progress(done, total)`` is called as simulations finish.
     """
-    from perfmodel.predict import Scenario
     from perfmodel.simulate import as_length_distribution
 
     if not 0 < request_rate < math.inf:
@@ -158,22 +162,25 @@ def plan_capacity(*, request_rate: float, ttft_p99_s: float | None = None, tpot_
         raise UserError(f"--gpus-max must be at least 1, got {gpus_max}")
     if num_prompts is not None and num_prompts < 10:
         raise UserError(f"--num-prompts must be at least 10 to judge a steady state, got {num_prompts}")
-    scenario_options.setdefault("entry_point", "serve")
+    if options is None:
+        try:
+            options = ScenarioOptions(**{"entry_point": "serve", **scenario_options})
+        except TypeError as exc:
+            raise UserError(f"unknown scenario option: {exc}") from None
     inputs = as_length_distribution(input_len, "--input-len")
     outputs = as_length_distribution(output_len, "--output-len")
     rng = np.random.default_rng(seed)  # the means the closed form uses, from lengths as the simulation draws them
     mean_in = max(1, round(float(np.mean(inputs.sample(MAX_REQUESTS, rng)))))
     mean_out = max(1, round(float(np.mean(outputs.sample(MAX_REQUESTS, rng)))))
     n = num_prompts or num_requests_for(request_rate, mean_out, ttft_p99_s, tpot_p99_s)
-    scenario = Scenario.build(**{**scenario_options, "input_len": mean_in, "output_len": mean_out, "num_prompts": n})
+    options = options.replace(input_len=mean_in, output_len=mean_out, num_prompts=n)
+    scenario = Scenario.from_options(options)
     cluster = scenario.cluster
     counts = gpu_counts(gpus_max, cluster.gpus_per_node, cluster.max_nodes_per_job)
     if not counts:
         raise UserError(f"--gpus-max {gpus_max} leaves no GPU count to try")
-    options = tuple(sorted(scenario_options.items()))
-
     def task(layout: Layout, analytical_rps: float) -> _Task:
-        return _Task(scenario_options=options, tp=layout.tp, pp=layout.pp, dp=layout.dp,
+        return _Task(options=options, tp=layout.tp, pp=layout.pp, dp=layout.dp,
                      analytical_requests_per_second=analytical_rps, input_len=inputs,
                      output_len=outputs, num_prompts=n, request_rate=request_rate, burstiness=burstiness,
                      seed=seed, ttft_p99_s=ttft_p99_s, tpot_p99_s=tpot_p99_s)
@@ -199,7 +206,7 @@ def plan_capacity(*, request_rate: float, ttft_p99_s: float | None = None, tpot_
         message = (f"no layout of up to {limit} GPUs ({why}) sustains {request_rate:g} req/s"
                    f"{_targets_text(ttft_p99_s, tpot_p99_s)}; see the trials for the closest, or relax the targets")
     return PlanResult(request_rate=request_rate, ttft_p99_s=ttft_p99_s, tpot_p99_s=tpot_p99_s, gpus_max=gpus_max,
-                      num_requests=n, best=best, trials=tuple(trials), message=message)
+                      num_requests=n, best=best, trials=tuple(trials), message=message, engine=scenario.engine)
 
 
 def _targets_text(ttft: float | None, tpot: float | None) -> str:
@@ -298,26 +305,23 @@ def _search(pool, counts: list[int], screen, trials: list[Trial], progress) -> T
 
 
 @functools.lru_cache(maxsize=8)
-def _scenario(options: tuple[tuple[str, Any], ...]):
-    from perfmodel.predict import Scenario
-
-    return Scenario.build(**dict(options))
+def _scenario(options: ScenarioOptions) -> Scenario:
+    return Scenario.from_options(options)
 
 
 def _simulate_trial(task: _Task) -> Trial:
     """Simulate one layout at the planned load and judge it (runs in a worker process)."""
-    from perfmodel.simulate import build_requests, simulate_layout
+    from perfmodel.simulate import build_requests
 
-    scenario = _scenario(task.scenario_options)
+    scenario = _scenario(task.options)
     layout = Layout(tp=task.tp, pp=task.pp, dp=task.dp)
-    max_len = scenario.engine.max_model_len or scenario.model.max_position_embeddings
     requests = build_requests(input_len=task.input_len, output_len=task.output_len, num_prompts=task.num_prompts,
                               request_rate=task.request_rate, burstiness=task.burstiness, seed=task.seed,
-                              max_model_len=max_len)
+                              max_model_len=scenario.max_model_len)
     base = dict(gpus=layout.gpus, tp=layout.tp, pp=layout.pp, dp=layout.dp,
                 analytical_requests_per_second=task.analytical_requests_per_second)
     try:
-        result = simulate_layout(scenario, layout, requests, seed=task.seed)
+        result = scenario.simulate(layout, requests, seed=task.seed)
     except UserError as exc:
         return Trial(**base, status="rejected", reason=str(exc))
     return _judge(result, task, base)

@@ -48,6 +48,8 @@ _INT4_METHODS = {"gptq": 6.0, "awq": 7.5, "gptq_marlin": 8.0, "awq_marlin": 8.0}
 _FP16_ONLY_METHODS = ("gptq", "awq")
 _FP8_KV = ("fp8", "fp8_e4m3", "fp8_e5m2")
 QUANTIZATION_CHOICES = (*_INT4_METHODS, "fp8", "int8")
+DTYPE_CHOICES = ("auto", "float16", "bfloat16", "half")  # --dtype values perfmodel models ("half" = float16)
+KV_CACHE_DTYPE_CHOICES = ("auto", "fp8")
 KV_CACHE_DTYPE_CHOICES = ("auto", *_FP8_KV)
 # Parameters a quantized checkpoint leaves in the activation dtype.
 UNQUANTIZED_PARAMS = ("embed_tokens", "lm_head", "norms", "biases", "router")

@@ -1,7 +1,7 @@
 """Predict one layout or rank every layout of N GPUs: the Python API under ``perfmodel predict``.
 
     >>> from perfmodel.predict import Scenario, predict_all
-    >>> scenario = Scenario.build(model="llama-3.1-70b", hardware="taiwania2")
+    >>> scenario = Scenario.build(model="llama-3.1-70b", hardware="taiwania2")  # see perfmodel.scenario
     >>> best = predict_all(scenario, num_gpus=16)[0]
 """
 
@@ -10,88 +10,18 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from hardware import load_hardware
-from hardware.spec import ClusterSpec
-from perfmodel.coefficients import Profile, default_profile, load_profile
-from perfmodel.cost import StepCostModel
-from perfmodel.engine import EngineArgs, default_engine_args
 from perfmodel.errors import UserError
-from perfmodel.estimate import OfflineWorkload, offline_throughput
+from perfmodel.estimate import offline_throughput
 from perfmodel.layout import Layout, check_tp, enumerate_layouts
-from perfmodel.memory import MemoryPlan, kv_bytes_per_token_per_gpu, memory_plan
-from perfmodel.model import ModelShape, load_model
-from perfmodel.offload import NEEDS_PP, OffloadStepCost, check_host_fraction, host_link, with_offload
-from perfmodel.precision import Precision, resolve_precision
+from perfmodel.memory import MemoryPlan
+from perfmodel.scenario import Scenario, ScenarioOptions
+
+__all__ = ["LayoutPrediction", "Scenario", "ScenarioOptions", "predict_all", "predict_layout", "predictions_frame"]
 
 if TYPE_CHECKING:
     import pandas as pd
-
-BATCHING = ("continuous", "static")
-
-
-@dataclass(frozen=True, kw_only=True)
-class Scenario:
-    """Everything a prediction needs besides the layout."""
-
-    model: ModelShape
-    cluster: ClusterSpec
-    precision: Precision
-    engine: EngineArgs
-    profile: Profile
-    workload: OfflineWorkload
-    batching: str = "continuous"
-    static_batch_size: int | None = None  # None: as large as memory and max_num_seqs allow
-    kv_offload: bool = False  # KV of idle pipeline micro-batches in host memory (perfmodel.offload); PP >= 2
-    kv_offload_host_fraction: float = 0.5  # of a node's host memory, shared by its GPUs
-
-    def __post_init__(self) -> None:
-        if self.batching not in BATCHING:
-            raise UserError(f"--batching must be one of {', '.join(BATCHING)}, got {self.batching!r}")
-        if self.static_batch_size is not None and self.static_batch_size < 1:
-            raise UserError(f"--static-batch-size must be at least 1, got {self.static_batch_size}")
-        if self.kv_offload:
-            check_host_fraction(self.kv_offload_host_fraction)
-
-    @classmethod
-    def build(cls, *, model: str = "llama-3.1-70b", hardware: str = "taiwania2", dtype: str = "auto",
-              quantization: str | None = None, kv_cache_dtype: str = "auto", calibration: str | None = None,
-              input_len: int = 100, output_len: int = 600, num_prompts: int = 300, batching: str = "continuous",
-              static_batch_size: int | None = None, entry_point: str = "offline", kv_offload: bool = False,
-              kv_offload_host_fraction: float = 0.5, **engine: Any) -> "Scenario":
-        """Load model and hardware by name or path and fill vLLM's defaults for what is not given."""
-        shape = load_model(model)
-        cluster = load_hardware(hardware)
-        precision = resolve_precision(shape, cluster.gpu, dtype=dtype,
-                                      quantization=quantization, kv_cache_dtype=kv_cache_dtype)
-        profile = load_profile(calibration) if calibration else default_profile(cluster.gpu.name)
-        engine_args = default_engine_args(cluster.gpu.memory_bytes, entry_point=entry_point, **engine)
-        workload = OfflineWorkload(input_len=input_len, output_len=output_len, num_prompts=num_prompts)
-        return cls(model=shape, cluster=cluster, precision=precision, engine=engine_args, profile=profile,
-                   workload=workload, batching=batching, static_batch_size=static_batch_size,
-                   kv_offload=kv_offload, kv_offload_host_fraction=kv_offload_host_fraction)
-
-    def with_(self, **changes: Any) -> "Scenario":
-        return dataclasses.replace(self, **changes)
-
-    def step_cost(self, layout: Layout) -> StepCostModel | OffloadStepCost:
-        cost = StepCostModel(self.model, self.cluster, layout, self.precision, self.profile.coefficients,
-                             enforce_eager=self.engine.enforce_eager)
-        if not self.kv_offload:
-            return cost
-        if layout.pp < 2:
-            raise UserError(NEEDS_PP)
-        bandwidth, latency = host_link(self.cluster)
-        return OffloadStepCost(cost, kv_bytes_per_token_per_gpu(self.model, self.precision, layout), bandwidth,
-                               latency)
-
-    def memory(self, layout: Layout) -> MemoryPlan:
-        plan = memory_plan(self.model, self.cluster, layout, self.precision, self.engine, self.profile.coefficients)
-        if self.kv_offload:
-            plan = with_offload(plan, layout, self.cluster, self.engine.block_size, self.kv_offload_host_fraction)
-        return plan
-
 
 @dataclass(frozen=True, kw_only=True)
 class LayoutPrediction:

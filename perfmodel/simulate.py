@@ -1,17 +1,14 @@
-"""Simulate a layout of a Scenario: workloads in, the SimPy engine's metrics and timelines out.
+"""Workloads for a Scenario's simulation, and what is built on ``Scenario.simulate``: the offline run of the
+scenario's own workload, continuous vs static batching, timeline files.
 
-    >>> from perfmodel.predict import Scenario
+    >>> from perfmodel.scenario import Scenario
     >>> from perfmodel.layout import Layout
-    >>> from perfmodel.simulate import build_requests, length_distribution, simulate_layout
+    >>> from perfmodel.simulate import build_requests, length_distribution
     >>> scenario = Scenario.build(model="llama-3.1-8b", hardware="hgx-h200", entry_point="serve")
     >>> requests = build_requests(input_len=500, output_len=length_distribution("lognormal", 200, 0.6),
     ...                           num_prompts=1000, request_rate=20, seed=0)
-    >>> result = simulate_layout(scenario, Layout(tp=1, dp=8), requests)
+    >>> result = scenario.simulate(Layout(tp=1, dp=8), requests)
     >>> result.metrics.ttft_s_p99
-
-The engine of every replica gets the scenario's vLLM limits (``max_num_seqs``, ``max_num_batched_tokens``,
-chunked prefill, block size), the KV blocks of the memory plan and the scenario's step cost; the layout's
-``dp`` replicas sit behind a router.
 """
 
 from __future__ import annotations
@@ -23,15 +20,13 @@ from pathlib import Path
 import numpy as np
 
 from perfmodel.errors import UserError
-from perfmodel.layout import Layout, check_tp
-from simulator.cluster import ROUTERS
-from simulator.config import EngineConfig
+from perfmodel.layout import Layout
+from perfmodel.scenario_options import DISTRIBUTIONS
 from simulator.metrics import Metrics
 from simulator.request import Request, requests_from_arrays
-from simulator.run import SimResult, simulate
+from simulator.run import SimResult
 from simulator.workload import LengthDistribution, arrival_times, load_trace
 
-DISTRIBUTIONS = ("fixed", "uniform", "normal", "lognormal")
 DEFAULT_SPREAD = 0.5
 
 
@@ -111,48 +106,6 @@ def build_requests(*, input_len: int | LengthDistribution = 100, output_len: int
     return requests_from_arrays(arrivals, prompts, generated)
 
 
-def engine_config(scenario, num_kv_blocks: int, batching: str | None = None) -> EngineConfig:
-    """The simulator's engine limits for one replica of ``scenario`` (``batching`` overrides the scenario's)."""
-    e = scenario.engine
-    batching = batching or scenario.batching
-    static = None
-    if batching == "static" and scenario.static_batch_size is not None:
-        static = min(scenario.static_batch_size, e.max_num_seqs)
-    try:
-        return EngineConfig(max_num_seqs=e.max_num_seqs, max_num_batched_tokens=e.max_num_batched_tokens,
-                            num_kv_blocks=num_kv_blocks, block_size=e.block_size,
-                            enable_chunked_prefill=e.enable_chunked_prefill, batching=batching,
-                            static_batch_size=static)
-    except ValueError as exc:
-        raise UserError(str(exc)) from None
-
-
-def simulate_layout(scenario, layout: Layout, requests: list[Request], *, max_concurrency: int | None = None,
-                    router: str = "round_robin", record_timeline: bool = False, seed: int = 0,
-                    batching: str | None = None) -> SimResult:
-    """Simulate ``requests`` on ``layout.dp`` replicas of ``layout`` (TP x PP GPUs each) of ``scenario``.
-
-    KV blocks come from the scenario's memory plan (with host blocks under ``kv_offload``), step times from
-    its step cost. ``seed`` seeds the random router only; ``batching`` overrides the scenario's.
-    Raises UserError when the layout does not fit or a request cannot (its KV exceeds a replica's cache).
-    """
-    check_tp(layout.tp, scenario.model.num_attention_heads, scenario.model.num_kv_heads)
-    if router not in ROUTERS:
-        raise UserError(f"--router must be one of {', '.join(ROUTERS)}, got {router!r}")
-    if max_concurrency is not None and max_concurrency < 1:
-        raise UserError(f"--max-concurrency must be at least 1, got {max_concurrency}")
-    plan = scenario.memory(layout)
-    if not plan.fits:
-        raise UserError(f"{layout} does not fit {scenario.model.name} on {scenario.cluster.gpu.display_name}: "
-                        f"{plan.reason}")
-    engine = engine_config(scenario, plan.num_gpu_blocks, batching)
-    try:
-        return simulate(requests, engine, scenario.step_cost(layout), num_replicas=layout.dp, router=router,
-                        max_concurrency=max_concurrency, seed=seed, record_timeline=record_timeline)
-    except ValueError as exc:
-        raise UserError(str(exc)) from None
-
-
 def simulate_offline(scenario, layout: Layout) -> Metrics:
     """Metrics of the scenario's offline workload (``num_prompts`` identical requests at t=0) on ``layout``.
 
@@ -164,7 +117,7 @@ def simulate_offline(scenario, layout: Layout) -> Metrics:
     per_replica = math.ceil(w.num_prompts / layout.dp)
     requests = requests_from_arrays(np.zeros(per_replica), np.full(per_replica, w.input_len),
                                     np.full(per_replica, w.output_len))
-    m = simulate_layout(scenario, dataclasses.replace(layout, dp=1), requests).metrics
+    m = scenario.simulate(dataclasses.replace(layout, dp=1), requests).metrics
     n, duration = w.num_prompts, m.duration_s
     return dataclasses.replace(
         m, num_requests=n, total_input_tokens=n * w.input_len, total_output_tokens=n * w.output_len,
@@ -176,8 +129,8 @@ def simulate_offline(scenario, layout: Layout) -> Metrics:
 def compare_batching(scenario, layout: Layout, requests: list[Request], *, max_concurrency: int | None = None,
                      router: str = "round_robin", seed: int = 0) -> dict[str, SimResult]:
     """The same workload under continuous and static batching (timelines recorded for plots)."""
-    return {policy: simulate_layout(scenario, layout, requests, max_concurrency=max_concurrency, router=router,
-                                    record_timeline=True, seed=seed, batching=policy)
+    return {policy: scenario.simulate(layout, requests, max_concurrency=max_concurrency, router=router,
+                                      record_timeline=True, seed=seed, batching=policy)
             for policy in ("continuous", "static")}
 
 

@@ -8,6 +8,7 @@ import pytest
 from perfmodel.errors import UserError
 from perfmodel.plan import (MAX_REQUESTS, Progress, Trial, _simulate_trial, _Task, gpu_counts, num_requests_for,
                             plan_capacity)
+from perfmodel.scenario import ScenarioOptions
 from perfmodel.simulate import length_distribution
 
 
@@ -66,8 +67,8 @@ def test_invalid_inputs_are_user_errors(kwargs, message):
 
 
 def _task(rate: float, **kwargs) -> _Task:
-    options = tuple(sorted(dict(model="llama-3.1-8b", hardware="h200-sxm", entry_point="serve").items()))
-    values = dict(scenario_options=options, tp=1, pp=1, dp=1, analytical_requests_per_second=math.nan,
+    options = ScenarioOptions(model="llama-3.1-8b", hardware="h200-sxm", entry_point="serve")
+    values = dict(options=options, tp=1, pp=1, dp=1, analytical_requests_per_second=math.nan,
                   input_len=length_distribution("fixed", 1000), output_len=length_distribution("fixed", 300),
                   num_prompts=600, request_rate=rate, burstiness=1.0, seed=0, ttft_p99_s=None, tpot_p99_s=None)
     values.update(kwargs)

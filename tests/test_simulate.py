@@ -10,7 +10,7 @@ import pytest
 from perfmodel.errors import UserError
 from perfmodel.layout import Layout
 from perfmodel.predict import Scenario, predict_all, predict_layout
-from perfmodel.simulate import build_requests, length_distribution, simulate_layout, simulate_offline
+from perfmodel.simulate import build_requests, length_distribution, simulate_offline
 from simulator.batch import BatchStats
 from simulator.workload import LengthDistribution, save_trace
 
@@ -70,7 +70,7 @@ def test_bad_distribution_names_the_flag():
 def test_closed_loop_max_concurrency_is_respected():
     s = Scenario.build(**SMALL)
     reqs = build_requests(input_len=200, output_len=length_distribution("lognormal", 100), num_prompts=200, seed=2)
-    r = simulate_layout(s, Layout(tp=1, dp=2), reqs, max_concurrency=7).requests
+    r = s.simulate(Layout(tp=1, dp=2), reqs, max_concurrency=7).requests
     events = sorted([(t, 1) for t in r.sent_s] + [(t, -1) for t in r.finish_s], key=lambda e: (e[0], e[1]))
     outstanding = np.cumsum([e[1] for e in events])
     assert outstanding.max() == 7
@@ -81,8 +81,8 @@ def test_simulation_is_deterministic_with_a_random_router():
     s = Scenario.build(**SMALL, entry_point="serve")
     reqs = build_requests(input_len=length_distribution("lognormal", 400),
                           output_len=length_distribution("lognormal", 150), num_prompts=300, request_rate=30.0, seed=5)
-    a = simulate_layout(s, Layout(tp=1, dp=4), reqs, router="random", seed=1)
-    b = simulate_layout(s, Layout(tp=1, dp=4), reqs, router="random", seed=1)
+    a = s.simulate(Layout(tp=1, dp=4), reqs, router="random", seed=1)
+    b = s.simulate(Layout(tp=1, dp=4), reqs, router="random", seed=1)
     assert a.metrics == b.metrics
     np.testing.assert_array_equal(a.requests.replica, b.requests.replica)
 
@@ -90,16 +90,16 @@ def test_simulation_is_deterministic_with_a_random_router():
 def test_non_fitting_layout_and_oversized_request_are_user_errors():
     s = Scenario.build(model="llama-3.1-70b", hardware="taiwania2")
     with pytest.raises(UserError, match="does not fit"):
-        simulate_layout(s, Layout(tp=1), build_requests(num_prompts=2))
+        s.simulate(Layout(tp=1), build_requests(num_prompts=2))
     small = Scenario.build(**SMALL, gpu_memory_utilization=0.2, max_model_len=2048)
     with pytest.raises(UserError, match="KV tokens"):
-        simulate_layout(small, Layout(tp=1), build_requests(input_len=10**6, output_len=10, num_prompts=1))
+        small.simulate(Layout(tp=1), build_requests(input_len=10**6, output_len=10, num_prompts=1))
 
 
 def test_offline_shortcut_equals_full_simulation():
     s = Scenario.build(**SMALL, num_prompts=301, input_len=300, output_len=200)
     layout = Layout(tp=1, dp=3)
-    full = simulate_layout(s, layout, build_requests(input_len=300, output_len=200, num_prompts=301)).metrics
+    full = s.simulate(layout, build_requests(input_len=300, output_len=200, num_prompts=301)).metrics
     fast = simulate_offline(s, layout)
     assert fast.duration_s == full.duration_s
     assert fast.tokens_per_second == pytest.approx(full.tokens_per_second, rel=1e-12)

@@ -1,0 +1,129 @@
+"""Flags -> one frozen ``ScenarioOptions``: the only place the CLI turns what a user typed into a scenario.
+
+Every command (predict, simulate, compare, plan) adds its flags here and reads them back through
+``scenario_options``, so a flag is honoured by all of them or by none. Flags carry vLLM's names; choices come
+from the library's own lists. Nothing heavy is imported at module level: ``perfmodel --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from typing import Any
+
+from perfmodel.precision import DTYPE_CHOICES, KV_CACHE_DTYPE_CHOICES, QUANTIZATION_CHOICES
+from perfmodel.scenario_options import BATCHING, DISTRIBUTIONS, ScenarioOptions
+
+FORMATS = ("table", "json", "csv")
+ROUTERS = ("round_robin", "least_loaded", "random")
+_ENGINE_FLAGS = ("max_num_seqs", "max_num_batched_tokens", "gpu_memory_utilization", "max_model_len", "block_size",
+                 "enforce_eager", "vllm_version")
+
+
+def add_scenario_arguments(parser: argparse.ArgumentParser, *, workload: bool = True) -> None:
+    """Model, hardware, precision and engine flags (and, with ``workload``, the offline workload's)."""
+    g = parser.add_argument_group("model and hardware")
+    g.add_argument("--model", "-m", default="llama-3.1-70b",
+                   help="catalog name, HF id, model directory or config.json (default: llama-3.1-70b)")
+    g.add_argument("--hardware", default="taiwania2",
+                   help="GPU name (one node of it), cluster name or YAML path (default: taiwania2)")
+    g.add_argument("--dtype", default="auto", choices=DTYPE_CHOICES)
+    g.add_argument("--quantization", "-q", default=None, choices=QUANTIZATION_CHOICES)
+    g.add_argument("--kv-cache-dtype", default="auto", choices=KV_CACHE_DTYPE_CHOICES)
+    g.add_argument("--calibration", default=None,
+                   help="calibration profile YAML (default: the profile shipped for the GPU, if any)")
+    e = parser.add_argument_group("engine (vLLM's defaults when omitted)")
+    e.add_argument("--vllm-version", default=None,
+                   help="vLLM release whose defaults to assume (default: 0.26; Taiwania 2 runs 0.7.0)")
+    e.add_argument("--max-num-seqs", type=int, default=None)
+    e.add_argument("--max-num-batched-tokens", type=int, default=None)
+    e.add_argument("--gpu-memory-utilization", type=float, default=None)
+    e.add_argument("--max-model-len", type=int, default=None)
+    e.add_argument("--block-size", type=int, default=None)
+    e.add_argument("--enforce-eager", action="store_true", default=None,
+                   help="no CUDA graphs (adds a per-layer launch cost; frees graph memory)")
+    if workload:
+        w = parser.add_argument_group("workload (offline: all prompts at once)")
+        w.add_argument("--input-len", type=int, default=100)
+        w.add_argument("--output-len", type=int, default=600)
+        w.add_argument("--num-prompts", type=int, default=300)
+        w.add_argument("--batching", default="continuous", choices=BATCHING)
+        w.add_argument("--static-batch-size", type=int, default=None,
+                       help="static batching: requests per batch (default: what memory and --max-num-seqs allow)")
+
+
+def add_format_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--format", default="table", choices=FORMATS, help="output format (default: table)")
+
+
+def add_layout_arguments(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("layout")
+    g.add_argument("--tensor-parallel-size", "--tp", "-tp", type=int, default=1)
+    g.add_argument("--pipeline-parallel-size", "--pp", "-pp", type=int, default=1)
+    g.add_argument("--data-parallel-size", "--dp", "-dp", type=int, default=1, help="replicas behind the router")
+    g.add_argument("--router", default="round_robin", choices=ROUTERS)
+
+
+def add_length_arguments(g, *, num_prompts_default: int | None = 300) -> None:
+    g.add_argument("--input-len", type=int, default=100, help="prompt tokens (mean; default 100)")
+    g.add_argument("--output-len", type=int, default=600, help="output tokens (mean; default 600)")
+    g.add_argument("--input-dist", default="fixed", choices=DISTRIBUTIONS)
+    g.add_argument("--output-dist", default="fixed", choices=DISTRIBUTIONS)
+    spread = ("spread (default 0.5): lognormal sigma of log; normal std/mean; uniform half-width/mean "
+              "(vLLM's --random-range-ratio)")
+    g.add_argument("--input-sigma", type=float, default=None, help=f"input {spread}")
+    g.add_argument("--output-sigma", type=float, default=None, help=f"output {spread}")
+    g.add_argument("--num-prompts", type=int, default=num_prompts_default,
+                   help="requests" + (" (default: max(200, 60 s x rate), at most 3000)"
+                                      if num_prompts_default is None else f" (default {num_prompts_default})"))
+
+
+def add_workload_arguments(parser: argparse.ArgumentParser, *, batching: bool) -> None:
+    """A simulated workload: lengths, arrivals (vLLM benchmark names), trace, batching."""
+    g = parser.add_argument_group("workload (vLLM benchmark names)")
+    add_length_arguments(g)
+    g.add_argument("--request-rate", type=float, default=math.inf,
+                   help="requests/s (default inf: all at t=0, offline)")
+    g.add_argument("--burstiness", type=float, default=1.0, help="gamma shape of the gaps (1 = Poisson)")
+    g.add_argument("--max-concurrency", type=int, default=None, help="most requests outstanding (closed loop)")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--trace", metavar="FILE", help="CSV/JSONL trace of arrival_s, input and output lengths")
+    if batching:
+        g.add_argument("--batching", default="continuous", choices=BATCHING)
+    g.add_argument("--static-batch-size", type=int, default=None,
+                   help="static batching: requests per batch (default: --max-num-seqs)")
+
+
+def add_offload_arguments(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("KV offload (PipeMax-style; needs PP >= 2)")
+    g.add_argument("--kv-offload", action="store_true",
+                   help="keep idle pipeline micro-batches' KV in host memory, copied over PCIe")
+    g.add_argument("--kv-offload-host-fraction", type=float, default=0.5,
+                   help="fraction of a node's host memory for offloaded KV, shared by its GPUs (default 0.5)")
+
+
+def scenario_options(args: argparse.Namespace, **overrides: Any) -> ScenarioOptions:
+    """The ``ScenarioOptions`` of the parsed flags; ``overrides`` are a command's own (entry point, ...)."""
+    values: dict[str, Any] = {k: getattr(args, k) for k in ("model", "hardware", "quantization", "kv_cache_dtype",
+                                                            "calibration")}
+    values["dtype"] = "float16" if args.dtype == "half" else args.dtype
+    values.update({k: getattr(args, k) for k in _ENGINE_FLAGS if getattr(args, k, None) is not None})
+    for name in ("input_len", "output_len", "num_prompts", "batching", "static_batch_size", "kv_offload",
+                 "kv_offload_host_fraction"):
+        if getattr(args, name, None) is not None:
+            values[name] = getattr(args, name)
+    values.update(overrides)
+    return ScenarioOptions(**values)
+
+
+def is_online(args: argparse.Namespace) -> bool:
+    """Requests arrive over time (a rate, a trace or a closed loop): vLLM's server defaults apply."""
+    return args.trace is not None or not math.isinf(args.request_rate) or args.max_concurrency is not None
+
+
+def lengths(args: argparse.Namespace):
+    """The input and output length distributions of the flags."""
+    from perfmodel.simulate import length_distribution
+
+    return (length_distribution(args.input_dist, args.input_len, args.input_sigma, flag="--input"),
+            length_distribution(args.output_dist, args.output_len, args.output_sigma, flag="--output"))

@@ -1,0 +1,65 @@
+"""``perfmodel plan``: the fewest GPUs (and layout) that serve a request rate within p99 latency targets."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from perfmodel.cli.options import (add_format_argument, add_length_arguments, add_offload_arguments,
+                                   add_scenario_arguments, lengths, scenario_options)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("plan", help="fewest GPUs (and layout) that serve a request rate within p99 targets")
+    p.add_argument("--request-rate", type=float, required=True, help="requests/s to serve (Poisson arrivals)")
+    p.add_argument("--ttft-p99", type=float, default=None, metavar="S", help="p99 time to first token target (s)")
+    p.add_argument("--tpot-p99", type=float, default=None, metavar="S", help="p99 time per output token target (s)")
+    p.add_argument("--gpus-max", type=int, default=64, help="largest GPU count to try (default: 64)")
+    p.add_argument("--workers", type=int, default=None, help="simulation processes (default: one per core)")
+    add_scenario_arguments(p, workload=False)
+    add_length_arguments(p.add_argument_group("workload"), num_prompts_default=None)
+    p.add_argument("--burstiness", type=float, default=1.0, help="gamma shape of the gaps (1 = Poisson)")
+    p.add_argument("--seed", type=int, default=0)
+    add_offload_arguments(p)
+    add_format_argument(p)
+    p.set_defaults(handler=run)
+
+
+PLAN_COLUMNS = (
+    ("gpus", "GPUs"), ("layout", "layout"), ("status", "status"), ("analytical_requests_per_second", "max req/s"),
+    ("achieved_requests_per_second", "req/s"), ("ttft_ms_p99", "TTFT p99 ms"), ("tpot_ms_p99", "TPOT p99 ms"),
+    ("gpu_hours_per_million_output_tokens", "GPU-h/Mtok"), ("reason", "why"),
+)
+
+
+def run(args: argparse.Namespace) -> int:
+    from perfmodel.plan import Progress, plan_capacity
+    from perfmodel.report import dumps_csv, dumps_json, table
+
+    inputs, outputs = lengths(args)
+    progress = Progress(sys.stderr)
+    try:
+        result = plan_capacity(
+            request_rate=args.request_rate, ttft_p99_s=args.ttft_p99, tpot_p99_s=args.tpot_p99,
+            gpus_max=args.gpus_max, input_len=inputs, output_len=outputs, num_prompts=args.num_prompts,
+            burstiness=args.burstiness, seed=args.seed, workers=args.workers, progress=progress,
+            options=scenario_options(args, entry_point="serve"))
+    finally:
+        progress.close()
+    if args.format == "json":
+        print(dumps_json({**{k: getattr(result, k) for k in ("request_rate", "ttft_p99_s", "tpot_p99_s", "gpus_max",
+                                                             "num_requests", "message")},
+                          "gpus": result.gpus, "best": result.best,
+                          "trials": list(result.trials)}))
+        return 0
+    rows = [{**t.__dict__, "layout": str(t.layout), "ttft_ms_p99": t.ttft_s_p99 * 1e3,
+             "tpot_ms_p99": t.tpot_s_p99 * 1e3} for t in result.trials]
+    if args.format == "csv":
+        print(dumps_csv([t.__dict__ for t in result.trials]), end="")
+        return 0
+    print(f"plan: {args.model} on {args.hardware}, {args.request_rate:g} req/s, {result.num_requests} simulated "
+          f"requests per layout (seed {args.seed})")
+    print(table(rows, PLAN_COLUMNS))
+    print()
+    print(("answer: " if result.best else "") + result.message)
+    return 0

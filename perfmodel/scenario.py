@@ -1,0 +1,168 @@
+"""The composition root: one frozen ``Scenario`` turns (model, hardware, precision, engine, profile, workload)
+into a memory plan, a step cost, the simulator's engine limits and a simulation, for any layout.
+
+Every path goes through here: ``predict``, ``simulate``, ``compare``, ``plan``, KV offload, and every calibrate
+path (``fit``, ``check``, ``calibrate predict``), so a flag, a default or an engine rule is added once.
+
+    >>> from perfmodel.scenario import Scenario, ScenarioOptions
+    >>> scenario = Scenario.from_options(ScenarioOptions(model="llama-3.1-8b", hardware="hgx-h200"))
+    >>> plan = scenario.memory(Layout(tp=1))
+
+``ScenarioOptions`` is what a user says (names, paths and numbers; picklable, so worker processes rebuild the
+same scenario); ``Scenario`` is what that resolves to (loaded shapes, vLLM's defaults filled in).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from hardware import load_hardware
+from hardware.spec import ClusterSpec
+from perfmodel.coefficients import Coefficients, Profile, default_profile, load_profile
+from perfmodel.cost import StepCostModel
+from perfmodel.engine import EngineArgs, default_engine_args
+from perfmodel.errors import UserError
+from perfmodel.estimate import OfflineWorkload
+from perfmodel.layout import Layout, check_tp
+from perfmodel.memory import MemoryPlan, kv_bytes_per_token_per_gpu, memory_plan
+from perfmodel.model import ModelShape, load_model
+from perfmodel.offload import NEEDS_PP, OffloadStepCost, check_host_fraction, host_link, with_offload
+from perfmodel.precision import Precision, resolve_precision
+from perfmodel.scenario_options import BATCHING, ENTRY_POINTS, ScenarioOptions
+
+if TYPE_CHECKING:
+    from simulator.config import EngineConfig
+    from simulator.request import Request
+    from simulator.run import SimResult
+
+@dataclass(frozen=True, kw_only=True)
+class Scenario:
+    """Everything a prediction needs besides the layout, resolved."""
+
+    model: ModelShape
+    cluster: ClusterSpec
+    precision: Precision
+    engine: EngineArgs
+    profile: Profile
+    workload: OfflineWorkload
+    batching: str = "continuous"
+    static_batch_size: int | None = None
+    kv_offload: bool = False
+    kv_offload_host_fraction: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.batching not in BATCHING:
+            raise UserError(f"--batching must be one of {', '.join(BATCHING)}, got {self.batching!r}")
+        if self.static_batch_size is not None and self.static_batch_size < 1:
+            raise UserError(f"--static-batch-size must be at least 1, got {self.static_batch_size}")
+        if self.kv_offload:
+            check_host_fraction(self.kv_offload_host_fraction)
+
+    # -- building ----------------------------------------------------------------------------------------------
+    @classmethod
+    def from_options(cls, options: ScenarioOptions) -> "Scenario":
+        """Load model and hardware by name or path and fill vLLM's defaults for what is not given."""
+        if options.entry_point not in ENTRY_POINTS:
+            raise UserError(f"entry point must be 'offline' or 'serve', got {options.entry_point!r}")
+        shape = load_model(options.model)
+        cluster = load_hardware(options.hardware)
+        precision = resolve_precision(shape, cluster.gpu, dtype=options.dtype, quantization=options.quantization,
+                                      kv_cache_dtype=options.kv_cache_dtype)
+        profile = load_profile(options.calibration) if options.calibration else default_profile(cluster.gpu.name)
+        release = {"vllm_version": options.vllm_version} if options.vllm_version else {}
+        engine = default_engine_args(cluster.gpu.memory_bytes, entry_point=options.entry_point, **release,
+                                     **options.engine_overrides())
+        workload = OfflineWorkload(input_len=options.input_len, output_len=options.output_len,
+                                   num_prompts=options.num_prompts)
+        return cls(model=shape, cluster=cluster, precision=precision, engine=engine, profile=profile,
+                   workload=workload, batching=options.batching, static_batch_size=options.static_batch_size,
+                   kv_offload=options.kv_offload, kv_offload_host_fraction=options.kv_offload_host_fraction)
+
+    @classmethod
+    def build(cls, **options: Any) -> "Scenario":
+        """``Scenario.from_options(ScenarioOptions(**options))``, for Python callers."""
+        try:
+            return cls.from_options(ScenarioOptions(**options))
+        except TypeError as exc:
+            raise UserError(f"unknown scenario option: {exc}") from None
+
+    def with_(self, **changes: Any) -> "Scenario":
+        return dataclasses.replace(self, **changes)
+
+    def with_coefficients(self, coefficients: Coefficients) -> "Scenario":
+        """The same scenario priced with other coefficients (fitting tries many)."""
+        return dataclasses.replace(self, profile=dataclasses.replace(self.profile, coefficients=coefficients))
+
+    # -- what a layout costs -----------------------------------------------------------------------------------
+    def memory(self, layout: Layout) -> MemoryPlan:
+        """vLLM's memory plan of one replica: weights, activations, KV blocks (host blocks under offload)."""
+        plan = memory_plan(self.model, self.cluster, layout, self.precision, self.engine, self.profile.coefficients)
+        if self.kv_offload:
+            plan = with_offload(plan, layout, self.cluster, self.engine.block_size, self.kv_offload_host_fraction)
+        return plan
+
+    def step_cost(self, layout: Layout) -> StepCostModel | OffloadStepCost:
+        """Seconds one pipeline stage of ``layout`` needs per engine step (the simulator's ``StepCost``)."""
+        cost = StepCostModel(self.model, self.cluster, layout, self.precision, self.profile.coefficients,
+                             enforce_eager=self.engine.enforce_eager)
+        if not self.kv_offload:
+            return cost
+        if layout.pp < 2:
+            raise UserError(NEEDS_PP)
+        bandwidth, latency = host_link(self.cluster)
+        return OffloadStepCost(cost, kv_bytes_per_token_per_gpu(self.model, self.precision, layout), bandwidth,
+                               latency)
+
+    def engine_config(self, num_kv_blocks: int, batching: str | None = None) -> "EngineConfig":
+        """The simulator's limits for one replica with ``num_kv_blocks`` KV blocks (``batching`` overrides)."""
+        from simulator.config import EngineConfig
+
+        e = self.engine
+        batching = batching or self.batching
+        static = None
+        if batching == "static" and self.static_batch_size is not None:
+            static = min(self.static_batch_size, e.max_num_seqs)
+        try:
+            return EngineConfig(max_num_seqs=e.max_num_seqs, max_num_batched_tokens=e.max_num_batched_tokens,
+                                num_kv_blocks=num_kv_blocks, block_size=e.block_size,
+                                enable_chunked_prefill=e.enable_chunked_prefill, batching=batching,
+                                static_batch_size=static)
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
+
+    def simulate(self, layout: Layout, requests: list["Request"], *, max_concurrency: int | None = None,
+                 router: str = "round_robin", record_timeline: bool = False, seed: int = 0,
+                 batching: str | None = None, num_kv_blocks: int | None = None) -> "SimResult":
+        """Simulate ``requests`` on ``layout.dp`` replicas of ``layout`` (TP x PP GPUs each).
+
+        KV blocks come from the memory plan unless ``num_kv_blocks`` is given (calibration replays a run with the
+        blocks vLLM measured); step times from ``step_cost``. ``seed`` seeds the random router only.
+        Raises UserError when the layout does not fit or a request cannot (its KV exceeds a replica's cache).
+        """
+        from simulator.cluster import ROUTERS
+        from simulator.run import simulate
+
+        check_tp(layout.tp, self.model.num_attention_heads, self.model.num_kv_heads)
+        if router not in ROUTERS:
+            raise UserError(f"--router must be one of {', '.join(ROUTERS)}, got {router!r}")
+        if max_concurrency is not None and max_concurrency < 1:
+            raise UserError(f"--max-concurrency must be at least 1, got {max_concurrency}")
+        if num_kv_blocks is None:
+            plan = self.memory(layout)
+            if not plan.fits:
+                raise UserError(f"{layout} does not fit {self.model.name} on {self.cluster.gpu.display_name}: "
+                                f"{plan.reason}")
+            num_kv_blocks = plan.num_gpu_blocks
+        engine = self.engine_config(num_kv_blocks, batching)
+        try:
+            return simulate(requests, engine, self.step_cost(layout), num_replicas=layout.dp, router=router,
+                            max_concurrency=max_concurrency, seed=seed, record_timeline=record_timeline)
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
+
+    @property
+    def max_model_len(self) -> int:
+        """The context limit vLLM enforces: ``--max-model-len``, else the model's own."""
+        return self.engine.max_model_len or self.model.max_position_embeddings
