@@ -16,7 +16,7 @@ budget is left (vLLM 0.7.0 vllm/v1/core/scheduler.py Scheduler.schedule) and dro
 free in its last step and the next wave starts in the step after: no overlap to add. The engine overlaps
 waves only when a wave's prefill spans several budget-sized steps (its requests then finish in staggered
 steps); this estimate ignores that, the simulator has it. So the estimate is what the engine reaches, not
-the best schedule the limits allow. Consequence (issue 9): the step cost is convex in the batch (roofline
+the best schedule the limits allow. Consequence (issue 9): the step cost is about convex in the batch (roofline
 ``max`` of a fixed weight read and per-token work), so greedy waves with a small remainder cost more than
 balanced ones, and static batching with a smaller batch (e.g. 129 + 128 for 257 prompts) can beat continuous
 batching with ``max_num_seqs`` 256 (256 + 1); the simulator agrees. What holds is: continuous batching is
