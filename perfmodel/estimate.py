@@ -2,15 +2,27 @@
 
 With every request of ``input_len`` prompt and ``output_len`` output tokens arriving at t=0, both schedulers
 run in waves: ``b`` requests are admitted, prefilled in chunks of the token budget, decode together until they
-all finish at the same step, and the next wave starts (continuous batching admits the next requests as soon as
-slots free, which with equal lengths is the same moment). So a replica's elapsed time is
+all finish at the same step, and the next wave starts. So a replica's elapsed time is
 
     sum over waves of [ prefill steps of b*input_len tokens + (output_len - 1) decode steps of b sequences ]
 
-with every step costed by the step-cost model at its exact context lengths. The wave size is the largest of
-``max_num_seqs``, the requests, and what the KV cache holds at full length. Static batching differs in what it
-reserves (padded lengths, a static batch size) and never overlaps waves; continuous batching also
-overlaps a wave's prefill with the previous wave's last decodes, which this bound ignores (the simulator has it).
+with every step costed by the step-cost model at its exact context lengths. The wave size is the smallest of
+``max_num_seqs``, the requests, and what the KV cache holds at full length; the waves are greedy
+(``b, ..., b, n mod b``), not balanced (``ceil(n / ceil(n / b))`` each).
+
+Why greedy for continuous batching: vLLM V1 admits waiting requests while ``len(running) < max_num_seqs`` and
+budget is left (vLLM 0.7.0 vllm/v1/core/scheduler.py Scheduler.schedule) and drops finished ones from
+``running`` only after the step (Scheduler.update_from_output), so with equal lengths a full wave's slots all
+free in its last step and the next wave starts in the step after: no overlap to add. The engine overlaps
+waves only when a wave's prefill spans several budget-sized steps (its requests then finish in staggered
+steps); this estimate ignores that, the simulator has it. So the estimate is what the engine reaches, not
+the best schedule the limits allow. Consequence (issue 9): the step cost is about convex in the batch (roofline
+``max`` of a fixed weight read and per-token work), so greedy waves with a small remainder cost more than
+balanced ones, and static batching with a smaller batch (e.g. 129 + 128 for 257 prompts) can beat continuous
+batching with ``max_num_seqs`` 256 (256 + 1); the simulator agrees. What holds is: continuous batching is
+never slower than static batching with the same batch limit (``max_num_seqs`` = the static batch size).
+
+Static batching differs in what it reserves (padded lengths, a static batch size) and never overlaps waves.
 
 With PP stages a wave is split into ``pp`` micro-batches; a round (every sequence advances one token) takes
 ``pp`` stage times of a micro-batch, so with fewer sequences than stages the pipeline bubble shows.
