@@ -126,16 +126,14 @@ async def _body(reader: asyncio.StreamReader, chunked: bool):
 
 
 def arrival_times(num: int, request_rate: float, burstiness: float, seed: int) -> list[float]:
-    """Send times (s): all 0 for an infinite rate, else gamma inter-arrivals with mean 1/rate (shape
-    `burstiness`; 1 = Poisson), the first request at 0."""
+    """Send times (s) of the workload with this seed: ``simulator.workload.arrival_times`` drawn from the
+    stream ``[seed, 3]``, as ``perfmodel simulate`` and ``calibrate predict`` draw them, so a prediction and the
+    measured run send requests at the same moments."""
     import numpy as np
 
-    if math.isinf(request_rate):
-        return [0.0] * num
-    rng = np.random.default_rng([seed, 3])
-    gaps = rng.gamma(shape=burstiness, scale=1.0 / (request_rate * burstiness), size=num)
-    gaps[0] = 0.0
-    return np.cumsum(gaps).tolist()
+    from simulator.workload import arrival_times as draw
+
+    return draw(num, np.random.default_rng([seed, 3]), request_rate=request_rate, burstiness=burstiness).tolist()
 
 
 async def run_benchmark(host: str, port: int, model: str, prompts: Sequence[Sequence[int]],

@@ -67,7 +67,8 @@ def build_requests(*, input_len: int | LengthDistribution = 100, output_len: int
                    num_prompts: int = 300, request_rate: float = math.inf, burstiness: float = 1.0, seed: int = 0,
                    trace: str | Path | None = None, max_model_len: int | None = None) -> list[Request]:
     """Requests of a workload: lengths fixed (int) or drawn from a distribution, arrivals at ``request_rate``
-    (``inf``: all at t=0, offline) with gamma gaps of shape ``burstiness`` (1 = Poisson), all from ``seed``;
+    (``inf``: all at t=0, offline) with gamma gaps of shape ``burstiness`` (1 = Poisson), all from ``seed``
+    (lengths from the stream ``seed``, send times from ``[seed, 3]`` as calibrate's runner sends them);
     or read from a ``trace`` (CSV/JSONL, see ``simulator.workload``).
 
     With ``max_model_len``, drawn prompts are cut to ``max_model_len - 1`` tokens and outputs to what is left
@@ -95,9 +96,12 @@ def build_requests(*, input_len: int | LengthDistribution = 100, output_len: int
     inputs = as_length_distribution(input_len, "--input-len")
     outputs = as_length_distribution(output_len, "--output-len")
     rng = np.random.default_rng(seed)
-    prompts = inputs.sample(num_prompts, rng)  # the order of simulator.make_requests: lengths, then arrivals
+    prompts = inputs.sample(num_prompts, rng)
     generated = outputs.sample(num_prompts, rng)
-    arrivals = arrival_times(num_prompts, rng, request_rate=request_rate, burstiness=burstiness)
+    # send times from their own stream, the one calibrate's runner uses: a simulation and a measured run of the
+    # same seed and rate send requests at the same moments
+    arrivals = arrival_times(num_prompts, np.random.default_rng([seed, 3]), request_rate=request_rate,
+                             burstiness=burstiness)
     if max_model_len is not None:
         if max_model_len < 2:
             raise UserError(f"--max-model-len must be at least 2 to hold a prompt and a token, got {max_model_len}")

@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     if args.format == "json":
         print(dumps_json({**{k: getattr(result, k) for k in ("request_rate", "ttft_p99_s", "tpot_p99_s", "gpus_max",
                                                              "num_requests", "message")},
-                          "gpus": result.gpus, "best": result.best,
+                          "gpus": result.gpus, "engine": result.engine, "best": result.best,
                           "trials": list(result.trials)}))
         return 0
     rows = [{**t.__dict__, "layout": str(t.layout), "ttft_ms_p99": t.ttft_s_p99 * 1e3,

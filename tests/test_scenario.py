@@ -1,0 +1,47 @@
+"""One scenario for every path: the commands agree because they build the same Scenario."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+
+import pytest
+
+from perfmodel.cli import main
+
+
+def _run_json(argv: list[str]) -> dict:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(argv) == 0
+    return json.loads(out.getvalue())
+
+
+def test_plan_reports_the_engine_it_resolved_for_vllm_0_7():
+    args = ["--request-rate", "1", "--ttft-p99", "5", "--tpot-p99", "0.2", "--gpus-max", "16", "--workers", "1",
+            "--num-prompts", "50"]
+    plan = _run_json(["plan", *args, "--vllm-version", "0.7", "--format", "json"])
+    assert plan["engine"]["gpu_memory_utilization"] == 0.90
+    default = _run_json(["plan", *args, "--format", "json"])
+    assert default["engine"]["gpu_memory_utilization"] == 0.92
+    predict = _run_json(["predict", "--vllm-version", "0.7", "--gpus", "16", "--simulate-top", "0", "--format", "json"])
+    assert predict["engine"]["gpu_memory_utilization"] == plan["engine"]["gpu_memory_utilization"]
+
+
+@pytest.mark.parametrize("rate", [1.0, 4.0])
+def test_calibrate_predict_of_an_online_run_equals_simulate(tmp_path, rate):
+    sweep = tmp_path / "online.yaml"
+    sweep.write_text(
+        "name: online\ndefaults: {model: llama-3.1-8b, mode: online, input_len: 512, output_len: 128,\n"
+        f"  num_prompts: 60, request_rate: {rate}}}\ngroups: [{{name: one}}]\n")
+    out = tmp_path / "pred.jsonl"
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main(["calibrate", "predict", str(sweep), "--hardware", "h200-sxm", "--out", str(out)]) == 0
+    predicted = json.loads(out.read_text().splitlines()[0])
+    simulated = _run_json(["simulate", "--hardware", "h200-sxm", "--model", "llama-3.1-8b", "--input-len", "512",
+                           "--output-len", "128", "--num-prompts", "60", "--request-rate", str(rate),
+                           "--format", "json"])["metrics"]
+    assert predicted["requests_per_second"] == pytest.approx(simulated["requests_per_second"], rel=1e-9)
+    assert predicted["ttft_s_mean"] == pytest.approx(simulated["ttft_s_mean"], rel=1e-9)
+    assert predicted["requests_per_second"] < 1.5 * rate  # rate-bound, not the offline maximum
