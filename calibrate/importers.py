@@ -8,6 +8,9 @@ Formats (detected from the content):
   `benchmarks/benchmark_serving.py` result JSON: `duration, completed, total_input_tokens, total_output_tokens,
   request_throughput, output_throughput, total_token_throughput, mean_ttft_ms, p99_itl_ms, ...`.
 - CSV with one row per run; columns are documented in calibrate/README.md ("CSV import").
+- The Taiwania 2 experiment-log CSV (header with `job_id` and `mean_decode_tokens_per_s_per_request`, as in
+  data/taiwania/): its columns are renamed by `EXPERIMENT_LOG_COLUMNS` (calibrate/README.md, "Experiment-log
+  CSV") and each row keeps its job id and NCCL settings in its provenance.
 - Records of this package (a results file from another machine): taken as they are.
 What a file does not say is left null.
 """
@@ -35,12 +38,33 @@ PROVENANCE_FIELDS = ["vllm_version", "torch_version", "cuda_version", "driver_ve
                      "hostname", "date_utc"]
 ENGINE_INFO_FIELDS = ["kv_cache_tokens", "num_gpu_blocks", "cuda_graphs"]
 _ALIASES = {"tp": "tensor_parallel_size", "pp": "pipeline_parallel_size"}
-_INT = {"tensor_parallel_size", "pipeline_parallel_size", "max_num_seqs", "max_num_batched_tokens", "max_model_len",
+_INT = {"input_len", "output_len", "tensor_parallel_size", "pipeline_parallel_size", "max_num_seqs", "max_num_batched_tokens", "max_model_len",
         "block_size", "num_prompts", "max_concurrency", "seed", "num_requests", "num_failed_requests",
         "num_input_tokens", "num_output_tokens", "gpu_count", "kv_cache_tokens", "num_gpu_blocks"}
 _BOOL = {"dummy_weights", "enforce_eager", "enable_prefix_caching", "cuda_graphs"}
 _STR = {"mode", "model", "dtype", "kv_cache_dtype", "quantization", "hardware", "vllm_version", "torch_version",
         "cuda_version", "driver_version", "gpu_name", "hostname", "date_utc"}
+
+
+# The Taiwania 2 experiment log (data/taiwania/PROVENANCE.md): its column -> this package's name. Columns mapped to
+# None are implied by others (gpus = tp x pp x nodes' share).
+EXPERIMENT_LOG_COLUMNS = {
+    "job_id": "job_id", "nodes": "nodes", "gpus": None, "tensor_parallel_size": "tensor_parallel_size",
+    "pipeline_parallel_size": "pipeline_parallel_size",
+    "distributed_executor_backend": "distributed_executor_backend", "nccl_env": "nccl_env",
+    "concurrency": "max_concurrency", "num_requests": "num_prompts", "input_tokens": "input_len",
+    "output_tokens": "output_len", "max_model_len": "max_model_len", "max_num_seqs": "max_num_seqs",
+    "max_num_batched_tokens": "max_num_batched_tokens", "gpu_memory_utilization": "gpu_memory_utilization",
+    "output_tokens_per_s": "output_tokens_per_second", "mean_ttft_s": "mean_ttft_s",
+    "mean_decode_tokens_per_s_per_request": "mean_decode_tokens_per_s_per_request", "mean_latency_s": "mean_e2e_s",
+}
+# What the log's runs share (PROVENANCE.md: stock vLLM 0.7.0, `vllm serve` with --dtype float16 --quantization
+# gptq, a streaming closed-loop client); a row without num_requests ran 4 x concurrency requests (at least 8),
+# as the rows that state it did.
+EXPERIMENT_LOG_DEFAULTS = {"mode": "online", "dtype": "float16", "quantization": "gptq", "request_rate": "inf",
+                           "vllm_version": "0.7.0"}
+EXPERIMENT_LOG_EXTRA = {"job_id": "provenance", "nodes": "provenance", "nccl_env": "provenance",
+                        "distributed_executor_backend": "engine", "mean_decode_tokens_per_s_per_request": "metrics"}
 
 
 class ImportFormatError(ValueError):
@@ -61,6 +85,8 @@ def import_file(path: str | Path, overrides: Mapping[str, Any] | None = None) ->
         rows = list(csv.DictReader(text.splitlines()))
         if not rows:
             raise ImportFormatError(f"{path}: no rows")
+        if {"job_id", "mean_decode_tokens_per_s_per_request"} <= set(rows[0]):
+            return [_from_experiment_log(row, i, path, digest, overrides) for i, row in enumerate(rows)]
         return [_from_csv(row, i, path, digest, overrides) for i, row in enumerate(rows)]
     objects = _json_objects(text, path)
     out = []
@@ -140,7 +166,7 @@ def _record(*, path: Path, digest: str, index: int, kind: str, engine: dict[str,
         "metrics": {**{f: None for f in METRIC_FIELDS}, **metrics},
         "engine_info": {**{f: None for f in ENGINE_INFO_FIELDS}, **(engine_info or {})},
         "provenance": {**{f: None for f in PROVENANCE_FIELDS}, **provenance,
-                       "imported_from": str(path.resolve()), "imported_format": kind, "file_sha256": digest},
+                       "imported_from": str(path), "imported_format": kind, "file_sha256": digest},
         "requests": requests,
     }
 
@@ -261,6 +287,35 @@ def _from_csv(row: Mapping[str, str], i: int, path: Path, digest: str,
     eng.setdefault("mode", "offline")
     return _record(path=path, digest=digest, index=i, kind="csv", engine=eng, workload=work, metrics=metrics,
                    provenance=prov, requests=None, engine_info=info)
+
+
+def _from_experiment_log(row: Mapping[str, str], i: int, path: Path, digest: str,
+                         overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """One row of the experiment log, renamed to the CSV schema; job id, nodes and NCCL settings kept."""
+    renamed: dict[str, str] = {}
+    extra: dict[str, dict[str, Any]] = {"provenance": {}, "engine": {}, "metrics": {}}
+    for col, text in row.items():
+        if col not in EXPERIMENT_LOG_COLUMNS:
+            raise ImportFormatError(f"{path}: unknown experiment-log column '{col}' (see calibrate/README.md)")
+        name = EXPERIMENT_LOG_COLUMNS[col]
+        text = (text or "").strip()
+        if name is None:
+            continue
+        if name in EXPERIMENT_LOG_EXTRA:
+            value = int(text) if name == "nodes" and text else text
+            extra[EXPERIMENT_LOG_EXTRA[name]][name] = float(text) if name.startswith("mean_") else value
+        else:
+            renamed[name] = text
+    for key, value in EXPERIMENT_LOG_DEFAULTS.items():
+        renamed.setdefault(key, value)
+    if not renamed.get("num_prompts"):
+        renamed["num_prompts"] = str(max(8, 4 * int(renamed["max_concurrency"])))
+    record = _from_csv(renamed, i, path, digest, overrides)
+    for section, values in extra.items():
+        target = record["config"]["engine"] if section == "engine" else record[section]
+        target.update(values)
+    record["provenance"]["hardware"] = record["config"]["engine"].get("hardware")
+    return record
 
 
 def _convert(key: str, text: str, path: Path, i: int) -> Any:
