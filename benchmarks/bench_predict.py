@@ -22,16 +22,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("predict_args", nargs="*", default=["--gpus", "16"],
                         help="arguments after 'perfmodel predict' (default: --gpus 16)")
     args = parser.parse_args(argv)
-    command = [sys.executable, "-m", "perfmodel.cli", "predict", *args.predict_args]
-    subprocess.run(command, check=True, capture_output=True)  # warm-up: byte-compile, fill the page cache
-    times = []
-    for _ in range(args.runs):
-        t0 = time.perf_counter()
-        subprocess.run(command, check=True, capture_output=True)
-        times.append(time.perf_counter() - t0)
+    times = wall_times_s(["predict", *args.predict_args], args.runs)
     print(f"perfmodel predict {' '.join(args.predict_args)}: median {statistics.median(times):.3f} s wall over "
           f"{args.runs} runs (min {min(times):.3f}, max {max(times):.3f})")
     return 0
+
+
+def wall_times_s(cli_args: list[str], runs: int) -> list[float]:
+    """Wall seconds of ``runs`` fresh ``perfmodel CLI_ARGS`` processes, after one untimed warm-up run
+    (byte-compiles and fills the page cache)."""
+    command = [sys.executable, "-m", "perfmodel.cli", *cli_args]
+    subprocess.run(command, check=True, capture_output=True)
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        subprocess.run(command, check=True, capture_output=True)
+        times.append(time.perf_counter() - t0)
+    return times
 
 
 if __name__ == "__main__":

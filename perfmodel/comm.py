@@ -5,6 +5,8 @@ direction. A collective of ``n`` GPUs moving ``B`` bytes per GPU costs ``steps·
 
 The hybrid cube-mesh of an 8×V100 node is not a crossbar: the bandwidth of a tensor-parallel group there is the
 best packing of NCCL-style rings (directed Hamiltonian cycles over NVLink) into the links between the chosen GPUs.
+That packing is an LP; for the catalog's meshes it was solved once and stored in :mod:`hardware.ring_links`
+(tests/test_comm.py re-solves it), so a prediction on them imports no scipy.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import math
 import numpy as np
 
 from hardware import ClusterSpec
+from hardware.ring_links import RING_LINKS
 
 __all__ = [
     "allreduce_time_s",
@@ -23,6 +26,7 @@ __all__ = [
     "mesh_ring_links",
     "p2p_link",
     "p2p_time_s",
+    "solve_mesh_ring_links",
     "tp_group_bandwidth_bytes_per_s",
 ]
 
@@ -182,24 +186,40 @@ def _intra_node_bandwidth(cluster: ClusterSpec, tp: int) -> float:
 def mesh_ring_links(nvlink_matrix: tuple[tuple[int, ...], ...], tp: int) -> float:
     """Best total ring rate, in units of one NVLink direction, for ``tp`` GPUs of a point-to-point mesh.
 
+    :func:`solve_mesh_ring_links`, read from :data:`hardware.ring_links.RING_LINKS` when the matrix is a
+    catalog one (no scipy import, no LP), solved otherwise (a user-supplied topology); cached per (matrix, tp).
+    """
+    _check_group_size(nvlink_matrix, tp)
+    stored = RING_LINKS.get(nvlink_matrix, {}).get(tp)
+    return stored if stored is not None else solve_mesh_ring_links(nvlink_matrix, tp)
+
+
+def solve_mesh_ring_links(nvlink_matrix: tuple[tuple[int, ...], ...], tp: int) -> float:
+    """Best total ring rate, in units of one NVLink direction, for ``tp`` GPUs of a point-to-point mesh.
+
     For every set of ``tp`` GPUs: enumerate the directed Hamiltonian cycles that use only NVLink-connected
     pairs; find rates ``x_c ≥ 0`` maximising ``Σ x_c`` with, for each ordered pair ``(i, j)``,
     ``Σ_{c uses i→j} x_c ≤ links(i, j)`` (a link carries one unit in each direction). The best set wins.
     ``Σ x_c`` is the bus bandwidth of ring all-reduce split over those rings (each GPU sends ``Σ x_c``).
-    Exhaustive (8 GPUs: at most 5,040 cycles per set), solved with scipy's LP; cached per (matrix, tp).
-    Returns 0 when no set of ``tp`` GPUs has an NVLink ring.
+    Exhaustive (8 GPUs: at most 5,040 cycles per set), solved with scipy's LP (seconds on 2 cores for all
+    ``tp`` of an 8-GPU mesh). Returns 0 when no set of ``tp`` GPUs has an NVLink ring.
 
     Rings run in both directions of a link, as NCCL's search does on V100 meshes (4 GPUs with 2 NVLinks per
     pair get 6 ring channels, one per directed Hamiltonian cycle: https://github.com/NVIDIA/nccl/issues/713).
     The DGX-1 cube-mesh splits into three Hamiltonian cycles, so all 8 GPUs reach all 6 links; subsets do not.
     """
-    n = len(nvlink_matrix)
-    if tp < 2 or tp > n:
-        raise ValueError(f"tp must be between 2 and {n}, got {tp}")
+    _check_group_size(nvlink_matrix, tp)
     best = 0.0
+    n = len(nvlink_matrix)
     for group in itertools.combinations(range(n), tp):
         best = max(best, _ring_packing(nvlink_matrix, group))
     return best
+
+
+def _check_group_size(nvlink_matrix: tuple[tuple[int, ...], ...], tp: int) -> None:
+    n = len(nvlink_matrix)
+    if tp < 2 or tp > n:
+        raise ValueError(f"tp must be between 2 and {n}, got {tp}")
 
 
 def _ring_packing(matrix: tuple[tuple[int, ...], ...], group: tuple[int, ...]) -> float:

@@ -43,7 +43,9 @@ class Placement:
 
 
 def valid_tp_sizes(num_attention_heads: int, num_kv_heads: int, limit: int) -> list[int]:
-    """TP sizes vLLM accepts: TP divides the attention heads, and KV heads divide TP or TP divides them."""
+    """TP sizes vLLM accepts: TP divides the attention heads (vLLM 0.7.0 vllm/config.py
+    ModelConfig.verify_with_parallel_config), and KV heads divide TP (each KV head replicated on TP/KV GPUs) or
+    TP divides them (vLLM 0.7.0 vllm/model_executor/layers/linear.py QKVParallelLinear.__init__)."""
     return [tp for tp in range(1, limit + 1)
             if num_attention_heads % tp == 0 and (num_kv_heads % tp == 0 or tp % num_kv_heads == 0)]
 
@@ -56,30 +58,56 @@ def check_tp(tp: int, num_attention_heads: int, num_kv_heads: int) -> None:
 
 
 def place(layout: Layout, gpus_per_node: int) -> Placement:
-    """TP groups stay inside a node unless TP is larger than a node; pipeline stages fill nodes in order."""
-    nodes = math.ceil(layout.gpus_per_replica / gpus_per_node)
-    return Placement(nodes_per_replica=nodes, tp_spans_nodes=layout.tp > gpus_per_node,
-                     pp_spans_nodes=nodes > 1 and layout.tp <= gpus_per_node)
+    """Where one replica sits, the way :func:`enumerate_layouts` admits it.
+
+    A replica of at most a node's GPUs sits in one node. A larger one with ``tp <= gpus_per_node`` keeps each
+    pipeline stage (a TP group) inside a node, ``gpus_per_node // tp`` stages per node, so its pipeline crosses
+    nodes. A TP group larger than a node spans whole nodes.
+    """
+    g = gpus_per_node
+    if layout.gpus_per_replica <= g:
+        nodes = 1
+    elif layout.tp <= g:
+        nodes = math.ceil(layout.pp / (g // layout.tp))
+    else:
+        nodes = math.ceil(layout.gpus_per_replica / g)
+    return Placement(nodes_per_replica=nodes, tp_spans_nodes=layout.tp > g, pp_spans_nodes=nodes > 1 and layout.tp <= g)
+
+
+def placeable(layout: Layout, gpus_per_node: int) -> bool:
+    """Whether the replicas fit on the ``ceil(gpus / gpus_per_node)`` nodes of the job, all placed alike.
+
+    Replicas of at most a node's GPUs are never split across nodes (each node holds ``g // (tp*pp)`` of
+    them); larger ones keep every TP group inside a node (each node holds ``g // tp`` stages; vLLM itself
+    only needs TP·PP·DP GPUs, but a TP all-reduce over the network is another layout); a TP group larger
+    than a node takes whole nodes, and so does its replica. This is what lets one simulated replica stand
+    for all of them (:func:`place`).
+    """
+    g = gpus_per_node
+    num_nodes = math.ceil(layout.gpus / g)
+    if layout.gpus_per_replica <= g:
+        return layout.dp <= num_nodes * (g // layout.gpus_per_replica)
+    if layout.tp <= g:
+        return layout.dp * layout.pp <= num_nodes * (g // layout.tp)
+    return layout.gpus_per_replica % g == 0
 
 
 def enumerate_layouts(num_gpus: int, *, num_attention_heads: int, num_kv_heads: int, num_layers: int,
                       gpus_per_node: int) -> list[Layout]:
-    """Every (TP, PP, DP) with TP*PP*DP = num_gpus that vLLM can run for this model.
+    """Every (TP, PP, DP) with TP*PP*DP = num_gpus that vLLM can run for this model and :func:`placeable`.
 
-    A replica must fit in whole nodes when it spans several (tp*pp a multiple of gpus_per_node) or inside one
-    node otherwise, so that replicas do not share a node unevenly.
+    PP may be any size up to ``num_layers``: vLLM gives every stage ``num_layers // pp`` layers and the
+    remainder to some of them (vLLM 0.7.0 vllm/distributed/utils.py get_pp_indices: all to the last stage;
+    vLLM 0.30: one each to the stages before the last), so a stage is never empty.
     """
     if num_gpus < 1:
         raise UserError(f"--gpus must be at least 1, got {num_gpus}")
     layouts = []
     for tp in valid_tp_sizes(num_attention_heads, num_kv_heads, num_gpus):
         for pp in range(1, min(num_layers, num_gpus // tp) + 1):
-            per_replica = tp * pp
-            if num_gpus % per_replica:
+            if num_gpus % (tp * pp):
                 continue
-            if per_replica > gpus_per_node and per_replica % gpus_per_node:
-                continue
-            if per_replica < gpus_per_node and gpus_per_node % per_replica:
-                continue
-            layouts.append(Layout(tp=tp, pp=pp, dp=num_gpus // per_replica))
+            layout = Layout(tp=tp, pp=pp, dp=num_gpus // (tp * pp))
+            if placeable(layout, gpus_per_node):
+                layouts.append(layout)
     return layouts

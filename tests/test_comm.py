@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hardware import load_hardware
+from hardware import list_clusters, load_hardware
+from hardware.ring_links import RING_LINKS
 from perfmodel.comm import (
     allreduce_time_s,
     link_for_group,
     mesh_ring_links,
     p2p_link,
     p2p_time_s,
+    solve_mesh_ring_links,
     tp_group_bandwidth_bytes_per_s,
 )
 
@@ -117,6 +122,37 @@ def test_ring_packing_known_cases():
     assert mesh_ring_links(ring, 4) == pytest.approx(2.0)
     # No link at all between two GPUs: no NVLink ring.
     assert mesh_ring_links(((0, 0), (0, 0)), 2) == 0.0
+
+
+def test_stored_ring_links_match_a_fresh_solve_of_the_catalog():
+    meshes = {load_hardware(name).nvlink_matrix for name in list_clusters()} - {None}
+    assert meshes, "the catalog has a hybrid cube-mesh cluster (taiwania2)"
+    stale = "hardware/ring_links.py is stale: run python scripts/generate_ring_links.py"
+    assert set(RING_LINKS) == meshes, stale
+    for matrix in meshes:
+        solved = {tp: solve_mesh_ring_links(matrix, tp) for tp in range(2, len(matrix) + 1)}
+        assert RING_LINKS[matrix] == pytest.approx(solved, rel=1e-9), stale
+
+
+def test_catalog_mesh_needs_no_lp_but_a_new_mesh_is_solved(taiwania2):
+    # A fresh interpreter: every TP group size on Taiwania 2 is answered without importing scipy.optimize.
+    code = (
+        "import sys\n"
+        "from hardware import load_hardware\n"
+        "from perfmodel.comm import link_for_group\n"
+        "cluster = load_hardware('taiwania2')\n"
+        "print([link_for_group(cluster, tp, spans_nodes=False)[0] for tp in range(1, 9)])\n"
+        "assert 'scipy.optimize' not in sys.modules, 'scipy.optimize was imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    # The same mesh minus one link is not in the table: the LP answers, and differs from the stored value.
+    rows = [list(row) for row in taiwania2.nvlink_matrix]
+    rows[0][3] = rows[3][0] = 1
+    rewired = tuple(tuple(row) for row in rows)
+    assert rewired not in RING_LINKS
+    assert mesh_ring_links(rewired, 2) == pytest.approx(2.0)  # GPUs 0-4 still have a double link
+    # GPU 0 now has 5 NVLinks, so all 8 GPUs get at most 5 link-units of rings, not the stored 6.
+    assert mesh_ring_links(rewired, 8) == pytest.approx(5.0)
 
 
 def test_cube_mesh_without_nvlink_ring_falls_back_to_pcie(taiwania2):

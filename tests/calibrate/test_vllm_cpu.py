@@ -3,7 +3,6 @@
 About 2-3 minutes on 2 cores: two offline engines (the cpu-tiny sweep), then `calibrate fit` and
 `calibrate check` on those measurements, and one `vllm serve` engine.
 """
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -16,10 +15,8 @@ from calibrate.sweep import load_sweep
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ROOT / "tests" / "fixtures" / "models" / "tiny-llama"
 
-pytestmark = [
-    pytest.mark.vllm,
-    pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason="vllm is not installed"),
-]
+# Skipped where vLLM does not import, failed under CI=true: tests/conftest.py.
+pytestmark = pytest.mark.vllm
 
 
 def test_offline_sweep_cpu_tiny(tmp_path):
