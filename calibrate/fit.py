@@ -8,8 +8,8 @@ Two independent fits:
   is outside that budget and not fitted.
 * **Step cost** (groups ``step``, ``eager``, ``tensor_parallel``, ``pipeline_parallel``): offline runs'
   schedules do not depend on step times, so each run is simulated once with vLLM's measured KV blocks and its
-  steps are recorded; the predicted elapsed time is then ``r * sum_k cost(step_k; theta)``, where ``r`` (1 without pipeline
-  parallelism) carries the pipeline's overlap from the simulation. ``scipy.optimize.least_squares`` minimises
+  steps are recorded; the predicted elapsed time is then ``r * sum_k cost(step_k; theta)``, where ``r`` (1
+  without pipeline parallelism) carries the pipeline's overlap from the simulation. ``scipy.optimize.least_squares`` minimises
   log-ratio residuals with bounds, a robust soft-L1 loss and a pull toward the datasheet defaults; the
   simulation is redone at the fitted values and the fit repeated (``outer_iterations``).
 
