@@ -2,13 +2,14 @@
 
 Two independent fits:
 
-* **Memory** (``activation_bytes_per_token``, ``non_torch_memory_bytes``, ``cuda_graph_memory_bytes``): vLLM's
-  KV budget is linear in them, ``kv = util*total - weights - logits - a*act_unit - non_torch - graphs*(not
-  eager)``, so a bounded linear least squares on the measured KV bytes (relative residuals) finds them.
-* **Step cost** (efficiencies, overheads, communication): offline runs' schedules do not depend on step
-  times, so each run is simulated once with vLLM's measured KV blocks and its steps are recorded; the
-  predicted elapsed time is then ``r * sum_k cost(step_k; theta)``, where ``r`` (1 without pipeline
-  parallelism) carries the pipeline's overlap from the simulation. ``scipy.optimize.least_squares`` minimises
+* **Memory** (group ``memory``: ``activation_bytes_per_token``, ``non_torch_memory_bytes``): vLLM's KV budget
+  is linear in them, ``kv = util*total - weights - logits - a*act_unit - non_torch``, so a bounded linear least
+  squares on the measured KV bytes (relative residuals) finds them. CUDA-graph memory (group ``graph_memory``)
+  is outside that budget and not fitted.
+* **Step cost** (groups ``step``, ``eager``, ``tensor_parallel``, ``pipeline_parallel``): offline runs'
+  schedules do not depend on step times, so each run is simulated once with vLLM's measured KV blocks and its
+  steps are recorded; the predicted elapsed time is then ``r * sum_k cost(step_k; theta)``, where ``r`` (1
+  without pipeline parallelism) carries the pipeline's overlap from the simulation. ``scipy.optimize.least_squares`` minimises
   log-ratio residuals with bounds, a robust soft-L1 loss and a pull toward the datasheet defaults; the
   simulation is redone at the fitted values and the fit repeated (``outer_iterations``).
 
@@ -32,11 +33,8 @@ from perfmodel.coefficients import Coefficients
 from perfmodel.errors import UserError
 from perfmodel.memory import activation_peak_bytes, kv_bytes_per_token_per_gpu
 
-MEMORY_COEFFICIENTS = ("activation_bytes_per_token", "non_torch_memory_bytes")
-STEP_COEFFICIENTS = ("gemm_compute_efficiency", "gemm_half_efficiency_tokens", "memory_efficiency",
-                     "attention_compute_efficiency", "attention_memory_efficiency", "step_overhead_s",
-                     "per_seq_overhead_s", "eager_layer_overhead_s", "allreduce_latency_s",
-                     "allreduce_bandwidth_efficiency", "p2p_latency_s")
+# Coefficient groups (perfmodel.coefficients.GROUPS) fitted on elapsed times, in this order.
+STEP_GROUPS = ("step", "eager", "tensor_parallel", "pipeline_parallel")
 
 
 def measured_kv_bytes(obs: Observation) -> float | None:
@@ -53,14 +51,10 @@ def measured_kv_bytes(obs: Observation) -> float | None:
 def informed_step_coefficients(observations: Sequence[Observation]) -> tuple[str, ...]:
     """The step-cost coefficients these runs can pin down."""
     offline = [o for o in observations if o.mode == "offline"]
-    skip = set()
-    if not any(o.eager for o in offline):
-        skip.add("eager_layer_overhead_s")
-    if not any(o.layout.tp > 1 for o in offline):
-        skip |= {"allreduce_latency_s", "allreduce_bandwidth_efficiency"}
-    if not any(o.layout.pp > 1 for o in offline):
-        skip.add("p2p_latency_s")
-    return tuple(n for n in STEP_COEFFICIENTS if n not in skip)
+    informed = {"step": True, "eager": any(o.eager for o in offline),
+                "tensor_parallel": any(o.layout.tp > 1 for o in offline),
+                "pipeline_parallel": any(o.layout.pp > 1 for o in offline)}
+    return tuple(n for g in STEP_GROUPS if informed[g] for n in Coefficients.group(g))
 
 
 @dataclass(frozen=True)
@@ -99,7 +93,7 @@ class CoefficientFitter:
                 traces = [self._trace(o, coefficients) for o in offline]
                 coefficients, self.step_result_ = self._fit_steps(traces, coefficients, names)
         self.coefficients_ = coefficients
-        self.fitted_ = (MEMORY_COEFFICIENTS if self.memory_result_ is not None else ()) + (
+        self.fitted_ = (Coefficients.group("memory") if self.memory_result_ is not None else ()) + (
             names if self.step_result_ is not None else ())
         self.stderr_ = self._stderr(names)
         self.num_observations_ = len(observations)
@@ -125,9 +119,10 @@ class CoefficientFitter:
             targets.append(rhs / kv_measured)
         if not rows:
             return prior, None
-        lower, upper = zip(*(Coefficients.bounds(n) for n in MEMORY_COEFFICIENTS))
+        names = Coefficients.group("memory")  # the columns of ``rows``, in this order
+        lower, upper = zip(*(Coefficients.bounds(n) for n in names))
         res = optimize.lsq_linear(np.array(rows), np.array(targets), bounds=(lower, upper))
-        return prior.replace(**dict(zip(MEMORY_COEFFICIENTS, map(float, res.x)))), res
+        return prior.replace(**dict(zip(names, map(float, res.x)))), res
 
     # -- step cost -------------------------------------------------------------------------------------------
     def _trace(self, obs: Observation, coefficients: Coefficients) -> _Trace:

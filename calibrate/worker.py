@@ -5,7 +5,7 @@ sends this process's stdout/stderr to a log file. The worker appends one record 
 each finishes. It dies with the runner: a watchdog thread ends the whole process group (vLLM's engine
 processes included) when its parent goes away.
 
-`PERFMODEL_CALIBRATE_FAKE=1` replaces vLLM by a fake engine (tests without vLLM); see worker_offline.FakeLLM.
+Tests without vLLM put a fake `vllm` package first on this process's PYTHONPATH (tests/calibrate/fake_vllm).
 """
 from __future__ import annotations
 
@@ -21,8 +21,6 @@ from typing import Any, Mapping
 
 from calibrate import provenance
 from calibrate.store import SCHEMA_VERSION, append_record
-
-FAKE_ENV = "PERFMODEL_CALIBRATE_FAKE"
 
 
 def make_record(*, spec: Mapping[str, Any], run: Mapping[str, Any], status: str, metrics: Mapping[str, Any] | None,
@@ -79,19 +77,17 @@ def main(argv: list[str] | None = None) -> int:
     spec = json.loads(Path(argv[0]).read_text())
     if spec.get("watch_parent", True):
         threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True).start()
-    fake = os.environ.get(FAKE_ENV) == "1"
-    env = provenance.environment() if not fake else {"hostname": "fake", "date_utc": provenance.utc_now(),
-                                                     "vllm_version": None, "gpu_name": "fake", "gpu_count": 0}
+    env = provenance.environment()
     env["command"] = spec.get("command") or provenance.command_line()
     env["log_file"] = spec.get("log_file")
     if spec["engine"]["mode"] == "offline":
         from calibrate.worker_offline import run_offline
 
-        run_offline(spec, env, fake=fake)
+        run_offline(spec, env)
     else:
         from calibrate.worker_online import run_online
 
-        run_online(spec, env, fake=fake)
+        run_online(spec, env)
     return 0
 
 

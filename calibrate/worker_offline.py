@@ -6,10 +6,8 @@ does not know are dropped and listed in the record (`engine_info.dropped_engine_
 from __future__ import annotations
 
 import dataclasses
-import os
 import sys
 import time
-from types import SimpleNamespace
 from typing import Any, Mapping
 
 from calibrate import provenance
@@ -137,22 +135,19 @@ def _vocab_size(model_config) -> int | None:
         return None
 
 
-def run_offline(spec: Mapping[str, Any], env: dict[str, Any], *, fake: bool = False) -> None:
+def run_offline(spec: Mapping[str, Any], env: dict[str, Any]) -> None:
+    from vllm import LLM, SamplingParams
+
     engine = spec["engine"]
     kwargs = engine_kwargs(engine, spec["model_path"])
-    if fake:
-        llm_cls, sp_cls, supported = FakeLLM, FakeSamplingParams, None
-    else:
-        from vllm import LLM, SamplingParams
-
-        llm_cls, sp_cls, supported = LLM, SamplingParams, supported_engine_args()
+    supported = supported_engine_args()
     dropped = sorted(k for k in kwargs if supported is not None and k not in supported and k != "model")
     kwargs = {k: v for k, v in kwargs.items() if k not in dropped}
     env["engine_args"] = kwargs
     print(f"[calibrate.worker] LLM({kwargs})", file=sys.stderr, flush=True)
     t0 = time.perf_counter()
     try:
-        llm = llm_cls(**kwargs)
+        llm = LLM(**kwargs)
     except NotImplementedError as exc:
         if engine["pipeline_parallel_size"] > 1:
             raise NotImplementedError(f"this vLLM's offline LLM class has no pipeline parallelism ({exc}); "
@@ -167,11 +162,11 @@ def run_offline(spec: Mapping[str, Any], env: dict[str, Any], *, fake: bool = Fa
     warm = [{"prompt_token_ids": [FIRST_TOKEN_ID] * WARMUP_INPUT_LEN}] * min(
         WARMUP_PROMPTS, engine.get("max_num_seqs") or WARMUP_PROMPTS)
     t0 = time.perf_counter()
-    llm.generate(warm, make_sampling_params(sp_cls, WARMUP_OUTPUT_LEN), use_tqdm=False)
+    llm.generate(warm, make_sampling_params(SamplingParams, WARMUP_OUTPUT_LEN), use_tqdm=False)
     info["warmup_s"] = time.perf_counter() - t0
     for run in spec["runs"]:
         try:
-            metrics, requests = _measure(llm, sp_cls, run, vocab)
+            metrics, requests = _measure(llm, SamplingParams, run, vocab)
         except Exception as exc:  # noqa: BLE001 - one failed workload is recorded; the others still run
             record_error(spec, run, env, info, exc)
             continue
@@ -203,40 +198,3 @@ def _measure(llm, sp_cls, run: Mapping[str, Any], vocab: int) -> tuple[dict[str,
     }
     return metrics, {"input_lens": in_lens, "output_lens": out_lens}
 
-
-# ------------------------------------------------------------------------------------------- fake engine (tests)
-
-class FakeSamplingParams(SimpleNamespace):
-    pass
-
-
-class FakeLLM:
-    """Stands in for `vllm.LLM` when PERFMODEL_CALIBRATE_FAKE=1.
-
-    `PERFMODEL_CALIBRATE_FAKE_DELAY_S`: seconds each `generate` sleeps (default 0.01).
-    `PERFMODEL_CALIBRATE_FAKE_CRASH_SEQS`: an engine with this max_num_seqs kills its own process at start.
-    """
-
-    def __init__(self, **kwargs: Any) -> None:
-        crash = os.environ.get("PERFMODEL_CALIBRATE_FAKE_CRASH_SEQS")
-        if crash and kwargs.get("max_num_seqs") == int(crash):
-            print("RuntimeError: fake out of memory", file=sys.stderr, flush=True)
-            os._exit(3)
-        self.kwargs = kwargs
-        print("INFO fake [kv_cache_utils.py] GPU KV cache size: 4,096 tokens", file=sys.stderr, flush=True)
-        print("INFO fake Available KV cache memory: 0.5 GiB", file=sys.stderr, flush=True)
-        self.llm_engine = SimpleNamespace(vllm_config=SimpleNamespace(
-            cache_config=SimpleNamespace(num_gpu_blocks=256, block_size=16, enable_prefix_caching=True),
-            scheduler_config=SimpleNamespace(max_num_batched_tokens=kwargs.get("max_num_batched_tokens", 8192),
-                                             max_num_seqs=kwargs.get("max_num_seqs", 256),
-                                             chunked_prefill_enabled=True),
-            model_config=SimpleNamespace(enforce_eager=kwargs.get("enforce_eager", False),
-                                         max_model_len=kwargs.get("max_model_len", 2048),
-                                         get_vocab_size=lambda: 1000)))
-
-    def generate(self, prompts, params, use_tqdm: bool = False):
-        time.sleep(float(os.environ.get("PERFMODEL_CALIBRATE_FAKE_DELAY_S", "0.01")))
-        plist = params if isinstance(params, list) else [params] * len(prompts)
-        return [SimpleNamespace(prompt_token_ids=p["prompt_token_ids"],
-                                outputs=[SimpleNamespace(token_ids=[FIRST_TOKEN_ID] * sp.max_tokens)])
-                for p, sp in zip(prompts, plist)]

@@ -81,9 +81,7 @@ def stop_server(proc: subprocess.Popen) -> None:
             continue
 
 
-def run_online(spec: Mapping[str, Any], env: dict[str, Any], *, fake: bool = False) -> None:
-    if fake:
-        raise NotImplementedError("the fake engine covers offline mode only")
+def run_online(spec: Mapping[str, Any], env: dict[str, Any]) -> None:
     engine = spec["engine"]
     port = int(spec.get("port") or free_port())
     cmd = server_command(engine, spec["model_path"], port)

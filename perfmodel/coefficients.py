@@ -19,8 +19,22 @@ import yaml
 from perfmodel.errors import UserError
 
 
-def _coef(default: float, help: str, lower: float, upper: float) -> Any:
-    return field(default=default, metadata={"help": help, "bounds": (lower, upper)})
+# What each group is and what informs it (calibrate/fit.py fits the groups it has data for).
+GROUPS = {
+    "step": "efficiencies and per-step overheads of one GPU, fitted on offline elapsed times",
+    "prefill": "per-prefill-token overhead; calibrate/fit.py leaves it at its default (no fit of it yet)",
+    "eager": "overhead without CUDA graphs; fitted when the runs include --enforce-eager engines",
+    "tensor_parallel": "all-reduce terms; fitted when the runs include TP > 1",
+    "pipeline_parallel": "stage-to-stage send latency; fitted when the runs include PP > 1",
+    "memory": "profile-run memory inside vLLM's KV budget, fitted on the KV bytes vLLM measured",
+    "graph_memory": "CUDA-graph memory, outside the KV budget: measured KV bytes do not inform it",
+}
+
+
+def _coef(default: float, help: str, lower: float, upper: float, *, group: str) -> Any:
+    if group not in GROUPS:
+        raise ValueError(f"coefficient group {group!r} is not one of {', '.join(GROUPS)}")
+    return field(default=default, metadata={"help": help, "bounds": (lower, upper), "group": group})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -29,45 +43,49 @@ class Coefficients:
 
     gemm_compute_efficiency: float = _coef(
         0.80, "fraction of dense peak FLOP/s that large GEMMs reach; 788 of 989 TFLOP/s was measured for an "
-        "8192^3 bf16 matmul on an H200 in this workplace (library/device/KINDS.md)", 0.2, 1.0)
+        "8192^3 bf16 matmul on an H200 in this workplace (library/device/KINDS.md)", 0.2, 1.0, group="step")
     gemm_half_efficiency_tokens: float = _coef(
         64.0, "GEMM rows (batch tokens) at which compute efficiency is half its maximum: "
-        "eff(m) = eff_max * m / (m + m_half); tile quantisation of small-m GEMMs", 1.0, 4096.0)
+        "eff(m) = eff_max * m / (m + m_half); tile quantisation of small-m GEMMs", 1.0, 4096.0, group="step")
     memory_efficiency: float = _coef(
         0.85, "fraction of datasheet HBM bandwidth that weight/KV streaming reaches; a device-to-device copy "
-        "moved ~4.3 of 4.8 TB/s on an H200 here (KINDS.md)", 0.2, 1.0)
+        "moved ~4.3 of 4.8 TB/s on an H200 here (KINDS.md)", 0.2, 1.0, group="step")
     attention_compute_efficiency: float = _coef(
         0.50, "fraction of dense peak reached by prefill attention (FlashAttention kernels reach roughly half "
-        "of peak on long sequences)", 0.05, 1.0)
+        "of peak on long sequences)", 0.05, 1.0, group="step")
     attention_memory_efficiency: float = _coef(
-        0.70, "fraction of HBM bandwidth reached by decode attention reading paged KV blocks", 0.05, 1.0)
+        0.70, "fraction of HBM bandwidth reached by decode attention reading paged KV blocks", 0.05, 1.0,
+        group="step")
     step_overhead_s: float = _coef(
         3e-3, "fixed CPU/launch time per engine step with CUDA graphs (scheduling, input preparation, "
-        "sampling launch); vLLM V1 steps take a few milliseconds even for tiny batches", 0.0, 0.1)
+        "sampling launch); vLLM V1 steps take a few milliseconds even for tiny batches", 0.0, 0.1, group="step")
     per_seq_overhead_s: float = _coef(
-        2e-5, "CPU time per scheduled sequence per step (input tensors, sampling, output processing)", 0.0, 1e-3)
+        2e-5, "CPU time per scheduled sequence per step (input tensors, sampling, output processing)", 0.0, 1e-3,
+        group="step")
     per_prefill_token_overhead_s: float = _coef(
         0.0, "time per prefill token not explained by the operators (embedding, rotary, norms, activations "
-        "on long inputs); 0 by default", 0.0, 1e-5)
+        "on long inputs); 0 by default", 0.0, 1e-5, group="prefill")
     eager_layer_overhead_s: float = _coef(
         6e-5, "extra time per decoder layer per step without CUDA graphs (--enforce-eager): about a dozen "
-        "kernel launches of ~5 us each", 0.0, 1e-3)
+        "kernel launches of ~5 us each", 0.0, 1e-3, group="eager")
     allreduce_latency_s: float = _coef(
         1e-5, "fixed latency of one tensor-parallel all-reduce call (kernel launch, synchronisation), on top of "
-        "the ring's per-hop link latency and bandwidth term", 0.0, 1e-3)
+        "the ring's per-hop link latency and bandwidth term", 0.0, 1e-3, group="tensor_parallel")
     allreduce_bandwidth_efficiency: float = _coef(
-        0.70, "fraction of link bandwidth a ring all-reduce reaches (NCCL bus bandwidth vs link rate)", 0.05, 1.0)
+        0.70, "fraction of link bandwidth a ring all-reduce reaches (NCCL bus bandwidth vs link rate)", 0.05, 1.0,
+        group="tensor_parallel")
     p2p_latency_s: float = _coef(
-        2e-5, "latency of one pipeline-stage activation send", 0.0, 1e-2)
+        2e-5, "latency of one pipeline-stage activation send", 0.0, 1e-2, group="pipeline_parallel")
     activation_bytes_per_token: float = _coef(
         6.0, "peak activation memory of vLLM's profile run, in units of (hidden + intermediate/TP) elements "
-        "of the activation dtype per token of max_num_batched_tokens", 0.0, 64.0)
+        "of the activation dtype per token of max_num_batched_tokens", 0.0, 64.0, group="memory")
     non_torch_memory_bytes: float = _coef(
         0.6e9, "GPU memory outside torch's allocator that vLLM's profiler charges (NCCL buffers, cuBLAS "
-        "workspaces)", 0.0, 8e9)
+        "workspaces)", 0.0, 8e9, group="memory")
     cuda_graph_memory_bytes: float = _coef(
         1.1e9, "memory kept by captured CUDA graphs (0 with --enforce-eager), outside the KV budget; vLLM 0.26 "
-        "on an H200 logged 0.99 GiB (Llama-3.1-8B) and 1.16 GiB (Qwen2.5-32B), data/h200/logs.tar.gz", 0.0, 8e9)
+        "on an H200 logged 0.99 GiB (Llama-3.1-8B) and 1.16 GiB (Qwen2.5-32B), data/h200/logs.tar.gz", 0.0, 8e9,
+        group="graph_memory")
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -86,6 +104,13 @@ class Coefficients:
     @staticmethod
     def bounds(name: str) -> tuple[float, float]:
         return {f.name: f.metadata["bounds"] for f in dataclasses.fields(Coefficients)}[name]
+
+    @staticmethod
+    def group(name: str) -> tuple[str, ...]:
+        """The coefficients of one group (``GROUPS``), in field order."""
+        if name not in GROUPS:
+            raise UserError(f"unknown coefficient group {name!r}; known: {', '.join(GROUPS)}")
+        return tuple(f.name for f in dataclasses.fields(Coefficients) if f.metadata["group"] == name)
 
 
 @dataclass(frozen=True, kw_only=True)

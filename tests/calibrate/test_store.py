@@ -16,6 +16,7 @@ from calibrate.sweep import load_sweep
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ROOT / "tests" / "fixtures" / "models" / "tiny-llama"
+FAKE_VLLM = Path(__file__).resolve().parent / "fake_vllm"  # a fake `vllm` package for worker subprocesses
 
 
 def test_append_and_load(tmp_path):
@@ -72,10 +73,15 @@ def fake_sweep(tmp_path, seqs=(4, 8), outs=(4, 8, 16)) -> Path:
     return path
 
 
+def fake_vllm_path() -> str:
+    """PYTHONPATH for worker subprocesses: the fake vllm (tests/calibrate/fake_vllm) ahead of any real one."""
+    return os.pathsep.join(p for p in (str(FAKE_VLLM), os.environ.get("PYTHONPATH")) if p)
+
+
 @pytest.fixture
 def fake_env(monkeypatch):
-    monkeypatch.setenv("PERFMODEL_CALIBRATE_FAKE", "1")
-    monkeypatch.setenv("PERFMODEL_CALIBRATE_FAKE_DELAY_S", "0.01")
+    monkeypatch.setenv("PYTHONPATH", fake_vllm_path())
+    monkeypatch.setenv("FAKE_VLLM_DELAY_S", "0.01")
 
 
 def test_runner_with_fake_engine_records_everything(tmp_path, fake_env, capsys):
@@ -92,6 +98,7 @@ def test_runner_with_fake_engine_records_everything(tmp_path, fake_env, capsys):
     assert rec["engine_info"]["kv_cache_memory_bytes_log"] == 2**29
     assert rec["engine_info"]["kv_cache_tokens"] == 256 * 16
     assert rec["provenance"]["engine_args"]["load_format"] == "dummy"
+    assert rec["provenance"]["vllm_version"] == "0.0.0+fake"  # the fake package, not an installed vLLM
     assert "calibrate.worker" in rec["provenance"]["command"]
     assert (results.parent / "results.jsonl.logs" / f"{rec['engine_id']}.log").exists()
     err = capsys.readouterr().err
@@ -102,7 +109,7 @@ def test_runner_with_fake_engine_records_everything(tmp_path, fake_env, capsys):
 
 
 def test_crashed_engine_is_recorded_and_the_sweep_goes_on(tmp_path, fake_env, monkeypatch):
-    monkeypatch.setenv("PERFMODEL_CALIBRATE_FAKE_CRASH_SEQS", "4")
+    monkeypatch.setenv("FAKE_VLLM_CRASH_SEQS", "4")
     sweep = load_sweep(fake_sweep(tmp_path))
     results = tmp_path / "results.jsonl"
     summary = run_sweep(sweep, results)
@@ -112,7 +119,7 @@ def test_crashed_engine_is_recorded_and_the_sweep_goes_on(tmp_path, fake_env, mo
     assert all("exited with code 3" in r["error"] and "fake out of memory" in r["error"] for r in errors)
     assert all(r["config"]["engine"]["max_num_seqs"] == 4 for r in errors)
     # errors count as done unless retried
-    monkeypatch.delenv("PERFMODEL_CALIBRATE_FAKE_CRASH_SEQS")
+    monkeypatch.delenv("FAKE_VLLM_CRASH_SEQS")
     assert run_sweep(sweep, results).num_ok == 0
     retry = run_sweep(sweep, results, retry_errors=True)
     assert retry.num_ok == 3
@@ -123,8 +130,8 @@ def test_crashed_engine_is_recorded_and_the_sweep_goes_on(tmp_path, fake_env, mo
 def test_killed_sweep_resumes_without_loss_or_duplicates(tmp_path):
     sweep_path = fake_sweep(tmp_path, seqs=(4, 8), outs=(4, 8, 16, 32))
     results = tmp_path / "results.jsonl"
-    env = {**os.environ, "PERFMODEL_CALIBRATE_FAKE": "1", "PERFMODEL_CALIBRATE_FAKE_DELAY_S": "0.4",
-           "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "FAKE_VLLM_DELAY_S": "0.4",
+           "PYTHONPATH": os.pathsep.join((str(ROOT), str(FAKE_VLLM)))}
     cmd = [sys.executable, "-m", "calibrate.runner", str(sweep_path), "--results", str(results)]
     proc = subprocess.Popen(cmd, env=env, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 60

@@ -1,0 +1,105 @@
+"""The fitter, without vLLM: (a) the shipped H200 profile is reproduced from its own data; (b) coefficients
+used to simulate runs are recovered from a perturbed prior."""
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from calibrate.fit import CoefficientFitter
+from calibrate.observations import load_observations, predicted_memory, simulate_observation
+from perfmodel.coefficients import Coefficients, load_profile
+from perfmodel.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+PROFILE = ROOT / "perfmodel" / "profiles" / "h200-sxm.yaml"
+
+
+def test_refit_reproduces_the_shipped_h200_profile(tmp_path, monkeypatch):
+    """`perfmodel calibrate fit <the profile's source files> --hardware h200-sxm`: the prior is the datasheet
+    defaults (the profile's `prior` entries say so) and the regularization the CLI's default."""
+    shipped = yaml.safe_load(PROFILE.read_text())
+    sources = [s.strip() for s in shipped["source"].split(",")]
+    priors = {k: v["prior"] for k, v in shipped["coefficients"].items() if isinstance(v, dict)}
+    assert priors == {k: getattr(Coefficients(), k) for k in priors}  # so no --prior
+    monkeypatch.chdir(ROOT)  # the source paths are relative to the repository
+    out = tmp_path / "h200-sxm.yaml"
+    assert main(["calibrate", "fit", *sources, "--hardware", "h200-sxm", "--out", str(out)]) == 0
+    refit = yaml.safe_load(out.read_text())
+    assert refit["source"] == shipped["source"] and refit["fitted"] == shipped["fitted"]
+    assert refit["data"] == shipped["data"] and refit["errors"] == shipped["errors"]
+    ours, theirs = load_profile(out).coefficients, load_profile(PROFILE).coefficients
+    for name in Coefficients.names():
+        assert getattr(ours, name) == pytest.approx(getattr(theirs, name), rel=1e-6, abs=0), name
+    for name, entry in shipped["coefficients"].items():
+        if isinstance(entry, dict) and "stderr" in entry:
+            assert refit["coefficients"][name]["stderr"] == pytest.approx(entry["stderr"], rel=1e-6), name
+
+
+# -- synthetic recovery --------------------------------------------------------------------------------------
+TRUE = Coefficients().replace(gemm_compute_efficiency=0.68, memory_efficiency=0.77, attention_memory_efficiency=0.72,
+                              step_overhead_s=1.2e-3, per_seq_overhead_s=9e-6,
+                              activation_bytes_per_token=3.3, non_torch_memory_bytes=0.4e9)
+# fitted coefficient -> relative tolerance: efficiencies set most of the time and come back within a few per
+# cent; the CPU overheads are a small share of it (seeds 0-5 gave up to 14% and 18%)
+FITTED = {"gemm_compute_efficiency": 0.05, "memory_efficiency": 0.05, "attention_memory_efficiency": 0.05,
+          "step_overhead_s": 0.25, "per_seq_overhead_s": 0.25}
+NOISE = 0.01  # lognormal sigma of the measured elapsed times
+# (model, max_num_seqs, max_num_batched_tokens, input_len, output_len, num_prompts)
+RUNS = [("llama-3.1-8b", 256, 8192, 2048, 16, 256), ("llama-3.1-8b", 8, 2048, 128, 256, 8),
+        ("llama-3.1-8b", 256, 16384, 128, 512, 256), ("llama-3.1-8b", 64, 4096, 1024, 256, 128),
+        ("qwen2.5-14b", 128, 8192, 512, 128, 256), ("qwen2.5-14b", 1, 2048, 64, 128, 4),
+        ("llama-2-7b", 32, 2048, 256, 1024, 64), ("llama-2-7b", 512, 16384, 1024, 64, 512),
+        ("llama-2-7b", 128, 8192, 2048, 512, 128), ("qwen2.5-14b", 64, 4096, 3072, 256, 64),
+        ("llama-3.1-8b", 1, 2048, 32, 512, 2), ("qwen2.5-14b", 256, 16384, 256, 1024, 256)]
+
+
+def _record(i, model, seqs, batched, input_len, output_len, n, *, elapsed_s=1.0, kv_tokens=None, kv_bytes=None):
+    """A results record as calibrate.worker writes one (schema in calibrate/README.md)."""
+    return {"schema_version": 1, "source": "perfmodel-calibrate", "run_id": f"synthetic{i:02d}", "status": "ok",
+            "config": {"engine": {"mode": "offline", "model": model, "tensor_parallel_size": 1,
+                                  "pipeline_parallel_size": 1, "dtype": "auto", "max_num_seqs": seqs,
+                                  "max_num_batched_tokens": batched, "max_model_len": 4096, "enforce_eager": False},
+                       "workload": {"input_len": input_len, "output_len": output_len, "num_prompts": n,
+                                    "request_rate": "inf"}},
+            "model": {"spec": model},
+            "metrics": {"elapsed_s": elapsed_s},
+            "engine_info": {"max_num_seqs": seqs, "max_num_batched_tokens": batched, "max_model_len": 4096,
+                            "block_size": 16, "enable_chunked_prefill": True, "kv_cache_tokens": kv_tokens,
+                            "kv_cache_memory_bytes_log": kv_bytes},
+            "provenance": {"vllm_version": "0.26.0"}}
+
+
+def synthetic_records(seed: int = 0) -> list[dict]:
+    """Runs simulated with TRUE: vLLM's KV cache = the memory model's, elapsed = the simulation's with noise."""
+    rng = np.random.default_rng(seed)
+    cluster, observations = load_observations([_record(i, *run) for i, run in enumerate(RUNS)], "h200-sxm")
+    out = []
+    for i, (run, obs) in enumerate(zip(RUNS, observations)):
+        plan = predicted_memory(obs, cluster, TRUE)
+        rec = _record(i, *run, kv_tokens=plan.kv_cache_tokens, kv_bytes=int(plan.kv_cache_bytes))
+        _, [obs] = load_observations([rec], "h200-sxm")
+        duration = simulate_observation(obs, cluster, TRUE, kv_from="measured").metrics.duration_s
+        rec["metrics"]["elapsed_s"] = duration * math.exp(NOISE * rng.standard_normal())
+        out.append(rec)
+    return out
+
+
+def test_fit_recovers_the_coefficients_of_simulated_runs():
+    cluster, observations = load_observations(synthetic_records(), "h200-sxm")
+    factors = (1.3, 0.8, 0.75, 2.0, 0.5)  # the prior is off by these factors
+    prior = TRUE.replace(**{n: getattr(TRUE, n) * f for n, f in zip(FITTED, factors)},
+                         activation_bytes_per_token=6.0, non_torch_memory_bytes=0.6e9)
+    fitter = CoefficientFitter(cluster, prior, step_names=tuple(FITTED), regularization=0.01).fit(observations)
+    assert fitter.fitted_ == ("activation_bytes_per_token", "non_torch_memory_bytes", *FITTED)
+    got = fitter.coefficients_
+    # memory: a linear fit of noise-free KV bytes (vLLM's rounding to whole blocks aside)
+    assert got.activation_bytes_per_token == pytest.approx(TRUE.activation_bytes_per_token, rel=1e-3)
+    assert got.non_torch_memory_bytes == pytest.approx(TRUE.non_torch_memory_bytes, rel=1e-2)
+    for name, rel in FITTED.items():
+        true, value, se = getattr(TRUE, name), getattr(got, name), fitter.stderr_[name]
+        assert abs(value - true) <= 3 * se, (name, value, true, se)
+        assert value == pytest.approx(true, rel=rel), (name, value, true, se)
+    for name in set(Coefficients.names()) - set(fitter.fitted_):
+        assert getattr(got, name) == getattr(prior, name), name  # what is not fitted stays at the prior
