@@ -128,16 +128,21 @@ def parse_quantization_config(config: Mapping[str, Any], source: str) -> Checkpo
         if quant.get("checkpoint_format") in ("marlin", "marlin_24") or quant.get("is_marlin_format"):
             raise UserError(f"{source}: GPTQ checkpoints serialized in Marlin format are not modelled; "
                             "use a plain GPTQ checkpoint (vLLM converts it to Marlin itself)")
-        return CheckpointQuantization(method="gptq", weight_bits=_require_bits(quant, source),
+        _require_keys(quant, ("bits", "group_size", "desc_act"), "GPTQ", source)  # GPTQConfig.from_config
+        bits = _int_or_none(quant.get("bits"))
+        if bits not in (2, 3, 4, 8):
+            raise UserError(f"{source}: GPTQ quantization_config needs 'bits' of 2, 3, 4 or 8, got {bits!r}")
+        return CheckpointQuantization(method="gptq", weight_bits=bits,
                                       group_size=_int_or_none(quant.get("group_size")),
                                       desc_act=_bool_or_none(quant.get("desc_act")),
                                       sym=_bool_or_none(quant.get("sym")))
     if method == "awq":
-        bits = _int_or_none(quant.get("bits", quant.get("w_bit")))
+        quant = {"bits": quant.get("w_bit"), "group_size": quant.get("q_group_size"), **quant}
+        _require_keys(quant, ("bits", "group_size", "zero_point"), "AWQ", source)  # AWQConfig.from_config
+        bits = _int_or_none(quant.get("bits"))
         if bits not in (4, 8):
             raise UserError(f"{source}: AWQ quantization_config needs 'bits' of 4 or 8, got {bits!r}")
-        return CheckpointQuantization(method="awq", weight_bits=bits,
-                                      group_size=_int_or_none(quant.get("group_size", quant.get("q_group_size"))),
+        return CheckpointQuantization(method="awq", weight_bits=bits, group_size=_int_or_none(quant["group_size"]),
                                       zero_point=_bool_or_none(quant.get("zero_point")))
     if method in ("fp8", "fbgemm_fp8"):
         return CheckpointQuantization(method=method, weight_bits=8, scheme="FP8_W8A8")
@@ -147,11 +152,11 @@ def parse_quantization_config(config: Mapping[str, Any], source: str) -> Checkpo
                     f"supported: {', '.join(SUPPORTED_QUANT_METHODS)}")
 
 
-def _require_bits(quant: Mapping[str, Any], source: str) -> int:
-    bits = _int_or_none(quant.get("bits"))
-    if bits not in (2, 3, 4, 8):
-        raise UserError(f"{source}: GPTQ quantization_config needs 'bits' of 2, 3, 4 or 8, got {bits!r}")
-    return bits
+def _require_keys(quant: Mapping[str, Any], keys: tuple[str, ...], label: str, source: str) -> None:
+    """The keys vLLM's config class reads with ``get_from_keys`` (it fails without them)."""
+    missing = [key for key in keys if quant.get(key) is None]
+    if missing:
+        raise UserError(f"{source}: {label} quantization_config lacks {', '.join(missing)} (vLLM needs them)")
 
 
 # ---- the local Hugging Face cache ----------------------------------------------------------
