@@ -3,10 +3,13 @@
 A :class:`ModelShape` holds only what the memory and cost models need: the sizes of every
 weight matrix, the attention geometry (GQA heads, head size, sliding-window layers) and the
 mixture-of-experts fan-out. Parameter counts are exact for the supported families
-(Llama, Mistral, Qwen2, Gemma-2, Mixtral) and match the published sizes.
+(Llama, Mistral, Qwen2, Gemma-2, Mixtral, Cohere Command R/R+) and match the published sizes.
+A shape also carries the checkpoint's own quantization (``checkpoint_quantization``, from its
+``quantization_config``), which :func:`perfmodel.precision.resolve_precision` honours as vLLM does.
 
 Catalog configs live in ``perfmodel/catalog/<name>.json``; they are the models' real
-``config.json`` contents, so vLLM can load them with dummy weights.
+``config.json`` contents (shape keys at least), so vLLM can load them with dummy weights.
+:func:`load_model` resolves a path, then a catalog name or HF id, then the local HF cache.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Mapping
 
+from perfmodel.checkpoint import CheckpointQuantization, find_in_hf_cache, hf_hub_cache_dir, parse_quantization_config
 from perfmodel.errors import UserError
 
 CATALOG_DIR = Path(__file__).parent / "catalog"
@@ -27,12 +31,17 @@ SUPPORTED_ARCHITECTURES: tuple[str, ...] = (
     "Qwen2ForCausalLM",
     "Gemma2ForCausalLM",
     "MixtralForCausalLM",
+    "CohereForCausalLM",
 )
 
-# Gemma-2 puts a norm before and after both attention and MLP; the others one before each.
-_NORMS_PER_LAYER = {"Gemma2ForCausalLM": 4}
-# transformers' config defaults where config.json may omit the key.
-_TIED_BY_DEFAULT = {"Gemma2ForCausalLM"}
+# Gemma-2 puts a norm before and after both attention and MLP; the others one before each, except
+# Cohere, whose attention and MLP run in parallel on one LayerNorm's output (vLLM 0.7.0
+# vllm/model_executor/models/commandr.py CohereDecoderLayer: residual + attn(x) + mlp(x)).
+_NORMS_PER_LAYER = {"Gemma2ForCausalLM": 4, "CohereForCausalLM": 1}
+_PARALLEL_ATTN_MLP = {"CohereForCausalLM"}
+# transformers' config defaults where config.json may omit the key (CohereConfig ties embeddings,
+# and vLLM's CohereForCausalLM asserts it).
+_TIED_BY_DEFAULT = {"Gemma2ForCausalLM", "CohereForCausalLM"}
 _QKV_BIAS_ARCHITECTURES = {"Qwen2ForCausalLM"}
 
 
@@ -74,6 +83,11 @@ class ModelShape:
 
     ``layer_is_sliding[i]`` is true when layer ``i`` attends only to the last
     ``sliding_window`` tokens. ``num_experts == 0`` means a dense MLP.
+    ``parallel_attn_mlp``: attention and MLP read the same normed input and both add to the
+    residual (Cohere), so a layer has one norm. ``qk_norm``: per-head norms on Q and K, with
+    (heads + kv_heads) · head_dim weights per layer (Command R+ ``use_qk_norm``). ``logit_scale``
+    multiplies the LM head's logits (no cost). ``checkpoint_quantization`` is the
+    checkpoint's ``quantization_config`` (None when unquantized).
     """
 
     name: str
@@ -93,6 +107,10 @@ class ModelShape:
     layer_is_sliding: tuple[bool, ...] = ()
     max_position_embeddings: int = 4096
     torch_dtype: str = "float16"
+    parallel_attn_mlp: bool = False
+    qk_norm: bool = False
+    logit_scale: float = 1.0
+    checkpoint_quantization: CheckpointQuantization | None = None
 
     def __post_init__(self) -> None:
         for field in ("hidden_size", "num_layers", "num_attention_heads", "num_kv_heads",
@@ -168,8 +186,10 @@ class ModelShape:
         return embed if self.tie_word_embeddings else 2 * embed
 
     def num_norm_params(self) -> int:
-        """RMSNorm weights: per-layer norms plus the final norm."""
-        return (self.num_layers * self.num_norms_per_layer + 1) * self.hidden_size
+        """Norm weights: per-layer norms plus the final norm (hidden_size each, no bias), plus the
+        per-head Q/K norms ((heads + kv_heads) · head_dim per layer) when ``qk_norm``."""
+        qk = (self.num_attention_heads + self.num_kv_heads) * self.head_dim if self.qk_norm else 0
+        return (self.num_layers * self.num_norms_per_layer + 1) * self.hidden_size + self.num_layers * qk
 
     def num_quantizable_params(self) -> int:
         """Weights a GPTQ/AWQ/FP8/INT8 checkpoint stores quantized: every decoder linear
@@ -278,6 +298,10 @@ def from_hf_config(config: Mapping[str, Any], name: str, *, source: str | None =
         layer_is_sliding=sliding,
         max_position_embeddings=config.get("max_position_embeddings") or 4096,
         torch_dtype=str(torch_dtype),
+        parallel_attn_mlp=architecture in _PARALLEL_ATTN_MLP,
+        qk_norm=bool(config.get("use_qk_norm", False)),
+        logit_scale=float(config.get("logit_scale") or 1.0),
+        checkpoint_quantization=parse_quantization_config(config, source),
     )
 
 
@@ -307,12 +331,16 @@ def _catalog_name(name: str) -> str | None:
     return short if short in known else None
 
 
+def _unknown_model(name: str) -> UserError:
+    return UserError(f"unknown model '{name}'; known models: {', '.join(list_models())} (or give a directory "
+                     f"holding config.json, a .json file, or an HF id cached under {hf_hub_cache_dir()})")
+
+
 def catalog_config_path(name: str) -> Path:
     """Path of the catalog ``config.json`` for a catalog name or HF id."""
     model = _catalog_name(name)
     if model is None:
-        raise UserError(f"unknown model '{name}'; known models: {', '.join(list_models())} "
-                        "(or give a directory holding config.json, or a .json file)")
+        raise _unknown_model(name)
     return CATALOG_DIR / f"{model}.json"
 
 
@@ -330,22 +358,34 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data
 
 
+def _load_file(path: Path, name: str) -> ModelShape:
+    return from_hf_config(_read_json(path), name, source=str(path))
+
+
 def load_model(name_or_path: str | Path) -> ModelShape:
-    """Load a model shape from a catalog name or HF id, a directory holding ``config.json``
-    (the shape is named after the directory), or a path to a ``.json`` file."""
+    """Load a model shape, trying in order:
+
+    1. a path: a directory holding ``config.json`` (the shape is named after the directory) or a
+       ``.json`` file (named after the file, or its directory for ``config.json``);
+    2. a catalog name or HF id that maps to the catalog (see :func:`_catalog_name`);
+    3. an HF id ``org/name`` in the local Hugging Face cache, offline (:func:`find_in_hf_cache`);
+       the shape is named by the id.
+    """
     path = Path(name_or_path).expanduser()
     if path.is_dir():
         config_path = path / "config.json"
         if not config_path.is_file():
             raise UserError(f"{path}: directory has no config.json")
-        return from_hf_config(_read_json(config_path), path.resolve().name, source=str(config_path))
+        return _load_file(config_path, path.resolve().name)
     if path.is_file():
-        name = path.resolve().parent.name if path.name == "config.json" else path.stem
-        return from_hf_config(_read_json(path), name, source=str(path))
-    model = _catalog_name(str(name_or_path))
-    if model is None:
-        if str(name_or_path).endswith(".json"):
-            raise UserError(f"{name_or_path}: no such file")
-        catalog_config_path(str(name_or_path))  # raises the unknown-model error
-    config_path = CATALOG_DIR / f"{model}.json"
-    return from_hf_config(_read_json(config_path), model, source=str(config_path))
+        return _load_file(path, path.resolve().parent.name if path.name == "config.json" else path.stem)
+    text = str(name_or_path)
+    model = _catalog_name(text)
+    if model is not None:
+        return _load_file(CATALOG_DIR / f"{model}.json", model)
+    cached = find_in_hf_cache(text)
+    if cached is not None:
+        return _load_file(cached, text.strip())
+    if text.endswith(".json"):
+        raise UserError(f"{name_or_path}: no such file")
+    raise _unknown_model(text)

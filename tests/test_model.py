@@ -1,9 +1,11 @@
 """Model shapes: parameter counts against published sizes, KV bytes by hand, loading errors."""
 
 import json
+from pathlib import Path
 
 import pytest
 
+from perfmodel.checkpoint import hf_hub_cache_dir
 from perfmodel.errors import UserError
 from perfmodel.model import (
     SUPPORTED_ARCHITECTURES,
@@ -33,7 +35,11 @@ PUBLISHED_PARAMS = {
     "deepseek-r1-distill-qwen-7b": 7.62e9,  # safetensors 7.62B
     "deepseek-r1-distill-qwen-14b": 14.8e9,  # safetensors 14.8B
     "deepseek-r1-distill-qwen-32b": 32.8e9,  # safetensors 32.8B
+    "command-r-plus": 104e9,  # CohereForAI/c4ai-command-r-plus card: "104 billion parameters"
+    "command-r-plus-gptq": 104e9,  # same shape, GPTQ 4-bit weights
+    "llama-3.1-405b-gptq-int4": 405e9,  # meta-llama/Llama-3.1-405B card: "405B"
 }
+FIXTURES = Path(__file__).parent / "fixtures" / "models"
 
 
 def test_catalog_lists_all_models():
@@ -103,6 +109,40 @@ def test_llama_has_no_bias_and_untied_embeddings():
     assert model.head_dim == 128 and model.num_kv_heads == 8
 
 
+def test_command_r_plus_shape_and_count_by_hand():
+    model = load_model("CohereForAI/c4ai-command-r-plus")
+    assert model.name == "command-r-plus" and model.architecture == "CohereForCausalLM"
+    assert model.parallel_attn_mlp and model.num_norms_per_layer == 1
+    assert model.tie_word_embeddings  # config omits the key; CohereConfig ties, vLLM asserts it
+    assert model.qk_norm and not model.qkv_bias
+    assert model.logit_scale == pytest.approx(0.8333333333333334)
+    assert model.checkpoint_quantization is None
+    h, layers, heads, kv, d, inter, vocab = 12288, 64, 96, 8, 128, 33792, 256000
+    linears = h * (heads + 2 * kv) * d + heads * d * h + 3 * h * inter
+    norms = layers * h + h + layers * (heads + kv) * d  # input LayerNorm, final norm, per-head q/k norms
+    assert model.num_params() == vocab * h + layers * linears + norms == 103_810_674_688
+    assert model.num_quantizable_params() == layers * linears
+
+
+def test_command_r_plus_gptq_variant_reads_its_quantization_config():
+    q = load_model("command-r-plus-gptq").checkpoint_quantization
+    assert (q.method, q.weight_bits, q.group_size, q.desc_act, q.sym) == ("gptq", 4, 128, True, True)
+
+
+def test_llama_405b_gptq_fixture_is_int4_checkpoint():
+    model = load_model(FIXTURES / "llama-3.1-405b-gptq-int4")
+    assert model.name == "llama-3.1-405b-gptq-int4"
+    assert (model.num_layers, model.hidden_size, model.num_attention_heads, model.num_kv_heads,
+            model.intermediate_size, model.vocab_size) == (126, 16384, 128, 8, 53248, 128256)
+    assert model.num_params() == 405_853_388_800  # Llama-3.1-405B's safetensors total
+    q = model.checkpoint_quantization
+    assert (q.method, q.weight_bits, q.group_size, q.desc_act, q.sym) == ("gptq", 4, 128, False, True)
+    # the catalog entry is the same config
+    fixture = json.loads((FIXTURES / "llama-3.1-405b-gptq-int4" / "config.json").read_text())
+    assert json.loads(catalog_config_path("llama-3.1-405b-gptq-int4").read_text()) == fixture
+    assert load_model("hugging-quants/Meta-Llama-3.1-405B-Instruct-GPTQ-INT4").name == "llama-3.1-405b-gptq-int4"
+
+
 def test_linear_layers_dense():
     model = load_model("llama-3.1-8b")
     layers = {lin.name: lin for lin in model.linear_layers()}
@@ -166,8 +206,9 @@ def test_catalog_files_are_loadable_hf_configs():
         assert config["architectures"][0] in SUPPORTED_ARCHITECTURES
         assert config["_name_or_path"]
         for field in ("model_type", "hidden_size", "num_hidden_layers", "num_attention_heads",
-                      "intermediate_size", "vocab_size", "rms_norm_eps", "rope_theta", "torch_dtype"):
+                      "intermediate_size", "vocab_size", "rope_theta", "torch_dtype"):
             assert field in config, (name, field)
+        assert "rms_norm_eps" in config or "layer_norm_eps" in config, name  # Cohere uses LayerNorm
     assert json.loads(catalog_config_path("llama-3.1-8b").read_text())["rope_scaling"]["rope_type"] == "llama3"
 
 
@@ -215,7 +256,7 @@ def test_unsupported_architecture_lists_supported(tmp_path):
     with pytest.raises(UserError) as excinfo:
         load_model(path)
     message = _one_line(excinfo)
-    assert "FalconForCausalLM" in message and "Gemma2ForCausalLM" in message
+    assert "FalconForCausalLM" in message and "Gemma2ForCausalLM" in message and "CohereForCausalLM" in message
 
 
 def test_directory_without_config(tmp_path):
@@ -233,3 +274,135 @@ def test_shape_validation():
         ModelShape(name="x", architecture="LlamaForCausalLM", hidden_size=64, num_layers=1,
                    num_attention_heads=6, num_kv_heads=4, head_dim=16, intermediate_size=128,
                    vocab_size=100, layer_is_sliding=(False,))
+
+
+# ---- quantization_config parsing ------------------------------------------------------------
+
+
+def _with_quant(quant: dict, key: str = "quantization_config") -> dict:
+    config = json.loads(catalog_config_path("llama-3.1-8b").read_text())
+    config[key] = quant
+    return config
+
+
+def test_awq_and_fp8_configs():
+    awq = from_hf_config(_with_quant({"quant_method": "awq", "bits": 4, "group_size": 128, "zero_point": True,
+                                      "version": "gemm"}), "awq").checkpoint_quantization
+    assert (awq.method, awq.weight_bits, awq.group_size, awq.zero_point, awq.has_zero_points) == (
+        "awq", 4, 128, True, True)
+    fp8 = from_hf_config(_with_quant({"quant_method": "fp8", "activation_scheme": "dynamic"}),
+                         "fp8").checkpoint_quantization
+    assert (fp8.method, fp8.weight_bits, fp8.scheme) == ("fp8", 8, "FP8_W8A8")
+
+
+def _ct(weights: dict, inputs: dict | None, fmt: str) -> dict:
+    return {"quant_method": "compressed-tensors", "format": fmt,
+            "config_groups": {"group_0": {"targets": ["Linear"], "weights": weights, "input_activations": inputs}}}
+
+
+@pytest.mark.parametrize("weights, inputs, fmt, scheme, group_size", [
+    ({"num_bits": 4, "type": "int", "symmetric": True, "strategy": "group", "group_size": 128},
+     None, "pack-quantized", "W4A16", 128),
+    ({"num_bits": 8, "type": "int", "symmetric": True, "strategy": "channel"}, None, "pack-quantized", "W8A16", -1),
+    ({"num_bits": 8, "type": "float", "symmetric": True, "strategy": "channel"},
+     {"num_bits": 8, "type": "float", "symmetric": True, "strategy": "token", "dynamic": True},
+     "float-quantized", "FP8_W8A8", -1),
+    ({"num_bits": 8, "type": "float", "symmetric": True, "strategy": "tensor"}, None, "float-quantized",
+     "FP8_W8A16", None),
+    ({"num_bits": 8, "type": "int", "symmetric": True, "strategy": "channel"},
+     {"num_bits": 8, "type": "int", "symmetric": True, "strategy": "token", "dynamic": True},
+     "int-quantized", "INT8_W8A8", -1),
+])
+def test_compressed_tensors_schemes(weights, inputs, fmt, scheme, group_size):
+    q = from_hf_config(_with_quant(_ct(weights, inputs, fmt)), "ct").checkpoint_quantization
+    assert (q.method, q.scheme, q.group_size, q.has_zero_points) == ("compressed-tensors", scheme, group_size, False)
+
+
+def test_compression_config_is_read_when_quantization_config_is_absent():
+    weights = {"num_bits": 4, "type": "int", "symmetric": True, "strategy": "group", "group_size": 64}
+    q = from_hf_config(_with_quant(_ct(weights, None, "pack-quantized"), key="compression_config"),
+                       "ct").checkpoint_quantization
+    assert (q.scheme, q.group_size) == ("W4A16", 64)
+
+
+def test_unmodelled_quant_method_is_one_line_error():
+    with pytest.raises(UserError) as excinfo:
+        from_hf_config(_with_quant({"quant_method": "bitsandbytes", "load_in_4bit": True}), "bnb")
+    message = _one_line(excinfo)
+    assert "bitsandbytes" in message and "gptq" in message and "compressed-tensors" in message
+
+
+# ---- the local Hugging Face cache ------------------------------------------------------------
+
+
+def _cache_repo(cache: Path, repo_id: str, config: dict, revision: str = "abc123", *, ref: bool = True) -> Path:
+    repo = cache / f"models--{repo_id.replace('/', '--')}"
+    snapshot = repo / "snapshots" / revision
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").write_text(json.dumps(config))
+    if ref:
+        (repo / "refs").mkdir(exist_ok=True)
+        (repo / "refs" / "main").write_text(revision + "\n")
+    return snapshot
+
+
+@pytest.fixture
+def no_hf_env(monkeypatch):
+    for var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_HOME", "XDG_CACHE_HOME"):
+        monkeypatch.delenv(var, raising=False)
+    return monkeypatch
+
+
+def _gptq_405b_config() -> dict:
+    return json.loads((FIXTURES / "llama-3.1-405b-gptq-int4" / "config.json").read_text())
+
+
+def test_hf_cache_from_hf_hub_cache(tmp_path, no_hf_env):
+    no_hf_env.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    _cache_repo(tmp_path / "hub", "someorg/Big-GPTQ", _gptq_405b_config())
+    model = load_model("someorg/Big-GPTQ")
+    assert model.name == "someorg/Big-GPTQ" and model.checkpoint_quantization.weight_bits == 4
+
+
+def test_hf_cache_from_hf_home_and_default(tmp_path, no_hf_env):
+    no_hf_env.setenv("HF_HOME", str(tmp_path / "hfhome"))
+    assert hf_hub_cache_dir() == tmp_path / "hfhome" / "hub"
+    _cache_repo(tmp_path / "hfhome" / "hub", "a/b", _gptq_405b_config())
+    assert load_model("a/b").num_layers == 126
+    no_hf_env.delenv("HF_HOME")
+    no_hf_env.setenv("HOME", str(tmp_path / "home"))
+    assert hf_hub_cache_dir() == tmp_path / "home" / ".cache" / "huggingface" / "hub"
+    _cache_repo(tmp_path / "home" / ".cache" / "huggingface" / "hub", "c/d", _gptq_405b_config())
+    assert load_model("c/d").hidden_size == 16384
+
+
+def test_hf_cache_refs_main_picks_the_revision(tmp_path, no_hf_env):
+    no_hf_env.setenv("HF_HUB_CACHE", str(tmp_path))
+    old = json.loads(catalog_config_path("llama-2-7b").read_text())
+    _cache_repo(tmp_path, "org/model", old, revision="0ld")
+    _cache_repo(tmp_path, "org/model", _gptq_405b_config(), revision="n3w")  # refs/main now says n3w
+    assert load_model("org/model").num_layers == 126
+    (tmp_path / "models--org--model" / "refs" / "main").unlink()  # two snapshots and no ref: ambiguous
+    with pytest.raises(UserError, match="unknown model 'org/model'"):
+        load_model("org/model")
+
+
+def test_path_then_catalog_then_cache(tmp_path, no_hf_env, monkeypatch):
+    no_hf_env.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    # a cached copy of a catalog id does not shadow the catalog
+    _cache_repo(tmp_path / "hub", "meta-llama/Llama-3.1-8B", _gptq_405b_config())
+    assert load_model("meta-llama/Llama-3.1-8B").name == "llama-3.1-8b"
+    # a local path with the same spelling wins over both
+    monkeypatch.chdir(tmp_path)
+    local = tmp_path / "meta-llama" / "Llama-3.1-8B"
+    local.mkdir(parents=True)
+    (local / "config.json").write_text(catalog_config_path("llama-2-7b").read_text())
+    assert load_model("meta-llama/Llama-3.1-8B").num_kv_heads == 32
+
+
+def test_unknown_model_names_the_cache(tmp_path, no_hf_env):
+    no_hf_env.setenv("HF_HUB_CACHE", str(tmp_path))
+    with pytest.raises(UserError) as excinfo:
+        load_model("nobody/nothing")
+    message = _one_line(excinfo)
+    assert "nobody/nothing" in message and str(tmp_path) in message and "command-r-plus" in message

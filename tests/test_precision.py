@@ -5,13 +5,17 @@ the hardware package: V100 SXM2 (fp16 tensor 125 TFLOP/s; no bf16, no fp8), A100
 (bf16/fp16 312, int8 624 TOPS), H100 SXM (bf16/fp16 989, fp8/int8 1979).
 """
 
+import json
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
 from perfmodel.errors import UserError
-from perfmodel.model import load_model
-from perfmodel.precision import INT4_BYTES_PER_PARAM, resolve_precision, weight_bytes
+from perfmodel.model import catalog_config_path, from_hf_config, load_model
+from perfmodel.precision import INT4_BYTES_PER_PARAM, QUANTIZATION_CHOICES, resolve_precision, weight_bytes
+
+FIXTURES = Path(__file__).parent / "fixtures" / "models"
 
 V100 = {"float32": 15.7e12, "float16": 125e12}
 A100 = {"float32": 19.5e12, "float16": 312e12, "bfloat16": 312e12, "int8": 624e12}
@@ -120,3 +124,155 @@ def test_moe_router_stays_unquantized():
 def test_unknown_choices(llama, kwargs, fragment):
     with pytest.raises(UserError, match=fragment):
         resolve_precision(llama, A100, **kwargs)
+
+
+# ---- quantization read from the checkpoint (vLLM 0.7.0 rules) --------------------------------
+
+H100_CC90 = SimpleNamespace(peak_flops_per_s=H100, display_name="H100", compute_capability="9.0")
+A100_CC80 = SimpleNamespace(peak_flops_per_s=A100, display_name="A100", compute_capability="8.0")
+V100_CC70 = SimpleNamespace(peak_flops_per_s=V100, display_name="V100", compute_capability="7.0")
+
+
+def _checkpoint(quant: dict, torch_dtype: str = "float16", base: str = "llama-3.1-8b"):
+    config = json.loads(catalog_config_path(base).read_text())
+    config.update(quantization_config=quant, torch_dtype=torch_dtype)
+    return from_hf_config(config, f"{base}-{quant['quant_method']}")
+
+
+GPTQ = {"quant_method": "gptq", "bits": 4, "group_size": 128, "desc_act": False, "sym": True}
+AWQ = {"quant_method": "awq", "bits": 4, "group_size": 128, "zero_point": True, "version": "gemm"}
+
+
+def _ct(weights: dict, inputs: dict | None, fmt: str) -> dict:
+    return {"quant_method": "compressed-tensors", "format": fmt,
+            "config_groups": {"group_0": {"targets": ["Linear"], "weights": weights, "input_activations": inputs}}}
+
+
+CT_W4A16 = _ct({"num_bits": 4, "type": "int", "symmetric": True, "strategy": "group", "group_size": 128},
+               None, "pack-quantized")
+CT_FP8 = _ct({"num_bits": 8, "type": "float", "symmetric": True, "strategy": "channel"},
+             {"num_bits": 8, "type": "float", "symmetric": True, "strategy": "token", "dynamic": True},
+             "float-quantized")
+CT_INT8 = _ct({"num_bits": 8, "type": "int", "symmetric": True, "strategy": "channel"},
+              {"num_bits": 8, "type": "int", "symmetric": True, "strategy": "token", "dynamic": True},
+              "int-quantized")
+
+
+def _kernel(p):
+    return p.weight_dtype, p.quantization, p.quant_kernel, p.gemm_flops_dtype
+
+
+def test_gptq_checkpoint_is_int4_without_a_flag():
+    model = load_model(FIXTURES / "llama-3.1-405b-gptq-int4")
+    v100 = resolve_precision(model, V100_CC70)
+    assert _kernel(v100) == ("int4", "gptq", "gptq_exllama", "float16")
+    assert v100.activation_dtype == "float16" and v100.group_size == 128 and v100.quant_source == "checkpoint"
+    assert _kernel(resolve_precision(model, A100_CC80)) == ("int4", "gptq_marlin", "gptq_marlin", "float16")
+    h100 = resolve_precision(model, H100_CC90)
+    assert _kernel(h100) == ("int4", "gptq_marlin", "machete", "float16")
+    assert any("converts" in note for note in h100.notes)
+    # 401.6e9 linear weights at (4 + 20/128)/8 bytes + 4.2e9 embedding/LM head/norm parameters in fp16
+    linear = model.num_quantizable_params()
+    assert weight_bytes(model, h100) == pytest.approx(linear * INT4_BYTES_PER_PARAM
+                                                      + 2 * (model.num_params() - linear))
+    assert 216e9 < weight_bytes(model, h100) < 218e9
+
+
+def test_act_order_gptq_on_hopper_uses_marlin():
+    p = resolve_precision(load_model("command-r-plus-gptq"), H100_CC90)  # desc_act true
+    assert p.quant_kernel == "gptq_marlin" and any("desc_act" in note for note in p.notes)
+
+
+def test_explicit_gptq_forces_exllama_and_marlin_spellings_convert():
+    model = load_model("llama-3.1-405b-gptq-int4")
+    assert resolve_precision(model, A100_CC80, quantization="gptq").quant_kernel == "gptq_exllama"
+    assert resolve_precision(model, A100_CC80, quantization="marlin").quantization == "gptq_marlin"
+    assert resolve_precision(model, A100_CC80, quantization="GPTQ_Marlin").quant_kernel == "gptq_marlin"
+
+
+def test_conflicting_quantization_is_refused():
+    model = load_model("llama-3.1-405b-gptq-int4")
+    with pytest.raises(UserError, match="gptq checkpoint but --quantization awq"):
+        resolve_precision(model, A100_CC80, quantization="awq")
+    # Marlin cannot convert on V100, so vLLM sees gptq != gptq_marlin
+    with pytest.raises(UserError, match="8.0"):
+        resolve_precision(model, V100_CC70, quantization="gptq_marlin")
+    with pytest.raises(UserError, match="fp8"):
+        resolve_precision(model, H100_CC90, quantization="fp8")
+
+
+def test_gptq_marlin_needs_every_key():
+    no_sym = _checkpoint({k: v for k, v in GPTQ.items() if k != "sym"})  # GPTQConfig does not need sym
+    assert resolve_precision(no_sym, A100_CC80).quant_kernel == "gptq_exllama"
+    with pytest.raises(UserError, match="lacks desc_act"):
+        _checkpoint({k: v for k, v in GPTQ.items() if k != "desc_act"})
+    asym = _checkpoint({**GPTQ, "sym": False})
+    assert resolve_precision(asym, H100_CC90).quantization == "gptq"
+
+
+def test_bfloat16_gptq_checkpoint_on_exllama_is_refused():
+    model = _checkpoint(GPTQ, torch_dtype="bfloat16")
+    assert resolve_precision(model, A100_CC80).activation_dtype == "bfloat16"  # Marlin takes bfloat16
+    with pytest.raises(UserError, match="float16"):
+        resolve_precision(model, A100_CC80, quantization="gptq")
+    assert resolve_precision(model, A100_CC80, dtype="float16", quantization="gptq").activation_dtype == "float16"
+
+
+def test_awq_checkpoint():
+    model = _checkpoint(AWQ)
+    assert _kernel(resolve_precision(model, A100_CC80)) == ("int4", "awq_marlin", "awq_marlin", "float16")
+    assert resolve_precision(model, A100_CC80, quantization="awq").quant_kernel == "awq"
+    with pytest.raises(UserError, match="awq"):
+        resolve_precision(model, V100_CC70)
+
+
+def test_fp8_checkpoint():
+    model = _checkpoint({"quant_method": "fp8", "activation_scheme": "dynamic"}, torch_dtype="bfloat16")
+    assert _kernel(resolve_precision(model, H100_CC90)) == ("fp8", "fp8", "fp8_w8a8", "fp8")
+    a100 = resolve_precision(model, A100_CC80)
+    assert _kernel(a100) == ("fp8", "fp8", "fp8_marlin", "bfloat16") and a100.weight_bytes_per_param == 1
+    with pytest.raises(UserError, match="V100 does not support fp8"):
+        resolve_precision(model, V100_CC70)
+
+
+def test_compressed_tensors_checkpoints():
+    w4 = _checkpoint(CT_W4A16, torch_dtype="bfloat16")
+    assert _kernel(resolve_precision(w4, H100_CC90)) == ("int4", "compressed-tensors", "machete", "bfloat16")
+    a100 = resolve_precision(w4, A100_CC80)
+    assert a100.quant_kernel == "gptq_marlin"
+    assert a100.weight_bytes_per_param == pytest.approx((4 + 16 / 128) / 8)  # symmetric: no zero points
+    fp8 = _checkpoint(CT_FP8, torch_dtype="bfloat16")
+    assert _kernel(resolve_precision(fp8, H100_CC90))[2:] == ("fp8_w8a8", "fp8")
+    assert _kernel(resolve_precision(fp8, A100_CC80))[2:] == ("fp8_marlin", "bfloat16")  # W8A16 fallback
+    int8 = _checkpoint(CT_INT8, torch_dtype="bfloat16")
+    assert _kernel(resolve_precision(int8, A100_CC80)) == ("int8", "compressed-tensors", "int8_w8a8", "int8")
+    assert resolve_precision(w4, A100_CC80, quantization="compressed-tensors").quant_kernel == "gptq_marlin"
+    for model in (w4, fp8, int8):
+        with pytest.raises(UserError, match="V100"):
+            resolve_precision(model, V100_CC70)
+
+
+def test_flag_only_quantizations_need_a_checkpoint(llama):
+    for method in ("compressed-tensors", "fbgemm_fp8"):
+        with pytest.raises(UserError, match="quantization_config"):
+            resolve_precision(llama, H100_CC90, quantization=method)
+    what_if = resolve_precision(llama, H100_CC90, quantization="gptq_marlin")
+    assert (what_if.quant_source, what_if.quant_kernel, what_if.group_size) == ("flag", "machete", 128)
+    assert resolve_precision(llama, A100_CC80).quant_kernel is None
+
+
+def test_choices_spell_vllm_methods():
+    for method in ("gptq", "gptq_marlin", "awq", "awq_marlin", "fp8", "compressed-tensors"):
+        assert method in QUANTIZATION_CHOICES
+
+
+@pytest.mark.parametrize("method", QUANTIZATION_CHOICES)
+def test_v100_runs_float16_only(llama, method):
+    """V100 (cc 7.0): whatever the flag, either a clear refusal or float16 everywhere."""
+    try:
+        p = resolve_precision(llama, V100_CC70, quantization=method)
+    except UserError as exc:
+        assert "\n" not in str(exc)
+        return
+    assert (p.activation_dtype, p.gemm_flops_dtype, p.kv_cache_dtype) == ("float16",) * 3
+    assert p.quant_kernel == "gptq_exllama"  # the only quantized kernel vLLM 0.7.0 runs on Volta
