@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from calibrate.fit import CoefficientFitter
-from calibrate.observations import load_observations, predicted_memory, simulate_observation
+from calibrate.observations import load_observations
 from perfmodel.coefficients import Coefficients, load_profile
 from perfmodel.cli import main
 
@@ -77,10 +77,10 @@ def synthetic_records(seed: int = 0) -> list[dict]:
     cluster, observations = load_observations([_record(i, *run) for i, run in enumerate(RUNS)], "h200-sxm")
     out = []
     for i, (run, obs) in enumerate(zip(RUNS, observations)):
-        plan = predicted_memory(obs, cluster, TRUE)
+        plan = obs.memory(TRUE)
         rec = _record(i, *run, kv_tokens=plan.kv_cache_tokens, kv_bytes=int(plan.kv_cache_bytes))
         _, [obs] = load_observations([rec], "h200-sxm")
-        duration = simulate_observation(obs, cluster, TRUE, kv_from="measured").metrics.duration_s
+        duration = obs.simulate(TRUE, kv_from="measured").metrics.duration_s
         rec["metrics"]["elapsed_s"] = duration * math.exp(NOISE * rng.standard_normal())
         out.append(rec)
     return out
