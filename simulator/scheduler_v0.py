@@ -78,7 +78,8 @@ class V0Scheduler(ContinuousScheduler):
         ids: list[int] = []
         news: list[int] = []
         self._admit_prefills(ids, news)
-        if ids:  # a prefill step: the running sequences wait
+        if ids:  # a prefill step: the running sequences wait (their cohorts stay ready; drop empty ones)
+            self.ready = [c for c in self.ready if c.base]
             return self._make_output([], 0, 0, ids, news, [])
         cohorts = [c for c in self.ready if c.base]
         self.ready = []

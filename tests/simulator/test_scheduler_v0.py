@@ -132,7 +132,8 @@ def test_macro_steps_equal_single_steps_for_v0():
         assert macro.metrics == single.metrics
         np.testing.assert_array_equal(macro.requests.finish_s, single.requests.finish_s)
         np.testing.assert_array_equal(macro.timeline.to_numpy(), single.timeline.to_numpy())
-    assert macro.metrics.num_steps > 0
+        if cfg.num_kv_blocks == 300:
+            assert macro.metrics.num_preemptions > 0
 
 
 def test_pp_virtual_engines_hand_worked():
@@ -191,3 +192,20 @@ def test_v0_config_validation():
     assert EngineConfig(max_num_seqs=1, max_num_batched_tokens=8, num_kv_blocks=8).scheduler == "v1"
     with pytest.raises(ValueError, match="exceeds max_num_batched_tokens"):
         simulate([Request(0, 0.0, 65, 2)], v0(), TOY)
+
+
+@pytest.mark.parametrize("num_stages", [1, 2])
+def test_every_token_is_emitted_once_under_kv_pressure(num_stages):
+    reqs = online(400, 80.0, seed=5)
+    cfg = v0(max_num_seqs=64, max_num_batched_tokens=4096, num_kv_blocks=600)
+    r = simulate(reqs, cfg, LinearStepCost(num_stages=num_stages), record_timeline=True)
+    assert r.metrics.num_preemptions > 0
+    assert int(r.itl_count.sum()) == int(np.sum(r.requests.num_output_tokens - 1))
+    assert (r.requests.finish_s >= r.requests.first_token_s).all()
+    assert (r.timeline["kv_usage"] <= 1.0).all()
+
+
+def test_single_token_outputs_are_prefill_steps_only():
+    reqs = requests_from_arrays(np.zeros(500), np.full(500, 30), np.ones(500, dtype=int))
+    r = simulate(reqs, v0(), TOY, record_timeline=True)
+    assert steps(r) == [(60, 0)] * 250  # two prompts of 30 per 64-token budget, no decode step ever
