@@ -27,7 +27,10 @@ Modelled (vLLM 0.7.0 `vllm/core/scheduler.py` `Scheduler._schedule_default`, FCF
   (`Scheduler.__init__`) and the full `max_num_seqs`; `LLMEngine._add_processed_request` gives a new request
   to the scheduler with the fewest unfinished requests (waiting + running), the lowest index on ties.
   `AsyncLLMEngine.run_engine_loop` keeps one step per virtual engine in flight, so each virtual engine runs
-  its own batches one at a time through the shared stages (see `simulator.engine.Replica`).
+  its own batches one at a time through the shared stages (see `simulator.engine.Replica`). Simplified: every
+  stage takes the StepCost's stage time for a batch, each stage serves batches in the order they reach it
+  (vLLM 0.7.0 `RayDistributedExecutor._driver_execute_model_async` locks a stage per virtual engine), and a
+  virtual engine's CPU work between its steps counts only as far as the StepCost puts it in the stage time.
 
 Simplifications: swapping (only for beam search / `preemption_mode="swap"`), the scheduler delay factor (0 by
 default), multi-step scheduling, LoRA, prefix caching, and async output processing's one-step lag in seeing
