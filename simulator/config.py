@@ -19,6 +19,9 @@ class EngineConfig:
     batching: "continuous" (vLLM V1) or "static" (fixed batches padded to the longest prompt and output).
     static_batch_size: requests per static batch (None = max_num_seqs); only for batching="static".
     long_prefill_token_threshold: cap on one prompt's chunk per step, 0 = no cap (vLLM's option of this name).
+    scheduler: engine generation of the continuous scheduler: "v1" (vLLM >= 0.8, `simulator.scheduler`) or
+        "v0" (vLLM <= 0.7, `simulator.scheduler_v0`: prefill-only or decode-only steps, a scheduler per
+        pipeline stage). "v0" models V0 with chunked prefill off only (its default at max_model_len <= 32768).
     """
 
     max_num_seqs: int
@@ -29,6 +32,7 @@ class EngineConfig:
     batching: str = "continuous"
     static_batch_size: int | None = None
     long_prefill_token_threshold: int = 0
+    scheduler: str = "v1"
 
     def __post_init__(self) -> None:
         for name in ("max_num_seqs", "max_num_batched_tokens", "num_kv_blocks", "block_size"):
@@ -50,6 +54,20 @@ class EngineConfig:
                                  f"({self.max_num_seqs})")
         if not isinstance(self.long_prefill_token_threshold, int) or self.long_prefill_token_threshold < 0:
             raise ValueError("long_prefill_token_threshold must be an integer >= 0")
+        if self.scheduler not in ("v1", "v0"):
+            raise ValueError(f"EngineConfig.scheduler must be 'v1' or 'v0', got {self.scheduler!r}")
+        if self.scheduler == "v0":
+            self._check_v0()
+
+    def _check_v0(self) -> None:
+        """The options the V0 model covers (see simulator.scheduler_v0)."""
+        if self.batching != "continuous":
+            raise ValueError("scheduler='v0' is a continuous-batching scheduler; use batching='continuous'")
+        if self.enable_chunked_prefill:
+            raise ValueError("scheduler='v0' models vLLM 0.7's V0 with chunked prefill off only; pass "
+                             "enable_chunked_prefill=False (V0's default for max_model_len <= 32768)")
+        if self.long_prefill_token_threshold:
+            raise ValueError("long_prefill_token_threshold is a V1 option; leave it 0 with scheduler='v0'")
 
     @property
     def kv_capacity_tokens(self) -> int:

@@ -5,6 +5,9 @@ when it ends. With `num_stages > 1` stages, a new batch is scheduled as soon as 
 `num_stages` batches in flight); a batch enters stage s when it has left stage s-1 and stage s is free, so an
 isolated batch takes `num_stages x` its stage time; its requests can be scheduled again only when it has
 left the last stage. With too few requests to fill every stage, the pipeline idles (the bubble).
+The V0 scheduler (`EngineConfig.scheduler="v0"`) with `num_stages > 1` stages instead runs one scheduler per
+stage (vLLM's virtual engines, `simulator.scheduler_v0.VirtualEngines`), each with one batch in flight; the
+batches of all of them share the stages, each stage taking them in the order they reach it.
 
 Macro-steps (pp = 1, continuous batching): when the next steps can only be pure decodes (nothing prefilling,
 nobody admissible from the waiting queue), they repeat with one more KV token per sequence until a sequence
@@ -32,6 +35,7 @@ from simulator.batch import BatchStats, StepCost
 from simulator.config import EngineConfig
 from simulator.request import RequestTable
 from simulator.scheduler import ContinuousScheduler, DecodeRun, ItlRecorder, SchedulerOutput
+from simulator.scheduler_v0 import V0Scheduler, VirtualEngines
 from simulator.static_batching import StaticBatcher
 from simulator.timeline import StepRecorder
 
@@ -57,19 +61,34 @@ class Replica:
         self._wake: simpy.Event | None = None
         self.known_arrivals_s: list[float] | None = None  # this replica's arrival times, when known in advance
         self._num_arrived = 0
+        self._virtual_wakes: list[simpy.Event | None] = []
         if config.batching == "static":
-            self.scheduler: ContinuousScheduler | StaticBatcher = StaticBatcher(config, table, itl)
+            self.scheduler: ContinuousScheduler | StaticBatcher | VirtualEngines = StaticBatcher(config, table, itl)
             body = self._run_static()
+        elif config.scheduler == "v0" and self.num_stages > 1:
+            self.scheduler = VirtualEngines(config, table, itl, self.num_stages)
+            self._virtual_wakes = [None] * self.num_stages
+            body = self._run_virtual_engines()
         else:
-            self.scheduler = ContinuousScheduler(config, table, itl)
+            scheduler_class = V0Scheduler if config.scheduler == "v0" else ContinuousScheduler
+            self.scheduler = scheduler_class(config, table, itl)
             body = self._run_continuous() if self.num_stages == 1 else self._run_pipelined()
         self.process = env.process(body)
+
+    @property
+    def num_preemptions(self) -> int:
+        return self.scheduler.num_preemptions
 
     # ---- inputs ------------------------------------------------------------------------------------------
     def submit(self, req: int) -> None:
         """A request arrives now."""
-        self.scheduler.add_request(req)
         self._num_arrived += 1
+        if isinstance(self.scheduler, VirtualEngines):
+            wake = self._virtual_wakes[self.scheduler.add_request(req)]
+            if wake is not None and not wake.triggered:
+                wake.succeed()
+            return
+        self.scheduler.add_request(req)
         self._notify()
 
     def _notify(self) -> None:
@@ -237,6 +256,45 @@ class Replica:
                     continue
             yield self._sleep()
             self._wake = None
+
+    # ---- V0 with pipeline parallelism: a scheduler per stage ---------------------------------------------
+    def _run_virtual_engines(self):
+        """Start one process per V0 virtual engine; they share the stages' free times (FIFO per stage)."""
+        engines = self.scheduler
+        assert isinstance(engines, VirtualEngines)
+        stage_free_s = [self.env.now] * self.num_stages
+        for v in range(len(engines.schedulers)):
+            self.env.process(self._run_virtual_engine(v, stage_free_s))
+        yield self.env.timeout(0)
+
+    def _run_virtual_engine(self, v: int, stage_free_s: list[float]):
+        """Virtual engine `v`: schedule a batch, send it through every stage (each stage takes batches in the
+        order they reach it), wait for its last stage, apply it, repeat; one batch in flight (vLLM 0.7.0
+        `AsyncLLMEngine.run_engine_loop` awaits each virtual engine's step before starting its next)."""
+        env, cost, rec = self.env, self.step_cost, self.recorder
+        engines = self.scheduler
+        assert isinstance(engines, VirtualEngines)
+        sched = engines.schedulers[v]
+        while True:
+            if not sched.has_schedulable_work():
+                self._virtual_wakes[v] = env.event()
+                yield self._virtual_wakes[v]
+                self._virtual_wakes[v] = None
+                continue
+            out = sched.schedule()
+            if out.is_empty:
+                if out.preempted_ids:
+                    continue
+                raise RuntimeError(f"replica {self.index} virtual engine {v} cannot schedule any waiting request")
+            stage_s = float(cost(out.batch))
+            end = env.now
+            for s in range(self.num_stages):
+                end = max(end, stage_free_s[s]) + stage_s
+                stage_free_s[s] = end
+            rec.add_step(self.index, env.now, end, stage_s, out.batch, engines.num_running, engines.num_waiting,
+                         engines.num_used_blocks)
+            yield env.timeout(end - env.now)
+            self._done(sched.complete(out, end))
 
     # ---- static batching ---------------------------------------------------------------------------------
     def _run_static(self):

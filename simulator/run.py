@@ -96,7 +96,7 @@ def simulate(requests: Sequence[Request], engine: EngineConfig, step_cost: StepC
     metrics = compute_metrics(
         results, gaps, counts, num_steps=recorder.num_steps, sum_num_seqs=int(recorder.sum_num_seqs),
         kv_usage_mean=recorder.kv_usage_mean, kv_usage_max=recorder.kv_usage_max,
-        num_preemptions=sum(r.scheduler.num_preemptions for r in replicas),
+        num_preemptions=sum(r.num_preemptions for r in replicas),
         padding_tokens=recorder.padding_tokens, computed_tokens=recorder.computed_tokens)
     timeline = steps = None
     if record_timeline:

@@ -234,9 +234,15 @@ class ContinuousScheduler(WaitingQueue):
         if not preempted:
             token_budget = self._admit_waiting(token_budget, ids, news)
         assert token_budget >= 0, "token budget overspent"
-        assert self.num_running <= cfg.max_num_seqs, "max_num_seqs exceeded"
-        assert pool.num_free_blocks >= 0, "KV blocks overspent"
+        return self._make_output(cohorts, num_decode, decode_context, ids, news, preempted)
 
+    def _make_output(self, cohorts: list[DecodeCohort], num_decode: int, decode_context: int, ids: list[int],
+                     news: list[int], preempted: list[int]) -> SchedulerOutput:
+        """Check the step's invariants, mark its prompt chunks in flight and describe it: `cohorts` decode
+        `num_decode` sequences reading `decode_context` KV tokens; request ids[k] computes news[k] tokens."""
+        t = self.table
+        assert self.num_running <= self.config.max_num_seqs, "max_num_seqs exceeded"
+        assert self.pool.num_free_blocks >= 0, "KV blocks overspent"
         num_prefill = pairs = prefill_context = num_sampled = 0
         for i, new in zip(ids, news):
             computed = t.num_computed_tokens[i]
@@ -371,10 +377,19 @@ class ContinuousScheduler(WaitingQueue):
         return finished
 
     # ---- several identical decode steps at once ----------------------------------------------------------
+    def _may_prefill(self) -> bool:
+        """Whether the next step may compute a prompt chunk: one is under way, or a waiting request could be
+        admitted (the running set is not full)."""
+        return bool(self.prefilling) or (bool(self.waiting) and self.num_running < self.config.max_num_seqs)
+
+    def _run_free_blocks(self) -> int:
+        """KV blocks a planned decode run may open without any step of it preempting: all the free ones."""
+        return self.pool.num_free_blocks
+
     def _decoding_cohort(self) -> DecodeCohort | None:
         """The cohort whose next steps are pure decodes, if the next step can only be that (pp = 1): nothing
         prefilling, nobody admissible from the waiting queue (empty, or the running set full)."""
-        if self.prefilling or (self.waiting and self.num_running < self.config.max_num_seqs):
+        if self._may_prefill():
             return None
         if len(self.ready) != 1 or not self.ready[0]:
             return None
@@ -396,7 +411,7 @@ class ContinuousScheduler(WaitingQueue):
             finishers = cohort.finishing_within(max_steps)
             # up to the last finish, if every member finishes within max_steps
             k = max_steps if len(finishers) < n else max(finishers.values())
-        free = self.pool.num_free_blocks
+        free = self._run_free_blocks()
         if n * -(-k // bs) > free:  # each member opens at most ceil(k / block_size) blocks in k steps
             k = min(first, max_steps)
             finishers = None

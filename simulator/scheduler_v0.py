@@ -1,0 +1,210 @@
+"""vLLM V0-like continuous batching (vLLM <= 0.7, chunked prefill off): prefill steps stall the decodes.
+
+Modelled (vLLM 0.7.0 `vllm/core/scheduler.py` `Scheduler._schedule_default`, FCFS, no swapping):
+- A step is EITHER a prefill batch OR a decode batch, never both. Waiting requests are tried first
+  (`Scheduler._schedule_prefills`, `enable_chunking=False`): in arrival order, each whole prompt while
+  (a) the token budget `max_num_batched_tokens` holds it, (b) running + admitted sequences stay within
+  `max_num_seqs` (the budget is pre-charged with every running sequence), and (c) the KV cache can hold the
+  prompt and still keep the watermark free (`BlockSpaceManager.can_allocate`, vLLM 0.7.0
+  `vllm/core/block_manager.py`: OK when free - needed >= watermark_blocks = int(0.01 x num_gpu_blocks),
+  LATER otherwise). The first request that does not fit ends the pass (`break`: strict FCFS, unlike V1 with
+  chunked prefill off, which skips it and lets later ones go). If any prompt was admitted the step is that
+  prefill batch and the running sequences do not decode ("Don't schedule decodes if prefills are
+  scheduled").
+- Otherwise every running sequence decodes one token (`Scheduler._schedule_running`), walked in admission
+  order. A sequence may go on only while at least one KV block is free (`BlockSpaceManager.can_append_slots`
+  counts one "touched" block per appended token, a worst-case that ignores room in the last block); when none
+  is, the most recently admitted sequence not yet walked (the tail of `running`, `running_queue.pop()`) is
+  preempted by recompute (`Scheduler._preempt`: RECOMPUTE for single-sequence groups;
+  `_preempt_by_recompute` frees its blocks and resets it), or the sequence itself when it is the last one.
+  Preempted sequences go back to the front of the waiting queue (`self.waiting.extendleft(preempted)`, so the
+  earliest admitted first) and are re-prefilled whole (prompt + generated tokens), sampling their next token.
+- Prompts longer than the budget are rejected by vLLM (`_get_prompt_limit`: min(max_model_len,
+  max_num_batched_tokens); with chunked prefill off `SchedulerConfig._verify_args` forces the budget >=
+  max_model_len): here a ValueError before the run, or a RuntimeError for a recomputed sequence.
+- Pipeline parallelism (`VirtualEngines`): vLLM 0.7.0 `vllm/engine/llm_engine.py` `LLMEngine.__init__` makes
+  one Scheduler per pipeline stage ("virtual engine"), each with num_gpu_blocks // pp KV blocks
+  (`Scheduler.__init__`) and the full `max_num_seqs`; `LLMEngine._add_processed_request` gives a new request
+  to the scheduler with the fewest unfinished requests (waiting + running), the lowest index on ties.
+  `AsyncLLMEngine.run_engine_loop` keeps one step per virtual engine in flight, so each virtual engine runs
+  its own batches one at a time through the shared stages (see `simulator.engine.Replica`). Simplified: every
+  stage takes the StepCost's stage time for a batch, each stage serves batches in the order they reach it
+  (vLLM 0.7.0 `RayDistributedExecutor._driver_execute_model_async` locks a stage per virtual engine), and a
+  virtual engine's CPU work between its steps counts only as far as the StepCost puts it in the stage time.
+
+Simplifications: swapping (only for beam search / `preemption_mode="swap"`), the scheduler delay factor (0 by
+default), multi-step scheduling, LoRA, prefix caching, and async output processing's one-step lag in seeing
+finished sequences (vLLM 0.7.0 `Scheduler._schedule_running`'s "extra decode run") are not modelled.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from simulator.cohort import DecodeCohort
+from simulator.config import EngineConfig
+from simulator.kv_blocks import num_blocks_for_tokens
+from simulator.request import RequestTable
+from simulator.scheduler import ContinuousScheduler, ItlRecorder, SchedulerOutput
+
+WATERMARK = 0.01
+"""Fraction of a scheduler's KV blocks kept free at admission: the default `watermark` of vLLM 0.7.0
+`vllm/core/block_manager.py` `SelfAttnBlockSpaceManager.__init__` (the Scheduler does not pass one)."""
+
+
+class V0Scheduler(ContinuousScheduler):
+    """One V0 scheduler (one virtual engine): waiting queue, running sequences, its own KV block pool.
+
+    Reuses the V1 scheduler's bookkeeping (completion, recompute preemption, planned decode runs); only the
+    step rule differs (see the module docstring)."""
+
+    def __init__(self, config: EngineConfig, table: RequestTable, itl: ItlRecorder) -> None:
+        super().__init__(config, table, itl)
+        self.watermark_blocks = int(WATERMARK * config.num_kv_blocks)
+        self._check_fits()
+
+    def _check_fits(self) -> None:
+        """Every request must be able to run alone: its longest KV length plus the watermark (at least one
+        block, which a lone decode needs free) within the pool. Otherwise vLLM ignores the request
+        (FINISHED_IGNORED) or a lone sequence preempts itself forever. (Prompts longer than the budget are
+        rejected by `simulator.run`, as for V1 with chunked prefill off.)"""
+        t, cfg = self.table, self.config
+        longest = max(t.finish_kv_tokens)
+        need = num_blocks_for_tokens(longest, cfg.block_size) + max(self.watermark_blocks, 1)
+        if need > cfg.num_kv_blocks:
+            raise ValueError(f"a request needs {need} KV blocks ({longest} tokens + watermark) but a V0 scheduler "
+                             f"holds {cfg.num_kv_blocks} (num_kv_blocks // pipeline stages); shorten the "
+                             "requests or give more KV blocks")
+
+    # ---- one step ----------------------------------------------------------------------------------------
+    def schedule(self) -> SchedulerOutput:
+        ids: list[int] = []
+        news: list[int] = []
+        self._admit_prefills(ids, news)
+        if ids:  # a prefill step: the running sequences wait (their cohorts stay ready; drop empty ones)
+            self.ready = [c for c in self.ready if c.base]
+            return self._make_output([], 0, 0, ids, news, [])
+        cohorts = [c for c in self.ready if c.base]
+        self.ready = []
+        preempted: list[int] = []
+        need = 0
+        for c in cohorts:
+            need += c.num_new_blocks()
+        # Every sequence must find a free block when its turn comes: if one stays free after all of them
+        # have theirs, nobody is preempted; otherwise walk them one by one.
+        if need < self.pool.num_free_blocks:
+            self.pool.allocate_blocks(need)
+        else:
+            self._allocate_decodes_preempting(cohorts, preempted)
+        num_decode = decode_context = 0
+        for c in cohorts:
+            num_decode += len(c.base)
+            decode_context += c.sum_computed_tokens
+        decode_context += num_decode
+        return self._make_output(cohorts, num_decode, decode_context, [], [], preempted)
+
+    def _head_admission(self) -> str:
+        """What `_schedule_prefills` does with the head of the waiting queue given the KV pool: "ok", "later"
+        (wait for blocks) or "never" (cannot fit even in an empty pool, or longer than the budget)."""
+        t, pool = self.table, self.pool
+        num_tokens = t.num_target_tokens[self.waiting[0]]  # a waiting request has no KV: computed = 0
+        blocks = num_blocks_for_tokens(num_tokens, pool.block_size)
+        if num_tokens > self.config.max_num_batched_tokens or pool.num_blocks - blocks < self.watermark_blocks:
+            return "never"
+        return "ok" if pool.num_free_blocks - blocks >= self.watermark_blocks else "later"
+
+    def _admit_prefills(self, ids: list[int], news: list[int]) -> None:
+        """Whole prompts from the head of the waiting queue until one does not fit (module docstring)."""
+        cfg, t, pool, waiting = self.config, self.table, self.pool, self.waiting
+        token_budget = cfg.max_num_batched_tokens
+        while waiting:
+            status = self._head_admission()
+            req = waiting[0]
+            num_tokens = t.num_target_tokens[req]
+            if status == "never":
+                raise RuntimeError(f"request {t.ids[req]} needs {num_tokens} tokens recomputed after a "
+                                   "preemption, more than max_num_batched_tokens or the KV cache holds; vLLM 0.7 "
+                                   "would drop it (FINISHED_IGNORED); raise the budget or the KV blocks")
+            if status == "later" or num_tokens > token_budget or self.num_running >= cfg.max_num_seqs:
+                break
+            waiting.popleft()
+            assert pool.allocate_slots(0, num_tokens) is not None
+            t.admission_order[req] = self._next_admission
+            self._next_admission += 1
+            self.num_running += 1
+            self.prefilling.append(req)
+            ids.append(req)
+            news.append(num_tokens)
+            token_budget -= num_tokens
+        assert token_budget >= 0, "token budget overspent"
+
+    def _allocate_decodes_preempting(self, cohorts: list[DecodeCohort], preempted: list[int]) -> bool:
+        """Walk the decoding sequences in admission order; each needs one free block to go on (and takes it
+        only if its token opens a block). With none free, preempt the most recently admitted sequence not yet
+        walked, possibly the current one, which ends the walk (returns True)."""
+        t, pool, bs = self.table, self.pool, self.config.block_size
+        order = sorted([(t.admission_order[i], i, c) for c in cohorts for i in c.base], key=lambda e: e[0])
+        pos = 0
+        while pos < len(order):
+            _, i, cohort = order[pos]
+            while pool.num_free_blocks < 1:
+                _, victim, victim_cohort = order.pop()
+                self._preempt(victim, victim_cohort)
+                preempted.append(victim)
+                if victim == i:
+                    return True
+            if (cohort.base[i] + cohort.counter) % bs == 0:
+                pool.allocate_blocks(1)
+            pos += 1
+        return False
+
+    # ---- planned decode runs -----------------------------------------------------------------------------
+    def _may_prefill(self) -> bool:
+        """Whether the next step would admit a waiting request (then it is not a decode step). While the head
+        waits for blocks, a decode run only takes blocks, so it keeps waiting until a finish."""
+        if self.prefilling:
+            return True
+        if not self.waiting or self.num_running >= self.config.max_num_seqs:
+            return False
+        return self._head_admission() != "later"
+
+    def _run_free_blocks(self) -> int:
+        """A planned run must leave a block free after each step (then no sequence of it is preempted)."""
+        return self.pool.num_free_blocks - 1
+
+
+class VirtualEngines:
+    """V0's schedulers of one replica with pipeline parallelism: one per stage, each with num_kv_blocks // pp
+    blocks (vLLM 0.7.0 `Scheduler.__init__`), a request going to the one with the fewest unfinished requests
+    (`LLMEngine._add_processed_request`). They share nothing but the stages that run their batches."""
+
+    def __init__(self, config: EngineConfig, table: RequestTable, itl: ItlRecorder, num_stages: int) -> None:
+        per_engine = config.num_kv_blocks // num_stages
+        if per_engine < 1:
+            raise ValueError(f"num_kv_blocks ({config.num_kv_blocks}) is fewer than the {num_stages} pipeline "
+                             "stages, each of which V0 gives num_kv_blocks // pp blocks")
+        engine_config = replace(config, num_kv_blocks=per_engine)
+        self.schedulers = [V0Scheduler(engine_config, table, itl) for _ in range(num_stages)]
+
+    def add_request(self, req: int) -> int:
+        """Give `req` to the least loaded scheduler; return its index."""
+        loads = [s.num_waiting + s.num_running for s in self.schedulers]
+        index = loads.index(min(loads))
+        self.schedulers[index].add_request(req)
+        return index
+
+    @property
+    def num_waiting(self) -> int:
+        return sum(s.num_waiting for s in self.schedulers)
+
+    @property
+    def num_running(self) -> int:
+        return sum(s.num_running for s in self.schedulers)
+
+    @property
+    def num_used_blocks(self) -> int:
+        return sum(s.pool.num_used_blocks for s in self.schedulers)
+
+    @property
+    def num_preemptions(self) -> int:
+        return sum(s.num_preemptions for s in self.schedulers)
