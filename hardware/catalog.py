@@ -291,7 +291,8 @@ def _resolve_gpu(ref: Any, path: Path) -> GpuSpec:
 
 def _cluster_from_dict(data: dict, path: Path) -> ClusterSpec:
     where = str(path)
-    _check_keys(data, _CLUSTER_FIELDS, where)
+    version = data.pop("vllm_version", None)
+    _check_keys(data, tuple(f for f in _CLUSTER_FIELDS if f != "vllm_version"), where)
     sources = _sources(data, _CLUSTER_NUMBERS, _CLUSTER_FIELDS, where)
     max_nodes = data["max_nodes_per_job"]
     max_time = data["max_job_time_s"]
@@ -313,6 +314,7 @@ def _cluster_from_dict(data: dict, path: Path) -> ClusterSpec:
             host_memory_bytes=_positive(data["host_memory_bytes"], f"{where}: host_memory_bytes"),
             host_to_gpu_link=_link(data["host_to_gpu_link"], f"{where}: host_to_gpu_link"),
             sources=sources,
+            vllm_version=None if version is None else str(version),
         )
     except SpecError as exc:
         raise HardwareError(f"{where}: {exc}") from None

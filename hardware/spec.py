@@ -149,6 +149,7 @@ class ClusterSpec:
         host_memory_bytes: CPU memory of one node.
         host_to_gpu_link: one GPU's link to host memory.
         sources: field name -> citation for every number.
+        vllm_version: the vLLM release installed there; commands default to its engine (optional key).
     """
 
     name: str
@@ -166,6 +167,7 @@ class ClusterSpec:
     host_memory_bytes: float
     host_to_gpu_link: LinkSpec
     sources: Mapping[str, str]
+    vllm_version: str | None = None  # the vLLM release the cluster's users run (None: not known)
 
     def __post_init__(self) -> None:
         owner = f"cluster {self.name!r}"

@@ -56,15 +56,23 @@ class _Gemm:
     activation_bytes_per_token: float  # input + output elements read/written per token
     num_experts: int  # 1 for dense layers
     experts_per_token: int
+    params: float = 0.0  # weights of one expert on one GPU
+    quantized: bool = False  # weights stored in the quantized format (int4 for GPTQ)
 
 
 class StepCostModel:
     """Seconds one pipeline stage spends on one engine step (implements ``simulator.StepCost``)."""
 
     def __init__(self, model: ModelShape, cluster: ClusterSpec, layout: Layout, precision: Precision,
-                 coefficients: Coefficients, *, enforce_eager: bool = False) -> None:
+                 coefficients: Coefficients, *, enforce_eager: bool = False, engine_generation: str = "v1",
+                 cuda_graph_batch_sizes: tuple[int, ...] = ()) -> None:
         self.model, self.cluster, self.layout = model, cluster, layout
         self.precision, self.coefficients, self.enforce_eager = precision, coefficients, enforce_eager
+        # V0 (vLLM 0.7, perfmodel.vllm_releases): prefill steps run eager, decode steps replay CUDA graphs
+        # captured for these batch sizes (a batch runs padded up to the next one)
+        self._v0_graphs = (tuple(cuda_graph_batch_sizes) if engine_generation == "v0" and not enforce_eager
+                           else ())
+        self._exllama = precision.quant_kernel == "gptq_exllama"
         self.num_stages = layout.pp
         gpu = cluster.gpu
         self._gemm_peak = gpu.peak_flops_per_s[precision.gemm_flops_dtype]
@@ -88,7 +96,7 @@ class StepCostModel:
         pp_bw, pp_latency = comm.p2p_link(cluster, placement.pp_spans_nodes) if layout.pp > 1 else (1.0, 0.0)
         self._pp_bw, self._pp_latency = pp_bw, pp_latency + coefficients.p2p_latency_s
         self._gemm_cache: dict[int, float] = {}
-        self._scalar_cache: dict[int, tuple[float, float, float]] = {}
+        self._scalar_cache: dict[tuple[int, bool], tuple[float, float, float]] = {}
         self._lm_head_cache: dict[int, float] = {}
         self._attn_flops_rate = self._attn_peak * coefficients.attention_compute_efficiency
         self._attn_bytes_rate = self._hbm * coefficients.attention_memory_efficiency
@@ -119,9 +127,28 @@ class StepCostModel:
                 touched = g.num_experts * (1.0 - (1.0 - g.experts_per_token / g.num_experts) ** m)
             else:
                 touched = 1.0
+            if self._exllama and g.quantized:
+                total = total + self._exllama_time_s(g, m, flops_rate, bytes_rate)
+                continue
             memory = (touched * g.weight_bytes + m * g.activation_bytes_per_token) / bytes_rate
             total = total + np.maximum(m * g.flops_per_token / flops_rate, memory)
         return total
+
+    EXLLAMA_MAX_ROWS = 50  # vLLM csrc/quantization/gptq/q_gemm.cu MAX_Q_GEMM_ROWS (4-bit)
+    EXLLAMA_BLOCK_ROWS = 8  # ... BLOCK_M_SIZE_MAX: rows per pass of the quantized kernel
+
+    def _exllama_time_s(self, g: _Gemm, m: Any, flops_rate: Any, bytes_rate: float) -> Any:
+        """vLLM's exllama GPTQ GEMM (gemm_half_q_half_cuda): up to 50 rows, the quantized kernel in passes of
+        8 rows, each reading every int4 weight again (at ``exllama_memory_efficiency``); more rows, the weights
+        are dequantized to an fp16 matrix (read int4, write fp16) and cuBLAS multiplies with it."""
+        act = m * g.activation_bytes_per_token
+        passes = np.ceil(np.asarray(m, dtype=float) / self.EXLLAMA_BLOCK_ROWS)
+        quantized_rate = self._hbm * self.coefficients.exllama_memory_efficiency
+        small = np.maximum(m * g.flops_per_token / flops_rate, (passes * g.weight_bytes + act) / quantized_rate)
+        fp16_bytes = 2.0 * g.params
+        dequantize = (g.weight_bytes + fp16_bytes) / bytes_rate
+        large = dequantize + np.maximum(m * g.flops_per_token / flops_rate, (fp16_bytes + act) / bytes_rate)
+        return np.where(np.asarray(m) <= self.EXLLAMA_MAX_ROWS, small, large)
 
     def attention_time_s(self, batch: BatchLike) -> Any:
         """Prefill and decode attention of one layer (sliding-window layers read at most their window)."""
@@ -173,17 +200,39 @@ class StepCostModel:
         c = self.coefficients
         per_step = (c.step_overhead_s + c.per_seq_overhead_s * num_seqs
                     + c.per_prefill_token_overhead_s * num_prefill)
-        eager = c.eager_layer_overhead_s * self._layers if self.enforce_eager else 0.0
+        if self.enforce_eager:
+            eager = c.eager_layer_overhead_s * self._layers
+        elif self._v0_graphs:  # V0 replays graphs for decode-only steps; a step with prefill runs eager
+            eager = c.eager_layer_overhead_s * self._layers * (num_prefill > 0)
+        else:
+            eager = 0.0
         return per_step / self.num_stages + eager
+
+    def _graph_tokens(self, num_prefill: Any, num_decode: Any) -> Any:
+        """Tokens the GEMMs and all-reduces process: a V0 decode-only step runs padded up to the next captured
+        batch size (vLLM 0.7.0 ModelInputForGPUBuilder._get_cuda_graph_pad_size); otherwise the real count."""
+        tokens = num_prefill + num_decode
+        if not self._v0_graphs:
+            return tokens
+        sizes = np.asarray(self._v0_graphs)
+        if np.ndim(tokens) == 0 and np.ndim(num_prefill) == 0:
+            if num_prefill or num_decode > sizes[-1]:
+                return tokens
+            return type(tokens)(sizes[np.searchsorted(sizes, num_decode)])
+        decode = np.asarray(num_decode)
+        index = np.minimum(np.searchsorted(sizes, decode), len(sizes) - 1)
+        padded = np.where(decode <= sizes[-1], sizes[index], decode)
+        return np.where(np.asarray(num_prefill) > 0, tokens, padded)
 
     # -- the step ------------------------------------------------------------------------------------------
     def breakdown(self, batch: BatchLike) -> dict[str, Any]:
         """Seconds per component of one stage's step."""
         tokens = batch.num_prefill_tokens + batch.num_decode_tokens
+        graph_tokens = self._graph_tokens(batch.num_prefill_tokens, batch.num_decode_tokens)
         return {
-            "gemm_s": self._layers * self.gemm_time_s(tokens),
+            "gemm_s": self._layers * self.gemm_time_s(graph_tokens),
             "attention_s": self._layers * self.attention_time_s(batch),
-            "allreduce_s": self._layers * self.allreduce_time_s(tokens),
+            "allreduce_s": self._layers * self.allreduce_time_s(graph_tokens),
             "lm_head_s": self.lm_head_time_s(batch.num_sampled_tokens),
             "pipeline_send_s": self.pipeline_send_time_s(tokens),
             "overhead_s": self.overhead_time_s(batch),
@@ -231,11 +280,13 @@ class StepCostModel:
         order (so bit-identical results), with the terms that depend on one count only cached per count. The
         simulator costs a step about twice per request, so this path sets its speed."""
         tokens = num_prefill + num_decode
-        cache = self._scalar_cache.get(tokens)
+        key = (tokens, num_prefill > 0)
+        cache = self._scalar_cache.get(key)
         if cache is None:
-            cache = self._scalar_cache[tokens] = (self._layers * self.gemm_time_s(tokens),
-                                                  self._layers * self.allreduce_time_s(tokens),
-                                                  self.pipeline_send_time_s(tokens))
+            graph_tokens = int(self._graph_tokens(num_prefill, num_decode))
+            cache = self._scalar_cache[key] = (self._layers * self.gemm_time_s(graph_tokens),
+                                               self._layers * self.allreduce_time_s(graph_tokens),
+                                               self.pipeline_send_time_s(tokens))
         gemm_s, allreduce_s, send_s = cache
         lm_head_s = self._lm_head_cache.get(num_sampled)
         if lm_head_s is None:
@@ -271,5 +322,6 @@ def _layer_gemms(model: ModelShape, precision: Precision, tp: int) -> tuple[_Gem
                            weight_bytes=params * (precision.weight_bytes_per_param if linear.quantizable
                                                   else precision.activation_bytes),
                            activation_bytes_per_token=act * visits * precision.activation_bytes,
-                           num_experts=max(1, experts), experts_per_token=visits))
+                           num_experts=max(1, experts), experts_per_token=visits, params=params,
+                           quantized=bool(linear.quantizable and precision.quant_kernel)))
     return tuple(gemms)

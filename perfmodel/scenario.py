@@ -22,7 +22,7 @@ from hardware import load_hardware
 from hardware.spec import ClusterSpec
 from perfmodel.coefficients import Coefficients, Profile, default_profile, load_profile
 from perfmodel.cost import StepCostModel
-from perfmodel.engine import EngineArgs, default_engine_args
+from perfmodel.engine import DEFAULT_VLLM_VERSION, EngineArgs, default_engine_args
 from perfmodel.errors import UserError
 from perfmodel.estimate import OfflineWorkload
 from perfmodel.layout import Layout, check_tp
@@ -71,9 +71,10 @@ class Scenario:
         precision = resolve_precision(shape, cluster.gpu, dtype=options.dtype, quantization=options.quantization,
                                       kv_cache_dtype=options.kv_cache_dtype)
         profile = load_profile(options.calibration) if options.calibration else default_profile(cluster.gpu.name)
-        release = {"vllm_version": options.vllm_version} if options.vllm_version else {}
-        engine = default_engine_args(cluster.gpu.memory_bytes, entry_point=options.entry_point, **release,
-                                     **options.engine_overrides())
+        version = options.vllm_version or cluster.vllm_version or DEFAULT_VLLM_VERSION
+        engine = default_engine_args(cluster.gpu.memory_bytes, entry_point=options.entry_point, vllm_version=version,
+                                     model_max_len=shape.max_position_embeddings,
+                                     compute_capability=float(cluster.gpu.compute_capability), **options.engine_overrides())
         workload = OfflineWorkload(input_len=options.input_len, output_len=options.output_len,
                                    num_prompts=options.num_prompts)
         return cls(model=shape, cluster=cluster, precision=precision, engine=engine, profile=profile,
@@ -106,7 +107,9 @@ class Scenario:
     def step_cost(self, layout: Layout) -> StepCostModel | OffloadStepCost:
         """Seconds one pipeline stage of ``layout`` needs per engine step (the simulator's ``StepCost``)."""
         cost = StepCostModel(self.model, self.cluster, layout, self.precision, self.profile.coefficients,
-                             enforce_eager=self.engine.enforce_eager)
+                             enforce_eager=self.engine.enforce_eager,
+                             engine_generation=self.engine.engine_generation,
+                             cuda_graph_batch_sizes=self.engine.cuda_graph_batch_sizes)
         if not self.kv_offload:
             return cost
         if layout.pp < 2:
@@ -128,7 +131,7 @@ class Scenario:
             return EngineConfig(max_num_seqs=e.max_num_seqs, max_num_batched_tokens=e.max_num_batched_tokens,
                                 num_kv_blocks=num_kv_blocks, block_size=e.block_size,
                                 enable_chunked_prefill=e.enable_chunked_prefill, batching=batching,
-                                static_batch_size=static)
+                                static_batch_size=static, scheduler=self.scheduler_generation(batching))
         except ValueError as exc:
             raise UserError(str(exc)) from None
 
@@ -161,6 +164,14 @@ class Scenario:
                             max_concurrency=max_concurrency, seed=seed, record_timeline=record_timeline)
         except ValueError as exc:
             raise UserError(str(exc)) from None
+
+    def scheduler_generation(self, batching: str) -> str:
+        """The simulator's scheduler: V0's prefill-or-decode steps for vLLM's V0 engine with chunked prefill
+        off. V0 with chunked prefill runs decodes first and then prompt chunks within the budget (vLLM 0.7.0
+        vllm/core/scheduler.py Scheduler._schedule_chunked_prefill), which the V1 model reproduces."""
+        e = self.engine
+        v0 = e.engine_generation == "v0" and not e.enable_chunked_prefill and batching == "continuous"
+        return "v0" if v0 else "v1"
 
     @property
     def max_model_len(self) -> int:

@@ -23,8 +23,10 @@ def test_plan_reports_the_engine_it_resolved_for_vllm_0_7():
             "--num-prompts", "50"]
     plan = _run_json(["plan", *args, "--vllm-version", "0.7", "--format", "json"])
     assert plan["engine"]["gpu_memory_utilization"] == 0.90
-    default = _run_json(["plan", *args, "--format", "json"])
-    assert default["engine"]["gpu_memory_utilization"] == 0.92
+    newer = _run_json(["plan", *args, "--vllm-version", "0.26", "--format", "json"])
+    assert newer["engine"]["gpu_memory_utilization"] == 0.92 and newer["engine"]["engine_generation"] == "v1"
+    default = _run_json(["plan", *args, "--format", "json"])  # taiwania2's YAML says it runs vLLM 0.7.0
+    assert default["engine"]["vllm_version"] == "0.7.0" and default["engine"]["engine_generation"] == "v0"
     predict = _run_json(["predict", "--vllm-version", "0.7", "--gpus", "16", "--simulate-top", "0", "--format", "json"])
     assert predict["engine"]["gpu_memory_utilization"] == plan["engine"]["gpu_memory_utilization"]
 
