@@ -111,7 +111,8 @@ def git(*args):
     return subprocess.run(["git", *args], capture_output=True, text=True).stdout.strip()
 
 
-dirty = git("status", "--porcelain", "--untracked-files=no", "--", ".", f":(exclude){out}")  # outputs aside
+inside = out.resolve().is_relative_to(Path.cwd().resolve())  # the outputs themselves do not count as changes
+dirty = git("status", "--porcelain", "--untracked-files=no", "--", ".", *([f":(exclude){out}"] if inside else []))
 profiles = sorted({f"{p['profile']} (fitted on {p['profile_source']})" for p in predictions if "profile" in p})
 failed_predict = [f'{p["run_id"]} ({p["description"]})' for p in predictions if "error" in p]
 failed_sim = [f'{s["run_id"]} ({s["group"]})' for s in simulated if s["output"] is None]
