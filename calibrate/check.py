@@ -24,6 +24,7 @@ KFOLDS = 4
 GROUPINGS: dict[str, Callable[[Observation], str]] = {
     "model": lambda o: o.model_name,
     "layout": lambda o: o.layout_name,
+    "concurrency": lambda o: f"c{o.max_concurrency}",  # closed-loop clients (online runs)
     # k-fold by a hash of the run id: deterministic, and the same run lands in the same fold every time
     "kfold": lambda o: f"fold{int(o.run_id[:8], 16) % KFOLDS}" if o.run_id[:8].isalnum() else "fold0",
 }

@@ -166,7 +166,8 @@ def _data_summary(observations) -> dict:
             "layouts": sorted({o.layout_name for o in observations}),
             "modes": sorted({o.mode for o in observations}),
             "vllm_versions": sorted({str(((o.record.get("provenance") or {}).get("vllm_version")) or "?")
-                                     for o in observations})}
+                                     for o in observations}),
+            "engine_generations": sorted({o.engine.engine_generation for o in observations})}
 
 
 def _header(args, cluster, observations) -> str:

@@ -92,6 +92,14 @@ class CoefficientFitter:
             for _ in range(self.outer_iterations):
                 traces = [self._trace(o, coefficients) for o in offline]
                 coefficients, self.step_result_ = self._fit_steps(traces, coefficients, names)
+        elif not offline:  # online runs only (the Taiwania 2 log): fit by re-simulating them
+            from calibrate.fit_online import fit_online, online_step_coefficients
+
+            online = [o for o in observations if o.mode == "online"]
+            names = tuple(self.step_names or online_step_coefficients(online))
+            if online and names:
+                coefficients, self.step_result_, self._num_data = fit_online(
+                    online, coefficients, self.prior, names, regularization=self.regularization)
         self.coefficients_ = coefficients
         self.fitted_ = (Coefficients.group("memory") if self.memory_result_ is not None else ()) + (
             names if self.step_result_ is not None else ())

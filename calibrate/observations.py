@@ -18,7 +18,7 @@ import numpy as np
 from hardware import load_hardware
 from hardware.spec import ClusterSpec
 from perfmodel.coefficients import Coefficients, Profile
-from perfmodel.engine import DEFAULT_VLLM_VERSION, EngineArgs, default_gpu_memory_utilization
+from perfmodel.engine import DEFAULT_VLLM_VERSION, EngineArgs, default_engine_args
 from perfmodel.errors import UserError
 from perfmodel.estimate import OfflineWorkload
 from perfmodel.layout import Layout
@@ -32,7 +32,7 @@ from simulator.run import SimResult
 # Metrics compared between measurement and prediction, by mode.
 OFFLINE_METRICS = ("tokens_per_second", "output_tokens_per_second", "requests_per_second")
 ONLINE_METRICS = ("output_tokens_per_second", "ttft_s_mean", "ttft_s_median", "tpot_s_mean", "tpot_s_median",
-                  "itl_s_mean", "e2e_s_mean")
+                  "itl_s_mean", "e2e_s_mean", "decode_tokens_per_s_per_request_mean")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -113,15 +113,19 @@ def observation_from_record(record: Mapping[str, Any], cluster: ClusterSpec) -> 
     precision = resolve_precision(model, cluster.gpu, dtype=eng.get("dtype") or "auto",
                                   quantization=eng.get("quantization"),
                                   kv_cache_dtype=eng.get("kv_cache_dtype") or "auto")
-    engine = EngineArgs(
-        max_num_seqs=int(_first(info.get("max_num_seqs"), eng.get("max_num_seqs"))),
-        max_num_batched_tokens=int(_first(info.get("max_num_batched_tokens"), eng.get("max_num_batched_tokens"))),
-        gpu_memory_utilization=float(eng.get("gpu_memory_utilization")
-                                     or default_gpu_memory_utilization(vllm_version(record))),
-        max_model_len=_int_or_none(_first(info.get("max_model_len"), eng.get("max_model_len"))),
-        block_size=int(_first(info.get("block_size"), eng.get("block_size"), 16)),
-        enforce_eager=bool(eng.get("enforce_eager")),
-        enable_chunked_prefill=info.get("enable_chunked_prefill") is not False)
+    # what vLLM resolved (engine_info), else what the run asked for, else the release's defaults
+    resolved = {
+        "max_num_seqs": _first(info.get("max_num_seqs"), eng.get("max_num_seqs")),
+        "max_num_batched_tokens": _first(info.get("max_num_batched_tokens"), eng.get("max_num_batched_tokens")),
+        "gpu_memory_utilization": eng.get("gpu_memory_utilization") or None,
+        "max_model_len": _first(info.get("max_model_len"), eng.get("max_model_len")),
+        "block_size": _first(info.get("block_size"), eng.get("block_size")),
+        "enforce_eager": bool(eng.get("enforce_eager")),
+        "enable_chunked_prefill": info.get("enable_chunked_prefill")}
+    engine = default_engine_args(
+        cluster.gpu.memory_bytes, entry_point="offline" if eng.get("mode", "offline") == "offline" else "serve",
+        vllm_version=vllm_version(record), model_max_len=model.max_position_embeddings,
+        compute_capability=float(cluster.gpu.compute_capability), **resolved)
     requests = record.get("requests") or {}
     input_lens = np.asarray(requests.get("input_lens") or [], dtype=int)
     output_lens = np.asarray(requests.get("output_lens") or [], dtype=int)
@@ -165,6 +169,12 @@ def predicted_metrics(obs: Observation, result: SimResult) -> dict[str, float]:
     """The simulated run's metrics under the names the runner records."""
     m = result.metrics
     values = {name: getattr(m, name) for name in (*OFFLINE_METRICS, *ONLINE_METRICS) if hasattr(m, name)}
+    r = result.requests
+    decode_s = np.asarray(r.e2e_s) - np.asarray(r.ttft_s)
+    tokens = np.asarray(r.num_output_tokens) - 1
+    ok = (decode_s > 0) & (tokens > 0)
+    if ok.any():  # each request's decode speed after its first token, averaged over requests
+        values["decode_tokens_per_s_per_request_mean"] = float(np.mean(tokens[ok] / decode_s[ok]))
     return {k: float(v) for k, v in values.items() if v is not None and not math.isnan(float(v))}
 
 

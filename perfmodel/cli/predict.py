@@ -61,6 +61,7 @@ def header(scenario, num_gpus: int) -> str:
     w, e = scenario.workload, scenario.engine
     return (f"{scenario.model.name} ({scenario.model.num_params() / 1e9:.1f}B, {scenario.precision.weight_dtype}) on "
             f"{num_gpus} x {scenario.cluster.gpu.display_name} [{scenario.cluster.name}]; {w.num_prompts} prompts of "
-            f"{w.input_len} in / {w.output_len} out, {scenario.batching} batching, max_num_seqs {e.max_num_seqs}, "
+            f"{w.input_len} in / {w.output_len} out, {scenario.batching} batching; vLLM {e.vllm_version} defaults "
+            f"({e.engine_generation.upper()} engine): max_num_seqs {e.max_num_seqs}, "
             f"max_num_batched_tokens {e.max_num_batched_tokens}; coefficients: {scenario.profile.name} "
             f"({scenario.profile.status_for(scenario.cluster.gpu.name)})")

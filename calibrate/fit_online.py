@@ -1,0 +1,66 @@
+"""Fit step-cost coefficients to online runs (served requests, closed loop or at a rate) by re-simulating them.
+
+Offline runs are fitted by re-costing one recorded schedule (calibrate/fit.py); online runs cannot be: when a
+request arrives depends on when earlier ones finished, and under vLLM's V0 engine a waiting prompt stalls every
+decode, so TTFT and per-request decode speed depend on the mix of prefill and decode steps, not on their sum
+alone. Each residual evaluation therefore simulates every run again (tens of milliseconds each on the Taiwania
+runs). The residuals are the log ratios predicted / measured of each run's output tokens/s, mean TTFT and mean
+per-request decode speed (those it has), plus the same pull toward the prior as the offline fit:
+
+    r = [log(pred_k(theta) / meas_k) for runs and metrics] + [lambda * (theta_i - prior_i) / scale_i]
+
+minimised by ``scipy.optimize.least_squares`` with bounds, a soft-L1 loss and finite differences.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+from scipy import optimize
+
+from calibrate.observations import Observation, predicted_metrics
+from perfmodel.coefficients import Coefficients
+
+# What an online run's measurements say, in the names predicted_metrics uses.
+ONLINE_FIT_METRICS = ("output_tokens_per_second", "ttft_s_mean", "decode_tokens_per_s_per_request_mean")
+
+
+def online_step_coefficients(observations: Sequence[Observation]) -> tuple[str, ...]:
+    """The coefficients online runs of these layouts and kernels can pin down (fewer than offline runs:
+    every evaluation is a simulation)."""
+    names = ["gemm_compute_efficiency", "step_overhead_s", "per_seq_overhead_s"]
+    if any(o.precision.quant_kernel == "gptq_exllama" for o in observations):
+        names.append("exllama_memory_efficiency")
+    else:
+        names.append("memory_efficiency")
+    if any(o.layout.tp > 1 for o in observations):
+        names.append("allreduce_latency_s")
+    if any(o.layout.pp > 1 for o in observations):
+        names.append("p2p_latency_s")
+    if any(o.engine.engine_generation == "v0" and not o.engine.enforce_eager for o in observations):
+        names.append("eager_layer_overhead_s")  # V0 prefill steps run without CUDA graphs
+    return tuple(names)
+
+
+def fit_online(observations: Sequence[Observation], start: Coefficients, prior: Coefficients, names: Sequence[str],
+               *, regularization: float = 0.1, max_nfev: int = 30):
+    """(fitted coefficients, the OptimizeResult, number of data residuals)."""
+    targets = [(o, metric, o.measured[metric]) for o in observations for metric in ONLINE_FIT_METRICS
+               if o.measured.get(metric, 0) > 0]
+    prior_x = np.array([getattr(prior, n) for n in names])
+    lower, upper = (np.array(v) for v in zip(*(Coefficients.bounds(n) for n in names)))
+    scale = np.where(prior_x > 0, prior_x, (upper - lower) * 1e-3)
+    x0 = np.clip(np.array([getattr(start, n) for n in names]), lower + 1e-12, upper)
+
+    def residuals(x: np.ndarray) -> np.ndarray:
+        c = start.replace(**dict(zip(names, map(float, x))))
+        predicted = {o.run_id: predicted_metrics(o, o.simulate(c, kv_from="model")) for o in observations}
+        data = [math.log(max(predicted[o.run_id].get(metric, 1e-9), 1e-9) / value) for o, metric, value in targets]
+        return np.concatenate([data, regularization * (x - prior_x) / scale])
+
+    result = optimize.least_squares(residuals, x0, bounds=(lower, upper), x_scale=scale, loss="soft_l1",
+                                    f_scale=0.05, diff_step=1e-3, max_nfev=max_nfev)
+    fitted = start.replace(**dict(zip(names, map(float, result.x))))
+    return fitted, result, len(targets)
