@@ -97,3 +97,15 @@ def test_fake_engine_loads_the_quantized_copy(tmp_path, monkeypatch):
     assert json.loads((loaded / "config.json").read_text())["quantization_config"]["quant_method"] == "awq"
     assert rec["engine_info"]["checkpoint_quantization_config"] == CHECKPOINT_QUANT_CONFIGS["awq_marlin"]
     assert rec["config"]["workload"]["shared_prefix_len"] == 8
+
+
+def test_sweep2_files_load_and_every_run_is_pre_registered():
+    runs = [r for name in ("offline", "online", "prefix")
+            for r in load_sweep(ROOT / "sweeps" / f"h200-sweep2-{name}.yaml").runs]
+    assert len(runs) >= 40 and len({r.run_id for r in runs}) == len(runs)
+    predicted = {json.loads(line)["run_id"] for line in
+                 (ROOT / "data" / "h200-sweep2" / "predictions.jsonl").read_text().splitlines() if line.strip()}
+    assert {r.run_id for r in runs} == predicted
+    quantized = {r.engine.quantization for r in runs}
+    assert {"gptq_marlin", "awq_marlin", "fp8"} <= quantized
+    assert any(r.workload.shared_prefix_len for r in runs)
