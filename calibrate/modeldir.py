@@ -27,8 +27,16 @@ from typing import Any
 # FP8 W8A8 with fp8 weights and per-tensor scales stored, activations quantized dynamically. vLLM 0.26 maps
 # gptq/gptq_marlin -> auto_gptq and awq/awq_marlin -> auto_awq and picks the kernel itself (Marlin or Machete on
 # Hopper). Other methods (e.g. vLLM's online "fp8_per_tensor") need no checkpoint config.
+# GPTQ must name its quantized modules: without `modules_in_block_to_quantize` vLLM 0.26 reads them from the
+# safetensors' dtypes (auto_gptq.py AutoGPTQConfig.maybe_update_config), finds none with dummy weights and leaves
+# every layer in bf16 (seen on an H200, 2026-12-01: 15.0 GiB of weights for Llama-3.1-8B). The names are the
+# decoder's linear layers of Llama/Qwen2/Mistral/Gemma-2, matched as substrings (utils/gptq_utils.py
+# is_layer_gptq_quantized), as GPTQModel checkpoints write them.
+_GPTQ_MODULES = [["self_attn.k_proj", "self_attn.v_proj", "self_attn.q_proj"], ["self_attn.o_proj"],
+                 ["mlp.up_proj", "mlp.gate_proj"], ["mlp.down_proj"]]
 _GPTQ_INT4 = {"quant_method": "gptq", "bits": 4, "group_size": 128, "desc_act": False, "sym": True,
-              "lm_head": False, "damp_percent": 0.01, "static_groups": False, "true_sequential": True}
+              "lm_head": False, "damp_percent": 0.01, "static_groups": False, "true_sequential": True,
+              "modules_in_block_to_quantize": _GPTQ_MODULES}
 _AWQ_INT4 = {"quant_method": "awq", "bits": 4, "group_size": 128, "zero_point": True, "version": "gemm"}
 CHECKPOINT_QUANT_CONFIGS: dict[str, dict[str, Any]] = {
     "gptq": _GPTQ_INT4, "gptq_marlin": _GPTQ_INT4, "auto_gptq": _GPTQ_INT4,

@@ -22,6 +22,10 @@ def test_checkpoint_quantization_writes_the_methods_config(tmp_path):
     assert Path(path).parent == base.parent and Path(path) != base
     assert written["quantization_config"] == qcfg == CHECKPOINT_QUANT_CONFIGS["gptq"]
     assert qcfg["quant_method"] == "gptq" and qcfg["bits"] == 4 and qcfg["group_size"] == 128
+    # vLLM 0.26 quantizes only the modules named here when the checkpoint has no safetensors to read them from
+    named = {m for block in qcfg["modules_in_block_to_quantize"] for m in block}
+    for proj in ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"):
+        assert any(m.endswith(proj) for m in named), proj
     assert {k: v for k, v in written.items() if k != "quantization_config"} == CFG
     assert with_checkpoint_quantization(str(base), "gptq_marlin")[0] == path  # same config, same folder
     awq_path, awq = with_checkpoint_quantization(str(base), "awq_marlin")
