@@ -133,7 +133,8 @@ class Workload:
 
     offline: all requests handed to `LLM.generate` at once. online: arrivals at `request_rate` (requests/s;
     inf = all at t=0; gamma inter-arrivals with shape `burstiness`, 1 = Poisson) and at most `max_concurrency`
-    requests in flight.
+    requests in flight. `shared_prefix_len` > 0: every prompt starts with the same `shared_prefix_len` token ids
+    (for prefix caching; each prompt's remaining tokens stay random), so input lengths must exceed it.
     """
 
     input_len: Length
@@ -142,9 +143,14 @@ class Workload:
     request_rate: float = math.inf
     burstiness: float = 1.0
     max_concurrency: int | None = None
+    shared_prefix_len: int = 0
     seed: int = 0
 
     def __post_init__(self) -> None:
+        if self.shared_prefix_len < 0:
+            raise ValueError("shared_prefix_len must be >= 0")
+        if self.shared_prefix_len and _min_len(self.input_len) <= self.shared_prefix_len:
+            raise ValueError(f"shared_prefix_len {self.shared_prefix_len} must be below every input_len")
         if self.num_prompts < 1:
             raise ValueError("num_prompts must be >= 1")
         for name in ("input_len", "output_len"):
@@ -168,6 +174,8 @@ class Workload:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["request_rate"] = _json_float(self.request_rate)
+        if not self.shared_prefix_len:
+            del d["shared_prefix_len"]  # absent when unused: run_ids of workloads without a prefix stay unchanged
         return d
 
 
@@ -233,7 +241,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "disable_custom_all_reduce": (bool,), "distributed_executor_backend": (str,), "seed": (int,),
     "hardware": (str,), "extra_engine_args": (dict,), "input_len": (int, dict), "output_len": (int, dict),
     "num_prompts": (int,), "request_rate": (float, int, str), "burstiness": (float, int),
-    "max_concurrency": (int,),
+    "max_concurrency": (int,), "shared_prefix_len": (int,),
 }
 _OPTIONAL = {f.name for f in dataclasses.fields(EngineConfig) if f.default is None} | {"max_concurrency"}
 
@@ -365,6 +373,10 @@ def _max_len(v: Length) -> int:
     if isinstance(v, int):
         return v
     return v.max if v.max is not None else 0
+
+
+def _min_len(v: Length) -> int:
+    return v if isinstance(v, int) else v.min
 
 
 def _lengths(v: Length, rng, n: int) -> list[int]:

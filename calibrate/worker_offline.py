@@ -11,6 +11,7 @@ import time
 from typing import Any, Mapping
 
 from calibrate import provenance
+from calibrate.modeldir import with_checkpoint_quantization
 from calibrate.worker import make_record, read_log, record_error, write_result
 
 WARMUP_PROMPTS = 4
@@ -75,7 +76,11 @@ def make_sampling_params(sp_cls, output_len: int):
 
 
 def make_prompts(workload: Mapping[str, Any], vocab_size: int, run_id: str) -> tuple[list[list[int]], list[int]]:
-    """Random token ids (< vocab_size) for each request, and each request's output length."""
+    """Random token ids (< vocab_size) for each request, and each request's output length.
+
+    With `shared_prefix_len` K > 0 every prompt is the same K random ids followed by its own random ids; the
+    prefix is drawn from its own stream (seed, 3, run) so two workloads of one engine never share a prefix.
+    """
     import numpy as np
 
     from calibrate.sweep import LengthDist, Workload
@@ -87,9 +92,12 @@ def make_prompts(workload: Mapping[str, Any], vocab_size: int, run_id: str) -> t
     w["request_rate"] = float(w["request_rate"])
     wl = Workload(**w)
     input_lens, output_lens = wl.lengths()
-    rng = np.random.default_rng([wl.seed, 2, int(run_id, 16) % (2**32)])
+    run_key = int(run_id, 16) % (2**32)
+    rng = np.random.default_rng([wl.seed, 2, run_key])
     hi = max(vocab_size, FIRST_TOKEN_ID + 1)
-    prompts = [rng.integers(FIRST_TOKEN_ID, hi, size=n).tolist() for n in input_lens]
+    k = wl.shared_prefix_len
+    prefix = np.random.default_rng([wl.seed, 3, run_key]).integers(FIRST_TOKEN_ID, hi, size=k).tolist()
+    prompts = [prefix + rng.integers(FIRST_TOKEN_ID, hi, size=n - k).tolist() for n in input_lens]
     return prompts, output_lens
 
 
@@ -139,7 +147,8 @@ def run_offline(spec: Mapping[str, Any], env: dict[str, Any]) -> None:
     from vllm import LLM, SamplingParams
 
     engine = spec["engine"]
-    kwargs = engine_kwargs(engine, spec["model_path"])
+    model_path, quant_config = with_checkpoint_quantization(spec["model_path"], engine["quantization"])
+    kwargs = engine_kwargs(engine, model_path)
     supported = supported_engine_args()
     dropped = sorted(k for k in kwargs if supported is not None and k not in supported and k != "model")
     kwargs = {k: v for k, v in kwargs.items() if k not in dropped}
@@ -155,7 +164,7 @@ def run_offline(spec: Mapping[str, Any], env: dict[str, Any]) -> None:
         raise
     startup_s = time.perf_counter() - t0
     info = {**engine_facts(llm), **provenance.parse_engine_log(read_log(spec)), "startup_s": startup_s,
-            "dropped_engine_args": dropped}
+            "dropped_engine_args": dropped, "checkpoint_quantization_config": quant_config}
     if info["cuda_graphs"] is not None and env.get("gpu_count", 0) == 0:
         info["cuda_graphs"] = False  # no GPU, no CUDA graphs
     vocab = info["vocab_size"] or spec.get("vocab_size") or 32000

@@ -20,6 +20,7 @@ from typing import Any, Mapping
 
 from calibrate import provenance
 from calibrate.client import run_benchmark, summarize
+from calibrate.modeldir import with_checkpoint_quantization
 from calibrate.worker import make_record, read_log, record_error, write_result
 from calibrate.worker_offline import engine_kwargs, make_prompts
 
@@ -84,8 +85,9 @@ def stop_server(proc: subprocess.Popen) -> None:
 def run_online(spec: Mapping[str, Any], env: dict[str, Any]) -> None:
     engine = spec["engine"]
     port = int(spec.get("port") or free_port())
-    cmd = server_command(engine, spec["model_path"], port)
-    env["engine_args"] = engine_kwargs(engine, spec["model_path"])
+    model_path, quant_config = with_checkpoint_quantization(spec["model_path"], engine["quantization"])
+    cmd = server_command(engine, model_path, port)
+    env["engine_args"] = engine_kwargs(engine, model_path)
     env["server_command"] = " ".join(cmd)
     print(f"[calibrate.worker] {' '.join(cmd)}", file=sys.stderr, flush=True)
     t0 = time.perf_counter()
@@ -95,13 +97,13 @@ def run_online(spec: Mapping[str, Any], env: dict[str, Any]) -> None:
         logged = provenance.parse_engine_log(read_log(spec))
         info = {**logged, "startup_s": time.perf_counter() - t0,
                 "cuda_graphs": (not engine["enforce_eager"]) and env.get("gpu_count", 0) > 0,
-                "server_port": port,
+                "server_port": port, "checkpoint_quantization_config": quant_config,
                 # effective settings where the log tells them, else what was asked for (None: vLLM's default)
                 "max_num_batched_tokens": logged["max_num_batched_tokens_log"] or engine["max_num_batched_tokens"],
                 "max_model_len": logged["max_model_len_log"] or engine["max_model_len"],
                 "max_num_seqs": engine["max_num_seqs"], "block_size": engine["block_size"],
                 "kv_cache_tokens": logged["kv_cache_tokens_log"]}
-        model_name = spec["model_path"]
+        model_name = model_path  # the served model name is the folder given as --model
         vocab = spec.get("vocab_size") or 32000
         asyncio.run(run_benchmark("127.0.0.1", port, model_name, [[3] * 16] * WARMUP_REQUESTS,
                                   [4] * WARMUP_REQUESTS))
