@@ -87,8 +87,10 @@ def test_bad_shared_prefix_is_one_line(k, input_len, message):
 
 
 def test_fake_engine_loads_the_quantized_copy(tmp_path, monkeypatch):
-    monkeypatch.setenv("PERFMODEL_CALIBRATE_FAKE", "1")
-    monkeypatch.setenv("PERFMODEL_CALIBRATE_FAKE_DELAY_S", "0.01")
+    from tests.calibrate.test_store import fake_vllm_path
+
+    monkeypatch.setenv("PYTHONPATH", fake_vllm_path())  # the fake vllm package of tests/calibrate/fake_vllm
+    monkeypatch.setenv("FAKE_VLLM_DELAY_S", "0.01")
     cfg = tmp_path / "tiny.json"
     cfg.write_text(json.dumps(CFG))
     doc = {"defaults": {"model": str(cfg), "input_len": 16, "output_len": 4, "num_prompts": 2},
