@@ -30,11 +30,10 @@ ONLINE_FIT_METRICS = ("output_tokens_per_second", "ttft_s_mean", "decode_tokens_
 def online_step_coefficients(observations: Sequence[Observation]) -> tuple[str, ...]:
     """The coefficients online runs of these layouts and kernels can pin down (fewer than offline runs:
     every evaluation is a simulation)."""
-    names = ["gemm_compute_efficiency", "step_overhead_s", "per_seq_overhead_s"]
+    names = ["gemm_compute_efficiency", "gemm_half_efficiency_tokens", "memory_efficiency", "step_overhead_s",
+             "per_seq_overhead_s", "server_request_latency_s"]
     if any(o.precision.quant_kernel == "gptq_exllama" for o in observations):
-        names.append("exllama_memory_efficiency")
-    else:
-        names.append("memory_efficiency")
+        names += ["exllama_memory_efficiency", "exllama_reread_fraction"]
     if any(o.layout.tp > 1 for o in observations):
         names.append("allreduce_latency_s")
     if any(o.layout.pp > 1 for o in observations):
@@ -51,7 +50,7 @@ def fit_online(observations: Sequence[Observation], start: Coefficients, prior: 
                if o.measured.get(metric, 0) > 0]
     prior_x = np.array([getattr(prior, n) for n in names])
     lower, upper = (np.array(v) for v in zip(*(Coefficients.bounds(n) for n in names)))
-    scale = np.where(prior_x > 0, prior_x, (upper - lower) * 1e-3)
+    scale = np.where(prior_x > 0, prior_x, (upper - lower) * 0.1)  # no prior value: a weak pull
     x0 = np.clip(np.array([getattr(start, n) for n in names]), lower + 1e-12, upper)
 
     def residuals(x: np.ndarray) -> np.ndarray:

@@ -97,7 +97,7 @@ class Observation:
         else:
             blocks = max(1, scenario.memory(self.layout).num_gpu_blocks)
         return scenario.simulate(self.layout, self.requests(), max_concurrency=self.max_concurrency,
-                                 record_timeline=True, num_kv_blocks=blocks)
+                                 record_timeline=True, num_kv_blocks=blocks, served=self.mode == "online")
 
 
 def observation_from_record(record: Mapping[str, Any], cluster: ClusterSpec) -> Observation:

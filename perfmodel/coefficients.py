@@ -28,6 +28,7 @@ GROUPS = {
     "pipeline_parallel": "stage-to-stage send latency; fitted when the runs include PP > 1",
     "memory": "profile-run memory inside vLLM's KV budget, fitted on the KV bytes vLLM measured",
     "graph_memory": "CUDA-graph memory, outside the KV budget: measured KV bytes do not inform it",
+    "serving": "the API server's time from a request's send to the engine queue; fitted on online runs",
     "kernel_gptq_exllama": "the exllama GPTQ kernel (vLLM's `gptq` method; the only int4 kernel on Volta); "
                            "fitted when the runs use it",
 }
@@ -78,10 +79,19 @@ class Coefficients:
         group="tensor_parallel")
     p2p_latency_s: float = _coef(
         2e-5, "latency of one pipeline-stage activation send", 0.0, 1e-2, group="pipeline_parallel")
+    server_request_latency_s: float = _coef(
+        0.0, "seconds from a client's send to the engine's queue under `vllm serve` (HTTP, tokenization, the "
+        "server's engine client); in TTFT and E2E of served requests only. 0 by default: not known without "
+        "online measurements", 0.0, 1.0, group="serving")
     exllama_memory_efficiency: float = _coef(
         0.5, "fraction of HBM bandwidth the exllama GPTQ kernel's int4 weight reads reach for batches of at most "
         "50 rows (vLLM csrc/quantization/gptq/q_gemm.cu, MAX_Q_GEMM_ROWS): each pass of 8 rows reads every "
         "weight again; larger batches dequantize to fp16 and use cuBLAS", 0.05, 1.0, group="kernel_gptq_exllama")
+    exllama_reread_fraction: float = _coef(
+        1.0, "share of the int4 weights read again from HBM for each further 8-row chunk of a batch on the "
+        "exllama GPTQ kernel: the chunks are blocks of one launch (q_gemm.cu gemm_half_q_half_cuda_part, gridDim.y), "
+        "so L2 may serve part of the re-reads; 1 = every chunk reads from HBM", 0.0, 1.0,
+        group="kernel_gptq_exllama")
     activation_bytes_per_token: float = _coef(
         6.0, "peak activation memory of vLLM's profile run, in units of (hidden + intermediate/TP) elements "
         "of the activation dtype per token of max_num_batched_tokens", 0.0, 64.0, group="memory")

@@ -138,13 +138,16 @@ class StepCostModel:
     EXLLAMA_BLOCK_ROWS = 8  # ... BLOCK_M_SIZE_MAX: rows per pass of the quantized kernel
 
     def _exllama_time_s(self, g: _Gemm, m: Any, flops_rate: Any, bytes_rate: float) -> Any:
-        """vLLM's exllama GPTQ GEMM (gemm_half_q_half_cuda): up to 50 rows, the quantized kernel in passes of
-        8 rows, each reading every int4 weight again (at ``exllama_memory_efficiency``); more rows, the weights
-        are dequantized to an fp16 matrix (read int4, write fp16) and cuBLAS multiplies with it."""
+        """vLLM's exllama GPTQ GEMM (gemm_half_q_half_cuda): up to 50 rows, the quantized kernel, whose blocks
+        take 8 rows each and read the int4 weights (at ``exllama_memory_efficiency``): each chunk after the first
+        reads ``exllama_reread_fraction`` of them again from HBM; more rows, the weights are dequantized to an
+        fp16 matrix (read int4, write fp16) and cuBLAS multiplies with it."""
+        c = self.coefficients
         act = m * g.activation_bytes_per_token
-        passes = np.ceil(np.asarray(m, dtype=float) / self.EXLLAMA_BLOCK_ROWS)
-        quantized_rate = self._hbm * self.coefficients.exllama_memory_efficiency
-        small = np.maximum(m * g.flops_per_token / flops_rate, (passes * g.weight_bytes + act) / quantized_rate)
+        chunks = np.ceil(np.asarray(m, dtype=float) / self.EXLLAMA_BLOCK_ROWS)
+        reads = 1.0 + c.exllama_reread_fraction * np.maximum(chunks - 1.0, 0.0)
+        quantized_rate = self._hbm * c.exllama_memory_efficiency
+        small = np.maximum(m * g.flops_per_token / flops_rate, (reads * g.weight_bytes + act) / quantized_rate)
         fp16_bytes = 2.0 * g.params
         dequantize = (g.weight_bytes + fp16_bytes) / bytes_rate
         large = dequantize + np.maximum(m * g.flops_per_token / flops_rate, (fp16_bytes + act) / bytes_rate)

@@ -321,7 +321,7 @@ def _simulate_trial(task: _Task) -> Trial:
     base = dict(gpus=layout.gpus, tp=layout.tp, pp=layout.pp, dp=layout.dp,
                 analytical_requests_per_second=task.analytical_requests_per_second)
     try:
-        result = scenario.simulate(layout, requests, seed=task.seed)
+        result = scenario.simulate(layout, requests, seed=task.seed, served=True)
     except UserError as exc:
         return Trial(**base, status="rejected", reason=str(exc))
     return _judge(result, task, base)

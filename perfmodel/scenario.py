@@ -137,11 +137,13 @@ class Scenario:
 
     def simulate(self, layout: Layout, requests: list["Request"], *, max_concurrency: int | None = None,
                  router: str = "round_robin", record_timeline: bool = False, seed: int = 0,
-                 batching: str | None = None, num_kv_blocks: int | None = None) -> "SimResult":
+                 batching: str | None = None, num_kv_blocks: int | None = None,
+                 served: bool = False) -> "SimResult":
         """Simulate ``requests`` on ``layout.dp`` replicas of ``layout`` (TP x PP GPUs each).
 
         KV blocks come from the memory plan unless ``num_kv_blocks`` is given (calibration replays a run with the
         blocks vLLM measured); step times from ``step_cost``. ``seed`` seeds the random router only.
+        ``served``: the requests come through ``vllm serve`` (they pay ``server_request_latency_s``).
         Raises UserError when the layout does not fit or a request cannot (its KV exceeds a replica's cache).
         """
         from simulator.cluster import ROUTERS
@@ -160,8 +162,10 @@ class Scenario:
             num_kv_blocks = plan.num_gpu_blocks
         engine = self.engine_config(num_kv_blocks, batching)
         try:
+            latency = self.profile.coefficients.server_request_latency_s if served else 0.0
             return simulate(requests, engine, self.step_cost(layout), num_replicas=layout.dp, router=router,
-                            max_concurrency=max_concurrency, seed=seed, record_timeline=record_timeline)
+                            max_concurrency=max_concurrency, seed=seed, record_timeline=record_timeline,
+                            request_latency_s=latency)
         except ValueError as exc:
             raise UserError(str(exc)) from None
 

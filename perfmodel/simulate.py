@@ -131,10 +131,10 @@ def simulate_offline(scenario, layout: Layout) -> Metrics:
 
 
 def compare_batching(scenario, layout: Layout, requests: list[Request], *, max_concurrency: int | None = None,
-                     router: str = "round_robin", seed: int = 0) -> dict[str, SimResult]:
+                     router: str = "round_robin", seed: int = 0, served: bool = False) -> dict[str, SimResult]:
     """The same workload under continuous and static batching (timelines recorded for plots)."""
     return {policy: scenario.simulate(layout, requests, max_concurrency=max_concurrency, router=router,
-                                      record_timeline=True, seed=seed, batching=policy)
+                                      record_timeline=True, seed=seed, batching=policy, served=served)
             for policy in ("continuous", "static")}
 
 

@@ -1,6 +1,7 @@
 """Data-parallel replicas behind a router, and the client that sends the requests.
 
-The client follows vLLM's `benchmark_serving`: request i is sent at its arrival time, or, with
+The client follows vLLM's `benchmark_serving`: a request reaches its replica `request_latency_s` after it is
+sent (the server's path before the engine queue; 0 by default, latencies count from the send); request i is sent at its arrival time, or, with
 `max_concurrency`, when fewer than `max_concurrency` requests are outstanding (a semaphore; requests keep
 their order). A request finishing frees its slot at once, so the next one is sent at that same instant.
 
@@ -45,9 +46,15 @@ class Client:
     """Sends the requests of a `RequestTable` to replicas through a router (a SimPy process)."""
 
     def __init__(self, env: simpy.Environment, table: RequestTable, router: Router,
-                 max_concurrency: int | None) -> None:
+                 max_concurrency: int | None, request_latency_s: float = 0.0) -> None:
         if max_concurrency is not None and max_concurrency < 1:
             raise ValueError(f"max_concurrency must be >= 1, got {max_concurrency}")
+        if not 0.0 <= request_latency_s < float("inf"):
+            raise ValueError(f"request_latency_s must be finite and >= 0, got {request_latency_s}")
+        # time from the client's send to the engine's queue (HTTP, tokenization, the server's engine client):
+        # latencies are measured from the send, so TTFT and E2E include it, and a closed loop's next request
+        # reaches the engine this much after the previous one finished
+        self.request_latency_s = float(request_latency_s)
         self.env = env
         self.table = table
         self.router = router
@@ -73,7 +80,7 @@ class Client:
             return None
         out: list[list[float]] = [[] for _ in range(self.router.num_replicas)]
         for req, r in zip(self._order, self._assignment):
-            out[r].append(self.table.arrival_s[req])
+            out[r].append(self.table.arrival_s[req] + self.request_latency_s)
         return out
 
     def start(self, replicas: list) -> None:
@@ -88,7 +95,14 @@ class Client:
         self.num_outstanding += 1
         if self.num_outstanding > self.max_outstanding_seen:
             self.max_outstanding_seen = self.num_outstanding
-        self.replicas[r].submit(req)
+        if self.request_latency_s > 0:
+            self.env.process(self._deliver(r, req))
+        else:
+            self.replicas[r].submit(req)
+
+    def _deliver(self, replica: int, req: int):
+        yield self.env.timeout(self.request_latency_s)
+        self.replicas[replica].submit(req)
 
     def _run(self):
         env, order, arrival = self.env, self._order, self.table.arrival_s

@@ -62,13 +62,16 @@ def _validate(table: RequestTable, engine: EngineConfig, num_replicas: int) -> N
 
 def simulate(requests: Sequence[Request], engine: EngineConfig, step_cost: StepCost, *, num_replicas: int = 1,
              router: str = "round_robin", max_concurrency: int | None = None, seed: int = 0,
-             record_timeline: bool = False, macro_steps: bool = True, max_macro_steps: int = 4096) -> SimResult:
+             record_timeline: bool = False, macro_steps: bool = True, max_macro_steps: int = 4096,
+             request_latency_s: float = 0.0) -> SimResult:
     """Simulate `requests` on `num_replicas` identical engines (DP) behind `router`.
 
     step_cost: seconds of one pipeline stage for a step (`step_cost.num_stages` stages per replica).
     max_concurrency: at most this many requests outstanding (vLLM benchmark's `--max-concurrency`); with all
         arrivals at 0 this is a closed loop of that many clients.
     seed: seeds the random router (nothing else in the simulator is random; workloads take their own).
+    request_latency_s: time from a request's send to its engine's queue (an API server's path), included in
+        TTFT and E2E.
     macro_steps: advance runs of identical decode steps with one cost call (same results; False steps one
         at a time, for checking).
     """
@@ -79,7 +82,8 @@ def simulate(requests: Sequence[Request], engine: EngineConfig, step_cost: StepC
     env = simpy.Environment()
     itl = ItlRecorder()
     recorder = StepRecorder(record_timeline, engine.num_kv_blocks)
-    client = Client(env, table, Router(router, num_replicas, np.random.default_rng(seed)), max_concurrency)
+    client = Client(env, table, Router(router, num_replicas, np.random.default_rng(seed)), max_concurrency,
+                    request_latency_s)
     replicas = [Replica(env, r, engine, step_cost, table, itl, recorder, client.on_finish,
                         macro_steps=macro_steps, max_macro_steps=max_macro_steps) for r in range(num_replicas)]
     known = client.arrivals_by_replica()

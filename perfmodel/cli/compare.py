@@ -6,7 +6,7 @@ import argparse
 import math
 
 from perfmodel.cli.options import (add_format_argument, add_layout_arguments, add_offload_arguments,
-                                   add_scenario_arguments, add_workload_arguments)
+                                   add_scenario_arguments, add_workload_arguments, is_online)
 from perfmodel.cli.simulate import header, setup, workload_dict
 
 
@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
 
     scenario, layout, requests = setup(args)
     results = compare_batching(scenario, layout, requests, max_concurrency=args.max_concurrency,
-                               router=args.router, seed=args.seed)
+                               router=args.router, seed=args.seed, served=is_online(args))
     c, s = results["continuous"].metrics, results["static"].metrics
     rows = []
     for name, get in COMPARE_ROWS:

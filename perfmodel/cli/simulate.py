@@ -105,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
 
     scenario, layout, requests = setup(args)
     result = scenario.simulate(layout, requests, max_concurrency=args.max_concurrency, router=args.router,
-                               record_timeline=bool(args.timeline), seed=args.seed)
+                               record_timeline=bool(args.timeline), seed=args.seed, served=is_online(args))
     m = result.metrics
     written = write_timeline(result, args.timeline) if args.timeline else ()
     if args.format == "json":
