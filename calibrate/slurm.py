@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from calibrate.sweep import EngineConfig, Sweep
-from perfmodel.sbatch import JobSpec, default_cpus_per_task, default_network_interface, hms, job_header, ray_block
+from perfmodel.sbatch import (JobSpec, default_cpus_per_task, default_network_interface, has_slurm_limits, hms,
+                              job_header, ray_block)
 
 DEFAULT_TIME_S = 3600.0
 JOB_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}  # with perfmodel.sbatch.JOB_ENV
@@ -41,7 +42,7 @@ class JobPlan:
 
 def check_slurm_cluster(cluster: Any) -> None:
     """Refuse hardware without SLURM limits: a bare GPU name (one node, e.g. h200-sxm) is no batch cluster."""
-    if getattr(cluster, "max_nodes_per_job", None) is None and getattr(cluster, "max_job_time_s", None) is None:
+    if not has_slurm_limits(cluster):
         raise SlurmError(f"{cluster.name} has no SLURM limits (max_nodes_per_job, max_job_time_s): it is not a "
                          "batch cluster; give a cluster name such as taiwania2, or a cluster YAML with those keys")
 
@@ -85,6 +86,8 @@ def write_slurm_jobs(sweep: Sweep, cluster: Any, account: str, partition: str, o
     to the header and the Ray block.
     """
     check_slurm_cluster(cluster)
+    if cpus_per_task is not None and cpus_per_task < 1:
+        raise SlurmError(f"--cpus-per-task must be at least 1, got {cpus_per_task}")
     if sweep.path is None:
         raise SlurmError("the sweep must come from a file (jobs read it)")
     for name, value in (("account", account), ("partition", partition)):

@@ -58,6 +58,12 @@ class JobSpec:
             raise ValueError(f"time limit must be > 0 s, got {self.time_s:g}")
 
 
+def has_slurm_limits(cluster) -> bool:
+    """A batch cluster states its SLURM limits; a bare GPU name (one node, e.g. h200-sxm) has none."""
+    limits = (getattr(cluster, "max_nodes_per_job", None), getattr(cluster, "max_job_time_s", None))
+    return any(limit is not None for limit in limits)
+
+
 def hms(seconds: float) -> str:
     """SLURM's ``--time`` format, rounded up to the second: 3600 -> ``01:00:00``."""
     s = int(math.ceil(seconds))
