@@ -25,6 +25,7 @@ def plot_compare(results: Mapping[str, object], path: str | Path, *, title: str 
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     path = Path(path)
     colors = {"continuous": "tab:blue", "static": "tab:orange"}
@@ -47,6 +48,8 @@ def plot_compare(results: Mapping[str, object], path: str | Path, *, title: str 
     ax_cdf.set_ylabel("fraction of requests")
     ax_cdf.set_title("latency distribution (CDF)")
     ax_cdf.legend()
+    for ax in (ax_cdf, ax_occ):  # at most 6 labelled ticks: long runs' labels never run into each other
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(nbins=6))
     ax_occ.set_xlabel("time (s)")
     ax_occ.set_ylabel("sequences in the step")
     ax_occ.set_title("batch occupancy (replica 0)")
@@ -78,6 +81,7 @@ def plot_pareto(points, path: str | Path, *, title: str = "") -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     path = Path(path)
     fig, ax = plt.subplots(figsize=(10, 6.5))
