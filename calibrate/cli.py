@@ -53,6 +53,9 @@ def add_calibrate_subcommands(subparsers: argparse._SubParsersAction) -> argpars
     sl.add_argument("--module", action="append", default=[], help="`module load` this (repeatable)")
     sl.add_argument("--env-setup", default="", help="shell line(s) run before the job (e.g. activate a venv)")
     sl.add_argument("--python", default="python", help="python of the job environment (default: python)")
+    sl.add_argument("--cpus-per-task", type=int, default=None, help="CPUs per node for Ray (default: 4 per GPU)")
+    sl.add_argument("--network-interface", default=None, metavar="IFNAME",
+                    help="interface the nodes reach each other on (default: ib0 on InfiniBand, else eth0)")
     sl.set_defaults(handler=_user_errors(cmd_slurm))
     try:  # fit and check live next to the fitting code
         from calibrate.cli_fit import add_fit_subcommands
@@ -117,7 +120,8 @@ def cmd_slurm(args) -> int:
     sweep = load_sweep(args.sweep)
     scripts = write_slurm_jobs(sweep, cluster, args.account, args.partition, Path(args.out), modules=args.module,
                                env_setup=args.env_setup, time_limit_s=args.time, array=args.array,
-                               python=args.python)
+                               python=args.python, cpus_per_task=args.cpus_per_task,
+                               network_interface=args.network_interface)
     for path in scripts:
         print(path)
     print(f"{len(scripts)} job scripts; submit them all with: bash {Path(args.out) / 'submit.sh'}", file=sys.stderr)

@@ -18,6 +18,8 @@ def add_fit_subcommands(sub: argparse._SubParsersAction) -> None:
     fit.add_argument("--prior", default=None, help="profile to start from and regularise toward (default: datasheet)")
     fit.add_argument("--regularization", type=float, default=0.1,
                      help="pull toward the prior, per relative unit of each coefficient (default: 0.1)")
+    fit.add_argument("--allow-other-hardware", action="store_true",
+                     help="keep runs measured on another GPU than --hardware (warned)")
     fit.set_defaults(handler=cmd_fit)
 
     pred = sub.add_parser("predict", help="predict every run of a sweep before measuring it (JSON lines)")
@@ -42,6 +44,8 @@ def add_fit_subcommands(sub: argparse._SubParsersAction) -> None:
                             "for report.md")
     check.add_argument("--notes", default=None, help="Markdown appended to the report (kept across regenerations)")
     check.add_argument("--title", default="perfmodel accuracy")
+    check.add_argument("--allow-other-hardware", action="store_true",
+                       help="keep runs measured on another GPU than --hardware (warned)")
     check.set_defaults(handler=cmd_check)
 
 
@@ -54,6 +58,12 @@ def _load(args: argparse.Namespace):
         if not Path(path).exists():
             raise UserError(f"results file {path} does not exist")
         records += load_records(path, latest_only=True)
+    from calibrate.record_hardware import check_record_hardware
+    from hardware import load_hardware
+
+    for warning in check_record_hardware(records, load_hardware(args.hardware),
+                                         allow_other=getattr(args, "allow_other_hardware", False)):
+        print(warning, file=sys.stderr)
     return load_observations(records, args.hardware)
 
 

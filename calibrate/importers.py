@@ -23,6 +23,7 @@ import math
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from calibrate.bench_metadata import checked, file_metadata
 from calibrate.store import SCHEMA_VERSION
 from calibrate.sweep import EngineConfig
 
@@ -171,7 +172,13 @@ def _record(*, path: Path, digest: str, index: int, kind: str, engine: dict[str,
     }
 
 
-def _split(overrides: Mapping[str, Any]) -> tuple[dict, dict, dict]:
+def _split(overrides: Mapping[str, Any], obj: Mapping[str, Any] | None = None,
+           where: str = "") -> tuple[dict, dict, dict]:
+    """Engine, workload and provenance fields: the file's own (``--metadata`` keys, calibrate.bench_metadata),
+    then the command line's ``overrides`` over them; validated."""
+    known = set(ENGINE_FIELDS) | set(WORKLOAD_FIELDS) | set(PROVENANCE_FIELDS)
+    from_file = file_metadata(obj, known - {"request_rate"}) if obj is not None else {}
+    overrides = checked({**from_file, **overrides}, where, ImportFormatError)
     eng = {k: v for k, v in overrides.items() if k in ENGINE_FIELDS}
     work = {k: v for k, v in overrides.items() if k in WORKLOAD_FIELDS}
     prov = {k: v for k, v in overrides.items() if k in PROVENANCE_FIELDS}
@@ -180,7 +187,7 @@ def _split(overrides: Mapping[str, Any]) -> tuple[dict, dict, dict]:
 
 def _from_throughput(obj: Mapping[str, Any], i: int, path: Path, digest: str,
                      overrides: Mapping[str, Any]) -> dict[str, Any]:
-    eng, work, prov = _split(overrides)
+    eng, work, prov = _split(overrides, _without(obj, "num_requests"), f"{path}: object {i + 1}")
     elapsed = float(obj["elapsed_time"])
     n = int(obj.get("num_requests") or 0)
     total = obj.get("total_num_tokens")
@@ -210,7 +217,8 @@ def _from_throughput(obj: Mapping[str, Any], i: int, path: Path, digest: str,
 
 def _from_serve(obj: Mapping[str, Any], i: int, path: Path, digest: str,
                 overrides: Mapping[str, Any]) -> dict[str, Any]:
-    eng, work, prov = _split(overrides)
+    eng, work, prov = _split(overrides, _without(obj, "num_prompts", "burstiness", "max_concurrency"),
+                             f"{path}: object {i + 1}")
     eng.setdefault("model", obj.get("model_id"))
     eng.setdefault("mode", "online")
     completed = int(obj.get("completed") or 0)
@@ -250,6 +258,11 @@ def _from_serve(obj: Mapping[str, Any], i: int, path: Path, digest: str,
                    metrics=metrics, provenance=prov, requests=requests)
 
 
+def _without(obj: Mapping[str, Any], *keys: str) -> dict[str, Any]:
+    """The object less the keys its converter reads itself (metrics and arrival settings)."""
+    return {k: v for k, v in obj.items() if k not in keys}
+
+
 def _mean_len(lens: list | None, total: int, n: int) -> int | float:
     """The common length when every request has it, else the mean."""
     if lens and len(set(lens)) == 1:
@@ -279,6 +292,7 @@ def _from_csv(row: Mapping[str, str], i: int, path: Path, digest: str,
     if not any(values.get(k) is not None for k in
                ("elapsed_s", "requests_per_second", "tokens_per_second", "output_tokens_per_second")):
         raise ImportFormatError(f"{path}: row {i + 2}: no throughput (elapsed_s or a *_per_second column)")
+    values = checked(values, f"{path}: row {i + 2}", ImportFormatError)
     eng = {k: v for k, v in values.items() if k in ENGINE_FIELDS}
     work = {k: v for k, v in values.items() if k in WORKLOAD_FIELDS}
     metrics = {k: v for k, v in values.items() if k in METRIC_FIELDS}

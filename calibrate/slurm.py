@@ -3,10 +3,10 @@
 A job asks for ceil(tp*pp / gpus_per_node) nodes and runs `python -m calibrate.runner` for the runs of its engine
 configuration, appending to `<out_dir>/results/<engine_id>.jsonl` on the shared filesystem (one file per job, so
 jobs running at once never write the same file; `load_results(<out_dir>/results)` reads them all). A job on
-several nodes first starts a Ray cluster (head on the first node, one worker per other node, each through
-`srun --nodes=1 --ntasks=1 -w NODE`), waits until Ray sees every GPU, and runs vLLM with
+several nodes first starts a Ray cluster (perfmodel.sbatch.ray_block, shared with `perfmodel predict
+--emit-sbatch`: vLLM's multi-node recipe), waits until Ray sees every GPU, and runs vLLM with
 `--distributed-executor-backend ray`. The cluster's limits (`max_nodes_per_job`, `max_job_time_s`) are enforced
-when the scripts are written.
+when the scripts are written; hardware without SLURM limits (a bare GPU name) is refused.
 """
 from __future__ import annotations
 
@@ -17,12 +17,11 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from calibrate.sweep import EngineConfig, Sweep
+from perfmodel.sbatch import (JobSpec, default_cpus_per_task, default_network_interface, has_slurm_limits, hms,
+                              job_header, ray_block)
 
 DEFAULT_TIME_S = 3600.0
-RAY_PORT = 6379
-RAY_WAIT_S = 300
-JOB_ENV = {"VLLM_NO_USAGE_STATS": "1", "VLLM_DO_NOT_TRACK": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-           "TOKENIZERS_PARALLELISM": "false"}
+JOB_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}  # with perfmodel.sbatch.JOB_ENV
 
 
 class SlurmError(ValueError):
@@ -41,6 +40,13 @@ class JobPlan:
         return self.num_nodes > 1
 
 
+def check_slurm_cluster(cluster: Any) -> None:
+    """Refuse hardware without SLURM limits: a bare GPU name (one node, e.g. h200-sxm) is no batch cluster."""
+    if not has_slurm_limits(cluster):
+        raise SlurmError(f"{cluster.name} has no SLURM limits (max_nodes_per_job, max_job_time_s): it is not a "
+                         "batch cluster; give a cluster name such as taiwania2, or a cluster YAML with those keys")
+
+
 def plan_jobs(sweep: Sweep, cluster: Any, time_limit_s: float | None = None) -> tuple[list[JobPlan], float]:
     """One plan per engine configuration, and the job time limit (s); raises SlurmError past the limits.
 
@@ -51,7 +57,7 @@ def plan_jobs(sweep: Sweep, cluster: Any, time_limit_s: float | None = None) -> 
     if limit <= 0:
         raise SlurmError(f"time limit must be > 0 s, got {limit:g}")
     if max_time is not None and limit > max_time:
-        raise SlurmError(f"time limit {_hms(limit)} exceeds {cluster.name}'s maximum job time {_hms(max_time)}")
+        raise SlurmError(f"time limit {hms(limit)} exceeds {cluster.name}'s maximum job time {hms(max_time)}")
     plans = []
     per_node = int(cluster.gpus_per_node)
     for engine, runs in sweep.by_engine().items():
@@ -69,13 +75,19 @@ def plan_jobs(sweep: Sweep, cluster: Any, time_limit_s: float | None = None) -> 
 
 def write_slurm_jobs(sweep: Sweep, cluster: Any, account: str, partition: str, out_dir: str | Path, *,
                      modules: Sequence[str] = (), env_setup: str = "", time_limit_s: float | None = None,
-                     array: bool = False, python: str = "python", workdir: str | Path | None = None) -> list[Path]:
+                     array: bool = False, python: str = "python", workdir: str | Path | None = None,
+                     cpus_per_task: int | None = None, network_interface: str | None = None) -> list[Path]:
     """Write the job scripts (and `submit.sh`, which sbatches them all); returns the job scripts' paths.
 
     Engines on several nodes get `distributed_executor_backend: ray`. `array=True` writes one job array per
     node count instead of one script per engine configuration. `env_setup` is pasted as-is after `module load`
     (e.g. `source ~/venvs/vllm/bin/activate`). `workdir` (default: this checkout) is where jobs run from.
+    `cpus_per_task` (default 4 per GPU of a node) and `network_interface` (default from the cluster's fabric) go
+    to the header and the Ray block.
     """
+    check_slurm_cluster(cluster)
+    if cpus_per_task is not None and cpus_per_task < 1:
+        raise SlurmError(f"--cpus-per-task must be at least 1, got {cpus_per_task}")
     if sweep.path is None:
         raise SlurmError("the sweep must come from a file (jobs read it)")
     for name, value in (("account", account), ("partition", partition)):
@@ -94,7 +106,9 @@ def write_slurm_jobs(sweep: Sweep, cluster: Any, account: str, partition: str, o
     ctx = _Context(sweep_path=Path(sweep.path).resolve(), out=out, account=account, partition=partition,
                    modules=tuple(modules), env_setup=env_setup, time_s=limit, python=python,
                    workdir=Path(workdir).resolve() if workdir else Path(__file__).resolve().parent.parent,
-                   cluster=cluster, sweep_name=sweep.name)
+                   cluster=cluster, sweep_name=sweep.name,
+                   cpus_per_task=cpus_per_task or default_cpus_per_task(int(cluster.gpus_per_node)),
+                   network_interface=network_interface or default_network_interface(cluster))
     scripts: list[Path] = []
     if array:
         by_nodes: dict[int, list[JobPlan]] = {}
@@ -128,29 +142,16 @@ class _Context:
     workdir: Path
     cluster: Any
     sweep_name: str
+    cpus_per_task: int
+    network_interface: str
 
 
 def _header(ctx: _Context, name: str, nodes: int, gpus: int, extra: Sequence[str] = ()) -> str:
-    lines = [
-        "#!/bin/bash",
-        f"#SBATCH --job-name={name}",
-        f"#SBATCH --account={ctx.account}",
-        f"#SBATCH --partition={ctx.partition}",
-        f"#SBATCH --nodes={nodes}",
-        "#SBATCH --ntasks-per-node=1",
-        f"#SBATCH --gres=gpu:{gpus}",
-        f"#SBATCH --time={_hms(ctx.time_s)}",
-        f"#SBATCH --output={ctx.out}/logs/%x-%j.out",
-        *extra,
-        f"# written by perfmodel calibrate slurm for sweep {ctx.sweep_name} on {ctx.cluster.name}",
-        "set -euo pipefail",
-    ]
-    lines += [f"module load {shlex.quote(m)}" for m in ctx.modules]
-    if ctx.env_setup.strip():
-        lines.append(ctx.env_setup.rstrip())
-    lines += [f"export {k}={v}" for k, v in JOB_ENV.items()]
-    lines.append(f"cd {shlex.quote(str(ctx.workdir))}")
-    return "\n".join(lines) + "\n"
+    job = JobSpec(name=name, nodes=nodes, gpus_per_node=gpus, cpus_per_task=ctx.cpus_per_task, time_s=ctx.time_s,
+                  output=f"{ctx.out}/logs/%x-%j.out", account=ctx.account, partition=ctx.partition,
+                  modules=ctx.modules, env_setup=ctx.env_setup, env=JOB_ENV, extra_directives=tuple(extra),
+                  comment=f"written by perfmodel calibrate slurm for sweep {ctx.sweep_name} on {ctx.cluster.name}")
+    return job_header(job) + f"cd {shlex.quote(str(ctx.workdir))}\n"
 
 
 def _runner_cmd(ctx: _Context, engine_id: str, ray: bool) -> str:
@@ -161,33 +162,8 @@ def _runner_cmd(ctx: _Context, engine_id: str, ray: bool) -> str:
     return " ".join(shlex.quote(c) for c in cmd)
 
 
-def _ray_block(gpus_per_node: int, total_gpus: int) -> str:
-    return f"""
-# Ray cluster over the job's nodes: head here (the first node), one worker per other node
-nodes=($(scontrol show hostnames "$SLURM_JOB_NODELIST"))
-head_node=${{nodes[0]}}
-head_ip=$(hostname --ip-address | awk '{{print $1}}')
-export RAY_ADDRESS="$head_ip:{RAY_PORT}"
-cleanup() {{ ray stop --force >/dev/null 2>&1 || true; kill $(jobs -p) >/dev/null 2>&1 || true; }}
-trap cleanup EXIT
-srun --nodes=1 --ntasks=1 -w "$head_node" ray start --head --node-ip-address="$head_ip" --port={RAY_PORT} \\
-    --num-gpus {gpus_per_node} --block &
-sleep 15
-for node in "${{nodes[@]:1}}"; do
-    srun --nodes=1 --ntasks=1 -w "$node" ray start --address="$RAY_ADDRESS" --num-gpus {gpus_per_node} --block &
-done
-# wait until Ray sees all {total_gpus} GPUs
-for _ in $(seq 1 {RAY_WAIT_S // 5}); do
-    gpus=$(ray status --address="$RAY_ADDRESS" 2>/dev/null | grep -oE '[0-9.]+/[0-9.]+ GPU' | head -n 1 \\
-        | sed -E 's#^[0-9.]+/([0-9.]+) GPU#\\1#' || true)
-    if [ -n "$gpus" ] && [ "${{gpus%.*}}" -ge {total_gpus} ]; then break; fi
-    sleep 5
-done
-if [ -z "${{gpus:-}}" ] || [ "${{gpus%.*}}" -lt {total_gpus} ]; then
-    echo "Ray cluster has ${{gpus:-0}} of {total_gpus} GPUs after {RAY_WAIT_S} s" >&2
-    exit 1
-fi
-"""
+def _ray(ctx: _Context, gpus_per_node: int, total_gpus: int | str) -> str:
+    return ray_block(gpus_per_node=gpus_per_node, total_gpus=total_gpus, network_interface=ctx.network_interface)
 
 
 def _job_script(ctx: _Context, plan: JobPlan) -> str:
@@ -197,7 +173,7 @@ def _job_script(ctx: _Context, plan: JobPlan) -> str:
     text += f"# engine {e.engine_id}: {plan.num_runs} runs, tp={e.tensor_parallel_size} " \
             f"pp={e.pipeline_parallel_size}, {plan.num_nodes} node(s)\n"
     if plan.multi_node:
-        text += _ray_block(plan.gpus_per_node, e.num_gpus)
+        text += _ray(ctx, plan.gpus_per_node, e.num_gpus)
     text += _runner_cmd(ctx, e.engine_id, plan.multi_node) + "\n"
     return text
 
@@ -206,23 +182,16 @@ def _array_script(ctx: _Context, plans: Sequence[JobPlan]) -> str:
     nodes = plans[0].num_nodes
     gpus = max(p.gpus_per_node for p in plans)
     name = f"pm-{_slug(ctx.sweep_name)}-{nodes}node"
-    text = _header(ctx, name, nodes, gpus, [f"#SBATCH --array=0-{len(plans) - 1}"])
+    text = _header(ctx, name, nodes, gpus, [f"--array=0-{len(plans) - 1}"])
     ids = " ".join(p.engine.engine_id for p in plans)
     totals = " ".join(str(p.engine.num_gpus) for p in plans)
     text += f"engines=({ids})\ntotal_gpus=({totals})\nengine=${{engines[$SLURM_ARRAY_TASK_ID]}}\n"
     if nodes > 1:
-        text += _ray_block(gpus, plans[0].engine.num_gpus).replace(
-            f"-ge {plans[0].engine.num_gpus}", '-ge "${total_gpus[$SLURM_ARRAY_TASK_ID]}"').replace(
-            f"-lt {plans[0].engine.num_gpus}", '-lt "${total_gpus[$SLURM_ARRAY_TASK_ID]}"')
+        text += _ray(ctx, gpus, '"${total_gpus[$SLURM_ARRAY_TASK_ID]}"')
     cmd = [ctx.python, "-m", "calibrate.runner", str(ctx.sweep_path)]
     text += " ".join(shlex.quote(c) for c in cmd) + f' --results "{ctx.out}/results/$engine.jsonl" --engine "$engine"'
     text += " --distributed-executor-backend ray\n" if nodes > 1 else "\n"
     return text
-
-
-def _hms(seconds: float) -> str:
-    s = int(math.ceil(seconds))
-    return f"{s // 3600:02d}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
 
 def _slug(name: str) -> str:

@@ -69,7 +69,7 @@ def test_compare_lognormal_outputs_favour_continuous_batching(capsys, tmp_path):
 
 def test_compare_equal_lengths_are_close(capsys):
     code, out, _ = run(capsys, "compare", *SMALL, "--input-len", "200", "--output-len", "300", "--num-prompts",
-                       "256", "--max-num-seqs", "64", "--plot", "")
+                       "256", "--max-num-seqs", "64", "--output-dist", "fixed", "--plot", "")
     assert code == 0
     line = next(x for x in out.splitlines() if x.startswith("continuous batching:"))
     ratio = float(line.split(":")[1].split("x")[0])

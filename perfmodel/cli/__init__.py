@@ -12,12 +12,12 @@ from perfmodel.errors import UserError
 
 def build_parser() -> argparse.ArgumentParser:
     from calibrate.cli import add_calibrate_subcommands
-    from perfmodel.cli import catalog, compare, plan, predict, simulate
+    from perfmodel.cli import catalog, compare, pareto, plan, predict, simulate
 
     parser = argparse.ArgumentParser(prog="perfmodel", description=(
         "Predict vLLM inference throughput, latency and memory on GPU clusters; calibrate against real runs."))
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for command in (predict, catalog, simulate, compare, plan):
+    for command in (predict, catalog, simulate, compare, plan, pareto):
         command.register(sub)
     add_calibrate_subcommands(sub)
     return parser

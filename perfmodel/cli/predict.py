@@ -23,7 +23,21 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="simulate the N best layouts of the closed form and rank them by the simulation (default 3)")
     add_scenario_arguments(p)
     add_format_argument(p)
+    add_sbatch_arguments(p)
     p.set_defaults(handler=run)
+
+
+def add_sbatch_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("deployment (a SLURM job that serves the best or pinned layout)")
+    g.add_argument("--emit-sbatch", metavar="FILE", help="write a ready sbatch script running its vllm serve")
+    g.add_argument("--account", help="SLURM account (default: yours)")
+    g.add_argument("--partition", help="SLURM partition (default: the cluster's default)")
+    g.add_argument("--time", type=float, default=None, metavar="SECONDS", help="job time (default: cluster max)")
+    g.add_argument("--module", action="append", default=[], help="`module load` this (repeatable)")
+    g.add_argument("--env-setup", default="", help="shell line(s) after module load (e.g. activate a venv)")
+    g.add_argument("--cpus-per-task", type=int, default=None, help="CPUs per node (default: 4 per GPU)")
+    g.add_argument("--network-interface", metavar="IFNAME",
+                   help="interface for Ray and VLLM_HOST_IP (default: ib0 on InfiniBand, else eth0)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -34,11 +48,12 @@ def run(args: argparse.Namespace) -> int:
     scenario = Scenario.from_options(scenario_options(args))
     predictions = predict_all(scenario, args.gpus, tp=args.tensor_parallel_size, pp=args.pipeline_parallel_size,
                               simulate_top=args.simulate_top)
+    dep = best_deployment(scenario, predictions, args)
     if args.format == "json":
         print(dumps_json({"model": scenario.model.name, "hardware": scenario.cluster.name, "gpus": args.gpus,
                           "workload": scenario.workload, "engine": scenario.engine,
                           "precision": scenario.precision, "profile": scenario.profile.name,
-                          "layouts": predictions}))
+                          "vllm_serve_command": dep.command if dep else None, "layouts": predictions}))
         return 0
     if args.format == "csv":
         print(dumps_csv([p.__dict__ for p in predictions]), end="")
@@ -53,7 +68,40 @@ def run(args: argparse.Namespace) -> int:
         need = min_gpus_to_fit(scenario)
         hint = f"it needs at least {need} GPUs" if need else "it does not fit on any number of these GPUs"
         print(f"\nNo layout fits: {hint} (or try --quantization, a smaller --max-model-len or --max-num-seqs).")
+    if dep is not None:
+        each = f", each of {dep.layout.dp} replicas" if dep.layout.dp > 1 else ""
+        print(f"\nvllm serve ({dep.layout}{each}): {dep.command}")
+        from perfmodel.deploy import checkpoint_note
+
+        note = checkpoint_note(scenario, args.model)
+        if note:
+            print(f"note: {note}")
+    if args.emit_sbatch and dep is not None:
+        print(f"sbatch script ({dep.nodes} node(s)): {args.emit_sbatch}")
     return 0
+
+
+def best_deployment(scenario, predictions, args: argparse.Namespace):
+    """The ``Deployment`` of the best layout that fits (the pinned one when pinned), its job script written
+    when ``--emit-sbatch`` asks; None when nothing fits."""
+    from pathlib import Path
+
+    from perfmodel.deploy import JobOptions, deployment, serve_job_script
+    from perfmodel.errors import UserError
+
+    best = next((p for p in predictions if p.fits), None)
+    if best is None:
+        if args.emit_sbatch:
+            raise UserError("no layout fits, so there is nothing to write to --emit-sbatch")
+        return None
+    dep = deployment(scenario, best.layout, args.model)
+    if args.emit_sbatch:
+        out = Path(args.emit_sbatch)
+        options = JobOptions(account=args.account, partition=args.partition, time_s=args.time,
+                             modules=tuple(args.module), env_setup=args.env_setup, cpus_per_task=args.cpus_per_task,
+                             network_interface=args.network_interface, log_dir=str(out.resolve().parent))
+        out.write_text(serve_job_script(scenario, dep, options))
+    return dep
 
 
 def header(scenario, num_gpus: int) -> str:

@@ -9,6 +9,7 @@ import yaml
 
 from calibrate.slurm import SlurmError, write_slurm_jobs
 from calibrate.sweep import load_sweep
+from tests.sbatch_recipe import assert_multi_node_recipe, directive
 
 try:
     from hardware import load_hardware
@@ -33,10 +34,6 @@ def bash_n(path: Path) -> None:
     subprocess.run(["bash", "-n", str(path)], check=True)
 
 
-def directive(text: str, name: str) -> str:
-    return re.search(rf"^#SBATCH --{name}=(.*)$", text, re.M).group(1)
-
-
 def test_two_node_tp8_pp2_job_for_taiwania2(tmp_path):
     sweep = load_sweep(sweep_file(tmp_path, {"tp": [8], "pp": [2]}))
     scripts = write_slurm_jobs(sweep, TAIWANIA2, "ACCT123", "gp4d", tmp_path / "jobs",
@@ -49,10 +46,11 @@ def test_two_node_tp8_pp2_job_for_taiwania2(tmp_path):
     h, m, s = map(int, directive(text, "time").split(":"))
     assert h * 3600 + m * 60 + s <= 3600
     assert "module load cuda/12.1" in text and "source ~/vllm/bin/activate" in text
-    assert "ray start --head" in text and "--port=6379" in text and "--num-gpus 8 --block &" in text
+    assert "ray start --head" in text and "--port=6379" in text and "--num-gpus=8 --block" in text
     assert 'ray start --address="$RAY_ADDRESS"' in text
     assert "srun --nodes=1 --ntasks=1 -w" in text
     assert "ray status" in text and "-ge 16" in text
+    assert_multi_node_recipe(text)
     assert "--distributed-executor-backend ray" in text
     assert re.search(r"--results \S+/results/[0-9a-f]{16}\.jsonl --engine [0-9a-f]{16}", text)
     assert (tmp_path / "jobs" / "submit.sh").read_text().count("sbatch ") == 1
@@ -93,6 +91,8 @@ def test_multi_node_array(tmp_path):
     assert len(arrays) == 2  # one array per node count
     two = [p for p in arrays if "2node" in p.name][0].read_text()
     assert "ray start --head" in two and directive(two, "nodes") == "2"
+    assert '-ge "${total_gpus[$SLURM_ARRAY_TASK_ID]}"' in two
+    assert_multi_node_recipe(two)
     for p in arrays:
         bash_n(p)
 
@@ -107,6 +107,13 @@ def test_refuses_two_hours(tmp_path):
     sweep = load_sweep(sweep_file(tmp_path, {"tp": [8]}))
     with pytest.raises(SlurmError, match="exceeds taiwania2's maximum job time 01:00:00"):
         write_slurm_jobs(sweep, TAIWANIA2, "A", "P", tmp_path / "jobs", time_limit_s=7200)
+
+
+def test_refuses_a_bare_gpu(tmp_path):
+    sweep = load_sweep(sweep_file(tmp_path, {"tp": [1]}))
+    with pytest.raises(SlurmError, match="no SLURM limits"):
+        write_slurm_jobs(sweep, load_hardware("h200-sxm"), "A", "P", tmp_path / "jobs")
+    assert not (tmp_path / "jobs").exists()
 
 
 def test_refuses_a_partial_node_spanning_nodes(tmp_path):
@@ -127,3 +134,7 @@ def test_cli_writes_jobs(tmp_path, capsys):
                "--out", str(tmp_path / "jobs"), "--time", "7200"])
     assert rc == 2
     assert "maximum job time" in capsys.readouterr().err
+    rc = main(["calibrate", "slurm", str(path), "--cluster", "h200-sxm", "--account", "A", "--partition", "P",
+               "--out", str(tmp_path / "bare")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "h200-sxm has no SLURM limits" in err and len(err.strip().splitlines()) == 1
