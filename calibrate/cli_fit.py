@@ -16,8 +16,8 @@ def add_fit_subcommands(sub: argparse._SubParsersAction) -> None:
     fit.add_argument("--hardware", required=True, help="GPU or cluster the runs were measured on (e.g. h200-sxm)")
     fit.add_argument("--out", default=None, help="profile YAML to write (default: <hardware>-profile.yaml)")
     fit.add_argument("--prior", default=None, help="profile to start from and regularise toward (default: datasheet)")
-    fit.add_argument("--regularization", type=float, default=0.1,
-                     help="pull toward the prior, per relative unit of each coefficient (default: 0.1)")
+    fit.add_argument("--regularization", type=float, default=None,
+                     help="pull toward the prior, per relative unit of each coefficient (default: 0.1 offline, 0.02 online)")
     fit.add_argument("--allow-other-hardware", action="store_true",
                      help="keep runs measured on another GPU than --hardware (warned)")
     fit.set_defaults(handler=cmd_fit)

@@ -27,6 +27,7 @@ from typing import Sequence
 import numpy as np
 from scipy import optimize
 
+from calibrate.fit_online import ONLINE_REGULARIZATION
 from calibrate.observations import Observation
 from hardware.spec import ClusterSpec
 from perfmodel.coefficients import Coefficients
@@ -67,16 +68,21 @@ class _Trace:
     measured_elapsed_s: float
 
 
+OFFLINE_REGULARIZATION = 0.1
+
+
 class CoefficientFitter:
     """Estimator: ``CoefficientFitter(cluster, prior).fit(observations).coefficients_``."""
 
     def __init__(self, cluster: ClusterSpec, prior: Coefficients | None = None, *, step_names: Sequence[str] | None = None,
-                 fit_memory: bool = True, regularization: float = 0.1, outer_iterations: int = 2) -> None:
+                 fit_memory: bool = True, regularization: float | None = None, outer_iterations: int = 2) -> None:
         self.cluster = cluster
         self.prior = prior or Coefficients()
         self.step_names = step_names
         self.fit_memory = fit_memory
-        self.regularization = regularization
+        # None: 0.1 for offline fits, ONLINE_REGULARIZATION for online ones (calibrate/fit_online.py says why)
+        self.regularization = OFFLINE_REGULARIZATION if regularization is None else regularization
+        self._online_regularization = ONLINE_REGULARIZATION if regularization is None else regularization
         self.outer_iterations = outer_iterations
 
     # -- public ----------------------------------------------------------------------------------------------
@@ -99,7 +105,7 @@ class CoefficientFitter:
             names = tuple(self.step_names or online_step_coefficients(online))
             if online and names:
                 coefficients, self.step_result_, self._num_data = fit_online(
-                    online, coefficients, self.prior, names, regularization=self.regularization)
+                    online, coefficients, self.prior, names, regularization=self._online_regularization)
         self.coefficients_ = coefficients
         self.fitted_ = (Coefficients.group("memory") if self.memory_result_ is not None else ()) + (
             names if self.step_result_ is not None else ())
