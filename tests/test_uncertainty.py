@@ -127,3 +127,34 @@ def test_shipped_h200_profile_gives_every_predict_figure_a_sharp_interval():
 
 def test_regime_key():
     assert regime(mode="online", eager=True, gpus=4) == "online/eager/multigpu"
+
+
+def _cli_json(capsys, *argv):
+    import json
+
+    from perfmodel.cli import main
+
+    assert main(list(argv)) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_predict_json_interval_fields_and_level(capsys):
+    args = ("predict", "--hardware", "hgx-h200", "--model", "llama-3.1-8b", "--gpus", "1", "--simulate-top", "0",
+            "--format", "json")
+    wide = _cli_json(capsys, *args)["layouts"][0]["interval"]
+    narrow = _cli_json(capsys, *args, "--interval-level", "0.8")["layouts"][0]["interval"]
+    assert list(wide) == ["level", "tokens_per_second", "output_tokens_per_second", "requests_per_second",
+                          "elapsed_time"]
+    assert wide["level"] == 0.9 and narrow["level"] == 0.8
+    for name in PREDICT_FIGURES:
+        assert wide[name][0] < narrow[name][0] < narrow[name][1] < wide[name][1]
+
+
+def test_simulate_json_metrics_interval(capsys):
+    out = _cli_json(capsys, "simulate", "--hardware", "hgx-h200", "--model", "llama-3.1-8b", "--request-rate", "5",
+                    "--num-prompts", "40", "--format", "json")
+    m = out["metrics"]
+    for name in ("output_tokens_per_second", "ttft_s_mean", "ttft_s_median", "ttft_s_p99", "tpot_s_mean",
+                 "e2e_s_p99"):
+        lo, hi = m["interval"][name]
+        assert lo < m[name] < hi
