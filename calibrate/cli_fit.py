@@ -48,6 +48,10 @@ def add_fit_subcommands(sub: argparse._SubParsersAction) -> None:
                        help="keep runs measured on another GPU than --hardware (warned)")
     check.set_defaults(handler=cmd_check)
 
+    from calibrate.cli_uncertainty import register as register_uncertainty
+
+    register_uncertainty(sub)
+
 
 def _load(args: argparse.Namespace):
     from calibrate.observations import load_observations

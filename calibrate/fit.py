@@ -171,6 +171,7 @@ class CoefficientFitter:
     def _stderr(self, names: Sequence[str]) -> dict[str, float]:
         """Standard errors from the Jacobian at the optimum (data residuals only, Gauss-Newton covariance)."""
         out: dict[str, float] = {}
+        self.covariance_ = None  # (names, matrix) of the step coefficients, for perfmodel.uncertainty
         res = self.step_result_
         if res is not None:
             n = self._num_data
@@ -181,6 +182,7 @@ class CoefficientFitter:
                 cov = np.linalg.pinv(jac.T @ jac + (self.regularization ** 2) * np.diag(
                     1.0 / np.array([max(abs(getattr(self.prior, nm)), 1e-12) for nm in names]) ** 2)) * sigma2
                 out.update({nm: float(math.sqrt(max(cov[i, i], 0.0))) for i, nm in enumerate(names)})
+                self.covariance_ = (tuple(names), cov)
             except np.linalg.LinAlgError:
                 pass
         return out

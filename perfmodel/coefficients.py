@@ -143,6 +143,8 @@ class Profile:
     fitted: tuple[str, ...] = ()
     source: str = "datasheet defaults"
     path: str | None = None
+    # the profile's ``uncertainty:`` section (perfmodel.uncertainty reads it; calibrate/uncertainty.py writes it)
+    uncertainty: Any = field(default=None, compare=False, repr=False)
 
     def status_for(self, gpu_name: str) -> str:
         """'calibrated', 'transferred' (fitted on another GPU) or 'default' (no fit at all)."""
@@ -176,7 +178,8 @@ def load_profile(path: str | Path) -> Profile:
     except (TypeError, ValueError) as exc:
         raise UserError(f"calibration profile {path}: {exc}") from None
     return Profile(name=str(data.get("name", path.stem)), gpu=data.get("gpu"), coefficients=coefficients,
-                   fitted=tuple(data.get("fitted", ())), source=str(data.get("source", path)), path=str(path))
+                   fitted=tuple(data.get("fitted", ())), source=str(data.get("source", path)), path=str(path),
+                   uncertainty=data.get("uncertainty") or None)
 
 
 def shipped_profile_path(gpu_name: str) -> Path | None:

@@ -51,6 +51,7 @@ from perfmodel.engine import EngineArgs
 from perfmodel.errors import UserError
 from perfmodel.layout import Layout, enumerate_layouts
 from perfmodel.scenario import Scenario, ScenarioOptions
+from perfmodel.uncertainty import DEFAULT_LEVEL
 from simulator.workload import LengthDistribution
 
 PRUNE_FRACTION = 0.9  # the closed form may be a little pessimistic: simulate what comes within 10% of the rate
@@ -77,6 +78,8 @@ class Trial:
     latency_growth: float = math.nan  # mean TTFT, last quarter of arrivals / second quarter
     output_tokens_per_second: float = math.nan  # at the planned load
     gpu_hours_per_million_output_tokens: float = math.nan
+    point_status: str = ""  # the verdict of the point estimate alone ('' when not simulated)
+    interval: Any = None  # {"level", figure: [low, high]} of the simulated figures (perfmodel.uncertainty)
 
     @property
     def layout(self) -> Layout:
@@ -96,6 +99,8 @@ class PlanResult:
     trials: tuple[Trial, ...]
     message: str
     engine: EngineArgs  # the engine every layout was simulated with, as resolved (vLLM's defaults filled in)
+    confidence: float | None = None  # plan on the interval's ends at this level (None: the point estimate)
+    point_estimate_gpus: int | None = None  # what the point estimate alone would have chosen, with confidence
 
     @property
     def gpus(self) -> int | None:
@@ -119,6 +124,8 @@ class _Task:
     seed: int
     ttft_p99_s: float | None
     tpot_p99_s: float | None
+    confidence: float | None = None
+    interval_level: float = DEFAULT_LEVEL
 
 
 def gpu_counts(gpus_max: int, gpus_per_node: int, max_nodes_per_job: int | None) -> list[int]:
@@ -142,6 +149,7 @@ def plan_capacity(*, request_rate: float, ttft_p99_s: float | None = None, tpot_
                   output_len: int | LengthDistribution = 600, num_prompts: int | None = None,
                   burstiness: float = 1.0, seed: int = 0, workers: int | None = None,
                   progress: Callable[[int, int], None] | None = None, options: ScenarioOptions | None = None,
+                  confidence: float | None = None, interval_level: float = DEFAULT_LEVEL,
                   **scenario_options: Any) -> PlanResult:
     """Search GPU counts and layouts for the fewest GPUs that serve ``request_rate`` requests/s (module doc).
 
@@ -150,6 +158,12 @@ def plan_capacity(*, request_rate: float, ttft_p99_s: float | None = None, tpot_
     scenario from them. Without options the entry point is ``serve`` (vLLM's server defaults); the workload
     fields are replaced by the mean lengths and the request count planned here. ``workers``: processes
     (default: the machine's cores). ``progress(done, total)`` is called as simulations finish.
+
+    ``confidence`` (e.g. 0.9): accept a layout only when the slow end of its throughput interval at that level
+    still carries the load (the layout simulated again with every step time divided by low / point of its
+    output tokens/s) and the high ends of its p99 TTFT and TPOT intervals meet the targets; the result also
+    says how many GPUs the point estimate alone would have chosen (``point_estimate_gpus``). Every simulated
+    trial carries its ``interval`` at ``confidence`` (else ``interval_level``).
     """
     from perfmodel.simulate import as_length_distribution
 
@@ -160,6 +174,8 @@ def plan_capacity(*, request_rate: float, ttft_p99_s: float | None = None, tpot_
             raise UserError(f"{flag} must be positive seconds, got {value}")
     if gpus_max < 1:
         raise UserError(f"--gpus-max must be at least 1, got {gpus_max}")
+    if confidence is not None and not 0 < confidence < 1:
+        raise UserError(f"--confidence must be between 0 and 1 (e.g. 0.9), got {confidence}")
     if num_prompts is not None and num_prompts < 10:
         raise UserError(f"--num-prompts must be at least 10 to judge a steady state, got {num_prompts}")
     if options is None:
@@ -183,7 +199,8 @@ def plan_capacity(*, request_rate: float, ttft_p99_s: float | None = None, tpot_
         return _Task(options=options, tp=layout.tp, pp=layout.pp, dp=layout.dp,
                      analytical_requests_per_second=analytical_rps, input_len=inputs,
                      output_len=outputs, num_prompts=n, request_rate=request_rate, burstiness=burstiness,
-                     seed=seed, ttft_p99_s=ttft_p99_s, tpot_p99_s=tpot_p99_s)
+                     seed=seed, ttft_p99_s=ttft_p99_s, tpot_p99_s=tpot_p99_s, confidence=confidence,
+                     interval_level=confidence or interval_level)
 
     def screen(count: int) -> tuple[list[Trial], list[_Task]]:
         pruned, tasks = [], []
@@ -196,17 +213,22 @@ def plan_capacity(*, request_rate: float, ttft_p99_s: float | None = None, tpot_
     best: Trial | None = None
     with _executor(workers) as pool:
         best = _search(pool, counts, screen, trials, progress)
+    point_gpus = min((t.gpus for t in trials if t.point_status == "accepted"), default=None)
     if best is not None:
         message = (f"{best.gpus} GPUs: {best.layout} sustains {request_rate:g} req/s"
                    f"{_targets_text(ttft_p99_s, tpot_p99_s)} ({best.gpu_hours_per_million_output_tokens:.3g} "
                    "GPU-hours per million output tokens)")
+        if confidence is not None:
+            message += (f" with {confidence:.0%} confidence (low throughput, high p99 latencies); the point "
+                        f"estimate alone would have chosen {point_gpus} GPUs")
     else:
         limit = counts[-1]
         why = "the cluster's per-job node limit" if limit < gpus_max else "--gpus-max"
         message = (f"no layout of up to {limit} GPUs ({why}) sustains {request_rate:g} req/s"
                    f"{_targets_text(ttft_p99_s, tpot_p99_s)}; see the trials for the closest, or relax the targets")
     return PlanResult(request_rate=request_rate, ttft_p99_s=ttft_p99_s, tpot_p99_s=tpot_p99_s, gpus_max=gpus_max,
-                      num_requests=n, best=best, trials=tuple(trials), message=message, engine=scenario.engine)
+                      num_requests=n, best=best, trials=tuple(trials), message=message, engine=scenario.engine,
+                      confidence=confidence, point_estimate_gpus=point_gpus if confidence is not None else None)
 
 
 def _targets_text(ttft: float | None, tpot: float | None) -> str:
@@ -323,8 +345,39 @@ def _simulate_trial(task: _Task) -> Trial:
     try:
         result = scenario.simulate(layout, requests, seed=task.seed, served=True)
     except UserError as exc:
-        return Trial(**base, status="rejected", reason=str(exc))
-    return _judge(result, task, base)
+        return Trial(**base, status="rejected", reason=str(exc), point_status="rejected")
+    trial = _judge(result, task, base)
+    interval = _interval(scenario, layout, trial, task.interval_level)
+    trial = dataclasses.replace(trial, point_status=trial.status, interval=interval)
+    if task.confidence is None or interval is None:
+        return trial
+    return _judge_confident(scenario, layout, requests, task, base, trial)
+
+
+PLAN_FIGURES = ("output_tokens_per_second", "ttft_s_p99", "tpot_s_p99", "e2e_s_p99")
+
+
+def _interval(scenario, layout: Layout, trial: Trial, level: float) -> dict | None:
+    from perfmodel.uncertainty import interval_for
+
+    iv = interval_for(scenario, layout, {n: getattr(trial, n) for n in PLAN_FIGURES}, mode="online", level=level)
+    return iv.to_dict() if iv is not None and iv.bounds else None
+
+
+def _judge_confident(scenario, layout: Layout, requests, task: _Task, base: dict, point: Trial) -> Trial:
+    """The point verdict's trial re-judged at the interval's ends (``plan_capacity``'s ``confidence``)."""
+    iv = point.interval
+    reasons = [point.reason] if point.status != "accepted" else []
+    low = iv.get("output_tokens_per_second", [point.output_tokens_per_second])[0] / point.output_tokens_per_second
+    slow = scenario.simulate(layout, requests, seed=task.seed, step_time_scale=1.0 / low) if low < 1 else None
+    if slow is not None:
+        judged = _judge(slow, dataclasses.replace(task, ttft_p99_s=None, tpot_p99_s=None), base)
+        if judged.status != "accepted":
+            reasons.append(f"at the low end of throughput (x{low:.2f}): {judged.reason}")
+    for name, target in (("ttft_s_p99", task.ttft_p99_s), ("tpot_s_p99", task.tpot_p99_s)):
+        if target is not None and name in iv and iv[name][1] > target:
+            reasons.append(f"high p99 {name.split('_')[0].upper()} {iv[name][1]:.3g} s > {target:g}")
+    return dataclasses.replace(point, status="rejected" if reasons else "accepted", reason="; ".join(reasons))
 
 
 def _judge(result, task: _Task, base: dict) -> Trial:

@@ -138,11 +138,12 @@ class Scenario:
     def simulate(self, layout: Layout, requests: list["Request"], *, max_concurrency: int | None = None,
                  router: str = "round_robin", record_timeline: bool = False, seed: int = 0,
                  batching: str | None = None, num_kv_blocks: int | None = None,
-                 served: bool = False) -> "SimResult":
+                 served: bool = False, step_time_scale: float = 1.0) -> "SimResult":
         """Simulate ``requests`` on ``layout.dp`` replicas of ``layout`` (TP x PP GPUs each).
 
         KV blocks come from the memory plan unless ``num_kv_blocks`` is given (calibration replays a run with the
-        blocks vLLM measured); step times from ``step_cost``. ``seed`` seeds the random router only.
+        blocks vLLM measured); step times from ``step_cost``, times ``step_time_scale`` (``plan --confidence``
+        simulates the slow end of an interval). ``seed`` seeds the random router only.
         ``served``: the requests come through ``vllm serve`` (they pay ``server_request_latency_s``).
         Raises UserError when the layout does not fit or a request cannot (its KV exceeds a replica's cache).
         """
@@ -161,9 +162,12 @@ class Scenario:
                                 f"{plan.reason}")
             num_kv_blocks = plan.num_gpu_blocks
         engine = self.engine_config(num_kv_blocks, batching)
+        cost = self.step_cost(layout)
+        if step_time_scale != 1.0:
+            cost = ScaledStepCost(cost, step_time_scale)
         try:
             latency = self.profile.coefficients.server_request_latency_s if served else 0.0
-            return simulate(requests, engine, self.step_cost(layout), num_replicas=layout.dp, router=router,
+            return simulate(requests, engine, cost, num_replicas=layout.dp, router=router,
                             max_concurrency=max_concurrency, seed=seed, record_timeline=record_timeline,
                             request_latency_s=latency)
         except ValueError as exc:
@@ -181,3 +185,15 @@ class Scenario:
     def max_model_len(self) -> int:
         """The context limit vLLM enforces: ``--max-model-len``, else the model's own."""
         return self.engine.max_model_len or self.model.max_position_embeddings
+
+
+class ScaledStepCost:
+    """A step cost times a constant factor (the same stages): a uniformly slower or faster GPU."""
+
+    def __init__(self, cost: Any, factor: float) -> None:
+        if not factor > 0:
+            raise UserError(f"a step-time scale must be positive, got {factor}")
+        self.cost, self.factor, self.num_stages = cost, float(factor), cost.num_stages
+
+    def __call__(self, batch: Any) -> Any:
+        return self.cost(batch) * self.factor

@@ -7,7 +7,8 @@ import math
 
 from perfmodel.cli.options import (add_format_argument, add_layout_arguments, add_offload_arguments,
                                    add_scenario_arguments, add_workload_arguments, is_online)
-from perfmodel.cli.simulate import header, setup, workload_dict
+from perfmodel.cli.intervals import add_interval_argument, csv_row, with_interval
+from perfmodel.cli.simulate import header, metrics_interval, setup, workload_dict
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -19,6 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--plot", metavar="FILE", default="compare.png",
                    help="PNG with throughput, latency CDFs and batch occupancy (default: compare.png; '' = none)")
     add_format_argument(c)
+    add_interval_argument(c)
     # real traffic's outputs vary (fixed lengths finish together and hide what continuous batching is for)
     c.set_defaults(handler=run, output_dist=DEFAULT_OUTPUT_DIST)
     c.epilog = (f"compare defaults to --output-dist {DEFAULT_OUTPUT_DIST} with --output-sigma "
@@ -32,7 +34,7 @@ COMPARE_ROWS = (
     ("output tokens/s", lambda m: m.output_tokens_per_second),
     ("total tokens/s", lambda m: m.tokens_per_second),
     ("requests/s", lambda m: m.requests_per_second),
-    ("TTFT p50 (ms)", lambda m: m.ttft_s_median * 1e3),
+    ("TTFT p50 (ms)", lambda m: m.ttft_s_median * 1e3),  # shown in ms; ROW_FIGURES has the seconds
     ("TTFT p99 (ms)", lambda m: m.ttft_s_p99 * 1e3),
     ("TPOT p50 (ms)", lambda m: m.tpot_s_median * 1e3),
     ("TPOT p99 (ms)", lambda m: m.tpot_s_p99 * 1e3),
@@ -42,6 +44,13 @@ COMPARE_ROWS = (
     ("padding waste", lambda m: m.padding_waste_fraction),
     ("preemptions", lambda m: m.num_preemptions),
 )
+
+# the rows that are predicted figures (their interval is shown as ±)
+ROW_FIGURES = {"output tokens/s": ("output_tokens_per_second", 1.0), "total tokens/s": ("tokens_per_second", 1.0),
+               "requests/s": ("requests_per_second", 1.0), "TTFT p50 (ms)": ("ttft_s_median", 1e3),
+               "TTFT p99 (ms)": ("ttft_s_p99", 1e3), "TPOT p50 (ms)": ("tpot_s_median", 1e3),
+               "TPOT p99 (ms)": ("tpot_s_p99", 1e3), "E2E p50 (ms)": ("e2e_s_median", 1e3),
+               "E2E p99 (ms)": ("e2e_s_p99", 1e3)}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -54,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
     results = compare_batching(scenario, layout, requests, max_concurrency=args.max_concurrency,
                                router=args.router, seed=args.seed, served=is_online(args))
     c, s = results["continuous"].metrics, results["static"].metrics
+    intervals = {name: metrics_interval(args, scenario, layout, r.metrics) for name, r in results.items()}
     rows = []
     for name, get in COMPARE_ROWS:
         a, b = get(c), get(s)
@@ -64,15 +74,25 @@ def run(args: argparse.Namespace) -> int:
         print(dumps_json({"model": scenario.model.name, "hardware": scenario.cluster.name,
                           "layout": {"tp": layout.tp, "pp": layout.pp, "dp": layout.dp},
                           "workload": workload_dict(args, len(requests)),
-                          "continuous": c.to_dict(), "static": s.to_dict(),
+                          "continuous": with_interval(c.to_dict(), intervals["continuous"]),
+                          "static": with_interval(s.to_dict(), intervals["static"]),
                           "throughput_ratio": c.tokens_per_second / s.tokens_per_second, "plot": plot_note}))
         return 0
     if args.format == "csv":
-        print(dumps_csv([{"batching": name, **r.metrics.to_dict()} for name, r in results.items()]), end="")
+        from perfmodel.uncertainty import SIMULATE_FIGURES
+
+        print(dumps_csv([csv_row({"batching": name, **r.metrics.to_dict()}, intervals[name], SIMULATE_FIGURES)
+                         for name, r in results.items()]), end="")
         return 0
     print(header(args, scenario, layout, requests, "continuous vs static"))
     print()
+    from perfmodel.uncertainty import plus_minus
+
     for row in rows:
+        if row["metric"] in ROW_FIGURES:
+            figure, scale = ROW_FIGURES[row["metric"]]
+            for policy, m in (("continuous", c), ("static", s)):
+                row[policy] = plus_minus(getattr(m, figure), intervals[policy], figure, scale)
         if row["metric"] == "padding waste":
             row.update(continuous=f"{c.padding_waste_fraction:.1%}", static=f"{s.padding_waste_fraction:.1%}",
                        ratio="")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from perfmodel.cli.intervals import add_interval_argument, csv_row, level
 from perfmodel.cli.options import (add_format_argument, add_length_arguments, add_offload_arguments,
                                    add_scenario_arguments, lengths, scenario_options)
 
@@ -22,6 +23,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     add_offload_arguments(p)
     add_format_argument(p)
+    add_interval_argument(p)
+    p.add_argument("--confidence", type=float, default=None, metavar="P",
+                   help="plan on the intervals at this level (e.g. 0.9): the low throughput must carry the load "
+                        "and the high p99 latencies meet the targets")
     p.set_defaults(handler=run)
 
 
@@ -43,20 +48,30 @@ def run(args: argparse.Namespace) -> int:
             request_rate=args.request_rate, ttft_p99_s=args.ttft_p99, tpot_p99_s=args.tpot_p99,
             gpus_max=args.gpus_max, input_len=inputs, output_len=outputs, num_prompts=args.num_prompts,
             burstiness=args.burstiness, seed=args.seed, workers=args.workers, progress=progress,
-            options=scenario_options(args, entry_point="serve"))
+            options=scenario_options(args, entry_point="serve"), confidence=args.confidence,
+            interval_level=level(args))
     finally:
         progress.close()
     if args.format == "json":
         print(dumps_json({**{k: getattr(result, k) for k in ("request_rate", "ttft_p99_s", "tpot_p99_s", "gpus_max",
-                                                             "num_requests", "message")},
+                                                             "num_requests", "message", "confidence",
+                                                             "point_estimate_gpus")},
                           "gpus": result.gpus, "engine": result.engine, "best": result.best,
                           "trials": list(result.trials)}))
         return 0
-    rows = [{**t.__dict__, "layout": str(t.layout), "ttft_ms_p99": t.ttft_s_p99 * 1e3,
-             "tpot_ms_p99": t.tpot_s_p99 * 1e3} for t in result.trials]
+    from perfmodel.plan import PLAN_FIGURES
+    from perfmodel.uncertainty import Interval, plus_minus
+
+    def interval(t):
+        iv = t.interval
+        return Interval(level=iv["level"], bounds={k: tuple(v) for k, v in iv.items() if k != "level"}) if iv else None
+
     if args.format == "csv":
-        print(dumps_csv([t.__dict__ for t in result.trials]), end="")
+        print(dumps_csv([csv_row({k: v for k, v in t.__dict__.items() if k != "interval"}, interval(t), PLAN_FIGURES)
+                         for t in result.trials]), end="")
         return 0
+    rows = [{**t.__dict__, "layout": str(t.layout), "ttft_ms_p99": plus_minus(t.ttft_s_p99, interval(t), "ttft_s_p99", 1e3),
+             "tpot_ms_p99": plus_minus(t.tpot_s_p99, interval(t), "tpot_s_p99", 1e3)} for t in result.trials]
     print(f"plan: {args.model} on {args.hardware}, {args.request_rate:g} req/s, {result.num_requests} simulated "
           f"requests per layout (seed {args.seed})")
     print(table(rows, PLAN_COLUMNS))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from perfmodel.cli.intervals import add_interval_argument, csv_row, level, with_interval
 from perfmodel.cli.options import add_format_argument, add_scenario_arguments, scenario_options
 
 PREDICT_COLUMNS = (
@@ -24,6 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_scenario_arguments(p)
     add_format_argument(p)
     add_sbatch_arguments(p)
+    add_interval_argument(p)
     p.set_defaults(handler=run)
 
 
@@ -42,27 +44,32 @@ def add_sbatch_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from perfmodel.predict import min_gpus_to_fit, predict_all
-    from perfmodel.report import dumps_csv, dumps_json, table
+    from perfmodel.report import dumps_csv, dumps_json, table, to_jsonable
     from perfmodel.scenario import Scenario
+    from perfmodel.uncertainty import PREDICT_FIGURES, plus_minus, predict_intervals
 
     scenario = Scenario.from_options(scenario_options(args))
     predictions = predict_all(scenario, args.gpus, tp=args.tensor_parallel_size, pp=args.pipeline_parallel_size,
                               simulate_top=args.simulate_top)
     dep = best_deployment(scenario, predictions, args)
+    intervals = predict_intervals(scenario, predictions, level(args))
     if args.format == "json":
         print(dumps_json({"model": scenario.model.name, "hardware": scenario.cluster.name, "gpus": args.gpus,
                           "workload": scenario.workload, "engine": scenario.engine,
                           "precision": scenario.precision, "profile": scenario.profile.name,
-                          "vllm_serve_command": dep.command if dep else None, "layouts": predictions}))
+                          "vllm_serve_command": dep.command if dep else None,
+                          "layouts": [with_interval(to_jsonable(p), iv) for p, iv in zip(predictions, intervals)]}))
         return 0
     if args.format == "csv":
-        print(dumps_csv([p.__dict__ for p in predictions]), end="")
+        print(dumps_csv([csv_row(p.__dict__, iv, PREDICT_FIGURES) for p, iv in zip(predictions, intervals)]), end="")
         return 0
     print(header(scenario, args.gpus))
     for note in scenario.precision.notes:
         print(f"note: {note}")
-    rows = [{"rank": i if p.fits else "-", "layout": f"TP{p.tp} PP{p.pp} DP{p.dp}", **p.__dict__}
-            for i, p in enumerate(predictions, 1)]
+    rows = [{"rank": i if p.fits else "-", "layout": f"TP{p.tp} PP{p.pp} DP{p.dp}", **p.__dict__,
+             **{n: plus_minus(getattr(p, n), iv, n) for n in ("tokens_per_second", "output_tokens_per_second")
+                if iv is not None}}
+            for i, (p, iv) in enumerate(zip(predictions, intervals), 1)]
     print(table(rows, PREDICT_COLUMNS))
     if not any(p.fits for p in predictions):
         need = min_gpus_to_fit(scenario)

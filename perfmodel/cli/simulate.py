@@ -9,6 +9,7 @@ import math
 from perfmodel.cli.options import (add_format_argument, add_layout_arguments, add_offload_arguments,
                                    add_scenario_arguments, add_workload_arguments, is_online, lengths,
                                    scenario_options)
+from perfmodel.cli.intervals import add_interval_argument, csv_row, level, with_interval
 from perfmodel.errors import UserError
 
 LATENCIES = (("ttft", "TTFT"), ("tpot", "TPOT"), ("itl", "ITL"), ("e2e", "E2E"))
@@ -24,6 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--timeline", metavar="FILE",
                    help="write per-step CSV to FILE and per-request CSV to <stem>-requests.csv")
     add_format_argument(s)
+    add_interval_argument(s)
     s.set_defaults(handler=run)
 
 
@@ -80,14 +82,23 @@ def workload_dict(args, num_requests: int) -> dict:
             "max_concurrency": args.max_concurrency, "seed": args.seed, "trace": args.trace}
 
 
-def _throughput_rows(m) -> list[dict]:
+def metrics_interval(args, scenario, layout, m):
+    """The interval of a simulation's metrics (online when requests arrive over time)."""
+    from perfmodel.uncertainty import metrics_interval as interval
+
+    return interval(scenario, layout, m, online=is_online(args), level=level(args))
+
+
+def _throughput_rows(m, iv=None) -> list[dict]:
+    from perfmodel.uncertainty import plus_minus
+
     return [
         {"name": "requests", "value": m.num_requests},
-        {"name": "duration (s)", "value": m.duration_s},
-        {"name": "requests/s", "value": m.requests_per_second},
-        {"name": "input tokens/s", "value": m.input_tokens_per_second},
-        {"name": "output tokens/s", "value": m.output_tokens_per_second},
-        {"name": "total tokens/s", "value": m.tokens_per_second},
+        {"name": "duration (s)", "value": plus_minus(m.duration_s, iv, "duration_s")},
+        {"name": "requests/s", "value": plus_minus(m.requests_per_second, iv, "requests_per_second")},
+        {"name": "input tokens/s", "value": plus_minus(m.input_tokens_per_second, iv, "input_tokens_per_second")},
+        {"name": "output tokens/s", "value": plus_minus(m.output_tokens_per_second, iv, "output_tokens_per_second")},
+        {"name": "total tokens/s", "value": plus_minus(m.tokens_per_second, iv, "tokens_per_second")},
         {"name": "mean batch (seqs/step)", "value": m.mean_batch_size},
         {"name": "KV usage mean / max", "value": f"{m.kv_usage_mean:.1%} / {m.kv_usage_max:.1%}"},
         {"name": "preemptions", "value": m.num_preemptions},
@@ -95,8 +106,11 @@ def _throughput_rows(m) -> list[dict]:
     ]
 
 
-def _latency_rows(m) -> list[dict]:
-    return [{"name": label, **{s: getattr(m, f"{key}_s_{s}") * 1e3 for s in STATS}} for key, label in LATENCIES]
+def _latency_rows(m, iv=None) -> list[dict]:
+    from perfmodel.uncertainty import plus_minus
+
+    return [{"name": label, **{s: plus_minus(getattr(m, f"{key}_s_{s}"), iv, f"{key}_s_{s}", 1e3) for s in STATS}}
+            for key, label in LATENCIES]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -107,23 +121,29 @@ def run(args: argparse.Namespace) -> int:
     result = scenario.simulate(layout, requests, max_concurrency=args.max_concurrency, router=args.router,
                                record_timeline=bool(args.timeline), seed=args.seed, served=is_online(args))
     m = result.metrics
+    iv = metrics_interval(args, scenario, layout, m)
     written = write_timeline(result, args.timeline) if args.timeline else ()
     if args.format == "json":
         print(dumps_json({"model": scenario.model.name, "hardware": scenario.cluster.name,
                           "layout": {"tp": layout.tp, "pp": layout.pp, "dp": layout.dp}, "router": args.router,
                           "batching": scenario.batching, "kv_offload": scenario.kv_offload,
                           "engine": scenario.engine, "workload": workload_dict(args, len(requests)),
-                          "metrics": m.to_dict(), "vllm_benchmark": m.to_vllm_dict(),
+                          "metrics": with_interval(m.to_dict(), iv), "vllm_benchmark": m.to_vllm_dict(),
                           "timeline_files": [str(p) for p in written]}))
         return 0
     if args.format == "csv":
-        print(dumps_csv([{"tp": layout.tp, "pp": layout.pp, "dp": layout.dp, **m.to_dict()}]), end="")
+        from perfmodel.uncertainty import SIMULATE_FIGURES
+
+        print(dumps_csv([csv_row({"tp": layout.tp, "pp": layout.pp, "dp": layout.dp, **m.to_dict()}, iv,
+                                 SIMULATE_FIGURES)]), end="")
         return 0
     print(header(args, scenario, layout, requests, scenario.batching))
     print()
-    print(table(_throughput_rows(m), (("name", "throughput"), ("value", "value"))))
+    print(table(_throughput_rows(m, iv), (("name", "throughput"), ("value", "value"))))
     print()
-    print(table(_latency_rows(m), (("name", "latency (ms)"), *((s, s) for s in STATS))))
+    print(table(_latency_rows(m, iv), (("name", "latency (ms)"), *((s, s) for s in STATS))))
+    if iv is not None:
+        print(f"\n± : {iv.level:.0%} interval ({iv.source} errors of profile {scenario.profile.name})")
     for path in written:
         print(f"wrote {path}")
     return 0

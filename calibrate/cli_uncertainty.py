@@ -1,0 +1,98 @@
+"""``perfmodel calibrate uncertainty``: measure a profile's interval model and write its ``uncertainty:`` section."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+from perfmodel.errors import UserError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    u = sub.add_parser("uncertainty", help="cross-validate and transfer a profile; write its uncertainty section")
+    u.add_argument("results", nargs="+", help="the results JSONL the profile was fitted on")
+    u.add_argument("--hardware", required=True, help="GPU or cluster those runs were measured on")
+    u.add_argument("--profile", required=True, help="profile YAML to add the section to (rewritten in place)")
+    u.add_argument("--prior", default=None, help="prior profile of the fits (default: datasheet)")
+    u.add_argument("--transfer", action="append", default=[], metavar="NAME=HARDWARE:FILE[,FILE]",
+                   help="another calibrated data set to predict with this profile (repeatable)")
+    u.add_argument("--runs-csv", default=None, help="write every cross-validated/transferred run here (CSV)")
+    u.set_defaults(handler=cmd_uncertainty)
+
+
+def _observations(files: list[str], hardware: str):
+    from calibrate.observations import load_observations
+    from calibrate.store import load_records
+
+    records = []
+    for path in files:
+        if not Path(path).exists():
+            raise UserError(f"results file {path} does not exist")
+        records += load_records(path, latest_only=True)
+    return load_observations(records, hardware)
+
+
+def _transfer(spec: str):
+    name, sep, rest = spec.partition("=")
+    hardware, sep2, files = rest.partition(":")
+    if not (sep and sep2 and name and hardware and files):
+        raise UserError(f"--transfer takes NAME=HARDWARE:FILE[,FILE], got {spec!r}")
+    cluster, observations = _observations(files.split(","), hardware)
+    return name, cluster, observations
+
+
+def cmd_uncertainty(args: argparse.Namespace) -> int:
+    import yaml
+
+    from calibrate.uncertainty import build_section, median_abs
+    from perfmodel.coefficients import Coefficients, load_profile
+
+    profile = load_profile(args.profile)
+    cluster, observations = _observations(args.results, args.hardware)
+    transfer = [_transfer(t) for t in args.transfer]
+    prior = load_profile(args.prior).coefficients if args.prior else Coefficients()
+    command = shlex.join(["perfmodel", "calibrate", *sys.argv[sys.argv.index("uncertainty"):]]) \
+        if "uncertainty" in sys.argv else ""
+    section, rows = build_section(observations=observations, cluster=cluster, coefficients=profile.coefficients,
+                                  prior=prior, transfer=transfer, command=command,
+                                  progress=lambda m: print(f"  {m}", file=sys.stderr, flush=True))
+    document = yaml.safe_load(Path(args.profile).read_text())
+    document["uncertainty"] = section
+    _write_profile(Path(args.profile), document)
+    if args.runs_csv:
+        Path(args.runs_csv).parent.mkdir(parents=True, exist_ok=True)
+        rows.to_csv(args.runs_csv, index=False, float_format="%.6g")
+    for cv, group in rows.groupby("cv", sort=False):
+        summary = ", ".join(f"{m} {100 * v:.1f}%" for m, v in median_abs(group).items()
+                            if m in ("tokens_per_second", "output_tokens_per_second", "ttft_s_mean", "tpot_s_mean"))
+        print(f"{cv}: {len(set(group['run_id']))} runs; median |log error| {summary}")
+    print(f"wrote the uncertainty section of {args.profile}" + (f" and {args.runs_csv}" if args.runs_csv else ""))
+    return 0
+
+
+def _write_profile(path: Path, document: dict) -> None:
+    """The profile YAML with lists of numbers on one line each (the residuals, the covariance rows), written
+    through a temporary file and a rename as every profile is."""
+    import os
+    import tempfile
+
+    import yaml
+
+    class Dumper(yaml.SafeDumper):
+        pass
+
+    def represent_list(dumper, values):
+        flow = bool(values) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+        return dumper.represent_sequence("tag:yaml.org,2002:seq", values, flow_style=flow)
+
+    Dumper.add_representer(list, represent_list)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            yaml.dump(document, f, Dumper=Dumper, sort_keys=False, width=110)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,159 @@
+"""Coverage of the intervals: the share of held-out measurements inside their interval, and how wide it was.
+
+Reads the per-run rows ``perfmodel calibrate uncertainty --runs-csv`` wrote (one CSV per profile) and rebuilds
+every interval the way ``perfmodel.uncertainty`` does, except that a run's interval never uses residuals of
+its own cross-validation fold: for the k-fold and leave-one-model-out rows the residual pool is that of the
+other folds (the run, and for leave-one-model-out its model, never informs its own interval); for a transfer
+set, of the set's other runs. Then the pre-registered H200 hold-out runs: the prediction committed before
+they were measured (``data/h200-holdout/predictions.jsonl``) with the interval of its regime, residuals of the
+six runs themselves left out, against what was measured.
+
+    python -m calibrate.coverage --out docs/intervals.md docs/intervals-runs-h200-sxm.csv ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from perfmodel.uncertainty import DEFAULT_LEVEL, _family, combine, log_quantiles, lookup
+
+SHOWN = ("tokens_per_second", "output_tokens_per_second", "requests_per_second", "ttft_s_mean", "ttft_s_median",
+         "ttft_s_p99", "tpot_s_mean", "tpot_s_median", "tpot_s_p99", "itl_s_mean", "e2e_s_mean", "e2e_s_p99",
+         "decode_tokens_per_s_per_request_mean")
+HOLDOUT = Path("data/h200-holdout")
+
+
+def _pool(rows: pd.DataFrame, by_regime: bool) -> dict:
+    out: dict = {}
+    for (reg, metric), g in rows.groupby(["regime", "metric"]):
+        target = out.setdefault(reg if by_regime else "any", {})
+        target.setdefault(metric, []).extend(g["log_residual"].tolist())
+    return out
+
+
+def interval_of(row, pool: dict, level: float) -> tuple[float, float] | None:
+    """(low, high) of one row's prediction from a residual pool, as perfmodel.uncertainty builds it."""
+    r = lookup(pool, row["metric"], row["regime"])
+    q = log_quantiles(r, level) if r is not None else None
+    if q is None:
+        return None
+    sd = row.get(f"coef_sd_{_family(row['metric'])[1]}", 0.0)
+    return combine(float(row["predicted"]), q, 0.0 if pd.isna(sd) else float(sd), level)
+
+
+def evaluate(rows: pd.DataFrame, level: float = DEFAULT_LEVEL, pools: dict | None = None) -> pd.DataFrame:
+    """Per row: inside (bool) and relative half-width. Each row's pool leaves out its own fold (CV) or its own
+    run (transfer); ``pools`` (fold -> pool) overrides that."""
+    transfer = rows["cv"].iloc[0].startswith("transfer")
+    out = []
+    for key, test in rows.groupby("run_id" if transfer else "fold"):
+        pool = pools[key] if pools else _pool(rows[rows["run_id" if transfer else "fold"] != key],
+                                              by_regime=not transfer)
+        for _, row in test.iterrows():
+            bounds = interval_of(row if not transfer else {**row, "regime": "any"}, pool, level)
+            if bounds is None:
+                continue
+            lo, hi = bounds
+            out.append({**row, "low": lo, "high": hi, "inside": lo <= row["measured"] <= hi,
+                        "half_width": (hi - lo) / 2 / row["predicted"]})
+    return pd.DataFrame(out)
+
+
+def summary(evaluated: pd.DataFrame) -> pd.DataFrame:
+    rows = []
+    for (cv, mode, metric), g in evaluated.groupby(["cv", "mode", "metric"], sort=False):
+        if metric in SHOWN:
+            rows.append({"cv": cv, "mode": mode, "metric": metric, "runs": len(g), "coverage": g["inside"].mean(),
+                         "median_half_width": g["half_width"].median()})
+    order = {m: i for i, m in enumerate(SHOWN)}
+    return pd.DataFrame(rows).sort_values(["cv", "mode", "metric"], key=lambda s: s.map(order) if s.name == "metric"
+                                          else s, kind="stable")
+
+
+def calibrated_width_on_transfer(own: pd.DataFrame, transfer: pd.DataFrame, level: float) -> pd.DataFrame:
+    """The transferred predictions judged with the calibrated (k-fold) interval: what ignoring transfer gives."""
+    pool = _pool(own[own["cv"] == "kfold"], by_regime=True)
+    return evaluate(transfer.assign(cv=transfer["cv"] + " (calibrated width)"), level,
+                    pools={r: pool for r in transfer["run_id"]})
+
+
+def holdout(rows: pd.DataFrame, level: float) -> pd.DataFrame:
+    """The six pre-registered H200 predictions against their measurements, with their intervals."""
+    predictions = {p["run_id"]: p for p in map(json.loads, (HOLDOUT / "predictions.jsonl").read_text().splitlines())}
+    kfold = rows[rows["cv"] == "kfold"]
+    pool = _pool(kfold[~kfold["run_id"].isin(predictions)], by_regime=True)
+    out = []
+    for _, row in kfold[kfold["run_id"].isin(predictions)].iterrows():
+        point = predictions[row["run_id"]].get(row["metric"])
+        if row["metric"] not in SHOWN or point is None or not point > 0:
+            continue
+        bounds = interval_of({**row, "predicted": point}, pool, level)
+        if bounds is None:
+            continue
+        out.append({"run": predictions[row["run_id"]]["description"], "metric": row["metric"],
+                    "predicted": point, "low": bounds[0], "high": bounds[1], "measured": row["measured"],
+                    "inside": bounds[0] <= row["measured"] <= bounds[1]})
+    return pd.DataFrame(out)
+
+
+def _pct(x: float) -> str:
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.0f}%"
+
+
+def markdown(csvs: Sequence[Path], level: float, command: str) -> str:
+    lines = [f"# Interval coverage ({level:.0%} intervals)", "",
+             "Generated by `scripts/intervals.sh` (the last step: `" + command + "`); the method is in "
+             "`perfmodel/uncertainty.py` and `calibrate/coverage.py`. *Coverage*: share of held-out measurements "
+             "inside their interval (target: the level). *Half-width*: median of (high - low) / 2 / predicted. "
+             "Every interval is built without the residuals of its own fold (k-fold: 4 folds by run; "
+             "leave-one-model-out: the model's runs; transfer: leave one run out).", ""]
+    for path in csvs:
+        rows = pd.read_csv(path)
+        name = path.stem.replace("intervals-runs-", "")
+        evaluated = pd.concat([evaluate(g, level) for _, g in rows.groupby("cv", sort=False)], ignore_index=True)
+        for cv in [c for c in rows["cv"].unique() if c.startswith("transfer")]:
+            evaluated = pd.concat([evaluated, calibrated_width_on_transfer(rows, rows[rows["cv"] == cv], level)],
+                                  ignore_index=True)
+        lines += [f"## profile {name}", "", "| cross-validation | mode | metric | runs | coverage | median half-width |",
+                  "|---|---|---|---:|---:|---:|"]
+        for _, s in summary(evaluated).iterrows():
+            lines.append(f"| {s.cv} | {s['mode']} | {s.metric} | {s.runs} | {_pct(s.coverage)} | "
+                         f"±{_pct(s.median_half_width)} |")
+        lines.append("")
+        if name.startswith("h200") and (HOLDOUT / "predictions.jsonl").exists():
+            h = holdout(rows, level)
+            lines += ["### the six pre-registered H200 hold-out runs", "",
+                      f"{int(h['inside'].sum())} of {len(h)} measured figures inside their interval.", "",
+                      "| run | metric | predicted | interval | measured | inside |", "|---|---|---:|---|---:|---|"]
+            for _, r in h.iterrows():
+                lines.append(f"| {r.run} | {r.metric} | {r.predicted:.4g} | [{r.low:.4g}, {r.high:.4g}] | "
+                             f"{r.measured:.4g} | {'yes' if r.inside else '**no**'} |")
+            lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("csvs", nargs="+", type=Path)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--level", type=float, default=DEFAULT_LEVEL)
+    parser.add_argument("--notes", type=Path, default=None, help="Markdown appended (kept across regenerations)")
+    args = parser.parse_args(argv)
+    command = "python -m calibrate.coverage --out " + str(args.out) + " " + " ".join(map(str, args.csvs))
+    text = markdown(args.csvs, args.level, command)
+    if args.notes and args.notes.exists():
+        text += "\n" + args.notes.read_text()
+    args.out.write_text(text + "\n")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,128 @@
+"""Write a profile's ``uncertainty:`` section: what ``perfmodel.uncertainty`` builds intervals from.
+
+Measured on the profile's own data and on the other calibrated data sets, nothing guessed:
+
+* ``covariance``: the Gauss-Newton covariance of the fitted step coefficients (``CoefficientFitter.covariance_``,
+  a full fit on the profile's data; the coefficients themselves stay the profile's);
+* ``residuals.seen_model``: k-fold cross-validated residuals ``log(measured / predicted)`` (runs unseen, their
+  models seen), by regime (``perfmodel.uncertainty.regime``) and metric;
+* ``residuals.unseen_model``: leave-one-model-out residuals (absent with one model in the data);
+* ``transfer``: the profile's coefficients predicting another calibrated data set (another GPU, vLLM engine
+  generation and model family), one list of residuals per metric.
+
+Predictions are end to end (the memory model's KV cache), as a user gets them; every run also records its
+delta-method coefficient term (``coef_sd_*``), so that the coverage report (``calibrate/coverage.py``)
+rebuilds each interval exactly. The per-run rows are also written as a CSV for that report.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from calibrate.check import GROUPINGS
+from calibrate.fit import CoefficientFitter
+from calibrate.observations import Observation, predicted_metrics
+from hardware.spec import ClusterSpec
+from perfmodel.coefficients import Coefficients
+from perfmodel.uncertainty import LATENCY_STATS, coefficient_log_sd, regime
+
+# Figures whose residuals are stored (the measured names observations use).
+THROUGHPUTS = ("tokens_per_second", "output_tokens_per_second", "requests_per_second")
+LATENCIES = tuple(f"{k}_s_{s}" for k in ("ttft", "tpot", "itl", "e2e") for s in LATENCY_STATS)
+DECODE_SPEED = "decode_tokens_per_s_per_request_mean"
+DIGITS = 4
+
+
+def residual_rows(observations: Sequence[Observation], coefficients: Coefficients, covariance, *, cv: str,
+                  fold: str) -> list[dict]:
+    """One row per (run, measured figure): measured, predicted end to end, regime, coefficient terms."""
+    rows = []
+    for o in observations:
+        if o.memory(coefficients).num_gpu_blocks <= 0:
+            continue
+        result = o.simulate(coefficients, kv_from="model")
+        predicted = predicted_metrics(o, result)
+        predicted.update({n: float(getattr(result.metrics, n)) for n in LATENCIES})
+        sd = coefficient_log_sd(o.scenario.with_coefficients(coefficients), o.layout, covariance)
+        base = dict(cv=cv, fold=fold, run_id=o.run_id, model=o.model_name, layout=o.layout_name, mode=o.mode,
+                    regime=regime(mode=o.mode, eager=o.eager, gpus=o.layout.tp * o.layout.pp),
+                    engine_generation=o.engine.engine_generation,
+                    **{f"coef_sd_{k}": v for k, v in sd.items()})
+        for metric in (*THROUGHPUTS, *LATENCIES, DECODE_SPEED):
+            measured, pred = o.measured.get(metric, 0.0), predicted.get(metric, math.nan)
+            if measured > 0 and pred > 0 and math.isfinite(pred):
+                rows.append({**base, "metric": metric, "measured": measured, "predicted": pred,
+                             "log_residual": math.log(measured / pred)})
+    return rows
+
+
+def cross_validated_rows(observations: Sequence[Observation], cluster: ClusterSpec, prior: Coefficients,
+                         covariance, *, by: str, cv: str, progress: Callable[[str], None] | None = None) -> list[dict]:
+    """Refit on all groups but one (``calibrate.check.GROUPINGS[by]``) and predict the one left out."""
+    key = GROUPINGS[by]
+    groups = sorted({key(o) for o in observations})
+    rows = []
+    for i, group in enumerate(groups, 1):
+        train = [o for o in observations if key(o) != group]
+        test = [o for o in observations if key(o) == group]
+        if progress:
+            progress(f"{cv}: {i}/{len(groups)} leaving out {group}")
+        if not train:
+            continue
+        fitted = CoefficientFitter(cluster, prior).fit(train).coefficients_
+        rows += residual_rows(test, fitted, covariance, cv=cv, fold=f"{by}:{group}")
+    return rows
+
+
+def grouped(rows: Sequence[dict], *, by_regime: bool = True) -> dict:
+    """{regime: {metric: [log residuals, rounded]}} (or {metric: [...]} without regimes)."""
+    out: dict = {}
+    for r in rows:
+        target = out.setdefault(r["regime"], {}) if by_regime else out
+        target.setdefault(r["metric"], []).append(round(float(r["log_residual"]), DIGITS))
+    return out
+
+
+def build_section(*, observations: Sequence[Observation], cluster: ClusterSpec, coefficients: Coefficients,
+                  prior: Coefficients, transfer: Sequence[tuple[str, ClusterSpec, Sequence[Observation]]] = (),
+                  command: str = "", progress: Callable[[str], None] | None = None) -> tuple[dict, pd.DataFrame]:
+    """(the ``uncertainty:`` section, the per-run rows of every cross-validation and transfer set)."""
+    if progress:
+        progress(f"full fit on {len(observations)} runs for the covariance")
+    fitter = CoefficientFitter(cluster, prior).fit(observations)
+    cov = fitter.covariance_
+    rows = cross_validated_rows(observations, cluster, prior, cov, by="kfold", cv="kfold", progress=progress)
+    section: dict = {
+        "generated_by": command,
+        "models": sorted({o.model_name for o in observations}),
+        "engine_generations": sorted({o.engine.engine_generation for o in observations}),
+        "covariance": ({"names": list(cov[0]), "matrix": [[float(f"{v:.6g}") for v in row] for row in cov[1]]}
+                       if cov is not None else None),
+        "residuals": {"seen_model": grouped(rows)},
+        "transfer": [],
+    }
+    if len({o.model_name for o in observations}) > 1:
+        lomo = cross_validated_rows(observations, cluster, prior, cov, by="model", cv="leave-one-model-out",
+                                    progress=progress)
+        section["residuals"]["unseen_model"] = grouped(lomo)
+        rows += lomo
+    for name, other_cluster, other in transfer:
+        if progress:
+            progress(f"transfer: {len(other)} runs of {name} with these coefficients")
+        t_rows = residual_rows(other, coefficients, cov, cv=f"transfer:{name}", fold=name)
+        device = "cpu" if other_cluster.gpu.name.startswith("cpu") else "gpu"
+        section["transfer"].append({
+            "name": name, "gpu": other_cluster.gpu.name, "device": device,
+            "engine_generations": sorted({o.engine.engine_generation for o in other}),
+            "models": sorted({o.model_name for o in other}), "residuals": grouped(t_rows, by_regime=False)})
+        rows += t_rows
+    return section, pd.DataFrame(rows)
+
+
+def median_abs(rows: pd.DataFrame) -> dict[str, float]:
+    """Median |log residual| per metric (a quick summary for the command's output)."""
+    return {m: float(np.median(np.abs(g["log_residual"]))) for m, g in rows.groupby("metric")}

@@ -1,0 +1,285 @@
+"""Calibrated intervals on predicted figures: how far the truth may be from a prediction, from data.
+
+Every interval is built in log space around the point prediction ``p``: with ``e = log(measured / predicted)``
+the residuals the profile's ``uncertainty:`` section stores (written by ``perfmodel calibrate uncertainty``),
+
+    low  = p * exp(c - sqrt((c - q_lo)^2 + (z * s)^2))
+    high = p * exp(c + sqrt((q_hi - c)^2 + (z * s)^2))
+
+where ``q_lo, q_hi`` are the residuals' ``(1 - level) / 2`` and ``(1 + level) / 2`` quantiles, ``c`` their
+median, ``z`` the normal quantile of the level and ``s`` the coefficient-covariance term. Three sources:
+
+(a) **coefficients**: the fit's Gauss-Newton covariance ``C`` of the fitted coefficients, propagated by the
+    first-order delta method, ``s^2 = g' C g`` with ``g = d log(time) / d theta`` by forward differences on
+    representative steps of the scenario's workload (the closed-form wave for throughputs and E2E, one
+    prefill step for TTFT, one decode step for TPOT/ITL). The schedule is held fixed; no re-simulation. The
+    cross-validated residuals below already contain refit noise, so adding (a) is slightly conservative.
+(b) **model error**: cross-validated residuals, by regime (``regime``: offline/online, CUDA graphs/eager,
+    one GPU/several) where the regime holds at least ``MIN_REGIME`` of them, else pooled. A model the profile
+    was fitted on uses the k-fold residuals (runs unseen, model seen); another model uses the
+    leave-one-model-out residuals (the model family transfer).
+(c) **transfer**: a profile used on another GPU (``Profile.status_for`` says "transferred") or another vLLM
+    engine generation than it was fitted on uses the residuals of that profile predicting another calibrated
+    data set (H200 -> Taiwania 2 V100 and back; the CPU set for a CPU), instead of (b).
+
+Quantiles: with at least ``MIN_EMPIRICAL`` residuals, split-conformal order statistics (the
+``ceil((n + 1) q)``-th); with fewer, a Student-t prediction interval ``mean +- t * sd * sqrt(1 + 1/n)``.
+A figure with no residuals of its own borrows its family's (TTFT p99 the TTFT median's, TPOT the ITL's, ...).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from statistics import NormalDist
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from perfmodel.errors import UserError
+
+DEFAULT_LEVEL = 0.9
+MIN_REGIME = 8  # residuals a regime needs before it is used alone
+MIN_EMPIRICAL = 20  # below this many residuals, a t interval instead of order statistics
+PREDICT_FIGURES = ("tokens_per_second", "output_tokens_per_second", "requests_per_second", "elapsed_time")
+LATENCY_STATS = ("mean", "median", "p90", "p99")
+SIMULATE_FIGURES = ("requests_per_second", "input_tokens_per_second", "output_tokens_per_second",
+                    "tokens_per_second", "duration_s",
+                    *(f"{k}_s_{s}" for k in ("ttft", "tpot", "itl", "e2e") for s in LATENCY_STATS))
+
+
+def check_level(level: float) -> float:
+    if not 0 < level < 1:
+        raise UserError(f"--interval-level must be between 0 and 1 (e.g. 0.9), got {level}")
+    return float(level)
+
+
+def regime(*, mode: str, eager: bool, gpus: int) -> str:
+    """The regime key residuals are grouped by, e.g. ``offline/graphs/1gpu``."""
+    return f"{mode}/{'eager' if eager else 'graphs'}/{'1gpu' if gpus <= 1 else 'multigpu'}"
+
+
+# What residuals inform a figure: (stored metric, sign) candidates in order (sign -1: the figure is the
+# inverse of the metric, e.g. elapsed time of requests/s), and which representative step times it scales with.
+def _family(figure: str) -> tuple[tuple[tuple[str, int], ...], str]:
+    thr = (("tokens_per_second", 1), ("output_tokens_per_second", 1), ("requests_per_second", 1))
+    if figure in ("tokens_per_second", "input_tokens_per_second"):
+        return thr, "wave"
+    if figure == "output_tokens_per_second":
+        return (thr[1], thr[0], thr[2]), "wave"
+    if figure == "requests_per_second":
+        return (thr[2], thr[0], thr[1]), "wave"
+    if figure in ("elapsed_time", "duration_s"):
+        return tuple((m, -1) for m, _ in (thr[2], thr[0], thr[1])), "wave"
+    if figure == "decode_tokens_per_s_per_request_mean":  # per-request decode speed, about 1 / TPOT
+        return ((figure, 1), ("tpot_s_mean", -1), ("itl_s_mean", -1)), "decode"
+    kind, _, stat = figure.partition("_s_")
+    own = ((f"{kind}_s_{stat}", 1),)
+    if kind == "ttft":
+        return own + (("ttft_s_median", 1), ("ttft_s_mean", 1)), "prefill"
+    if kind in ("tpot", "itl"):
+        other = "itl" if kind == "tpot" else "tpot"
+        return own + ((f"{kind}_s_median", 1), (f"{kind}_s_mean", 1), (f"{other}_s_mean", 1),
+                      ("decode_tokens_per_s_per_request_mean", -1)), "decode"
+    if kind == "e2e":
+        return own + (("e2e_s_median", 1), ("e2e_s_mean", 1)), "wave"
+    raise ValueError(f"no interval model for {figure!r}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Interval:
+    """``level`` intervals of named figures: ``bounds[name] = (low, high)`` in the figure's own units."""
+
+    level: float
+    bounds: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+    source: str = ""  # which residuals: "k-fold", "leave-one-model-out", "transfer", ...
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"level": 0.9, name: [low, high], ...}``, the JSON shape of issue 13."""
+        return {"level": self.level, **{k: [float(lo), float(hi)] for k, (lo, hi) in self.bounds.items()}}
+
+    def relative_half_width(self, name: str, point: float) -> float:
+        """(high - low) / 2 / point, the ``±`` a table shows; nan when unknown."""
+        if name not in self.bounds or not point or not math.isfinite(point):
+            return math.nan
+        lo, hi = self.bounds[name]
+        return (hi - lo) / 2.0 / abs(point)
+
+    def csv_columns(self, names: Sequence[str]) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for n in names:
+            lo, hi = self.bounds.get(n, (math.nan, math.nan))
+            out[f"{n}_low"], out[f"{n}_high"] = lo, hi
+        return out
+
+
+def log_quantiles(residuals: Sequence[float], level: float) -> tuple[float, float, float] | None:
+    """(lower, centre, upper) of log residuals at ``level`` (module docstring); None with fewer than 3."""
+    r = np.sort(np.asarray(residuals, dtype=float))
+    n = len(r)
+    if n < 3:
+        return None
+    alpha = 1.0 - level
+    if n >= MIN_EMPIRICAL:
+        k_hi = min(n, math.ceil((n + 1) * (1 - alpha / 2)))
+        k_lo = max(1, math.floor((n + 1) * (alpha / 2)))
+        return float(r[k_lo - 1]), float(np.median(r)), float(r[k_hi - 1])
+    mean, sd = float(np.mean(r)), float(np.std(r, ddof=1))
+    half = t_quantile(1 - alpha / 2, n - 1) * sd * math.sqrt(1 + 1 / n)
+    return mean - half, mean, mean + half
+
+
+def t_quantile(p: float, dof: int) -> float:
+    """Student-t quantile by the Cornish-Fisher expansion around the normal (within 1% for dof >= 3)."""
+    z = NormalDist().inv_cdf(p)
+    v = float(dof)
+    return (z + (z**3 + z) / (4 * v) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * v**2)
+            + (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / (384 * v**3))
+
+
+def combine(point: float, q: tuple[float, float, float], coef_sd: float, level: float) -> tuple[float, float]:
+    """The interval of ``point`` from residual quantiles ``q`` and the coefficient term (module docstring)."""
+    lo, c, hi = q
+    zs = NormalDist().inv_cdf(0.5 + level / 2) * coef_sd
+    return (point * math.exp(c - math.hypot(c - lo, zs)), point * math.exp(c + math.hypot(hi - c, zs)))
+
+
+# -- the profile's residuals ----------------------------------------------------------------------------------
+@dataclass(frozen=True, kw_only=True)
+class ResidualModel:
+    """The ``uncertainty:`` section of a profile, read (see ``calibrate/uncertainty.py`` for the writer)."""
+
+    section: Mapping[str, Any]
+    gpu: str | None
+
+    @property
+    def covariance(self) -> tuple[tuple[str, ...], np.ndarray] | None:
+        cov = self.section.get("covariance")
+        if not cov:
+            return None
+        return tuple(cov["names"]), np.asarray(cov["matrix"], dtype=float)
+
+    def choose(self, *, model_name: str, gpu_name: str, engine_generation: str) -> tuple[str, Mapping]:
+        """(source label, {regime: {metric: residuals}}) for a prediction of this kind."""
+        fitted_gens = self.section.get("engine_generations") or ()
+        transferred = (self.gpu is not None and gpu_name != self.gpu) or (
+            bool(fitted_gens) and engine_generation not in fitted_gens)
+        if transferred:
+            device = "cpu" if gpu_name.startswith("cpu") else "gpu"
+            sets = [t for t in self.section.get("transfer") or () if t.get("device", "gpu") == device]
+            if sets:
+                pooled: dict[str, list[float]] = {}
+                for t in sets:
+                    for metric, values in (t.get("residuals") or {}).items():
+                        pooled.setdefault(metric, []).extend(values)
+                label = "transfer from " + " + ".join(str(t.get("name")) for t in sets)
+                return label, {"any": pooled}
+        cv = self.section.get("residuals") or {}
+        seen = model_name in (self.section.get("models") or ())
+        if not seen and cv.get("unseen_model"):
+            return "leave-one-model-out", cv["unseen_model"]
+        return ("k-fold" if cv.get("seen_model") else "none"), cv.get("seen_model") or {}
+
+
+def lookup(residuals: Mapping[str, Mapping[str, Sequence[float]]], figure: str, key: str) -> np.ndarray | None:
+    """The residuals (log measured/predicted, signed for ``figure``) for a figure in regime ``key``: the
+    regime itself when it has ``MIN_REGIME``, else the regimes of the same mode and GPU count, then the mode,
+    then all; within each, the figure's own metric first, then its family."""
+    candidates, _ = _family(figure)
+    mode, eager, gpus = (key.split("/") + ["", "", ""])[:3]
+    tiers = (lambda r: r == key, lambda r: r.startswith(mode + "/") and r.endswith("/" + gpus),
+             lambda r: r.startswith(mode + "/"), lambda r: True)
+    for tier in tiers:
+        for metric, sign in candidates:
+            values = [v for r, by_metric in residuals.items() if tier(r) for v in by_metric.get(metric, ())]
+            if len(values) >= (MIN_REGIME if tier is not tiers[-1] else 3):
+                return sign * np.asarray(values, dtype=float)
+    return None
+
+
+# -- the coefficient term --------------------------------------------------------------------------------------
+def coefficient_log_sd(scenario, layout, covariance) -> dict[str, float]:
+    """Delta-method standard deviation of log step time, per kind ("wave", "prefill", "decode")."""
+    if covariance is None:
+        return {}
+    names, cov = covariance
+    coefficients = scenario.profile.coefficients
+    base = _representative_times(scenario, layout, coefficients)
+    grads = {k: np.zeros(len(names)) for k in base}
+    for i, name in enumerate(names):
+        value = getattr(coefficients, name, None)
+        sd = math.sqrt(max(cov[i, i], 0.0))
+        if value is None or sd == 0.0:
+            continue
+        lower, upper = type(coefficients).bounds(name)
+        step = 0.1 * sd if value + 0.1 * sd <= upper else -0.1 * sd
+        if not lower <= value + step <= upper:
+            continue
+        moved = _representative_times(scenario, layout, coefficients.replace(**{name: value + step}))
+        for k in base:
+            grads[k][i] = (math.log(moved[k]) - math.log(base[k])) / step
+    return {k: float(math.sqrt(max(g @ cov @ g, 0.0))) for k, g in grads.items()}
+
+
+def _representative_times(scenario, layout, coefficients) -> dict[str, float]:
+    from perfmodel.estimate import wave_time_s
+    from simulator.batch import BatchStats
+
+    cost = scenario.with_coefficients(coefficients).step_cost(layout)
+    w, e = scenario.workload, scenario.engine
+    batch = max(1, min(e.max_num_seqs, w.num_prompts))
+    prefill = min(w.input_len, e.max_num_batched_tokens)
+    context = batch * (w.input_len + max(1, w.output_len // 2))
+    return {"wave": wave_time_s(cost, batch, w.input_len, w.output_len, e.max_num_batched_tokens),
+            "prefill": float(cost(BatchStats(prefill, 0, prefill * (prefill + 1) / 2.0, prefill, 0, 1, 1))),
+            "decode": float(cost(BatchStats(0, batch, 0.0, 0, context, batch, batch)))}
+
+
+# -- the public entry points -----------------------------------------------------------------------------------
+def interval_for(scenario, layout, points: Mapping[str, float], *, mode: str, level: float = DEFAULT_LEVEL,
+                 coef_sd: Mapping[str, float] | None = None) -> Interval | None:
+    """Intervals of the figures in ``points`` (name -> predicted value) of ``layout`` under ``scenario``;
+    None when the profile has no ``uncertainty:`` section. ``mode``: "offline" or "online"."""
+    section = scenario.profile.uncertainty
+    if not section:
+        return None
+    level = check_level(level)
+    model = ResidualModel(section=section, gpu=scenario.profile.gpu)
+    source, residuals = model.choose(model_name=scenario.model.name, gpu_name=scenario.cluster.gpu.name,
+                                     engine_generation=scenario.engine.engine_generation)
+    if coef_sd is None:
+        coef_sd = coefficient_log_sd(scenario, layout, model.covariance)
+    key = regime(mode=mode, eager=scenario.engine.enforce_eager, gpus=layout.tp * layout.pp)
+    bounds = {}
+    for name, point in points.items():
+        if point is None or not math.isfinite(point) or point <= 0:
+            continue
+        r = lookup(residuals, name, key)
+        q = log_quantiles(r, level) if r is not None else None
+        if q is not None:
+            bounds[name] = combine(point, q, coef_sd.get(_family(name)[1], 0.0), level)
+    return Interval(level=level, bounds=bounds, source=source)
+
+
+def predict_intervals(scenario, predictions, level: float = DEFAULT_LEVEL) -> list[Interval | None]:
+    """One interval per ``perfmodel.predict.LayoutPrediction`` (None where it does not fit)."""
+    return [interval_for(scenario, p.layout, {n: getattr(p, n) for n in PREDICT_FIGURES}, mode="offline",
+                         level=level) if p.fits else None for p in predictions]
+
+
+def metrics_interval(scenario, layout, metrics, *, online: bool, level: float = DEFAULT_LEVEL) -> Interval | None:
+    """The interval of a simulation's ``simulator.metrics.Metrics`` (the figures of ``SIMULATE_FIGURES``)."""
+    return interval_for(scenario, layout, {n: getattr(metrics, n) for n in SIMULATE_FIGURES},
+                        mode="online" if online else "offline", level=level)
+
+
+def plus_minus(value: float, interval: Interval | None, name: str, scale: float = 1.0) -> str:
+    """``6,363 ±7%`` for tables (the number shown times ``scale``, e.g. 1e3 for ms); the bare number when
+    there is no interval."""
+    from perfmodel.report import _cell
+
+    text = _cell(value * scale)
+    if interval is None:
+        return text
+    half = interval.relative_half_width(name, value)
+    return text if math.isnan(half) else f"{text} ±{100 * half:.0f}%"

@@ -1,0 +1,160 @@
+"""perfmodel.uncertainty: quantiles, regimes, transfer, and the intervals the shipped profiles give."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+
+from perfmodel.errors import UserError
+from perfmodel.layout import Layout
+from perfmodel.predict import predict_all
+from perfmodel.scenario import Scenario
+from perfmodel.uncertainty import (PREDICT_FIGURES, ResidualModel, check_level, combine, interval_for,
+                                   log_quantiles, lookup, predict_intervals, regime, t_quantile)
+
+
+def test_t_quantile_matches_tables():
+    # Student-t 0.95 quantiles from any statistics table
+    for dof, expected in ((3, 2.353), (5, 2.015), (10, 1.812), (30, 1.697)):
+        assert t_quantile(0.95, dof) == pytest.approx(expected, rel=0.01)
+
+
+def test_quantiles_cover_their_level_on_normal_residuals():
+    rng = np.random.default_rng(0)
+    for n in (10, 60):  # t interval, then order statistics
+        inside = []
+        for _ in range(400):
+            train, test = rng.normal(0, 0.1, n), rng.normal(0, 0.1)
+            lo, _, hi = log_quantiles(train, 0.9)
+            inside.append(lo <= test <= hi)
+        assert 0.86 <= np.mean(inside) <= 0.96
+
+
+def test_quantiles_need_three_residuals_and_widen_with_level():
+    assert log_quantiles([0.1, 0.2], 0.9) is None
+    r = np.linspace(-0.2, 0.2, 41)
+    lo9, _, hi9 = log_quantiles(r, 0.9)
+    lo8, _, hi8 = log_quantiles(r, 0.8)
+    assert lo9 < lo8 < 0 < hi8 < hi9
+
+
+def test_combine_adds_the_coefficient_term_in_quadrature():
+    assert combine(100.0, (-0.1, 0.0, 0.1), 0.0, 0.9) == pytest.approx((100 * math.exp(-0.1), 100 * math.exp(0.1)))
+    lo, hi = combine(100.0, (-0.1, 0.0, 0.1), 0.05, 0.9)
+    half = math.hypot(0.1, 1.6449 * 0.05)
+    assert (lo, hi) == pytest.approx((100 * math.exp(-half), 100 * math.exp(half)), rel=1e-4)
+
+
+def test_check_level():
+    with pytest.raises(UserError, match="interval-level"):
+        check_level(1.5)
+
+
+def test_lookup_falls_back_from_a_thin_regime_to_its_mode_then_to_the_family():
+    residuals = {"offline/graphs/1gpu": {"tokens_per_second": [0.01] * 10},
+                 "offline/eager/multigpu": {"tokens_per_second": [0.5] * 3},
+                 "online/graphs/1gpu": {"ttft_s_mean": [0.3] * 9}}
+    assert set(lookup(residuals, "tokens_per_second", "offline/graphs/1gpu")) == {0.01}
+    # 3 residuals are too few for their own regime: pooled with the other offline ones
+    assert len(lookup(residuals, "tokens_per_second", "offline/eager/multigpu")) == 13
+    # TTFT p99 offline has none of its own: the online TTFT mean's
+    assert set(lookup(residuals, "ttft_s_p99", "offline/graphs/1gpu")) == {0.3}
+    # elapsed time is the inverse of a throughput: residuals change sign
+    assert set(lookup(residuals, "elapsed_time", "offline/graphs/1gpu")) == {-0.01}
+
+
+SECTION = {"models": ["llama-3.1-8b"], "engine_generations": ["v1"],
+           "residuals": {"seen_model": {"offline/graphs/1gpu": {"tokens_per_second": [0.01, -0.02, 0.03] * 4}},
+                         "unseen_model": {"offline/graphs/1gpu": {"tokens_per_second": [0.1, -0.2, 0.3] * 4}}},
+           "transfer": [{"name": "other", "device": "gpu", "residuals": {"tokens_per_second": [0.5, -0.6, 1.0]}}]}
+
+
+def test_choose_by_model_gpu_and_engine():
+    model = ResidualModel(section=SECTION, gpu="h200-sxm")
+    assert model.choose(model_name="llama-3.1-8b", gpu_name="h200-sxm", engine_generation="v1")[0] == "k-fold"
+    assert model.choose(model_name="qwen2.5-7b", gpu_name="h200-sxm", engine_generation="v1")[0] \
+        == "leave-one-model-out"
+    assert model.choose(model_name="llama-3.1-8b", gpu_name="h100-sxm",
+                        engine_generation="v1")[0].startswith("transfer")
+    assert model.choose(model_name="llama-3.1-8b", gpu_name="h200-sxm",
+                        engine_generation="v0")[0].startswith("transfer")
+
+
+def _width(scenario, layout, source):
+    iv = interval_for(scenario, layout, {"tokens_per_second": 1000.0}, mode="offline", coef_sd={})
+    assert iv.source.startswith(source)
+    lo, hi = iv.bounds["tokens_per_second"]
+    assert lo < 1000.0 < hi
+    return hi - lo
+
+
+def test_unseen_and_transferred_predictions_are_wider():
+    scenario = Scenario.build(model="llama-3.1-8b", hardware="hgx-h200")
+    scenario = scenario.with_(profile=dataclasses.replace(scenario.profile, uncertainty=SECTION))
+    seen = _width(scenario, Layout(tp=1), "k-fold")
+    unseen = _width(scenario.with_(model=Scenario.build(model="qwen2.5-7b", hardware="hgx-h200").model),
+                    Layout(tp=1), "leave-one-model-out")
+    moved = _width(scenario.with_(profile=dataclasses.replace(scenario.profile, gpu="v100-sxm2-32gb")),
+                   Layout(tp=1), "transfer")
+    assert seen < unseen < moved
+
+
+def test_no_section_no_interval():
+    scenario = Scenario.build(model="llama-3.1-8b", hardware="hgx-h200")
+    scenario = scenario.with_(profile=dataclasses.replace(scenario.profile, uncertainty=None))
+    assert interval_for(scenario, Layout(tp=1), {"tokens_per_second": 1.0}, mode="offline") is None
+
+
+def test_shipped_h200_profile_gives_every_predict_figure_a_sharp_interval():
+    scenario = Scenario.build(model="llama-3.1-8b", hardware="hgx-h200", num_prompts=200)
+    best = predict_all(scenario, 1, simulate_top=0)[0]
+    iv = predict_intervals(scenario, [best])[0]
+    assert set(iv.bounds) == set(PREDICT_FIGURES)
+    for name in PREDICT_FIGURES:
+        lo, hi = iv.bounds[name]
+        assert lo < getattr(best, name) < hi
+    assert iv.relative_half_width("tokens_per_second", best.tokens_per_second) < 0.2
+    # the same prediction on a GPU the profile was not fitted on is wider
+    moved = Scenario.build(model="llama-3.1-8b", hardware="dgx-h100", num_prompts=200)
+    other = predict_all(moved, 1, simulate_top=0)[0]
+    wide = predict_intervals(moved, [other])[0]
+    assert wide.relative_half_width("tokens_per_second", other.tokens_per_second) > \
+        iv.relative_half_width("tokens_per_second", best.tokens_per_second)
+
+
+def test_regime_key():
+    assert regime(mode="online", eager=True, gpus=4) == "online/eager/multigpu"
+
+
+def _cli_json(capsys, *argv):
+    import json
+
+    from perfmodel.cli import main
+
+    assert main(list(argv)) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_predict_json_interval_fields_and_level(capsys):
+    args = ("predict", "--hardware", "hgx-h200", "--model", "llama-3.1-8b", "--gpus", "1", "--simulate-top", "0",
+            "--format", "json")
+    wide = _cli_json(capsys, *args)["layouts"][0]["interval"]
+    narrow = _cli_json(capsys, *args, "--interval-level", "0.8")["layouts"][0]["interval"]
+    assert list(wide) == ["level", "tokens_per_second", "output_tokens_per_second", "requests_per_second",
+                          "elapsed_time"]
+    assert wide["level"] == 0.9 and narrow["level"] == 0.8
+    for name in PREDICT_FIGURES:
+        assert wide[name][0] < narrow[name][0] < narrow[name][1] < wide[name][1]
+
+
+def test_simulate_json_metrics_interval(capsys):
+    out = _cli_json(capsys, "simulate", "--hardware", "hgx-h200", "--model", "llama-3.1-8b", "--request-rate", "5",
+                    "--num-prompts", "40", "--format", "json")
+    m = out["metrics"]
+    for name in ("output_tokens_per_second", "ttft_s_mean", "ttft_s_median", "ttft_s_p99", "tpot_s_mean",
+                 "e2e_s_p99"):
+        lo, hi = m["interval"][name]
+        assert lo < m[name] < hi
