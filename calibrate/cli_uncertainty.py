@@ -75,8 +75,6 @@ def cmd_uncertainty(args: argparse.Namespace) -> int:
 def _write_profile(path: Path, document: dict) -> None:
     """The profile YAML with lists of numbers on one line each (the residuals, the covariance rows), written
     through a temporary file and a rename as every profile is."""
-    import os
-    import tempfile
 
     import yaml
 
@@ -88,11 +86,6 @@ def _write_profile(path: Path, document: dict) -> None:
         return dumper.represent_sequence("tag:yaml.org,2002:seq", values, flow_style=flow)
 
     Dumper.add_representer(list, represent_list)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            yaml.dump(document, f, Dumper=Dumper, sort_keys=False, width=110)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    from perfmodel.atomic import write_text_atomic
+
+    write_text_atomic(path, yaml.dump(document, Dumper=Dumper, sort_keys=False, width=110))

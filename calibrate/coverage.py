@@ -19,7 +19,6 @@ import math
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
 import pandas as pd
 
 from perfmodel.uncertainty import DEFAULT_LEVEL, _family, combine, log_quantiles, lookup

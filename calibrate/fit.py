@@ -19,7 +19,6 @@ all-reduce terms; no PP>1, no ``p2p_latency_s``.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Sequence

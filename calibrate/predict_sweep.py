@@ -20,6 +20,7 @@ import numpy as np
 from calibrate.client import arrival_times
 from calibrate.observations import Observation, predicted_metrics
 from calibrate.sweep import RunConfig, load_sweep
+from perfmodel.atomic import write_text_atomic
 from perfmodel.coefficients import Profile
 from perfmodel.engine import DEFAULT_VLLM_VERSION
 from perfmodel.layout import Layout
@@ -68,7 +69,4 @@ def predict_sweep(sweep_path: str | Path, hardware: str, profile: Profile, *,
 def write_predictions(predictions: list[dict[str, Any]], path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(json.dumps(p, sort_keys=True) + "\n" for p in predictions))
-    tmp.replace(path)
-    return path
+    return write_text_atomic(path, "".join(json.dumps(p, sort_keys=True) + "\n" for p in predictions))

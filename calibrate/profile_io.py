@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import yaml
+
+from perfmodel.atomic import write_text_atomic
 
 from perfmodel.coefficients import Coefficients
 
@@ -44,12 +44,4 @@ def write_yaml_atomic(path: str | Path, document: Mapping[str, Any]) -> Path:
     """Write through a temporary file and rename, so a reader never sees half a profile."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            yaml.safe_dump(dict(document), f, sort_keys=False, width=110)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_text_atomic(path, yaml.safe_dump(dict(document), sort_keys=False, width=110))

@@ -209,16 +209,18 @@ class _terminate_on_sigterm:
 
 
 class _Progress:
-    """`[k/N] description ok in X s` per run; a bar when the stream is a terminal."""
+    """`[k/N] description ok in X s` per run (perfmodel.progress draws the bar on a terminal)."""
 
     def __init__(self, total: int, stream: TextIO) -> None:
-        self.total, self.stream, self.k = total, stream, 0
-        self.tty = hasattr(stream, "isatty") and stream.isatty()
+        from perfmodel.progress import Progress
+
+        self.total, self.k = total, 0
+        self.reporter = Progress(stream, label="runs", delay_s=0.0)
         self.t_last = time.monotonic()
 
     def engine(self, run: RunConfig) -> None:
-        print(f"engine {run.engine_id}: starting {run.describe().split(' seqs=')[0]} "
-              f"seqs={run.engine.max_num_seqs}", file=self.stream, flush=True)
+        self.reporter.note(f"engine {run.engine_id}: starting {run.describe().split(' seqs=')[0]} "
+                           f"seqs={run.engine.max_num_seqs}")
         self.t_last = time.monotonic()
 
     def done(self, run: RunConfig, status: str, metrics: Mapping[str, Any] | None) -> None:
@@ -227,16 +229,13 @@ class _Progress:
         extra = ""
         if status == "ok" and metrics and metrics.get("output_tokens_per_second"):
             extra = f", {metrics['output_tokens_per_second']:.1f} output tok/s"
-        line = f"[{self.k}/{self.total}] {run.describe()} {status} in {now - self.t_last:.1f}s{extra}"
+        self.reporter.note(f"[{self.k}/{self.total}] {run.describe()} {status} in {now - self.t_last:.1f}s{extra}")
         self.t_last = now
-        if self.tty:
-            width = 30
-            fill = int(width * self.k / max(self.total, 1))
-            line = f"{line}\n  [{'#' * fill}{'.' * (width - fill)}] {self.k}/{self.total}"
-        print(line, file=self.stream, flush=True)
+        if self.reporter.tty:
+            self.reporter(self.k, self.total)
 
     def finish(self) -> None:
-        pass
+        self.reporter.close()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -39,11 +39,9 @@ import functools
 import math
 import multiprocessing
 import os
-import sys
-import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Callable, TextIO
+from typing import Any, Callable
 
 import numpy as np
 
@@ -431,7 +429,7 @@ def _tokens_between(r, a_s: float, b_s: float) -> float:
     return float(np.sum((first >= a_s) & (first < b_s)) + np.sum(spread))
 
 
-# -- processes and progress ----------------------------------------------------------------------------------
+# -- processes ----------------------------------------------------------------------------------------------
 class _Inline:
     """The executor interface, run in this process (one worker, or where processes are not wanted)."""
 
@@ -461,37 +459,3 @@ def _executor(workers: int | None):
     methods = multiprocessing.get_all_start_methods()
     context = multiprocessing.get_context("fork" if "fork" in methods else None)
     return cf.ProcessPoolExecutor(max_workers=workers, mp_context=context)
-
-
-class Progress:
-    """``[####    ] k/N`` redrawn on a TTY; otherwise a line every tenth of the work. Quiet for short runs."""
-
-    def __init__(self, stream: TextIO | None = None, *, label: str = "simulations", delay_s: float = 1.0) -> None:
-        self.stream = stream or sys.stderr
-        self.label = label
-        self.delay_s = delay_s
-        self.start = time.monotonic()
-        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
-        self.shown = False
-        self._last_line = -1
-
-    def __call__(self, done: int, total: int) -> None:
-        if time.monotonic() - self.start < self.delay_s or total <= 0:
-            return
-        if self.tty:
-            width = 30
-            filled = round(width * done / total)
-            self.stream.write(f"\r[{'#' * filled}{' ' * (width - filled)}] {done}/{total} {self.label}")
-            self.stream.flush()
-            self.shown = True
-        else:
-            step = max(1, total // 10)
-            if done // step != self._last_line or done == total:
-                self._last_line = done // step
-                self.stream.write(f"{done}/{total} {self.label}\n")
-                self.stream.flush()
-
-    def close(self) -> None:
-        if self.tty and self.shown:
-            self.stream.write("\n")
-            self.stream.flush()

@@ -7,6 +7,7 @@ from typing import Mapping
 
 import numpy as np
 
+from perfmodel.atomic import atomic_path
 from perfmodel.errors import UserError
 
 
@@ -62,10 +63,9 @@ def plot_compare(results: Mapping[str, object], path: str | Path, *, title: str 
 
 def _save(fig, plt, path: Path) -> Path:
     """Write ``fig`` to ``path`` atomically (a temporary file renamed) and close it."""
-    tmp = path.with_name(path.name + ".tmp")
     try:
-        fig.savefig(tmp, dpi=110, format=path.suffix.lstrip(".") or "png")
-        tmp.replace(path)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=110, format=path.suffix.lstrip(".") or "png")
     except (OSError, ValueError) as exc:
         raise UserError(f"cannot write plot {path}: {exc}") from None
     finally:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from perfmodel.atomic import atomic_path
 from perfmodel.errors import UserError
 from perfmodel.layout import Layout
 from perfmodel.scenario_options import DISTRIBUTIONS
@@ -145,10 +146,26 @@ def write_timeline(result: SimResult, path: str | Path) -> tuple[Path, Path]:
     path = Path(path)
     requests_path = path.with_name(f"{path.stem}-requests{path.suffix or '.csv'}")
     for frame, target in ((result.timeline, path), (result.requests.to_dataframe(), requests_path)):
-        tmp = target.with_name(target.name + ".tmp")
         try:
-            frame.to_csv(tmp, index=False, float_format="%.9g")
-            tmp.replace(target)
+            with atomic_path(target) as tmp:
+                frame.to_csv(tmp, index=False, float_format="%.9g")
         except OSError as exc:
             raise UserError(f"cannot write {target}: {exc.strerror or exc}") from None
     return path, requests_path
+
+
+def save_trace(requests: list[Request], path: str | Path) -> Path:
+    """Write a CSV (or JSONL by suffix) trace that ``simulator.workload.load_trace`` reads back, atomically."""
+    import json
+
+    path = Path(path)
+    rows = [{"arrival_s": float(r.arrival_s), "num_prompt_tokens": int(r.num_prompt_tokens),
+             "num_output_tokens": int(r.num_output_tokens)} for r in requests]
+    with atomic_path(path) as tmp:
+        if path.suffix in (".jsonl", ".json"):
+            tmp.write_text("".join(json.dumps(row) + "\n" for row in rows))
+        else:
+            import pandas as pd
+
+            pd.DataFrame(rows).to_csv(tmp, index=False, float_format="%.17g")
+    return path

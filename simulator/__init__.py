@@ -9,10 +9,10 @@ from simulator.config import EngineConfig
 from simulator.metrics import Metrics
 from simulator.request import Request, RequestResults, requests_from_arrays
 from simulator.run import SimResult, simulate
-from simulator.workload import LengthDistribution, arrival_times, load_trace, make_requests, save_trace
+from simulator.workload import LengthDistribution, arrival_times, load_trace, make_requests
 
 __all__ = [
     "BatchStats", "StepCost", "LinearStepCost", "EngineConfig", "Metrics", "Request", "RequestResults",
     "requests_from_arrays", "SimResult", "simulate", "LengthDistribution", "arrival_times", "load_trace",
-    "make_requests", "save_trace",
+    "make_requests",
 ]

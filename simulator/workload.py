@@ -154,18 +154,3 @@ def load_trace(path: str | Path) -> list[Request]:
     arrival = arrival - arrival.min() if len(arrival) else arrival
     return requests_from_arrays(arrival, _pick(frame, _INPUT, path).astype(np.int64),
                                 _pick(frame, _OUTPUT, path).astype(np.int64))
-
-
-def save_trace(requests: Sequence[Request], path: str | Path) -> None:
-    """Write a CSV (or JSONL by suffix) trace that `load_trace` reads back; written atomically."""
-    path = Path(path)
-    rows = [{"arrival_s": float(r.arrival_s), "num_prompt_tokens": int(r.num_prompt_tokens),
-             "num_output_tokens": int(r.num_output_tokens)} for r in requests]
-    tmp = path.with_name(path.name + ".tmp")
-    if path.suffix in (".jsonl", ".json"):
-        tmp.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    else:
-        import pandas as pd
-
-        pd.DataFrame(rows).to_csv(tmp, index=False, float_format="%.17g")
-    tmp.replace(path)

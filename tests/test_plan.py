@@ -6,7 +6,8 @@ import math
 import pytest
 
 from perfmodel.errors import UserError
-from perfmodel.plan import (MAX_REQUESTS, Progress, Trial, _simulate_trial, _Task, gpu_counts, num_requests_for,
+from perfmodel.progress import Progress
+from perfmodel.plan import (MAX_REQUESTS, Trial, _simulate_trial, _Task, gpu_counts, num_requests_for,
                             plan_capacity)
 from perfmodel.scenario import ScenarioOptions
 from perfmodel.simulate import length_distribution

@@ -12,7 +12,8 @@ from perfmodel.layout import Layout
 from perfmodel.predict import Scenario, predict_all, predict_layout
 from perfmodel.simulate import build_requests, length_distribution, simulate_offline
 from simulator.batch import BatchStats
-from simulator.workload import LengthDistribution, save_trace
+from perfmodel.simulate import save_trace
+from simulator.workload import LengthDistribution
 
 SMALL = dict(model="llama-3.1-8b", hardware="hgx-h200")
 

@@ -38,7 +38,8 @@ PLAN_COLUMNS = (
 
 
 def run(args: argparse.Namespace) -> int:
-    from perfmodel.plan import Progress, plan_capacity
+    from perfmodel.plan import plan_capacity
+    from perfmodel.progress import Progress
     from perfmodel.report import dumps_csv, dumps_json, table
 
     inputs, outputs = lengths(args)

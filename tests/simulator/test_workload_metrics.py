@@ -7,8 +7,9 @@ import math
 import numpy as np
 import pytest
 
+from perfmodel.simulate import save_trace
 from simulator import (EngineConfig, LengthDistribution, LinearStepCost, arrival_times, load_trace, make_requests,
-                       save_trace, simulate)
+                       simulate)
 from simulator.metrics import weighted_percentile
 
 

@@ -1,0 +1,37 @@
+"""One atomic-write helper: the new file or the old one, never half of one, and no stray temporary files."""
+
+from __future__ import annotations
+
+import pytest
+
+from perfmodel.atomic import atomic_path, write_text_atomic
+
+
+def test_success_replaces_the_file_and_leaves_nothing_else(tmp_path):
+    target = tmp_path / "out.txt"
+    target.write_text("old")
+    write_text_atomic(target, "new")
+    assert target.read_text() == "new"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]
+
+
+def test_failure_keeps_the_old_file_and_removes_the_temporary(tmp_path):
+    target = tmp_path / "out.txt"
+    target.write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("writer failed")
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]
+
+
+def test_a_failed_plot_leaves_no_stray_file(tmp_path):
+    from perfmodel.errors import UserError
+    from perfmodel.plots import _save
+    import matplotlib.pyplot as plt
+
+    fig = plt.figure()
+    with pytest.raises(UserError):
+        _save(fig, plt, tmp_path / "plot.unknownformat")
+    assert list(tmp_path.iterdir()) == []
