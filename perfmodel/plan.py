@@ -37,8 +37,6 @@ import concurrent.futures as cf
 import dataclasses
 import functools
 import math
-import multiprocessing
-import os
 from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -48,13 +46,13 @@ import numpy as np
 from perfmodel.engine import EngineArgs
 from perfmodel.errors import UserError
 from perfmodel.layout import Layout, enumerate_layouts
+from perfmodel.pool import executor
 from perfmodel.scenario import Scenario, ScenarioOptions
+from perfmodel.steady_state import steady_state
 from perfmodel.uncertainty import DEFAULT_LEVEL
 from simulator.workload import LengthDistribution
 
 PRUNE_FRACTION = 0.9  # the closed form may be a little pessimistic: simulate what comes within 10% of the rate
-SUSTAIN_FRACTION = 0.95
-QUEUE_GROWTH_S, QUEUE_GROWTH_FRACTION = 0.5, 0.5
 MIN_REQUESTS, MIN_SECONDS, E2E_MULTIPLE, MAX_REQUESTS = 200, 60.0, 4.0, 3000
 
 
@@ -165,17 +163,7 @@ def plan_capacity(*, request_rate: float, ttft_p99_s: float | None = None, tpot_
     """
     from perfmodel.simulate import as_length_distribution
 
-    if not 0 < request_rate < math.inf:
-        raise UserError(f"--request-rate must be a positive number of requests/s, got {request_rate}")
-    for flag, value in (("--ttft-p99", ttft_p99_s), ("--tpot-p99", tpot_p99_s)):
-        if value is not None and not value > 0:
-            raise UserError(f"{flag} must be positive seconds, got {value}")
-    if gpus_max < 1:
-        raise UserError(f"--gpus-max must be at least 1, got {gpus_max}")
-    if confidence is not None and not 0 < confidence < 1:
-        raise UserError(f"--confidence must be between 0 and 1 (e.g. 0.9), got {confidence}")
-    if num_prompts is not None and num_prompts < 10:
-        raise UserError(f"--num-prompts must be at least 10 to judge a steady state, got {num_prompts}")
+    _check_targets(request_rate, ttft_p99_s, tpot_p99_s, gpus_max, confidence, num_prompts)
     if options is None:
         try:
             options = ScenarioOptions(**{"entry_point": "serve", **scenario_options})
@@ -209,24 +197,44 @@ def plan_capacity(*, request_rate: float, ttft_p99_s: float | None = None, tpot_
 
     trials: list[Trial] = []
     best: Trial | None = None
-    with _executor(workers) as pool:
+    with executor(workers) as pool:
         best = _search(pool, counts, screen, trials, progress)
     point_gpus = min((t.gpus for t in trials if t.point_status == "accepted"), default=None)
-    if best is not None:
-        message = (f"{best.gpus} GPUs: {best.layout} sustains {request_rate:g} req/s"
-                   f"{_targets_text(ttft_p99_s, tpot_p99_s)} ({best.gpu_hours_per_million_output_tokens:.3g} "
-                   "GPU-hours per million output tokens)")
-        if confidence is not None:
-            message += (f" with {confidence:.0%} confidence (low throughput, high p99 latencies); the point "
-                        f"estimate alone would have chosen {point_gpus} GPUs")
-    else:
-        limit = counts[-1]
-        why = "the cluster's per-job node limit" if limit < gpus_max else "--gpus-max"
-        message = (f"no layout of up to {limit} GPUs ({why}) sustains {request_rate:g} req/s"
-                   f"{_targets_text(ttft_p99_s, tpot_p99_s)}; see the trials for the closest, or relax the targets")
+    targets = _targets_text(ttft_p99_s, tpot_p99_s)
+    message = _answer(best, request_rate, targets, confidence, point_gpus, counts[-1], gpus_max)
     return PlanResult(request_rate=request_rate, ttft_p99_s=ttft_p99_s, tpot_p99_s=tpot_p99_s, gpus_max=gpus_max,
                       num_requests=n, best=best, trials=tuple(trials), message=message, engine=scenario.engine,
                       confidence=confidence, point_estimate_gpus=point_gpus if confidence is not None else None)
+
+
+def _check_targets(request_rate: float, ttft_p99_s: float | None, tpot_p99_s: float | None, gpus_max: int,
+                   confidence: float | None, num_prompts: int | None) -> None:
+    if not 0 < request_rate < math.inf:
+        raise UserError(f"--request-rate must be a positive number of requests/s, got {request_rate}")
+    for flag, value in (("--ttft-p99", ttft_p99_s), ("--tpot-p99", tpot_p99_s)):
+        if value is not None and not value > 0:
+            raise UserError(f"{flag} must be positive seconds, got {value}")
+    if gpus_max < 1:
+        raise UserError(f"--gpus-max must be at least 1, got {gpus_max}")
+    if confidence is not None and not 0 < confidence < 1:
+        raise UserError(f"--confidence must be between 0 and 1 (e.g. 0.9), got {confidence}")
+    if num_prompts is not None and num_prompts < 10:
+        raise UserError(f"--num-prompts must be at least 10 to judge a steady state, got {num_prompts}")
+
+
+def _answer(best: Trial | None, request_rate: float, targets: str, confidence: float | None,
+            point_gpus: int | None, limit: int, gpus_max: int) -> str:
+    """The one-sentence answer: the GPUs and layout, or why none up to ``limit`` GPUs will do."""
+    if best is None:
+        why = "the cluster's per-job node limit" if limit < gpus_max else "--gpus-max"
+        return (f"no layout of up to {limit} GPUs ({why}) sustains {request_rate:g} req/s{targets}; see the trials "
+                "for the closest, or relax the targets")
+    message = (f"{best.gpus} GPUs: {best.layout} sustains {request_rate:g} req/s{targets} "
+               f"({best.gpu_hours_per_million_output_tokens:.3g} GPU-hours per million output tokens)")
+    if confidence is not None:
+        message += (f" with {confidence:.0%} confidence (low throughput, high p99 latencies); the point "
+                    f"estimate alone would have chosen {point_gpus} GPUs")
+    return message
 
 
 def _targets_text(ttft: float | None, tpot: float | None) -> str:
@@ -379,83 +387,17 @@ def _judge_confident(scenario, layout: Layout, requests, task: _Task, base: dict
 
 
 def _judge(result, task: _Task, base: dict) -> Trial:
-    r, m = result.requests, result.metrics
-    n = len(r)
-    start_s, end_s = float(np.min(r.arrival_s)), float(np.max(r.arrival_s))
-    # Judge the steady part: from half the arrival window, later when latencies are long (the batch is still
-    # filling for about one end-to-end latency), at most the last quarter.
-    window_s = end_s - start_s
-    half = start_s + min(max(window_s / 2, 1.5 * float(np.median(r.e2e_s))), 0.75 * window_s)
-    delivered = _tokens_between(r, half, end_s)
-    # What the arrivals asked for in that window: the tokens of the requests that arrived one typical emission
-    # lag earlier (median of (first token + finish) / 2 - sent), so that Poisson noise largely cancels.
-    lag = float(np.median((r.first_token_s + r.finish_s) / 2 - r.sent_s))
-    lo, hi = max(start_s, half - lag), max(start_s, end_s - lag)
-    asked = (r.arrival_s >= lo) & (r.arrival_s < hi)
-    offered_tps = float(np.sum(r.num_output_tokens[asked])) / (hi - lo) if hi > lo and asked.any() else math.nan
-    if not offered_tps > 0:  # too few requests to tell: the whole window's average
-        offered_tps = float(np.sum(r.num_output_tokens)) / (end_s - start_s)
-    ratio = delivered / (end_s - half) / offered_tps
-    achieved = task.request_rate * ratio
-    order = np.argsort(r.arrival_s, kind="stable")
-    ttft_q2 = float(np.mean(r.ttft_s[order[n // 4:n // 2]]))
-    ttft_q4 = float(np.mean(r.ttft_s[order[(3 * n) // 4:]]))
-    out_tps = min(ratio, 1.0) * offered_tps
-    reasons = []
-    if ratio < SUSTAIN_FRACTION:
-        reasons.append(f"delivers {achieved:.3g} req/s < {SUSTAIN_FRACTION:g} x {task.request_rate:g}")
-    if ttft_q4 - ttft_q2 > max(QUEUE_GROWTH_S, QUEUE_GROWTH_FRACTION * ttft_q2):
-        reasons.append(f"queue grows (mean TTFT {ttft_q2:.3g} s -> {ttft_q4:.3g} s from 2nd to 4th quarter)")
+    v = steady_state(result, task.request_rate)
+    m = result.metrics
+    reasons = list(v.reasons)
     if task.ttft_p99_s is not None and m.ttft_s_p99 > task.ttft_p99_s:
         reasons.append(f"p99 TTFT {m.ttft_s_p99:.3g} s > {task.ttft_p99_s:g}")
     if task.tpot_p99_s is not None and m.tpot_s_p99 > task.tpot_p99_s:
         reasons.append(f"p99 TPOT {m.tpot_s_p99 * 1e3:.3g} ms > {task.tpot_p99_s * 1e3:g}")
     return Trial(**base, status="rejected" if reasons else "accepted", reason="; ".join(reasons),
-                 achieved_requests_per_second=achieved, ttft_s_p99=m.ttft_s_p99, tpot_s_p99=m.tpot_s_p99,
-                 e2e_s_p99=m.e2e_s_p99, latency_growth=ttft_q4 / ttft_q2 if ttft_q2 > 0 else math.nan,
-                 output_tokens_per_second=out_tps,
-                 gpu_hours_per_million_output_tokens=base["gpus"] / 3600 / (out_tps / 1e6))
+                 achieved_requests_per_second=v.achieved_requests_per_second, ttft_s_p99=m.ttft_s_p99,
+                 tpot_s_p99=m.tpot_s_p99, e2e_s_p99=m.e2e_s_p99, latency_growth=v.latency_growth,
+                 output_tokens_per_second=v.output_tokens_per_second,
+                 gpu_hours_per_million_output_tokens=base["gpus"] / 3600 / (v.output_tokens_per_second / 1e6))
 
 
-def _tokens_between(r, a_s: float, b_s: float) -> float:
-    """Output tokens sampled in [a_s, b_s): each request's first token at ``first_token_s``, the others spread
-    evenly up to ``finish_s`` (the per-request results keep no per-token times)."""
-    first, finish = r.first_token_s, r.finish_s
-    rest = (r.num_output_tokens - 1).astype(float)
-    span = finish - first
-    overlap = np.clip(np.minimum(finish, b_s) - np.maximum(first, a_s), 0.0, None)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        spread = np.where(span > 0, rest * overlap / span, np.where((finish >= a_s) & (finish < b_s), rest, 0.0))
-    return float(np.sum((first >= a_s) & (first < b_s)) + np.sum(spread))
-
-
-# -- processes ----------------------------------------------------------------------------------------------
-class _Inline:
-    """The executor interface, run in this process (one worker, or where processes are not wanted)."""
-
-    _max_workers = 1
-
-    def submit(self, fn, *args) -> cf.Future:
-        future: cf.Future = cf.Future()
-        try:
-            future.set_result(fn(*args))
-        except BaseException as exc:  # noqa: BLE001  (re-raised by future.result())
-            future.set_exception(exc)
-        return future
-
-    def __enter__(self) -> "_Inline":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        return None
-
-
-def _executor(workers: int | None):
-    workers = workers or os.cpu_count() or 1
-    if workers < 1:
-        raise UserError(f"--workers must be at least 1, got {workers}")
-    if workers == 1:
-        return _Inline()
-    methods = multiprocessing.get_all_start_methods()
-    context = multiprocessing.get_context("fork" if "fork" in methods else None)
-    return cf.ProcessPoolExecutor(max_workers=workers, mp_context=context)
