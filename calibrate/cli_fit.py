@@ -179,8 +179,7 @@ def _data_summary(observations) -> dict:
     return {"runs": len(observations), "models": sorted({o.model_name for o in observations}),
             "layouts": sorted({o.layout_name for o in observations}),
             "modes": sorted({o.mode for o in observations}),
-            "vllm_versions": sorted({str(((o.record.get("provenance") or {}).get("vllm_version")) or "?")
-                                     for o in observations}),
+            "vllm_versions": sorted({str(o.record.provenance.vllm_version or "?") for o in observations}),
             "engine_generations": sorted({o.engine.engine_generation for o in observations})}
 
 

@@ -15,6 +15,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from calibrate.records import RunRecord, parse_record
 from hardware import load_hardware
 from hardware.spec import ClusterSpec
 from perfmodel.coefficients import Coefficients, Profile
@@ -51,7 +52,7 @@ class Observation:
     measured_kv_cache_tokens: int | None
     measured_num_gpu_blocks: int | None
     measured_kv_cache_bytes: float | None  # "Available KV cache memory" of vLLM's log
-    record: Mapping[str, Any] = field(repr=False)
+    record: RunRecord | None = field(default=None, repr=False)  # the parsed results line (None: planned)
 
     @property
     def model(self) -> ModelShape:
@@ -100,59 +101,45 @@ class Observation:
                                  record_timeline=True, num_kv_blocks=blocks, served=self.mode == "online")
 
 
-def observation_from_record(record: Mapping[str, Any], cluster: ClusterSpec) -> Observation:
-    """Resolve a results record; raises UserError naming the run when it lacks what a prediction needs."""
-    cfg = record.get("config") or {}
-    eng, wl = cfg.get("engine") or {}, cfg.get("workload") or {}
-    info = record.get("engine_info") or {}
-    run_id = str(record.get("run_id", "?"))
-    model_spec = (record.get("model") or {}).get("spec") or eng.get("model")
+def observation_from_record(record: Mapping[str, Any] | RunRecord, cluster: ClusterSpec) -> Observation:
+    """Resolve a results record (parsed once by calibrate.records); raises UserError naming the run when it lacks
+    what a prediction needs."""
+    rec = record if isinstance(record, RunRecord) else parse_record(record)
+    eng, info = rec.run.engine, rec.engine_info
+    model_spec = rec.run.model.spec
     if not model_spec:
-        raise UserError(f"run {run_id}: no model in the record")
-    model = _load_record_model(record, model_spec)
-    precision = resolve_precision(model, cluster.gpu, dtype=eng.get("dtype") or "auto",
-                                  quantization=eng.get("quantization"),
-                                  kv_cache_dtype=eng.get("kv_cache_dtype") or "auto")
+        raise UserError(f"run {rec.run_id}: no model in the record")
+    model = _load_record_model(model_spec, rec.run.model.path)
+    precision = resolve_precision(model, cluster.gpu, dtype=eng.dtype or "auto", quantization=eng.quantization,
+                                  kv_cache_dtype=eng.kv_cache_dtype or "auto")
     # what vLLM resolved (engine_info), else what the run asked for, else the release's defaults
     resolved = {
-        "max_num_seqs": _first(info.get("max_num_seqs"), eng.get("max_num_seqs")),
-        "max_num_batched_tokens": _first(info.get("max_num_batched_tokens"), eng.get("max_num_batched_tokens")),
-        "gpu_memory_utilization": eng.get("gpu_memory_utilization") or None,
-        "max_model_len": _first(info.get("max_model_len"), eng.get("max_model_len")),
-        "block_size": _first(info.get("block_size"), eng.get("block_size")),
-        "enforce_eager": bool(eng.get("enforce_eager")),
-        "enable_chunked_prefill": info.get("enable_chunked_prefill")}
+        "max_num_seqs": _first(info.max_num_seqs, eng.max_num_seqs),
+        "max_num_batched_tokens": _first(info.max_num_batched_tokens, eng.max_num_batched_tokens),
+        "gpu_memory_utilization": eng.gpu_memory_utilization or None,
+        "max_model_len": _first(info.max_model_len, eng.max_model_len),
+        "block_size": _first(info.block_size, eng.block_size),
+        "enforce_eager": bool(eng.enforce_eager),
+        "enable_chunked_prefill": info.enable_chunked_prefill}
     engine = default_engine_args(
-        cluster.gpu.memory_bytes, entry_point="offline" if eng.get("mode", "offline") == "offline" else "serve",
-        vllm_version=vllm_version(record), model_max_len=model.max_position_embeddings,
+        cluster.gpu.memory_bytes, entry_point="offline" if eng.mode == "offline" else "serve",
+        vllm_version=rec.provenance.vllm_version or DEFAULT_VLLM_VERSION, model_max_len=model.max_position_embeddings,
         compute_capability=float(cluster.gpu.compute_capability), **resolved)
-    requests = record.get("requests") or {}
-    input_lens = np.asarray(requests.get("input_lens") or [], dtype=int)
-    output_lens = np.asarray(requests.get("output_lens") or [], dtype=int)
-    if not len(input_lens):
-        n = int(wl.get("num_prompts", 0))
-        if not isinstance(wl.get("input_len"), int) or not isinstance(wl.get("output_len"), int) or n < 1:
-            raise UserError(f"run {run_id}: the record has neither per-request lengths nor fixed lengths")
-        input_lens, output_lens = np.full(n, wl["input_len"]), np.full(n, wl["output_len"])
-    mode = str(eng.get("mode", "offline"))
-    sent = np.asarray(requests.get("send_s") or requests.get("arrival_s") or [], dtype=float)
-    arrival = sent - sent.min() if len(sent) == len(input_lens) else np.zeros(len(input_lens))
-    metrics = {_metric_name(k): float(v) for k, v in (record.get("metrics") or {}).items()
-               if isinstance(v, (int, float)) and not isinstance(v, bool)}
-    kv_tokens = _first(info.get("kv_cache_tokens"), info.get("gpu_kv_cache_tokens"))
+    input_lens, output_lens = (np.asarray(v, dtype=int) for v in rec.request_lengths())
+    sent = rec.requests.send_s if rec.requests is not None else None
+    arrival = sent - sent.min() if sent is not None and len(sent) == len(input_lens) else np.zeros(len(input_lens))
     scenario = Scenario(model=model, cluster=cluster, precision=precision, engine=engine,
                         profile=Profile(name="fit", gpu=cluster.gpu.name, coefficients=Coefficients()),
                         workload=OfflineWorkload(input_len=max(1, round(float(np.mean(input_lens)))),
                                                  output_len=max(1, round(float(np.mean(output_lens)))),
                                                  num_prompts=len(input_lens)))
     return Observation(
-        run_id=run_id, scenario=scenario,
-        layout=Layout(tp=int(eng.get("tensor_parallel_size", 1)), pp=int(eng.get("pipeline_parallel_size", 1))),
-        mode=mode, input_lens=input_lens, output_lens=output_lens,
-        arrival_s=arrival, max_concurrency=_int_or_none(wl.get("max_concurrency")), measured=metrics,
-        measured_kv_cache_tokens=_int_or_none(kv_tokens), measured_num_gpu_blocks=_int_or_none(info.get("num_gpu_blocks")),
-        measured_kv_cache_bytes=info.get("kv_cache_memory_bytes_log"),
-        record=record)
+        run_id=rec.run_id, scenario=scenario,
+        layout=Layout(tp=eng.tensor_parallel_size, pp=eng.pipeline_parallel_size), mode=eng.mode,
+        input_lens=input_lens, output_lens=output_lens, arrival_s=np.asarray(arrival, dtype=float),
+        max_concurrency=rec.run.workload.max_concurrency, measured=rec.measurements.as_dict(),
+        measured_kv_cache_tokens=info.kv_cache_tokens, measured_num_gpu_blocks=info.num_gpu_blocks,
+        measured_kv_cache_bytes=info.kv_cache_memory_bytes_log, record=rec)
 
 
 def load_observations(records: list[Mapping[str, Any]], hardware: str) -> tuple[ClusterSpec, list[Observation]]:
@@ -178,27 +165,14 @@ def predicted_metrics(obs: Observation, result: SimResult) -> dict[str, float]:
     return {k: float(v) for k, v in values.items() if v is not None and not math.isnan(float(v))}
 
 
-def vllm_version(record: Mapping[str, Any]) -> str:
-    return str((record.get("provenance") or {}).get("vllm_version") or DEFAULT_VLLM_VERSION)
-
-
-def _load_record_model(record: Mapping[str, Any], spec: str) -> ModelShape:
+def _load_record_model(spec: str, path: str | None) -> ModelShape:
     """The catalog model by name; else the config the run used (the spec may be a path that no longer exists)."""
     try:
         return load_model(spec)
     except UserError:
-        path = (record.get("model") or {}).get("path")
         if path:
             return load_model(path)
         raise
-
-
-def _metric_name(name: str) -> str:
-    """The runner writes vLLM's order (``mean_ttft_s``); the simulator the statistic last (``ttft_s_mean``)."""
-    for stat in ("mean", "median", "p90", "p99", "std"):
-        if name.startswith(stat + "_"):
-            return f"{name[len(stat) + 1:]}_{stat}"
-    return name
 
 
 def _first(*values: Any) -> Any:
@@ -206,7 +180,3 @@ def _first(*values: Any) -> Any:
         if v is not None:
             return v
     return None
-
-
-def _int_or_none(value: Any) -> int | None:
-    return None if value is None else int(value)

@@ -46,8 +46,7 @@ def planned_observation(run: RunConfig, hardware: str, profile: Profile, vllm_ve
                        layout=Layout(tp=e.tensor_parallel_size, pp=e.pipeline_parallel_size), mode=e.mode,
                        input_lens=input_lens, output_lens=output_lens, arrival_s=np.asarray(sent, dtype=float),
                        max_concurrency=w.max_concurrency if online else None, measured={},
-                       measured_kv_cache_tokens=None, measured_num_gpu_blocks=None, measured_kv_cache_bytes=None,
-                       record={})
+                       measured_kv_cache_tokens=None, measured_num_gpu_blocks=None, measured_kv_cache_bytes=None)
 
 
 def predict_sweep(sweep_path: str | Path, hardware: str, profile: Profile, *,

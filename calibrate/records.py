@@ -245,6 +245,8 @@ class Measurements:
     e2e_s_median: float | None = _metric("median", "e2e")
     e2e_s_p90: float | None = _metric("p90", "e2e")
     e2e_s_p99: float | None = _metric("p99", "e2e")
+    # mean over requests of each one's decode speed after its first token (the Taiwania 2 experiment log's)
+    decode_tokens_per_s_per_request_mean: float | None = _f(_float, "mean_decode_tokens_per_s_per_request")
 
     def as_dict(self) -> dict[str, float]:
         """The recorded metrics (None left out) as floats, under these names."""
