@@ -89,7 +89,8 @@ class EngineConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class LengthDist:
-    """Token lengths drawn per request with the workload's seed.
+    """How a sweep file spells a length distribution (its run ids hash this spelling); lengths are drawn by the
+    one distribution type, ``simulator.workload.LengthDistribution`` (``distribution()``).
 
     lognormal: `mean` is the arithmetic mean of the lengths, `sigma` the std of their logarithm.
     uniform: integers in [min, max]. Samples are clipped to [min, max] and rounded.
@@ -111,17 +112,15 @@ class LengthDist:
         if self.max is not None and self.max < self.min:
             raise ValueError("max < min")
 
-    def sample(self, rng, n: int) -> list[int]:
-        """`n` lengths from a `numpy.random.Generator`."""
-        import numpy as np
+    def distribution(self):
+        """The same distribution as a ``simulator.workload.LengthDistribution``."""
+        from simulator.workload import LengthDistribution
 
         if self.dist == "uniform":
-            x = rng.integers(self.min, self.max + 1, size=n)
-        else:
-            mu = math.log(self.mean) - self.sigma**2 / 2
-            x = np.rint(rng.lognormal(mu, self.sigma, size=n))
-        hi = self.max if self.max is not None else np.inf
-        return [int(v) for v in np.clip(x, self.min, hi)]
+            return LengthDistribution(kind="uniform", low=self.min, high=self.max, min_tokens=self.min,
+                                      max_tokens=self.max)
+        return LengthDistribution(kind="lognormal", mean=float(self.mean), sigma=float(self.sigma),
+                                  min_tokens=self.min, max_tokens=self.max)
 
 
 Length = int | LengthDist
@@ -380,7 +379,7 @@ def _min_len(v: Length) -> int:
 
 
 def _lengths(v: Length, rng, n: int) -> list[int]:
-    return [v] * n if isinstance(v, int) else v.sample(rng, n)
+    return [v] * n if isinstance(v, int) else v.distribution().sample(n, rng).tolist()
 
 
 def _len_str(v: Length) -> str:
