@@ -100,3 +100,18 @@ def test_missing_file_and_bad_yaml(tmp_path):
         load_sweep(tmp_path / "nope.yaml")
     with pytest.raises(SweepError, match="not valid YAML"):
         load_sweep(write(tmp_path, "groups: [\n"))
+
+
+def test_sweep_lengths_draw_through_the_one_distribution_type():
+    """A sweep's LengthDist only spells a distribution; the draws (pinned: they define what runs were sent, and
+    run ids of recorded data depend on them staying put) come from simulator.workload.LengthDistribution."""
+    import numpy as np
+
+    from calibrate.sweep import LengthDist
+    from simulator.workload import LengthDistribution
+
+    lognormal = LengthDist(dist="lognormal", mean=256, sigma=0.8, min=1, max=4000).distribution()
+    uniform = LengthDist(dist="uniform", min=5, max=900).distribution()
+    assert isinstance(lognormal, LengthDistribution) and isinstance(uniform, LengthDistribution)
+    assert lognormal.sample(6, np.random.default_rng([3, 1])).tolist() == [189, 124, 42, 322, 253, 157]
+    assert uniform.sample(6, np.random.default_rng([3, 1])).tolist() == [881, 231, 523, 369, 697, 310]
