@@ -7,40 +7,46 @@ import shlex
 import sys
 from pathlib import Path
 
+from perfmodel.cli.options import HARDWARE
+from perfmodel.cli.validate import input_file, input_file_or_dir, output_file, real, report_path
 from perfmodel.errors import UserError
+
+PROFILE = input_file("yaml")
+RESULTS = input_file_or_dir("jsonl")
 
 
 def add_fit_subcommands(sub: argparse._SubParsersAction) -> None:
     fit = sub.add_parser("fit", help="fit the model's coefficients to measured runs; write a profile YAML")
-    fit.add_argument("results", nargs="+", help="results JSONL file(s) written by 'calibrate run' or 'import'")
-    fit.add_argument("--hardware", required=True, help="GPU or cluster the runs were measured on (e.g. h200-sxm)")
-    fit.add_argument("--out", default=None, help="profile YAML to write (default: <hardware>-profile.yaml)")
-    fit.add_argument("--prior", default=None, help="profile to start from and regularise toward (default: datasheet)")
-    fit.add_argument("--regularization", type=float, default=0.1,
+    fit.add_argument("results", nargs="+", type=RESULTS, help="results JSONL file(s) written by 'calibrate run' or 'import'")
+    fit.add_argument("--hardware", required=True, type=HARDWARE,
+                     help="GPU or cluster the runs were measured on (e.g. h200-sxm)")
+    fit.add_argument("--out", default=None, type=output_file, help="profile YAML to write (default: <hardware>-profile.yaml)")
+    fit.add_argument("--prior", default=None, type=PROFILE, help="profile to start from and regularise toward (default: datasheet)")
+    fit.add_argument("--regularization", type=real(0, 1e6), default=0.1,
                      help="pull toward the prior, per relative unit of each coefficient (default: 0.1)")
     fit.set_defaults(handler=cmd_fit)
 
     pred = sub.add_parser("predict", help="predict every run of a sweep before measuring it (JSON lines)")
-    pred.add_argument("sweep", help="sweep YAML")
-    pred.add_argument("--hardware", required=True, help="GPU or cluster the runs will be measured on")
-    pred.add_argument("--calibration", default=None, help="profile (default: the one shipped for the GPU)")
+    pred.add_argument("sweep", type=input_file("yaml"), help="sweep YAML")
+    pred.add_argument("--hardware", required=True, type=HARDWARE, help="GPU or cluster the runs will be measured on")
+    pred.add_argument("--calibration", default=None, type=PROFILE, help="profile (default: the one shipped for the GPU)")
     pred.add_argument("--vllm-version", default=None, help="vLLM release whose defaults to assume (default: 0.26)")
-    pred.add_argument("--out", required=True, help="predictions file to write (JSON lines, one per run)")
+    pred.add_argument("--out", required=True, type=output_file, help="predictions file to write (JSON lines, one per run)")
     pred.set_defaults(handler=cmd_predict_sweep)
 
     check = sub.add_parser("check", help="predicted vs measured per run, with cross-validation and a report")
-    check.add_argument("results", nargs="+")
-    check.add_argument("--hardware", required=True)
-    check.add_argument("--calibration", default=None,
+    check.add_argument("results", nargs="+", type=RESULTS)
+    check.add_argument("--hardware", required=True, type=HARDWARE)
+    check.add_argument("--calibration", default=None, type=PROFILE,
                        help="profile to check (default: fit on these results, and cross-validate)")
-    check.add_argument("--prior", default=None, help="prior profile for the fits (default: datasheet)")
+    check.add_argument("--prior", default=None, type=PROFILE, help="prior profile for the fits (default: datasheet)")
     check.add_argument("--cv", default="model,layout",
                        help="cross-validation: leave one model / layout out, 4-fold by run (kfold), any of them "
                             "comma-separated, or none (default: model,layout)")
-    check.add_argument("--report", default=None,
+    check.add_argument("--report", default=None, type=report_path,
                        help="Markdown file to write (a parity PNG and a per-run CSV go beside it), or a folder "
                             "for report.md")
-    check.add_argument("--notes", default=None, help="Markdown appended to the report (kept across regenerations)")
+    check.add_argument("--notes", default=None, type=input_file("text"), help="Markdown appended to the report (kept across regenerations)")
     check.add_argument("--title", default="perfmodel accuracy")
     check.set_defaults(handler=cmd_check)
 
@@ -149,7 +155,6 @@ def cmd_check(args: argparse.Namespace) -> int:
         report = Path(args.report)
         if report.suffix != ".md":
             report = report / "report.md"
-        report.parent.mkdir(parents=True, exist_ok=True)
         plot = parity_plot(frames, report.with_name(f"{report.stem}-parity.png"))
         pd.concat([f.assign(fold_kind=k) for k, f in frames.items()], ignore_index=True).to_csv(
             report.with_name(f"{report.stem}-runs.csv"), index=False)

@@ -8,6 +8,7 @@ import math
 from perfmodel.cli.options import (add_format_argument, add_layout_arguments, add_offload_arguments,
                                    add_scenario_arguments, add_workload_arguments)
 from perfmodel.cli.simulate import header, setup, workload_dict
+from perfmodel.cli.validate import output_file_or_empty
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -16,7 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_scenario_arguments(c, workload=False)
     add_workload_arguments(c, batching=False)
     add_offload_arguments(c)
-    c.add_argument("--plot", metavar="FILE", default="compare.png",
+    c.add_argument("--plot", metavar="FILE", default="compare.png", type=output_file_or_empty,
                    help="PNG with throughput, latency CDFs and batch occupancy (default: compare.png; '' = none)")
     add_format_argument(c)
     c.set_defaults(handler=run)
