@@ -175,8 +175,10 @@ def plan_capacity(*, request_rate: float, ttft_p99_s: float | None = None, tpot_
     n = num_prompts or num_requests_for(request_rate, mean_out, ttft_p99_s, tpot_p99_s)
     options = options.replace(input_len=mean_in, output_len=mean_out, num_prompts=n)
     scenario = Scenario.from_options(options)
+    scenario.check_lengths(mean_in, mean_out, what="mean --input-len + --output-len")
     cluster = scenario.cluster
-    counts = gpu_counts(gpus_max, cluster.gpus_per_node, cluster.max_nodes_per_job)
+    counts = gpu_counts(min(gpus_max, cluster.num_nodes * cluster.gpus_per_node), cluster.gpus_per_node,
+                        cluster.max_nodes_per_job)
     if not counts:
         raise UserError(f"--gpus-max {gpus_max} leaves no GPU count to try")
     def task(layout: Layout, analytical_rps: float) -> _Task:
@@ -202,7 +204,7 @@ def plan_capacity(*, request_rate: float, ttft_p99_s: float | None = None, tpot_
                    "GPU-hours per million output tokens)")
     else:
         limit = counts[-1]
-        why = "the cluster's per-job node limit" if limit < gpus_max else "--gpus-max"
+        why = "the hardware's GPUs or its per-job node limit" if limit < gpus_max else "--gpus-max"
         message = (f"no layout of up to {limit} GPUs ({why}) sustains {request_rate:g} req/s"
                    f"{_targets_text(ttft_p99_s, tpot_p99_s)}; see the trials for the closest, or relax the targets")
     return PlanResult(request_rate=request_rate, ttft_p99_s=ttft_p99_s, tpot_p99_s=tpot_p99_s, gpus_max=gpus_max,
@@ -401,8 +403,8 @@ class _Inline:
 
 def _executor(workers: int | None):
     workers = workers or os.cpu_count() or 1
-    if workers < 1:
-        raise UserError(f"--workers must be at least 1, got {workers}")
+    if not 1 <= workers <= 4 * (os.cpu_count() or 1):
+        raise UserError(f"--workers must be from 1 to {4 * (os.cpu_count() or 1)} (4 per core), got {workers}")
     if workers == 1:
         return _Inline()
     methods = multiprocessing.get_all_start_methods()

@@ -40,10 +40,9 @@ def setup(args: argparse.Namespace):
     if args.kv_offload and layout.pp < 2:
         from perfmodel.offload import NEEDS_PP
         raise UserError(NEEDS_PP)
-    cluster = scenario.cluster
-    if cluster.max_nodes_per_job is not None and layout.gpus > cluster.max_nodes_per_job * cluster.gpus_per_node:
-        raise UserError(f"{layout} needs {layout.gpus} GPUs; {cluster.name} jobs may use at most "
-                        f"{cluster.max_nodes_per_job * cluster.gpus_per_node}")
+    scenario.check_gpus(layout.gpus, what=f"{layout} needs")
+    if args.trace is None:
+        scenario.check_lengths(args.input_len, args.output_len, what="--input-len + --output-len (means)")
     inputs, outputs = lengths(args)
     requests = build_requests(input_len=inputs, output_len=outputs, num_prompts=args.num_prompts,
                               request_rate=args.request_rate, burstiness=args.burstiness, seed=args.seed,
