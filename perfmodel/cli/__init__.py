@@ -35,9 +35,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
+    """The exceptions whose message is for the user (one line, exit 2): evaluated only when one is raised."""
+    from calibrate.importers import ImportFormatError
+    from calibrate.modeldir import ModelDirError
+    from calibrate.slurm import SlurmError
+    from calibrate.sweep import SweepError
     from hardware import HardwareError
 
-    return (UserError, HardwareError)
+    return (UserError, HardwareError, SweepError, ModelDirError, ImportFormatError, SlurmError)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
