@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 from perfmodel.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
-EXAMPLES = 14  # per command; 13 commands
+EXAMPLES = 40  # per command; 13 commands
 SMALL = ["--hardware", "h200-sxm", "--model", "llama-3.1-8b", "--num-prompts", "10", "--input-len", "16",
          "--output-len", "8"]
 SWEEP = """name: fuzz
