@@ -55,12 +55,24 @@ def _load(args: argparse.Namespace):
     from calibrate.observations import load_observations
     from calibrate.store import load_records
 
+    from hardware import load_hardware
+
+    load_hardware(args.hardware)  # its errors are its own, not a record's
     records = []
     for path in args.results:
         if not Path(path).exists():
             raise UserError(f"results file {path} does not exist")
+        for i, rec in enumerate(load_records(path), 1):
+            bad = [k for k in ("run_id", "status") if not isinstance(rec.get(k), (str, type(None)))]
+            if bad:
+                raise UserError(f"{path}: record {i}: {', '.join(bad)} must be text; not a results file written "
+                                f"by 'calibrate run' or 'import' (schema: calibrate/README.md)")
         records += load_records(path, latest_only=True)
-    return load_observations(records, args.hardware)
+    try:
+        return load_observations(records, args.hardware)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:  # a field of the wrong shape
+        raise UserError(f"{', '.join(map(str, args.results))}: a record does not follow the results schema "
+                        f"(calibrate/README.md): {type(exc).__name__}: {exc}") from None
 
 
 def _prior(path: str | None):
