@@ -10,7 +10,12 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
+from perfmodel.cli.options import GPUS, HARDWARE, MODEL, TOKENS
+from perfmodel.cli.validate import (MAX_NUM_SEQS, input_file, integer, output_dir, output_file, real,
+                                    word)
 from perfmodel.errors import UserError
+
+RESULTS_OUT = output_file  # a results file to append to: its folder must exist
 
 
 def add_calibrate_subcommands(subparsers: argparse._SubParsersAction) -> argparse._SubParsersAction:
@@ -26,31 +31,31 @@ def add_calibrate_subcommands(subparsers: argparse._SubParsersAction) -> argpars
     run.set_defaults(handler=_user_errors(cmd_run))
 
     imp = sub.add_parser("import", help="add vLLM benchmark outputs (bench throughput/serve JSON, CSV)")
-    imp.add_argument("files", nargs="+", metavar="FILE")
-    imp.add_argument("--results", required=True, help="results file to append to")
-    imp.add_argument("--model", help="model name (catalog name or HF id) when the file does not say")
-    imp.add_argument("--hardware", help="hardware catalog name the runs were measured on")
-    imp.add_argument("--tensor-parallel-size", "--tp", "-tp", dest="tensor_parallel_size", type=int)
-    imp.add_argument("--pipeline-parallel-size", "--pp", "-pp", dest="pipeline_parallel_size", type=int)
-    imp.add_argument("--max-num-seqs", type=int)
-    imp.add_argument("--max-num-batched-tokens", type=int)
-    imp.add_argument("--max-model-len", type=int)
+    imp.add_argument("files", nargs="+", metavar="FILE", type=input_file("text"))
+    imp.add_argument("--results", required=True, type=RESULTS_OUT, help="results file to append to")
+    imp.add_argument("--model", type=MODEL, help="model name (catalog name or HF id) when the file does not say")
+    imp.add_argument("--hardware", type=HARDWARE, help="hardware catalog name the runs were measured on")
+    imp.add_argument("--tensor-parallel-size", "--tp", "-tp", dest="tensor_parallel_size", type=GPUS)
+    imp.add_argument("--pipeline-parallel-size", "--pp", "-pp", dest="pipeline_parallel_size", type=GPUS)
+    imp.add_argument("--max-num-seqs", type=integer(1, MAX_NUM_SEQS))
+    imp.add_argument("--max-num-batched-tokens", type=TOKENS)
+    imp.add_argument("--max-model-len", type=TOKENS)
     imp.add_argument("--dtype")
     imp.add_argument("--enforce-eager", action="store_true", default=None)
-    imp.add_argument("--input-len", type=int)
-    imp.add_argument("--output-len", type=int)
+    imp.add_argument("--input-len", type=TOKENS)
+    imp.add_argument("--output-len", type=TOKENS)
     imp.add_argument("--vllm-version")
     imp.set_defaults(handler=_user_errors(cmd_import))
 
     sl = sub.add_parser("slurm", help="write SLURM batch scripts for a sweep (one job per engine configuration)")
-    sl.add_argument("sweep", help="sweep YAML file")
-    sl.add_argument("--cluster", required=True, help="hardware cluster name (e.g. taiwania2)")
-    sl.add_argument("--account", required=True)
-    sl.add_argument("--partition", required=True)
-    sl.add_argument("--out", required=True, help="folder for the scripts, logs and results (shared filesystem)")
+    sl.add_argument("sweep", type=input_file("yaml"), help="sweep YAML file")
+    sl.add_argument("--cluster", required=True, type=HARDWARE, help="hardware cluster name (e.g. taiwania2)")
+    sl.add_argument("--account", required=True, type=word)
+    sl.add_argument("--partition", required=True, type=word)
+    sl.add_argument("--out", required=True, type=output_dir, help="folder for the scripts, logs and results (shared filesystem)")
     sl.add_argument("--array", action="store_true", help="job arrays (one per node count) instead of one job each")
-    sl.add_argument("--time", type=float, default=None, metavar="SECONDS", help="job time limit (default: cluster max)")
-    sl.add_argument("--module", action="append", default=[], help="`module load` this (repeatable)")
+    sl.add_argument("--time", type=real(0, 1e8, low_open=True), default=None, metavar="SECONDS", help="job time limit (default: cluster max)")
+    sl.add_argument("--module", action="append", default=[], type=word, help="`module load` this (repeatable)")
     sl.add_argument("--env-setup", default="", help="shell line(s) run before the job (e.g. activate a venv)")
     sl.add_argument("--python", default="python", help="python of the job environment (default: python)")
     sl.add_argument("--cpus-per-task", type=int, default=None, help="CPUs per node for Ray (default: 4 per GPU)")

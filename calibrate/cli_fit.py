@@ -7,42 +7,49 @@ import shlex
 import sys
 from pathlib import Path
 
+from perfmodel.cli.options import HARDWARE
+from perfmodel.cli.validate import input_file, input_file_or_dir, output_file, real, report_path
 from perfmodel.errors import UserError
+
+PROFILE = input_file("yaml")
+RESULTS = input_file_or_dir("jsonl")
 
 
 def add_fit_subcommands(sub: argparse._SubParsersAction) -> None:
     fit = sub.add_parser("fit", help="fit the model's coefficients to measured runs; write a profile YAML")
-    fit.add_argument("results", nargs="+", help="results JSONL file(s) written by 'calibrate run' or 'import'")
-    fit.add_argument("--hardware", required=True, help="GPU or cluster the runs were measured on (e.g. h200-sxm)")
-    fit.add_argument("--out", default=None, help="profile YAML to write (default: <hardware>-profile.yaml)")
-    fit.add_argument("--prior", default=None, help="profile to start from and regularise toward (default: datasheet)")
-    fit.add_argument("--regularization", type=float, default=None,
-                     help="pull toward the prior, per relative unit of each coefficient (default: 0.1 offline, 0.02 online)")
+    fit.add_argument("results", nargs="+", type=RESULTS, help="results JSONL file(s) written by 'calibrate run' or 'import'")
+    fit.add_argument("--hardware", required=True, type=HARDWARE,
+                     help="GPU or cluster the runs were measured on (e.g. h200-sxm)")
+    fit.add_argument("--out", default=None, type=output_file, help="profile YAML to write (default: <hardware>-profile.yaml)")
+    fit.add_argument("--prior", default=None, type=PROFILE, help="profile to start from and regularise toward (default: datasheet)")
+    fit.add_argument("--regularization", type=real(0, 1e6), default=None,
+                     help="pull toward the prior, per relative unit of each coefficient (default: 0.1 offline, "
+                          "0.02 online)")
     fit.add_argument("--allow-other-hardware", action="store_true",
                      help="keep runs measured on another GPU than --hardware (warned)")
     fit.set_defaults(handler=cmd_fit)
 
     pred = sub.add_parser("predict", help="predict every run of a sweep before measuring it (JSON lines)")
-    pred.add_argument("sweep", help="sweep YAML")
-    pred.add_argument("--hardware", required=True, help="GPU or cluster the runs will be measured on")
-    pred.add_argument("--calibration", default=None, help="profile (default: the one shipped for the GPU)")
+    pred.add_argument("sweep", type=input_file("yaml"), help="sweep YAML")
+    pred.add_argument("--hardware", required=True, type=HARDWARE, help="GPU or cluster the runs will be measured on")
+    pred.add_argument("--calibration", default=None, type=PROFILE, help="profile (default: the one shipped for the GPU)")
     pred.add_argument("--vllm-version", default=None, help="vLLM release whose defaults to assume (default: 0.26)")
-    pred.add_argument("--out", required=True, help="predictions file to write (JSON lines, one per run)")
+    pred.add_argument("--out", required=True, type=output_file, help="predictions file to write (JSON lines, one per run)")
     pred.set_defaults(handler=cmd_predict_sweep)
 
     check = sub.add_parser("check", help="predicted vs measured per run, with cross-validation and a report")
-    check.add_argument("results", nargs="+")
-    check.add_argument("--hardware", required=True)
-    check.add_argument("--calibration", default=None,
+    check.add_argument("results", nargs="+", type=RESULTS)
+    check.add_argument("--hardware", required=True, type=HARDWARE)
+    check.add_argument("--calibration", default=None, type=PROFILE,
                        help="profile to check (default: fit on these results, and cross-validate)")
-    check.add_argument("--prior", default=None, help="prior profile for the fits (default: datasheet)")
+    check.add_argument("--prior", default=None, type=PROFILE, help="prior profile for the fits (default: datasheet)")
     check.add_argument("--cv", default="model,layout",
                        help="cross-validation: leave one model / layout out, 4-fold by run (kfold), any of them "
                             "comma-separated, or none (default: model,layout)")
-    check.add_argument("--report", default=None,
+    check.add_argument("--report", default=None, type=report_path,
                        help="Markdown file to write (a parity PNG and a per-run CSV go beside it), or a folder "
                             "for report.md")
-    check.add_argument("--notes", default=None, help="Markdown appended to the report (kept across regenerations)")
+    check.add_argument("--notes", default=None, type=input_file("text"), help="Markdown appended to the report (kept across regenerations)")
     check.add_argument("--title", default="perfmodel accuracy")
     check.add_argument("--allow-other-hardware", action="store_true",
                        help="keep runs measured on another GPU than --hardware (warned)")
@@ -57,10 +64,18 @@ def _load(args: argparse.Namespace):
     from calibrate.observations import load_observations
     from calibrate.store import load_records
 
+    from hardware import load_hardware
+
+    load_hardware(args.hardware)  # its errors are its own, not a record's
     records = []
     for path in args.results:
         if not Path(path).exists():
             raise UserError(f"results file {path} does not exist")
+        for i, rec in enumerate(load_records(path), 1):
+            bad = [k for k in ("run_id", "status") if not isinstance(rec.get(k), (str, type(None)))]
+            if bad:
+                raise UserError(f"{path}: record {i}: {', '.join(bad)} must be text; not a results file written "
+                                f"by 'calibrate run' or 'import' (schema: calibrate/README.md)")
         records += load_records(path, latest_only=True)
     from calibrate.record_hardware import check_record_hardware
     from hardware import load_hardware
@@ -68,7 +83,11 @@ def _load(args: argparse.Namespace):
     for warning in check_record_hardware(records, load_hardware(args.hardware),
                                          allow_other=getattr(args, "allow_other_hardware", False)):
         print(warning, file=sys.stderr)
-    return load_observations(records, args.hardware)
+    try:
+        return load_observations(records, args.hardware)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:  # a field of the wrong shape
+        raise UserError(f"{', '.join(map(str, args.results))}: a record does not follow the results schema "
+                        f"(calibrate/README.md): {type(exc).__name__}: {exc}") from None
 
 
 def _prior(path: str | None):
@@ -163,7 +182,6 @@ def cmd_check(args: argparse.Namespace) -> int:
         report = Path(args.report)
         if report.suffix != ".md":
             report = report / "report.md"
-        report.parent.mkdir(parents=True, exist_ok=True)
         plot = parity_plot(frames, report.with_name(f"{report.stem}-parity.png"))
         pd.concat([f.assign(fold_kind=k) for k, f in frames.items()], ignore_index=True).to_csv(
             report.with_name(f"{report.stem}-runs.csv"), index=False)

@@ -125,6 +125,13 @@ def _json_objects(text: str, path: Path) -> list[dict[str, Any]]:
     if not text:
         raise ImportFormatError(f"{path}: empty file")
     try:
+        return _decode_objects(text, path)
+    except RecursionError:
+        raise ImportFormatError(f"{path}: JSON nested too deeply to be a benchmark result") from None
+
+
+def _decode_objects(text: str, path: Path) -> list[dict[str, Any]]:
+    try:
         obj = json.loads(text)
         objs = obj if isinstance(obj, list) else [obj]
     except json.JSONDecodeError:

@@ -23,6 +23,7 @@ from calibrate.sweep import RunConfig, load_sweep
 from perfmodel.atomic import write_text_atomic
 from perfmodel.coefficients import Profile
 from perfmodel.engine import DEFAULT_VLLM_VERSION
+from perfmodel.errors import UserError
 from perfmodel.layout import Layout
 from perfmodel.scenario import Scenario, ScenarioOptions
 
@@ -57,7 +58,13 @@ def predict_sweep(sweep_path: str | Path, hardware: str, profile: Profile, *,
     for run in sweep.runs:
         obs = planned_observation(run, hardware, profile, vllm_version, sweep.base_dir)
         memory = obs.memory(profile.coefficients)
-        metrics = predicted_metrics(obs, obs.simulate(profile.coefficients, kv_from="model"))
+        where = f"run {run.run_id} ({run.describe()}): {obs.layout} of {obs.scenario.model.name} on {hardware}"
+        if not memory.fits:
+            raise UserError(f"{where} does not fit: {memory.reason}")
+        try:
+            metrics = predicted_metrics(obs, obs.simulate(profile.coefficients, kv_from="model"))
+        except UserError as exc:
+            raise UserError(f"{where}: {exc}") from None
         out.append({"run_id": run.run_id, "description": run.describe(), "hardware": hardware,
                     "profile": profile.name, "profile_source": profile.source, "vllm_version": vllm_version,
                     "predicted_utc": dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat(),

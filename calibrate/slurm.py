@@ -53,6 +53,10 @@ def plan_jobs(sweep: Sweep, cluster: Any, time_limit_s: float | None = None) -> 
     `cluster` needs `name`, `gpus_per_node`, `max_nodes_per_job` (None: no limit) and `max_job_time_s`.
     """
     max_time = getattr(cluster, "max_job_time_s", None)
+    if max_time is None and getattr(cluster, "max_nodes_per_job", None) is None:
+        raise SlurmError(f"{cluster.name} has no SLURM limits (max_job_time_s, max_nodes_per_job): it is one "
+                         f"machine, not a batch cluster; run the sweep there with 'perfmodel calibrate run', or "
+                         f"give --cluster a cluster (e.g. taiwania2, or a YAML with those limits)")
     limit = time_limit_s if time_limit_s is not None else (max_time or DEFAULT_TIME_S)
     if limit <= 0:
         raise SlurmError(f"time limit must be > 0 s, got {limit:g}")

@@ -91,7 +91,7 @@ def _read_file(file: Path) -> list[dict[str, Any]]:
             continue
         try:
             rec = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError):
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
             if i < len(lines) - 1 and any(x.strip() for x in lines[i + 1:]):
                 warnings.warn(f"{file}: line {i + 1} is not valid JSON (a torn write?); skipped", stacklevel=3)
             continue
@@ -153,7 +153,7 @@ def iter_new_records(path: Path, offset: int) -> tuple[list[dict[str, Any]], int
     for raw in data[: end + 1].split(b"\n"):
         try:
             rec = json.loads(raw) if raw.strip() else None
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
             rec = None
         if isinstance(rec, dict):
             out.append(rec)

@@ -249,9 +249,12 @@ def load_sweep(path: str | Path) -> Sweep:
     """Read and validate a sweep file; raises `SweepError` with one line (file: key: problem)."""
     path = Path(path)
     try:
-        doc = yaml.safe_load(path.read_text())
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise SweepError(f"{path}: no such sweep file") from None
+    except (OSError, UnicodeDecodeError, RecursionError) as exc:
+        raise SweepError(f"{path}: cannot read as YAML text "
+                         f"({getattr(exc, 'strerror', None) or type(exc).__name__})") from None
     except yaml.YAMLError as exc:
         where = getattr(exc, "problem_mark", None)
         line = f" line {where.line + 1}" if where is not None else ""

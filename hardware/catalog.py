@@ -148,6 +148,8 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise HardwareError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    except UnicodeDecodeError as exc:
+        raise HardwareError(f"{path}: not UTF-8 text (byte {exc.start}); expected YAML") from None
     try:
         data = yaml.load(text, Loader=_YAML_LOADER)
     except yaml.YAMLError as exc:
@@ -155,6 +157,8 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise HardwareError(f"{path}: malformed YAML{where}: {problem}") from None
+    except RecursionError:
+        raise HardwareError(f"{path}: YAML nested too deeply") from None
     if not isinstance(data, dict):
         raise HardwareError(f"{path}: expected a mapping of fields at the top level")
     return data

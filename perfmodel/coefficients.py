@@ -163,9 +163,12 @@ def load_profile(path: str | Path) -> Profile:
     """Read a calibration profile YAML (as written by ``perfmodel calibrate fit``)."""
     path = Path(path)
     try:
-        data = yaml.load(path.read_text(), Loader=_YAML_LOADER)
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_YAML_LOADER)
     except FileNotFoundError:
         raise UserError(f"calibration profile {path} does not exist") from None
+    except (OSError, UnicodeDecodeError, RecursionError) as exc:
+        raise UserError(f"calibration profile {path}: cannot read as YAML text "
+                        f"({getattr(exc, 'strerror', None) or type(exc).__name__})") from None
     except yaml.YAMLError as exc:
         raise UserError(f"calibration profile {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
     if not isinstance(data, dict) or not isinstance(data.get("coefficients"), dict):

@@ -177,8 +177,10 @@ def plan_capacity(*, request_rate: float, ttft_p99_s: float | None = None, tpot_
     n = num_prompts or num_requests_for(request_rate, mean_out, ttft_p99_s, tpot_p99_s)
     options = options.replace(input_len=mean_in, output_len=mean_out, num_prompts=n)
     scenario = Scenario.from_options(options)
+    scenario.check_lengths(mean_in, mean_out, what="mean --input-len + --output-len")
     cluster = scenario.cluster
-    counts = gpu_counts(gpus_max, cluster.gpus_per_node, cluster.max_nodes_per_job)
+    counts = gpu_counts(min(gpus_max, cluster.num_nodes * cluster.gpus_per_node), cluster.gpus_per_node,
+                        cluster.max_nodes_per_job)
     if not counts:
         raise UserError(f"--gpus-max {gpus_max} leaves no GPU count to try")
     def task(layout: Layout, analytical_rps: float) -> _Task:
@@ -226,7 +228,7 @@ def _answer(best: Trial | None, request_rate: float, targets: str, confidence: f
             point_gpus: int | None, limit: int, gpus_max: int) -> str:
     """The one-sentence answer: the GPUs and layout, or why none up to ``limit`` GPUs will do."""
     if best is None:
-        why = "the cluster's per-job node limit" if limit < gpus_max else "--gpus-max"
+        why = "the hardware's GPUs or its per-job node limit" if limit < gpus_max else "--gpus-max"
         return (f"no layout of up to {limit} GPUs ({why}) sustains {request_rate:g} req/s{targets}; see the trials "
                 "for the closest, or relax the targets")
     message = (f"{best.gpus} GPUs: {best.layout} sustains {request_rate:g} req/s{targets} "

@@ -31,8 +31,8 @@ class Inline:
 
 def executor(workers: int | None):
     workers = workers or os.cpu_count() or 1
-    if workers < 1:
-        raise UserError(f"--workers must be at least 1, got {workers}")
+    if not 1 <= workers <= 4 * (os.cpu_count() or 1):
+        raise UserError(f"--workers must be from 1 to {4 * (os.cpu_count() or 1)} (4 per core), got {workers}")
     if workers == 1:
         return Inline()
     methods = multiprocessing.get_all_start_methods()

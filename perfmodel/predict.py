@@ -91,9 +91,9 @@ def predict_layout(scenario: Scenario, layout: Layout) -> LayoutPrediction:
 def candidate_layouts(scenario: Scenario, num_gpus: int, tp: int | None = None, pp: int | None = None) -> list[Layout]:
     """The layouts to rank: all valid ones for ``num_gpus``, or the one pinned by ``tp``/``pp``."""
     cluster, model = scenario.cluster, scenario.model
-    if cluster.max_nodes_per_job is not None and num_gpus > cluster.max_nodes_per_job * cluster.gpus_per_node:
-        raise UserError(f"{cluster.name} jobs may use at most {cluster.max_nodes_per_job} nodes "
-                        f"({cluster.max_nodes_per_job * cluster.gpus_per_node} GPUs); ask for fewer --gpus")
+    if num_gpus < 1:
+        raise UserError(f"--gpus must be at least 1, got {num_gpus}")
+    scenario.check_gpus(num_gpus)
     if tp is not None:
         check_tp(tp, model.num_attention_heads, model.num_kv_heads)
     if pp is not None and not 1 <= pp <= model.num_layers:
@@ -129,6 +129,7 @@ def predict_all(scenario: Scenario, num_gpus: int, *, tp: int | None = None, pp:
     """
     if simulate_top < 0:
         raise UserError(f"--simulate-top must be at least 0, got {simulate_top}")
+    scenario.check_lengths(scenario.workload.input_len, scenario.workload.output_len)
     ranked = rank([predict_layout(scenario, layout) for layout in candidate_layouts(scenario, num_gpus, tp, pp)])
     if simulate_top == 0:
         return ranked

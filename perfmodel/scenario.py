@@ -181,6 +181,28 @@ class Scenario:
         v0 = e.engine_generation == "v0" and not e.enable_chunked_prefill and batching == "continuous"
         return "v0" if v0 else "v1"
 
+    def check_gpus(self, num_gpus: int, what: str = "--gpus") -> None:
+        """Refuse more GPUs than the hardware has (all its nodes) or than one job may use (its per-job node
+        limit): a prediction for GPUs that are not there would be an answer to a question nobody can run."""
+        c = self.cluster
+        total = c.num_nodes * c.gpus_per_node
+        if c.max_nodes_per_job is not None and num_gpus > c.max_nodes_per_job * c.gpus_per_node:
+            raise UserError(f"{what} {num_gpus}: {c.name} jobs may use at most {c.max_nodes_per_job * c.gpus_per_node} "
+                            f"GPUs ({c.max_nodes_per_job} nodes of {c.gpus_per_node}); ask for fewer")
+        if num_gpus > total:
+            raise UserError(f"{what} {num_gpus}: {c.name} has {total} GPUs ({c.num_nodes} node"
+                            f"{'s' if c.num_nodes > 1 else ''} of {c.gpus_per_node}); ask for at most {total}, "
+                            f"or give a cluster (--hardware taiwania2, a cluster YAML with num_nodes)")
+
+    def check_lengths(self, input_len: float, output_len: float, what: str = "--input-len + --output-len") -> None:
+        """vLLM refuses a request whose prompt and output exceed the context: prompt + output <= max_model_len
+        (vLLM 0.7.0 vllm/engine/llm_engine.py LLMEngine._validate_model_inputs refuses the prompt; the V1
+        processor refuses prompt + max_tokens)."""
+        if input_len + output_len > self.max_model_len:
+            raise UserError(f"{what} = {input_len:g} + {output_len:g} tokens exceeds max_model_len "
+                            f"{self.max_model_len} (vLLM refuses such requests); raise --max-model-len or "
+                            f"shorten the requests")
+
     @property
     def max_model_len(self) -> int:
         """The context limit vLLM enforces: ``--max-model-len``, else the model's own."""

@@ -31,6 +31,12 @@ from simulator.workload import LengthDistribution, arrival_times, load_trace
 DEFAULT_SPREAD = 0.5
 
 
+# the widest spread per kind whose draws, rounded and clipped to >= 1 token, keep the mean asked for: a wider
+# lognormal puts the median at mean * exp(-sigma^2 / 2) (sigma 50: every request 1 token, the mean in a tail no
+# sample reaches); a normal twice as wide as its mean clips a third of its draws to 1 token
+MAX_SPREAD = {"uniform": 1.0, "normal": 1.0, "lognormal": 2.0}
+
+
 def length_distribution(kind: str, mean: int, spread: float | None = None, *,
                         flag: str = "--input") -> LengthDistribution:
     """A token-length distribution of mean ``mean`` from a CLI-style kind and one spread number.
@@ -44,8 +50,10 @@ def length_distribution(kind: str, mean: int, spread: float | None = None, *,
     if mean < 1:
         raise UserError(f"{flag}-len must be at least 1, got {mean}")
     spread = DEFAULT_SPREAD if spread is None else spread
-    if spread < 0 or (kind == "uniform" and spread >= 1):
-        raise UserError(f"{flag}-sigma must be >= 0 (and < 1 for uniform), got {spread}")
+    widest = MAX_SPREAD.get(kind, math.inf)
+    if not (0 <= spread < math.inf) or spread > widest or (kind == "uniform" and spread >= widest):
+        raise UserError(f"{flag}-sigma must be from 0 to {widest:g}{' (exclusive)' if kind == 'uniform' else ''} "
+                        f"for {kind} lengths, whose draws then keep their mean; got {spread}")
     if kind == "fixed":
         return LengthDistribution.fixed(mean)
     if kind == "uniform":

@@ -150,7 +150,21 @@ def load_trace(path: str | Path) -> list[Request]:
     """Requests from a CSV or JSONL trace (columns in the module docstring); arrivals shifted to start at 0."""
     path = Path(path)
     frame = _read_table(path)
-    arrival = _pick(frame, _ARRIVAL, path).astype(np.float64)
+    arrival = np.asarray(_pick(frame, _ARRIVAL, path), dtype=np.float64)
+    if not np.isfinite(arrival).all():
+        i = int(np.argmax(~np.isfinite(arrival)))
+        raise ValueError(f"{path}: row {i + 1}: arrival time must be a finite number of seconds, got {arrival[i]!r}")
     arrival = arrival - arrival.min() if len(arrival) else arrival
-    return requests_from_arrays(arrival, _pick(frame, _INPUT, path).astype(np.int64),
-                                _pick(frame, _OUTPUT, path).astype(np.int64))
+    return requests_from_arrays(arrival, _token_counts(_pick(frame, _INPUT, path), path),
+                                _token_counts(_pick(frame, _OUTPUT, path), path))
+
+
+def _token_counts(column, path: Path) -> np.ndarray:
+    """A length column as int64; a value that is not a whole number of tokens below 2**62 is a ValueError
+    (a float cast would turn inf or 1e300 into -2**63)."""
+    values = np.asarray(column, dtype=np.float64)
+    bad = ~np.isfinite(values) | (values != np.round(values)) | (np.abs(values) >= 2.0**62)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise ValueError(f"{path}: row {i + 1}: a length must be a whole number of tokens, got {values[i]!r}")
+    return values.astype(np.int64)

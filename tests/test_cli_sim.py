@@ -117,7 +117,7 @@ def test_predict_simulate_top(capsys):
     (["simulate", *SMALL, "--request-rate", "0"], "--request-rate"),
     (["simulate", *SMALL, "--max-concurrency", "0"], "--max-concurrency"),
     (["simulate", *SMALL, "--output-dist", "uniform", "--output-sigma", "2"], "--output-sigma"),
-    (["simulate", *SMALL, "--trace", "/nonexistent.csv"], "cannot read trace"),
+    (["simulate", *SMALL, "--trace", "/nonexistent.csv"], "no such file"),
     (["simulate", "--model", "llama-3.1-70b", "--hardware", "taiwania2", "-tp", "1"], "does not fit"),
     (["simulate", "--model", "llama-3.1-70b", "--hardware", "taiwania2", "-tp", "8", "-dp", "4"], "at most 16"),
     (["compare", *SMALL, "-tp", "3"], "valid values"),

@@ -46,7 +46,7 @@ def test_invalid_tp_lists_valid_values():
 
 
 def test_taiwania2_job_limit():
-    with pytest.raises(UserError, match="at most 2 nodes"):
+    with pytest.raises(UserError, match=r"at most 16 GPUs \(2 nodes"):
         predict_all(Scenario.build(), 32)
 
 

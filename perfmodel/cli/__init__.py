@@ -10,11 +10,22 @@ from collections.abc import Sequence
 from perfmodel.errors import UserError
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse's parser whose errors are one line, ``perfmodel: error: <command>: <what>`` and exit 2, with a
+    pointer to ``--help`` instead of the usage block. Subparsers inherit the class (argparse's
+    ``add_subparsers`` makes them of the parent's type), so every command and ``calibrate`` action uses it."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        command = self.prog.removeprefix("perfmodel").strip()
+        where = f"{command}: " if command else ""
+        self.exit(2, f"perfmodel: error: {where}{' '.join(message.split())} (see: {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from calibrate.cli import add_calibrate_subcommands
     from perfmodel.cli import catalog, compare, pareto, plan, predict, simulate
 
-    parser = argparse.ArgumentParser(prog="perfmodel", description=(
+    parser = ArgumentParser(prog="perfmodel", description=(
         "Predict vLLM inference throughput, latency and memory on GPU clusters; calibrate against real runs."))
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command in (predict, catalog, simulate, compare, plan, pareto):
@@ -24,18 +35,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
+    """The exceptions whose message is for the user (one line, exit 2): evaluated only when one is raised."""
+    from calibrate.importers import ImportFormatError
+    from calibrate.modeldir import ModelDirError
+    from calibrate.slurm import SlurmError
+    from calibrate.sweep import SweepError
     from hardware import HardwareError
 
-    return (UserError, HardwareError)
+    return (UserError, HardwareError, SweepError, ModelDirError, ImportFormatError, SlurmError)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a one-line argparse error (2)
+        return exc.code if isinstance(exc.code, int) else int(exc.code is not None)
     try:
         return int(args.handler(args) or 0)
     except user_errors() as exc:
-        print(f"perfmodel: error: {exc}", file=sys.stderr)
+        print(f"perfmodel: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
     except BrokenPipeError:
         return 0

@@ -9,7 +9,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     h = sub.add_parser("hardware", help="the hardware catalog").add_subparsers(dest="action", required=True)
     h.add_parser("list", help="GPUs and clusters").set_defaults(handler=hardware_list)
     show = h.add_parser("show", help="one GPU or cluster, as JSON")
-    show.add_argument("name")
+    from perfmodel.cli.options import HARDWARE
+
+    show.add_argument("name", type=HARDWARE)
     show.set_defaults(handler=hardware_show)
     m = sub.add_parser("models", help="the model catalog").add_subparsers(dest="action", required=True)
     m.add_parser("list", help="catalog models and their shapes").set_defaults(handler=models_list)

@@ -9,6 +9,7 @@ from perfmodel.cli.options import (add_format_argument, add_layout_arguments, ad
                                    add_scenario_arguments, add_workload_arguments, is_online)
 from perfmodel.cli.intervals import add_interval_argument, csv_row, with_interval
 from perfmodel.cli.simulate import header, metrics_interval, setup, workload_dict
+from perfmodel.cli.validate import output_file_or_empty
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -17,7 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_scenario_arguments(c, workload=False)
     add_workload_arguments(c, batching=False)
     add_offload_arguments(c)
-    c.add_argument("--plot", metavar="FILE", default="compare.png",
+    c.add_argument("--plot", metavar="FILE", default="compare.png", type=output_file_or_empty,
                    help="PNG with throughput, latency CDFs and batch occupancy (default: compare.png; '' = none)")
     add_format_argument(c)
     add_interval_argument(c)

@@ -11,11 +11,23 @@ import argparse
 import math
 from typing import Any
 
+from perfmodel.cli.validate import (MAX_GPUS, MAX_NUM_PROMPTS, MAX_NUM_SEQS, MAX_SEED, MAX_SPREAD, MAX_TOKENS,
+                                    input_file, integer, name_or_file, output_file, real)
 from perfmodel.precision import DTYPE_CHOICES, KV_CACHE_DTYPE_CHOICES, QUANTIZATION_CHOICES
 from perfmodel.scenario_options import BATCHING, DISTRIBUTIONS, ScenarioOptions
 
 FORMATS = ("table", "json", "csv")
 ROUTERS = ("round_robin", "least_loaded", "random")
+# the validators of flags that several commands share (perfmodel.cli.validate; calibrate's CLI uses them too)
+MODEL = name_or_file("json", (".json",))
+HARDWARE = name_or_file("yaml", (".yaml", ".yml"))
+TOKENS = integer(1, MAX_TOKENS)
+PROMPTS = integer(1, MAX_NUM_PROMPTS)
+GPUS = integer(1, MAX_GPUS)
+SEED = integer(0, MAX_SEED)
+SPREAD = real(0, MAX_SPREAD)
+BURSTINESS = real(0, 1e6, low_open=True)
+OUTPUT_FILE = output_file
 _ENGINE_FLAGS = ("max_num_seqs", "max_num_batched_tokens", "gpu_memory_utilization", "max_model_len", "block_size",
                  "enforce_eager", "vllm_version")
 
@@ -23,32 +35,32 @@ _ENGINE_FLAGS = ("max_num_seqs", "max_num_batched_tokens", "gpu_memory_utilizati
 def add_scenario_arguments(parser: argparse.ArgumentParser, *, workload: bool = True) -> None:
     """Model, hardware, precision and engine flags (and, with ``workload``, the offline workload's)."""
     g = parser.add_argument_group("model and hardware")
-    g.add_argument("--model", "-m", default="llama-3.1-70b",
+    g.add_argument("--model", "-m", default="llama-3.1-70b", type=MODEL,
                    help="catalog name, HF id, model directory or config.json (default: llama-3.1-70b)")
-    g.add_argument("--hardware", default="taiwania2",
+    g.add_argument("--hardware", default="taiwania2", type=HARDWARE,
                    help="GPU name (one node of it), cluster name or YAML path (default: taiwania2)")
     g.add_argument("--dtype", default="auto", choices=DTYPE_CHOICES)
     g.add_argument("--quantization", "-q", default=None, choices=QUANTIZATION_CHOICES)
     g.add_argument("--kv-cache-dtype", default="auto", choices=KV_CACHE_DTYPE_CHOICES)
-    g.add_argument("--calibration", default=None,
+    g.add_argument("--calibration", default=None, type=input_file("yaml"),
                    help="calibration profile YAML (default: the profile shipped for the GPU, if any)")
     e = parser.add_argument_group("engine (vLLM's defaults when omitted)")
     e.add_argument("--vllm-version", default=None,
                    help="vLLM release whose defaults to assume (default: 0.26; Taiwania 2 runs 0.7.0)")
-    e.add_argument("--max-num-seqs", type=int, default=None)
-    e.add_argument("--max-num-batched-tokens", type=int, default=None)
-    e.add_argument("--gpu-memory-utilization", type=float, default=None)
-    e.add_argument("--max-model-len", type=int, default=None)
-    e.add_argument("--block-size", type=int, default=None)
+    e.add_argument("--max-num-seqs", type=integer(1, MAX_NUM_SEQS), default=None)
+    e.add_argument("--max-num-batched-tokens", type=TOKENS, default=None)
+    e.add_argument("--gpu-memory-utilization", type=real(0, 1, low_open=True), default=None)
+    e.add_argument("--max-model-len", type=TOKENS, default=None)
+    e.add_argument("--block-size", type=integer(1, 1024), default=None)
     e.add_argument("--enforce-eager", action="store_true", default=None,
                    help="no CUDA graphs (adds a per-layer launch cost; frees graph memory)")
     if workload:
         w = parser.add_argument_group("workload (offline: all prompts at once)")
-        w.add_argument("--input-len", type=int, default=100)
-        w.add_argument("--output-len", type=int, default=600)
-        w.add_argument("--num-prompts", type=int, default=300)
+        w.add_argument("--input-len", type=TOKENS, default=100)
+        w.add_argument("--output-len", type=TOKENS, default=600)
+        w.add_argument("--num-prompts", type=PROMPTS, default=300)
         w.add_argument("--batching", default="continuous", choices=BATCHING)
-        w.add_argument("--static-batch-size", type=int, default=None,
+        w.add_argument("--static-batch-size", type=integer(1, MAX_NUM_SEQS), default=None,
                        help="static batching: requests per batch (default: what memory and --max-num-seqs allow)")
 
 
@@ -58,22 +70,22 @@ def add_format_argument(parser: argparse.ArgumentParser) -> None:
 
 def add_layout_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("layout")
-    g.add_argument("--tensor-parallel-size", "--tp", "-tp", type=int, default=1)
-    g.add_argument("--pipeline-parallel-size", "--pp", "-pp", type=int, default=1)
-    g.add_argument("--data-parallel-size", "--dp", "-dp", type=int, default=1, help="replicas behind the router")
+    g.add_argument("--tensor-parallel-size", "--tp", "-tp", type=GPUS, default=1)
+    g.add_argument("--pipeline-parallel-size", "--pp", "-pp", type=GPUS, default=1)
+    g.add_argument("--data-parallel-size", "--dp", "-dp", type=GPUS, default=1, help="replicas behind the router")
     g.add_argument("--router", default="round_robin", choices=ROUTERS)
 
 
 def add_length_arguments(g, *, num_prompts_default: int | None = 300) -> None:
-    g.add_argument("--input-len", type=int, default=100, help="prompt tokens (mean; default 100)")
-    g.add_argument("--output-len", type=int, default=600, help="output tokens (mean; default 600)")
+    g.add_argument("--input-len", type=TOKENS, default=100, help="prompt tokens (mean; default 100)")
+    g.add_argument("--output-len", type=TOKENS, default=600, help="output tokens (mean; default 600)")
     g.add_argument("--input-dist", default="fixed", choices=DISTRIBUTIONS)
     g.add_argument("--output-dist", default="fixed", choices=DISTRIBUTIONS)
     spread = ("spread (default 0.5): lognormal sigma of log; normal std/mean; uniform half-width/mean "
               "(vLLM's --random-range-ratio)")
-    g.add_argument("--input-sigma", type=float, default=None, help=f"input {spread}")
-    g.add_argument("--output-sigma", type=float, default=None, help=f"output {spread}")
-    g.add_argument("--num-prompts", type=int, default=num_prompts_default,
+    g.add_argument("--input-sigma", type=SPREAD, default=None, help=f"input {spread}")
+    g.add_argument("--output-sigma", type=SPREAD, default=None, help=f"output {spread}")
+    g.add_argument("--num-prompts", type=PROMPTS, default=num_prompts_default,
                    help="requests" + (" (default: max(200, 60 s x rate), at most 3000)"
                                       if num_prompts_default is None else f" (default {num_prompts_default})"))
 
@@ -82,15 +94,15 @@ def add_workload_arguments(parser: argparse.ArgumentParser, *, batching: bool) -
     """A simulated workload: lengths, arrivals (vLLM benchmark names), trace, batching."""
     g = parser.add_argument_group("workload (vLLM benchmark names)")
     add_length_arguments(g)
-    g.add_argument("--request-rate", type=float, default=math.inf,
+    g.add_argument("--request-rate", type=real(0, low_open=True, allow_inf=True), default=math.inf,
                    help="requests/s (default inf: all at t=0, offline)")
-    g.add_argument("--burstiness", type=float, default=1.0, help="gamma shape of the gaps (1 = Poisson)")
-    g.add_argument("--max-concurrency", type=int, default=None, help="most requests outstanding (closed loop)")
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--trace", metavar="FILE", help="CSV/JSONL trace of arrival_s, input and output lengths")
+    g.add_argument("--burstiness", type=BURSTINESS, default=1.0, help="gamma shape of the gaps (1 = Poisson)")
+    g.add_argument("--max-concurrency", type=PROMPTS, default=None, help="most requests outstanding (closed loop)")
+    g.add_argument("--seed", type=SEED, default=0)
+    g.add_argument("--trace", metavar="FILE", type=input_file("trace"), help="CSV/JSONL trace of arrival_s, input and output lengths")
     if batching:
         g.add_argument("--batching", default="continuous", choices=BATCHING)
-    g.add_argument("--static-batch-size", type=int, default=None,
+    g.add_argument("--static-batch-size", type=integer(1, MAX_NUM_SEQS), default=None,
                    help="static batching: requests per batch (default: --max-num-seqs)")
 
 
@@ -98,7 +110,7 @@ def add_offload_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("KV offload (PipeMax-style; needs PP >= 2)")
     g.add_argument("--kv-offload", action="store_true",
                    help="keep idle pipeline micro-batches' KV in host memory, copied over PCIe")
-    g.add_argument("--kv-offload-host-fraction", type=float, default=0.5,
+    g.add_argument("--kv-offload-host-fraction", type=real(0, 1, low_open=True), default=0.5,
                    help="fraction of a node's host memory for offloaded KV, shared by its GPUs (default 0.5)")
 
 

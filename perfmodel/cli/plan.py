@@ -6,21 +6,24 @@ import argparse
 import sys
 
 from perfmodel.cli.intervals import add_interval_argument, csv_row, level
-from perfmodel.cli.options import (add_format_argument, add_length_arguments, add_offload_arguments,
-                                   add_scenario_arguments, lengths, scenario_options)
+from perfmodel.cli.options import (BURSTINESS, GPUS, SEED, add_format_argument, add_length_arguments,
+                                   add_offload_arguments, add_scenario_arguments, lengths, scenario_options)
+from perfmodel.cli.validate import integer, max_workers, real
+
+SECONDS = real(0, 1e9, low_open=True)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("plan", help="fewest GPUs (and layout) that serve a request rate within p99 targets")
-    p.add_argument("--request-rate", type=float, required=True, help="requests/s to serve (Poisson arrivals)")
-    p.add_argument("--ttft-p99", type=float, default=None, metavar="S", help="p99 time to first token target (s)")
-    p.add_argument("--tpot-p99", type=float, default=None, metavar="S", help="p99 time per output token target (s)")
-    p.add_argument("--gpus-max", type=int, default=64, help="largest GPU count to try (default: 64)")
-    p.add_argument("--workers", type=int, default=None, help="simulation processes (default: one per core)")
+    p.add_argument("--request-rate", type=real(0, 1e9, low_open=True), required=True, help="requests/s to serve (Poisson arrivals)")
+    p.add_argument("--ttft-p99", type=SECONDS, default=None, metavar="S", help="p99 time to first token target (s)")
+    p.add_argument("--tpot-p99", type=SECONDS, default=None, metavar="S", help="p99 time per output token target (s)")
+    p.add_argument("--gpus-max", type=GPUS, default=64, help="largest GPU count to try (default: 64)")
+    p.add_argument("--workers", type=integer(1, max_workers()), default=None, help="simulation processes (default: one per core)")
     add_scenario_arguments(p, workload=False)
     add_length_arguments(p.add_argument_group("workload"), num_prompts_default=None)
-    p.add_argument("--burstiness", type=float, default=1.0, help="gamma shape of the gaps (1 = Poisson)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--burstiness", type=BURSTINESS, default=1.0, help="gamma shape of the gaps (1 = Poisson)")
+    p.add_argument("--seed", type=SEED, default=0)
     add_offload_arguments(p)
     add_format_argument(p)
     add_interval_argument(p)

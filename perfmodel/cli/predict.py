@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 
 from perfmodel.cli.intervals import add_interval_argument, csv_row, level, with_interval
-from perfmodel.cli.options import add_format_argument, add_scenario_arguments, scenario_options
+from perfmodel.cli.options import GPUS, add_format_argument, add_scenario_arguments, scenario_options
+from perfmodel.cli.validate import integer
 
 PREDICT_COLUMNS = (
     ("rank", "#"), ("layout", "layout"), ("gpus", "GPUs"), ("fits", "fits"), ("weights_gib_per_gpu", "weights GiB/GPU"),
@@ -17,10 +18,10 @@ PREDICT_COLUMNS = (
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predict", help="rank every TP/PP/DP layout of N GPUs by offline throughput")
-    p.add_argument("--gpus", type=int, default=16, help="GPUs to use (default: 16)")
-    p.add_argument("--tensor-parallel-size", "--tp", "-tp", type=int, default=None, help="pin TP")
-    p.add_argument("--pipeline-parallel-size", "--pp", "-pp", type=int, default=None, help="pin PP")
-    p.add_argument("--simulate-top", type=int, default=3, metavar="N",
+    p.add_argument("--gpus", type=GPUS, default=16, help="GPUs to use (default: 16)")
+    p.add_argument("--tensor-parallel-size", "--tp", "-tp", type=GPUS, default=None, help="pin TP")
+    p.add_argument("--pipeline-parallel-size", "--pp", "-pp", type=GPUS, default=None, help="pin PP")
+    p.add_argument("--simulate-top", type=integer(0, 1024), default=3, metavar="N",
                    help="simulate the N best layouts of the closed form and rank them by the simulation (default 3)")
     add_scenario_arguments(p)
     add_format_argument(p)

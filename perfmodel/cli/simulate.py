@@ -10,6 +10,7 @@ from perfmodel.cli.options import (add_format_argument, add_layout_arguments, ad
                                    add_scenario_arguments, add_workload_arguments, is_online, lengths,
                                    scenario_options)
 from perfmodel.cli.intervals import add_interval_argument, csv_row, level, with_interval
+from perfmodel.cli.validate import output_file
 from perfmodel.errors import UserError
 
 LATENCIES = (("ttft", "TTFT"), ("tpot", "TPOT"), ("itl", "ITL"), ("e2e", "E2E"))
@@ -22,7 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_scenario_arguments(s, workload=False)
     add_workload_arguments(s, batching=True)
     add_offload_arguments(s)
-    s.add_argument("--timeline", metavar="FILE",
+    s.add_argument("--timeline", metavar="FILE", type=output_file,
                    help="write per-step CSV to FILE and per-request CSV to <stem>-requests.csv")
     add_format_argument(s)
     add_interval_argument(s)
@@ -41,10 +42,9 @@ def setup(args: argparse.Namespace):
     if args.kv_offload and layout.pp < 2:
         from perfmodel.offload import NEEDS_PP
         raise UserError(NEEDS_PP)
-    cluster = scenario.cluster
-    if cluster.max_nodes_per_job is not None and layout.gpus > cluster.max_nodes_per_job * cluster.gpus_per_node:
-        raise UserError(f"{layout} needs {layout.gpus} GPUs; {cluster.name} jobs may use at most "
-                        f"{cluster.max_nodes_per_job * cluster.gpus_per_node}")
+    scenario.check_gpus(layout.gpus, what=f"{layout} needs")
+    if args.trace is None:
+        scenario.check_lengths(args.input_len, args.output_len, what="--input-len + --output-len (means)")
     inputs, outputs = lengths(args)
     requests = build_requests(input_len=inputs, output_len=outputs, num_prompts=args.num_prompts,
                               request_rate=args.request_rate, burstiness=args.burstiness, seed=args.seed,

@@ -123,4 +123,4 @@ def test_cli_import_is_idempotent(tmp_path, capsys):
     assert main(args) == 0 and main(args) == 0
     assert len(load_records(results)) == 2
     assert main(["calibrate", "import", str(tmp_path / "nope.json"), "--results", str(results)]) == 2
-    assert "cannot read" in capsys.readouterr().err
+    assert "nope.json: no such file" in capsys.readouterr().err
