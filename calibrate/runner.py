@@ -100,9 +100,11 @@ def run_sweep(sweep: Sweep, results: str | Path, *, only: str | None = None, eng
                       num_error=num_error, results_path=results)
 
 
-def _run_engine(model: ResolvedModel, engine: EngineConfig, runs: Sequence[RunConfig], results: Path,
-                progress: "_Progress", *, python: str, timeout_s: float | None,
-                worker_env: Mapping[str, str] | None) -> tuple[int, int]:
+def _write_worker_spec(model: ResolvedModel, engine: EngineConfig, runs: Sequence[RunConfig], results: Path,
+                       python: str) -> tuple[dict[str, Any], list[str], Path, int]:
+    """Start the engine's section of its log and write the spec its worker reads: `<results>.logs/<engine_id>`
+    `.log` and `.spec.json`. Returns the spec, the worker's command, the log file and the byte offset where this
+    attempt's log starts (earlier attempts' output stays above it)."""
     log_dir = results.parent / f"{results.name}.logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     log_file = log_dir / f"{engine.engine_id}.log"
@@ -125,6 +127,15 @@ def _run_engine(model: ResolvedModel, engine: EngineConfig, runs: Sequence[RunCo
     cmd = [python, "-m", "calibrate.worker", str(spec_file.resolve())]
     spec["command"] = " ".join(cmd)
     spec_file.write_text(json.dumps(spec, indent=1))
+    return spec, cmd, log_file, log_offset
+
+
+def _run_engine(model: ResolvedModel, engine: EngineConfig, runs: Sequence[RunConfig], results: Path,
+                progress: "_Progress", *, python: str, timeout_s: float | None,
+                worker_env: Mapping[str, str] | None) -> tuple[int, int]:
+    """Run one engine configuration's worker, report each run as its record appears, and record the runs it
+    left unfinished as errors. Returns the number of ok and error records."""
+    spec, cmd, log_file, log_offset = _write_worker_spec(model, engine, runs, results, python)
     env = {**DEFAULT_ENV, **os.environ, **(worker_env or {})}
     root = str(Path(calibrate.__file__).resolve().parent.parent)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)

@@ -31,7 +31,7 @@ class BatchStats:
         num_sampled_tokens       decodes + prompts whose last chunk is in this step
         num_seqs                 sequences scheduled this step
 
-    Static batching counts padding slots as real work (see `simulator.scheduler.StaticBatcher`).
+    Static batching counts padding slots as real work (see `simulator.static_batching.StaticBatcher`).
     """
 
     num_prefill_tokens: IntLike

@@ -33,8 +33,11 @@ import simpy
 
 from simulator.batch import BatchStats, StepCost
 from simulator.config import EngineConfig
+from simulator.decode_run import DecodeRun
+from simulator.itl import ItlRecorder
 from simulator.request import RequestTable
-from simulator.scheduler import ContinuousScheduler, DecodeRun, ItlRecorder, SchedulerOutput
+from simulator.scheduler import ContinuousScheduler
+from simulator.scheduler_output import SchedulerOutput
 from simulator.scheduler_v0 import V0Scheduler, VirtualEngines
 from simulator.static_batching import StaticBatcher
 from simulator.timeline import StepRecorder

@@ -14,7 +14,7 @@ from simulator.config import EngineConfig
 from simulator.engine import Replica
 from simulator.metrics import Metrics, compute_metrics
 from simulator.request import Request, RequestResults, RequestTable
-from simulator.scheduler import ItlRecorder
+from simulator.itl import ItlRecorder
 from simulator.timeline import StepRecorder
 
 if TYPE_CHECKING:  # pandas is imported where it is used: it costs ~0.4 s at start-up

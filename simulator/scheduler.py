@@ -31,125 +31,17 @@ requested length, as with `ignore_eos`), the null block vLLM reserves, max_model
 
 from __future__ import annotations
 
-from collections import deque
-from dataclasses import dataclass
-
 import numpy as np
 
 from simulator.batch import BatchStats
 from simulator.cohort import DecodeCohort
 from simulator.config import EngineConfig
+from simulator.decode_run import DecodeRun, run_steps, short_run_steps
+from simulator.itl import ItlRecorder
 from simulator.kv_blocks import KVBlockPool
 from simulator.request import RequestTable
-
-
-@dataclass(frozen=True, slots=True)
-class DecodeRun:
-    """Pure-decode steps planned at once: per step, the sequences decoding and their KV tokens read. Short runs
-    (at most SHORT_RUN steps, the common case between arrivals) keep them as Python lists, which are cheaper
-    to build and to walk one step at a time than numpy arrays; longer ones as int64 arrays."""
-
-    SHORT_RUN = 32
-
-    num_steps: int
-    num_seqs: list[int] | np.ndarray
-    decode_context_tokens: list[int] | np.ndarray
-
-    @property
-    def is_short(self) -> bool:
-        return self.num_steps <= self.SHORT_RUN
-
-    @property
-    def batch(self) -> BatchStats:
-        """The steps as one BatchStats with array fields."""
-        active = np.asarray(self.num_seqs, dtype=np.int64)
-        zeros = np.zeros(self.num_steps, dtype=np.int64)
-        return BatchStats(num_prefill_tokens=zeros, num_decode_tokens=active, prefill_attention_pairs=zeros,
-                          prefill_context_tokens=zeros,
-                          decode_context_tokens=np.asarray(self.decode_context_tokens, dtype=np.int64),
-                          num_sampled_tokens=active, num_seqs=active)
-
-
-@dataclass(frozen=True, slots=True)
-class SchedulerOutput:
-    """What one step computes. `cohorts` decode one token per member; prompt chunks are listed by request."""
-
-    batch: BatchStats
-    cohorts: tuple[DecodeCohort, ...]
-    num_decode_seqs: int
-    prefill_ids: tuple[int, ...]
-    prefill_new_tokens: tuple[int, ...]
-    preempted_ids: tuple[int, ...]
-
-    @property
-    def is_empty(self) -> bool:
-        return self.num_decode_seqs == 0 and not self.prefill_ids
-
-    @property
-    def is_pure_decode(self) -> bool:
-        """Only decodes, nothing preempted: the next steps repeat this one until something changes."""
-        return self.num_decode_seqs > 0 and not self.prefill_ids and not self.preempted_ids
-
-
-class ItlRecorder:
-    """Inter-token latencies without a Python object per token: (gap_s, number of tokens with that gap).
-
-    Single gaps are appended as numbers; a run of back-to-back steps is kept as its end times (the gaps are
-    `end[0] - previous emission`, then the differences of consecutive ends), turned into gaps at the end.
-    """
-
-    __slots__ = ("gap_s", "count", "run_end_s", "run_prev_s", "run_count")
-
-    def __init__(self) -> None:
-        self.gap_s: list[float] = []
-        self.count: list[int] = []
-        self.run_end_s: list[np.ndarray] = []
-        self.run_prev_s: list[float] = []
-        self.run_count: list[int | np.ndarray] = []
-
-    def add(self, gap_s: float, count: int) -> None:
-        self.gap_s.append(gap_s)
-        self.count.append(count)
-
-    def add_run(self, prev_emit_s: float, end_s: np.ndarray, count: int | np.ndarray) -> None:
-        """Steps ending at `end_s`, after tokens emitted at `prev_emit_s`; `count` tokens per step (one number
-        for all steps or one per step)."""
-        self.run_end_s.append(end_s)
-        self.run_prev_s.append(prev_emit_s)
-        self.run_count.append(count)
-
-    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
-        gaps = [np.asarray(self.gap_s, dtype=np.float64)]
-        counts = [np.asarray(self.count, dtype=np.int64)]
-        if self.run_end_s:
-            ends = np.concatenate(self.run_end_s)
-            lengths = np.fromiter((len(e) for e in self.run_end_s), dtype=np.int64, count=len(self.run_end_s))
-            starts = np.cumsum(lengths) - lengths
-            prev = np.empty_like(ends)
-            prev[1:] = ends[:-1]
-            prev[starts] = self.run_prev_s
-            gaps.append(ends - prev)
-            scalar = [c if isinstance(c, (int, np.integer)) else 0 for c in self.run_count]
-            run_counts = np.repeat(np.asarray(scalar, dtype=np.int64), lengths)
-            for start, length, c in zip(starts.tolist(), lengths.tolist(), self.run_count):
-                if not isinstance(c, (int, np.integer)):
-                    run_counts[start:start + length] = c
-            counts.append(run_counts)
-        return np.concatenate(gaps), np.concatenate(counts)
-
-
-class WaitingQueue:
-    """The FCFS queue of request indices both schedulers keep (continuous and static batching)."""
-
-    def __init__(self) -> None:
-        self.waiting: deque[int] = deque()
-
-    def add_request(self, req: int) -> None:
-        self.waiting.append(req)
-
-    @property
-    def num_waiting(self) -> int:
-        return len(self.waiting)
+from simulator.scheduler_output import SchedulerOutput
+from simulator.waiting_queue import WaitingQueue
 
 
 class ContinuousScheduler(WaitingQueue):
@@ -420,48 +312,8 @@ class ContinuousScheduler(WaitingQueue):
             if k == 0:
                 return None
         if k <= DecodeRun.SHORT_RUN:
-            return DecodeRun(k, *self._short_run_steps(cohort, k, first, finishers))
-        return DecodeRun(k, *self._run_steps(cohort, k, first, finishers))
-
-    @staticmethod
-    def _short_run_steps(cohort: DecodeCohort, k: int, first: int,
-                         finishers: dict[int, int] | None) -> tuple[list[int], list[int]]:
-        """`_run_steps` as Python lists, for a few steps (integer sums: the same numbers)."""
-        n, total = len(cohort.base), cohort.sum_computed_tokens
-        if finishers is None or k <= first:  # every member decodes in every step
-            return [n] * k, list(range(total + n, total + n * (k + 1), n))
-        order = sorted(finishers.items(), key=lambda item: item[1])
-        base, counter = cohort.base, cohort.counter
-        active: list[int] = []
-        context: list[int] = []
-        gone = gone_computed = 0  # members whose last step is before step j, and their KV tokens now
-        for j in range(1, k + 1):
-            while gone < len(order) and order[gone][1] < j:
-                gone_computed += base[order[gone][0]] + counter
-                gone += 1
-            active.append(n - gone)
-            context.append(total - gone_computed + j * (n - gone))
-        return active, context
-
-    @staticmethod
-    def _run_steps(cohort: DecodeCohort, k: int, first: int,
-                   finishers: dict[int, int] | None) -> tuple[np.ndarray, np.ndarray]:
-        """Per step 1..k: the members decoding, and the KV tokens they read (their new ones included).
-        `finishers`: request id -> last step, for (at least) every member whose last step is before k."""
-        n, total = len(cohort.base), cohort.sum_computed_tokens
-        if finishers is None or k <= first:  # every member decodes in every step
-            return np.full(k, n, dtype=np.int64), np.arange(total + n, total + n * (k + 1), n, dtype=np.int64)
-        # member i decodes in steps 1..f_i; at step j its context is (KV tokens now) + j.
-        # Only the members that finish can leave, so only they are looked at (not the whole cohort).
-        order = sorted(finishers.items(), key=lambda item: item[1])
-        f = np.array([last for _, last in order], dtype=np.int64)
-        gone_computed = np.zeros(len(order) + 1, dtype=np.int64)  # KV tokens now of the first i to leave
-        base, counter = cohort.base, cohort.counter
-        gone_computed[1:] = np.cumsum([base[req] + counter for req, _ in order])
-        j = np.arange(1, k + 1, dtype=np.int64)
-        gone = np.searchsorted(f, j, side="left")  # members whose last step is before step j
-        active = n - gone
-        return active, (total - gone_computed[gone]) + j * active
+            return DecodeRun(k, *short_run_steps(cohort, k, first, finishers))
+        return DecodeRun(k, *run_steps(cohort, k, first, finishers))
 
     def commit_decode_run(self, end_s: np.ndarray, *, per_step_kv: bool = False) -> tuple[list[int], int, int,
                                                                                            np.ndarray | None]:

@@ -43,9 +43,11 @@ from dataclasses import replace
 
 from simulator.cohort import DecodeCohort
 from simulator.config import EngineConfig
+from simulator.itl import ItlRecorder
 from simulator.kv_blocks import num_blocks_for_tokens
 from simulator.request import RequestTable
-from simulator.scheduler import ContinuousScheduler, ItlRecorder, SchedulerOutput
+from simulator.scheduler import ContinuousScheduler
+from simulator.scheduler_output import SchedulerOutput
 
 WATERMARK = 0.01
 """Fraction of a scheduler's KV blocks kept free at admission: the default `watermark` of vLLM 0.7.0

@@ -23,9 +23,10 @@ import numpy as np
 
 from simulator.batch import BatchStats
 from simulator.config import EngineConfig
+from simulator.itl import ItlRecorder
 from simulator.kv_blocks import KVBlockPool, num_blocks_for_tokens
 from simulator.request import RequestTable
-from simulator.scheduler import ItlRecorder, WaitingQueue
+from simulator.waiting_queue import WaitingQueue
 
 
 @dataclass(frozen=True, slots=True)

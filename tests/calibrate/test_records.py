@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from calibrate.importers import import_file
+from calibrate.record_fields import record_keys
 from calibrate.records import (EngineInfo, EngineSpec, Measurements, ModelRef, Provenance, RecordError, RequestLog,
-                               WorkloadSpec, parse_record, record_keys)
+                               WorkloadSpec, parse_record)
 from calibrate.sweep import LengthDist
 from calibrate.worker import make_record
 

@@ -10,8 +10,8 @@ import pytest
 
 from simulator import (EngineConfig, LengthDistribution, LinearStepCost, Request, make_requests,
                        requests_from_arrays, simulate)
+from simulator.itl import ItlRecorder
 from simulator.request import RequestTable
-from simulator.scheduler import ItlRecorder
 from simulator.scheduler_v0 import VirtualEngines
 
 TOY = LinearStepCost(fixed_s=1.0, per_prefill_token_s=0.01, per_decode_context_token_s=0.0, per_decode_token_s=0.0)
