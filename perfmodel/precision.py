@@ -66,7 +66,7 @@ _FP8_KV = ("fp8", "fp8_e4m3", "fp8_e5m2")
 # vLLM 0.7.0's spellings (QUANTIZATION_METHODS) that perfmodel models, plus its own what-if "int8".
 QUANTIZATION_CHOICES = ("gptq", "gptq_marlin", "marlin", "awq", "awq_marlin", "fp8", "fbgemm_fp8",
                         "compressed-tensors", "int8")
-DTYPE_CHOICES = ("auto", "float16", "bfloat16", "half")  # --dtype values perfmodel models ("half" = float16)
+DTYPE_CHOICES = ("auto", "half", "float16", "bfloat16", "float", "float32")  # vLLM's --dtype spellings
 KV_CACHE_DTYPE_CHOICES = ("auto", *_FP8_KV)
 # Parameters a quantized checkpoint leaves in the activation dtype.
 UNQUANTIZED_PARAMS = ("embed_tokens", "lm_head", "norms", "biases", "router")

@@ -46,11 +46,19 @@ def user_errors() -> tuple[type[BaseException], ...]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from perfmodel.cli.vllm_flags import expand_vllm_argv, ignored
+
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args = parser.parse_args(expand_vllm_argv(sys.argv[1:] if argv is None else argv))
     except SystemExit as exc:  # --help (0) or a one-line argparse error (2)
         return exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+    except user_errors() as exc:  # a --config file that cannot be read
+        print(f"perfmodel: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
+    unused = ignored(args)
+    if unused:
+        print(f"perfmodel: ignored: no effect on performance: {' '.join(unused)}", file=sys.stderr)
     try:
         return int(args.handler(args) or 0)
     except user_errors() as exc:

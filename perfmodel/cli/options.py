@@ -29,7 +29,14 @@ SPREAD = real(0, MAX_SPREAD)
 BURSTINESS = real(0, 1e6, low_open=True)
 OUTPUT_FILE = output_file
 _ENGINE_FLAGS = ("max_num_seqs", "max_num_batched_tokens", "gpu_memory_utilization", "max_model_len", "block_size",
-                 "enforce_eager", "vllm_version")
+                 "enforce_eager", "enable_chunked_prefill", "vllm_version")
+
+
+def _size(text: str) -> int:
+    """A token count as vLLM spells sizes (4096, 32k, 32K) within perfmodel's limits."""
+    from perfmodel.cli.vllm_flags import human_readable_int
+
+    return TOKENS(str(human_readable_int(text)))
 
 
 def add_scenario_arguments(parser: argparse.ArgumentParser, *, workload: bool = True) -> None:
@@ -48,12 +55,19 @@ def add_scenario_arguments(parser: argparse.ArgumentParser, *, workload: bool = 
     e.add_argument("--vllm-version", default=None,
                    help="vLLM release whose defaults to assume (default: 0.26; Taiwania 2 runs 0.7.0)")
     e.add_argument("--max-num-seqs", type=integer(1, MAX_NUM_SEQS), default=None)
-    e.add_argument("--max-num-batched-tokens", type=TOKENS, default=None)
+    e.add_argument("--max-num-batched-tokens", type=_size, default=None, help="tokens per step (4096, 8k, 8K)")
     e.add_argument("--gpu-memory-utilization", type=real(0, 1, low_open=True), default=None)
-    e.add_argument("--max-model-len", type=TOKENS, default=None)
+    e.add_argument("--max-model-len", type=_size, default=None, help="context limit (32768, 32k = 32000, 32K)")
     e.add_argument("--block-size", type=integer(1, 1024), default=None)
     e.add_argument("--enforce-eager", action="store_true", default=None,
                    help="no CUDA graphs (adds a per-layer launch cost; frees graph memory)")
+    e.add_argument("--enable-chunked-prefill", action=argparse.BooleanOptionalAction, default=None,
+                   help="split prompts across steps (default: the release's; V0 turns it on only past 32k context)")
+    e.add_argument("--enable-prefix-caching", action=argparse.BooleanOptionalAction, default=None,
+                   help="accepted; prefix caching is not modelled (every prompt is computed in full)")
+    from perfmodel.cli.vllm_flags import add_ignored_arguments
+
+    add_ignored_arguments(parser)
     if workload:
         w = parser.add_argument_group("workload (offline: all prompts at once)")
         w.add_argument("--input-len", type=TOKENS, default=100)
