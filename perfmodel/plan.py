@@ -1,7 +1,7 @@
 """Capacity planning: the fewest GPUs (and their layout) that serve a request rate within p99 latency targets.
 
     >>> from perfmodel.plan import plan_capacity
-    >>> result = plan_capacity(request_rate=20, ttft_p99_s=2.0, tpot_p99_s=0.1, model="llama-3.1-70b",
+    >>> result = plan_capacity(request_rate=20, ttft_s_p99_target=2.0, tpot_s_p99_target=0.1, model="llama-3.1-70b",
     ...                        hardware="hgx-h200")
     >>> result.best.gpus, result.best.layout
 
@@ -87,8 +87,8 @@ class PlanResult:
     """The answer (``best``: None when no count up to ``gpus_max`` meets the target) and every trial."""
 
     request_rate: float
-    ttft_p99_s: float | None
-    tpot_p99_s: float | None
+    ttft_s_p99_target: float | None
+    tpot_s_p99_target: float | None
     gpus_max: int
     num_requests: int
     best: Trial | None
@@ -118,8 +118,8 @@ class _Task:
     request_rate: float
     burstiness: float
     seed: int
-    ttft_p99_s: float | None
-    tpot_p99_s: float | None
+    ttft_s_p99_target: float | None
+    tpot_s_p99_target: float | None
     confidence: float | None = None
     interval_level: float = DEFAULT_LEVEL
 
@@ -131,16 +131,16 @@ def gpu_counts(gpus_max: int, gpus_per_node: int, max_nodes_per_job: int | None)
     return sorted(counts)
 
 
-def num_requests_for(request_rate: float, mean_output_tokens: float = 0.0, ttft_p99_s: float | None = None,
-                     tpot_p99_s: float | None = None) -> int:
+def num_requests_for(request_rate: float, mean_output_tokens: float = 0.0, ttft_s_p99_target: float | None = None,
+                     tpot_s_p99_target: float | None = None) -> int:
     """Requests for a steady state: arrivals over max(60 s, 4 x the end-to-end latency the targets allow,
     ``ttft + output x tpot`` with 1 s and 50 ms where not given), at least 200 and at most 3000."""
-    e2e_s = (ttft_p99_s or 1.0) + mean_output_tokens * (tpot_p99_s or 0.05)
+    e2e_s = (ttft_s_p99_target or 1.0) + mean_output_tokens * (tpot_s_p99_target or 0.05)
     seconds = max(MIN_SECONDS, E2E_MULTIPLE * e2e_s)
     return int(min(MAX_REQUESTS, max(MIN_REQUESTS, math.ceil(seconds * request_rate))))
 
 
-def plan_capacity(*, request_rate: float, ttft_p99_s: float | None = None, tpot_p99_s: float | None = None,
+def plan_capacity(*, request_rate: float, ttft_s_p99_target: float | None = None, tpot_s_p99_target: float | None = None,
                   gpus_max: int = 64, input_len: int | LengthDistribution = 100,
                   output_len: int | LengthDistribution = 600, num_prompts: int | None = None,
                   burstiness: float = 1.0, seed: int = 0, workers: int | None = None,
@@ -163,7 +163,7 @@ def plan_capacity(*, request_rate: float, ttft_p99_s: float | None = None, tpot_
     """
     from perfmodel.simulate import as_length_distribution
 
-    _check_targets(request_rate, ttft_p99_s, tpot_p99_s, gpus_max, confidence, num_prompts)
+    _check_targets(request_rate, ttft_s_p99_target, tpot_s_p99_target, gpus_max, confidence, num_prompts)
     if options is None:
         try:
             options = ScenarioOptions(**{"entry_point": "serve", **scenario_options})
@@ -174,7 +174,7 @@ def plan_capacity(*, request_rate: float, ttft_p99_s: float | None = None, tpot_
     rng = np.random.default_rng(seed)  # the means the closed form uses, from lengths as the simulation draws them
     mean_in = max(1, round(float(np.mean(inputs.sample(MAX_REQUESTS, rng)))))
     mean_out = max(1, round(float(np.mean(outputs.sample(MAX_REQUESTS, rng)))))
-    n = num_prompts or num_requests_for(request_rate, mean_out, ttft_p99_s, tpot_p99_s)
+    n = num_prompts or num_requests_for(request_rate, mean_out, ttft_s_p99_target, tpot_s_p99_target)
     options = options.replace(input_len=mean_in, output_len=mean_out, num_prompts=n)
     scenario = Scenario.from_options(options)
     scenario.check_lengths(mean_in, mean_out, what="mean --input-len + --output-len")
@@ -187,13 +187,13 @@ def plan_capacity(*, request_rate: float, ttft_p99_s: float | None = None, tpot_
         return _Task(options=options, tp=layout.tp, pp=layout.pp, dp=layout.dp,
                      analytical_requests_per_second=analytical_rps, input_len=inputs,
                      output_len=outputs, num_prompts=n, request_rate=request_rate, burstiness=burstiness,
-                     seed=seed, ttft_p99_s=ttft_p99_s, tpot_p99_s=tpot_p99_s, confidence=confidence,
+                     seed=seed, ttft_s_p99_target=ttft_s_p99_target, tpot_s_p99_target=tpot_s_p99_target, confidence=confidence,
                      interval_level=confidence or interval_level)
 
     def screen(count: int) -> tuple[list[Trial], list[_Task]]:
         pruned, tasks = [], []
         for layout in _layouts(scenario, count):
-            trial, analytical_rps = _screen(scenario, layout, request_rate, ttft_p99_s, tpot_p99_s)
+            trial, analytical_rps = _screen(scenario, layout, request_rate, ttft_s_p99_target, tpot_s_p99_target)
             (pruned.append(trial) if trial else tasks.append(task(layout, analytical_rps)))
         return pruned, tasks
 
@@ -202,18 +202,18 @@ def plan_capacity(*, request_rate: float, ttft_p99_s: float | None = None, tpot_
     with executor(workers) as pool:
         best = _search(pool, counts, screen, trials, progress)
     point_gpus = min((t.gpus for t in trials if t.point_status == "accepted"), default=None)
-    targets = _targets_text(ttft_p99_s, tpot_p99_s)
+    targets = _targets_text(ttft_s_p99_target, tpot_s_p99_target)
     message = _answer(best, request_rate, targets, confidence, point_gpus, counts[-1], gpus_max)
-    return PlanResult(request_rate=request_rate, ttft_p99_s=ttft_p99_s, tpot_p99_s=tpot_p99_s, gpus_max=gpus_max,
+    return PlanResult(request_rate=request_rate, ttft_s_p99_target=ttft_s_p99_target, tpot_s_p99_target=tpot_s_p99_target, gpus_max=gpus_max,
                       num_requests=n, best=best, trials=tuple(trials), message=message, engine=scenario.engine,
                       confidence=confidence, point_estimate_gpus=point_gpus if confidence is not None else None)
 
 
-def _check_targets(request_rate: float, ttft_p99_s: float | None, tpot_p99_s: float | None, gpus_max: int,
+def _check_targets(request_rate: float, ttft_s_p99_target: float | None, tpot_s_p99_target: float | None, gpus_max: int,
                    confidence: float | None, num_prompts: int | None) -> None:
     if not 0 < request_rate < math.inf:
         raise UserError(f"--request-rate must be a positive number of requests/s, got {request_rate}")
-    for flag, value in (("--ttft-p99", ttft_p99_s), ("--tpot-p99", tpot_p99_s)):
+    for flag, value in (("--ttft-p99", ttft_s_p99_target), ("--tpot-p99", tpot_s_p99_target)):
         if value is not None and not value > 0:
             raise UserError(f"{flag} must be positive seconds, got {value}")
     if gpus_max < 1:
@@ -379,10 +379,10 @@ def _judge_confident(scenario, layout: Layout, requests, task: _Task, base: dict
     low = iv.get("output_tokens_per_second", [point.output_tokens_per_second])[0] / point.output_tokens_per_second
     slow = scenario.simulate(layout, requests, seed=task.seed, step_time_scale=1.0 / low) if low < 1 else None
     if slow is not None:
-        judged = _judge(slow, dataclasses.replace(task, ttft_p99_s=None, tpot_p99_s=None), base)
+        judged = _judge(slow, dataclasses.replace(task, ttft_s_p99_target=None, tpot_s_p99_target=None), base)
         if judged.status != "accepted":
             reasons.append(f"at the low end of throughput (x{low:.2f}): {judged.reason}")
-    for name, target in (("ttft_s_p99", task.ttft_p99_s), ("tpot_s_p99", task.tpot_p99_s)):
+    for name, target in (("ttft_s_p99", task.ttft_s_p99_target), ("tpot_s_p99", task.tpot_s_p99_target)):
         if target is not None and name in iv and iv[name][1] > target:
             reasons.append(f"high p99 {name.split('_')[0].upper()} {iv[name][1]:.3g} s > {target:g}")
     return dataclasses.replace(point, status="rejected" if reasons else "accepted", reason="; ".join(reasons))
@@ -392,10 +392,10 @@ def _judge(result, task: _Task, base: dict) -> Trial:
     v = steady_state(result, task.request_rate)
     m = result.metrics
     reasons = list(v.reasons)
-    if task.ttft_p99_s is not None and m.ttft_s_p99 > task.ttft_p99_s:
-        reasons.append(f"p99 TTFT {m.ttft_s_p99:.3g} s > {task.ttft_p99_s:g}")
-    if task.tpot_p99_s is not None and m.tpot_s_p99 > task.tpot_p99_s:
-        reasons.append(f"p99 TPOT {m.tpot_s_p99 * 1e3:.3g} ms > {task.tpot_p99_s * 1e3:g}")
+    if task.ttft_s_p99_target is not None and m.ttft_s_p99 > task.ttft_s_p99_target:
+        reasons.append(f"p99 TTFT {m.ttft_s_p99:.3g} s > {task.ttft_s_p99_target:g}")
+    if task.tpot_s_p99_target is not None and m.tpot_s_p99 > task.tpot_s_p99_target:
+        reasons.append(f"p99 TPOT {m.tpot_s_p99 * 1e3:.3g} ms > {task.tpot_s_p99_target * 1e3:g}")
     return Trial(**base, status="rejected" if reasons else "accepted", reason="; ".join(reasons),
                  achieved_requests_per_second=v.achieved_requests_per_second, ttft_s_p99=m.ttft_s_p99,
                  tpot_s_p99=m.tpot_s_p99, e2e_s_p99=m.e2e_s_p99, latency_growth=v.latency_growth,

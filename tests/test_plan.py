@@ -27,7 +27,7 @@ def test_request_count_covers_several_latencies_and_is_capped():
 
 
 def test_easy_target_needs_one_gpu():
-    result = plan_capacity(request_rate=2.0, ttft_p99_s=2.0, tpot_p99_s=0.1, model="llama-3.1-8b",
+    result = plan_capacity(request_rate=2.0, ttft_s_p99_target=2.0, tpot_s_p99_target=0.1, model="llama-3.1-8b",
                            hardware="hgx-h200", input_len=length_distribution("lognormal", 300), output_len=200,
                            workers=1)
     assert result.gpus == 1 and result.best.status == "accepted" and result.best.layout.gpus == 1
@@ -39,7 +39,7 @@ def test_easy_target_needs_one_gpu():
 
 
 def test_larger_load_needs_more_gpus_and_prunes_with_the_closed_form():
-    result = plan_capacity(request_rate=40.0, tpot_p99_s=0.1, model="llama-3.1-70b", hardware="hgx-h200",
+    result = plan_capacity(request_rate=40.0, tpot_s_p99_target=0.1, model="llama-3.1-70b", hardware="hgx-h200",
                            input_len=500, output_len=length_distribution("lognormal", 200), workers=2)
     assert result.gpus is not None and result.gpus >= 4
     assert any(t.status == "pruned" and "closed-form maximum" in t.reason for t in result.trials)
@@ -48,7 +48,7 @@ def test_larger_load_needs_more_gpus_and_prunes_with_the_closed_form():
 
 
 def test_unreachable_target_says_so():
-    result = plan_capacity(request_rate=500.0, ttft_p99_s=1.0, model="llama-3.1-70b", hardware="taiwania2",
+    result = plan_capacity(request_rate=500.0, ttft_s_p99_target=1.0, model="llama-3.1-70b", hardware="taiwania2",
                            gpus_max=64, workers=1)
     assert result.best is None and result.gpus is None
     assert "no layout of up to 16 GPUs" in result.message and "node limit" in result.message
@@ -58,7 +58,7 @@ def test_unreachable_target_says_so():
 @pytest.mark.parametrize("kwargs, message", [
     (dict(request_rate=0.0), "--request-rate"),
     (dict(request_rate=math.inf), "--request-rate"),
-    (dict(request_rate=1.0, ttft_p99_s=-1.0), "--ttft-p99"),
+    (dict(request_rate=1.0, ttft_s_p99_target=-1.0), "--ttft-p99"),
     (dict(request_rate=1.0, gpus_max=0), "--gpus-max"),
     (dict(request_rate=1.0, num_prompts=3), "--num-prompts"),
 ])
@@ -71,7 +71,7 @@ def _task(rate: float, **kwargs) -> _Task:
     options = ScenarioOptions(model="llama-3.1-8b", hardware="h200-sxm", entry_point="serve")
     values = dict(options=options, tp=1, pp=1, dp=1, analytical_requests_per_second=math.nan,
                   input_len=length_distribution("fixed", 1000), output_len=length_distribution("fixed", 300),
-                  num_prompts=600, request_rate=rate, burstiness=1.0, seed=0, ttft_p99_s=None, tpot_p99_s=None)
+                  num_prompts=600, request_rate=rate, burstiness=1.0, seed=0, ttft_s_p99_target=None, tpot_s_p99_target=None)
     values.update(kwargs)
     return _Task(**values)
 
@@ -86,7 +86,7 @@ def test_steady_load_is_accepted_and_targets_are_checked():
     ok = _simulate_trial(_task(5.0))
     assert isinstance(ok, Trial) and ok.status == "accepted", ok.reason
     assert ok.latency_growth < 1.5
-    strict = _simulate_trial(_task(5.0, tpot_p99_s=1e-4, ttft_p99_s=1e-4))
+    strict = _simulate_trial(_task(5.0, tpot_s_p99_target=1e-4, ttft_s_p99_target=1e-4))
     assert strict.status == "rejected" and "p99 TTFT" in strict.reason and "p99 TPOT" in strict.reason
 
 

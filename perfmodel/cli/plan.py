@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     progress = Progress(sys.stderr)
     try:
         result = plan_capacity(
-            request_rate=args.request_rate, ttft_p99_s=args.ttft_p99, tpot_p99_s=args.tpot_p99,
+            request_rate=args.request_rate, ttft_s_p99_target=args.ttft_p99, tpot_s_p99_target=args.tpot_p99,
             gpus_max=args.gpus_max, input_len=inputs, output_len=outputs, num_prompts=args.num_prompts,
             burstiness=args.burstiness, seed=args.seed, workers=args.workers, progress=progress,
             options=scenario_options(args, entry_point="serve"), confidence=args.confidence,
@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         progress.close()
     if args.format == "json":
-        print(dumps_json({**{k: getattr(result, k) for k in ("request_rate", "ttft_p99_s", "tpot_p99_s", "gpus_max",
+        print(dumps_json({**{k: getattr(result, k) for k in ("request_rate", "ttft_s_p99_target", "tpot_s_p99_target", "gpus_max",
                                                              "num_requests", "message", "confidence",
                                                              "point_estimate_gpus")},
                           "gpus": result.gpus, "engine": result.engine, "best": result.best,
