@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"online: {args.num_prompts} requests, {args.num_replicas} replicas, {args.request_rate} req/s "
           f"({args.router}); workload {t_gen:.2f} s, simulate {t_sim:.2f} s wall, "
           f"{args.num_prompts / t_sim:,.0f} simulated requests per wall second; "
-          f"{m.num_steps} engine steps, {m.duration_s:.0f} s simulated")
+          f"{m.num_steps} engine steps, {m.elapsed_s:.0f} s simulated")
     print(f"  {m.requests_per_second:.1f} req/s, {m.output_tokens_per_second:,.0f} output tok/s, "
           f"TTFT mean {m.ttft_s_mean * 1e3:.1f} ms p99 {m.ttft_s_p99 * 1e3:.1f} ms, TPOT mean "
           f"{m.tpot_s_mean * 1e3:.1f} ms, ITL p99 {m.itl_s_p99 * 1e3:.1f} ms, batch {m.mean_batch_size:.1f}, "

@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"real cost: {args.num_prompts:,} requests on {layout} ({scenario.model.name}, {scenario.cluster.name}) at "
           f"{rate:.1f} req/s ({args.load:.0%} of the closed-form {capacity:.1f}); workload {t_gen:.2f} s")
     print(f"  simulate {t_real:.2f} s wall, {args.num_prompts / t_real:,.0f} simulated requests per wall second; "
-          f"{m.num_steps:,} engine steps, {m.duration_s:,.0f} s simulated")
+          f"{m.num_steps:,} engine steps, {m.elapsed_s:,.0f} s simulated")
     print(f"  {m.requests_per_second:.1f} req/s, {m.output_tokens_per_second:,.0f} output tok/s, TTFT p99 "
           f"{m.ttft_s_p99 * 1e3:.1f} ms, TPOT p99 {m.tpot_s_p99 * 1e3:.2f} ms, mean batch {m.mean_batch_size:.1f}, "
           f"KV {m.kv_usage_mean:.1%}, preemptions {m.num_preemptions}")

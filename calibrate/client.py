@@ -163,7 +163,7 @@ async def run_benchmark(host: str, port: int, model: str, prompts: Sequence[Sequ
     return list(results), duration
 
 
-def summarize(results: Sequence[RequestResult], duration_s: float) -> dict[str, Any]:
+def summarize(results: Sequence[RequestResult], elapsed_s: float) -> dict[str, Any]:
     """vLLM benchmark metrics over the successful requests (latencies in seconds)."""
     import numpy as np
 
@@ -171,14 +171,14 @@ def summarize(results: Sequence[RequestResult], duration_s: float) -> dict[str, 
     n_in = sum(r.prompt_len for r in ok)
     n_out = sum(r.num_output_tokens for r in ok)
     out: dict[str, Any] = {
-        "elapsed_s": duration_s,
+        "elapsed_s": elapsed_s,
         "num_requests": len(ok),
         "num_failed_requests": len(results) - len(ok),
         "num_input_tokens": n_in,
         "num_output_tokens": n_out,
-        "requests_per_second": len(ok) / duration_s if duration_s > 0 else None,
-        "tokens_per_second": (n_in + n_out) / duration_s if duration_s > 0 else None,
-        "output_tokens_per_second": n_out / duration_s if duration_s > 0 else None,
+        "requests_per_second": len(ok) / elapsed_s if elapsed_s > 0 else None,
+        "tokens_per_second": (n_in + n_out) / elapsed_s if elapsed_s > 0 else None,
+        "output_tokens_per_second": n_out / elapsed_s if elapsed_s > 0 else None,
     }
     series = {
         "ttft_s": [r.ttft_s for r in ok if r.ttft_s is not None],

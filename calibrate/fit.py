@@ -141,7 +141,7 @@ class CoefficientFitter:
     def _trace(self, obs: Observation, coefficients: Coefficients) -> _Trace:
         result = obs.simulate(coefficients, kv_from="measured")
         summed = float(np.sum(obs.step_cost(coefficients)(result.steps)))
-        factor = result.metrics.duration_s / summed if summed > 0 else 1.0
+        factor = result.metrics.elapsed_s / summed if summed > 0 else 1.0
         return _Trace(obs=obs, steps=result.steps, pipeline_factor=factor, measured_elapsed_s=obs.measured["elapsed_s"])
 
     def _predict_elapsed(self, trace: _Trace, coefficients: Coefficients) -> float:

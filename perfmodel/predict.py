@@ -142,7 +142,7 @@ def predict_all(scenario: Scenario, num_gpus: int, *, tp: int | None = None, pp:
             p = dataclasses.replace(p, requests_per_second=m.requests_per_second,
                                     tokens_per_second=m.tokens_per_second,
                                     output_tokens_per_second=m.output_tokens_per_second,
-                                    elapsed_time=m.duration_s, method="simulated")
+                                    elapsed_time=m.elapsed_s, method="simulated")
         out.append(p)
     return rank(out)
 

@@ -44,7 +44,7 @@ MIN_EMPIRICAL = 20  # below this many residuals, a t interval instead of order s
 PREDICT_FIGURES = ("tokens_per_second", "output_tokens_per_second", "requests_per_second", "elapsed_time")
 LATENCY_STATS = ("mean", "median", "p90", "p99")
 SIMULATE_FIGURES = ("requests_per_second", "input_tokens_per_second", "output_tokens_per_second",
-                    "tokens_per_second", "duration_s",
+                    "tokens_per_second", "elapsed_s",
                     *(f"{k}_s_{s}" for k in ("ttft", "tpot", "itl", "e2e") for s in LATENCY_STATS))
 
 
@@ -69,7 +69,7 @@ def _family(figure: str) -> tuple[tuple[tuple[str, int], ...], str]:
         return (thr[1], thr[0], thr[2]), "wave"
     if figure == "requests_per_second":
         return (thr[2], thr[0], thr[1]), "wave"
-    if figure in ("elapsed_time", "duration_s"):
+    if figure in ("elapsed_time", "elapsed_s"):
         return tuple((m, -1) for m, _ in (thr[2], thr[0], thr[1])), "wave"
     if figure == "decode_tokens_per_s_per_request_mean":  # per-request decode speed, about 1 / TPOT
         return ((figure, 1), ("tpot_s_mean", -1), ("itl_s_mean", -1)), "decode"

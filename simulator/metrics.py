@@ -6,7 +6,7 @@ input + output tokens per second, `input_tokens_per_second`, `output_tokens_per_
 `to_vllm_dict()` gives `benchmark_serving`'s names in milliseconds (`mean_ttft_ms`, `p99_itl_ms`, ...).
 
 Definitions (as vLLM's benchmark computes them):
-- duration_s: first request sent -> last request finished.
+- elapsed_s: first request sent -> last request finished.
 - TTFT: first token sampled - request sent. E2E: last token sampled - request sent.
 - TPOT: (E2E - TTFT) / (output tokens - 1), per request, excluding single-token requests; stats over requests.
 - ITL: every gap between two consecutive tokens of a request, pooled over all requests; stats over gaps.
@@ -62,7 +62,7 @@ class Metrics:
     """Aggregate results of one simulation (see the module docstring for definitions)."""
 
     num_requests: int
-    duration_s: float
+    elapsed_s: float
     total_input_tokens: int
     total_output_tokens: int
     requests_per_second: float
@@ -98,7 +98,7 @@ class Metrics:
     def to_vllm_dict(self) -> dict[str, float]:
         """vLLM `benchmark_serving` JSON names and units (ms)."""
         out: dict[str, float] = {
-            "completed": self.num_requests, "duration": self.duration_s,
+            "completed": self.num_requests, "duration": self.elapsed_s,
             "total_input_tokens": self.total_input_tokens, "total_output_tokens": self.total_output_tokens,
             "request_throughput": self.requests_per_second, "output_throughput": self.output_tokens_per_second,
             "total_token_throughput": self.tokens_per_second,
@@ -123,7 +123,7 @@ def compute_metrics(results: RequestResults, itl_gap_s: np.ndarray, itl_count: n
         for stat, value in _stats(values, weights).items():
             fields[f"{name}_s_{stat}"] = value
     return Metrics(
-        num_requests=n, duration_s=duration, total_input_tokens=total_in, total_output_tokens=total_out,
+        num_requests=n, elapsed_s=duration, total_input_tokens=total_in, total_output_tokens=total_out,
         requests_per_second=rate(n), input_tokens_per_second=rate(total_in),
         output_tokens_per_second=rate(total_out), tokens_per_second=rate(total_in + total_out), **fields,
         num_steps=num_steps, mean_batch_size=sum_num_seqs / num_steps if num_steps else 0.0,

@@ -94,7 +94,7 @@ def _throughput_rows(m, iv=None) -> list[dict]:
 
     return [
         {"name": "requests", "value": m.num_requests},
-        {"name": "duration (s)", "value": plus_minus(m.duration_s, iv, "duration_s")},
+        {"name": "duration (s)", "value": plus_minus(m.elapsed_s, iv, "elapsed_s")},
         {"name": "requests/s", "value": plus_minus(m.requests_per_second, iv, "requests_per_second")},
         {"name": "input tokens/s", "value": plus_minus(m.input_tokens_per_second, iv, "input_tokens_per_second")},
         {"name": "output tokens/s", "value": plus_minus(m.output_tokens_per_second, iv, "output_tokens_per_second")},

@@ -80,7 +80,7 @@ def synthetic_records(seed: int = 0) -> list[dict]:
         plan = obs.memory(TRUE)
         rec = _record(i, *run, kv_tokens=plan.kv_cache_tokens, kv_bytes=int(plan.kv_cache_bytes))
         _, [obs] = load_observations([rec], "h200-sxm")
-        duration = obs.simulate(TRUE, kv_from="measured").metrics.duration_s
+        duration = obs.simulate(TRUE, kv_from="measured").metrics.elapsed_s
         rec["metrics"]["elapsed_s"] = duration * math.exp(NOISE * rng.standard_normal())
         out.append(rec)
     return out

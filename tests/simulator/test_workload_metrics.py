@@ -86,7 +86,7 @@ def test_metrics_follow_vllm_definitions():
     r = simulate(reqs, cfg, LinearStepCost())
     m, q = r.metrics, r.requests
     duration = q.finish_s.max() - q.sent_s.min()
-    assert m.duration_s == pytest.approx(duration)
+    assert m.elapsed_s == pytest.approx(duration)
     assert m.requests_per_second == pytest.approx(200 / duration)
     assert m.tokens_per_second == pytest.approx((q.num_prompt_tokens.sum() + q.num_output_tokens.sum()) / duration)
     assert m.output_tokens_per_second == pytest.approx(q.num_output_tokens.sum() / duration)
