@@ -24,7 +24,7 @@ def add_calibrate_subcommands(subparsers: argparse._SubParsersAction) -> argpars
     cal = subparsers.add_parser("calibrate", help="measure real vLLM runs, import results, write SLURM jobs")
     sub = cal.add_subparsers(dest="calibrate_command", required=True, metavar="ACTION")
 
-    from calibrate.runner import add_run_arguments
+    from calibrate.run_arguments import add_run_arguments
 
     run = sub.add_parser("run", help="run a sweep on this machine (results appended; completed runs skipped)")
     add_run_arguments(run)
