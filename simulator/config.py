@@ -22,6 +22,8 @@ class EngineConfig:
     scheduler: engine generation of the continuous scheduler: "v1" (vLLM >= 0.8, `simulator.scheduler`) or
         "v0" (vLLM <= 0.7, `simulator.scheduler_v0`: prefill-only or decode-only steps, a scheduler per
         pipeline stage). "v0" models V0 with chunked prefill off only (its default at max_model_len <= 32768).
+    enable_prefix_caching: reuse the KV blocks of the requests' shared prefix once computed
+        (`--enable-prefix-caching`; see `simulator.scheduler`). Continuous batching with scheduler "v1" only.
     """
 
     max_num_seqs: int
@@ -33,6 +35,7 @@ class EngineConfig:
     static_batch_size: int | None = None
     long_prefill_token_threshold: int = 0
     scheduler: str = "v1"
+    enable_prefix_caching: bool = False
 
     def __post_init__(self) -> None:
         for name in ("max_num_seqs", "max_num_batched_tokens", "num_kv_blocks", "block_size"):
@@ -56,6 +59,9 @@ class EngineConfig:
             raise ValueError("long_prefill_token_threshold must be an integer >= 0")
         if self.scheduler not in ("v1", "v0"):
             raise ValueError(f"EngineConfig.scheduler must be 'v1' or 'v0', got {self.scheduler!r}")
+        if self.enable_prefix_caching and (self.batching != "continuous" or self.scheduler != "v1"):
+            raise ValueError("prefix caching is modelled for continuous batching with the V1 scheduler only "
+                             "(vLLM >= 0.8); turn it off for static batching or V0")
         if self.scheduler == "v0":
             self._check_v0()
 

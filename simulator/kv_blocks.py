@@ -10,8 +10,8 @@ slots for `num_computed_tokens + num_new_tokens` tokens, rounded up to whole blo
     new                   ^ ^     ^          tokens 6, 7, 8
     needed  |  block0 |  block1 |  block2 |  <- ceil(9 / 4) = 3 blocks: 1 more to allocate
 
-Only counts are modelled: which block holds what (prefix caching, copy-on-write, the null block vLLM
-reserves) is not. The pool answers "can't" with None; deciding to preempt is the scheduler's job.
+Only counts are modelled: which block holds what (copy-on-write, the null block vLLM reserves) is not. Prefix
+caching is counted too: a request's cached prefix blocks are shared, so freeing it skips them. The pool answers "can't" with None; deciding to preempt is the scheduler's job.
 """
 
 from __future__ import annotations
@@ -64,9 +64,10 @@ class KVBlockPool:
         self.num_free_blocks -= num_blocks
         return True
 
-    def free_tokens(self, num_tokens: int) -> int:
-        """Free the blocks of a request whose slots cover `num_tokens` tokens; return how many blocks."""
-        n = -(-num_tokens // self.block_size)
+    def free_tokens(self, num_tokens: int, num_shared_blocks: int = 0) -> int:
+        """Free the blocks of a request whose slots cover `num_tokens` tokens, less the `num_shared_blocks` of
+        them it shares (a cached prefix, which stays); return how many blocks were freed."""
+        n = -(-num_tokens // self.block_size) - num_shared_blocks
         self.num_free_blocks += n
         assert self.num_free_blocks <= self.num_blocks, "freed more KV blocks than were allocated"
         return n

@@ -14,18 +14,26 @@ if TYPE_CHECKING:  # pandas is imported where it is used: it costs ~0.4 s at sta
 @dataclass(frozen=True, slots=True)
 class Request:
     """One inference request: it arrives at `arrival_s`, has a prompt and asks for a fixed number of tokens
-    (vLLM benchmark semantics: `ignore_eos`, so exactly `num_output_tokens` are generated)."""
+    (vLLM benchmark semantics: `ignore_eos`, so exactly `num_output_tokens` are generated).
+
+    `num_shared_prefix_tokens`: how many leading prompt tokens are the prefix every request with a nonzero value
+    shares (one prefix per simulation); 0 = none. Below `num_prompt_tokens`. Only read with prefix caching on.
+    """
 
     id: int
     arrival_s: float
     num_prompt_tokens: int
     num_output_tokens: int
+    num_shared_prefix_tokens: int = 0
 
     def __post_init__(self) -> None:
         if self.num_prompt_tokens < 1:
             raise ValueError(f"request {self.id}: num_prompt_tokens must be >= 1, got {self.num_prompt_tokens}")
         if self.num_output_tokens < 1:
             raise ValueError(f"request {self.id}: num_output_tokens must be >= 1, got {self.num_output_tokens}")
+        if not 0 <= self.num_shared_prefix_tokens < self.num_prompt_tokens:
+            raise ValueError(f"request {self.id}: num_shared_prefix_tokens must be >= 0 and below num_prompt_tokens "
+                             f"({self.num_prompt_tokens}), got {self.num_shared_prefix_tokens}")
         if not self.arrival_s >= 0.0:
             raise ValueError(f"request {self.id}: arrival_s must be >= 0, got {self.arrival_s}")
 
@@ -97,7 +105,7 @@ class RequestTable:
 
     __slots__ = ("ids", "arrival_s", "num_prompt_tokens", "num_output_tokens", "finish_kv_tokens", "sent_s",
                  "first_token_s", "finish_s", "replica", "num_preemptions", "last_emit_s", "num_computed_tokens",
-                 "num_target_tokens", "admission_order")
+                 "num_target_tokens", "admission_order", "num_shared_prefix_tokens", "num_shared_blocks")
 
     def __init__(self, requests: Sequence[Request]) -> None:
         n = len(requests)
@@ -117,6 +125,8 @@ class RequestTable:
         self.num_computed_tokens = [0] * n    # KV length of waiting/prefilling requests (decoders: in cohorts)
         self.num_target_tokens = list(self.num_prompt_tokens)  # tokens to prefill: prompt (+ output on recompute)
         self.admission_order = [0] * n        # position in the running list (vLLM's `running` order)
+        self.num_shared_prefix_tokens = [int(r.num_shared_prefix_tokens) for r in requests]
+        self.num_shared_blocks = [0] * n      # KV blocks a request uses but does not own (prefix cache hits)
 
     def __len__(self) -> int:
         return len(self.ids)

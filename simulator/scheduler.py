@@ -24,7 +24,19 @@ Deliberate simplifications:
   `max_num_seqs <= max_num_batched_tokens`.
 - A prompt chunk that cannot get blocks preempts only requests that are still prefilling (or itself).
 
-Not modelled: prefix caching, speculative decoding (and its lookahead slots), async scheduling, structured
+Prefix caching (`enable_prefix_caching`; in the spirit of vLLM V1's `KVCacheManager.get_computed_blocks`): the
+requests with `num_shared_prefix_tokens` K > 0 share one prefix. Once a request's computed tokens reach
+C = floor(K / block_size) * block_size (its prefix's full blocks), the prefix is cached; a request admitted
+from the waiting queue later starts with C tokens computed: they cost no prefill compute (the chunk still
+attends to them, so they count in `prefill_context_tokens` and the attention pairs) and their C / block_size
+blocks are shared, so it allocates and frees only its own. Requests admitted before the prefix is cached pay
+in full (as in vLLM: the same step's requests all miss). Simplifications: only full prefix blocks are hits,
+and only once the whole prefix is computed (vLLM also hits blocks cached mid-prefill); the prefix's blocks
+stay resident for the rest of the run (the first request's, counted as used, never evicted: vLLM keeps them
+as evictable free blocks, and evicts them by LRU only under memory pressure); one prefix per simulation. V0
+and static batching refuse prefix caching (`EngineConfig`).
+
+Not modelled: speculative decoding (and its lookahead slots), async scheduling, structured
 output, LoRA, encoder inputs, KV transfer/offload, priorities, stop strings and EOS (outputs always have their
 requested length, as with `ignore_eos`), the null block vLLM reserves, max_model_len checks.
 """
@@ -59,6 +71,10 @@ class ContinuousScheduler(WaitingQueue):
         self.num_running = 0                  # admitted, not finished or preempted (in flight included)
         self.num_preemptions = 0
         self._next_admission = 0
+        self.num_cached_prefix_tokens = 0     # prefix tokens whose KV blocks are cached (block-aligned)
+        if config.enable_prefix_caching and len(set(table.num_shared_prefix_tokens) - {0}) > 1:
+            raise ValueError("prefix caching models one shared prefix: give every request with a shared prefix "
+                             "the same num_shared_prefix_tokens")
 
     # ---- queue state -------------------------------------------------------------------------------------
     def has_schedulable_work(self) -> bool:
@@ -157,7 +173,7 @@ class ContinuousScheduler(WaitingQueue):
         waiting = self.waiting
         while waiting and token_budget > 0 and self.num_running < cfg.max_num_seqs:
             i = waiting[0]
-            computed = t.num_computed_tokens[i]
+            computed = t.num_computed_tokens[i] or self._cache_hit_tokens(i)
             new = t.num_target_tokens[i] - computed
             if 0 < threshold < new:
                 new = threshold
@@ -168,6 +184,8 @@ class ContinuousScheduler(WaitingQueue):
             if pool.allocate_slots(computed, new) is None:
                 break
             waiting.popleft()
+            t.num_computed_tokens[i] = computed
+            t.num_shared_blocks[i] = self._cache_hit_tokens(i) // cfg.block_size
             t.admission_order[i] = self._next_admission
             self._next_admission += 1
             self.num_running += 1
@@ -178,6 +196,20 @@ class ContinuousScheduler(WaitingQueue):
         if skipped:
             waiting.extendleft(reversed(skipped))
         return token_budget
+
+    # ---- prefix caching ----------------------------------------------------------------------------------
+    def _cache_hit_tokens(self, req: int) -> int:
+        """Prompt tokens of `req` already in the prefix cache: the cached prefix if `req` shares it, else 0."""
+        return self.num_cached_prefix_tokens if self.table.num_shared_prefix_tokens[req] else 0
+
+    def _maybe_cache_prefix(self, req: int, computed: int) -> None:
+        """Cache the shared prefix once `req` has computed its full blocks: they become the cache's (`req`
+        no longer frees them) and stay resident (module docstring)."""
+        bs = self.config.block_size
+        prefix = self.table.num_shared_prefix_tokens[req] // bs * bs
+        if prefix and computed >= prefix and not self.num_cached_prefix_tokens:
+            self.num_cached_prefix_tokens = prefix
+            self.table.num_shared_blocks[req] = prefix // bs
 
     # ---- preemption --------------------------------------------------------------------------------------
     def _allocate_decodes_preempting(self, cohorts: list[DecodeCohort], preempted: list[int]) -> bool:
@@ -218,7 +250,8 @@ class ContinuousScheduler(WaitingQueue):
             computed = t.num_computed_tokens[req]
             num_generated = t.num_target_tokens[req] - prompt
             self.prefilling.remove(req)
-        self.pool.free_tokens(computed)
+        self.pool.free_tokens(computed, t.num_shared_blocks[req])
+        t.num_shared_blocks[req] = 0
         t.num_computed_tokens[req] = 0
         t.num_target_tokens[req] = prompt + num_generated
         t.num_preemptions[req] += 1
@@ -229,7 +262,7 @@ class ContinuousScheduler(WaitingQueue):
     # ---- completion --------------------------------------------------------------------------------------
     def _finish(self, req: int, end_s: float, finished: list[int]) -> None:
         self.table.finish_s[req] = end_s
-        self.pool.free_tokens(self.table.finish_kv_tokens[req])
+        self.pool.free_tokens(self.table.finish_kv_tokens[req], self.table.num_shared_blocks[req])
         self.num_running -= 1
         finished.append(req)
 
@@ -254,6 +287,8 @@ class ContinuousScheduler(WaitingQueue):
             self.in_flight.discard(req)
             computed = t.num_computed_tokens[req] + new
             t.num_computed_tokens[req] = computed
+            if self.config.enable_prefix_caching:
+                self._maybe_cache_prefix(req, computed)
             if computed < t.num_target_tokens[req]:
                 continue
             self.prefilling.remove(req)
