@@ -20,6 +20,7 @@ class EngineArgs:
     block_size: int = 16
     enforce_eager: bool = False
     enable_chunked_prefill: bool = True
+    enable_prefix_caching: bool = False  # the simulator reuses a shared prompt prefix's KV (simulator.scheduler)
     vllm_version: str = "0.26"  # the release whose defaults and engine are modelled
     engine_generation: str = "v1"  # "v1" (vLLM >= 0.8 on Ampere+) or "v0" (0.7, and Volta on later releases)
     cuda_graph_batch_sizes: tuple[int, ...] = ()  # V0: decode batch sizes captured (a batch runs padded up)

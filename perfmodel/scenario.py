@@ -131,7 +131,8 @@ class Scenario:
             return EngineConfig(max_num_seqs=e.max_num_seqs, max_num_batched_tokens=e.max_num_batched_tokens,
                                 num_kv_blocks=num_kv_blocks, block_size=e.block_size,
                                 enable_chunked_prefill=e.enable_chunked_prefill, batching=batching,
-                                static_batch_size=static, scheduler=self.scheduler_generation(batching))
+                                static_batch_size=static, scheduler=self.scheduler_generation(batching),
+                                enable_prefix_caching=e.enable_prefix_caching)
         except ValueError as exc:
             raise UserError(str(exc)) from None
 

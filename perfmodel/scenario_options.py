@@ -39,6 +39,7 @@ class ScenarioOptions:
     block_size: int | None = None
     enforce_eager: bool | None = None
     enable_chunked_prefill: bool | None = None  # None: the release's default (V1 on; V0 only past 32k context)
+    enable_prefix_caching: bool | None = None  # None: off (perfmodel's default; vLLM V1 turns it on)
     input_len: int = 100
     output_len: int = 600
     num_prompts: int = 300
@@ -53,5 +54,5 @@ class ScenarioOptions:
     def engine_overrides(self) -> dict[str, Any]:
         """The engine arguments the user set (vLLM's names), for ``default_engine_args``."""
         names = ("max_num_seqs", "max_num_batched_tokens", "gpu_memory_utilization", "max_model_len", "block_size",
-                 "enforce_eager", "enable_chunked_prefill")
+                 "enforce_eager", "enable_chunked_prefill", "enable_prefix_caching")
         return {n: getattr(self, n) for n in names if getattr(self, n) is not None}

@@ -74,7 +74,8 @@ def as_length_distribution(value: int | LengthDistribution, flag: str) -> Length
 
 def build_requests(*, input_len: int | LengthDistribution = 100, output_len: int | LengthDistribution = 600,
                    num_prompts: int = 300, request_rate: float = math.inf, burstiness: float = 1.0, seed: int = 0,
-                   trace: str | Path | None = None, max_model_len: int | None = None) -> list[Request]:
+                   trace: str | Path | None = None, max_model_len: int | None = None,
+                   shared_prefix_len: int = 0) -> list[Request]:
     """Requests of a workload: lengths fixed (int) or drawn from a distribution, arrivals at ``request_rate``
     (``inf``: all at t=0, offline) with gamma gaps of shape ``burstiness`` (1 = Poisson), all from ``seed``
     (lengths from the stream ``seed``, send times from ``[seed, 3]`` as calibrate's runner sends them);
@@ -82,7 +83,22 @@ def build_requests(*, input_len: int | LengthDistribution = 100, output_len: int
 
     With ``max_model_len``, drawn prompts are cut to ``max_model_len - 1`` tokens and outputs to what is left
     (vLLM would refuse longer requests); a trace with longer requests is refused.
+
+    ``shared_prefix_len`` K > 0: every prompt starts with the same K tokens (``Request.num_shared_prefix_tokens``;
+    the simulator reuses their KV under prefix caching); every prompt must be longer than K.
     """
+    requests = _requests(input_len, output_len, num_prompts, request_rate, burstiness, seed, trace, max_model_len)
+    if shared_prefix_len:
+        shortest = min(r.num_prompt_tokens for r in requests)
+        if not 0 < shared_prefix_len < shortest:
+            raise UserError(f"--shared-prefix-len must be below every prompt's length (the shortest has "
+                            f"{shortest} tokens), got {shared_prefix_len}")
+        requests = [dataclasses.replace(r, num_shared_prefix_tokens=shared_prefix_len) for r in requests]
+    return requests
+
+
+def _requests(input_len, output_len, num_prompts, request_rate, burstiness, seed, trace, max_model_len):
+    """``build_requests`` without the shared prefix."""
     if trace is not None:
         try:
             requests = load_trace(trace)

@@ -29,7 +29,7 @@ SPREAD = real(0, MAX_SPREAD)
 BURSTINESS = real(0, 1e6, low_open=True)
 OUTPUT_FILE = output_file
 _ENGINE_FLAGS = ("max_num_seqs", "max_num_batched_tokens", "gpu_memory_utilization", "max_model_len", "block_size",
-                 "enforce_eager", "enable_chunked_prefill", "vllm_version")
+                 "enforce_eager", "enable_chunked_prefill", "enable_prefix_caching", "vllm_version")
 
 
 def _size(text: str) -> int:
@@ -64,7 +64,9 @@ def add_scenario_arguments(parser: argparse.ArgumentParser, *, workload: bool = 
     e.add_argument("--enable-chunked-prefill", action=argparse.BooleanOptionalAction, default=None,
                    help="split prompts across steps (default: the release's; V0 turns it on only past 32k context)")
     e.add_argument("--enable-prefix-caching", action=argparse.BooleanOptionalAction, default=None,
-                   help="accepted; prefix caching is not modelled (every prompt is computed in full)")
+                   help="simulator: requests after the first reuse the KV of a shared prompt prefix "
+                        "(--shared-prefix-len; V1 continuous batching only); the closed form ignores it "
+                        "(default: off)")
     from perfmodel.cli.vllm_flags import add_ignored_arguments
 
     add_ignored_arguments(parser)
@@ -113,6 +115,9 @@ def add_workload_arguments(parser: argparse.ArgumentParser, *, batching: bool) -
     g.add_argument("--burstiness", type=BURSTINESS, default=1.0, help="gamma shape of the gaps (1 = Poisson)")
     g.add_argument("--max-concurrency", type=PROMPTS, default=None, help="most requests outstanding (closed loop)")
     g.add_argument("--seed", type=SEED, default=0)
+    g.add_argument("--shared-prefix-len", type=integer(0, 10**9), default=0, metavar="K",
+                   help="every prompt starts with the same K tokens (K below every prompt's length; default 0); "
+                        "their KV is reused with --enable-prefix-caching")
     g.add_argument("--trace", metavar="FILE", type=input_file("trace"), help="CSV/JSONL trace of arrival_s, input and output lengths")
     if batching:
         g.add_argument("--batching", default="continuous", choices=BATCHING)

@@ -48,7 +48,8 @@ def setup(args: argparse.Namespace):
     inputs, outputs = lengths(args)
     requests = build_requests(input_len=inputs, output_len=outputs, num_prompts=args.num_prompts,
                               request_rate=args.request_rate, burstiness=args.burstiness, seed=args.seed,
-                              trace=args.trace, max_model_len=scenario.max_model_len)
+                              trace=args.trace, max_model_len=scenario.max_model_len,
+                              shared_prefix_len=args.shared_prefix_len)
     return scenario, layout, requests
 
 
@@ -62,6 +63,9 @@ def header(args, scenario, layout, requests, batching: str) -> str:
         inputs = _describe_length(args.input_dist, args.input_len, args.input_sigma)
         outputs = _describe_length(args.output_dist, args.output_len, args.output_sigma)
         workload = f"{args.num_prompts} requests of {inputs} in / {outputs} out, {arrivals}"
+    if args.shared_prefix_len:
+        workload += f", a shared {args.shared_prefix_len}-token prefix"
+        workload += " (cached)" if scenario.engine.enable_prefix_caching else ""
     if args.max_concurrency:
         workload += f", at most {args.max_concurrency} outstanding"
     offload = ", KV offload to host" if scenario.kv_offload else ""
