@@ -15,6 +15,7 @@ METRIC_LABELS = {
     "requests_per_second": "requests/s", "kv_cache_tokens": "KV cache tokens", "ttft_s_mean": "TTFT mean (s)",
     "ttft_s_median": "TTFT median (s)", "tpot_s_mean": "TPOT mean (s)", "tpot_s_median": "TPOT median (s)",
     "itl_s_mean": "ITL mean (s)", "e2e_s_mean": "E2E mean (s)",
+    "decode_tokens_per_s_per_request_mean": "decode speed per request (tok/s)",
 }
 
 
@@ -52,7 +53,14 @@ def parity_plot(frames: dict[str, pd.DataFrame], path: str | Path,
         import matplotlib.ticker
     except ImportError:
         return None
-    present = [m for m in metrics if any(not f.empty and (f["metric"] == m).any() for f in frames.values())]
+    def measured(metric: str) -> bool:
+        return any(not f.empty and (f["metric"] == metric).any() for f in frames.values())
+
+    present = [m for m in metrics if measured(m)]
+    if "tokens_per_second" not in present and measured("output_tokens_per_second"):  # online-only data
+        present.insert(0, "output_tokens_per_second")
+    if measured("decode_tokens_per_s_per_request_mean"):  # the Taiwania 2 log's per-request decode speed
+        present.append("decode_tokens_per_s_per_request_mean")
     if not present:
         return None
     fig, axes = plt.subplots(1, len(present), figsize=(4.2 * len(present), 4.2), squeeze=False)
