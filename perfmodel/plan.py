@@ -140,7 +140,8 @@ def num_requests_for(request_rate: float, mean_output_tokens: float = 0.0, ttft_
     return int(min(MAX_REQUESTS, max(MIN_REQUESTS, math.ceil(seconds * request_rate))))
 
 
-def plan_capacity(*, request_rate: float, ttft_s_p99_target: float | None = None, tpot_s_p99_target: float | None = None,
+def plan_capacity(*, request_rate: float, ttft_s_p99_target: float | None = None,
+                  tpot_s_p99_target: float | None = None,
                   gpus_max: int = 64, input_len: int | LengthDistribution = 100,
                   output_len: int | LengthDistribution = 600, num_prompts: int | None = None,
                   burstiness: float = 1.0, seed: int = 0, workers: int | None = None,
@@ -164,20 +165,11 @@ def plan_capacity(*, request_rate: float, ttft_s_p99_target: float | None = None
     from perfmodel.simulate import as_length_distribution
 
     _check_targets(request_rate, ttft_s_p99_target, tpot_s_p99_target, gpus_max, confidence, num_prompts)
-    if options is None:
-        try:
-            options = ScenarioOptions(**{"entry_point": "serve", **scenario_options})
-        except TypeError as exc:
-            raise UserError(f"unknown scenario option: {exc}") from None
     inputs = as_length_distribution(input_len, "--input-len")
     outputs = as_length_distribution(output_len, "--output-len")
-    rng = np.random.default_rng(seed)  # the means the closed form uses, from lengths as the simulation draws them
-    mean_in = max(1, round(float(np.mean(inputs.sample(MAX_REQUESTS, rng)))))
-    mean_out = max(1, round(float(np.mean(outputs.sample(MAX_REQUESTS, rng)))))
-    n = num_prompts or num_requests_for(request_rate, mean_out, ttft_s_p99_target, tpot_s_p99_target)
-    options = options.replace(input_len=mean_in, output_len=mean_out, num_prompts=n)
-    scenario = Scenario.from_options(options)
-    scenario.check_lengths(mean_in, mean_out, what="mean --input-len + --output-len")
+    options, scenario = _planned_scenario(options, scenario_options, inputs, outputs, seed, num_prompts,
+                                          request_rate, ttft_s_p99_target, tpot_s_p99_target)
+    n = options.num_prompts
     cluster = scenario.cluster
     counts = gpu_counts(min(gpus_max, cluster.num_nodes * cluster.gpus_per_node), cluster.gpus_per_node,
                         cluster.max_nodes_per_job)
@@ -187,8 +179,8 @@ def plan_capacity(*, request_rate: float, ttft_s_p99_target: float | None = None
         return _Task(options=options, tp=layout.tp, pp=layout.pp, dp=layout.dp,
                      analytical_requests_per_second=analytical_rps, input_len=inputs,
                      output_len=outputs, num_prompts=n, request_rate=request_rate, burstiness=burstiness,
-                     seed=seed, ttft_s_p99_target=ttft_s_p99_target, tpot_s_p99_target=tpot_s_p99_target, confidence=confidence,
-                     interval_level=confidence or interval_level)
+                     seed=seed, ttft_s_p99_target=ttft_s_p99_target, tpot_s_p99_target=tpot_s_p99_target,
+                     confidence=confidence, interval_level=confidence or interval_level)
 
     def screen(count: int) -> tuple[list[Trial], list[_Task]]:
         pruned, tasks = [], []
@@ -204,9 +196,30 @@ def plan_capacity(*, request_rate: float, ttft_s_p99_target: float | None = None
     point_gpus = min((t.gpus for t in trials if t.point_status == "accepted"), default=None)
     targets = _targets_text(ttft_s_p99_target, tpot_s_p99_target)
     message = _answer(best, request_rate, targets, confidence, point_gpus, counts[-1], gpus_max)
-    return PlanResult(request_rate=request_rate, ttft_s_p99_target=ttft_s_p99_target, tpot_s_p99_target=tpot_s_p99_target, gpus_max=gpus_max,
-                      num_requests=n, best=best, trials=tuple(trials), message=message, engine=scenario.engine,
-                      confidence=confidence, point_estimate_gpus=point_gpus if confidence is not None else None)
+    return PlanResult(request_rate=request_rate, ttft_s_p99_target=ttft_s_p99_target,
+                      tpot_s_p99_target=tpot_s_p99_target, gpus_max=gpus_max, num_requests=n, best=best,
+                      trials=tuple(trials), message=message, engine=scenario.engine, confidence=confidence,
+                      point_estimate_gpus=point_gpus if confidence is not None else None)
+
+
+def _planned_scenario(options: ScenarioOptions | None, scenario_options: dict, inputs: LengthDistribution,
+                      outputs: LengthDistribution, seed: int, num_prompts: int | None, request_rate: float,
+                      ttft_s_p99_target: float | None, tpot_s_p99_target: float | None):
+    """The options and scenario every layout is planned with: the workload's mean lengths (drawn as the simulation
+    draws them) and the request count for a steady state; the serve entry point unless the options say otherwise."""
+    if options is None:
+        try:
+            options = ScenarioOptions(**{"entry_point": "serve", **scenario_options})
+        except TypeError as exc:
+            raise UserError(f"unknown scenario option: {exc}") from None
+    rng = np.random.default_rng(seed)
+    mean_in = max(1, round(float(np.mean(inputs.sample(MAX_REQUESTS, rng)))))
+    mean_out = max(1, round(float(np.mean(outputs.sample(MAX_REQUESTS, rng)))))
+    n = num_prompts or num_requests_for(request_rate, mean_out, ttft_s_p99_target, tpot_s_p99_target)
+    options = options.replace(input_len=mean_in, output_len=mean_out, num_prompts=n)
+    scenario = Scenario.from_options(options)
+    scenario.check_lengths(mean_in, mean_out, what="mean --input-len + --output-len")
+    return options, scenario
 
 
 def _check_targets(request_rate: float, ttft_s_p99_target: float | None, tpot_s_p99_target: float | None, gpus_max: int,
