@@ -9,7 +9,7 @@ one (a model, or a layout) and predicts the group left out, so no run is judged 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -57,20 +57,28 @@ def compare(observations: Sequence[Observation], cluster: ClusterSpec, coefficie
     return frame
 
 
-def cross_validate(observations: Sequence[Observation], cluster: ClusterSpec, prior: Coefficients, *,
-                   by: str = "model", progress: Callable[[str], None] | None = None,
-                   **fit_options) -> pd.DataFrame:
-    """Leave one group out: fit on the others, compare on the group left out."""
+def leave_one_group_out(observations: Sequence[Observation], by: str, *, label: str,
+                        progress: Callable[[str], None] | None = None
+                        ) -> Iterator[tuple[str, list[Observation], list[Observation]]]:
+    """``(group, train, test)`` for each group of ``GROUPINGS[by]`` that leaves something to train on."""
     key = GROUPINGS[by]
     groups = sorted({key(o) for o in observations})
-    frames = []
     for i, group in enumerate(groups, 1):
         train = [o for o in observations if key(o) != group]
         test = [o for o in observations if key(o) == group]
         if progress:
-            progress(f"cross-validation by {by}: {i}/{len(groups)} leaving out {group}")
-        if not train:
-            continue
+            progress(f"{label}: {i}/{len(groups)} leaving out {group}")
+        if train:
+            yield group, train, test
+
+
+def cross_validate(observations: Sequence[Observation], cluster: ClusterSpec, prior: Coefficients, *,
+                   by: str = "model", progress: Callable[[str], None] | None = None,
+                   **fit_options) -> pd.DataFrame:
+    """Leave one group out: fit on the others, compare on the group left out."""
+    frames = []
+    for group, train, test in leave_one_group_out(observations, by, label=f"cross-validation by {by}",
+                                                  progress=progress):
         fitted = CoefficientFitter(cluster, prior, **fit_options).fit(train).coefficients_
         frames.append(compare(test, cluster, fitted, fold=f"leave-{by}-out:{group}"))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()

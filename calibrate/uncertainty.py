@@ -23,7 +23,7 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from calibrate.check import GROUPINGS
+from calibrate.check import leave_one_group_out
 from calibrate.fit import CoefficientFitter
 from calibrate.observations import Observation, predicted_metrics
 from hardware.spec import ClusterSpec
@@ -63,16 +63,8 @@ def residual_rows(observations: Sequence[Observation], coefficients: Coefficient
 def cross_validated_rows(observations: Sequence[Observation], cluster: ClusterSpec, prior: Coefficients,
                          covariance, *, by: str, cv: str, progress: Callable[[str], None] | None = None) -> list[dict]:
     """Refit on all groups but one (``calibrate.check.GROUPINGS[by]``) and predict the one left out."""
-    key = GROUPINGS[by]
-    groups = sorted({key(o) for o in observations})
     rows = []
-    for i, group in enumerate(groups, 1):
-        train = [o for o in observations if key(o) != group]
-        test = [o for o in observations if key(o) == group]
-        if progress:
-            progress(f"{cv}: {i}/{len(groups)} leaving out {group}")
-        if not train:
-            continue
+    for group, train, test in leave_one_group_out(observations, by, label=cv, progress=progress):
         fitted = CoefficientFitter(cluster, prior).fit(train).coefficients_
         rows += residual_rows(test, fitted, covariance, cv=cv, fold=f"{by}:{group}")
     return rows

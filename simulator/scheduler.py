@@ -186,18 +186,23 @@ class ContinuousScheduler(WaitingQueue):
             waiting.popleft()
             t.num_computed_tokens[i] = computed
             t.num_shared_blocks[i] = self._cache_hit_tokens(i) // cfg.block_size
-            t.admission_order[i] = self._next_admission
-            self._next_admission += 1
-            self.num_running += 1
-            self.prefilling.append(i)
-            ids.append(i)
-            news.append(new)
+            self._admit(i, new, ids, news)
             token_budget -= new
         if skipped:
             waiting.extendleft(reversed(skipped))
         return token_budget
 
     # ---- prefix caching ----------------------------------------------------------------------------------
+    def _admit(self, req: int, num_new: int, ids: list[int], news: list[int]) -> None:
+        """A waiting request joins the running set (its KV slots already allocated) and prefills ``num_new``
+        prompt tokens this step."""
+        self.table.admission_order[req] = self._next_admission
+        self._next_admission += 1
+        self.num_running += 1
+        self.prefilling.append(req)
+        ids.append(req)
+        news.append(num_new)
+
     def _cache_hit_tokens(self, req: int) -> int:
         """Prompt tokens of `req` already in the prefix cache: the cached prefix if `req` shares it, else 0."""
         return self.num_cached_prefix_tokens if self.table.num_shared_prefix_tokens[req] else 0

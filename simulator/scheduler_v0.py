@@ -131,12 +131,7 @@ class V0Scheduler(ContinuousScheduler):
                 break
             waiting.popleft()
             assert pool.allocate_slots(0, num_tokens) is not None
-            t.admission_order[req] = self._next_admission
-            self._next_admission += 1
-            self.num_running += 1
-            self.prefilling.append(req)
-            ids.append(req)
-            news.append(num_tokens)
+            self._admit(req, num_tokens, ids, news)
             token_budget -= num_tokens
         assert token_budget >= 0, "token budget overspent"
 
