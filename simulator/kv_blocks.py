@@ -64,6 +64,11 @@ class KVBlockPool:
         self.num_free_blocks -= num_blocks
         return True
 
+    def free_blocks(self, num_blocks: int) -> None:
+        """Return ``num_blocks`` blocks allocated with ``allocate_blocks`` (a whole static batch's, say)."""
+        self.num_free_blocks += num_blocks
+        assert self.num_free_blocks <= self.num_blocks, "freed more KV blocks than were allocated"
+
     def free_tokens(self, num_tokens: int, num_shared_blocks: int = 0) -> int:
         """Free the blocks of a request whose slots cover `num_tokens` tokens, less the `num_shared_blocks` of
         them it shares (a cached prefix, which stays); return how many blocks were freed."""

@@ -100,9 +100,7 @@ class ContinuousScheduler(WaitingQueue):
         need = 0
         for c in cohorts:
             need += c.num_new_blocks()
-        if need <= pool.num_free_blocks:
-            pool.num_free_blocks -= need
-        else:
+        if not pool.allocate_blocks(need):
             stopped = self._allocate_decodes_preempting(cohorts, preempted)
         num_decode = 0
         decode_context = 0
@@ -229,14 +227,21 @@ class ContinuousScheduler(WaitingQueue):
         while pos < len(order):
             _, i, cohort = order[pos]
             if cohort is not None and (cohort.base[i] + cohort.counter) % bs == 0:
-                while pool.num_free_blocks < 1:
-                    _, victim, victim_cohort = order.pop()
-                    self._preempt(victim, victim_cohort)
-                    preempted.append(victim)
-                    if victim == i:
-                        return True
-                pool.num_free_blocks -= 1
+                if self._preempt_for_a_block(order, i, preempted):
+                    return True
+                pool.allocate_blocks(1)
             pos += 1
+        return False
+
+    def _preempt_for_a_block(self, order: list, req: int, preempted: list[int]) -> bool:
+        """Preempt from the tail of ``order`` (the most recently admitted first) until a KV block is free; True
+        when ``req`` itself had to go (the walk over ``order`` ends there)."""
+        while self.pool.num_free_blocks < 1:
+            _, victim, victim_cohort = order.pop()
+            self._preempt(victim, victim_cohort)
+            preempted.append(victim)
+            if victim == req:
+                return True
         return False
 
     def _prefill_victim(self, exclude: list[int]) -> int:

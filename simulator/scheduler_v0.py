@@ -144,12 +144,8 @@ class V0Scheduler(ContinuousScheduler):
         pos = 0
         while pos < len(order):
             _, i, cohort = order[pos]
-            while pool.num_free_blocks < 1:
-                _, victim, victim_cohort = order.pop()
-                self._preempt(victim, victim_cohort)
-                preempted.append(victim)
-                if victim == i:
-                    return True
+            if self._preempt_for_a_block(order, i, preempted):
+                return True
             if (cohort.base[i] + cohort.counter) % bs == 0:
                 pool.allocate_blocks(1)
             pos += 1

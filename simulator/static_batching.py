@@ -101,5 +101,5 @@ class StaticBatcher(WaitingQueue):
             j = np.arange(1, sb.max_output_tokens)
             emitting = len(outputs) - np.searchsorted(np.sort(outputs - 1), j, side="left")
             self.itl.add_run(float(end_s[0]), end_s[1:], emitting)
-        self.pool.num_free_blocks += sb.num_blocks
+        self.pool.free_blocks(sb.num_blocks)
         self.num_running = 0
