@@ -8,6 +8,7 @@ one (a model, or a layout) and predicts the group left out, so no run is judged 
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 from typing import Callable, Iterator, Sequence
 
@@ -21,12 +22,21 @@ from perfmodel.coefficients import Coefficients
 
 KFOLDS = 4
 
+
+def _run_hash(run_id: str) -> int:
+    """A run id's fold number source: its first 8 hex digits (perfmodel's ids are hashes), else a CRC."""
+    head = run_id[:8]
+    try:
+        return int(head, 16)
+    except ValueError:
+        return zlib.crc32(run_id.encode())
+
 GROUPINGS: dict[str, Callable[[Observation], str]] = {
     "model": lambda o: o.model_name,
     "layout": lambda o: o.layout_name,
     "concurrency": lambda o: f"c{o.max_concurrency}",  # closed-loop clients (online runs)
     # k-fold by a hash of the run id: deterministic, and the same run lands in the same fold every time
-    "kfold": lambda o: f"fold{int(o.run_id[:8], 16) % KFOLDS}" if o.run_id[:8].isalnum() else "fold0",
+    "kfold": lambda o: f"fold{_run_hash(o.run_id) % KFOLDS}",
 }
 
 
@@ -72,15 +82,58 @@ def leave_one_group_out(observations: Sequence[Observation], by: str, *, label: 
             yield group, train, test
 
 
+def map_folds(fold_fn: Callable, observations: Sequence[Observation], by: str, *, label: str, workers: int | None = 1,
+              progress: Callable[[str], None] | None = None, fold_kwargs: dict | None = None) -> list:
+    """``fold_fn(group, train, test, **fold_kwargs)`` for every fold of :func:`leave_one_group_out`, in fold order;
+    with ``workers`` > 1 (None: every core) the folds run in forked worker processes (each fold's fit is
+    independent, so the results are the same as one at a time). The folds reach the workers through the fork, not
+    pickled (scenarios hold read-only mappings); where processes cannot fork, they run one at a time."""
+    import multiprocessing
+    import os
+
+    from perfmodel.pool import executor
+
+    global _FOLDS
+    folds = list(leave_one_group_out(observations, by, label=label, progress=progress))
+    num_workers = 1 if workers == 1 else min(workers or os.cpu_count() or 1, max(len(folds), 1))
+    if num_workers == 1 or "fork" not in multiprocessing.get_all_start_methods():
+        return [fold_fn(group, train, test, **(fold_kwargs or {})) for group, train, test in folds]
+    _FOLDS = (fold_fn, folds, fold_kwargs or {})
+    try:
+        with executor(num_workers) as pool:
+            futures = [pool.submit(_run_fold, i) for i in range(len(folds))]
+            results = []
+            for (group, _, _), future in zip(folds, futures):
+                results.append(future.result())
+                if progress:
+                    progress(f"{label}: fold {group} done")
+    finally:
+        _FOLDS = None
+    return results
+
+
+_FOLDS: tuple | None = None  # (fold_fn, folds, kwargs) while map_folds runs, for its forked workers
+
+
+def _run_fold(index: int):
+    fold_fn, folds, kwargs = _FOLDS
+    group, train, test = folds[index]
+    return fold_fn(group, train, test, **kwargs)
+
+
+def _fit_and_compare(group: str, train: list[Observation], test: list[Observation], *, cluster: ClusterSpec,
+                     prior: Coefficients, by: str, fit_options: dict) -> pd.DataFrame:
+    fitted = CoefficientFitter(cluster, prior, **fit_options).fit(train).coefficients_
+    return compare(test, cluster, fitted, fold=f"leave-{by}-out:{group}")
+
+
 def cross_validate(observations: Sequence[Observation], cluster: ClusterSpec, prior: Coefficients, *,
-                   by: str = "model", progress: Callable[[str], None] | None = None,
+                   by: str = "model", progress: Callable[[str], None] | None = None, workers: int | None = 1,
                    **fit_options) -> pd.DataFrame:
     """Leave one group out: fit on the others, compare on the group left out."""
-    frames = []
-    for group, train, test in leave_one_group_out(observations, by, label=f"cross-validation by {by}",
-                                                  progress=progress):
-        fitted = CoefficientFitter(cluster, prior, **fit_options).fit(train).coefficients_
-        frames.append(compare(test, cluster, fitted, fold=f"leave-{by}-out:{group}"))
+    frames = map_folds(_fit_and_compare, observations, by, label=f"cross-validation by {by}", workers=workers,
+                       progress=progress,
+                       fold_kwargs=dict(cluster=cluster, prior=prior, by=by, fit_options=fit_options))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 

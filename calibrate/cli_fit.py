@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from perfmodel.cli.options import HARDWARE
-from perfmodel.cli.validate import input_file, input_file_or_dir, output_file, real, report_path
+from perfmodel.cli.validate import input_file, input_file_or_dir, integer, max_workers, output_file, real, report_path
 from perfmodel.errors import UserError
 
 PROFILE = input_file("yaml")
@@ -51,6 +51,8 @@ def add_fit_subcommands(sub: argparse._SubParsersAction) -> None:
                             "for report.md")
     check.add_argument("--notes", default=None, type=input_file("text"), help="Markdown appended to the report (kept across regenerations)")
     check.add_argument("--title", default="perfmodel accuracy")
+    check.add_argument("--workers", type=integer(1, max_workers()), default=None,
+                       help="cross-validation folds fitted at once, one process each (default: one per core)")
     check.add_argument("--allow-other-hardware", action="store_true",
                        help="keep runs measured on another GPU than --hardware (warned)")
     check.set_defaults(handler=cmd_check)
@@ -174,7 +176,8 @@ def cmd_check(args: argparse.Namespace) -> int:
                 _progress(f"skipping {by} cross-validation: only one {by} group in the data")
                 continue
             label = f"{KFOLDS}-fold" if by == "kfold" else f"leave-one-{by}-out"
-            frames[label] = cross_validate(observations, cluster, prior, by=by, progress=_progress)
+            frames[label] = cross_validate(observations, cluster, prior, by=by, progress=_progress,
+                                           workers=args.workers)
     for label, frame in frames.items():
         print(f"\n{label}")
         print(summary_table(summarize(frame)))

@@ -7,6 +7,7 @@ import shlex
 import sys
 from pathlib import Path
 
+from perfmodel.cli.validate import integer, max_workers
 from perfmodel.errors import UserError
 
 
@@ -19,6 +20,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     u.add_argument("--transfer", action="append", default=[], metavar="NAME=HARDWARE:FILE[,FILE]",
                    help="another calibrated data set to predict with this profile (repeatable)")
     u.add_argument("--runs-csv", default=None, help="write every cross-validated/transferred run here (CSV)")
+    u.add_argument("--workers", type=integer(1, max_workers()), default=None,
+                   help="cross-validation folds fitted at once, one process each (default: one per core)")
     u.set_defaults(handler=cmd_uncertainty)
 
 
@@ -56,7 +59,7 @@ def cmd_uncertainty(args: argparse.Namespace) -> int:
     command = shlex.join(["perfmodel", "calibrate", *sys.argv[sys.argv.index("uncertainty"):]]) \
         if "uncertainty" in sys.argv else ""
     section, rows = build_section(observations=observations, cluster=cluster, coefficients=profile.coefficients,
-                                  prior=prior, transfer=transfer, command=command,
+                                  prior=prior, transfer=transfer, command=command, workers=args.workers,
                                   progress=lambda m: print(f"  {m}", file=sys.stderr, flush=True))
     document = yaml.safe_load(Path(args.profile).read_text())
     document["uncertainty"] = section

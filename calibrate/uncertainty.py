@@ -23,7 +23,7 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from calibrate.check import leave_one_group_out
+from calibrate.check import map_folds
 from calibrate.fit import CoefficientFitter
 from calibrate.observations import Observation, predicted_metrics
 from hardware.spec import ClusterSpec
@@ -60,14 +60,19 @@ def residual_rows(observations: Sequence[Observation], coefficients: Coefficient
     return rows
 
 
+def _fit_and_residuals(group: str, train: list[Observation], test: list[Observation], *, cluster: ClusterSpec,
+                       prior: Coefficients, covariance, by: str, cv: str) -> list[dict]:
+    fitted = CoefficientFitter(cluster, prior).fit(train).coefficients_
+    return residual_rows(test, fitted, covariance, cv=cv, fold=f"{by}:{group}")
+
+
 def cross_validated_rows(observations: Sequence[Observation], cluster: ClusterSpec, prior: Coefficients,
-                         covariance, *, by: str, cv: str, progress: Callable[[str], None] | None = None) -> list[dict]:
+                         covariance, *, by: str, cv: str, progress: Callable[[str], None] | None = None,
+                         workers: int | None = 1) -> list[dict]:
     """Refit on all groups but one (``calibrate.check.GROUPINGS[by]``) and predict the one left out."""
-    rows = []
-    for group, train, test in leave_one_group_out(observations, by, label=cv, progress=progress):
-        fitted = CoefficientFitter(cluster, prior).fit(train).coefficients_
-        rows += residual_rows(test, fitted, covariance, cv=cv, fold=f"{by}:{group}")
-    return rows
+    folds = map_folds(_fit_and_residuals, observations, by, label=cv, workers=workers, progress=progress,
+                      fold_kwargs=dict(cluster=cluster, prior=prior, covariance=covariance, by=by, cv=cv))
+    return [row for rows in folds for row in rows]
 
 
 def grouped(rows: Sequence[dict], *, by_regime: bool = True) -> dict:
@@ -81,13 +86,15 @@ def grouped(rows: Sequence[dict], *, by_regime: bool = True) -> dict:
 
 def build_section(*, observations: Sequence[Observation], cluster: ClusterSpec, coefficients: Coefficients,
                   prior: Coefficients, transfer: Sequence[tuple[str, ClusterSpec, Sequence[Observation]]] = (),
-                  command: str = "", progress: Callable[[str], None] | None = None) -> tuple[dict, pd.DataFrame]:
+                  command: str = "", progress: Callable[[str], None] | None = None, workers: int | None = 1
+                  ) -> tuple[dict, pd.DataFrame]:
     """(the ``uncertainty:`` section, the per-run rows of every cross-validation and transfer set)."""
     if progress:
         progress(f"full fit on {len(observations)} runs for the covariance")
     fitter = CoefficientFitter(cluster, prior).fit(observations)
     cov = fitter.covariance_
-    rows = cross_validated_rows(observations, cluster, prior, cov, by="kfold", cv="kfold", progress=progress)
+    rows = cross_validated_rows(observations, cluster, prior, cov, by="kfold", cv="kfold", progress=progress,
+                                workers=workers)
     section: dict = {
         "generated_by": command,
         "models": sorted({o.model_name for o in observations}),
@@ -99,7 +106,7 @@ def build_section(*, observations: Sequence[Observation], cluster: ClusterSpec, 
     }
     if len({o.model_name for o in observations}) > 1:
         lomo = cross_validated_rows(observations, cluster, prior, cov, by="model", cv="leave-one-model-out",
-                                    progress=progress)
+                                    progress=progress, workers=workers)
         section["residuals"]["unseen_model"] = grouped(lomo)
         rows += lomo
     for name, other_cluster, other in transfer:

@@ -14,10 +14,10 @@ class Inline:
 
     _max_workers = 1
 
-    def submit(self, fn, *args) -> cf.Future:
+    def submit(self, fn, *args, **kwargs) -> cf.Future:
         future: cf.Future = cf.Future()
         try:
-            future.set_result(fn(*args))
+            future.set_result(fn(*args, **kwargs))
         except BaseException as exc:  # noqa: BLE001  (re-raised by future.result())
             future.set_exception(exc)
         return future

@@ -111,3 +111,20 @@ def test_progress_bar_on_a_tty():
     progress.close()
     assert stream.getvalue().startswith("\r[") and "] 3/4 simulations" in stream.getvalue()
     assert stream.getvalue().endswith("\n")
+
+
+def test_confidence_plans_on_the_interval_ends_and_names_the_point_estimate():
+    common = dict(request_rate=2.0, model="llama-3.1-8b", hardware="hgx-h200", input_len=300, output_len=200,
+                  workers=1)
+    tpot_one_gpu = plan_capacity(**common, tpot_s_p99_target=1.0).best.tpot_s_p99
+    target = 1.05 * tpot_one_gpu  # the point estimate just meets it on one GPU; its 90% high end does not
+    point = plan_capacity(**common, tpot_s_p99_target=target)
+    sure = plan_capacity(**common, tpot_s_p99_target=target, confidence=0.9)
+    assert point.gpus == 1 and point.point_estimate_gpus is None
+    assert sure.confidence == 0.9 and sure.point_estimate_gpus == 1
+    assert sure.gpus is not None and sure.gpus > point.gpus
+    low, high = sure.best.interval["tpot_s_p99"]
+    assert low <= sure.best.tpot_s_p99 <= high <= target
+    rejected = [t for t in sure.trials if t.gpus == 1 and t.point_status == "accepted"]
+    assert rejected and all(t.status == "rejected" for t in rejected)
+    assert "point estimate" in sure.message and "1 GPU" in sure.message

@@ -4,6 +4,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 
@@ -103,3 +104,13 @@ def test_fit_recovers_the_coefficients_of_simulated_runs():
         assert value == pytest.approx(true, rel=rel), (name, value, true, se)
     for name in set(Coefficients.names()) - set(fitter.fitted_):
         assert getattr(got, name) == getattr(prior, name), name  # what is not fitted stays at the prior
+
+
+def test_cross_validation_folds_in_processes_equal_one_at_a_time():
+    from calibrate.check import cross_validate
+
+    cluster, observations = load_observations(synthetic_records(), "h200-sxm")
+    serial = cross_validate(observations, cluster, TRUE, by="kfold", workers=1, step_names=tuple(FITTED))
+    parallel = cross_validate(observations, cluster, TRUE, by="kfold", workers=2, step_names=tuple(FITTED))
+    assert len(serial) > 0 and serial.fold.nunique() > 1
+    pd.testing.assert_frame_equal(serial, parallel)
