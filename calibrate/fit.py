@@ -26,7 +26,7 @@ from typing import Sequence
 import numpy as np
 from scipy import optimize
 
-from calibrate.fit_online import ONLINE_REGULARIZATION
+from calibrate.fit_online import ONLINE_REGULARIZATION, uninformed_by_engine
 from calibrate.observations import Observation
 from hardware.spec import ClusterSpec
 from perfmodel.coefficients import Coefficients
@@ -54,7 +54,8 @@ def informed_step_coefficients(observations: Sequence[Observation]) -> tuple[str
     informed = {"step": True, "eager": any(o.eager for o in offline),
                 "tensor_parallel": any(o.layout.tp > 1 for o in offline),
                 "pipeline_parallel": any(o.layout.pp > 1 for o in offline)}
-    return tuple(n for g in STEP_GROUPS if informed[g] for n in Coefficients.group(g))
+    skip = uninformed_by_engine(offline)
+    return tuple(n for g in STEP_GROUPS if informed[g] for n in Coefficients.group(g) if n not in skip)
 
 
 @dataclass(frozen=True)

@@ -5,9 +5,11 @@ request arrives depends on when earlier ones finished, and under vLLM's V0 engin
 decode, so TTFT and per-request decode speed depend on the mix of prefill and decode steps, not on their sum
 alone. Each residual evaluation therefore simulates every run again (tens of milliseconds each on the Taiwania
 runs). The residuals are the log ratios predicted / measured of each run's output tokens/s, mean TTFT and mean
-per-request decode speed (those it has), plus the same pull toward the prior as the offline fit:
+per-request decode speed (those it has), plus a pull toward the prior like the offline fit's:
 
     r = [log(pred_k(theta) / meas_k) for runs and metrics] + [lambda * (theta_i - prior_i) / scale_i]
+
+with ``scale_i = max(prior_i, (upper_i - lower_i) / 10)``.
 
 minimised by ``scipy.optimize.least_squares`` with bounds, a soft-L1 loss and finite differences.
 """
@@ -23,25 +25,52 @@ from scipy import optimize
 from calibrate.observations import Observation, predicted_metrics
 from perfmodel.coefficients import Coefficients
 
-# The pull toward the prior, per relative unit of each coefficient. Weaker than offline fits' 0.1: the soft-L1
-# loss (f_scale 0.05) flattens the 10-40% residuals online runs start from, and at 0.1 the pull held most
-# coefficients at their datasheet priors (Taiwania 2 in-sample decode-speed error 20% at 0.1, 11% at 0.02).
+# The pull toward the prior, per unit of each coefficient (PRIOR_SCALE_RANGE_FRACTION). Weaker than offline
+# fits' 0.1: the soft-L1 loss (f_scale 0.05) flattens the 10-40% residuals online runs start from, and at 0.1
+# the pull held most coefficients at their datasheet priors (Taiwania 2 in-sample decode-speed error 20% at
+# 0.1, 11% at 0.02, before the V0 pipeline model).
 ONLINE_REGULARIZATION = 0.02
+# The smallest unit of the pull toward the prior, as a fraction of a coefficient's bounds (see fit_online).
+PRIOR_SCALE_RANGE_FRACTION = 0.1
 # What an online run's measurements say, in the names predicted_metrics uses.
 ONLINE_FIT_METRICS = ("output_tokens_per_second", "ttft_s_mean", "decode_tokens_per_s_per_request_mean")
+
+
+def uninformed_by_engine(observations: Sequence[Observation]) -> set[str]:
+    """Coefficients of a group the runs have that none of their engines pays: the all-reduce latency of the
+    implementation vLLM does not pick for any of their TP groups (``comm.custom_allreduce_applies``), and
+    ``pp_step_overhead_s`` without a V0 engine with pipeline parallelism."""
+    from perfmodel import comm
+    from perfmodel.layout import place
+
+    custom = [comm.custom_allreduce_applies(o.scenario.cluster, o.layout.tp,
+                                            place(o.layout, o.scenario.cluster.gpus_per_node).tp_spans_nodes)
+              for o in observations if o.layout.tp > 1]
+    skip = set()
+    if not any(custom):
+        skip.add("allreduce_latency_s")
+    if all(custom):
+        skip.add("nccl_allreduce_latency_s")
+    if not any(o.layout.pp > 1 and o.engine.engine_generation == "v0" for o in observations):
+        skip.add("pp_step_overhead_s")
+    return skip
 
 
 def online_step_coefficients(observations: Sequence[Observation]) -> tuple[str, ...]:
     """The coefficients online runs of these layouts and kernels can pin down (fewer than offline runs:
     every evaluation is a simulation)."""
-    names = ["gemm_compute_efficiency", "gemm_half_efficiency_tokens", "memory_efficiency", "step_overhead_s",
-             "per_seq_overhead_s", "server_request_latency_s"]
+    names = ["gemm_compute_efficiency", "memory_efficiency", "step_overhead_s", "per_seq_overhead_s",
+             "server_request_latency_s"]
+    # Left at their priors: gemm_half_efficiency_tokens (the batch sizes of a closed-loop log do not separate
+    # it from the compute efficiency), exllama_reread_fraction (1: each 8-row chunk is a block of its own that
+    # reads the weights) and p2p_latency_s (tens of microseconds beside the milliseconds of a step).
     if any(o.precision.quant_kernel == "gptq_exllama" for o in observations):
-        names += ["exllama_memory_efficiency", "exllama_reread_fraction"]
+        names.append("exllama_memory_efficiency")
+    skip = uninformed_by_engine(observations)
     if any(o.layout.tp > 1 for o in observations):
-        names.append("allreduce_latency_s")
-    if any(o.layout.pp > 1 for o in observations):
-        names.append("p2p_latency_s")
+        names += [n for n in ("allreduce_latency_s", "nccl_allreduce_latency_s") if n not in skip]
+    if any(o.layout.pp > 1 for o in observations) and "pp_step_overhead_s" not in skip:
+        names.append("pp_step_overhead_s")
     if any(o.engine.engine_generation == "v0" and not o.engine.enforce_eager for o in observations):
         names.append("eager_layer_overhead_s")  # V0 prefill steps run without CUDA graphs
     return tuple(names)
@@ -54,12 +83,14 @@ def fit_online(observations: Sequence[Observation], start: Coefficients, prior: 
                if o.measured.get(metric, 0) > 0]
     prior_x = np.array([getattr(prior, n) for n in names])
     lower, upper = (np.array(v) for v in zip(*(Coefficients.bounds(n) for n in names)))
-    scale = np.where(prior_x > 0, prior_x, (upper - lower) * 0.1)  # no prior value: a weak pull
+    # The pull is per unit of the prior, but at least per tenth of the coefficient's range: a prior of a few
+    # microseconds (per-sequence CPU time, all-reduce latencies) would otherwise act as a hard constraint.
+    scale = np.maximum(np.where(prior_x > 0, prior_x, 0.0), (upper - lower) * PRIOR_SCALE_RANGE_FRACTION)
     x0 = np.clip(np.array([getattr(start, n) for n in names]), lower + 1e-12, upper)
 
     def residuals(x: np.ndarray) -> np.ndarray:
         c = start.replace(**dict(zip(names, map(float, x))))
-        predicted = {o.run_id: predicted_metrics(o, o.simulate(c, kv_from="model")) for o in observations}
+        predicted = {o.run_id: predicted_metrics(o, o.simulate(c, kv_from="model", record_timeline=False)) for o in observations}
         data = [math.log(max(predicted[o.run_id].get(metric, 1e-9), 1e-9) / value) for o, metric, value in targets]
         return np.concatenate([data, regularization * (x - prior_x) / scale])
 

@@ -88,8 +88,10 @@ class Observation:
         return [Request(id=i, arrival_s=float(a), num_prompt_tokens=int(p), num_output_tokens=int(o))
                 for i, (a, p, o) in enumerate(zip(self.arrival_s, self.input_lens, self.output_lens))]
 
-    def simulate(self, coefficients: Coefficients, *, kv_from: str = "measured") -> SimResult:
-        """Replay the run in the simulator; ``kv_from`` = "measured" (vLLM's KV cache) or "model"."""
+    def simulate(self, coefficients: Coefficients, *, kv_from: str = "measured", record_timeline: bool = True
+                 ) -> SimResult:
+        """Replay the run in the simulator; ``kv_from`` = "measured" (vLLM's KV cache) or "model";
+        ``record_timeline=False`` keeps only the metrics (the online fit's many re-simulations)."""
         scenario = self.scenario.with_coefficients(coefficients)
         blocks = None
         if kv_from == "measured" and self.measured_kv_cache_tokens:
@@ -98,7 +100,7 @@ class Observation:
         else:
             blocks = max(1, scenario.memory(self.layout).num_gpu_blocks)
         return scenario.simulate(self.layout, self.requests(), max_concurrency=self.max_concurrency,
-                                 record_timeline=True, num_kv_blocks=blocks, served=self.mode == "online")
+                                 record_timeline=record_timeline, num_kv_blocks=blocks, served=self.mode == "online")
 
 
 def observation_from_record(record: Mapping[str, Any] | RunRecord, cluster: ClusterSpec) -> Observation:

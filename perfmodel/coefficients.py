@@ -77,11 +77,23 @@ class Coefficients:
     allreduce_latency_s: float = _coef(
         1e-5, "fixed latency of one tensor-parallel all-reduce call (kernel launch, synchronisation), on top of "
         "the ring's per-hop link latency and bandwidth term", 0.0, 1e-3, group="tensor_parallel")
+    nccl_allreduce_latency_s: float = _coef(
+        1e-5, "fixed latency of one tensor-parallel all-reduce that vLLM hands to NCCL (pynccl) because its custom "
+        "all-reduce does not apply (perfmodel.comm.custom_allreduce_applies: e.g. TP8 on a V100 hybrid cube-mesh); "
+        "on top of the ring's per-hop latency. Prior: NCCL's own tuning model puts a ring all-reduce's base latency at "
+        "3.6-12 us depending on protocol and release (src/graph/tuning.cc baseLat), plus the launch", 0.0, 1e-3,
+        group="tensor_parallel")
     allreduce_bandwidth_efficiency: float = _coef(
         0.70, "fraction of link bandwidth a ring all-reduce reaches (NCCL bus bandwidth vs link rate)", 0.05, 1.0,
         group="tensor_parallel")
     p2p_latency_s: float = _coef(
         2e-5, "latency of one pipeline-stage activation send", 0.0, 1e-2, group="pipeline_parallel")
+    pp_step_overhead_s: float = _coef(
+        1e-3, "vLLM V0 with pipeline parallelism: engine-process time per step of a virtual engine that no stage "
+        "overlaps: the call to every stage's driver (Ray actors, vLLM 0.7.0 "
+        "RayDistributedExecutor._driver_execute_model_async) and output processing, which V0 does not overlap "
+        "with the next step when PP > 1 (ModelConfig.verify_async_output_proc); a Ray call takes about a "
+        "millisecond", 0.0, 0.05, group="pipeline_parallel")
     server_request_latency_s: float = _coef(
         0.0, "seconds from a client's send to the engine's queue under `vllm serve` (HTTP, tokenization, the "
         "server's engine client); in TTFT and E2E of served requests only. 0 by default: not known without "

@@ -22,6 +22,7 @@ from hardware.ring_links import RING_LINKS
 
 __all__ = [
     "allreduce_time_s",
+    "custom_allreduce_applies",
     "link_for_group",
     "mesh_ring_links",
     "p2p_link",
@@ -142,6 +143,29 @@ def link_for_group(cluster: ClusterSpec, tp: int, spans_nodes: bool) -> tuple[fl
     inter_fraction = min(1.0, (num_nodes - 1) / (tp - 1))
     latency = inter_fraction * cluster.inter_node_link.latency_s + (1 - inter_fraction) * intra_latency
     return bandwidth, latency
+
+
+CUSTOM_ALLREDUCE_WORLD_SIZES = (2, 4, 6, 8)
+"""vLLM 0.7.0 `CustomAllreduce._SUPPORTED_WORLD_SIZES` (vllm/distributed/device_communicators/custom_all_reduce.py)."""
+
+
+def custom_allreduce_applies(cluster: ClusterSpec, tp: int, spans_nodes: bool) -> bool:
+    """Whether vLLM all-reduces this TP group with its own one-kernel all-reduce rather than NCCL.
+
+    vLLM 0.7.0 `CustomAllreduce.__init__` turns it off for a group that spans nodes, for a world size other
+    than 2, 4, 6 or 8, and, above 2 GPUs, unless every pair of them is joined by NVLink
+    (`CudaPlatform.is_full_nvlink`). On a hybrid cube-mesh the group holds the node's first ``tp`` GPUs (ranks
+    in order): 4 of a quad are fully connected, 8 are not, so TP8 on 8xV100 falls back to NCCL. A PCIe node
+    qualifies only with 2 GPUs (P2P assumed to work)."""
+    if spans_nodes or tp not in CUSTOM_ALLREDUCE_WORLD_SIZES:
+        return False
+    topology = cluster.intra_node_topology
+    if topology == "nvswitch" or tp == 2:
+        return True
+    if topology == "hybrid_cube_mesh":
+        m = cluster.nvlink_matrix
+        return all(m[i][j] > 0 for i in range(tp) for j in range(tp) if i != j)
+    return False
 
 
 def p2p_link(cluster: ClusterSpec, spans_nodes: bool) -> tuple[float, float]:

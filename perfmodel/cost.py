@@ -9,8 +9,13 @@ FLOPs; their compute efficiency grows with the batch, ``eff(m) = eff_max * m / (
 does ``4 * pairs * head_dim`` FLOPs per head over its query-key pairs; decode attention reads every decoding
 sequence's K and V. The LM head runs only for the sampled tokens, on the last stage. A TP group all-reduces the
 hidden states twice per layer (ring, alpha-beta over the group's real link); pipeline stages pass activations to
-the next stage; each all-reduce also pays a fixed per-call latency (launch and synchronisation). Fixed per-step and per-sequence overheads cover scheduling, input preparation and sampling,
-plus a per-layer launch cost without CUDA graphs (``--enforce-eager``).
+the next stage; each all-reduce also pays a fixed per-call latency (launch and synchronisation), vLLM's own
+all-reduce's or NCCL's, whichever vLLM picks for the group (``comm.custom_allreduce_applies``). Fixed per-step
+and per-sequence overheads cover scheduling, input preparation and sampling, plus a per-layer launch cost
+without CUDA graphs (``--enforce-eager``). The exllama GPTQ kernel (Volta) reads int4 weights once per 8 rows
+and multiplies on the CUDA cores. Under vLLM V0 with pipeline parallelism every stage prepares the batch
+itself (``stage_prep_time_s``, the CPU part of its time) and the engine process adds its own thread's time per
+step (``host_time_s``), which the simulator shares among the virtual engines.
 
 Every stage is costed as the most loaded one (most layers, plus the LM head); the engine's latency for a batch
 is ``num_stages`` stage times, its throughput one batch per stage time when enough batches are in flight.
@@ -73,6 +78,10 @@ class StepCostModel:
         self._v0_graphs = (tuple(cuda_graph_batch_sizes) if engine_generation == "v0" and not enforce_eager
                            else ())
         self._exllama = precision.quant_kernel == "gptq_exllama"
+        # The exllama kernel multiplies with half2 FMAs on the CUDA cores, not the tensor cores: twice the fp32
+        # rate on Volta (CUDA C++ Programming Guide, arithmetic instruction throughput, compute capability 7.0:
+        # 128 fp16 vs 64 fp32 results per clock per SM), and no tile quantisation of small batches
+        self._exllama_flops = 2.0 * cluster.gpu.peak_flops_per_s.get("float32", 0.0)
         self.num_stages = layout.pp
         gpu = cluster.gpu
         self._gemm_peak = gpu.peak_flops_per_s[precision.gemm_flops_dtype]
@@ -93,6 +102,13 @@ class StepCostModel:
         placement = place(layout, cluster.gpus_per_node)
         self._tp_bw, tp_latency = comm.link_for_group(cluster, layout.tp, placement.tp_spans_nodes)
         self._tp_hop_latency = tp_latency
+        # vLLM's own all-reduce where it applies, else NCCL; each pays its own per-call latency. (vLLM also
+        # hands messages over 8 MiB to NCCL; there the bandwidth term dominates and the latency is moot.)
+        custom = comm.custom_allreduce_applies(cluster, layout.tp, placement.tp_spans_nodes)
+        self._allreduce_call_s = coefficients.allreduce_latency_s if custom else coefficients.nccl_allreduce_latency_s
+        # V0 with PP: the engine process's per-step work (scheduling, calling the stages, output processing) is
+        # one thread shared by the virtual engines, outside every stage (see host_time_s)
+        self._host_serial = engine_generation == "v0" and layout.pp > 1
         pp_bw, pp_latency = comm.p2p_link(cluster, placement.pp_spans_nodes) if layout.pp > 1 else (1.0, 0.0)
         self._pp_bw, self._pp_latency = pp_bw, pp_latency + coefficients.p2p_latency_s
         self._gemm_cache: dict[int, float] = {}
@@ -147,7 +163,8 @@ class StepCostModel:
         chunks = np.ceil(np.asarray(m, dtype=float) / self.EXLLAMA_BLOCK_ROWS)
         reads = 1.0 + c.exllama_reread_fraction * np.maximum(chunks - 1.0, 0.0)
         quantized_rate = self._hbm * c.exllama_memory_efficiency
-        small = np.maximum(m * g.flops_per_token / flops_rate, (reads * g.weight_bytes + act) / quantized_rate)
+        simt_rate = self._exllama_flops * c.gemm_compute_efficiency if self._exllama_flops else flops_rate
+        small = np.maximum(m * g.flops_per_token / simt_rate, (reads * g.weight_bytes + act) / quantized_rate)
         fp16_bytes = 2.0 * g.params
         dequantize = (g.weight_bytes + fp16_bytes) / bytes_rate
         large = dequantize + np.maximum(m * g.flops_per_token / flops_rate, (fp16_bytes + act) / bytes_rate)
@@ -181,7 +198,7 @@ class StepCostModel:
             return 0.0
         ring = comm.allreduce_time_s(num_tokens * self._hidden_bytes, self.layout.tp, self._tp_bw,
                                      self._tp_hop_latency, self.coefficients.allreduce_bandwidth_efficiency)
-        return 2.0 * (ring + self.coefficients.allreduce_latency_s)
+        return 2.0 * (ring + self._allreduce_call_s)
 
     def lm_head_time_s(self, num_sampled: Any) -> Any:
         c = self.coefficients
@@ -199,17 +216,55 @@ class StepCostModel:
         f = _floats(batch)
         return self._overhead(f.num_seqs, f.num_prefill_tokens)
 
+    def host_time_s(self, batch: BatchLike) -> float:
+        """V0 with pipeline parallelism: seconds of the engine process's own thread per step of a virtual
+        engine, outside every stage (``pp_step_overhead_s``: calling the stages' drivers, output processing,
+        scheduling). The simulator runs it on one thread shared by the virtual engines. 0 otherwise."""
+        return self.coefficients.pp_step_overhead_s if self._host_serial else 0.0
+
+    def last_stage_only_time_s(self, batch: BatchLike) -> Any:
+        """V0 with pipeline parallelism: the part of the stage time that only the last stage spends (the LM head;
+        the stage time is the most loaded stage's, vLLM 0.7.0 `get_pp_indices` gives the others no more layers).
+        The simulator takes it off the other stages of a virtual engine's batch. 0 otherwise."""
+        if not self._host_serial:
+            return 0.0
+        num_sampled = batch.num_sampled_tokens
+        if type(num_sampled) is int:
+            lm_head_s = self._lm_head_cache.get(num_sampled)
+            if lm_head_s is None:
+                lm_head_s = self._lm_head_cache[num_sampled] = self.lm_head_time_s(num_sampled)
+            return float(lm_head_s)
+        return self.lm_head_time_s(num_sampled)
+
+    def stage_prep_time_s(self, batch: BatchLike) -> Any:
+        """V0 with pipeline parallelism: the CPU part of each stage's time (the per-step and per-sequence
+        overheads: every stage's driver prepares the batch's inputs itself, vLLM 0.7.0
+        `RayDistributedExecutor._driver_execute_model_async` sends the request to all of them at once, so a
+        stage prepares while earlier stages compute). 0 otherwise (the overheads are spread over the stages)."""
+        if not self._host_serial:
+            return 0.0
+        if type(batch.num_seqs) is int and type(batch.num_prefill_tokens) is int:  # the simulator's steps
+            return float(self._per_step(float(batch.num_seqs), float(batch.num_prefill_tokens)))
+        f = _floats(batch)
+        total = self._per_step(f.num_seqs, f.num_prefill_tokens)
+        return float(total) if np.ndim(total) == 0 else total
+
+    def _per_step(self, num_seqs: Any, num_prefill: Any) -> Any:
+        c = self.coefficients
+        return c.step_overhead_s + c.per_seq_overhead_s * num_seqs + c.per_prefill_token_overhead_s * num_prefill
+
     def _overhead(self, num_seqs: Any, num_prefill: Any) -> Any:
         c = self.coefficients
-        per_step = (c.step_overhead_s + c.per_seq_overhead_s * num_seqs
-                    + c.per_prefill_token_overhead_s * num_prefill)
+        per_step = self._per_step(num_seqs, num_prefill)
         if self.enforce_eager:
             eager = c.eager_layer_overhead_s * self._layers
         elif self._v0_graphs:  # V0 replays graphs for decode-only steps; a step with prefill runs eager
             eager = c.eager_layer_overhead_s * self._layers * (num_prefill > 0)
         else:
             eager = 0.0
-        return per_step / self.num_stages + eager
+        # V0 with PP: each stage prepares the whole batch (stage_prep_time_s); otherwise one preparation per
+        # step, spread over the stages it passes through
+        return (per_step if self._host_serial else per_step / self.num_stages) + eager
 
     def _graph_tokens(self, num_prefill: Any, num_decode: Any) -> Any:
         """Tokens the GEMMs and all-reduces process: a V0 decode-only step runs padded up to the next captured

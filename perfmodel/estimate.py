@@ -75,20 +75,26 @@ def wave_time_s(step_cost, batch_size: int, input_len: int, output_len: int, max
     chunks = np.array([max_num_batched_tokens] * full + ([rest] if rest else []), dtype=float)
     steps = len(chunks)
     pairs = micro * input_len * (input_len + 1) / 2.0 * chunks / prompt_tokens
-    prefill = step_cost(BatchStats(
+    prefill_batch = BatchStats(
         num_prefill_tokens=chunks, num_decode_tokens=np.zeros(steps), prefill_attention_pairs=pairs,
         prefill_context_tokens=chunks, decode_context_tokens=np.zeros(steps),
         num_sampled_tokens=np.r_[np.zeros(steps - 1), micro],
-        num_seqs=np.minimum(micro, np.ceil(chunks / input_len) + 1)))
+        num_seqs=np.minimum(micro, np.ceil(chunks / input_len) + 1))
+    prefill = step_cost(prefill_batch)
     time_s = float(np.sum(prefill)) * stages
+    host = getattr(step_cost, "host_time_s", None)  # V0 with PP: engine-process time per step, outside the stages
+    if host is not None:
+        time_s += host(prefill_batch) * steps
     if output_len > 1:
         context = micro * (input_len + np.arange(1, output_len))
-        decode = step_cost(BatchStats(
+        decode_batch = BatchStats(
             num_prefill_tokens=np.zeros(output_len - 1), num_decode_tokens=np.full(output_len - 1, micro),
             prefill_attention_pairs=np.zeros(output_len - 1), prefill_context_tokens=np.zeros(output_len - 1),
             decode_context_tokens=context, num_sampled_tokens=np.full(output_len - 1, micro),
-            num_seqs=np.full(output_len - 1, micro)))
-        time_s += float(np.sum(decode)) * stages
+            num_seqs=np.full(output_len - 1, micro))
+        time_s += float(np.sum(step_cost(decode_batch))) * stages
+        if host is not None:
+            time_s += host(decode_batch) * (output_len - 1)
     return time_s
 
 

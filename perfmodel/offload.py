@@ -114,6 +114,16 @@ class OffloadStepCost:
         parts["kv_offload_transfer_s"] = self.transfer_time_s(batch)
         return parts
 
+    def host_time_s(self, batch: Any) -> Any:
+        """The engine-process time outside the stages, unchanged by offloading."""
+        return self.inner.host_time_s(batch)
+
+    def stage_prep_time_s(self, batch: Any) -> Any:
+        return self.inner.stage_prep_time_s(batch)
+
+    def last_stage_only_time_s(self, batch: Any) -> Any:
+        return self.inner.last_stage_only_time_s(batch)
+
     def __call__(self, batch: Any) -> Any:
         compute = self.inner(batch)
         transfer = self.transfer_time_s(batch)

@@ -178,6 +178,8 @@ class ResidualModel:
         seen = model_name in (self.section.get("models") or ())
         if not seen and cv.get("unseen_model"):
             return "leave-one-model-out", cv["unseen_model"]
+        if not seen and cv.get("seen_model"):  # one model in the fit: no data on another model's error
+            return "k-fold (of other models: this one was not in the fit, so likely too narrow)", cv["seen_model"]
         return ("k-fold" if cv.get("seen_model") else "none"), cv.get("seen_model") or {}
 
 

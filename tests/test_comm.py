@@ -14,6 +14,7 @@ from hardware import list_clusters, load_hardware
 from hardware.ring_links import RING_LINKS
 from perfmodel.comm import (
     allreduce_time_s,
+    custom_allreduce_applies,
     link_for_group,
     mesh_ring_links,
     p2p_link,
@@ -209,3 +210,16 @@ def test_group_too_large_for_a_node(taiwania2):
 def test_p2p_link(taiwania2):
     assert p2p_link(taiwania2, True) == (12.5e9, taiwania2.inter_node_link.latency_s)
     assert p2p_link(taiwania2, False)[0] == pytest.approx(25e9)
+
+
+def test_custom_allreduce_follows_vllm_rules(taiwania2):
+    # vLLM 0.7.0 CustomAllreduce: world sizes 2/4/6/8, one node, and full NVLink above 2 GPUs
+    assert custom_allreduce_applies(taiwania2, 2, False)
+    assert custom_allreduce_applies(taiwania2, 4, False)  # a quad of the cube-mesh is fully connected
+    assert not custom_allreduce_applies(taiwania2, 8, False)  # 8 V100s are not: NCCL
+    assert not custom_allreduce_applies(taiwania2, 4, True)  # across nodes
+    assert not custom_allreduce_applies(taiwania2, 3, False)  # unsupported world size
+    h200 = load_hardware("hgx-h200")
+    assert all(custom_allreduce_applies(h200, tp, False) for tp in (2, 4, 8))
+    pcie = load_hardware("g482-h100-pcie")
+    assert custom_allreduce_applies(pcie, 2, False) and not custom_allreduce_applies(pcie, 4, False)

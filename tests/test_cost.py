@@ -1,6 +1,7 @@
 """Step-cost model: hand-calculated FLOPs and bytes, roofline regimes, and monotonicity."""
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -121,3 +122,41 @@ def test_higher_bandwidth_is_never_slower(decode, context, prefill, scale, tp):
     faster_link = dataclasses.replace(H200, intra_node_link=dataclasses.replace(
         H200.intra_node_link, bandwidth_bytes_per_s=H200.intra_node_link.bandwidth_bytes_per_s * scale))
     assert StepCostModel(LLAMA8, faster_link, Layout(tp=tp), PREC, Coefficients())(b) <= base
+
+
+def _v100_gptq_cost(layout: Layout, coefficients: Coefficients = IDEAL, **kwargs) -> StepCostModel:
+    cluster = load_hardware("taiwania2")
+    model = load_model(str(Path(__file__).parents[1] / "data/taiwania/qwen2.5-72b-instruct-gptq-int4"))
+    precision = resolve_precision(model, cluster.gpu)
+    assert precision.quant_kernel == "gptq_exllama"
+    return StepCostModel(model, cluster, layout, precision, coefficients, **kwargs)
+
+
+def test_exllama_kernel_is_memory_bound_at_one_row_and_rereads_per_8_rows():
+    # the exllama kernel multiplies on the CUDA cores (no tile quantisation): one row only streams the int4
+    # weights; rows 9..16 read them a second time
+    cost = _v100_gptq_cost(Layout(tp=8), IDEAL.replace(exllama_memory_efficiency=1.0, exllama_reread_fraction=1.0))
+    one, eight, nine = cost.gemm_time_s(1), cost.gemm_time_s(8), cost.gemm_time_s(9)
+    assert eight == pytest.approx(one, rel=0.02)  # (the activations' bytes grow with the rows)
+    assert nine == pytest.approx(2 * one, rel=0.03)
+
+
+def test_v0_pipeline_splits_cpu_and_engine_thread_time():
+    c = Coefficients(step_overhead_s=5e-3, per_seq_overhead_s=1e-4, pp_step_overhead_s=2e-3)
+    b = batch(decode=4, decode_ctx=4000, sampled=4, seqs=4)
+    v0 = _v100_gptq_cost(Layout(tp=8, pp=2), c, engine_generation="v0", cuda_graph_batch_sizes=(1, 2, 4, 8))
+    assert v0.stage_prep_time_s(b) == pytest.approx(5e-3 + 4 * 1e-4)  # every stage prepares the whole batch
+    assert v0.host_time_s(b) == pytest.approx(2e-3)
+    assert v0.last_stage_only_time_s(b) == pytest.approx(float(v0.lm_head_time_s(4)))
+    assert v0.overhead_time_s(b) == pytest.approx(5.4e-3)
+    v1 = _v100_gptq_cost(Layout(tp=8, pp=2), c)  # V1: one preparation per step, spread over the stages
+    assert (v1.stage_prep_time_s(b), v1.host_time_s(b), v1.last_stage_only_time_s(b)) == (0.0, 0.0, 0.0)
+    assert v1.overhead_time_s(b) == pytest.approx(5.4e-3 / 2)
+
+
+def test_tp8_on_a_cube_mesh_pays_the_nccl_latency():
+    c = Coefficients(allreduce_latency_s=1e-6, nccl_allreduce_latency_s=50e-6)
+    tp8, tp4 = _v100_gptq_cost(Layout(tp=8), c), _v100_gptq_cost(Layout(tp=4), c)
+    c_slow_custom = c.replace(allreduce_latency_s=30e-6)
+    assert _v100_gptq_cost(Layout(tp=8), c_slow_custom).allreduce_time_s(1) == tp8.allreduce_time_s(1)
+    assert _v100_gptq_cost(Layout(tp=4), c_slow_custom).allreduce_time_s(1) > tp4.allreduce_time_s(1)

@@ -35,3 +35,8 @@ def csv_row(values: dict[str, Any], interval: "Interval | None", names) -> dict[
     """A CSV row of figures plus ``<figure>_low`` / ``<figure>_high`` columns (empty when unknown)."""
     columns = interval.csv_columns(names) if interval is not None else {}
     return {**values, **{f"{n}_{side}": columns.get(f"{n}_{side}") for n in names for side in ("low", "high")}}
+
+
+def footnote(interval: "Interval", profile_name: str) -> str:
+    """The line under a table that says what its ± columns are and where their widths come from."""
+    return f"± : {interval.level:.0%} interval from the {interval.source} errors of profile {profile_name}"

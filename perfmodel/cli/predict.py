@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from perfmodel.cli.intervals import add_interval_argument, csv_row, level, with_interval
+from perfmodel.cli.intervals import add_interval_argument, csv_row, footnote, level, with_interval
 from perfmodel.cli.options import GPUS, add_format_argument, add_scenario_arguments, scenario_options
 from perfmodel.cli.validate import integer
 
@@ -72,6 +72,9 @@ def run(args: argparse.Namespace) -> int:
                 if iv is not None}}
             for i, (p, iv) in enumerate(zip(predictions, intervals), 1)]
     print(table(rows, PREDICT_COLUMNS))
+    shown = next((iv for iv in intervals if iv is not None), None)
+    if shown is not None:
+        print(footnote(shown, scenario.profile.name))
     if not any(p.fits for p in predictions):
         need = min_gpus_to_fit(scenario)
         hint = f"it needs at least {need} GPUs" if need else "it does not fit on any number of these GPUs"

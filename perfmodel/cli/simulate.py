@@ -9,7 +9,7 @@ import math
 from perfmodel.cli.options import (add_format_argument, add_layout_arguments, add_offload_arguments,
                                    add_scenario_arguments, add_workload_arguments, is_online, lengths,
                                    scenario_options)
-from perfmodel.cli.intervals import add_interval_argument, csv_row, level, with_interval
+from perfmodel.cli.intervals import add_interval_argument, csv_row, footnote, level, with_interval
 from perfmodel.cli.validate import output_file
 from perfmodel.errors import UserError
 
@@ -147,7 +147,7 @@ def run(args: argparse.Namespace) -> int:
     print()
     print(table(_latency_rows(m, iv), (("name", "latency (ms)"), *((s, s) for s in STATS))))
     if iv is not None:
-        print(f"\n± : {iv.level:.0%} interval ({iv.source} errors of profile {scenario.profile.name})")
+        print("\n" + footnote(iv, scenario.profile.name))
     for path in written:
         print(f"wrote {path}")
     return 0
