@@ -143,6 +143,9 @@ in {elapsed_s:.0f} s. Profile: {"; ".join(profiles) or "none (every prediction f
   (`--distributed-executor-backend` has no simulate flag; the cluster's Ray setup is the model's).
   Failed: {", ".join(failed_sim) or "none"}.
 - `predict.log`: what `calibrate predict` printed.
+
+Earlier sets, made by earlier models and superseded, were never compared with a measurement either:
+`git log -- data/taiwania-preregistered/` lists each with the commit of the model that made it.
 """
 (out / "README.md").write_text(readme)
 print(f"{len(predictions)} predictions ({len(failed_predict)} errors), {len(simulated)} simulate lines "
