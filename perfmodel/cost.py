@@ -14,8 +14,8 @@ all-reduce's or NCCL's, whichever vLLM picks for the group (``comm.custom_allred
 and per-sequence overheads cover scheduling, input preparation and sampling, plus a per-layer launch cost
 without CUDA graphs (``--enforce-eager``). The exllama GPTQ kernel (Volta) reads int4 weights once per 8 rows
 and multiplies on the CUDA cores. Under vLLM V0 with pipeline parallelism every stage prepares the batch
-itself (``stage_prep_time_s``, the CPU part of its time) and the engine process adds its own thread's time per
-step (``host_time_s``), which the simulator shares among the virtual engines.
+itself (the CPU part of its time) and the engine process adds its own thread's time per step, which the
+simulator shares among the virtual engines (``stage_split_s``).
 
 Every stage is costed as the most loaded one (most layers, plus the LM head); the engine's latency for a batch
 is ``num_stages`` stage times, its throughput one batch per stage time when enough batches are in flight.
@@ -107,7 +107,7 @@ class StepCostModel:
         custom = comm.custom_allreduce_applies(cluster, layout.tp, placement.tp_spans_nodes)
         self._allreduce_call_s = coefficients.allreduce_latency_s if custom else coefficients.nccl_allreduce_latency_s
         # V0 with PP: the engine process's per-step work (scheduling, calling the stages, output processing) is
-        # one thread shared by the virtual engines, outside every stage (see host_time_s)
+        # one thread shared by the virtual engines, outside every stage (see stage_split_s)
         self._host_serial = engine_generation == "v0" and layout.pp > 1
         pp_bw, pp_latency = comm.p2p_link(cluster, placement.pp_spans_nodes) if layout.pp > 1 else (1.0, 0.0)
         self._pp_bw, self._pp_latency = pp_bw, pp_latency + coefficients.p2p_latency_s
@@ -216,38 +216,32 @@ class StepCostModel:
         f = _floats(batch)
         return self._overhead(f.num_seqs, f.num_prefill_tokens)
 
-    def host_time_s(self, batch: BatchLike) -> float:
-        """V0 with pipeline parallelism: seconds of the engine process's own thread per step of a virtual
-        engine, outside every stage (``pp_step_overhead_s``: calling the stages' drivers, output processing,
-        scheduling). The simulator runs it on one thread shared by the virtual engines. 0 otherwise."""
-        return self.coefficients.pp_step_overhead_s if self._host_serial else 0.0
+    def stage_split_s(self, batch: BatchLike) -> tuple[Any, Any, float]:
+        """V0 with pipeline parallelism, seconds of one step: (the CPU part of each stage's time, the part only the
+        last stage spends, the engine process's own thread's time outside every stage); zeros otherwise.
 
-    def last_stage_only_time_s(self, batch: BatchLike) -> Any:
-        """V0 with pipeline parallelism: the part of the stage time that only the last stage spends (the LM head;
-        the stage time is the most loaded stage's, vLLM 0.7.0 `get_pp_indices` gives the others no more layers).
-        The simulator takes it off the other stages of a virtual engine's batch. 0 otherwise."""
+        - Preparation: the per-step and per-sequence overheads. vLLM 0.7.0
+          `RayDistributedExecutor._driver_execute_model_async` sends the request to every stage's driver at once,
+          each prepares the batch itself, so a stage prepares while earlier stages compute.
+        - Last stage only: the LM head (the stage time is the most loaded stage's; `get_pp_indices` gives the
+          others no more layers).
+        - Engine thread: ``pp_step_overhead_s`` (calling the stages, output processing, which V0 does not overlap
+          with the next step when PP > 1, scheduling), one thread shared by the virtual engines."""
         if not self._host_serial:
-            return 0.0
-        num_sampled = batch.num_sampled_tokens
-        if type(num_sampled) is int:
-            lm_head_s = self._lm_head_cache.get(num_sampled)
-            if lm_head_s is None:
-                lm_head_s = self._lm_head_cache[num_sampled] = self.lm_head_time_s(num_sampled)
-            return float(lm_head_s)
-        return self.lm_head_time_s(num_sampled)
-
-    def stage_prep_time_s(self, batch: BatchLike) -> Any:
-        """V0 with pipeline parallelism: the CPU part of each stage's time (the per-step and per-sequence
-        overheads: every stage's driver prepares the batch's inputs itself, vLLM 0.7.0
-        `RayDistributedExecutor._driver_execute_model_async` sends the request to all of them at once, so a
-        stage prepares while earlier stages compute). 0 otherwise (the overheads are spread over the stages)."""
-        if not self._host_serial:
-            return 0.0
+            return 0.0, 0.0, 0.0
+        host_s = self.coefficients.pp_step_overhead_s
         if type(batch.num_seqs) is int and type(batch.num_prefill_tokens) is int:  # the simulator's steps
-            return float(self._per_step(float(batch.num_seqs), float(batch.num_prefill_tokens)))
+            return (float(self._per_step(float(batch.num_seqs), float(batch.num_prefill_tokens))),
+                    float(self._lm_head_s(batch.num_sampled_tokens)), host_s)
         f = _floats(batch)
-        total = self._per_step(f.num_seqs, f.num_prefill_tokens)
-        return float(total) if np.ndim(total) == 0 else total
+        return self._per_step(f.num_seqs, f.num_prefill_tokens), self.lm_head_time_s(f.num_sampled_tokens), host_s
+
+    def _lm_head_s(self, num_sampled: int) -> float:
+        """``lm_head_time_s`` of an integer count, cached per count (the simulator's scalar steps)."""
+        lm_head_s = self._lm_head_cache.get(num_sampled)
+        if lm_head_s is None:
+            lm_head_s = self._lm_head_cache[num_sampled] = self.lm_head_time_s(num_sampled)
+        return lm_head_s
 
     def _per_step(self, num_seqs: Any, num_prefill: Any) -> Any:
         c = self.coefficients
@@ -262,7 +256,7 @@ class StepCostModel:
             eager = c.eager_layer_overhead_s * self._layers * (num_prefill > 0)
         else:
             eager = 0.0
-        # V0 with PP: each stage prepares the whole batch (stage_prep_time_s); otherwise one preparation per
+        # V0 with PP: each stage prepares the whole batch (stage_split_s); otherwise one preparation per
         # step, spread over the stages it passes through
         return (per_step if self._host_serial else per_step / self.num_stages) + eager
 
@@ -346,9 +340,7 @@ class StepCostModel:
                                                self._layers * self.allreduce_time_s(graph_tokens),
                                                self.pipeline_send_time_s(tokens))
         gemm_s, allreduce_s, send_s = cache
-        lm_head_s = self._lm_head_cache.get(num_sampled)
-        if lm_head_s is None:
-            lm_head_s = self._lm_head_cache[num_sampled] = self.lm_head_time_s(num_sampled)
+        lm_head_s = self._lm_head_s(num_sampled)
         attention = self._attention(float(pairs), float(prefill_context), float(num_prefill), float(decode_context),
                                     float(num_decode), max, min)
         overhead_s = self._overhead(float(num_seqs), float(num_prefill))

@@ -82,9 +82,9 @@ def wave_time_s(step_cost, batch_size: int, input_len: int, output_len: int, max
         num_seqs=np.minimum(micro, np.ceil(chunks / input_len) + 1))
     prefill = step_cost(prefill_batch)
     time_s = float(np.sum(prefill)) * stages
-    host = getattr(step_cost, "host_time_s", None)  # V0 with PP: engine-process time per step, outside the stages
-    if host is not None:
-        time_s += host(prefill_batch) * steps
+    split = getattr(step_cost, "stage_split_s", None)  # V0 with PP: the engine thread's time per step, outside
+    host_s = split(prefill_batch)[2] if split is not None else 0.0  # the stages (the same for every step)
+    time_s += host_s * steps
     if output_len > 1:
         context = micro * (input_len + np.arange(1, output_len))
         decode_batch = BatchStats(
@@ -93,8 +93,7 @@ def wave_time_s(step_cost, batch_size: int, input_len: int, output_len: int, max
             decode_context_tokens=context, num_sampled_tokens=np.full(output_len - 1, micro),
             num_seqs=np.full(output_len - 1, micro))
         time_s += float(np.sum(step_cost(decode_batch))) * stages
-        if host is not None:
-            time_s += host(decode_batch) * (output_len - 1)
+        time_s += host_s * (output_len - 1)
     return time_s
 
 

@@ -114,15 +114,10 @@ class OffloadStepCost:
         parts["kv_offload_transfer_s"] = self.transfer_time_s(batch)
         return parts
 
-    def host_time_s(self, batch: Any) -> Any:
-        """The engine-process time outside the stages, unchanged by offloading."""
-        return self.inner.host_time_s(batch)
-
-    def stage_prep_time_s(self, batch: Any) -> Any:
-        return self.inner.stage_prep_time_s(batch)
-
-    def last_stage_only_time_s(self, batch: Any) -> Any:
-        return self.inner.last_stage_only_time_s(batch)
+    def stage_split_s(self, batch: Any) -> tuple[Any, Any, Any]:
+        """The inner cost's V0 pipeline split (preparation, last stage only, engine thread), unchanged by
+        offloading."""
+        return self.inner.stage_split_s(batch)
 
     def __call__(self, batch: Any) -> Any:
         compute = self.inner(batch)

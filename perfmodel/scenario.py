@@ -221,11 +221,5 @@ class ScaledStepCost:
     def __call__(self, batch: Any) -> Any:
         return self.cost(batch) * self.factor
 
-    def host_time_s(self, batch: Any) -> Any:
-        return self.cost.host_time_s(batch) * self.factor
-
-    def stage_prep_time_s(self, batch: Any) -> Any:
-        return self.cost.stage_prep_time_s(batch) * self.factor
-
-    def last_stage_only_time_s(self, batch: Any) -> Any:
-        return self.cost.last_stage_only_time_s(batch) * self.factor
+    def stage_split_s(self, batch: Any) -> tuple[Any, Any, Any]:
+        return tuple(part * self.factor for part in self.cost.stage_split_s(batch))

@@ -70,9 +70,9 @@ class StepCost(Protocol):
 
     `num_stages` is the pipeline-parallel size (1 without PP). Called with array fields, it must return an
     array of the same length (elementwise evaluation). Optional, for the V0 virtual engines
-    (`simulator.engine.Replica._run_virtual_engine`): `stage_prep_time_s(batch)`, the CPU part of the stage
-    time a stage spends before it needs the previous stage's output; `last_stage_only_time_s(batch)`, what only
-    the last stage spends; `host_time_s(batch)`, the engine thread's time per step outside the stages.
+    (`simulator.engine.Replica._run_virtual_engine`): `stage_split_s(batch)` -> (the CPU part of the stage time,
+    spent before a stage needs the previous stage's output; what only the last stage spends; the engine
+    thread's time per step outside the stages).
     """
 
     num_stages: int

@@ -7,11 +7,11 @@ isolated batch takes `num_stages x` its stage time; its requests can be schedule
 left the last stage. With too few requests to fill every stage, the pipeline idles (the bubble).
 The V0 scheduler (`EngineConfig.scheduler="v0"`) with `num_stages > 1` stages instead runs one scheduler per
 stage (vLLM's virtual engines, `simulator.scheduler_v0.VirtualEngines`), each with one batch in flight; the
-batches of all of them share the stages, each stage taking them in the order they reach it. A stage may
-start preparing a batch (`step_cost.stage_prep_time_s`, the CPU part of its stage time) as soon as it is free
-and computes once the previous stage is done; after the last stage the batch passes the engine process's own
-thread (`step_cost.host_time_s`), one for all virtual engines; stages before the last skip
-`step_cost.last_stage_only_time_s` (the LM head). Costs without these methods have none of them.
+batches of all of them share the stages, each stage taking them in the order they reach it. With
+`step_cost.stage_split_s`, a stage may start preparing a batch (the CPU part of its stage time) as soon as it
+is free and computes once the previous stage is done, stages before the last skip what only the last spends
+(the LM head), and after the last stage the batch passes the engine process's own thread, one for all virtual
+engines.
 
 Macro-steps (pp = 1, continuous batching): when the next steps can only be pure decodes (nothing prefilling,
 nobody admissible from the waiting queue), they repeat with one more KV token per sequence until a sequence
@@ -277,14 +277,12 @@ class Replica:
 
     def _run_virtual_engine(self, v: int, stage_free_s: list[float], host_free_s: list[float]):
         """Virtual engine `v`: schedule a batch, send it through every stage (each stage takes batches in the
-        order they reach it), then through the engine process's thread (`step_cost.host_time_s`, if the cost
+        order they reach it), then through the engine process's thread (`step_cost.stage_split_s`, if the cost
         has it: one thread for all virtual engines, in the order their batches leave the last stage), apply
         it, repeat; one batch in flight (vLLM 0.7.0 `AsyncLLMEngine.run_engine_loop` awaits each virtual
         engine's step before starting its next)."""
         env, cost, rec = self.env, self.step_cost, self.recorder
-        host_cost = getattr(cost, "host_time_s", None)
-        prep_cost = getattr(cost, "stage_prep_time_s", None)
-        last_only_cost = getattr(cost, "last_stage_only_time_s", None)
+        split = getattr(cost, "stage_split_s", None)
         engines = self.scheduler
         assert isinstance(engines, VirtualEngines)
         sched = engines.schedulers[v]
@@ -300,8 +298,7 @@ class Replica:
                     continue
                 raise RuntimeError(f"replica {self.index} virtual engine {v} cannot schedule any waiting request")
             stage_s = float(cost(out.batch))
-            prep_s = float(prep_cost(out.batch)) if prep_cost is not None else 0.0
-            last_only_s = float(last_only_cost(out.batch)) if last_only_cost is not None else 0.0
+            prep_s, last_only_s, host_s = split(out.batch) if split is not None else (0.0, 0.0, 0.0)
             dispatch = end = env.now
             last = self.num_stages - 1
             for s in range(self.num_stages):
@@ -309,9 +306,8 @@ class Replica:
                 compute_s = stage_s - prep_s - (last_only_s if s < last else 0.0)
                 end = max(end, max(dispatch, stage_free_s[s]) + prep_s) + compute_s
                 stage_free_s[s] = end
-            if host_cost is not None:
-                end = max(end, host_free_s[0]) + host_cost(out.batch)
-                host_free_s[0] = end
+            end = max(end, host_free_s[0]) + host_s
+            host_free_s[0] = end
             rec.add_step(self.index, env.now, end, stage_s, out.batch, engines.num_running, engines.num_waiting,
                          engines.num_used_blocks)
             yield env.timeout(end - env.now)

@@ -145,12 +145,13 @@ def test_v0_pipeline_splits_cpu_and_engine_thread_time():
     c = Coefficients(step_overhead_s=5e-3, per_seq_overhead_s=1e-4, pp_step_overhead_s=2e-3)
     b = batch(decode=4, decode_ctx=4000, sampled=4, seqs=4)
     v0 = _v100_gptq_cost(Layout(tp=8, pp=2), c, engine_generation="v0", cuda_graph_batch_sizes=(1, 2, 4, 8))
-    assert v0.stage_prep_time_s(b) == pytest.approx(5e-3 + 4 * 1e-4)  # every stage prepares the whole batch
-    assert v0.host_time_s(b) == pytest.approx(2e-3)
-    assert v0.last_stage_only_time_s(b) == pytest.approx(float(v0.lm_head_time_s(4)))
+    prep_s, last_only_s, host_s = v0.stage_split_s(b)
+    assert prep_s == pytest.approx(5e-3 + 4 * 1e-4)  # every stage prepares the whole batch
+    assert host_s == pytest.approx(2e-3)
+    assert last_only_s == pytest.approx(float(v0.lm_head_time_s(4)))
     assert v0.overhead_time_s(b) == pytest.approx(5.4e-3)
     v1 = _v100_gptq_cost(Layout(tp=8, pp=2), c)  # V1: one preparation per step, spread over the stages
-    assert (v1.stage_prep_time_s(b), v1.host_time_s(b), v1.last_stage_only_time_s(b)) == (0.0, 0.0, 0.0)
+    assert v1.stage_split_s(b) == (0.0, 0.0, 0.0)
     assert v1.overhead_time_s(b) == pytest.approx(5.4e-3 / 2)
 
 

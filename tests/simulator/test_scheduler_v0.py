@@ -222,11 +222,8 @@ class _HostToy:
     def __call__(self, batch):
         return self.cost(batch)
 
-    def stage_prep_time_s(self, batch) -> float:
-        return self.prep_s
-
-    def host_time_s(self, batch) -> float:
-        return self.host_s
+    def stage_split_s(self, batch) -> tuple[float, float, float]:
+        return self.prep_s, 0.0, self.host_s
 
 
 def test_virtual_engine_stages_prepare_in_parallel_then_the_engine_thread():
