@@ -37,9 +37,9 @@ ONLINE_FIT_METRICS = ("output_tokens_per_second", "ttft_s_mean", "decode_tokens_
 
 
 def uninformed_by_engine(observations: Sequence[Observation]) -> set[str]:
-    """Coefficients of a group the runs have that none of their engines pays: the all-reduce latency of the
-    implementation vLLM does not pick for any of their TP groups (``comm.custom_allreduce_applies``), and
-    ``pp_step_overhead_s`` without a V0 engine with pipeline parallelism."""
+    """Coefficients none of the runs' engines pays: the all-reduce latency of the implementation vLLM picks for
+    none of their TP groups (``comm.custom_allreduce_applies``; both without TP), and ``pp_step_overhead_s``
+    without a V0 engine with pipeline parallelism."""
     from perfmodel import comm
     from perfmodel.layout import place
 
@@ -67,10 +67,7 @@ def online_step_coefficients(observations: Sequence[Observation]) -> tuple[str, 
     if any(o.precision.quant_kernel == "gptq_exllama" for o in observations):
         names.append("exllama_memory_efficiency")
     skip = uninformed_by_engine(observations)
-    if any(o.layout.tp > 1 for o in observations):
-        names += [n for n in ("allreduce_latency_s", "nccl_allreduce_latency_s") if n not in skip]
-    if any(o.layout.pp > 1 for o in observations) and "pp_step_overhead_s" not in skip:
-        names.append("pp_step_overhead_s")
+    names += [n for n in ("allreduce_latency_s", "nccl_allreduce_latency_s", "pp_step_overhead_s") if n not in skip]
     if any(o.engine.engine_generation == "v0" and not o.engine.enforce_eager for o in observations):
         names.append("eager_layer_overhead_s")  # V0 prefill steps run without CUDA graphs
     return tuple(names)
@@ -90,7 +87,8 @@ def fit_online(observations: Sequence[Observation], start: Coefficients, prior: 
 
     def residuals(x: np.ndarray) -> np.ndarray:
         c = start.replace(**dict(zip(names, map(float, x))))
-        predicted = {o.run_id: predicted_metrics(o, o.simulate(c, kv_from="model", record_timeline=False)) for o in observations}
+        predicted = {o.run_id: predicted_metrics(o, o.simulate(c, kv_from="model", record_timeline=False))
+                     for o in observations}
         data = [math.log(max(predicted[o.run_id].get(metric, 1e-9), 1e-9) / value) for o, metric, value in targets]
         return np.concatenate([data, regularization * (x - prior_x) / scale])
 
