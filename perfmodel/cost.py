@@ -223,8 +223,9 @@ class StepCostModel:
         - Preparation: the per-step and per-sequence overheads. vLLM 0.7.0
           `RayDistributedExecutor._driver_execute_model_async` sends the request to every stage's driver at once,
           each prepares the batch itself, so a stage prepares while earlier stages compute.
-        - Last stage only: the LM head (the stage time is the most loaded stage's; `get_pp_indices` gives the
-          others no more layers).
+        - Last stage only: the LM head (vLLM 0.7.0's models build `lm_head` only where
+          `get_pp_group().is_last_rank`, e.g. `Qwen2ForCausalLM`; the stage time is the most loaded stage's, and
+          `get_pp_indices` gives the others no more layers).
         - Engine thread: ``pp_step_overhead_s`` (calling the stages, output processing, which V0 does not overlap
           with the next step when PP > 1, scheduling), one thread shared by the virtual engines."""
         if not self._host_serial:
