@@ -7,6 +7,7 @@ import shlex
 import sys
 from pathlib import Path
 
+from perfmodel.atomic import write_text_atomic
 from perfmodel.cli.options import HARDWARE
 from perfmodel.cli.validate import input_file, input_file_or_dir, integer, max_workers, output_file, real, report_path
 from perfmodel.errors import UserError
@@ -185,13 +186,13 @@ def cmd_check(args: argparse.Namespace) -> int:
         report = Path(args.report)
         if report.suffix != ".md":
             report = report / "report.md"
-        plot = parity_plot(frames, report.with_name(f"{report.stem}-parity.png"))
-        pd.concat([f.assign(fold_kind=k) for k, f in frames.items()], ignore_index=True).to_csv(
-            report.with_name(f"{report.stem}-runs.csv"), index=False)
+        plot = parity_plot(frames, report.with_name(f"{report.stem}-parity.png"), title=args.title)
+        runs = pd.concat([f.assign(fold_kind=k) for k, f in frames.items()], ignore_index=True)
+        write_text_atomic(report.with_name(f"{report.stem}-runs.csv"), runs.to_csv(index=False))
         notes = Path(args.notes).read_text() if args.notes else ""
         text = markdown_report(title=args.title, header=_header(args, cluster, observations), frames=frames,
                                plot=plot, appendix=notes, command=shlex.join(["perfmodel"] + sys.argv[1:]))
-        report.write_text(text)
+        write_text_atomic(report, text)
         print(f"\nreport: {report}" + (f", plot: {plot}" if plot else ""))
     return 0
 

@@ -9,6 +9,7 @@ from typing import Sequence
 import pandas as pd
 
 from calibrate.check import ErrorSummary, summarize
+from perfmodel.plots import save_figure
 
 METRIC_LABELS = {
     "tokens_per_second": "offline throughput (tok/s)", "output_tokens_per_second": "output throughput (tok/s)",
@@ -17,6 +18,14 @@ METRIC_LABELS = {
     "itl_s_mean": "ITL mean (s)", "e2e_s_mean": "E2E mean (s)",
     "decode_tokens_per_s_per_request_mean": "decode speed per request (tok/s)",
 }
+
+
+def headline_metric(frames: dict[str, pd.DataFrame]) -> str:
+    """The throughput the runs measured: offline tokens/s, else (online-only data) output tokens/s."""
+    for metric in ("tokens_per_second", "output_tokens_per_second"):
+        if any(not f.empty and (f["metric"] == metric).any() for f in frames.values()):
+            return metric
+    return "tokens_per_second"
 
 
 def _pct(x: float) -> str:
@@ -43,7 +52,8 @@ def runs_table(frame: pd.DataFrame, metrics: Sequence[str] = ("tokens_per_second
 
 
 def parity_plot(frames: dict[str, pd.DataFrame], path: str | Path,
-                metrics: Sequence[str] = ("tokens_per_second", "kv_cache_tokens", "ttft_s_mean", "tpot_s_mean")) -> Path | None:
+                metrics: Sequence[str] = ("tokens_per_second", "kv_cache_tokens", "ttft_s_mean", "tpot_s_mean"),
+                title: str = "perfmodel") -> Path | None:
     """Predicted against measured, log-log, one panel per metric, one colour per fold kind."""
     try:
         import matplotlib
@@ -79,19 +89,19 @@ def parity_plot(frames: dict[str, pd.DataFrame], path: str | Path,
             ax.plot([lo, hi], [lo / 1.1, hi / 1.1], "k:", lw=0.6)
             ax.set_xscale("log")
             ax.set_yscale("log")
-        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-        ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        for axis in (ax.xaxis, ax.yaxis):  # labels at 1, 2, 5 x 10^k: a panel often spans less than a decade
+            axis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+            axis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _pos: f"{v:,.3g}"))
+            axis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_title(METRIC_LABELS.get(metric, metric))
         ax.set_xlabel("measured")
         ax.set_ylabel("predicted")
         ax.legend(fontsize=7)
-    fig.suptitle("perfmodel: predicted vs measured (dotted: ±10%)")
+    fig.suptitle(f"{title}: predicted vs measured (dotted: ±10%)")
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, plt, path)
 
 
 def fold_table(frame: pd.DataFrame, metric: str = "tokens_per_second") -> str:
@@ -121,20 +131,21 @@ def markdown_report(*, title: str, header: str, frames: dict[str, pd.DataFrame],
     parts = [f"# {title}", "", header, ""]
     if command:
         parts += ["Regenerate with:", "", f"    {command}", ""]
+    headline = headline_metric(frames)
     for label, frame in frames.items():
         parts += [f"## {label}", "", summary_table(summarize(frame)), ""]
         if label.startswith("leave-") or label.endswith("-fold"):
-            parts += [fold_table(frame), ""]
+            parts += [fold_table(frame, headline), ""]
     if plot is not None:
         parts += [f"![parity plot]({plot.name})", ""]
     cross = [f for label, f in frames.items() if label.startswith("leave-") or label.endswith("-fold")]
     if cross:
         worst = pd.concat(cross, ignore_index=True)
-        parts += ["## Weakest cross-validated predictions of offline throughput", "",
-                  weakest_runs(worst, "tokens_per_second"), ""]
+        parts += [f"## Weakest cross-validated predictions of {METRIC_LABELS[headline].split(' (')[0]}", "",
+                  weakest_runs(worst, headline), ""]
     if appendix:
         parts += [appendix.strip(), ""]
     in_sample = next(iter(frames.values()))
     if not in_sample.empty:
-        parts += ["## Per run (in-sample fit)", "", runs_table(in_sample), ""]
+        parts += ["## Per run (in-sample fit)", "", runs_table(in_sample, (headline, "kv_cache_tokens")), ""]
     return "\n".join(parts)

@@ -58,10 +58,10 @@ def plot_compare(results: Mapping[str, object], path: str | Path, *, title: str 
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    return _save(fig, plt, path)
+    return save_figure(fig, plt, path)
 
 
-def _save(fig, plt, path: Path) -> Path:
+def save_figure(fig, plt, path: Path) -> Path:
     """Write ``fig`` to ``path`` atomically (a temporary file renamed) and close it."""
     try:
         with atomic_path(path) as tmp:
@@ -105,7 +105,7 @@ def plot_pareto(points, path: str | Path, *, title: str = "") -> Path:
         ax.set_title(title, fontsize=10)
     fig.tight_layout()
     _label_without_overlap(fig, ax, [f"TP{p.tp} PP{p.pp} DP{p.dp}, {p.max_num_seqs} seqs" for p in front], xs, ys)
-    return _save(fig, plt, path)
+    return save_figure(fig, plt, path)
 
 
 def _label_without_overlap(fig, ax, labels: list[str], xs: list[float], ys: list[float]) -> None:

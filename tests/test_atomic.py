@@ -28,10 +28,10 @@ def test_failure_keeps_the_old_file_and_removes_the_temporary(tmp_path):
 
 def test_a_failed_plot_leaves_no_stray_file(tmp_path):
     from perfmodel.errors import UserError
-    from perfmodel.plots import _save
+    from perfmodel.plots import save_figure
     import matplotlib.pyplot as plt
 
     fig = plt.figure()
     with pytest.raises(UserError):
-        _save(fig, plt, tmp_path / "plot.unknownformat")
+        save_figure(fig, plt, tmp_path / "plot.unknownformat")
     assert list(tmp_path.iterdir()) == []
