@@ -111,7 +111,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
     cluster, observations = _load(args)
     prior = _prior(args.prior)
     _progress(f"fitting {len(observations)} runs on {cluster.gpu.name}")
-    fitter = CoefficientFitter(cluster, prior, regularization=args.regularization).fit(observations)
+    fitter = CoefficientFitter(cluster, prior, regularization=args.regularization, progress=_progress).fit(observations)
     frame = compare(observations, cluster, fitter.coefficients_)
     summary = {s.metric: {"median_ape": round(s.median_ape, 4), "p90_ape": round(s.p90_ape, 4), "runs": s.num_runs}
                for s in summarize(frame)}
@@ -170,7 +170,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     else:
         prior = _prior(args.prior)
         _progress(f"fitting {len(observations)} runs (in-sample)")
-        fitted = CoefficientFitter(cluster, prior).fit(observations).coefficients_
+        fitted = CoefficientFitter(cluster, prior, progress=_progress).fit(observations).coefficients_
         frames["in-sample fit"] = compare(observations, cluster, fitted)
         for by in groupings:
             if len({GROUPINGS[by](o) for o in observations}) < 2:

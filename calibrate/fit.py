@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 from scipy import optimize
@@ -75,7 +75,8 @@ class CoefficientFitter:
     """Estimator: ``CoefficientFitter(cluster, prior).fit(observations).coefficients_``."""
 
     def __init__(self, cluster: ClusterSpec, prior: Coefficients | None = None, *, step_names: Sequence[str] | None = None,
-                 fit_memory: bool = True, regularization: float | None = None, outer_iterations: int = 2) -> None:
+                 fit_memory: bool = True, regularization: float | None = None, outer_iterations: int = 2,
+                 progress: Callable[[str], None] | None = None) -> None:
         self.cluster = cluster
         self.prior = prior or Coefficients()
         self.step_names = step_names
@@ -84,6 +85,7 @@ class CoefficientFitter:
         self.regularization = OFFLINE_REGULARIZATION if regularization is None else regularization
         self._online_regularization = ONLINE_REGULARIZATION if regularization is None else regularization
         self.outer_iterations = outer_iterations
+        self.progress = progress  # messages of the online fit's stages (minutes on the Taiwania runs)
 
     # -- public ----------------------------------------------------------------------------------------------
     def fit(self, observations: Sequence[Observation]) -> "CoefficientFitter":
@@ -105,7 +107,8 @@ class CoefficientFitter:
             names = tuple(self.step_names or online_step_coefficients(online))
             if online and names:
                 coefficients, self.step_result_, self._num_data = fit_online(
-                    online, coefficients, self.prior, names, regularization=self._online_regularization)
+                    online, coefficients, self.prior, names, regularization=self._online_regularization,
+                    progress=self.progress)
         self.coefficients_ = coefficients
         self.fitted_ = (Coefficients.group("memory") if self.memory_result_ is not None else ()) + (
             names if self.step_result_ is not None else ())
@@ -164,12 +167,15 @@ class CoefficientFitter:
 
         result = optimize.least_squares(residuals, x0, bounds=(lower, upper), x_scale=scale, loss="soft_l1",
                                         f_scale=0.05, max_nfev=200 * len(names))
+        result.pull_per_unit = self.regularization / scale  # d(pull residual)/dx, for _stderr
         self._num_data = len(traces)
         fitted = start.replace(**dict(zip(names, map(float, result.x))))
         return fitted, result
 
     def _stderr(self, names: Sequence[str]) -> dict[str, float]:
-        """Standard errors from the Jacobian at the optimum (data residuals only, Gauss-Newton covariance)."""
+        """Standard errors from the Jacobian at the optimum: Gauss-Newton covariance of the data residuals plus the
+        pull toward the prior, per unit as the fit scaled it (``pull_per_unit``: a prior of 0 must not read as
+        an infinitely strong pull, which made the pseudo-inverse discard every other direction)."""
         out: dict[str, float] = {}
         self.covariance_ = None  # (names, matrix) of the step coefficients, for perfmodel.uncertainty
         res = self.step_result_
@@ -179,8 +185,7 @@ class CoefficientFitter:
             dof = max(1, n - len(names))
             sigma2 = float(np.sum(res.fun[:n] ** 2)) / dof
             try:
-                cov = np.linalg.pinv(jac.T @ jac + (self.regularization ** 2) * np.diag(
-                    1.0 / np.array([max(abs(getattr(self.prior, nm)), 1e-12) for nm in names]) ** 2)) * sigma2
+                cov = np.linalg.pinv(jac.T @ jac + np.diag(res.pull_per_unit ** 2)) * sigma2
                 out.update({nm: float(math.sqrt(max(cov[i, i], 0.0))) for i, nm in enumerate(names)})
                 self.covariance_ = (tuple(names), cov)
             except np.linalg.LinAlgError:

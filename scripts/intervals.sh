@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Regenerate the interval model of both shipped profiles and the coverage report (issue 13), one command:
-#   scripts/intervals.sh            (about 15 minutes on 2 cores: H200 k-fold + leave-one-model-out, Taiwania k-fold)
+#   scripts/intervals.sh            (about 7 minutes on 2 cores: H200 k-fold + leave-one-model-out, Taiwania k-fold)
 # Writes the `uncertainty:` sections of perfmodel/profiles/{h200-sxm,v100-sxm2-32gb}.yaml (coefficients untouched),
 # docs/intervals-runs-*.csv and docs/intervals.md. Run it again after any refit of either profile.
 set -euo pipefail

@@ -114,3 +114,36 @@ def test_cross_validation_folds_in_processes_equal_one_at_a_time():
     parallel = cross_validate(observations, cluster, TRUE, by="kfold", workers=2, step_names=tuple(FITTED))
     assert len(serial) > 0 and serial.fold.nunique() > 1
     pd.testing.assert_frame_equal(serial, parallel)
+
+
+def test_the_scan_of_the_bounds_finds_the_basin_the_start_misses():
+    """A local fit from x0 = 0.1 slides to the bound 0 (residual 1); the global minimum is a narrow dip at 0.9."""
+    from calibrate.fit_online import minimise_with_scan
+
+    def residuals(x):
+        return np.array([1.0 + 0.5 * x[0] - 1.45 * math.exp(-(((x[0] - 0.9) / 0.05) ** 2))])
+
+    bounds = np.array([0.0]), np.array([1.0])
+    local = minimise_with_scan(residuals, np.array([0.1]), *bounds, np.array([1.0]), scan_points=0)
+    scanned = minimise_with_scan(residuals, np.array([0.1]), *bounds, np.array([1.0]))
+    assert local.x[0] == pytest.approx(0.0, abs=1e-6) and local.cost > 0.01
+    assert scanned.x[0] == pytest.approx(0.9, abs=0.02) and scanned.cost < 1e-4
+
+
+
+def test_a_coefficient_whose_prior_is_zero_keeps_the_others_standard_errors():
+    """server_request_latency_s has the prior 0; the pull is per unit of its scale (not of 0), so the
+    covariance stays the Gauss-Newton one of the data instead of collapsing to ~1e-10."""
+    from scipy.optimize import OptimizeResult
+
+    names = ("gemm_compute_efficiency", "server_request_latency_s")
+    fitter = CoefficientFitter(None, Coefficients())
+    fitter._num_data = 4
+    fitter.step_result_ = OptimizeResult(jac=np.array([[1.5, 0.0], [1.4, 2.0], [1.6, 1.0], [1.5, 3.0]]),
+                                         fun=np.array([0.02, -0.01, 0.015, -0.02]),
+                                         pull_per_unit=np.array([0.02 / 0.8, 0.02 / 0.1]))
+    se = fitter._stderr(names)
+    jac, fun = fitter.step_result_.jac, fitter.step_result_.fun
+    data_only = np.sqrt(np.diag(np.linalg.inv(jac.T @ jac)) * np.sum(fun**2) / 2)
+    assert se["gemm_compute_efficiency"] == pytest.approx(data_only[0], rel=0.01)
+    assert se["server_request_latency_s"] == pytest.approx(data_only[1], rel=0.01)
