@@ -1,4 +1,4 @@
-"""The fitter, without vLLM: (a) the shipped H200 profile is reproduced from its own data; (b) coefficients
+"""The fitter, without vLLM: (a) the shipped H200 and V100 profiles are reproduced from their own data; (b) coefficients
 used to simulate runs are recovered from a perturbed prior."""
 import math
 from pathlib import Path
@@ -17,25 +17,32 @@ ROOT = Path(__file__).resolve().parents[2]
 PROFILE = ROOT / "perfmodel" / "profiles" / "h200-sxm.yaml"
 
 
-def test_refit_reproduces_the_shipped_h200_profile(tmp_path, monkeypatch):
-    """`perfmodel calibrate fit <the profile's source files> --hardware h200-sxm`: the prior is the datasheet
+# (profile, hardware, relative tolerance): the H200's offline fit re-costs recorded steps; the V100's online fit
+# re-simulates closed-loop runs from two starts (minutes), so it is held to its convergence, not to the last bit
+REFITS = [("h200-sxm.yaml", "h200-sxm", 1e-6), ("v100-sxm2-32gb.yaml", "taiwania2", 1e-4)]
+
+
+@pytest.mark.parametrize("profile_name, hardware, rel", REFITS)
+def test_refit_reproduces_the_shipped_profile(tmp_path, monkeypatch, profile_name, hardware, rel):
+    """`perfmodel calibrate fit <the profile's source files> --hardware HW`: the prior is the datasheet
     defaults (the profile's `prior` entries say so) and the regularization the CLI's default."""
-    shipped = yaml.safe_load(PROFILE.read_text())
+    profile = PROFILE.with_name(profile_name)
+    shipped = yaml.safe_load(profile.read_text())
     sources = [s.strip() for s in shipped["source"].split(",")]
     priors = {k: v["prior"] for k, v in shipped["coefficients"].items() if isinstance(v, dict)}
     assert priors == {k: getattr(Coefficients(), k) for k in priors}  # so no --prior
     monkeypatch.chdir(ROOT)  # the source paths are relative to the repository
-    out = tmp_path / "h200-sxm.yaml"
-    assert main(["calibrate", "fit", *sources, "--hardware", "h200-sxm", "--out", str(out)]) == 0
+    out = tmp_path / profile_name
+    assert main(["calibrate", "fit", *sources, "--hardware", hardware, "--out", str(out)]) == 0
     refit = yaml.safe_load(out.read_text())
     assert refit["source"] == shipped["source"] and refit["fitted"] == shipped["fitted"]
-    assert refit["data"] == shipped["data"] and refit["errors"] == shipped["errors"]
-    ours, theirs = load_profile(out).coefficients, load_profile(PROFILE).coefficients
+    assert refit["data"] == shipped["data"] and refit["errors"] == shipped["errors"]  # errors: rounded to 4 digits
+    ours, theirs = load_profile(out).coefficients, load_profile(profile).coefficients
     for name in Coefficients.names():
-        assert getattr(ours, name) == pytest.approx(getattr(theirs, name), rel=1e-6, abs=0), name
+        assert getattr(ours, name) == pytest.approx(getattr(theirs, name), rel=rel, abs=0), name
     for name, entry in shipped["coefficients"].items():
         if isinstance(entry, dict) and "stderr" in entry:
-            assert refit["coefficients"][name]["stderr"] == pytest.approx(entry["stderr"], rel=1e-6), name
+            assert refit["coefficients"][name]["stderr"] == pytest.approx(entry["stderr"], rel=rel), name
 
 
 # -- synthetic recovery --------------------------------------------------------------------------------------
