@@ -64,8 +64,11 @@ class ThroughputEstimate:
     batch_size: int  # sequences per wave on one replica
 
 
-def wave_time_s(step_cost, batch_size: int, input_len: int, output_len: int, max_num_batched_tokens: int) -> float:
-    """Seconds for one wave of ``batch_size`` requests on one replica (all pipeline stages)."""
+def wave_time_s(step_cost, batch_size: int, input_len: int, output_len: int, max_num_batched_tokens: int, *,
+                decode_samples: int | None = None) -> float:
+    """Seconds for one wave of ``batch_size`` requests on one replica (all pipeline stages). ``decode_samples``:
+    cost only that many evenly spaced decode steps, each standing for its share of them (an approximation for
+    derivatives, perfmodel.uncertainty)."""
     stages = step_cost.num_stages
     micro = math.ceil(batch_size / stages)  # sequences per micro-batch
     # Prefill: each micro-batch's prompt tokens go through in chunks of the full token budget, as vLLM's
@@ -86,13 +89,17 @@ def wave_time_s(step_cost, batch_size: int, input_len: int, output_len: int, max
     host_s = split(prefill_batch)[2] if split is not None else 0.0  # the stages (the same for every step)
     time_s += host_s * steps
     if output_len > 1:
-        context = micro * (input_len + np.arange(1, output_len))
+        generated = np.arange(1, output_len)
+        sampled = bool(decode_samples) and decode_samples < len(generated)
+        if sampled:
+            generated = generated[np.linspace(0, len(generated) - 1, decode_samples).round().astype(int)]
+        n = len(generated)
         decode_batch = BatchStats(
-            num_prefill_tokens=np.zeros(output_len - 1), num_decode_tokens=np.full(output_len - 1, micro),
-            prefill_attention_pairs=np.zeros(output_len - 1), prefill_context_tokens=np.zeros(output_len - 1),
-            decode_context_tokens=context, num_sampled_tokens=np.full(output_len - 1, micro),
-            num_seqs=np.full(output_len - 1, micro))
-        time_s += float(np.sum(step_cost(decode_batch))) * stages
+            num_prefill_tokens=np.zeros(n), num_decode_tokens=np.full(n, micro), prefill_attention_pairs=np.zeros(n),
+            prefill_context_tokens=np.zeros(n), decode_context_tokens=micro * (input_len + generated),
+            num_sampled_tokens=np.full(n, micro), num_seqs=np.full(n, micro))
+        decode_s = float(np.sum(step_cost(decode_batch)))
+        time_s += (decode_s * (output_len - 1) / n if sampled else decode_s) * stages
         time_s += host_s * (output_len - 1)
     return time_s
 

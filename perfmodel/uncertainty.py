@@ -41,6 +41,11 @@ from perfmodel.errors import UserError
 DEFAULT_LEVEL = 0.9
 MIN_REGIME = 8  # residuals a regime needs before it is used alone
 MIN_EMPIRICAL = 20  # below this many residuals, a t interval instead of order statistics
+REPRESENTATIVE_KINDS = ("wave", "prefill", "decode")  # the step times the coefficient term differentiates
+# Decode steps of the closed-form wave the coefficient term costs (evenly spaced, each standing for its share):
+# the step cost is near-linear in the context, so the log-gradient barely moves (tests/test_uncertainty.py),
+# and the term is costed ~11 times per layout, which with every step made intervals 1.6x predict's time.
+WAVE_DECODE_SAMPLES = 16
 PREDICT_FIGURES = ("tokens_per_second", "output_tokens_per_second", "requests_per_second", "elapsed_time")
 LATENCY_STATS = ("mean", "median", "p90", "p99")
 SIMULATE_FIGURES = ("requests_per_second", "input_tokens_per_second", "output_tokens_per_second",
@@ -200,13 +205,13 @@ def lookup(residuals: Mapping[str, Mapping[str, Sequence[float]]], figure: str, 
 
 
 # -- the coefficient term --------------------------------------------------------------------------------------
-def coefficient_log_sd(scenario, layout, covariance) -> dict[str, float]:
-    """Delta-method standard deviation of log step time, per kind ("wave", "prefill", "decode")."""
+def coefficient_log_sd(scenario, layout, covariance, kinds: Sequence[str] = REPRESENTATIVE_KINDS) -> dict[str, float]:
+    """Delta-method standard deviation of log step time, per kind of ``kinds`` ("wave", "prefill", "decode")."""
     if covariance is None:
         return {}
     names, cov = covariance
     coefficients = scenario.profile.coefficients
-    base = _representative_times(scenario, layout, coefficients)
+    base = _representative_times(scenario, layout, coefficients, kinds)
     grads = {k: np.zeros(len(names)) for k in base}
     for i, name in enumerate(names):
         value = getattr(coefficients, name, None)
@@ -217,13 +222,13 @@ def coefficient_log_sd(scenario, layout, covariance) -> dict[str, float]:
         step = 0.1 * sd if value + 0.1 * sd <= upper else -0.1 * sd
         if not lower <= value + step <= upper:
             continue
-        moved = _representative_times(scenario, layout, coefficients.replace(**{name: value + step}))
+        moved = _representative_times(scenario, layout, coefficients.replace(**{name: value + step}), kinds)
         for k in base:
             grads[k][i] = (math.log(moved[k]) - math.log(base[k])) / step
     return {k: float(math.sqrt(max(g @ cov @ g, 0.0))) for k, g in grads.items()}
 
 
-def _representative_times(scenario, layout, coefficients) -> dict[str, float]:
+def _representative_times(scenario, layout, coefficients, kinds: Sequence[str]) -> dict[str, float]:
     from perfmodel.estimate import wave_time_s
     from simulator.batch import BatchStats
 
@@ -232,9 +237,12 @@ def _representative_times(scenario, layout, coefficients) -> dict[str, float]:
     batch = max(1, min(e.max_num_seqs, w.num_prompts))
     prefill = min(w.input_len, e.max_num_batched_tokens)
     context = batch * (w.input_len + max(1, w.output_len // 2))
-    return {"wave": wave_time_s(cost, batch, w.input_len, w.output_len, e.max_num_batched_tokens),
-            "prefill": float(cost(BatchStats(prefill, 0, prefill * (prefill + 1) / 2.0, prefill, 0, 1, 1))),
-            "decode": float(cost(BatchStats(0, batch, 0.0, 0, context, batch, batch)))}
+    times = {
+        "wave": lambda: wave_time_s(cost, batch, w.input_len, w.output_len, e.max_num_batched_tokens,
+                                    decode_samples=WAVE_DECODE_SAMPLES),
+        "prefill": lambda: float(cost(BatchStats(prefill, 0, prefill * (prefill + 1) / 2.0, prefill, 0, 1, 1))),
+        "decode": lambda: float(cost(BatchStats(0, batch, 0.0, 0, context, batch, batch)))}
+    return {k: times[k]() for k in kinds}
 
 
 # -- the public entry points -----------------------------------------------------------------------------------
@@ -250,7 +258,8 @@ def interval_for(scenario, layout, points: Mapping[str, float], *, mode: str, le
     source, residuals = model.choose(model_name=scenario.model.name, gpu_name=scenario.cluster.gpu.name,
                                      engine_generation=scenario.engine.engine_generation)
     if coef_sd is None:
-        coef_sd = coefficient_log_sd(scenario, layout, model.covariance)
+        kinds = tuple(sorted({_family(name)[1] for name in points}))
+        coef_sd = coefficient_log_sd(scenario, layout, model.covariance, kinds)
     key = regime(mode=mode, eager=scenario.engine.enforce_eager, gpus=layout.tp * layout.pp)
     bounds = {}
     for name, point in points.items():

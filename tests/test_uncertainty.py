@@ -158,3 +158,17 @@ def test_simulate_json_metrics_interval(capsys):
                  "e2e_s_p99"):
         lo, hi = m["interval"][name]
         assert lo < m[name] < hi
+
+
+@pytest.mark.parametrize("model, hardware, layout", [("llama-3.1-8b", "hgx-h200", Layout(tp=1)),
+                                                     ("llama-3.1-70b", "taiwania2", Layout(tp=8, pp=2))])
+def test_the_coefficient_term_from_sampled_decode_steps_equals_the_full_wave(monkeypatch, model, hardware, layout):
+    """WAVE_DECODE_SAMPLES evenly spaced decode steps give the delta-method term of every step (within 1%)."""
+    import perfmodel.uncertainty as uncertainty
+
+    scenario = Scenario.build(model=model, hardware=hardware, output_len=600)
+    covariance = ResidualModel(section=scenario.profile.uncertainty, gpu=scenario.profile.gpu).covariance
+    sampled = uncertainty.coefficient_log_sd(scenario, layout, covariance, ("wave",))["wave"]
+    monkeypatch.setattr(uncertainty, "WAVE_DECODE_SAMPLES", None)
+    full = uncertainty.coefficient_log_sd(scenario, layout, covariance, ("wave",))["wave"]
+    assert full > 0 and sampled == pytest.approx(full, rel=0.01)

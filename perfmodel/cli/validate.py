@@ -245,7 +245,7 @@ def _yaml_problem(text: str) -> str | None:
     if _nesting(text, "[{") > MAX_NESTING or _indent_depth(text) > MAX_NESTING:
         return f"nested deeper than {MAX_NESTING} levels"
     try:
-        yaml.safe_load(text)
+        yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # libyaml: 6x faster on a profile
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
