@@ -35,3 +35,19 @@ def test_a_failed_plot_leaves_no_stray_file(tmp_path):
     with pytest.raises(UserError):
         save_figure(fig, plt, tmp_path / "plot.unknownformat")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_new_file_gets_the_umask_mode_and_a_replaced_file_keeps_its_own(tmp_path):
+    import os
+
+    mask = os.umask(0o022)
+    try:
+        new = write_text_atomic(tmp_path / "new.yaml", "a: 1\n")
+        assert new.stat().st_mode & 0o777 == 0o644  # not mkstemp's 0600
+        kept = tmp_path / "kept.yaml"
+        kept.write_text("old")
+        kept.chmod(0o640)
+        write_text_atomic(kept, "new")
+        assert kept.stat().st_mode & 0o777 == 0o640
+    finally:
+        os.umask(mask)
