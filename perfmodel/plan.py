@@ -15,7 +15,7 @@ limit), in increasing order:
 2. the others are simulated (in parallel processes) with the same seeded Poisson (or gamma, ``burstiness``)
    arrivals at the rate, long enough for a steady state (``num_requests_for``: arrivals over at least 60 s
    and 4 end-to-end latencies, 200 to 3000 requests) unless ``num_prompts`` is given;
-3. a layout is accepted when it sustains the rate and meets the targets:
+3. a layout is accepted (``perfmodel.plan_trial``) when it sustains the rate and meets the targets:
    - it keeps up: over the second half of the arrival window (or the part after 1.5 median end-to-end
      latencies, at most the last quarter: the batch fills for about one latency) it samples output tokens at
      least at ``SUSTAIN_FRACTION`` of the rate the arrivals ask for (the output tokens of the requests that arrived
@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import dataclasses
-import functools
 import math
 from collections import deque
 from dataclasses import dataclass
@@ -46,40 +45,14 @@ import numpy as np
 from perfmodel.engine import EngineArgs
 from perfmodel.errors import UserError
 from perfmodel.layout import Layout, enumerate_layouts
+from perfmodel.plan_trial import Trial, _simulate_trial, _Task
 from perfmodel.pool import executor
 from perfmodel.scenario import Scenario, ScenarioOptions
-from perfmodel.steady_state import steady_state
 from perfmodel.uncertainty import DEFAULT_LEVEL
 from simulator.workload import LengthDistribution
 
 PRUNE_FRACTION = 0.9  # the closed form may be a little pessimistic: simulate what comes within 10% of the rate
 MIN_REQUESTS, MIN_SECONDS, E2E_MULTIPLE, MAX_REQUESTS = 200, 60.0, 4.0, 3000
-
-
-@dataclass(frozen=True, kw_only=True)
-class Trial:
-    """One layout looked at: the closed form's verdict and, when simulated, what the simulation showed."""
-
-    gpus: int
-    tp: int
-    pp: int
-    dp: int
-    status: str  # "accepted", "rejected" (simulated) or "pruned" (closed form)
-    reason: str  # why rejected or pruned ('' when accepted)
-    analytical_requests_per_second: float  # closed-form offline maximum (nan when it does not fit)
-    achieved_requests_per_second: float = math.nan  # rate x (output tokens sampled / asked for), 2nd half
-    ttft_s_p99: float = math.nan
-    tpot_s_p99: float = math.nan
-    e2e_s_p99: float = math.nan
-    latency_growth: float = math.nan  # mean TTFT, last quarter of arrivals / second quarter
-    output_tokens_per_second: float = math.nan  # at the planned load
-    gpu_hours_per_million_output_tokens: float = math.nan
-    point_status: str = ""  # the verdict of the point estimate alone ('' when not simulated)
-    interval: Any = None  # {"level", figure: [low, high]} of the simulated figures (perfmodel.uncertainty)
-
-    @property
-    def layout(self) -> Layout:
-        return Layout(tp=self.tp, pp=self.pp, dp=self.dp)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -101,27 +74,6 @@ class PlanResult:
     @property
     def gpus(self) -> int | None:
         return self.best.gpus if self.best else None
-
-
-@dataclass(frozen=True, kw_only=True)
-class _Task:
-    """What a worker process needs to simulate one layout: picklable names and numbers only."""
-
-    options: ScenarioOptions  # names and numbers: the worker rebuilds the scenario from them
-    tp: int
-    pp: int
-    dp: int
-    analytical_requests_per_second: float
-    input_len: LengthDistribution
-    output_len: LengthDistribution
-    num_prompts: int
-    request_rate: float
-    burstiness: float
-    seed: int
-    ttft_s_p99_target: float | None
-    tpot_s_p99_target: float | None
-    confidence: float | None = None
-    interval_level: float = DEFAULT_LEVEL
 
 
 def gpu_counts(gpus_max: int, gpus_per_node: int, max_nodes_per_job: int | None) -> list[int]:
@@ -345,74 +297,5 @@ def _search(pool, counts: list[int], screen, trials: list[Trial], progress) -> T
                 future.cancel()
             return min(accepted, key=lambda t: (t.e2e_s_p99, t.pp, t.tp))
     return None
-
-
-@functools.lru_cache(maxsize=8)
-def _scenario(options: ScenarioOptions) -> Scenario:
-    return Scenario.from_options(options)
-
-
-def _simulate_trial(task: _Task) -> Trial:
-    """Simulate one layout at the planned load and judge it (runs in a worker process)."""
-    from perfmodel.simulate import build_requests
-
-    scenario = _scenario(task.options)
-    layout = Layout(tp=task.tp, pp=task.pp, dp=task.dp)
-    requests = build_requests(input_len=task.input_len, output_len=task.output_len, num_prompts=task.num_prompts,
-                              request_rate=task.request_rate, burstiness=task.burstiness, seed=task.seed,
-                              max_model_len=scenario.max_model_len)
-    base = dict(gpus=layout.gpus, tp=layout.tp, pp=layout.pp, dp=layout.dp,
-                analytical_requests_per_second=task.analytical_requests_per_second)
-    try:
-        result = scenario.simulate(layout, requests, seed=task.seed, served=True)
-    except UserError as exc:
-        return Trial(**base, status="rejected", reason=str(exc), point_status="rejected")
-    trial = _judge(result, task, base)
-    interval = _interval(scenario, layout, trial, task.interval_level)
-    trial = dataclasses.replace(trial, point_status=trial.status, interval=interval)
-    if task.confidence is None or interval is None:
-        return trial
-    return _judge_confident(scenario, layout, requests, task, base, trial)
-
-
-PLAN_FIGURES = ("output_tokens_per_second", "ttft_s_p99", "tpot_s_p99", "e2e_s_p99")
-
-
-def _interval(scenario, layout: Layout, trial: Trial, level: float) -> dict | None:
-    from perfmodel.uncertainty import interval_for
-
-    iv = interval_for(scenario, layout, {n: getattr(trial, n) for n in PLAN_FIGURES}, mode="online", level=level)
-    return iv.to_dict() if iv is not None and iv.bounds else None
-
-
-def _judge_confident(scenario, layout: Layout, requests, task: _Task, base: dict, point: Trial) -> Trial:
-    """The point verdict's trial re-judged at the interval's ends (``plan_capacity``'s ``confidence``)."""
-    iv = point.interval
-    reasons = [point.reason] if point.status != "accepted" else []
-    low = iv.get("output_tokens_per_second", [point.output_tokens_per_second])[0] / point.output_tokens_per_second
-    slow = scenario.simulate(layout, requests, seed=task.seed, step_time_scale=1.0 / low) if low < 1 else None
-    if slow is not None:
-        judged = _judge(slow, dataclasses.replace(task, ttft_s_p99_target=None, tpot_s_p99_target=None), base)
-        if judged.status != "accepted":
-            reasons.append(f"at the low end of throughput (x{low:.2f}): {judged.reason}")
-    for name, target in (("ttft_s_p99", task.ttft_s_p99_target), ("tpot_s_p99", task.tpot_s_p99_target)):
-        if target is not None and name in iv and iv[name][1] > target:
-            reasons.append(f"high p99 {name.split('_')[0].upper()} {iv[name][1]:.3g} s > {target:g}")
-    return dataclasses.replace(point, status="rejected" if reasons else "accepted", reason="; ".join(reasons))
-
-
-def _judge(result, task: _Task, base: dict) -> Trial:
-    v = steady_state(result, task.request_rate)
-    m = result.metrics
-    reasons = list(v.reasons)
-    if task.ttft_s_p99_target is not None and m.ttft_s_p99 > task.ttft_s_p99_target:
-        reasons.append(f"p99 TTFT {m.ttft_s_p99:.3g} s > {task.ttft_s_p99_target:g}")
-    if task.tpot_s_p99_target is not None and m.tpot_s_p99 > task.tpot_s_p99_target:
-        reasons.append(f"p99 TPOT {m.tpot_s_p99 * 1e3:.3g} ms > {task.tpot_s_p99_target * 1e3:g}")
-    return Trial(**base, status="rejected" if reasons else "accepted", reason="; ".join(reasons),
-                 achieved_requests_per_second=v.achieved_requests_per_second, ttft_s_p99=m.ttft_s_p99,
-                 tpot_s_p99=m.tpot_s_p99, e2e_s_p99=m.e2e_s_p99, latency_growth=v.latency_growth,
-                 output_tokens_per_second=v.output_tokens_per_second,
-                 gpu_hours_per_million_output_tokens=base["gpus"] / 3600 / (v.output_tokens_per_second / 1e6))
 
 

@@ -7,8 +7,8 @@ import pytest
 
 from perfmodel.errors import UserError
 from perfmodel.progress import Progress
-from perfmodel.plan import (MAX_REQUESTS, Trial, _simulate_trial, _Task, gpu_counts, num_requests_for,
-                            plan_capacity)
+from perfmodel.plan import MAX_REQUESTS, gpu_counts, num_requests_for, plan_capacity
+from perfmodel.plan_trial import Trial, _simulate_trial, _Task
 from perfmodel.scenario import ScenarioOptions
 from perfmodel.simulate import length_distribution
 

@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
                           "gpus": result.gpus, "engine": result.engine, "best": result.best,
                           "trials": list(result.trials)}))
         return 0
-    from perfmodel.plan import PLAN_FIGURES
+    from perfmodel.plan_trial import PLAN_FIGURES
     from perfmodel.uncertainty import Interval, plus_minus
 
     def interval(t):
