@@ -173,9 +173,11 @@ class CoefficientFitter:
         return fitted, result
 
     def _stderr(self, names: Sequence[str]) -> dict[str, float]:
-        """Standard errors from the Jacobian at the optimum: Gauss-Newton covariance of the data residuals plus the
-        pull toward the prior, per unit as the fit scaled it (``pull_per_unit``: a prior of 0 must not read as
-        an infinitely strong pull, which made the pseudo-inverse discard every other direction)."""
+        """Standard errors at the optimum: a Gauss-Newton covariance from the data rows of the Jacobian
+        ``least_squares`` returns (weighted by its soft-L1 loss, so runs far off count less) and the raw data
+        residuals' variance, plus the pull toward the prior per unit as the fit scaled it (``pull_per_unit``: a
+        prior of 0 must not read as an infinitely strong pull, which made the pseudo-inverse discard every other
+        direction)."""
         out: dict[str, float] = {}
         self.covariance_ = None  # (names, matrix) of the step coefficients, for perfmodel.uncertainty
         res = self.step_result_

@@ -98,7 +98,7 @@ def minimise_with_scan(residuals, x0: np.ndarray, lower: np.ndarray, upper: np.n
     def local(start: np.ndarray, label: str):
         result = optimize.least_squares(residuals, start, bounds=(lower, upper), x_scale=x_scale, loss="soft_l1",
                                         f_scale=SOFT_L1_SCALE, diff_step=1e-3, max_nfev=max_nfev)
-        say(f"local fit from {label}: cost {result.cost:.4g} after {result.nfev} steps")
+        say(f"local fit from {label}: cost {result.cost:.4g} after {result.nfev} evaluations")
         return result
 
     say(f"local fit from the start ({len(x0)} coefficients)")
@@ -108,9 +108,18 @@ def minimise_with_scan(residuals, x0: np.ndarray, lower: np.ndarray, upper: np.n
 
         say(f"scanning {scan_points} points of the bounds for a second start")
         points = lower + qmc.Sobol(len(x0), scramble=True, seed=0).random(scan_points) * (upper - lower)
-        best = min(points, key=lambda x: soft_l1_cost(residuals(x)))
+        best = min(points, key=lambda x: _scan_cost(residuals, x))
         results.append(local(np.clip(best, lower + 1e-12, upper), "the scan's best point"))
     return min(results, key=lambda r: r.cost)
+
+
+def _scan_cost(residuals, x: np.ndarray) -> float:
+    """A scan point's cost; inf where the replay cannot run (a corner of the bounds may make a run impossible,
+    which should cost the scan that point, not the whole fit)."""
+    try:
+        return soft_l1_cost(residuals(x))
+    except (ArithmeticError, RuntimeError, ValueError):
+        return math.inf
 
 
 def fit_online(observations: Sequence[Observation], start: Coefficients, prior: Coefficients, names: Sequence[str],

@@ -45,7 +45,7 @@ import numpy as np
 from perfmodel.engine import EngineArgs
 from perfmodel.errors import UserError
 from perfmodel.layout import Layout, enumerate_layouts
-from perfmodel.plan_trial import Trial, _simulate_trial, _Task
+from perfmodel.plan_trial import Trial, simulate_trial, TrialTask
 from perfmodel.pool import executor
 from perfmodel.scenario import Scenario, ScenarioOptions
 from perfmodel.uncertainty import DEFAULT_LEVEL
@@ -127,14 +127,14 @@ def plan_capacity(*, request_rate: float, ttft_s_p99_target: float | None = None
                         cluster.max_nodes_per_job)
     if not counts:
         raise UserError(f"--gpus-max {gpus_max} leaves no GPU count to try")
-    def task(layout: Layout, analytical_rps: float) -> _Task:
-        return _Task(options=options, tp=layout.tp, pp=layout.pp, dp=layout.dp,
+    def task(layout: Layout, analytical_rps: float) -> TrialTask:
+        return TrialTask(options=options, tp=layout.tp, pp=layout.pp, dp=layout.dp,
                      analytical_requests_per_second=analytical_rps, input_len=inputs,
                      output_len=outputs, num_prompts=n, request_rate=request_rate, burstiness=burstiness,
                      seed=seed, ttft_s_p99_target=ttft_s_p99_target, tpot_s_p99_target=tpot_s_p99_target,
                      confidence=confidence, interval_level=confidence or interval_level)
 
-    def screen(count: int) -> tuple[list[Trial], list[_Task]]:
+    def screen(count: int) -> tuple[list[Trial], list[TrialTask]]:
         pruned, tasks = [], []
         for layout in _layouts(scenario, count):
             trial, analytical_rps = _screen(scenario, layout, request_rate, ttft_s_p99_target, tpot_s_p99_target)
@@ -262,7 +262,7 @@ def _search(pool, counts: list[int], screen, trials: list[Trial], progress) -> T
     """Screen counts in order, simulate their survivors (a few counts ahead to keep every worker busy) and
     stop at the first count with an accepted layout. Speculative results of larger counts are dropped."""
     width = getattr(pool, "_max_workers", 1)
-    queue: deque[tuple[int, _Task]] = deque()
+    queue: deque[tuple[int, TrialTask]] = deque()
     outstanding: dict[int, int] = {}  # count -> simulations not finished
     results: dict[int, list[Trial]] = {}
     futures: dict[cf.Future, int] = {}
@@ -280,7 +280,7 @@ def _search(pool, counts: list[int], screen, trials: list[Trial], progress) -> T
         while outstanding[count] > 0:
             while queue and len(futures) < 2 * width:
                 c, t = queue.popleft()
-                futures[pool.submit(_simulate_trial, t)] = c
+                futures[pool.submit(simulate_trial, t)] = c
             finished, _ = cf.wait(list(futures), return_when=cf.FIRST_COMPLETED)
             for future in finished:
                 c = futures.pop(future)
@@ -297,5 +297,3 @@ def _search(pool, counts: list[int], screen, trials: list[Trial], progress) -> T
                 future.cancel()
             return min(accepted, key=lambda t: (t.e2e_s_p99, t.pp, t.tp))
     return None
-
-

@@ -14,7 +14,7 @@ from perfmodel.errors import UserError
 from perfmodel.layout import Layout
 from perfmodel.scenario import Scenario, ScenarioOptions
 from perfmodel.steady_state import steady_state
-from perfmodel.uncertainty import DEFAULT_LEVEL
+from perfmodel.uncertainty import DEFAULT_LEVEL, interval_for
 from simulator.workload import LengthDistribution
 
 
@@ -45,7 +45,7 @@ class Trial:
 
 
 @dataclass(frozen=True, kw_only=True)
-class _Task:
+class TrialTask:
     """What a worker process needs to simulate one layout: picklable names and numbers only."""
 
     options: ScenarioOptions  # names and numbers: the worker rebuilds the scenario from them
@@ -70,7 +70,7 @@ def _scenario(options: ScenarioOptions) -> Scenario:
     return Scenario.from_options(options)
 
 
-def _simulate_trial(task: _Task) -> Trial:
+def simulate_trial(task: TrialTask) -> Trial:
     """Simulate one layout at the planned load and judge it (runs in a worker process)."""
     from perfmodel.simulate import build_requests
 
@@ -97,13 +97,11 @@ PLAN_FIGURES = ("output_tokens_per_second", "ttft_s_p99", "tpot_s_p99", "e2e_s_p
 
 
 def _interval(scenario, layout: Layout, trial: Trial, level: float) -> dict | None:
-    from perfmodel.uncertainty import interval_for
-
     iv = interval_for(scenario, layout, {n: getattr(trial, n) for n in PLAN_FIGURES}, mode="online", level=level)
     return iv.to_dict() if iv is not None and iv.bounds else None
 
 
-def _judge_confident(scenario, layout: Layout, requests, task: _Task, base: dict, point: Trial) -> Trial:
+def _judge_confident(scenario, layout: Layout, requests, task: TrialTask, base: dict, point: Trial) -> Trial:
     """The point verdict's trial re-judged at the interval's ends (``plan_capacity``'s ``confidence``)."""
     iv = point.interval
     reasons = [point.reason] if point.status != "accepted" else []
@@ -119,7 +117,7 @@ def _judge_confident(scenario, layout: Layout, requests, task: _Task, base: dict
     return dataclasses.replace(point, status="rejected" if reasons else "accepted", reason="; ".join(reasons))
 
 
-def _judge(result, task: _Task, base: dict) -> Trial:
+def _judge(result, task: TrialTask, base: dict) -> Trial:
     v = steady_state(result, task.request_rate)
     m = result.metrics
     reasons = list(v.reasons)

@@ -258,7 +258,8 @@ def interval_for(scenario, layout, points: Mapping[str, float], *, mode: str, le
     source, residuals = model.choose(model_name=scenario.model.name, gpu_name=scenario.cluster.gpu.name,
                                      engine_generation=scenario.engine.engine_generation)
     if coef_sd is None:
-        kinds = tuple(sorted({_family(name)[1] for name in points}))
+        kinds = tuple(sorted({_family(name)[1] for name, point in points.items()
+                              if point is not None and math.isfinite(point) and point > 0}))
         coef_sd = coefficient_log_sd(scenario, layout, model.covariance, kinds)
     key = regime(mode=mode, eager=scenario.engine.enforce_eager, gpus=layout.tp * layout.pp)
     bounds = {}

@@ -37,7 +37,7 @@ def test_a_failed_plot_leaves_no_stray_file(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_a_new_file_gets_the_umask_mode_and_a_replaced_file_keeps_its_own(tmp_path):
+def test_modes_new_files_get_the_umask_replaced_ones_keep_theirs_even_read_only(tmp_path):
     import os
 
     mask = os.umask(0o022)
@@ -46,8 +46,18 @@ def test_a_new_file_gets_the_umask_mode_and_a_replaced_file_keeps_its_own(tmp_pa
         assert new.stat().st_mode & 0o777 == 0o644  # not mkstemp's 0600
         kept = tmp_path / "kept.yaml"
         kept.write_text("old")
-        kept.chmod(0o640)
+        kept.chmod(0o440)
         write_text_atomic(kept, "new")
-        assert kept.stat().st_mode & 0o777 == 0o640
+        assert kept.read_text() == "new" and kept.stat().st_mode & 0o777 == 0o440
     finally:
         os.umask(mask)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kept.yaml", "new.yaml"]
+
+
+def test_a_symlinked_target_is_updated_and_the_link_kept(tmp_path):
+    target = tmp_path / "real.txt"
+    target.write_text("old")
+    link = tmp_path / "link.txt"
+    link.symlink_to(target)
+    write_text_atomic(link, "new")
+    assert link.is_symlink() and target.read_text() == "new"

@@ -8,7 +8,7 @@ import pytest
 from perfmodel.errors import UserError
 from perfmodel.progress import Progress
 from perfmodel.plan import MAX_REQUESTS, gpu_counts, num_requests_for, plan_capacity
-from perfmodel.plan_trial import Trial, _simulate_trial, _Task
+from perfmodel.plan_trial import Trial, simulate_trial, TrialTask
 from perfmodel.scenario import ScenarioOptions
 from perfmodel.simulate import length_distribution
 
@@ -67,26 +67,26 @@ def test_invalid_inputs_are_user_errors(kwargs, message):
         plan_capacity(model="llama-3.1-8b", hardware="h200-sxm", **kwargs)
 
 
-def _task(rate: float, **kwargs) -> _Task:
+def _task(rate: float, **kwargs) -> TrialTask:
     options = ScenarioOptions(model="llama-3.1-8b", hardware="h200-sxm", entry_point="serve")
     values = dict(options=options, tp=1, pp=1, dp=1, analytical_requests_per_second=math.nan,
                   input_len=length_distribution("fixed", 1000), output_len=length_distribution("fixed", 300),
                   num_prompts=600, request_rate=rate, burstiness=1.0, seed=0, ttft_s_p99_target=None, tpot_s_p99_target=None)
     values.update(kwargs)
-    return _Task(**values)
+    return TrialTask(**values)
 
 
 def test_overload_is_rejected_for_not_keeping_up():
-    trial = _simulate_trial(_task(200.0))
+    trial = simulate_trial(_task(200.0))
     assert trial.status == "rejected" and "delivers" in trial.reason
     assert trial.achieved_requests_per_second < 0.95 * 200
 
 
 def test_steady_load_is_accepted_and_targets_are_checked():
-    ok = _simulate_trial(_task(5.0))
+    ok = simulate_trial(_task(5.0))
     assert isinstance(ok, Trial) and ok.status == "accepted", ok.reason
     assert ok.latency_growth < 1.5
-    strict = _simulate_trial(_task(5.0, tpot_s_p99_target=1e-4, ttft_s_p99_target=1e-4))
+    strict = simulate_trial(_task(5.0, tpot_s_p99_target=1e-4, ttft_s_p99_target=1e-4))
     assert strict.status == "rejected" and "p99 TTFT" in strict.reason and "p99 TPOT" in strict.reason
 
 
