@@ -51,3 +51,18 @@ def test_help_imports_no_numerical_stack():
             "print(sorted(m for m in ('numpy', 'scipy', 'simpy', 'pandas') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     assert out.stdout.strip() == "[]"
+
+
+def test_the_calibration_client_runs_without_simpy():
+    """calibrate/client.py runs beside vLLM on a GPU machine that has numpy but not the simulator's simpy (an
+    H200 sweep's online runs failed on it): drawing the arrivals must not import simpy."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nsys.modules['simpy'] = None  # importing it now raises ImportError\n"
+            "from calibrate.client import arrival_times\nprint(len(arrival_times(5, 2.0, 1.0, 0)))\n"
+            "import simulator\nprint(sorted(n for n in ('simulate', 'SimResult') if n in dir(simulator.run)) "
+            "if 'simulator.run' in sys.modules else 'no simulator.run')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["5", "no", "simulator.run"]
