@@ -26,7 +26,7 @@ from typing import Callable, Sequence
 import numpy as np
 from scipy import optimize
 
-from calibrate.fit_online import ONLINE_REGULARIZATION, uninformed_by_engine
+from calibrate.fit_online import ONLINE_REGULARIZATION, SOFT_L1_SCALE, uninformed_by_engine
 from calibrate.observations import Observation
 from hardware.spec import ClusterSpec
 from perfmodel.coefficients import Coefficients
@@ -166,7 +166,7 @@ class CoefficientFitter:
             return np.concatenate([data, pull])
 
         result = optimize.least_squares(residuals, x0, bounds=(lower, upper), x_scale=scale, loss="soft_l1",
-                                        f_scale=0.05, max_nfev=200 * len(names))
+                                        f_scale=SOFT_L1_SCALE, max_nfev=200 * len(names))
         result.pull_per_unit = self.regularization / scale  # d(pull residual)/dx, for _stderr
         self._num_data = len(traces)
         fitted = start.replace(**dict(zip(names, map(float, result.x))))
