@@ -21,7 +21,8 @@ from typing import Sequence
 
 import pandas as pd
 
-from perfmodel.uncertainty import DEFAULT_LEVEL, _family, combine, log_quantiles, lookup
+from perfmodel.uncertainty import (DEFAULT_LEVEL, REPRESENTATIVE_KINDS, _family, combine, excess_sd, log_quantiles,
+                                   lookup)
 
 SHOWN = ("tokens_per_second", "output_tokens_per_second", "requests_per_second", "ttft_s_mean", "ttft_s_median",
          "ttft_s_p99", "tpot_s_mean", "tpot_s_median", "tpot_s_p99", "itl_s_mean", "e2e_s_mean", "e2e_s_p99",
@@ -37,26 +38,39 @@ def _pool(rows: pd.DataFrame, by_regime: bool) -> dict:
     return out
 
 
-def interval_of(row, pool: dict, level: float) -> tuple[float, float] | None:
-    """(low, high) of one row's prediction from a residual pool, as perfmodel.uncertainty builds it."""
+def coefficient_sd_reference(rows: pd.DataFrame) -> dict[str, float]:
+    """The median coefficient term per step kind over these rows' runs (``perfmodel.uncertainty``, (a))."""
+    runs = rows.drop_duplicates("run_id")
+    return {k: float(runs[f"coef_sd_{k}"].median()) for k in REPRESENTATIVE_KINDS
+            if f"coef_sd_{k}" in runs and runs[f"coef_sd_{k}"].notna().any()}
+
+
+def interval_of(row, pool: dict, level: float, reference: dict | None = None) -> tuple[float, float] | None:
+    """(low, high) of one row's prediction from a residual pool, as perfmodel.uncertainty builds it; with
+    ``reference`` (cross-validated residuals), only the coefficient term's excess over it is added."""
     r = lookup(pool, row["metric"], row["regime"])
     q = log_quantiles(r, level) if r is not None else None
     if q is None:
         return None
-    sd = row.get(f"coef_sd_{_family(row['metric'])[1]}", 0.0)
-    return combine(float(row["predicted"]), q, 0.0 if pd.isna(sd) else float(sd), level)
+    kind = _family(row["metric"])[1]
+    sd = row.get(f"coef_sd_{kind}", 0.0)
+    sd = 0.0 if pd.isna(sd) else float(sd)
+    return combine(float(row["predicted"]), q, excess_sd(sd, (reference or {}).get(kind, 0.0), len(r)), level)
 
 
-def evaluate(rows: pd.DataFrame, level: float = DEFAULT_LEVEL, pools: dict | None = None) -> pd.DataFrame:
-    """Per row: inside (bool) and relative half-width. Each row's pool leaves out its own fold (CV) or its own
-    run (transfer); ``pools`` (fold -> pool) overrides that."""
+def evaluate(rows: pd.DataFrame, level: float = DEFAULT_LEVEL, pools: dict | None = None,
+             reference: dict | None = None) -> pd.DataFrame:
+    """Per row: inside (bool) and relative half-width. Each row's pool (and, for cross-validation, coefficient
+    reference) comes from the other folds (CV) or the set's other runs (transfer, whole coefficient term);
+    ``pools`` (fold -> pool) and ``reference`` override that."""
     transfer = rows["cv"].iloc[0].startswith("transfer")
     out = []
     for key, test in rows.groupby("run_id" if transfer else "fold"):
-        pool = pools[key] if pools else _pool(rows[rows["run_id" if transfer else "fold"] != key],
-                                              by_regime=not transfer)
+        others = rows[rows["run_id" if transfer else "fold"] != key]
+        pool = pools[key] if pools else _pool(others, by_regime=not transfer)
+        ref = reference if reference is not None else ({} if transfer else coefficient_sd_reference(others))
         for _, row in test.iterrows():
-            bounds = interval_of(row if not transfer else {**row, "regime": "any"}, pool, level)
+            bounds = interval_of(row if not transfer else {**row, "regime": "any"}, pool, level, ref)
             if bounds is None:
                 continue
             lo, hi = bounds
@@ -78,22 +92,24 @@ def summary(evaluated: pd.DataFrame) -> pd.DataFrame:
 
 def calibrated_width_on_transfer(own: pd.DataFrame, transfer: pd.DataFrame, level: float) -> pd.DataFrame:
     """The transferred predictions judged with the calibrated (k-fold) interval: what ignoring transfer gives."""
-    pool = _pool(own[own["cv"] == "kfold"], by_regime=True)
+    kfold = own[own["cv"] == "kfold"]
     return evaluate(transfer.assign(cv=transfer["cv"] + " (calibrated width)"), level,
-                    pools={r: pool for r in transfer["run_id"]})
+                    pools={r: _pool(kfold, by_regime=True) for r in transfer["run_id"]},
+                    reference=coefficient_sd_reference(kfold))
 
 
 def holdout(rows: pd.DataFrame, level: float) -> pd.DataFrame:
     """The six pre-registered H200 predictions against their measurements, with their intervals."""
     predictions = {p["run_id"]: p for p in map(json.loads, (HOLDOUT / "predictions.jsonl").read_text().splitlines())}
     kfold = rows[rows["cv"] == "kfold"]
-    pool = _pool(kfold[~kfold["run_id"].isin(predictions)], by_regime=True)
+    others = kfold[~kfold["run_id"].isin(predictions)]
+    pool, reference = _pool(others, by_regime=True), coefficient_sd_reference(others)
     out = []
     for _, row in kfold[kfold["run_id"].isin(predictions)].iterrows():
         point = predictions[row["run_id"]].get(row["metric"])
         if row["metric"] not in SHOWN or point is None or not point > 0:
             continue
-        bounds = interval_of({**row, "predicted": point}, pool, level)
+        bounds = interval_of({**row, "predicted": point}, pool, level, reference)
         if bounds is None:
             continue
         out.append({"run": predictions[row["run_id"]]["description"], "metric": row["metric"],

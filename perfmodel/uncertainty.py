@@ -6,14 +6,20 @@ the residuals the profile's ``uncertainty:`` section stores (written by ``perfmo
     low  = p * exp(c - sqrt((c - q_lo)^2 + (z * s)^2))
     high = p * exp(c + sqrt((q_hi - c)^2 + (z * s)^2))
 
-where ``q_lo, q_hi`` are the residuals' ``(1 - level) / 2`` and ``(1 + level) / 2`` quantiles, ``c`` their
-median, ``z`` the normal quantile of the level and ``s`` the coefficient-covariance term. Three sources:
+where ``c`` is the residuals' median, ``q_lo, q_hi = c -+ h`` with ``h`` the ``level`` quantile of their distance
+``|e - c|`` from it, ``z`` the normal quantile of the level and ``s`` the coefficient-covariance term. Three
+sources:
 
 (a) **coefficients**: the fit's Gauss-Newton covariance ``C`` of the fitted coefficients, propagated by the
     first-order delta method, ``s^2 = g' C g`` with ``g = d log(time) / d theta`` by forward differences on
     representative steps of the scenario's workload (the closed-form wave for throughputs and E2E, one
     prefill step for TTFT, one decode step for TPOT/ITL). The schedule is held fixed; no re-simulation. The
-    cross-validated residuals below already contain refit noise, so adding (a) is slightly conservative.
+    cross-validated residuals of (b) come from refits, so they already hold the coefficient noise of runs like
+    the calibration runs: with them, only the excess ``s = sqrt(max(s_raw^2 - s_ref^2, 0))`` over the
+    calibration runs' median term ``s_ref`` (``coefficient_sd_reference``) is added, which leaves a prediction
+    with more leverage (another model size, layout or workload) its extra width. Transfer residuals (c) are
+    one fitted coefficient vector's errors, and a pool of fewer than ``MIN_EMPIRICAL`` residuals stands for
+    the calibration runs too poorly: both get the whole term.
 (b) **model error**: cross-validated residuals, by regime (``regime``: offline/online, CUDA graphs/eager,
     one GPU/several) where the regime holds at least ``MIN_REGIME`` of them, else pooled. A model the profile
     was fitted on uses the k-fold residuals (runs unseen, model seen); another model uses the
@@ -22,8 +28,10 @@ median, ``z`` the normal quantile of the level and ``s`` the coefficient-covaria
     engine generation than it was fitted on uses the residuals of that profile predicting another calibrated
     data set (H200 -> Taiwania 2 V100 and back; the CPU set for a CPU), instead of (b).
 
-Quantiles: with at least ``MIN_EMPIRICAL`` residuals, split-conformal order statistics (the
-``ceil((n + 1) q)``-th); with fewer, a Student-t prediction interval ``mean +- t * sd * sqrt(1 + 1/n)``.
+Quantiles: with at least ``MIN_EMPIRICAL`` residuals, split conformal on the distance from the median (``h``
+is the ``ceil((n + 1) * level)``-th smallest distance; one order statistic for both ends, so with ~30
+residuals a bound is not the single most extreme residual of its side, as equal 5% tails would make it); with
+fewer, a Student-t prediction interval ``mean +- t * sd * sqrt(1 + 1/n)``.
 A figure with no residuals of its own borrows its family's (TTFT p99 the TTFT median's, TPOT the ITL's, ...).
 """
 
@@ -120,15 +128,16 @@ class Interval:
 
 def log_quantiles(residuals: Sequence[float], level: float) -> tuple[float, float, float] | None:
     """(lower, centre, upper) of log residuals at ``level`` (module docstring); None with fewer than 3."""
-    r = np.sort(np.asarray(residuals, dtype=float))
+    r = np.asarray(residuals, dtype=float)
     n = len(r)
     if n < 3:
         return None
     alpha = 1.0 - level
     if n >= MIN_EMPIRICAL:
-        k_hi = min(n, math.ceil((n + 1) * (1 - alpha / 2)))
-        k_lo = max(1, math.floor((n + 1) * (alpha / 2)))
-        return float(r[k_lo - 1]), float(np.median(r)), float(r[k_hi - 1])
+        centre = float(np.median(r))
+        k = min(n, math.ceil((n + 1) * level))
+        half = float(np.sort(np.abs(r - centre))[k - 1])
+        return centre - half, centre, centre + half
     mean, sd = float(np.mean(r)), float(np.std(r, ddof=1))
     half = t_quantile(1 - alpha / 2, n - 1) * sd * math.sqrt(1 + 1 / n)
     return mean - half, mean, mean + half
@@ -140,6 +149,15 @@ def t_quantile(p: float, dof: int) -> float:
     v = float(dof)
     return (z + (z**3 + z) / (4 * v) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * v**2)
             + (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / (384 * v**3))
+
+
+def excess_sd(coef_sd: float, reference: float, num_residuals: int) -> float:
+    """The coefficient term beyond the ``reference`` the cross-validated residuals already hold (module
+    docstring, (a)); the whole term when they are fewer than ``MIN_EMPIRICAL`` (a handful of residuals, of
+    one or two runs' models, stands for the calibration runs too poorly to take anything off)."""
+    if num_residuals < MIN_EMPIRICAL:
+        return coef_sd
+    return math.sqrt(max(coef_sd * coef_sd - reference * reference, 0.0))
 
 
 def combine(point: float, q: tuple[float, float, float], coef_sd: float, level: float) -> tuple[float, float]:
@@ -163,6 +181,12 @@ class ResidualModel:
         if not cov:
             return None
         return tuple(cov["names"]), np.asarray(cov["matrix"], dtype=float)
+
+    @property
+    def coefficient_sd_reference(self) -> Mapping[str, float]:
+        """The calibration runs' median coefficient term per step kind (module docstring, (a)); empty in
+        profiles written before it was stored (then the whole term is added)."""
+        return self.section.get("coefficient_sd_reference") or {}
 
     def choose(self, *, model_name: str, gpu_name: str, engine_generation: str) -> tuple[str, Mapping]:
         """(source label, {regime: {metric: residuals}}) for a prediction of this kind."""
@@ -262,6 +286,7 @@ def interval_for(scenario, layout, points: Mapping[str, float], *, mode: str, le
                               if point is not None and math.isfinite(point) and point > 0}))
         coef_sd = coefficient_log_sd(scenario, layout, model.covariance, kinds)
     key = regime(mode=mode, eager=scenario.engine.enforce_eager, gpus=layout.tp * layout.pp)
+    reference = {} if source.startswith("transfer") else model.coefficient_sd_reference
     bounds = {}
     for name, point in points.items():
         if point is None or not math.isfinite(point) or point <= 0:
@@ -269,7 +294,9 @@ def interval_for(scenario, layout, points: Mapping[str, float], *, mode: str, le
         r = lookup(residuals, name, key)
         q = log_quantiles(r, level) if r is not None else None
         if q is not None:
-            bounds[name] = combine(point, q, coef_sd.get(_family(name)[1], 0.0), level)
+            kind = _family(name)[1]
+            sd = excess_sd(coef_sd.get(kind, 0.0), reference.get(kind, 0.0), len(r))
+            bounds[name] = combine(point, q, sd, level)
     return Interval(level=level, bounds=bounds, source=source)
 
 

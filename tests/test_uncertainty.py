@@ -12,7 +12,7 @@ from perfmodel.errors import UserError
 from perfmodel.layout import Layout
 from perfmodel.predict import predict_all
 from perfmodel.scenario import Scenario
-from perfmodel.uncertainty import (PREDICT_FIGURES, ResidualModel, check_level, combine, interval_for,
+from perfmodel.uncertainty import (PREDICT_FIGURES, ResidualModel, check_level, combine, excess_sd, interval_for,
                                    log_quantiles, lookup, predict_intervals, regime, t_quantile)
 
 
@@ -39,6 +39,39 @@ def test_quantiles_need_three_residuals_and_widen_with_level():
     lo9, _, hi9 = log_quantiles(r, 0.9)
     lo8, _, hi8 = log_quantiles(r, 0.8)
     assert lo9 < lo8 < 0 < hi8 < hi9
+
+
+def test_order_statistic_bounds_are_symmetric_about_the_median_and_not_the_extremes():
+    """With 30 residuals, equal 5% tails would put each bound at that side's most extreme residual; the
+    distance from the median takes its ceil(31 * 0.9) = 28th smallest, for both sides."""
+    r = np.concatenate([np.linspace(-0.05, 0.05, 28), [0.4, -0.3]])
+    lo, c, hi = log_quantiles(r, 0.9)
+    assert c == pytest.approx(float(np.median(r)))
+    assert hi - c == pytest.approx(c - lo)
+    assert hi - c == pytest.approx(float(np.sort(np.abs(r - c))[27]))
+    assert hi < 0.4 and lo > -0.3
+
+
+def test_the_coefficient_term_adds_only_its_excess_over_the_calibration_runs():
+    assert excess_sd(0.03, 0.05, 30) == 0.0  # no more leverage than the runs the residuals came from
+    assert excess_sd(0.13, 0.05, 30) == pytest.approx(0.12)
+    assert excess_sd(0.03, 0.05, 5) == 0.03  # a handful of residuals: the whole term
+    scenario = Scenario.build(model="llama-3.1-8b", hardware="hgx-h200")
+    many = {"offline/graphs/1gpu": {"tokens_per_second": list(np.linspace(-0.05, 0.05, 24))}}
+    section = {**SECTION, "residuals": {"seen_model": many}, "coefficient_sd_reference": {"wave": 0.05}}
+    scenario = scenario.with_(profile=dataclasses.replace(scenario.profile, uncertainty=section))
+    point = {"tokens_per_second": 1000.0}
+    plain = interval_for(scenario, Layout(tp=1), point, mode="offline", coef_sd={})
+    typical = interval_for(scenario, Layout(tp=1), point, mode="offline", coef_sd={"wave": 0.05})
+    extra = interval_for(scenario, Layout(tp=1), point, mode="offline", coef_sd={"wave": 0.13})
+    assert typical.bounds == plain.bounds
+    lo, c, hi = log_quantiles(lookup(many, "tokens_per_second", "offline/graphs/1gpu"), 0.9)
+    assert extra.bounds["tokens_per_second"] == pytest.approx(combine(1000.0, (lo, c, hi), 0.12, 0.9))
+    # a transferred prediction keeps the whole term (its residuals are one coefficient vector's errors)
+    moved = scenario.with_(profile=dataclasses.replace(scenario.profile, gpu="v100-sxm2-32gb"))
+    wide = interval_for(moved, Layout(tp=1), point, mode="offline", coef_sd={"wave": 0.05})
+    bare = interval_for(moved, Layout(tp=1), point, mode="offline", coef_sd={})
+    assert wide.bounds["tokens_per_second"][1] > bare.bounds["tokens_per_second"][1]
 
 
 def test_combine_adds_the_coefficient_term_in_quadrature():
