@@ -34,7 +34,7 @@ from perfmodel.errors import UserError
 from perfmodel.memory import activation_peak_bytes, kv_bytes_per_token_per_gpu
 
 # Coefficient groups (perfmodel.coefficients.GROUPS) fitted on elapsed times, in this order.
-STEP_GROUPS = ("step", "eager", "tensor_parallel", "pipeline_parallel")
+STEP_GROUPS = ("step", "eager", "tensor_parallel", "pipeline_parallel", "kernel_fused_moe")
 
 
 def measured_kv_bytes(obs: Observation) -> float | None:
@@ -53,7 +53,8 @@ def informed_step_coefficients(observations: Sequence[Observation]) -> tuple[str
     offline = [o for o in observations if o.mode == "offline"]
     informed = {"step": True, "eager": any(o.eager for o in offline),
                 "tensor_parallel": any(o.layout.tp > 1 for o in offline),
-                "pipeline_parallel": any(o.layout.pp > 1 for o in offline)}
+                "pipeline_parallel": any(o.layout.pp > 1 for o in offline),
+                "kernel_fused_moe": any(o.model.is_moe for o in offline)}
     skip = uninformed_by_engine(offline)
     return tuple(n for g in STEP_GROUPS if informed[g] for n in Coefficients.group(g) if n not in skip)
 

@@ -34,6 +34,8 @@ GROUPS = {
     "serving": "the API server's time from a request's send to the engine queue; fitted on online runs",
     "kernel_gptq_exllama": "the exllama GPTQ kernel (vLLM's `gptq` method; the only int4 kernel on Volta); "
                            "fitted when the runs use it",
+    "kernel_fused_moe": "vLLM's fused mixture-of-experts kernel against dense GEMMs; fitted when the runs include "
+                        "an MoE model",
 }
 
 
@@ -107,6 +109,10 @@ class Coefficients:
         "exllama GPTQ kernel: the chunks are blocks of one launch (q_gemm.cu gemm_half_q_half_cuda_part, gridDim.y), "
         "so L2 may serve part of the re-reads; 1 = every chunk reads from HBM", 0.0, 1.0,
         group="kernel_gptq_exllama")
+    fused_moe_efficiency: float = _coef(
+        1.0, "speed of the expert GEMMs of vLLM's fused MoE kernel (Triton fused_moe, its own tile configs per "
+        "expert shape and GPU) relative to dense GEMMs at the same FLOPs and bytes; scales both rates. 1 (as fast "
+        "as dense) until MoE runs are fitted", 0.1, 1.0, group="kernel_fused_moe")
     activation_bytes_per_token: float = _coef(
         6.0, "peak activation memory of vLLM's profile run, in units of (hidden + intermediate/TP) elements "
         "of the activation dtype per token of max_num_batched_tokens", 0.0, 64.0, group="memory")

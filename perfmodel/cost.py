@@ -12,7 +12,9 @@ hidden states twice per layer (ring, alpha-beta over the group's real link); pip
 the next stage; each all-reduce also pays a fixed per-call latency (launch and synchronisation), vLLM's own
 all-reduce's or NCCL's, whichever vLLM picks for the group (``comm.custom_allreduce_applies``). Fixed per-step
 and per-sequence overheads cover scheduling, input preparation and sampling, plus a per-layer launch cost
-without CUDA graphs (``--enforce-eager``). The exllama GPTQ kernel (Volta) reads int4 weights once per 8 rows
+without CUDA graphs (``--enforce-eager``); every pipeline stage pays them for the whole batch, since each PP
+rank prepares the batch's inputs itself. Expert GEMMs of an MoE layer run at ``fused_moe_efficiency`` of the
+dense rates (vLLM's fused MoE kernel). The exllama GPTQ kernel (Volta) reads int4 weights once per 8 rows
 and multiplies on the CUDA cores. Under vLLM V0 with pipeline parallelism every stage prepares the batch
 itself (the CPU part of its time) and the engine process adds its own thread's time per step, which the
 simulator shares among the virtual engines (``stage_split_s``).
@@ -147,7 +149,8 @@ class StepCostModel:
                 total = total + self._exllama_time_s(g, m, flops_rate, bytes_rate)
                 continue
             memory = (touched * g.weight_bytes + m * g.activation_bytes_per_token) / bytes_rate
-            total = total + np.maximum(m * g.flops_per_token / flops_rate, memory)
+            op = np.maximum(m * g.flops_per_token / flops_rate, memory)
+            total = total + (op / c.fused_moe_efficiency if g.num_experts > 1 else op)
         return total
 
     EXLLAMA_MAX_ROWS = 50  # vLLM csrc/quantization/gptq/q_gemm.cu MAX_Q_GEMM_ROWS (4-bit)
@@ -257,9 +260,9 @@ class StepCostModel:
             eager = c.eager_layer_overhead_s * self._layers * (num_prefill > 0)
         else:
             eager = 0.0
-        # V0 with PP: each stage prepares the whole batch (stage_split_s); otherwise one preparation per
-        # step, spread over the stages it passes through
-        return (per_step if self._host_serial else per_step / self.num_stages) + eager
+        # Every pipeline stage prepares the whole batch: V1 (vLLM 0.26 GPUModelRunner.execute_model runs
+        # _update_states and _prepare_inputs on every PP rank) and V0 alike (stage_split_s)
+        return per_step + eager
 
     def _graph_tokens(self, num_prefill: Any, num_decode: Any) -> Any:
         """Tokens the GEMMs and all-reduces process: a V0 decode-only step runs padded up to the next captured

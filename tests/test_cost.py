@@ -150,9 +150,9 @@ def test_v0_pipeline_splits_cpu_and_engine_thread_time():
     assert host_s == pytest.approx(2e-3)
     assert last_only_s == pytest.approx(float(v0.lm_head_time_s(4)))
     assert v0.overhead_time_s(b) == pytest.approx(5.4e-3)
-    v1 = _v100_gptq_cost(Layout(tp=8, pp=2), c)  # V1: one preparation per step, spread over the stages
+    v1 = _v100_gptq_cost(Layout(tp=8, pp=2), c)  # V1: every PP rank prepares the whole batch too
     assert v1.stage_split_s(b) == (0.0, 0.0, 0.0)
-    assert v1.overhead_time_s(b) == pytest.approx(5.4e-3 / 2)
+    assert v1.overhead_time_s(b) == pytest.approx(5.4e-3)
 
 
 def test_tp8_on_a_cube_mesh_pays_the_nccl_latency():
@@ -161,3 +161,24 @@ def test_tp8_on_a_cube_mesh_pays_the_nccl_latency():
     c_slow_custom = c.replace(allreduce_latency_s=30e-6)
     assert _v100_gptq_cost(Layout(tp=8), c_slow_custom).allreduce_time_s(1) == tp8.allreduce_time_s(1)
     assert _v100_gptq_cost(Layout(tp=4), c_slow_custom).allreduce_time_s(1) > tp4.allreduce_time_s(1)
+
+
+def test_fused_moe_efficiency_slows_the_expert_gemms_only():
+    """The expert GEMMs take 1 / fused_moe_efficiency of their roofline time; the router, attention and the
+    dense projections do not change; a dense model is unaffected."""
+    mixtral = load_model("mixtral-8x7b")
+    prec = resolve_precision(mixtral, H200.gpu)
+    half = IDEAL.replace(fused_moe_efficiency=0.5)
+    full, slow = (StepCostModel(mixtral, H200, Layout(tp=1), prec, c) for c in (IDEAL, half))
+    experts = sum(1 for g in full._gemms if g.num_experts > 1)
+    assert experts == 2  # gate_up and down
+    for m in (1, 64, 4096):
+        flops_rate = H200.gpu.peak_flops_per_s[prec.gemm_flops_dtype] * full._compute_efficiency(m)
+        expert_s = sum(float(np.maximum(m * g.flops_per_token / flops_rate,
+                                        (g.num_experts * (1 - (1 - g.experts_per_token / g.num_experts) ** m)
+                                         * g.weight_bytes + m * g.activation_bytes_per_token)
+                                        / H200.gpu.memory_bandwidth_bytes_per_s))
+                       for g in full._gemms if g.num_experts > 1)
+        assert slow.gemm_time_s(m) - full.gemm_time_s(m) == pytest.approx(expert_s, rel=1e-9)
+    dense = [StepCostModel(LLAMA8, H200, Layout(tp=1), PREC, c).gemm_time_s(64) for c in (IDEAL, half)]
+    assert dense[0] == dense[1]

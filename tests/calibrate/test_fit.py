@@ -154,3 +154,15 @@ def test_a_coefficient_whose_prior_is_zero_keeps_the_others_standard_errors():
     data_only = np.sqrt(np.diag(np.linalg.inv(jac.T @ jac)) * np.sum(fun**2) / 2)
     assert se["gemm_compute_efficiency"] == pytest.approx(data_only[0], rel=0.01)
     assert se["server_request_latency_s"] == pytest.approx(data_only[1], rel=0.01)
+
+
+def test_the_fused_moe_coefficient_is_fitted_only_with_moe_runs():
+    from calibrate.fit import informed_step_coefficients
+    from calibrate.store import load_records
+
+    records = [r for r in load_records(ROOT / "data" / "h200-holdout" / "results.jsonl") if r.get("status") == "ok"]
+    _, observations = load_observations(records, "h200-sxm")
+    dense = [o for o in observations if not o.model.is_moe]
+    assert dense and len(dense) < len(observations)
+    assert "fused_moe_efficiency" in informed_step_coefficients(observations)
+    assert "fused_moe_efficiency" not in informed_step_coefficients(dense)
