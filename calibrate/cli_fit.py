@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from perfmodel.atomic import write_text_atomic
+from perfmodel.cli.intervals import add_interval_argument, level
 from perfmodel.cli.options import HARDWARE
 from perfmodel.cli.validate import input_file, input_file_or_dir, integer, max_workers, output_file, real, report_path
 from perfmodel.errors import UserError
@@ -36,6 +37,7 @@ def add_fit_subcommands(sub: argparse._SubParsersAction) -> None:
     pred.add_argument("--calibration", default=None, type=PROFILE, help="profile (default: the one shipped for the GPU)")
     pred.add_argument("--vllm-version", default=None, help="vLLM release whose defaults to assume (default: 0.26)")
     pred.add_argument("--out", required=True, type=output_file, help="predictions file to write (JSON lines, one per run)")
+    add_interval_argument(pred)
     pred.set_defaults(handler=cmd_predict_sweep)
 
     check = sub.add_parser("check", help="predicted vs measured per run, with cross-validation and a report")
@@ -139,7 +141,8 @@ def cmd_predict_sweep(args: argparse.Namespace) -> int:
 
     profile = load_profile(args.calibration) if args.calibration else default_profile(
         load_hardware(args.hardware).gpu.name)
-    predictions = predict_sweep(args.sweep, args.hardware, profile, vllm_version=args.vllm_version or DEFAULT_VLLM_VERSION)
+    predictions = predict_sweep(args.sweep, args.hardware, profile, vllm_version=args.vllm_version or DEFAULT_VLLM_VERSION,
+                                level=level(args))
     write_predictions(predictions, args.out)
     for p in predictions:
         print(f"{p['run_id']}  {p['description']:70s}  {p.get('output_tokens_per_second', float('nan')):10,.0f} out tok/s"

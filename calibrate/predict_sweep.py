@@ -5,7 +5,8 @@ vLLM's defaults for the rest, exactly as ``perfmodel predict`` resolves them) an
 send: the same per-request lengths, the same send times (``calibrate.client.arrival_times``) and concurrency
 limit. It is simulated end to end, with the memory model's KV cache. The predictions are written as JSON lines
 keyed by ``run_id``, so that ``calibrate check`` on the later measurements can be matched against what was said
-beforehand.
+beforehand; each carries the profile's interval of its figures (``perfmodel.uncertainty``), so that coverage can
+be judged on runs measured after it was committed.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from perfmodel.engine import DEFAULT_VLLM_VERSION
 from perfmodel.errors import UserError
 from perfmodel.layout import Layout
 from perfmodel.scenario import Scenario, ScenarioOptions
+from perfmodel.uncertainty import DEFAULT_LEVEL, interval_for
 
 
 def planned_observation(run: RunConfig, hardware: str, profile: Profile, vllm_version: str,
@@ -51,8 +53,9 @@ def planned_observation(run: RunConfig, hardware: str, profile: Profile, vllm_ve
 
 
 def predict_sweep(sweep_path: str | Path, hardware: str, profile: Profile, *,
-                  vllm_version: str = DEFAULT_VLLM_VERSION) -> list[dict[str, Any]]:
-    """One prediction per run of the sweep, offline and online."""
+                  vllm_version: str = DEFAULT_VLLM_VERSION, level: float = DEFAULT_LEVEL) -> list[dict[str, Any]]:
+    """One prediction per run of the sweep, offline and online, each with its ``level`` interval when the
+    profile has an ``uncertainty:`` section."""
     sweep = load_sweep(sweep_path)
     out = []
     for run in sweep.runs:
@@ -65,10 +68,15 @@ def predict_sweep(sweep_path: str | Path, hardware: str, profile: Profile, *,
             metrics = predicted_metrics(obs, obs.simulate(profile.coefficients, kv_from="model"))
         except UserError as exc:
             raise UserError(f"{where}: {exc}") from None
-        out.append({"run_id": run.run_id, "description": run.describe(), "hardware": hardware,
-                    "profile": profile.name, "profile_source": profile.source, "vllm_version": vllm_version,
-                    "predicted_utc": dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat(),
-                    "kv_cache_tokens": memory.kv_cache_tokens, **metrics})
+        record = {"run_id": run.run_id, "description": run.describe(), "hardware": hardware,
+                  "profile": profile.name, "profile_source": profile.source, "vllm_version": vllm_version,
+                  "predicted_utc": dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat(),
+                  "kv_cache_tokens": memory.kv_cache_tokens, **metrics}
+        interval = interval_for(obs.scenario.with_(profile=profile), obs.layout, metrics, mode=obs.mode,
+                                level=level)
+        if interval is not None:  # the profile's calibrated range, committed with the point (issue 13)
+            record["interval"] = {**interval.to_dict(), "source": interval.source}
+        out.append(record)
     return out
 
 

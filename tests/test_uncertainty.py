@@ -205,3 +205,22 @@ def test_the_coefficient_term_from_sampled_decode_steps_equals_the_full_wave(mon
     monkeypatch.setattr(uncertainty, "WAVE_DECODE_SAMPLES", None)
     full = uncertainty.coefficient_log_sd(scenario, layout, covariance, ("wave",))["wave"]
     assert full > 0 and sampled == pytest.approx(full, rel=0.01)
+
+
+def test_calibrate_predict_commits_an_interval_with_every_prediction():
+    """Pre-registered predictions carry their interval, so coverage can be judged on runs measured later."""
+    from pathlib import Path
+
+    from calibrate.predict_sweep import predict_sweep
+    from hardware import load_hardware
+    from perfmodel.coefficients import default_profile
+
+    sweep = Path(__file__).resolve().parents[1] / "sweeps" / "h200-holdout.yaml"
+    records = predict_sweep(sweep, "h200-sxm", default_profile(load_hardware("h200-sxm").gpu.name), level=0.8)
+    assert records
+    for r in records:
+        iv = r["interval"]
+        assert iv["level"] == 0.8 and iv["source"]
+        for name in ("tokens_per_second", "output_tokens_per_second", "requests_per_second"):
+            low, high = iv[name]
+            assert low < r[name] < high

@@ -1,13 +1,14 @@
 """Run H200 sweep 2 (issue 14) on one lent H200 within a deadline, one engine configuration at a time.
 
-    python3 benchmarks/device/h200_sweep2.py DEADLINE_S ENGINE... [--results DIR] [--out DIR]
+    python3 benchmarks/device/h200_sweep2.py DEADLINE_S ENGINE... [--results DIR] [--out DIR] [--predictions F]
 
 Each ENGINE is `SWEEP#N`: the N-th engine configuration (1-based, in the order `calibrate.runner --dry-run`
 lists them) of `sweeps/SWEEP.yaml`, taken in the order given (the priority order). An engine is started only
 when its estimated time fits before the deadline; one that does not fit is skipped and the next is tried, so
 that no engine is killed half-way. The estimate is `overhead_s(engine)` (process start, vLLM import, weight
 init, torch.compile, CUDA graphs, warm-up, teardown) plus `SAFETY` times the predicted elapsed time of its
-runs (data/h200-sweep2/predictions.jsonl: output tokens / predicted output tokens per second).
+runs (--predictions, by default data/h200-sweep2/predictions.jsonl: output tokens / predicted output tokens
+per second). The H200 hold-out 2 sweep (data/h200-holdout2/) runs through it too.
 
 Results accumulate in DIR/<sweep>.jsonl (append-only; calibrate.runner skips finished runs, so a re-run with
 the same DIR resumes); after every engine the JSON lines are copied to --out, and at the end every vLLM log is
@@ -38,9 +39,10 @@ SAFETY = 1.4  # predicted elapsed time x this: the shipped profile has never see
 def overhead_s(engine) -> float:
     """Seconds an engine costs besides its runs, as measured in this sweep on one H200 (2026-12-01: engine start
     to first result minus the run, 85-110 s for 8B, ~140 s for 32B, ~180 s for 70B FP8, torch.compile alone
-    18-89 s; the OpenAI server about the same as offline)."""
+    18-89 s; the OpenAI server about the same as offline). Gemma-2-27B and Mixtral-8x7B are taken as 32B."""
     name = Path(engine.model).name
-    return 100.0 + (45.0 if "32b" in name else 0.0) + (90.0 if "70b" in name else 0.0)
+    mid = any(size in name for size in ("27b", "32b", "8x7b"))
+    return 100.0 + (45.0 if mid else 0.0) + (90.0 if "70b" in name else 0.0)
 
 
 def predicted_elapsed_s(runs, predictions: dict[str, dict]) -> float:
@@ -52,12 +54,13 @@ def predicted_elapsed_s(runs, predictions: dict[str, dict]) -> float:
     return total
 
 
-def plan(engines: list[str], results_dir: Path) -> list[tuple[str, object, list, float]]:
+def plan(engines: list[str], results_dir: Path, predictions_path: Path = PREDICTIONS
+         ) -> list[tuple[str, object, list, float]]:
     """(sweep name, engine, its unfinished runs, estimated seconds) for each ENGINE, in the given order."""
     predictions = {}
-    if PREDICTIONS.exists():
+    if predictions_path.exists():
         predictions = {json.loads(line)["run_id"]: json.loads(line)
-                       for line in PREDICTIONS.read_text().splitlines() if line.strip()}
+                       for line in predictions_path.read_text().splitlines() if line.strip()}
     out = []
     for item in engines:
         name, _, index = item.partition("#")
@@ -77,12 +80,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("engines", nargs="+", metavar="SWEEP#N")
     ap.add_argument("--results", default="/tmp/runs/sweep2")
     ap.add_argument("--out", default=os.environ.get("OUT", "/tmp/out"))
+    ap.add_argument("--predictions", type=Path, default=PREDICTIONS,
+                    help="pre-registered predictions the time estimates use (default: sweep 2's)")
     args = ap.parse_args(argv)
     t_end = time.monotonic() + args.deadline_s
     results_dir, out_dir = Path(args.results), Path(args.out)
     results_dir.mkdir(parents=True, exist_ok=True)
     out_dir.mkdir(parents=True, exist_ok=True)
-    todo = plan(args.engines, results_dir)
+    todo = plan(args.engines, results_dir, args.predictions)
     print(f"plan: {len(todo)} engines, {sum(e for *_, e in todo):.0f} s estimated, "
           f"{args.deadline_s:.0f} s available", flush=True)
     for name, engine, runs, est in todo:

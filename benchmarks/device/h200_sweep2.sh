@@ -7,8 +7,9 @@ set -u
 export PYTHONPATH=/tmp/site:$PWD HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 VLLM_NO_USAGE_STATS=1 \
   VLLM_USE_FLASHINFER_SAMPLER=0 NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1 \
   PYTHONUNBUFFERED=1
-mkdir -p /tmp/runs/sweep2 "${OUT:-/tmp/out}"
-for f in resume/*.jsonl; do [ -f "$f" ] && [ ! -f "/tmp/runs/sweep2/$(basename "$f")" ] && cp "$f" /tmp/runs/sweep2/; done
+runs=${RUNS_DIR:-/tmp/runs/sweep2}  # another sweep: RUNS_DIR=... and --results "$RUNS_DIR" --predictions FILE
+mkdir -p "$runs" "${OUT:-/tmp/out}"
+for f in resume/*.jsonl; do [ -f "$f" ] && [ ! -f "$runs/$(basename "$f")" ] && cp "$f" "$runs/"; done
 nvidia-smi --query-gpu=index,name,memory.total,memory.used,driver_version,clocks.sm,clocks.mem --format=csv,noheader
 date -u +%FT%TZ
 python3 benchmarks/device/h200_sweep2.py "$@"
