@@ -28,6 +28,8 @@ SHOWN = ("tokens_per_second", "output_tokens_per_second", "requests_per_second",
          "ttft_s_p99", "tpot_s_mean", "tpot_s_median", "tpot_s_p99", "itl_s_mean", "e2e_s_mean", "e2e_s_p99",
          "decode_tokens_per_s_per_request_mean")
 HOLDOUT = Path("data/h200-holdout")
+# Sets whose predictions were committed with their intervals (calibrate predict) before the runs were measured
+PREREGISTERED = Path("data/h200-holdout2")
 
 
 def _pool(rows: pd.DataFrame, by_regime: bool) -> dict:
@@ -118,6 +120,47 @@ def holdout(rows: pd.DataFrame, level: float) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+def preregistered(folder: Path) -> pd.DataFrame:
+    """Measured figures of ``folder/results.jsonl`` against the intervals committed in ``folder/predictions.jsonl``
+    before they were measured (nothing rebuilt: the bounds are the committed ones)."""
+    from calibrate.store import load_records
+
+    predictions = {p["run_id"]: p for p in map(json.loads, (folder / "predictions.jsonl").read_text().splitlines())}
+    out = []
+    for record in load_records(folder / "results.jsonl", latest_only=True):
+        p = predictions.get(record["run_id"])
+        if record.get("status") != "ok" or p is None or "interval" not in p:
+            continue
+        for metric, measured in (record.get("metrics") or {}).items():
+            bounds = p["interval"].get(metric)
+            if metric in SHOWN and bounds and measured:
+                out.append({"run": p["description"], "source": p["interval"].get("source", ""), "metric": metric,
+                            "predicted": p[metric], "low": bounds[0], "high": bounds[1], "measured": measured,
+                            "inside": bounds[0] <= measured <= bounds[1],
+                            "half_width": (bounds[1] - bounds[0]) / 2 / p[metric]})
+    return pd.DataFrame(out)
+
+
+def _preregistered_lines(folder: Path) -> list[str]:
+    h = preregistered(folder)
+    if h.empty:
+        return []
+    shown = h[h["metric"] == "tokens_per_second"]
+    ape = (shown["predicted"] - shown["measured"]).abs() / shown["measured"]
+    by_source = "; ".join(f"{source}: {int(g['inside'].sum())} of {len(g)} inside, median ±{_pct(g['half_width'].median())}"
+                          for source, g in shown.groupby("source"))
+    lines = [f"### {folder.name}: intervals committed before the runs (`{folder}/`)", "",
+             f"{int(h['inside'].sum())} of {len(h)} measured figures inside their interval. Offline throughput: "
+             f"{int(shown['inside'].sum())} of {len(shown)} runs inside, median half-width "
+             f"±{_pct(shown['half_width'].median())} ({by_source}); median APE of the point "
+             f"{100 * ape.median():.1f}%.", "",
+             "| run | residuals | predicted tok/s | interval | measured | inside |", "|---|---|---:|---|---:|---|"]
+    for _, r in shown.iterrows():
+        lines.append(f"| {r.run} | {r.source} | {r.predicted:.4g} | [{r.low:.4g}, {r.high:.4g}] | {r.measured:.4g} | "
+                     f"{'yes' if r.inside else '**no**'} |")
+    return lines + [""]
+
+
 def _pct(x: float) -> str:
     return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.0f}%"
 
@@ -151,6 +194,8 @@ def markdown(csvs: Sequence[Path], level: float, command: str) -> str:
                 lines.append(f"| {r.run} | {r.metric} | {r.predicted:.4g} | [{r.low:.4g}, {r.high:.4g}] | "
                              f"{r.measured:.4g} | {'yes' if r.inside else '**no**'} |")
             lines.append("")
+        if name.startswith("h200") and (PREREGISTERED / "results.jsonl").exists():
+            lines += _preregistered_lines(PREREGISTERED)
     return "\n".join(lines)
 
 

@@ -1,0 +1,35 @@
+"""calibrate.coverage: intervals judged against measurements, including intervals committed before the runs."""
+import json
+from pathlib import Path
+
+from calibrate.coverage import PREREGISTERED, preregistered
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _write(folder: Path, predictions: list[dict], results: list[dict]) -> None:
+    folder.mkdir()
+    (folder / "predictions.jsonl").write_text("".join(json.dumps(p) + "\n" for p in predictions))
+    (folder / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in results))
+
+
+def test_committed_bounds_are_used_as_they_are(tmp_path):
+    interval = {"level": 0.9, "source": "k-fold", "tokens_per_second": [90.0, 110.0]}
+    predictions = [{"run_id": "a", "description": "run a", "tokens_per_second": 100.0, "interval": interval},
+                   {"run_id": "b", "description": "run b", "tokens_per_second": 100.0, "interval": interval},
+                   {"run_id": "c", "description": "no interval", "tokens_per_second": 100.0}]
+    results = [{"run_id": "a", "status": "ok", "metrics": {"tokens_per_second": 109.0}},
+               {"run_id": "b", "status": "ok", "metrics": {"tokens_per_second": 111.0}},
+               {"run_id": "c", "status": "ok", "metrics": {"tokens_per_second": 100.0}},
+               {"run_id": "b", "status": "error", "metrics": None}]  # the newest record of b decides
+    _write(tmp_path / "set", predictions, results[:3])
+    h = preregistered(tmp_path / "set")
+    assert list(h["inside"]) == [True, False] and list(h["half_width"]) == [0.1, 0.1]
+    _write(tmp_path / "later", predictions, results)
+    assert list(preregistered(tmp_path / "later")["run"]) == ["run a"]
+
+
+def test_every_run_of_the_committed_set_is_judged():
+    h = preregistered(ROOT / PREREGISTERED)
+    runs = (ROOT / PREREGISTERED / "results.jsonl").read_text().splitlines()
+    assert len(h[h["metric"] == "tokens_per_second"]) == len(runs) == 12
