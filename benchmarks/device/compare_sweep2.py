@@ -74,7 +74,9 @@ def main() -> int:
     records = [r for f in sorted(DATA.glob("results-*.jsonl")) for r in load(f)]
     refs = [r for f in sorted((ROOT / "data" / "h200").glob("*.jsonl")) for r in load(f)]
     ok = [r for r in records if r["status"] == "ok"]
-    print(f"{len(records)} runs recorded: {len(ok)} ok, {len(records) - len(ok)} not measured (see PROVENANCE.md)\n")
+    measured = {r["run_id"] for r in ok}
+    print(f"{len(records)} records: {len(ok)} ok, {len(records) - len(ok)} errors (see PROVENANCE.md); "
+          f"{len(measured)} of the {len(preds)} planned runs measured (a retried run's ok record follows its error)\n")
     print("| run_id | family | model | in/out x n | rate | measured out tok/s | err out tok/s | err tok/s "
           "| KV tokens meas | err KV | bf16 ref out tok/s | err TTFT mean | err TTFT median | err TPOT |")
     print("|" + "---|" * 14)
