@@ -205,6 +205,18 @@ class Scenario:
                             f"shorten the requests")
 
     @property
+    def unmeasured_kernel_notes(self) -> tuple[str, ...]:
+        """The kernels this scenario runs whose coefficients the profile did not fit (their priors stand in)."""
+        fitted = set(self.profile.fitted)
+        kernels = []
+        if self.model.is_moe and "fused_moe_efficiency" not in fitted:
+            kernels.append(("vLLM's fused MoE kernel", "fused_moe_efficiency"))
+        if self.precision.quant_kernel == "gptq_exllama" and "exllama_memory_efficiency" not in fitted:
+            kernels.append(("the exllama GPTQ kernel", "exllama_memory_efficiency"))
+        return tuple(f"profile {self.profile.name} was fitted on no run of {what}: {name} is its prior "
+                     f"({getattr(self.profile.coefficients, name):g}), not a measurement" for what, name in kernels)
+
+    @property
     def max_model_len(self) -> int:
         """The context limit vLLM enforces: ``--max-model-len``, else the model's own."""
         return self.engine.max_model_len or self.model.max_position_embeddings

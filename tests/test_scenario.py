@@ -9,6 +9,7 @@ import json
 import pytest
 
 from perfmodel.cli import main
+from perfmodel.scenario import Scenario
 
 
 def _run_json(argv: list[str]) -> dict:
@@ -47,3 +48,12 @@ def test_calibrate_predict_of_an_online_run_equals_simulate(tmp_path, rate):
     assert predicted["requests_per_second"] == pytest.approx(simulated["requests_per_second"], rel=1e-9)
     assert predicted["ttft_s_mean"] == pytest.approx(simulated["ttft_s_mean"], rel=1e-9)
     assert predicted["requests_per_second"] < 1.5 * rate  # rate-bound, not the offline maximum
+
+
+def test_kernels_the_profile_never_measured_are_named():
+    """Mixtral on Taiwania 2: the V100 profile saw no MoE run; on the H200 the fused MoE kernel is fitted."""
+    v100 = Scenario.build(model="mixtral-8x7b", hardware="taiwania2")
+    assert any("fused_moe_efficiency is its prior" in n for n in v100.unmeasured_kernel_notes)
+    assert Scenario.build(model="mixtral-8x7b", hardware="hgx-h200").unmeasured_kernel_notes == ()
+    assert Scenario.build(model="qwen2.5-72b", hardware="taiwania2", quantization="gptq").unmeasured_kernel_notes == ()
+    assert Scenario.build(model="llama-3.1-8b", hardware="hgx-h200").unmeasured_kernel_notes == ()

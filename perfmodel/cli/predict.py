@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
         print(dumps_csv([csv_row(p.__dict__, iv, PREDICT_FIGURES) for p, iv in zip(predictions, intervals)]), end="")
         return 0
     print(header(scenario, args.gpus))
-    for note in scenario.precision.notes:
+    for note in (*scenario.precision.notes, *scenario.unmeasured_kernel_notes):
         print(f"note: {note}")
     rows = [{"rank": i if p.fits else "-", "layout": f"TP{p.tp} PP{p.pp} DP{p.dp}", **p.__dict__,
              **{n: plus_minus(getattr(p, n), iv, n) for n in ("tokens_per_second", "output_tokens_per_second")
