@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def wall_s(command: list[str]) -> float:
     t0 = time.perf_counter()
-    subprocess.run(command, check=True, capture_output=True)
+    subprocess.run(command, check=True, capture_output=True, cwd=ROOT)
     return time.perf_counter() - t0
 
 
@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
                                                sort_keys=False))
         base = [sys.executable, "-m", "perfmodel.cli", "predict", *args.predict_args, "--calibration"]
         for path in (with_path, without_path):  # warm-up: byte-compiles, fills the page cache
-            subprocess.run([*base, str(path)], check=True, capture_output=True)
+            subprocess.run([*base, str(path)], check=True, capture_output=True, cwd=ROOT)
         on, off = [], []
         for _ in range(args.pairs):
             on.append(wall_s([*base, str(with_path)]))

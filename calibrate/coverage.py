@@ -21,15 +21,16 @@ from typing import Sequence
 
 import pandas as pd
 
-from perfmodel.uncertainty import (DEFAULT_LEVEL, REPRESENTATIVE_KINDS, _family, combine, excess_sd, log_quantiles,
-                                   lookup)
+from perfmodel.uncertainty import (DEFAULT_LEVEL, MIN_REGIME, REPRESENTATIVE_KINDS, _family, combine, excess_sd,
+                                   log_quantiles, lookup, reference_for)
 
 SHOWN = ("tokens_per_second", "output_tokens_per_second", "requests_per_second", "ttft_s_mean", "ttft_s_median",
          "ttft_s_p99", "tpot_s_mean", "tpot_s_median", "tpot_s_p99", "itl_s_mean", "e2e_s_mean", "e2e_s_p99",
          "decode_tokens_per_s_per_request_mean")
-HOLDOUT = Path("data/h200-holdout")
+ROOT = Path(__file__).resolve().parents[1]
+HOLDOUT = ROOT / "data" / "h200-holdout"
 # Sets whose predictions were committed with their intervals (calibrate predict) before the runs were measured
-PREREGISTERED = Path("data/h200-holdout2")
+PREREGISTERED = ROOT / "data" / "h200-holdout2"
 
 
 def _pool(rows: pd.DataFrame, by_regime: bool) -> dict:
@@ -40,11 +41,19 @@ def _pool(rows: pd.DataFrame, by_regime: bool) -> dict:
     return out
 
 
-def coefficient_sd_reference(rows: pd.DataFrame) -> dict[str, float]:
-    """The median coefficient term per step kind over these rows' runs (``perfmodel.uncertainty``, (a))."""
+def coefficient_sd_reference(rows: pd.DataFrame) -> dict[str, dict[str, float]]:
+    """The median coefficient term per step kind of these rows' runs, ``"all"`` of them and per regime with at
+    least ``MIN_REGIME`` runs (``perfmodel.uncertainty``, (a): each regime's residuals hold its own runs' noise)."""
     runs = rows.drop_duplicates("run_id")
-    return {k: float(runs[f"coef_sd_{k}"].median()) for k in REPRESENTATIVE_KINDS
-            if f"coef_sd_{k}" in runs and runs[f"coef_sd_{k}"].notna().any()}
+
+    def medians(group: pd.DataFrame) -> dict[str, float]:
+        return {k: float(group[f"coef_sd_{k}"].median()) for k in REPRESENTATIVE_KINDS
+                if f"coef_sd_{k}" in group and group[f"coef_sd_{k}"].notna().any()}
+
+    out = {"all": medians(runs)}
+    if "regime" in runs:
+        out.update({regime: medians(g) for regime, g in runs.groupby("regime") if len(g) >= MIN_REGIME})
+    return out
 
 
 def interval_of(row, pool: dict, level: float, reference: dict | None = None) -> tuple[float, float] | None:
@@ -56,8 +65,8 @@ def interval_of(row, pool: dict, level: float, reference: dict | None = None) ->
         return None
     kind = _family(row["metric"])[1]
     sd = row.get(f"coef_sd_{kind}", 0.0)
-    sd = 0.0 if pd.isna(sd) else float(sd)
-    return combine(float(row["predicted"]), q, excess_sd(sd, (reference or {}).get(kind, 0.0), len(r)), level)
+    ref = reference_for(reference or {}, row["regime"]).get(kind, 0.0)
+    return combine(float(row["predicted"]), q, excess_sd(float(sd), ref, len(r)), level)
 
 
 def evaluate(rows: pd.DataFrame, level: float = DEFAULT_LEVEL, pools: dict | None = None,
@@ -149,7 +158,8 @@ def _preregistered_lines(folder: Path) -> list[str]:
     ape = (shown["predicted"] - shown["measured"]).abs() / shown["measured"]
     by_source = "; ".join(f"{source}: {int(g['inside'].sum())} of {len(g)} inside, median ±{_pct(g['half_width'].median())}"
                           for source, g in shown.groupby("source"))
-    lines = [f"### {folder.name}: intervals committed before the runs (`{folder}/`)", "",
+    shown_path = folder.relative_to(ROOT) if folder.is_relative_to(ROOT) else folder
+    lines = [f"### {folder.name}: intervals committed before the runs (`{shown_path}/`)", "",
              f"{int(h['inside'].sum())} of {len(h)} measured figures inside their interval. Offline throughput: "
              f"{int(shown['inside'].sum())} of {len(shown)} runs inside, median half-width "
              f"±{_pct(shown['half_width'].median())} ({by_source}); median APE of the point "

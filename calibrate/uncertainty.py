@@ -4,8 +4,9 @@ Measured on the profile's own data and on the other calibrated data sets, nothin
 
 * ``covariance``: the Gauss-Newton covariance of the fitted step coefficients (``CoefficientFitter.covariance_``,
   a full fit on the profile's data; the coefficients themselves stay the profile's);
-* ``coefficient_sd_reference``: the k-fold runs' median coefficient term per step kind (the part of the
-  coefficient noise the cross-validated residuals already hold, ``perfmodel.uncertainty`` (a));
+* ``coefficient_sd_reference``: the k-fold runs' median coefficient term per step kind, of all runs and per
+  regime (the part of the coefficient noise the cross-validated residuals already hold, ``perfmodel.uncertainty``
+  (a));
 * ``residuals.seen_model``: k-fold cross-validated residuals ``log(measured / predicted)`` (runs unseen, their
   models seen), by regime (``perfmodel.uncertainty.regime``) and metric;
 * ``residuals.unseen_model``: leave-one-model-out residuals (absent with one model in the data);
@@ -104,7 +105,8 @@ def build_section(*, observations: Sequence[Observation], cluster: ClusterSpec, 
         "engine_generations": sorted({o.engine.engine_generation for o in observations}),
         "covariance": ({"names": list(cov[0]), "matrix": [[float(f"{v:.6g}") for v in row] for row in cov[1]]}
                        if cov is not None else None),
-        "coefficient_sd_reference": ({k: float(f"{v:.6g}") for k, v in coefficient_sd_reference(pd.DataFrame(rows)).items()}
+        "coefficient_sd_reference": ({regime: {k: float(f"{v:.6g}") for k, v in by_kind.items()}
+                                      for regime, by_kind in coefficient_sd_reference(pd.DataFrame(rows)).items()}
                                      if rows else {}),
         "residuals": {"seen_model": grouped(rows)},
         "transfer": [],

@@ -146,10 +146,10 @@ class StepCostModel:
             else:
                 touched = 1.0
             if self._exllama and g.quantized:
-                total = total + self._exllama_time_s(g, m, flops_rate, bytes_rate)
-                continue
-            memory = (touched * g.weight_bytes + m * g.activation_bytes_per_token) / bytes_rate
-            op = np.maximum(m * g.flops_per_token / flops_rate, memory)
+                op = self._exllama_time_s(g, m, flops_rate, bytes_rate)
+            else:
+                memory = (touched * g.weight_bytes + m * g.activation_bytes_per_token) / bytes_rate
+                op = np.maximum(m * g.flops_per_token / flops_rate, memory)
             total = total + (op / c.fused_moe_efficiency if g.num_experts > 1 else op)
         return total
 
@@ -215,7 +215,7 @@ class StepCostModel:
         return comm.p2p_time_s(num_tokens * self._hidden_bytes, self._pp_bw, self._pp_latency)
 
     def overhead_time_s(self, batch: BatchLike) -> Any:
-        """CPU and launch time of a step, spread over the stages it passes through."""
+        """CPU and launch time of a step, paid in full by every pipeline stage."""
         f = _floats(batch)
         return self._overhead(f.num_seqs, f.num_prefill_tokens)
 

@@ -207,14 +207,20 @@ class Scenario:
     @property
     def unmeasured_kernel_notes(self) -> tuple[str, ...]:
         """The kernels this scenario runs whose coefficients the profile did not fit (their priors stand in)."""
-        fitted = set(self.profile.fitted)
+        fitted, name = set(self.profile.fitted), self.profile.name
         kernels = []
-        if self.model.is_moe and "fused_moe_efficiency" not in fitted:
+        if self.model.num_experts > 1 and "fused_moe_efficiency" not in fitted:  # cost.py's expert GEMMs
             kernels.append(("vLLM's fused MoE kernel", "fused_moe_efficiency"))
-        if self.precision.quant_kernel == "gptq_exllama" and "exllama_memory_efficiency" not in fitted:
+        kernel = self.precision.quant_kernel
+        if kernel == "gptq_exllama" and "exllama_memory_efficiency" not in fitted:
             kernels.append(("the exllama GPTQ kernel", "exllama_memory_efficiency"))
-        return tuple(f"profile {self.profile.name} was fitted on no run of {what}: {name} is its prior "
-                     f"({getattr(self.profile.coefficients, name):g}), not a measurement" for what, name in kernels)
+        notes = [f"profile {name} was fitted on no run of {what}: {coef} is its prior "
+                 f"({getattr(self.profile.coefficients, coef):g}), not a measurement" for what, coef in kernels]
+        if kernel is not None and kernel != "gptq_exllama":  # no coefficient of its own (perfmodel.cost)
+            notes.append(f"the {kernel} kernel has no coefficient of its own: it is priced at the GEMM efficiencies "
+                         f"profile {name} fitted on unquantized weights (how far that is off for Marlin, Machete and FP8 on "
+                         f"the H200: data/h200-sweep2/README.md)")
+        return tuple(notes)
 
     @property
     def max_model_len(self) -> int:

@@ -154,10 +154,22 @@ def t_quantile(p: float, dof: int) -> float:
 def excess_sd(coef_sd: float, reference: float, num_residuals: int) -> float:
     """The coefficient term beyond the ``reference`` the cross-validated residuals already hold (module
     docstring, (a)); the whole term when they are fewer than ``MIN_EMPIRICAL`` (a handful of residuals, of
-    one or two runs' models, stands for the calibration runs too poorly to take anything off)."""
-    if num_residuals < MIN_EMPIRICAL:
+    one or two runs' models, stands for the calibration runs too poorly to take anything off). A term that
+    could not be computed (NaN) counts as 0, as nothing is known of it."""
+    if not math.isfinite(coef_sd):
+        return 0.0
+    if num_residuals < MIN_EMPIRICAL or not math.isfinite(reference):
         return coef_sd
     return math.sqrt(max(coef_sd * coef_sd - reference * reference, 0.0))
+
+
+def reference_for(reference: Mapping[str, Any], key: str) -> Mapping[str, float]:
+    """The coefficient reference of regime ``key`` (per step kind): the regime's own where the calibration runs
+    held ``MIN_REGIME`` of it, else that of all runs (``"all"``); a flat mapping (profiles of before regimes had
+    their own) serves every regime."""
+    if not reference or all(isinstance(v, (int, float)) for v in reference.values()):
+        return reference or {}
+    return reference.get(key) or reference.get("all") or {}
 
 
 def combine(point: float, q: tuple[float, float, float], coef_sd: float, level: float) -> tuple[float, float]:
@@ -183,9 +195,10 @@ class ResidualModel:
         return tuple(cov["names"]), np.asarray(cov["matrix"], dtype=float)
 
     @property
-    def coefficient_sd_reference(self) -> Mapping[str, float]:
-        """The calibration runs' median coefficient term per step kind (module docstring, (a)); empty in
-        profiles written before it was stored (then the whole term is added)."""
+    def coefficient_sd_reference(self) -> Mapping[str, Any]:
+        """The calibration runs' median coefficient term per regime and step kind (module docstring, (a);
+        ``reference_for`` picks one regime's); empty in profiles written before it was stored (then the whole
+        term is added)."""
         return self.section.get("coefficient_sd_reference") or {}
 
     def choose(self, *, model_name: str, gpu_name: str, engine_generation: str) -> tuple[str, Mapping]:
@@ -286,7 +299,7 @@ def interval_for(scenario, layout, points: Mapping[str, float], *, mode: str, le
                               if point is not None and math.isfinite(point) and point > 0}))
         coef_sd = coefficient_log_sd(scenario, layout, model.covariance, kinds)
     key = regime(mode=mode, eager=scenario.engine.enforce_eager, gpus=layout.tp * layout.pp)
-    reference = {} if source.startswith("transfer") else model.coefficient_sd_reference
+    reference = {} if source.startswith("transfer") else reference_for(model.coefficient_sd_reference, key)
     bounds = {}
     for name, point in points.items():
         if point is None or not math.isfinite(point) or point <= 0:

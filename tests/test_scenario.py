@@ -57,3 +57,5 @@ def test_kernels_the_profile_never_measured_are_named():
     assert Scenario.build(model="mixtral-8x7b", hardware="hgx-h200").unmeasured_kernel_notes == ()
     assert Scenario.build(model="qwen2.5-72b", hardware="taiwania2", quantization="gptq").unmeasured_kernel_notes == ()
     assert Scenario.build(model="llama-3.1-8b", hardware="hgx-h200").unmeasured_kernel_notes == ()
+    (awq,) = Scenario.build(model="llama-3.1-8b", hardware="hgx-h200", quantization="awq").unmeasured_kernel_notes
+    assert "no coefficient of its own" in awq

@@ -74,6 +74,21 @@ def test_the_coefficient_term_adds_only_its_excess_over_the_calibration_runs():
     assert wide.bounds["tokens_per_second"][1] > bare.bounds["tokens_per_second"][1]
 
 
+def test_the_coefficient_term_switches_at_min_empirical_and_ignores_nan():
+    from perfmodel.uncertainty import MIN_EMPIRICAL, reference_for
+
+    assert excess_sd(0.05, 0.04, MIN_EMPIRICAL) == pytest.approx(0.03)
+    assert excess_sd(0.05, 0.04, MIN_EMPIRICAL - 1) == 0.05  # a t interval's pool: the whole term
+    assert excess_sd(float("nan"), 0.04, 30) == 0.0
+    assert excess_sd(0.05, float("nan"), 30) == 0.05
+    # per regime, else all runs; a flat reference (older profiles) serves every regime
+    nested = {"all": {"wave": 0.03}, "offline/eager/multigpu": {"wave": 0.05}}
+    assert reference_for(nested, "offline/eager/multigpu") == {"wave": 0.05}
+    assert reference_for(nested, "offline/graphs/1gpu") == {"wave": 0.03}
+    assert reference_for({"wave": 0.02}, "offline/graphs/1gpu") == {"wave": 0.02}
+    assert reference_for({}, "offline/graphs/1gpu") == {}
+
+
 def test_combine_adds_the_coefficient_term_in_quadrature():
     assert combine(100.0, (-0.1, 0.0, 0.1), 0.0, 0.9) == pytest.approx((100 * math.exp(-0.1), 100 * math.exp(0.1)))
     lo, hi = combine(100.0, (-0.1, 0.0, 0.1), 0.05, 0.9)

@@ -76,7 +76,8 @@ def main() -> int:
     ok = [r for r in records if r["status"] == "ok"]
     measured = {r["run_id"] for r in ok}
     print(f"{len(records)} records: {len(ok)} ok, {len(records) - len(ok)} errors (see PROVENANCE.md); "
-          f"{len(measured)} of the {len(preds)} planned runs measured (a retried run's ok record follows its error)\n")
+          f"{len(measured)} of the {len(preds)} planned runs measured (a run measured again has a later record: after "
+          f"its error, or after a GPTQ record whose int4 was not applied)\n")
     print("| run_id | family | model | in/out x n | rate | measured out tok/s | err out tok/s | err tok/s "
           "| KV tokens meas | err KV | bf16 ref out tok/s | err TTFT mean | err TTFT median | err TPOT |")
     print("|" + "---|" * 14)

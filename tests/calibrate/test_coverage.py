@@ -33,3 +33,16 @@ def test_every_run_of_the_committed_set_is_judged():
     h = preregistered(ROOT / PREREGISTERED)
     runs = (ROOT / PREREGISTERED / "results.jsonl").read_text().splitlines()
     assert len(h[h["metric"] == "tokens_per_second"]) == len(runs) == 12
+
+
+def test_the_coefficient_reference_is_per_regime_with_enough_runs():
+    import pandas as pd
+
+    from calibrate.coverage import coefficient_sd_reference
+
+    rows = pd.DataFrame([{"run_id": f"g{i}", "regime": "offline/graphs/1gpu", "coef_sd_wave": 0.03} for i in range(8)]
+                        + [{"run_id": f"e{i}", "regime": "offline/eager/1gpu", "coef_sd_wave": 0.05} for i in range(3)])
+    ref = coefficient_sd_reference(rows)
+    assert ref["offline/graphs/1gpu"] == {"wave": 0.03}
+    assert "offline/eager/1gpu" not in ref  # 3 runs: the regime borrows all runs' median
+    assert ref["all"] == {"wave": 0.03}
