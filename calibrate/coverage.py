@@ -21,8 +21,8 @@ from typing import Sequence
 
 import pandas as pd
 
-from perfmodel.uncertainty import (DEFAULT_LEVEL, MIN_REGIME, REPRESENTATIVE_KINDS, _family, combine, excess_sd,
-                                   log_quantiles, lookup, reference_for)
+from calibrate.uncertainty import coefficient_sd_reference
+from perfmodel.uncertainty import DEFAULT_LEVEL, REPRESENTATIVE_KINDS, figure_bounds
 
 SHOWN = ("tokens_per_second", "output_tokens_per_second", "requests_per_second", "ttft_s_mean", "ttft_s_median",
          "ttft_s_p99", "tpot_s_mean", "tpot_s_median", "tpot_s_p99", "itl_s_mean", "e2e_s_mean", "e2e_s_p99",
@@ -41,32 +41,11 @@ def _pool(rows: pd.DataFrame, by_regime: bool) -> dict:
     return out
 
 
-def coefficient_sd_reference(rows: pd.DataFrame) -> dict[str, dict[str, float]]:
-    """The median coefficient term per step kind of these rows' runs, ``"all"`` of them and per regime with at
-    least ``MIN_REGIME`` runs (``perfmodel.uncertainty``, (a): each regime's residuals hold its own runs' noise)."""
-    runs = rows.drop_duplicates("run_id")
-
-    def medians(group: pd.DataFrame) -> dict[str, float]:
-        return {k: float(group[f"coef_sd_{k}"].median()) for k in REPRESENTATIVE_KINDS
-                if f"coef_sd_{k}" in group and group[f"coef_sd_{k}"].notna().any()}
-
-    out = {"all": medians(runs)}
-    if "regime" in runs:
-        out.update({regime: medians(g) for regime, g in runs.groupby("regime") if len(g) >= MIN_REGIME})
-    return out
-
-
 def interval_of(row, pool: dict, level: float, reference: dict | None = None) -> tuple[float, float] | None:
     """(low, high) of one row's prediction from a residual pool, as perfmodel.uncertainty builds it; with
     ``reference`` (cross-validated residuals), only the coefficient term's excess over it is added."""
-    r = lookup(pool, row["metric"], row["regime"])
-    q = log_quantiles(r, level) if r is not None else None
-    if q is None:
-        return None
-    kind = _family(row["metric"])[1]
-    sd = row.get(f"coef_sd_{kind}", 0.0)
-    ref = reference_for(reference or {}, row["regime"]).get(kind, 0.0)
-    return combine(float(row["predicted"]), q, excess_sd(float(sd), ref, len(r)), level)
+    coef_sd = {k: float(row.get(f"coef_sd_{k}", 0.0)) for k in REPRESENTATIVE_KINDS}
+    return figure_bounds(float(row["predicted"]), pool, row["metric"], row["regime"], coef_sd, reference or {}, level)
 
 
 def evaluate(rows: pd.DataFrame, level: float = DEFAULT_LEVEL, pools: dict | None = None,
@@ -109,9 +88,14 @@ def calibrated_width_on_transfer(own: pd.DataFrame, transfer: pd.DataFrame, leve
                     reference=coefficient_sd_reference(kfold))
 
 
+def _predictions(folder: Path) -> dict[str, dict]:
+    """A folder's pre-registered predictions (``predictions.jsonl``) by run id."""
+    return {p["run_id"]: p for p in map(json.loads, (folder / "predictions.jsonl").read_text().splitlines())}
+
+
 def holdout(rows: pd.DataFrame, level: float) -> pd.DataFrame:
     """The six pre-registered H200 predictions against their measurements, with their intervals."""
-    predictions = {p["run_id"]: p for p in map(json.loads, (HOLDOUT / "predictions.jsonl").read_text().splitlines())}
+    predictions = _predictions(HOLDOUT)
     kfold = rows[rows["cv"] == "kfold"]
     others = kfold[~kfold["run_id"].isin(predictions)]
     pool, reference = _pool(others, by_regime=True), coefficient_sd_reference(others)
@@ -134,7 +118,7 @@ def preregistered(folder: Path) -> pd.DataFrame:
     before they were measured (nothing rebuilt: the bounds are the committed ones)."""
     from calibrate.store import load_records
 
-    predictions = {p["run_id"]: p for p in map(json.loads, (folder / "predictions.jsonl").read_text().splitlines())}
+    predictions = _predictions(folder)
     out = []
     for record in load_records(folder / "results.jsonl", latest_only=True):
         p = predictions.get(record["run_id"])

@@ -54,7 +54,7 @@ def informed_step_coefficients(observations: Sequence[Observation]) -> tuple[str
     informed = {"step": True, "eager": any(o.eager for o in offline),
                 "tensor_parallel": any(o.layout.tp > 1 for o in offline),
                 "pipeline_parallel": any(o.layout.pp > 1 for o in offline),
-                "kernel_fused_moe": any(o.model.num_experts > 1 for o in offline)}  # cost.py's expert GEMMs
+                "kernel_fused_moe": any(o.model.has_expert_gemms for o in offline)}
     skip = uninformed_by_engine(offline)
     return tuple(n for g in STEP_GROUPS if informed[g] for n in Coefficients.group(g) if n not in skip)
 

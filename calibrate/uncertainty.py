@@ -27,12 +27,11 @@ import numpy as np
 import pandas as pd
 
 from calibrate.check import map_folds
-from calibrate.coverage import coefficient_sd_reference
 from calibrate.fit import CoefficientFitter
 from calibrate.observations import Observation, predicted_metrics
 from hardware.spec import ClusterSpec
 from perfmodel.coefficients import Coefficients
-from perfmodel.uncertainty import LATENCY_STATS, coefficient_log_sd, regime
+from perfmodel.uncertainty import LATENCY_STATS, MIN_REGIME, REPRESENTATIVE_KINDS, coefficient_log_sd, regime
 
 # Figures whose residuals are stored (the measured names observations use).
 THROUGHPUTS = ("tokens_per_second", "output_tokens_per_second", "requests_per_second")
@@ -77,6 +76,21 @@ def cross_validated_rows(observations: Sequence[Observation], cluster: ClusterSp
     folds = map_folds(_fit_and_residuals, observations, by, label=cv, workers=workers, progress=progress,
                       fold_kwargs=dict(cluster=cluster, prior=prior, covariance=covariance, by=by, cv=cv))
     return [row for rows in folds for row in rows]
+
+
+def coefficient_sd_reference(rows: pd.DataFrame) -> dict[str, dict[str, float]]:
+    """The median coefficient term per step kind of these rows' runs, ``"all"`` of them and per regime with at
+    least ``MIN_REGIME`` runs (``perfmodel.uncertainty``, (a): each regime's residuals hold its own runs' noise)."""
+    runs = rows.drop_duplicates("run_id")
+
+    def medians(group: pd.DataFrame) -> dict[str, float]:
+        return {k: float(group[f"coef_sd_{k}"].median()) for k in REPRESENTATIVE_KINDS
+                if f"coef_sd_{k}" in group and group[f"coef_sd_{k}"].notna().any()}
+
+    out = {"all": medians(runs)}
+    if "regime" in runs:
+        out.update({regime: medians(g) for regime, g in runs.groupby("regime") if len(g) >= MIN_REGIME})
+    return out
 
 
 def grouped(rows: Sequence[dict], *, by_regime: bool = True) -> dict:

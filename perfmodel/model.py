@@ -137,6 +137,11 @@ class ModelShape:
         return self.num_experts > 0
 
     @property
+    def has_expert_gemms(self) -> bool:
+        """More than one expert per layer: the GEMMs perfmodel.cost prices as vLLM's fused MoE kernel."""
+        return self.num_experts > 1
+
+    @property
     def num_sliding_layers(self) -> int:
         return sum(self.layer_is_sliding)
 

@@ -209,7 +209,7 @@ class Scenario:
         """The kernels this scenario runs whose coefficients the profile did not fit (their priors stand in)."""
         fitted, name = set(self.profile.fitted), self.profile.name
         kernels = []
-        if self.model.num_experts > 1 and "fused_moe_efficiency" not in fitted:  # cost.py's expert GEMMs
+        if self.model.has_expert_gemms and "fused_moe_efficiency" not in fitted:
             kernels.append(("vLLM's fused MoE kernel", "fused_moe_efficiency"))
         kernel = self.precision.quant_kernel
         if kernel == "gptq_exllama" and "exllama_memory_efficiency" not in fitted:

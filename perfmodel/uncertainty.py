@@ -172,6 +172,21 @@ def reference_for(reference: Mapping[str, Any], key: str) -> Mapping[str, float]
     return reference.get(key) or reference.get("all") or {}
 
 
+def figure_bounds(point: float, residuals: Mapping[str, Mapping[str, Sequence[float]]], figure: str, key: str,
+                  coef_sd: Mapping[str, float], reference: Mapping[str, Any], level: float
+                  ) -> tuple[float, float] | None:
+    """(low, high) of ``figure``'s interval around ``point`` in regime ``key``, or None with too few residuals:
+    the residuals ``lookup`` picks, their quantiles and the coefficient term (per step kind, ``coef_sd``) beyond
+    the regime's ``reference`` (module docstring)."""
+    r = lookup(residuals, figure, key)
+    q = log_quantiles(r, level) if r is not None else None
+    if q is None:
+        return None
+    kind = _family(figure)[1]
+    sd = excess_sd(coef_sd.get(kind, 0.0), reference_for(reference, key).get(kind, 0.0), len(r))
+    return combine(point, q, sd, level)
+
+
 def combine(point: float, q: tuple[float, float, float], coef_sd: float, level: float) -> tuple[float, float]:
     """The interval of ``point`` from residual quantiles ``q`` and the coefficient term (module docstring)."""
     lo, c, hi = q
@@ -299,17 +314,14 @@ def interval_for(scenario, layout, points: Mapping[str, float], *, mode: str, le
                               if point is not None and math.isfinite(point) and point > 0}))
         coef_sd = coefficient_log_sd(scenario, layout, model.covariance, kinds)
     key = regime(mode=mode, eager=scenario.engine.enforce_eager, gpus=layout.tp * layout.pp)
-    reference = {} if source.startswith("transfer") else reference_for(model.coefficient_sd_reference, key)
+    reference = {} if source.startswith("transfer") else model.coefficient_sd_reference
     bounds = {}
     for name, point in points.items():
         if point is None or not math.isfinite(point) or point <= 0:
             continue
-        r = lookup(residuals, name, key)
-        q = log_quantiles(r, level) if r is not None else None
-        if q is not None:
-            kind = _family(name)[1]
-            sd = excess_sd(coef_sd.get(kind, 0.0), reference.get(kind, 0.0), len(r))
-            bounds[name] = combine(point, q, sd, level)
+        figure = figure_bounds(point, residuals, name, key, coef_sd, reference, level)
+        if figure is not None:
+            bounds[name] = figure
     return Interval(level=level, bounds=bounds, source=source)
 
 

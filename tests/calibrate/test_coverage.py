@@ -38,7 +38,7 @@ def test_every_run_of_the_committed_set_is_judged():
 def test_the_coefficient_reference_is_per_regime_with_enough_runs():
     import pandas as pd
 
-    from calibrate.coverage import coefficient_sd_reference
+    from calibrate.uncertainty import coefficient_sd_reference
 
     rows = pd.DataFrame([{"run_id": f"g{i}", "regime": "offline/graphs/1gpu", "coef_sd_wave": 0.03} for i in range(8)]
                         + [{"run_id": f"e{i}", "regime": "offline/eager/1gpu", "coef_sd_wave": 0.05} for i in range(3)])
