@@ -51,6 +51,15 @@ def runs_table(frame: pd.DataFrame, metrics: Sequence[str] = ("tokens_per_second
     return "\n".join(lines)
 
 
+def _tick(value: float) -> str:
+    """A tick label a reader takes in at a glance: 500, 20k, 2M, 0.05."""
+    if value >= 1e6:
+        return f"{value / 1e6:g}M"
+    if value >= 1e3:
+        return f"{value / 1e3:g}k"
+    return f"{value:.3g}"
+
+
 def parity_plot(frames: dict[str, pd.DataFrame], path: str | Path,
                 metrics: Sequence[str] = ("tokens_per_second", "kv_cache_tokens", "ttft_s_mean", "tpot_s_mean"),
                 title: str = "perfmodel") -> Path | None:
@@ -76,11 +85,15 @@ def parity_plot(frames: dict[str, pd.DataFrame], path: str | Path,
     fig, axes = plt.subplots(1, len(present), figsize=(4.2 * len(present), 4.2), squeeze=False)
     for ax, metric in zip(axes[0], present):
         lo, hi = math.inf, 0.0
-        for label, frame in frames.items():
+        for i, (label, frame) in enumerate(frames.items()):
             rows = frame[(frame["metric"] == metric) & frame["predicted"].notna()] if not frame.empty else frame
             if rows.empty:
                 continue
-            ax.scatter(rows["measured"], rows["predicted"], s=14, alpha=0.75, label=label)
+            # the first fold kind (the in-sample fit) as small filled dots on top, the others as hollow markers
+            # of their own shape, so that one kind does not hide another where they agree
+            style = (dict(s=10, c=f"C{i}", zorder=3) if i == 0 else
+                     dict(s=26, marker="os^D"[i % 4], facecolors="none", edgecolors=f"C{i}", linewidths=0.9))
+            ax.scatter(rows["measured"], rows["predicted"], alpha=0.8, label=label, **style)
             lo = min(lo, rows["measured"].min(), rows["predicted"].min())
             hi = max(hi, rows["measured"].max(), rows["predicted"].max())
         if hi > 0:
@@ -91,7 +104,7 @@ def parity_plot(frames: dict[str, pd.DataFrame], path: str | Path,
             ax.set_yscale("log")
         for axis in (ax.xaxis, ax.yaxis):  # labels at 1, 2, 5 x 10^k: a panel often spans less than a decade
             axis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
-            axis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _pos: f"{v:,.3g}"))
+            axis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _pos: _tick(v)))
             axis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_title(METRIC_LABELS.get(metric, metric))
         ax.set_xlabel("measured")
