@@ -21,7 +21,7 @@ from typing import Sequence
 
 import pandas as pd
 
-from calibrate.uncertainty import coefficient_sd_reference
+from calibrate.uncertainty import coefficient_sd_reference, grouped_scales
 from perfmodel.uncertainty import DEFAULT_LEVEL, REPRESENTATIVE_KINDS, figure_bounds
 
 SHOWN = ("tokens_per_second", "output_tokens_per_second", "requests_per_second", "ttft_s_mean", "ttft_s_median",
@@ -41,26 +41,38 @@ def _pool(rows: pd.DataFrame, by_regime: bool) -> dict:
     return out
 
 
-def interval_of(row, pool: dict, level: float, reference: dict | None = None) -> tuple[float, float] | None:
+def _scale_pool(rows: pd.DataFrame) -> dict:
+    """Each residual's coefficient term, shaped and ordered like ``_pool(rows, by_regime=True)`` (the k-fold
+    pools' locally weighted quantiles, as a profile's ``residual_scales`` gives them)."""
+    return grouped_scales(rows.to_dict("records"))
+
+
+def interval_of(row, pool: dict, level: float, reference: dict | None = None,
+                scales: dict | None = None) -> tuple[float, float] | None:
     """(low, high) of one row's prediction from a residual pool, as perfmodel.uncertainty builds it; with
-    ``reference`` (cross-validated residuals), only the coefficient term's excess over it is added."""
+    ``reference`` (cross-validated residuals), only the coefficient term's excess over it is added; with
+    ``scales`` (k-fold pools), locally weighted quantiles where the pool is large enough."""
     coef_sd = {k: float(row.get(f"coef_sd_{k}", 0.0)) for k in REPRESENTATIVE_KINDS}
-    return figure_bounds(float(row["predicted"]), pool, row["metric"], row["regime"], coef_sd, reference or {}, level)
+    return figure_bounds(float(row["predicted"]), pool, row["metric"], row["regime"], coef_sd, reference or {}, level,
+                         scales)
 
 
 def evaluate(rows: pd.DataFrame, level: float = DEFAULT_LEVEL, pools: dict | None = None,
-             reference: dict | None = None) -> pd.DataFrame:
+             reference: dict | None = None, scales: dict | None = None) -> pd.DataFrame:
     """Per row: inside (bool) and relative half-width. Each row's pool (and, for cross-validation, coefficient
-    reference) comes from the other folds (CV) or the set's other runs (transfer, whole coefficient term);
-    ``pools`` (fold -> pool) and ``reference`` override that."""
-    transfer = rows["cv"].iloc[0].startswith("transfer")
+    reference; for k-fold, the residuals' coefficient terms) comes from the other folds (CV) or the set's other
+    runs (transfer, whole coefficient term); ``pools`` (key -> pool), ``reference`` and ``scales`` (the
+    coefficient terms of ``pools``) override that."""
+    cv = rows["cv"].iloc[0]
+    transfer = cv.startswith("transfer")
     out = []
     for key, test in rows.groupby("run_id" if transfer else "fold"):
         others = rows[rows["run_id" if transfer else "fold"] != key]
         pool = pools[key] if pools else _pool(others, by_regime=not transfer)
         ref = reference if reference is not None else ({} if transfer else coefficient_sd_reference(others))
+        weights = scales if pools else (_scale_pool(others) if cv == "kfold" else None)
         for _, row in test.iterrows():
-            bounds = interval_of(row if not transfer else {**row, "regime": "any"}, pool, level, ref)
+            bounds = interval_of(row if not transfer else {**row, "regime": "any"}, pool, level, ref, weights)
             if bounds is None:
                 continue
             lo, hi = bounds
@@ -80,12 +92,21 @@ def summary(evaluated: pd.DataFrame) -> pd.DataFrame:
                                           else s, kind="stable")
 
 
+def by_regime(evaluated: pd.DataFrame, metric: str = "tokens_per_second") -> pd.DataFrame:
+    """Coverage and median half-width of one metric's cross-validated intervals per regime (k-fold and
+    leave-one-model-out)."""
+    cv = evaluated[~evaluated["cv"].str.startswith("transfer") & (evaluated["metric"] == metric)]
+    return (cv.groupby(["cv", "regime"], sort=True)
+            .agg(runs=("inside", "size"), coverage=("inside", "mean"), median_half_width=("half_width", "median"))
+            .reset_index())
+
+
 def calibrated_width_on_transfer(own: pd.DataFrame, transfer: pd.DataFrame, level: float) -> pd.DataFrame:
     """The transferred predictions judged with the calibrated (k-fold) interval: what ignoring transfer gives."""
     kfold = own[own["cv"] == "kfold"]
     return evaluate(transfer.assign(cv=transfer["cv"] + " (calibrated width)"), level,
                     pools={r: _pool(kfold, by_regime=True) for r in transfer["run_id"]},
-                    reference=coefficient_sd_reference(kfold))
+                    reference=coefficient_sd_reference(kfold), scales=_scale_pool(kfold))
 
 
 def _predictions(folder: Path) -> dict[str, dict]:
@@ -98,13 +119,13 @@ def holdout(rows: pd.DataFrame, level: float) -> pd.DataFrame:
     predictions = _predictions(HOLDOUT)
     kfold = rows[rows["cv"] == "kfold"]
     others = kfold[~kfold["run_id"].isin(predictions)]
-    pool, reference = _pool(others, by_regime=True), coefficient_sd_reference(others)
+    pool, reference, scales = _pool(others, by_regime=True), coefficient_sd_reference(others), _scale_pool(others)
     out = []
     for _, row in kfold[kfold["run_id"].isin(predictions)].iterrows():
         point = predictions[row["run_id"]].get(row["metric"])
         if row["metric"] not in SHOWN or point is None or not point > 0:
             continue
-        bounds = interval_of({**row, "predicted": point}, pool, level, reference)
+        bounds = interval_of({**row, "predicted": point}, pool, level, reference, scales)
         if bounds is None:
             continue
         out.append({"run": predictions[row["run_id"]]["description"], "metric": row["metric"],
@@ -179,6 +200,13 @@ def markdown(csvs: Sequence[Path], level: float, command: str) -> str:
             lines.append(f"| {s.cv} | {s['mode']} | {s.metric} | {s.runs} | {_pct(s.coverage)} | "
                          f"±{_pct(s.median_half_width)} |")
         lines.append("")
+        regimes = by_regime(evaluated)
+        if len(regimes):
+            lines += ["Throughput (tokens/s) by regime:", "", "| cross-validation | regime | runs | coverage | "
+                      "median half-width |", "|---|---|---:|---:|---:|"]
+            lines += [f"| {r.cv} | {r.regime} | {r.runs} | {_pct(r.coverage)} | ±{_pct(r.median_half_width)} |"
+                      for r in regimes.itertuples()]
+            lines.append("")
         if name.startswith("h200") and (HOLDOUT / "predictions.jsonl").exists():
             h = holdout(rows, level)
             lines += ["### the six pre-registered H200 hold-out runs", "",

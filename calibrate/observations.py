@@ -36,6 +36,13 @@ ONLINE_METRICS = ("output_tokens_per_second", "ttft_s_mean", "ttft_s_median", "t
                   "itl_s_mean", "e2e_s_mean", "decode_tokens_per_s_per_request_mean")
 
 
+def run_workload(input_lens: np.ndarray, output_lens: np.ndarray) -> OfflineWorkload:
+    """A run's requests as the scenario's workload (mean lengths, their count): what the interval's coefficient
+    term costs (``perfmodel.uncertainty.coefficient_log_sd``), for measured and planned runs alike."""
+    return OfflineWorkload(input_len=max(1, round(float(np.mean(input_lens)))),
+                           output_len=max(1, round(float(np.mean(output_lens)))), num_prompts=len(input_lens))
+
+
 @dataclass(frozen=True, kw_only=True)
 class Observation:
     """One measured run, resolved into model objects."""
@@ -132,9 +139,7 @@ def observation_from_record(record: Mapping[str, Any] | RunRecord, cluster: Clus
     arrival = sent - sent.min() if sent is not None and len(sent) == len(input_lens) else np.zeros(len(input_lens))
     scenario = Scenario(model=model, cluster=cluster, precision=precision, engine=engine,
                         profile=Profile(name="fit", gpu=cluster.gpu.name, coefficients=Coefficients()),
-                        workload=OfflineWorkload(input_len=max(1, round(float(np.mean(input_lens)))),
-                                                 output_len=max(1, round(float(np.mean(output_lens)))),
-                                                 num_prompts=len(input_lens)))
+                        workload=run_workload(input_lens, output_lens))
     return Observation(
         run_id=rec.run_id, scenario=scenario,
         layout=Layout(tp=eng.tensor_parallel_size, pp=eng.pipeline_parallel_size), mode=eng.mode,

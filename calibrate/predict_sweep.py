@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from calibrate.client import arrival_times
-from calibrate.observations import Observation, predicted_metrics
+from calibrate.observations import Observation, predicted_metrics, run_workload
 from calibrate.sweep import RunConfig, load_sweep
 from perfmodel.atomic import write_text_atomic
 from perfmodel.coefficients import Profile
@@ -41,8 +41,10 @@ def planned_observation(run: RunConfig, hardware: str, profile: Profile, vllm_ve
         entry_point="offline" if e.mode == "offline" else "serve", max_num_seqs=e.max_num_seqs,
         max_num_batched_tokens=e.max_num_batched_tokens, gpu_memory_utilization=e.gpu_memory_utilization,
         max_model_len=e.max_model_len, block_size=e.block_size, enforce_eager=e.enforce_eager)
-    scenario = Scenario.from_options(options).with_coefficients(profile.coefficients)
     input_lens, output_lens = (np.asarray(v, dtype=int) for v in w.lengths())
+    # the run's own workload, as a measured run's observation has it (the interval's coefficient term costs it)
+    scenario = Scenario.from_options(options).with_coefficients(profile.coefficients).with_(
+        workload=run_workload(input_lens, output_lens))
     online = e.mode == "online"
     sent = arrival_times(len(input_lens), w.request_rate, w.burstiness, w.seed) if online else [0.0] * len(input_lens)
     return Observation(run_id=run.run_id, scenario=scenario,

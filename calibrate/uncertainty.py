@@ -8,7 +8,9 @@ Measured on the profile's own data and on the other calibrated data sets, nothin
   regime (the part of the coefficient noise the cross-validated residuals already hold, ``perfmodel.uncertainty``
   (a));
 * ``residuals.seen_model``: k-fold cross-validated residuals ``log(measured / predicted)`` (runs unseen, their
-  models seen), by regime (``perfmodel.uncertainty.regime``) and metric;
+  models seen), by regime (``perfmodel.uncertainty.regime``) and metric; ``residual_scales.seen_model``, each
+  one's coefficient term (its run's delta-method sd of the metric's step kind), for the locally weighted
+  quantiles;
 * ``residuals.unseen_model``: leave-one-model-out residuals (absent with one model in the data);
 * ``transfer``: the profile's coefficients predicting another calibrated data set (another GPU, vLLM engine
   generation and model family), one list of residuals per metric.
@@ -31,7 +33,7 @@ from calibrate.fit import CoefficientFitter
 from calibrate.observations import Observation, predicted_metrics
 from hardware.spec import ClusterSpec
 from perfmodel.coefficients import Coefficients
-from perfmodel.uncertainty import LATENCY_STATS, MIN_REGIME, REPRESENTATIVE_KINDS, coefficient_log_sd, regime
+from perfmodel.uncertainty import LATENCY_STATS, MIN_REGIME, REPRESENTATIVE_KINDS, coefficient_log_sd, regime, step_kind
 
 # Figures whose residuals are stored (the measured names observations use).
 THROUGHPUTS = ("tokens_per_second", "output_tokens_per_second", "requests_per_second")
@@ -102,6 +104,16 @@ def grouped(rows: Sequence[dict], *, by_regime: bool = True) -> dict:
     return out
 
 
+def grouped_scales(rows: Sequence[dict]) -> dict:
+    """{regime: {metric: [each residual's coefficient term]}}, in ``grouped``'s order: the term of the step
+    kind the metric scales with (``perfmodel.uncertainty.step_kind``), for the locally weighted quantiles."""
+    out: dict = {}
+    for r in rows:
+        sd = float(r.get(f"coef_sd_{step_kind(r['metric'])}", math.nan))
+        out.setdefault(r["regime"], {}).setdefault(r["metric"], []).append(float(f"{sd:.4g}"))
+    return out
+
+
 def build_section(*, observations: Sequence[Observation], cluster: ClusterSpec, coefficients: Coefficients,
                   prior: Coefficients, transfer: Sequence[tuple[str, ClusterSpec, Sequence[Observation]]] = (),
                   command: str = "", progress: Callable[[str], None] | None = None, workers: int | None = 1
@@ -123,6 +135,7 @@ def build_section(*, observations: Sequence[Observation], cluster: ClusterSpec, 
                                       for regime, by_kind in coefficient_sd_reference(pd.DataFrame(rows)).items()}
                                      if rows else {}),
         "residuals": {"seen_model": grouped(rows)},
+        "residual_scales": {"seen_model": grouped_scales(rows)},
         "transfer": [],
     }
     if len({o.model_name for o in observations}) > 1:

@@ -12,8 +12,9 @@ from perfmodel.errors import UserError
 from perfmodel.layout import Layout
 from perfmodel.predict import predict_all
 from perfmodel.scenario import Scenario
-from perfmodel.uncertainty import (PREDICT_FIGURES, ResidualModel, check_level, combine, excess_sd, interval_for,
-                                   log_quantiles, lookup, predict_intervals, regime, t_quantile)
+from perfmodel.uncertainty import (MIN_EMPIRICAL, PREDICT_FIGURES, ResidualModel, check_level, combine, excess_sd,
+                                   figure_bounds, interval_for, log_quantiles, lookup, lookup_scales,
+                                   normalized_half_width, predict_intervals, regime, t_quantile)
 
 
 def test_t_quantile_matches_tables():
@@ -87,6 +88,67 @@ def test_the_coefficient_term_switches_at_min_empirical_and_ignores_nan():
     assert reference_for(nested, "offline/graphs/1gpu") == {"wave": 0.03}
     assert reference_for({"wave": 0.02}, "offline/graphs/1gpu") == {"wave": 0.02}
     assert reference_for({}, "offline/graphs/1gpu") == {}
+
+
+def test_locally_weighted_quantiles_cover_their_level_where_the_error_grows_with_the_coefficient_term():
+    # errors whose spread is each run's coefficient term (the k-fold H200 runs: Spearman 0.53 between |error| and
+    # the term): the weighted interval covers ~90% of small-term and of large-term runs alike, the plain one
+    # over-covers the first and under-covers the second
+    rng = np.random.default_rng(7)
+    s_cal, s_new = rng.uniform(0.01, 0.1, 400), rng.uniform(0.01, 0.1, 20000)
+    e_cal, e_new = s_cal * rng.standard_normal(400), s_new * rng.standard_normal(20000)
+    centre, q = normalized_half_width(e_cal, s_cal, 0.9)
+    inside = np.abs(e_new - centre) <= q * s_new
+    small, large = s_new < 0.055, s_new >= 0.055
+    assert 0.86 < inside[small].mean() < 0.94 and 0.86 < inside[large].mean() < 0.94
+    lo, c, hi = log_quantiles(e_cal, 0.9)
+    plain = (e_new >= lo) & (e_new <= hi)
+    assert plain[small].mean() > 0.97 and plain[large].mean() < 0.85
+
+
+def test_figure_bounds_weight_by_the_prediction_coefficient_term_only_with_a_scale_per_residual():
+    n = MIN_EMPIRICAL + 5
+    residuals = {"offline/graphs/1gpu": {"tokens_per_second": list(np.linspace(-0.1, 0.1, n))}}
+    scales = {"offline/graphs/1gpu": {"tokens_per_second": list(np.linspace(0.02, 0.06, n))}}
+    key = "offline/graphs/1gpu"
+    narrow = figure_bounds(100.0, residuals, "tokens_per_second", key, {"wave": 0.02}, {}, 0.9, scales)
+    wide = figure_bounds(100.0, residuals, "tokens_per_second", key, {"wave": 0.04}, {}, 0.9, scales)
+    centre, q = normalized_half_width(residuals[key]["tokens_per_second"], scales[key]["tokens_per_second"], 0.9)
+    assert narrow == pytest.approx((100 * math.exp(centre - 0.02 * q), 100 * math.exp(centre + 0.02 * q)))
+    assert math.log(wide[1] / 100) - centre == pytest.approx(2 * (math.log(narrow[1] / 100) - centre))
+    plain = figure_bounds(100.0, residuals, "tokens_per_second", key, {"wave": 0.02}, {}, 0.9)
+    # no usable scales (missing, one short, not positive), a pool under MIN_EMPIRICAL or no term of its own:
+    # the plain quantiles with the coefficient term
+    for bad in ({}, {key: {"tokens_per_second": scales[key]["tokens_per_second"][1:]}},
+                {key: {"tokens_per_second": [0.0] * n}}):
+        assert lookup_scales(residuals, bad, "tokens_per_second", key) is None
+        assert figure_bounds(100.0, residuals, "tokens_per_second", key, {"wave": 0.02}, {}, 0.9, bad) == plain
+    assert figure_bounds(100.0, residuals, "tokens_per_second", key, {}, {}, 0.9, scales) == \
+        figure_bounds(100.0, residuals, "tokens_per_second", key, {}, {}, 0.9)
+    few = {key: {"tokens_per_second": residuals[key]["tokens_per_second"][:10]}}
+    few_scales = {key: {"tokens_per_second": scales[key]["tokens_per_second"][:10]}}
+    assert figure_bounds(100.0, few, "tokens_per_second", key, {"wave": 0.02}, {}, 0.9, few_scales) == \
+        figure_bounds(100.0, few, "tokens_per_second", key, {"wave": 0.02}, {}, 0.9)
+    # a figure that is the inverse of the metric: the same width, mirrored
+    lo, hi = figure_bounds(1.0, residuals, "elapsed_time", key, {"wave": 0.02}, {}, 0.9, scales)
+    assert (1 / hi, 1 / lo) == pytest.approx((narrow[0] / 100, narrow[1] / 100))
+
+
+def test_only_k_fold_predictions_are_weighted():
+    n = MIN_EMPIRICAL + 4
+    spread = {"offline/graphs/1gpu": {"tokens_per_second": list(np.linspace(-0.1, 0.1, n))}}
+    section = {**SECTION, "residuals": {"seen_model": spread, "unseen_model": spread},
+               "residual_scales": {"seen_model": {"offline/graphs/1gpu": {"tokens_per_second": [0.05] * n}}}}
+    scenario = Scenario.build(model="llama-3.1-8b", hardware="hgx-h200")
+    scenario = scenario.with_(profile=dataclasses.replace(scenario.profile, uncertainty=section))
+    point = {"tokens_per_second": 1000.0}
+    seen = interval_for(scenario, Layout(tp=1), point, mode="offline", coef_sd={"wave": 0.01})
+    assert seen.relative_half_width("tokens_per_second", 1000.0) < 0.05  # a fifth of the runs' typical term
+    # another model: leave-one-model-out residuals, whose error is the model's more than the coefficients'
+    other = scenario.with_(model=Scenario.build(model="qwen2.5-7b", hardware="hgx-h200").model)
+    unseen = interval_for(other, Layout(tp=1), point, mode="offline", coef_sd={"wave": 0.01})
+    assert unseen.source == "leave-one-model-out"
+    assert unseen.relative_half_width("tokens_per_second", 1000.0) > 0.08
 
 
 def test_combine_adds_the_coefficient_term_in_quadrature():
@@ -239,3 +301,29 @@ def test_calibrate_predict_commits_an_interval_with_every_prediction():
         for name in ("tokens_per_second", "output_tokens_per_second", "requests_per_second"):
             low, high = iv[name]
             assert low < r[name] < high
+
+
+def test_a_planned_run_is_costed_on_its_own_workload_as_a_measured_one_is():
+    """The coefficient term of a pre-registered interval differentiates the run's own steps: before, a planned
+    run kept the scenario's default workload, so every run of one engine got the same term."""
+    from pathlib import Path
+
+    from calibrate.observations import run_workload
+    from calibrate.predict_sweep import planned_observation
+    from calibrate.sweep import load_sweep
+    from hardware import load_hardware
+    from perfmodel.coefficients import default_profile
+
+    sweep = load_sweep(Path(__file__).resolve().parents[1] / "sweeps" / "h200-holdout3.yaml")
+    profile = default_profile(load_hardware("h200-sxm").gpu.name)
+    planned = [planned_observation(run, "h200-sxm", profile, "0.26.0", sweep.base_dir) for run in sweep.runs[:2]]
+    for obs in planned:
+        assert obs.scenario.workload == run_workload(obs.input_lens, obs.output_lens)
+    assert planned[0].scenario.workload.input_len == 200 and planned[1].scenario.workload.input_len == 3000
+    from calibrate.predict_sweep import predict_sweep
+
+    records = predict_sweep(Path(__file__).resolve().parents[1] / "sweeps" / "h200-holdout3.yaml", "h200-sxm", profile)
+    # a decode-heavy and a prefill-heavy run of one engine: their own coefficient terms, so their own widths
+    widths = {round((r["interval"]["tokens_per_second"][1] - r["interval"]["tokens_per_second"][0])
+                    / r["tokens_per_second"], 4) for r in records[:2]}
+    assert len(widths) == 2

@@ -46,3 +46,24 @@ def test_the_coefficient_reference_is_per_regime_with_enough_runs():
     assert ref["offline/graphs/1gpu"] == {"wave": 0.03}
     assert "offline/eager/1gpu" not in ref  # 3 runs: the regime borrows all runs' median
     assert ref["all"] == {"wave": 0.03}
+
+
+def test_each_stored_residual_keeps_its_own_coefficient_term_in_order():
+    import pandas as pd
+
+    from calibrate.coverage import _pool, _scale_pool
+    from calibrate.uncertainty import grouped, grouped_scales
+
+    rows = [{"regime": "offline/graphs/1gpu", "metric": "tokens_per_second", "log_residual": 0.01 * i,
+             "coef_sd_wave": 0.02 + 0.001 * i, "coef_sd_prefill": 0.5, "coef_sd_decode": 0.7} for i in range(4)]
+    rows += [{"regime": "online/graphs/1gpu", "metric": m, "log_residual": 0.1, "coef_sd_wave": 0.02,
+              "coef_sd_prefill": 0.05, "coef_sd_decode": 0.07} for m in ("ttft_s_mean", "tpot_s_p99")]
+    scales = grouped_scales(rows)
+    assert scales["offline/graphs/1gpu"]["tokens_per_second"] == [0.02, 0.021, 0.022, 0.023]
+    assert scales["online/graphs/1gpu"] == {"ttft_s_mean": [0.05], "tpot_s_p99": [0.07]}  # the metric's step kind
+    assert {r: list(m) for r, m in scales.items()} == {r: list(m) for r, m in grouped(rows).items()}
+    # the coverage report's pools line up the same way
+    frame = pd.DataFrame(rows)
+    pool, weights = _pool(frame, by_regime=True), _scale_pool(frame)
+    assert {(r, m): len(v) for r, by in pool.items() for m, v in by.items()} == \
+        {(r, m): len(v) for r, by in weights.items() for m, v in by.items()}
