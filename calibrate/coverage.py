@@ -30,7 +30,7 @@ SHOWN = ("tokens_per_second", "output_tokens_per_second", "requests_per_second",
 ROOT = Path(__file__).resolve().parents[1]
 HOLDOUT = ROOT / "data" / "h200-holdout"
 # Sets whose predictions were committed with their intervals (calibrate predict) before the runs were measured
-PREREGISTERED = ROOT / "data" / "h200-holdout2"
+PREREGISTERED = (ROOT / "data" / "h200-holdout2", ROOT / "data" / "h200-holdout3")
 
 
 def _pool(rows: pd.DataFrame, by_regime: bool) -> dict:
@@ -171,9 +171,15 @@ def _preregistered_lines(folder: Path) -> list[str]:
              f"{100 * ape.median():.1f}%.", "",
              "| run | residuals | predicted tok/s | interval | measured | inside |", "|---|---|---:|---|---:|---|"]
     for _, r in shown.iterrows():
-        lines.append(f"| {r.run} | {r.source} | {r.predicted:.4g} | [{r.low:.4g}, {r.high:.4g}] | {r.measured:.4g} | "
+        lines.append(f"| {r.run} | {r.source} | {_num(r.predicted)} | [{_num(r.low)}, {_num(r.high)}] | {_num(r.measured)} | "
                      f"{'yes' if r.inside else '**no**'} |")
     return lines + [""]
+
+
+def _num(x: float) -> str:
+    """A figure as the tables show it: whole units with thousands separators from 100 up (a bound and a
+    measurement 0.03% apart must not print alike), else 4 significant digits."""
+    return f"{x:,.0f}" if abs(x) >= 100 else f"{x:.4g}"
 
 
 def _pct(x: float) -> str:
@@ -213,11 +219,12 @@ def markdown(csvs: Sequence[Path], level: float, command: str) -> str:
                       f"{int(h['inside'].sum())} of {len(h)} measured figures inside their interval.", "",
                       "| run | metric | predicted | interval | measured | inside |", "|---|---|---:|---|---:|---|"]
             for _, r in h.iterrows():
-                lines.append(f"| {r.run} | {r.metric} | {r.predicted:.4g} | [{r.low:.4g}, {r.high:.4g}] | "
-                             f"{r.measured:.4g} | {'yes' if r.inside else '**no**'} |")
+                lines.append(f"| {r.run} | {r.metric} | {_num(r.predicted)} | [{_num(r.low)}, {_num(r.high)}] | "
+                             f"{_num(r.measured)} | {'yes' if r.inside else '**no**'} |")
             lines.append("")
-        if name.startswith("h200") and (PREREGISTERED / "results.jsonl").exists():
-            lines += _preregistered_lines(PREREGISTERED)
+        for folder in PREREGISTERED if name.startswith("h200") else ():
+            if (folder / "results.jsonl").exists():
+                lines += _preregistered_lines(folder)
     return "\n".join(lines)
 
 
