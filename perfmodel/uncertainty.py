@@ -196,13 +196,13 @@ def figure_bounds(point: float, residuals: Mapping[str, Mapping[str, Sequence[fl
     coefficient term and the prediction has one, the locally weighted quantile (``normalized_half_width``);
     otherwise their quantiles and the coefficient term (per step kind, ``coef_sd``) beyond the regime's
     ``reference`` (module docstring)."""
-    r = lookup(residuals, figure, key)
-    if r is None or len(r) < 3:
+    pooled = _pooled(residuals, scales, figure, key)
+    if pooled is None or len(pooled[0]) < 3:
         return None
+    r, s = pooled
     kind = step_kind(figure)
     own = coef_sd.get(kind, math.nan)
-    s = lookup_scales(residuals, scales, figure, key) if len(r) >= MIN_EMPIRICAL else None
-    if s is not None and math.isfinite(own) and own > 0:
+    if s is not None and len(r) >= MIN_EMPIRICAL and math.isfinite(own) and own > 0:
         centre, q_scaled = normalized_half_width(r, s, level)
         return point * math.exp(centre - q_scaled * own), point * math.exp(centre + q_scaled * own)
     q = log_quantiles(r, level)
@@ -288,11 +288,8 @@ def lookup(residuals: Mapping[str, Mapping[str, Sequence[float]]], figure: str, 
     """The residuals (log measured/predicted, signed for ``figure``) for a figure in regime ``key``: the
     regime itself when it has ``MIN_REGIME``, else the regimes of the same mode and GPU count, then the mode,
     then all; within each, the figure's own metric first, then its family."""
-    selected = _select(residuals, figure, key)
-    if selected is None:
-        return None
-    chosen, sign = selected
-    return sign * np.asarray([v for r, m in chosen for v in residuals[r][m]], dtype=float)
+    pooled = _pooled(residuals, None, figure, key)
+    return pooled[0] if pooled else None
 
 
 def lookup_scales(residuals: Mapping[str, Mapping[str, Sequence[float]]],
@@ -300,17 +297,24 @@ def lookup_scales(residuals: Mapping[str, Mapping[str, Sequence[float]]],
                   ) -> np.ndarray | None:
     """The coefficient terms of the residuals ``lookup`` returns, in the same order (``scales`` is shaped like
     ``residuals``); None when any of them is missing or not positive."""
-    selected = _select(residuals, figure, key) if scales else None
+    pooled = _pooled(residuals, scales, figure, key)
+    return pooled[1] if pooled else None
+
+
+def _pooled(residuals: Mapping[str, Mapping[str, Sequence[float]]],
+            scales: Mapping[str, Mapping[str, Sequence[float]]] | None, figure: str, key: str
+            ) -> tuple[np.ndarray, np.ndarray | None] | None:
+    """(``lookup``'s residuals, their ``lookup_scales``) from one selection; None without residuals."""
+    selected = _select(residuals, figure, key)
     if selected is None:
         return None
-    out = []
-    for r, m in selected[0]:
-        values = (scales.get(r) or {}).get(m)
-        if values is None or len(values) != len(residuals[r][m]):
-            return None
-        out.extend(values)
-    arr = np.asarray(out, dtype=float)
-    return arr if arr.size and np.all(np.isfinite(arr)) and np.all(arr > 0) else None
+    chosen, sign = selected
+    values = sign * np.asarray([v for r, m in chosen for v in residuals[r][m]], dtype=float)
+    weights = [(scales.get(r) or {}).get(m) for r, m in chosen] if scales else None
+    if weights is None or any(w is None or len(w) != len(residuals[r][m]) for w, (r, m) in zip(weights, chosen)):
+        return values, None
+    arr = np.asarray([v for w in weights for v in w], dtype=float)
+    return values, (arr if arr.size and np.all(np.isfinite(arr)) and np.all(arr > 0) else None)
 
 
 def normalized_half_width(residuals: Sequence[float], scales: Sequence[float], level: float
