@@ -18,6 +18,13 @@ How to run (the GPU machine needs only torch and vLLM; no weights, no network):
     PYTHONPATH=/tmp/site python3 benchmarks/device/kernel_shapes.py --out $OUT/kernels.jsonl --budget-s 240
     python3 benchmarks/device/kernel_shapes.py --dry-run          # anywhere: the plan and a time estimate
 
+``--families``, ``--models`` and ``--rows`` (comma lists) narrow the plan. With torch and an importable vLLM
+(e.g. the CPU build), ``--dry-run`` also runs every GEMM preparation and launch on the meta device against the
+installed op signatures; ``--signatures-from path/to/vllm/_custom_ops.py`` checks against another release's
+source instead. The op wrappers are called by parameter name, so that the releases' differing signatures bind:
+later vLLM releases dropped GPTQ act-order (no g_idx in gptq_gemm, no perm in the Marlin op, which became
+``marlin_gemm``); there the act-order variants are written as ``unsupported`` records, not timed.
+
 Method (as benchmarks/device/gemm_shapes.py, data/h200-gemm/README.md): per (kernel, shape, m) a few warm-up
 calls, then ROUNDS rounds in each of which the GPU sleeps while the CPU queues ``reps`` calls that then run back
 to back between two CUDA events (the sleep is sized from the measured CPU queueing time, so that the events time
@@ -38,7 +45,6 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
-import math
 import os
 import subprocess
 import sys
@@ -65,6 +71,8 @@ L2_MULTIPLE = 8
 MAX_COPIES = 64
 TARGET_S = 0.003  # timed work per round
 MIN_REPS, MAX_REPS, ROUNDS, WARMUP = 3, 100, 3, 3
+DEVICE = "cuda"  # a test harness may run the control flow on "cpu" with stand-in ops
+CHILD_PREFIX: list[str] | None = None  # the command that runs the child (a test harness wraps it)
 GPU_HZ = 2.0e9  # torch.cuda._sleep counts GPU cycles; Hopper boosts to ~1.98 GHz, so this errs long
 # used only by the time estimate (not by the measurement): rough H200 rates
 EST_HBM_BYTES_PER_S, EST_FLOP_PER_S, EST_OVERHEAD_S, EST_LAUNCH_S = 4.0e12, 6.0e14, 0.004, 25e-6
@@ -153,24 +161,26 @@ def case_key(rec: dict) -> str:
 
 
 def plan(args) -> list[dict]:
-    """Every measurement, in run order: attention first (short), then GEMMs model by model, then fp8_quant."""
+    """Every measurement, in run order (the short ones first, so that a spent budget cuts the last model's
+    GEMMs): attention, fp8 activation quantisation, then the GEMMs model by model."""
     fams = [f for f in FAMILIES if f in args.families]
     rows = args.rows
     items = [dict(c) for c in attention_cases(fams)]
+    if "fp8_quant" in fams:
+        for k in sorted({s["k"] for s in weight_shapes(args.models)}):
+            for mode in ("dynamic_per_tensor", "dynamic_per_token"):
+                for m in rows:
+                    items.append({"family": "fp8_quant", "mode": mode, "k": k, "m": m, "dtype": "bfloat16"})
     for s in weight_shapes(args.models):
         for v in gemm_variants(fams):
             if v["family"].startswith("cublas") and not s["reference"]:
                 continue
             for m in rows:
                 items.append({**v, "k": s["k"], "n": s["n"], "m": m, "used_by": s["used_by"]})
-    if "fp8_quant" in fams:
-        for k in sorted({s["k"] for s in weight_shapes(args.models)}):
-            for mode in ("dynamic_per_tensor", "dynamic_per_token"):
-                for m in rows:
-                    items.append({"family": "fp8_quant", "mode": mode, "k": k, "m": m, "dtype": "bfloat16"})
     for it in items:
         it["key"] = case_key(it)
         it["kernel"] = it["family"]
+        it["variant_key"] = f"{it['family']}|act_order={it.get('act_order')}"
         if "n" in it:  # GEMM: one weight preparation serves all m of a (kernel, shape)
             it["group_key"] = f"{it['family']}|k={it['k']}|n={it['n']}|act_order={it['act_order']}"
     return items
@@ -230,9 +240,12 @@ def done_keys(path: str) -> set[str]:
                     continue
                 if r.get("record") in ("measurement", "error") and "key" in r:
                     keys.add(r["key"])
-                if r.get("record") == "unsupported" or (
-                        r.get("record") == "error" and r.get("stage") == "child_died" and r.get("in_prepare")):
-                    keys.add(r.get("group_key"))  # a crash while preparing: skip the whole group
+                if r.get("record") == "unsupported":
+                    keys.add(r.get("group_key"))
+                if r.get("record") == "error" and r.get("stage") == "child_died":
+                    # a kernel that killed the process (or its CUDA context) would likely do so again for the
+                    # other shapes: skip the kernel variant, so that restarts do not eat the budget
+                    keys.add(r.get("variant_key"))
     return keys
 
 
@@ -428,6 +441,8 @@ def run_gemm_group(torch, ops, timer, out, items, dev, over_budget, inflight, sm
     """All m of one (kernel configuration, shape); False when the budget is spent."""
     it0 = items[0]
     v, k, n = it0, it0["k"], it0["n"]
+    if over_budget():
+        return False
     inflight({**it0, "in_prepare": True})
     try:
         make, base, nbytes, notes = prepare_gemm(torch, ops, v, k, n, dev, sms)
@@ -536,7 +551,7 @@ def check_context(torch) -> None:
     """After an exception: a CUDA error that poisoned the context ends this child (the parent restarts it)."""
     try:
         torch.cuda.synchronize()
-        torch.zeros(1, device="cuda").add_(1).item()
+        torch.zeros(1, device=DEVICE).add_(1).item()
     except Exception as e:  # noqa: BLE001
         raise ContextLost(repr(e)) from e
 
@@ -548,6 +563,7 @@ def header(torch) -> dict:
     try:
         import vllm
         h["vllm"] = getattr(vllm, "__version__", "?")
+        h["vllm_path"] = os.path.dirname(vllm.__file__)
     except Exception as e:  # noqa: BLE001
         h["vllm"] = f"import failed: {e!r}"
     p = torch.cuda.get_device_properties(0)
@@ -566,7 +582,7 @@ def header(torch) -> dict:
 
 def child(args) -> int:
     import torch
-    dev = torch.device("cuda")
+    dev = torch.device(DEVICE)
     out = Out(args.out)
     deadline = args.deadline_epoch
     over_budget = lambda: time.time() > deadline  # noqa: E731
@@ -582,7 +598,8 @@ def child(args) -> int:
     timer = Timer(torch, getattr(p, "L2_cache_size", 50 * 2**20) or 50 * 2**20)
     sms = p.multi_processor_count  # marlin_utils.marlin_make_workspace_new: one int per SM
     done = done_keys(args.out)
-    items = [it for it in plan(args) if it["key"] not in done and it.get("group_key", "-") not in done]
+    items = [it for it in plan(args) if it["key"] not in done and it.get("group_key", "-") not in done
+             and it["variant_key"] not in done]
     print(f"child: {len(items)} measurements to go, {deadline - time.time():.0f} s left", flush=True)
     ops = fa = None
     try:
@@ -655,8 +672,10 @@ def dry_run(args) -> int:
     print(f"rows m: {list(args.rows)}")
     for fam, est in by_fam.items():
         print(f"  {fam:<22} {len(est):>5} measurements  ~{sum(est):6.1f} s")
-    print(f"total {len(items)} measurements, estimated ~{total:.0f} s of timing "
-          f"(+ ~30 s imports, weight preparation, allocation); budget {args.budget_s:.0f} s")
+    groups = len({it.get("group_key") for it in items})
+    print(f"total {len(items)} measurements, estimated ~{total:.0f} s of timing + ~{0.05 * groups + 30:.0f} s of "
+          f"imports and weight preparation (rough H200 rates; CPU queueing may double it); "
+          f"budget {args.budget_s:.0f} s")
     try:
         import torch
     except ImportError:
@@ -698,13 +717,12 @@ def ops_from_source(path: str):
     return mod
 
 
-def meta_check(torch, real_ops, args) -> int:
-    """Every GEMM preparation and launch of the plan on the meta device (shapes only, no data, no GPU), with
-    stand-ins for vLLM's ops that take arguments exactly as the installed vLLM's Python wrappers declare them."""
-    meta = torch.device("meta")
+def fake_ops(torch, real_ops, device, verbose=True):
+    """Stand-ins for vLLM's ops that take arguments exactly as real_ops' Python wrappers declare them (a call
+    that does not fit raises TypeError) and return empty tensors of the right shapes on device."""
 
     def out2(r, rows, cols, dtype):
-        return torch.empty(rows, cols, device=meta, dtype=dtype)
+        return torch.empty(rows, cols, device=device, dtype=dtype)
 
     shapes = {
         "gptq_gemm": lambda a: out2(a, a["a"].shape[0], a["b_q_weight"].shape[1], a["a"].dtype),
@@ -726,10 +744,12 @@ def meta_check(torch, real_ops, args) -> int:
     for name, result in shapes.items():
         real = getattr(real_ops, name, None)
         if real is None:
-            print(f"  vllm._custom_ops.{name}: absent")
+            if verbose:
+                print(f"  vllm._custom_ops.{name}: absent")
             continue
         sig = inspect.signature(real)
-        print(f"  vllm._custom_ops.{name}{sig}")
+        if verbose:
+            print(f"  vllm._custom_ops.{name}{sig}")
 
         def f(*a, _sig=sig, _result=result, **kw):
             b = _sig.bind(*a, **kw)  # TypeError when the call does not fit the installed signature
@@ -738,6 +758,13 @@ def meta_check(torch, real_ops, args) -> int:
         f.__signature__ = sig
         f.__name__ = name
         setattr(fake, name, f)
+    return fake
+
+
+def meta_check(torch, real_ops, args) -> int:
+    """Every GEMM preparation and launch of the plan on the meta device (shapes only, no data, no GPU)."""
+    meta = torch.device("meta")
+    fake = fake_ops(torch, real_ops, meta)
     fams = [f for f in FAMILIES if f in args.families]
     failures = 0
     for si, s in enumerate(weight_shapes(args.models)):
@@ -778,7 +805,8 @@ def parent(args) -> int:
     for attempt in range(args.max_restarts + 1):
         if time.time() > deadline - 5:
             break
-        cmd = [sys.executable, os.path.abspath(__file__), "--child", "--deadline-epoch", str(deadline)]
+        cmd = (CHILD_PREFIX or [sys.executable, os.path.abspath(__file__)]) + [
+            "--child", "--deadline-epoch", str(deadline)]
         cmd += ["--out", args.out, "--families", ",".join(args.families), "--models", ",".join(args.models),
                 "--rows", ",".join(map(str, args.rows))] + (["--resume"] if resume else [])
         print(f"[{utc()}] child attempt {attempt}: {' '.join(cmd)}", flush=True)
@@ -811,7 +839,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--families", default=",".join(FAMILIES), help=f"comma list of {FAMILIES}")
     p.add_argument("--models", default=",".join(MODELS))
     p.add_argument("--rows", default=",".join(map(str, ROWS)))
-    p.add_argument("--max-restarts", type=int, default=3)
+    p.add_argument("--max-restarts", type=int, default=5)
     p.add_argument("--signatures-from", default=None,
                    help="--dry-run: check the calls against this vllm/_custom_ops.py source instead of the import")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
