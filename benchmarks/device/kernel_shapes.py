@@ -36,8 +36,9 @@ time does not depend on them, only act-order's g_idx permutation does, which is 
 Output: JSON lines to --out, written and flushed one by one: a header record (torch, vLLM, CUDA, GPU, driver),
 one ``measurement`` record per (kernel, shape, m) with median_s, min_s, iterations, bytes (weights + activations
 + output), flops, bytes_per_s and flop_per_s, and an ``error`` record for every exception (the run goes on).
-The measuring runs in a child process; if it dies or loses its CUDA context, it is restarted and resumes after
-the measurement that failed (recorded as an error). ``--budget-s`` stops cleanly, keeping what was written.
+The measuring runs in a child process; if it dies or loses its CUDA context, it is restarted and resumes, skipping
+the kernel variant that failed (recorded as an error). ``--budget-s`` stops cleanly, keeping what was written; a
+rerun with the same --out resumes where the file ends.
 """
 
 from __future__ import annotations
@@ -400,7 +401,9 @@ def prepare_gemm(torch, ops, v: dict, k: int, n: int, dev, sms: int):
     notes["op"] = fn.__name__
     if ao and not {"g_idx", "perm"} <= params(fn):
         raise Unsupported(f"ops.{fn.__name__} has no g_idx/perm: no act-order in this vLLM")
-    workspace = torch.zeros(sms, device=dev, dtype=i32)  # marlin_make_workspace_new
+    # marlin_utils.marlin_make_workspace_new: one lock per thread block, sms * max_blocks_per_sm (vLLM passes 1);
+    # 4x that is room to spare should a release launch more blocks
+    workspace = torch.zeros(4 * sms, device=dev, dtype=i32)
     if fam == "gptq_marlin":
         perm = torch.argsort(g_idx).to(i32) if ao else empty
         qweight = call_bound(ops.gptq_marlin_repack, {"b_q_weight": rnd(k // 8, n), "perm": perm, "size_k": k,
@@ -593,7 +596,10 @@ def child(args) -> int:
             f.write(json.dumps({k: v for k, v in it.items() if k != "used_by"}))
 
     if not args.resume:
-        out.write(header(torch))
+        try:
+            out.write(header(torch))
+        except Exception as e:  # noqa: BLE001
+            out.error({"family": "header", "key": "header"}, "header", e)
     p = torch.cuda.get_device_properties(0)
     timer = Timer(torch, getattr(p, "L2_cache_size", 50 * 2**20) or 50 * 2**20)
     sms = p.multi_processor_count  # marlin_utils.marlin_make_workspace_new: one int per SM
