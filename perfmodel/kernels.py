@@ -124,6 +124,37 @@ def exllama_cost(g: Any, m: Any, r: GemmRates) -> Any:
     return np.where(np.asarray(m) <= EXLLAMA_MAX_ROWS, small, large)
 
 
+ALT_MAX_ROWS = 8  # vLLM csrc/quantization/gptq/q_gemm.cu MAX_ALT_GEMM_ROWS: the alt kernel's rows, else reconstruct
+# Bytes gathered per weight by the alt kernel and reconstruct_gptq with act-order: each weight's fp16 scale at its own
+# group (g_idx[k], scattered rows of the scales matrix: 2 B, a warp's 32 columns fill two 32-byte sectors) and its
+# packed zero word (4 B shared by 8 columns: one 32-byte sector per 32 columns, 1 B per weight). Read from HBM: the
+# scales and zeros of a 53248-input layer are 13.6 MB per GPU at TP8, more than a V100's 6 MB L2; what L2 does
+# serve, gptq_alt_memory_efficiency takes up.
+ALT_GATHER_BYTES_PER_WEIGHT = 3.0
+
+
+def gptq_alt_cost(g: Any, m: Any, r: GemmRates) -> Any:
+    """vLLM's GPTQ GEMM with exllama off (q_gemm.cu gemm_half_q_half_cuda, use_exllama false), which vLLM 0.7.0
+    runs for an act-order checkpoint's layers whose input TP splits (gptq.py: ExllamaState.UNUSED). Up to 8 rows the
+    alt kernel (gemm_half_q_half_alt_4bit_kernel): one pass over the int4 weights plus each weight's scale and zero
+    gathered at its group, at ``gptq_alt_memory_efficiency`` of HBM; it dequantizes again for every row (two half
+    FMAs per multiply-add: half the CUDA cores' half2 rate). More rows: reconstruct_gptq writes an fp16 matrix
+    (the same gathered reads) and cuBLAS multiplies with it."""
+    import numpy as np
+
+    c = r.coefficients
+    act = m * g.activation_bytes_per_token
+    gathered = g.weight_bytes + ALT_GATHER_BYTES_PER_WEIGHT * g.params
+    alt_rate = r.hbm_bytes_per_s * c.gptq_alt_memory_efficiency
+    simt_rate = (r.simt_flops_per_s * c.gemm_compute_efficiency / 2.0 if r.simt_flops_per_s
+                 else r.flops_per_s)
+    small = np.maximum(m * g.flops_per_token / simt_rate, (gathered + act) / alt_rate)
+    fp16_bytes = 2.0 * g.params
+    reconstruct = gathered / alt_rate + fp16_bytes / r.bytes_per_s
+    large = reconstruct + np.maximum(m * g.flops_per_token / r.flops_per_s, (fp16_bytes + act) / r.bytes_per_s)
+    return np.where(np.asarray(m) <= ALT_MAX_ROWS, small, large)
+
+
 def fused_moe_cost(inner: Any, r: GemmRates) -> Any:
     """vLLM's fused MoE kernel (Triton fused_moe): the expert GEMMs at ``fused_moe_efficiency`` of the rates the
     weight format's own family prices them at."""
@@ -148,15 +179,23 @@ KERNELS: tuple[KernelFamily, ...] = (
         what="fused_moe.py fused_experts (Triton), the expert GEMMs of an MoE layer",
         selects=lambda f: f.num_experts > 1, cost=fused_moe_cost, fitted=("fused_moe_efficiency",)),
     KernelFamily(
+        name="gptq_alt", label="the GPTQ act-order (alt) kernel",
+        what="gptq.py GPTQLinearMethod with exllama off (ExllamaState.UNUSED: act-order, TP splits the input): "
+             "ops.gptq_gemm's alt kernel up to 8 rows, reconstruct_gptq + cuBLAS above",
+        selects=lambda f: (f.quantized and f.method == "gptq" and bool(f.desc_act) and f.group_size != -1
+                           and f.input_split),
+        cost=gptq_alt_cost, fitted=("gptq_alt_memory_efficiency",)),
+    KernelFamily(
         name="gptq_exllama", label="the exllama GPTQ kernel",
         what="gptq.py GPTQLinearMethod: ops.gptq_gemm (exllama-derived), float16 only, cc >= 6.0",
         selects=lambda f: f.quantized and f.method == "gptq", cost=exllama_cost,
         fitted=("exllama_memory_efficiency",)),
     KernelFamily(
         name="machete",
-        what="MacheteLinearKernel: symmetric int4/int8, group -1/128, no act-order, cc >= 9.0",
+        what="MacheteLinearKernel: symmetric int4/int8, group -1/128, cc >= 9.0; act-order only where TP leaves "
+             "the input whole (MacheteLinearKernel.can_implement)",
         selects=lambda f: (f.quantized and _mixed_precision(f) and f.cc >= 9.0
-                           and f.group_size in MACHETE_GROUP_SIZES and not f.desc_act),
+                           and f.group_size in MACHETE_GROUP_SIZES and not (f.desc_act and f.input_split)),
         cost=dense_cost),
     KernelFamily(
         name="gptq_marlin",

@@ -36,9 +36,9 @@ Quantization follows vLLM 0.7.0 (``vllm/config.py`` ``ModelConfig._verify_quanti
   that runs on V100), awq 7.5, gptq_marlin / awq_marlin / fp8 / fbgemm_fp8 8.0, compressed-tensors
   per scheme (W4A16/W8A16 8.0, FP8 8.0, INT8 W8A8 7.5). ``gptq`` and ``awq`` take float16 activations
   only (``get_supported_act_dtypes``); a checkpoint saved in bfloat16 there is an error, as in vLLM.
-- Kernel: ``gptq_marlin`` and compressed-tensors WNA16 pick the first of Machete (cc >= 9.0, group size
-  -1 or 128, no act-order), Marlin (cc >= 8.0) (``kernels/mixed_precision/__init__.py
-  choose_mp_linear_kernel``). FP8 runs W8A8 on CUTLASS from cc 8.9, else weight-only through FP8 Marlin
+- Kernel (perfmodel.kernels' table, docs/kernels.md): ``gptq_marlin`` and compressed-tensors WNA16 pick the
+  first of Machete (cc >= 9.0, group size -1 or 128, act-order only where TP leaves the input whole), Marlin
+  (cc >= 8.0) (``kernels/mixed_precision/__init__.py choose_mp_linear_kernel``). FP8 runs W8A8 on CUTLASS from cc 8.9, else weight-only through FP8 Marlin
   (``Fp8LinearMethod.use_marlin``; compressed-tensors falls back from W8A8 to W8A16 the same way).
 """
 
@@ -76,7 +76,6 @@ UNQUANTIZED_PARAMS = ("embed_tokens", "lm_head", "norms", "biases", "router")
 # capability.
 QUANT_KERNELS: dict[str, str] = kernels.QUANT_KERNELS
 _MARLIN_GROUP_SIZES = kernels.MARLIN_GROUP_SIZES
-_MACHETE_GROUP_SIZES = kernels.MACHETE_GROUP_SIZES
 _FP16_ONLY_KERNELS = ("gptq_exllama", "awq")
 # get_min_capability of each method's config class (compressed-tensors: of its scheme, see _min_capability).
 _MIN_CAPABILITY = {"gptq": 6.0, "awq": 7.5, "gptq_marlin": 8.0, "awq_marlin": 8.0, "fp8": 8.0,
@@ -250,10 +249,10 @@ def _kernel_facts(quant: _Quant, cc: float) -> kernels.KernelFacts:
 def _check_kernel(kernel: str, q: CheckpointQuantization, peaks: Mapping[str, float], cc: float, name: str,
                   notes: list[str]) -> None:
     """What vLLM refuses or warns about once the kernel is chosen (perfmodel.kernels selects it)."""
-    if kernel == "gptq_marlin":  # choose_mp_linear_kernel fell through Machete
-        if cc >= 9.0 and q.group_size in _MACHETE_GROUP_SIZES and q.desc_act:
-            notes.append("act-order (desc_act) weights: Machete only when TP does not split input features; "
-                         "Marlin assumed")
+    if kernel == "machete" and q.desc_act:
+        notes.append("act-order (desc_act) weights: Machete runs the layers whose input TP leaves whole, Marlin "
+                     "the row-parallel ones when TP > 1 (vLLM 0.7.0 MacheteLinearKernel.can_implement)")
+    elif kernel == "gptq_marlin":  # choose_mp_linear_kernel fell through Machete
         if q.group_size not in _MARLIN_GROUP_SIZES:
             raise UserError(f"group size {q.group_size} is not supported by Marlin (vLLM 0.7.0 supports "
                             f"{', '.join(map(str, _MARLIN_GROUP_SIZES))})")

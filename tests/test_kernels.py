@@ -21,7 +21,7 @@ GPTQ = dict(method="gptq", weight_bits=4, group_size=128, desc_act=False)
 @pytest.mark.parametrize("facts, kernel", [
     (KernelFacts(cc=7.0, **GPTQ), "gptq_exllama"),
     (KernelFacts(cc=9.0, **{**GPTQ, "method": "gptq_marlin"}), "machete"),
-    (KernelFacts(cc=9.0, **{**GPTQ, "method": "gptq_marlin", "desc_act": True}), "gptq_marlin"),
+    (KernelFacts(cc=9.0, **{**GPTQ, "method": "gptq_marlin", "desc_act": True}), "machete"),  # TP decides per layer
     (KernelFacts(cc=9.0, **{**GPTQ, "method": "gptq_marlin", "group_size": 64}), "gptq_marlin"),
     (KernelFacts(cc=8.0, **{**GPTQ, "method": "gptq_marlin"}), "gptq_marlin"),
     (KernelFacts(cc=8.0, method="compressed-tensors", scheme="W4A16", group_size=128), "gptq_marlin"),
@@ -99,3 +99,77 @@ class _Gemm:
 class _Obs:
     def __init__(self, **kw):
         self.__dict__.update(kw)
+
+
+# ---- the act-order GPTQ path under TP (vLLM 0.7.0 gptq.py ExllamaState; q_gemm.cu gemm_half_q_half_cuda) ----
+
+ACT_ORDER = KernelFacts(cc=7.0, **{**GPTQ, "desc_act": True})
+
+
+@pytest.mark.parametrize("facts, family", [
+    (ACT_ORDER.for_layer(parallel="row", tp=8, num_experts=1, quantized=True), "gptq_alt"),
+    (ACT_ORDER.for_layer(parallel="column", tp=8, num_experts=1, quantized=True), "gptq_exllama"),
+    (ACT_ORDER.for_layer(parallel="row", tp=1, num_experts=1, quantized=True), "gptq_exllama"),
+    (KernelFacts(cc=7.0, **GPTQ).for_layer(parallel="row", tp=8, num_experts=1, quantized=True), "gptq_exllama"),
+    (KernelFacts(cc=7.0, **{**GPTQ, "desc_act": True, "group_size": -1}).for_layer(
+        parallel="row", tp=8, num_experts=1, quantized=True), "gptq_exllama"),
+    (KernelFacts(cc=9.0, **{**GPTQ, "method": "gptq_marlin", "desc_act": True}).for_layer(
+        parallel="row", tp=8, num_experts=1, quantized=True), "gptq_marlin"),
+    (KernelFacts(cc=9.0, **{**GPTQ, "method": "gptq_marlin", "desc_act": True}).for_layer(
+        parallel="column", tp=8, num_experts=1, quantized=True), "machete"),
+])
+def test_layer_kernel_depends_on_act_order_and_the_tp_split(facts, family):
+    assert select(facts).name == family
+
+
+def test_the_405b_export_runs_row_parallel_layers_on_the_alt_path_at_tp8():
+    model = load_model("llama-3.1-405b-gptq-int4")
+    p = resolve_precision(model, V100.gpu)
+    assert p.quant_kernel == "gptq_exllama"  # the method's kernel; TP decides per layer
+    assert [f.name for f in kernels.families_used(model, p, tp=8)] == ["gptq_alt", "gptq_exllama"]
+    assert [f.name for f in kernels.families_used(model, p, tp=1)] == ["gptq_exllama"]
+
+
+def _rates(**coefficients):
+    c = Coefficients(gemm_compute_efficiency=1.0, memory_efficiency=1.0, **coefficients)
+    return kernels.GemmRates(coefficients=c, flops_per_s=125e12, bytes_per_s=900e9, hbm_bytes_per_s=900e9,
+                             simt_flops_per_s=2 * 15.7e12)
+
+
+def test_alt_cost_reads_weights_and_gathered_scales_at_its_efficiency_up_to_8_rows():
+    # down_proj of Llama-3.1-405B at TP8 on a V100: 6656 x 16384 int4 weights
+    params = 53248 / 8 * 16384
+    g = _Gemm(flops_per_token=2 * params, weight_bytes=params * (4 + 20 / 128) / 8, params=params,
+              activation_bytes_per_token=2 * (6656 + 16384))
+    r = _rates(gptq_alt_memory_efficiency=0.5)
+    for m in (1, 8):
+        bytes_ = g.weight_bytes + kernels.ALT_GATHER_BYTES_PER_WEIGHT * params + m * g.activation_bytes_per_token
+        assert kernels.gptq_alt_cost(g, m, r) == pytest.approx(bytes_ / 450e9)  # memory bound
+    # above 8 rows: reconstruct the fp16 matrix (gathered reads, fp16 write), then cuBLAS reads it
+    m = 9
+    reconstruct = (g.weight_bytes + 3.0 * params) / 450e9 + 2 * params / 900e9
+    gemm = max(m * 2 * params / 125e12, (2 * params + m * g.activation_bytes_per_token) / 900e9)
+    assert kernels.gptq_alt_cost(g, m, r) == pytest.approx(reconstruct + gemm)
+    # the alt path is slower than exllama on the same weights at the same efficiency
+    assert kernels.gptq_alt_cost(g, 1, r) > 4 * kernels.exllama_cost(g, 1, _rates(exllama_memory_efficiency=0.5))
+
+
+def test_alt_kernel_is_compute_bound_at_half_the_half2_rate_when_bandwidth_is_free():
+    g = _Gemm(flops_per_token=2e6, weight_bytes=0.0, params=0.0, activation_bytes_per_token=0.0)
+    r = kernels.GemmRates(coefficients=Coefficients(gemm_compute_efficiency=1.0), flops_per_s=125e12,
+                          bytes_per_s=900e9, hbm_bytes_per_s=900e9, simt_flops_per_s=31.4e12)
+    assert kernels.gptq_alt_cost(g, 8, r) == pytest.approx(8 * 2e6 / 15.7e12)  # dequantizes again per row
+
+
+def test_alt_coefficient_is_fitted_when_runs_use_it_and_noted_when_not():
+    from calibrate.fit_online import kernel_coefficients
+    from perfmodel.coefficients import default_profile
+
+    model = load_model("llama-3.1-405b-gptq-int4")
+    p = resolve_precision(model, V100.gpu)
+    assert kernel_coefficients([_Obs(model=model, precision=p, layout=Layout(tp=8, pp=2))]) == (
+        "gptq_alt_memory_efficiency", "exllama_memory_efficiency")
+    assert kernel_coefficients([_Obs(model=model, precision=p, layout=Layout(tp=1, pp=16))]) == (
+        "exllama_memory_efficiency",)
+    assert "gptq_alt_memory_efficiency" not in default_profile("v100-sxm2-32gb").fitted
+    assert Coefficients().gptq_alt_memory_efficiency == 0.5  # the prior predictions use until a refit
