@@ -93,17 +93,20 @@ def placeable(layout: Layout, gpus_per_node: int) -> bool:
 
 
 def enumerate_layouts(num_gpus: int, *, num_attention_heads: int, num_kv_heads: int, num_layers: int,
-                      gpus_per_node: int) -> list[Layout]:
+                      gpus_per_node: int, tp_across_nodes: bool = True) -> list[Layout]:
     """Every (TP, PP, DP) with TP*PP*DP = num_gpus that vLLM can run for this model and :func:`placeable`.
 
     PP may be any size up to ``num_layers``: vLLM gives every stage ``num_layers // pp`` layers and the
     remainder to some of them (vLLM 0.7.0 vllm/distributed/utils.py get_pp_indices: all to the last stage;
-    vLLM 0.30: one each to the stages before the last), so a stage is never empty.
+    vLLM 0.30: one each to the stages before the last), so a stage is never empty. ``tp_across_nodes=False``
+    keeps every TP group inside a node (PP and DP may still cross nodes).
     """
     if num_gpus < 1:
         raise UserError(f"--gpus must be at least 1, got {num_gpus}")
     layouts = []
     for tp in valid_tp_sizes(num_attention_heads, num_kv_heads, num_gpus):
+        if tp > gpus_per_node and not tp_across_nodes:
+            continue
         for pp in range(1, min(num_layers, num_gpus // tp) + 1):
             if num_gpus % (tp * pp):
                 continue

@@ -213,7 +213,8 @@ def _targets_text(ttft: float | None, tpot: float | None) -> str:
 def _layouts(scenario, count: int) -> list[Layout]:
     model = scenario.model
     layouts = enumerate_layouts(count, num_attention_heads=model.num_attention_heads, num_kv_heads=model.num_kv_heads,
-                                num_layers=model.num_layers, gpus_per_node=scenario.cluster.gpus_per_node)
+                                num_layers=model.num_layers, gpus_per_node=scenario.cluster.gpus_per_node,
+                                    tp_across_nodes=scenario.tp_across_nodes)
     if scenario.kv_offload:
         layouts = [lay for lay in layouts if lay.pp >= 2]
     return layouts

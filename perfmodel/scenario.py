@@ -18,7 +18,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from hardware import load_hardware
+from hardware import load_hardware, with_nodes
 from hardware.spec import ClusterSpec
 from perfmodel.coefficients import Coefficients, Profile, default_profile, load_profile
 from perfmodel.cost import StepCostModel
@@ -51,6 +51,8 @@ class Scenario:
     static_batch_size: int | None = None
     kv_offload: bool = False
     kv_offload_host_fraction: float = 0.5
+    tp_across_nodes: bool = True  # layouts may put one TP group on several nodes
+    expert_parallel: bool = False  # MoE experts split over each layout's TP x DP GPUs (perfmodel.expert_parallel)
 
     def __post_init__(self) -> None:
         if self.batching not in BATCHING:
@@ -68,6 +70,11 @@ class Scenario:
             raise UserError(f"entry point must be 'offline' or 'serve', got {options.entry_point!r}")
         shape = load_model(options.model)
         cluster = load_hardware(options.hardware)
+        if options.nodes is not None:
+            cluster = with_nodes(cluster, options.nodes)
+        tp_across_nodes = options.nodes is None if options.tp_across_nodes is None else options.tp_across_nodes
+        if options.expert_parallel and not shape.has_expert_gemms:
+            raise UserError(f"--enable-expert-parallel needs a mixture-of-experts model; {shape.name} is dense")
         precision = resolve_precision(shape, cluster.gpu, dtype=options.dtype, quantization=options.quantization,
                                       kv_cache_dtype=options.kv_cache_dtype)
         profile = load_profile(options.calibration) if options.calibration else default_profile(cluster.gpu.name)
@@ -79,7 +86,8 @@ class Scenario:
                                    num_prompts=options.num_prompts)
         return cls(model=shape, cluster=cluster, precision=precision, engine=engine, profile=profile,
                    workload=workload, batching=options.batching, static_batch_size=options.static_batch_size,
-                   kv_offload=options.kv_offload, kv_offload_host_fraction=options.kv_offload_host_fraction)
+                   kv_offload=options.kv_offload, kv_offload_host_fraction=options.kv_offload_host_fraction,
+                   tp_across_nodes=tp_across_nodes, expert_parallel=options.expert_parallel)
 
     @classmethod
     def build(cls, **options: Any) -> "Scenario":
