@@ -10,16 +10,26 @@ from perfmodel.errors import UserError
 
 @dataclass(frozen=True, kw_only=True)
 class Layout:
-    """Tensor-parallel size, pipeline stages and data-parallel replicas; one replica uses tp*pp GPUs."""
+    """Tensor-parallel size, pipeline stages and data-parallel replicas; one replica uses tp*pp GPUs.
+
+    ``ep``: expert-parallel size of a MoE model's expert layers, 1 (experts split over TP like the other weights)
+    or ``tp * dp`` (vLLM's ``--enable-expert-parallel``: each of the TP x DP GPUs of a pipeline stage holds whole
+    experts, vLLM 0.11.2 vllm/model_executor/layers/fused_moe/config.py FusedMoEParallelConfig.make: ep_size =
+    the TP size flattened across DP, the experts' own TP size 1). One replica of such a layout (``dp=1``, as the
+    simulator runs it) keeps ``ep``: ``ep // tp`` replicas share its experts.
+    """
 
     tp: int
     pp: int = 1
     dp: int = 1
+    ep: int = 1
 
     def __post_init__(self) -> None:
-        for name in ("tp", "pp", "dp"):
+        for name in ("tp", "pp", "dp", "ep"):
             if getattr(self, name) < 1:
                 raise UserError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.ep > 1 and self.ep % self.tp:  # one replica's view (dp=1) of an EP group keeps the group's size
+            raise UserError(f"expert parallelism spans TP x DP GPUs, a multiple of TP {self.tp}; got EP {self.ep}")
 
     @property
     def gpus_per_replica(self) -> int:
@@ -30,7 +40,11 @@ class Layout:
         return self.tp * self.pp * self.dp
 
     def __str__(self) -> str:
-        return f"TP{self.tp} PP{self.pp} DP{self.dp}"
+        return f"TP{self.tp} PP{self.pp} DP{self.dp}" + (f" EP{self.ep}" if self.ep > 1 else "")
+
+    def with_expert_parallel(self) -> "Layout":
+        """The same layout with EP = TP x DP."""
+        return Layout(tp=self.tp, pp=self.pp, dp=self.dp, ep=self.tp * self.dp)
 
 
 @dataclass(frozen=True, kw_only=True)

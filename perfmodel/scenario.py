@@ -107,6 +107,7 @@ class Scenario:
     # -- what a layout costs -----------------------------------------------------------------------------------
     def memory(self, layout: Layout) -> MemoryPlan:
         """vLLM's memory plan of one replica: weights, activations, KV blocks (host blocks under offload)."""
+        layout = self.expert_layout(layout)
         plan = memory_plan(self.model, self.cluster, layout, self.precision, self.engine, self.profile.coefficients)
         if self.kv_offload:
             plan = with_offload(plan, layout, self.cluster, self.engine.block_size, self.kv_offload_host_fraction)
@@ -114,6 +115,7 @@ class Scenario:
 
     def step_cost(self, layout: Layout) -> StepCostModel | OffloadStepCost:
         """Seconds one pipeline stage of ``layout`` needs per engine step (the simulator's ``StepCost``)."""
+        layout = self.expert_layout(layout)
         cost = StepCostModel(self.model, self.cluster, layout, self.precision, self.profile.coefficients,
                              enforce_eager=self.engine.enforce_eager,
                              engine_generation=self.engine.engine_generation,
@@ -125,6 +127,13 @@ class Scenario:
         bandwidth, latency = host_link(self.cluster)
         return OffloadStepCost(cost, kv_bytes_per_token_per_gpu(self.model, self.precision, layout), bandwidth,
                                latency)
+
+    def expert_layout(self, layout: Layout) -> Layout:
+        """``layout`` with EP = TP x DP under ``--enable-expert-parallel`` (vLLM turns EP on only when
+        TP x DP > 1), else as given."""
+        if self.expert_parallel and layout.ep == 1 and layout.tp * layout.dp > 1:
+            return layout.with_expert_parallel()
+        return layout
 
     def engine_config(self, num_kv_blocks: int, batching: str | None = None) -> "EngineConfig":
         """The simulator's limits for one replica with ``num_kv_blocks`` KV blocks (``batching`` overrides)."""

@@ -60,6 +60,9 @@ def run(args: argparse.Namespace) -> int:
         if args.nodes is not None:  # the multi-node view (--nodes): the fabric and where each layout sits
             out.update(network(scenario))
             layouts = [{**row, **placement(scenario, p)} for row, p in zip(layouts, predictions)]
+        if scenario.expert_parallel:  # EP = TP x DP for every layout (vLLM's --enable-expert-parallel)
+            out["expert_parallel"] = True
+            layouts = [{**row, "ep": scenario.expert_layout(p.layout).ep} for row, p in zip(layouts, predictions)]
         print(dumps_json({**out, "workload": scenario.workload, "engine": scenario.engine,
                           "precision": scenario.precision, "profile": scenario.profile.name,
                           "vllm_serve_command": dep.command if dep else None, "layouts": layouts}))
@@ -76,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
                  if link else "") + ("" if scenario.tp_across_nodes else "; TP groups stay inside a node"))
     for note in (*scenario.precision.notes, *scenario.unmeasured_kernel_notes):
         print(f"note: {note}")
-    rows = [{"rank": i if p.fits else "-", "layout": f"TP{p.tp} PP{p.pp} DP{p.dp}", **p.__dict__,
+    rows = [{"rank": i if p.fits else "-", **p.__dict__, "layout": str(scenario.expert_layout(p.layout)),
              **(placement(scenario, p) if args.nodes is not None else {}),
              **{n: plus_minus(getattr(p, n), iv, n) for n in ("tokens_per_second", "output_tokens_per_second")
                 if iv is not None}}
@@ -147,7 +150,8 @@ def placement(scenario, prediction) -> dict:
     where = place(prediction.layout, scenario.cluster.gpus_per_node)
     crosses = "TP" if where.tp_spans_nodes else "PP" if where.pp_spans_nodes else ""
     if prediction.layout.gpus > scenario.cluster.gpus_per_node and not crosses:
-        crosses = "DP"  # replicas on different nodes, no traffic between them
+        # replicas on different nodes: no traffic between them, unless EP all-gathers tokens over the DP group
+        crosses = "EP" if scenario.expert_layout(prediction.layout).ep > 1 else "DP"
     return {"nodes_per_replica": where.nodes_per_replica, "crosses_nodes": crosses}
 
 
