@@ -37,8 +37,12 @@ SUPPORTED_ARCHITECTURES: tuple[str, ...] = (
 )
 
 # Other names vLLM's registry maps to the same implementation (vLLM 0.11.2 vllm/model_executor/models/registry.py
-# _TEXT_GENERATION_MODELS: "LLaMAForCausalLM" -> llama.LlamaForCausalLM); their config.json reads as the target.
-_ALIASES = {"LLaMAForCausalLM": "LlamaForCausalLM"}
+# _TEXT_GENERATION_MODELS: each of these -> ("llama", "LlamaForCausalLM")); their config.json reads as Llama's.
+# vLLM's LlamaAttention adds a bias to QKV and O when the config's ``bias`` is set (InternLM v1), which a shape
+# here cannot hold (only a QKV bias): such configs are refused.
+_ALIASES = {name: "LlamaForCausalLM" for name in ("LLaMAForCausalLM", "AquilaModel", "AquilaForCausalLM",
+                                                   "CwmForCausalLM", "InternLMForCausalLM", "InternLM3ForCausalLM",
+                                                   "XverseForCausalLM")}
 # Qwen3 MoE's experts: ``num_experts`` routed experts of width ``moe_intermediate_size``, no shared expert
 # (vLLM 0.11.2 vllm/model_executor/models/qwen3_moe.py Qwen3MoeSparseMoeBlock); a layer is sparse unless listed
 # in ``mlp_only_layers`` or ``(i + 1) % decoder_sparse_step != 0`` (Qwen3MoeDecoderLayer.__init__).
@@ -300,6 +304,9 @@ def from_hf_config(config: Mapping[str, Any], name: str, *, source: str | None =
     if not isinstance(architectures, list) or not architectures:
         raise UserError(f"{source}: field 'architectures' must be a non-empty list")
     architecture = _ALIASES.get(architectures[0], architectures[0])
+    if architectures[0] in _ALIASES and config.get("bias"):
+        raise UserError(f"{source}: {architectures[0]} with 'bias': true puts a bias on the attention output too, "
+                        f"which perfmodel does not model")
     if architecture not in SUPPORTED_ARCHITECTURES:
         raise UserError(f"{source}: architecture '{architecture}' is not supported; "
                         f"supported: {', '.join(SUPPORTED_ARCHITECTURES)}")

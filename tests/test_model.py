@@ -87,6 +87,18 @@ def test_qwen3_moe_with_dense_layers_is_refused(tmp_path):
         load_model(str(path))
 
 
+def test_registry_aliases_of_llama_read_as_llama(tmp_path):
+    config = json.loads(catalog_config_path("llama-3.1-8b").read_text())
+    for alias in ("InternLM3ForCausalLM", "XverseForCausalLM", "LLaMAForCausalLM"):
+        path = tmp_path / f"{alias}.json"
+        path.write_text(json.dumps({**config, "architectures": [alias]}))
+        m = load_model(str(path))
+        assert m.architecture == "LlamaForCausalLM" and m.num_params() == load_model("llama-3.1-8b").num_params()
+    path.write_text(json.dumps({**config, "architectures": ["InternLMForCausalLM"], "bias": True}))
+    with pytest.raises(UserError, match="bias"):
+        load_model(str(path))
+
+
 def test_exact_checkpoint_count_llama_3_1_8b():
     # Hub metadata of deepseek-ai/DeepSeek-R1-Distill-Llama-8B (same shape): 8,030,261,248 BF16.
     assert load_model("llama-3.1-8b").num_params() == 8_030_261_248
