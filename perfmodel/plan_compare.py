@@ -13,12 +13,14 @@ month, so the cost columns appear only for hardware whose price the caller gives
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import math
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 from perfmodel.errors import UserError
 from perfmodel.plan import PlanResult, plan_capacity
+from perfmodel.pool import executor
 from perfmodel.scenario import ScenarioOptions
 
 
@@ -72,9 +74,15 @@ def compare_hardware(hardware: Sequence[str], gpu_hour_costs: Mapping[str, float
     if unknown:
         raise UserError(f"--gpu-hour-cost names {unknown[0]!r}, which is not among --hardware {','.join(hardware)}")
     base = options or ScenarioOptions(entry_point="serve")
-    choices = [_choice(name, plan_capacity(options=base.replace(hardware=name), **plan_kwargs), costs.get(name))
-               for name in hardware]
-    return rank(choices)
+    workers = plan_kwargs.pop("workers", None)
+    plan_kwargs.pop("progress", None)  # several plans at once: one counter would mix them
+    # one pool of worker processes for all plans, each plan's search in its own thread: the workers stay busy
+    # while a plan screens its next GPU count or waits for its last simulation
+    with executor(workers) as pool, cf.ThreadPoolExecutor(max_workers=len(hardware)) as threads:
+        futures = [threads.submit(plan_capacity, options=base.replace(hardware=name), pool=pool, **plan_kwargs)
+                   for name in hardware]
+        results = [f.result() for f in futures]
+    return rank([_choice(name, result, costs.get(name)) for name, result in zip(hardware, results)])
 
 
 def rank(choices: list[HardwareChoice]) -> list[HardwareChoice]:

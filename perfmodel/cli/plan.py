@@ -120,7 +120,6 @@ def run_comparison(args: argparse.Namespace) -> int:
     import dataclasses
 
     from perfmodel.plan_compare import compare_hardware, parse_costs
-    from perfmodel.progress import Progress
     from perfmodel.report import dumps_csv, dumps_json, table
 
     if args.confidence is not None:
@@ -129,16 +128,11 @@ def run_comparison(args: argparse.Namespace) -> int:
         raise UserError("--confidence plans one hardware at a time; drop it when comparing several")
     names = args.hardware.split(",")
     inputs, outputs = lengths(args)
-    progress = Progress(sys.stderr)
-    try:
-        choices = compare_hardware(
-            names, parse_costs(args.gpu_hour_cost), options=scenario_options(args, entry_point="serve"),
-            request_rate=args.request_rate, ttft_s_p99_target=args.ttft_p99, tpot_s_p99_target=args.tpot_p99,
-            gpus_max=args.gpus_max, input_len=inputs, output_len=outputs, num_prompts=args.num_prompts,
-            burstiness=args.burstiness, seed=args.seed, workers=args.workers, progress=progress,
-            interval_level=level(args))
-    finally:
-        progress.close()
+    choices = compare_hardware(
+        names, parse_costs(args.gpu_hour_cost), options=scenario_options(args, entry_point="serve"),
+        request_rate=args.request_rate, ttft_s_p99_target=args.ttft_p99, tpot_s_p99_target=args.tpot_p99,
+        gpus_max=args.gpus_max, input_len=inputs, output_len=outputs, num_prompts=args.num_prompts,
+        burstiness=args.burstiness, seed=args.seed, workers=args.workers, interval_level=level(args))
     plot_note = _plot(args, choices)
     rows = [{"rank": i, **dataclasses.asdict(c)} for i, c in enumerate(choices, 1)]
     if args.format == "json":
