@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import math
+import time
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
@@ -78,11 +79,21 @@ def compare_hardware(hardware: Sequence[str], gpu_hour_costs: Mapping[str, float
     plan_kwargs.pop("progress", None)  # several plans at once: one counter would mix them
     # one pool of worker processes for all plans, each plan's search in its own thread: the workers stay busy
     # while a plan screens its next GPU count or waits for its last simulation
-    with executor(workers) as pool, cf.ThreadPoolExecutor(max_workers=len(hardware)) as threads:
-        futures = [threads.submit(plan_capacity, options=base.replace(hardware=name), pool=pool, **plan_kwargs)
-                   for name in hardware]
-        results = [f.result() for f in futures]
+    with executor(workers) as pool:
+        _start_workers(pool)
+        with cf.ThreadPoolExecutor(max_workers=len(hardware)) as threads:
+            futures = [threads.submit(plan_capacity, options=base.replace(hardware=name), pool=pool, **plan_kwargs)
+                       for name in hardware]
+            results = [f.result() for f in futures]
     return rank([_choice(name, result, costs.get(name)) for name, result in zip(hardware, results)])
+
+
+def _start_workers(pool) -> None:
+    """Fork every worker process now, before any thread exists: forking a process with threads may deadlock the
+    child. Python 3.11's ProcessPoolExecutor forks a worker per submit while none is idle, so as many short
+    sleeps as workers, submitted together, start them all."""
+    if isinstance(pool, cf.ProcessPoolExecutor):
+        cf.wait([pool.submit(time.sleep, 0.02) for _ in range(pool._max_workers)])
 
 
 def rank(choices: list[HardwareChoice]) -> list[HardwareChoice]:
