@@ -92,6 +92,9 @@ class StepCostModel:
         self._hbm = gpu.memory_bandwidth_bytes_per_s
         self._layers = layers_per_stage(model.num_layers, layout.pp)
         self._gemms = _layer_gemms(model, precision, layout.tp)
+        self._ep_link = None  # expert parallelism: the DP group's link for dispatch/combine (see below)
+        if layout.ep > 1:
+            self._gemms, self._ep_link = _expert_parallel_setup(model, cluster, precision, layout)
         heads = model.num_attention_heads / layout.tp
         kv_heads = kv_heads_per_gpu(model, layout.tp)
         self._attn_flops_per_pair = 4.0 * model.head_dim * heads
@@ -169,7 +172,10 @@ class StepCostModel:
                 + maximum(decode_flops / flops_rate, decode_bytes / bytes_rate))
 
     def allreduce_time_s(self, num_tokens: Any) -> Any:
-        """Two TP all-reduces of the hidden states per layer."""
+        """Two TP all-reduces of the hidden states per layer (plus, under expert parallelism with DP replicas,
+        the MoE layer's dispatch and combine: ``_expert_parallel_comm_s``)."""
+        if self._ep_link is not None:
+            return _expert_parallel_comm_s(self, num_tokens)
         if self.layout.tp == 1:
             return 0.0
         ring = comm.allreduce_time_s(num_tokens * self._hidden_bytes, self.layout.tp, self._tp_bw,
@@ -331,6 +337,65 @@ def _floats(batch: BatchLike) -> Any:
 
 _FIELDS = ("num_prefill_tokens", "num_decode_tokens", "prefill_attention_pairs", "prefill_context_tokens",
            "decode_context_tokens", "num_sampled_tokens", "num_seqs")
+
+
+# ---- expert parallelism (issue 25; vLLM's --enable-expert-parallel, EP = TP x DP) ---------------------------
+
+
+def _expert_parallel_setup(model: ModelShape, cluster: ClusterSpec, precision: Precision,
+                           layout: Layout) -> tuple[tuple[_Gemm, ...], tuple[float, float]]:
+    """The GEMMs one GPU of an EP layout runs per layer, and the link of its DP group.
+
+    The attention and router GEMMs stay as under TP. Each GPU holds ``E_local = ceil(E / EP)`` whole experts
+    (vLLM 0.11.2 fused_moe/layer.py determine_expert_map) and computes them for the tokens of every DP replica
+    (the dispatch all-gathers them): with uniform routing, ``m * dp * k * E_local / E`` token-expert pairs for a
+    step of ``m`` tokens per replica, i.e. ``dp * k * E_local / E`` full-expert visits per replica token. The
+    experts it touches are those at least one of the ``m * dp`` tokens visits, ``E_local (1 - (1 - k/E)^(m dp))``,
+    which ``_gemm_time_s``'s formula gives with ``E_local`` experts and ``E_local (1 - (1 - k/E)^dp)`` visits
+    per token. The replicas are assumed to step together with equal batches (vLLM runs DP ranks of an MoE model
+    in lockstep, padding idle ones with dummy batches)."""
+    dense = [g for g, lin in zip(_layer_gemms(model, precision, layout.tp), model.linear_layers())
+             if lin.num_experts <= 1]
+    experts = []
+    for linear in model.linear_layers():
+        if linear.num_experts <= 1:
+            continue
+        total, k, dp = linear.num_experts, linear.num_per_token_active, layout.ep // layout.tp
+        local = -(-total // layout.ep)
+        visits = dp * k * local / total
+        params = linear.in_features * linear.out_features
+        experts.append(_Gemm(flops_per_token=2.0 * params * visits,
+                             weight_bytes=params * precision.weight_bytes_per_param,
+                             activation_bytes_per_token=(linear.in_features + linear.out_features) * visits
+                             * precision.activation_bytes,
+                             num_experts=local, experts_per_token=local * (1.0 - (1.0 - k / total) ** dp),
+                             params=params, quantized=bool(precision.quant_kernel)))
+    dp = layout.ep // layout.tp  # the replicas sharing the experts (the DP group)
+    spans = layout.ep * layout.pp > cluster.gpus_per_node  # their stages on several nodes
+    link = comm.dp_group_link(cluster, dp, spans) if dp > 1 else (0.0, 0.0)  # unused without DP
+    return tuple(dense + experts), link
+
+
+def _expert_parallel_comm_s(cost: "StepCostModel", num_tokens: Any) -> Any:
+    """Per layer: the TP group's two all-reduces (attention output, and the MoE output that vLLM's FusedMoE
+    all-reduces over TP after combining) and the MoE layer's dispatch and combine over the DP group
+    (``comm.expert_dispatch_combine_time_s``), which pays NCCL's per-call latency twice."""
+    c, layout = cost.coefficients, cost.layout
+    dp = layout.ep // layout.tp
+    total = 0.0
+    if layout.tp > 1:
+        ring = comm.allreduce_time_s(num_tokens * cost._hidden_bytes, layout.tp, cost._tp_bw, cost._tp_hop_latency,
+                                     c.allreduce_bandwidth_efficiency)
+        total = 2.0 * (ring + cost._allreduce_call_s)
+    if dp > 1:
+        bandwidth, latency = cost._ep_link
+        total = total + comm.expert_dispatch_combine_time_s(num_tokens, cost._hidden_bytes, dp, bandwidth,
+                                                            latency, c.allreduce_bandwidth_efficiency)
+        total = total + 2.0 * c.nccl_allreduce_latency_s
+    return total
+
+
+# ---- end of expert parallelism -----------------------------------------------------------------------------
 
 
 def _layer_gemms(model: ModelShape, precision: Precision, tp: int) -> tuple[_Gemm, ...]:
