@@ -205,7 +205,7 @@ def _data_summary(observations) -> dict:
             "layouts": sorted({o.layout_name for o in observations}),
             "modes": sorted({o.mode for o in observations}),
             "vllm_versions": sorted({str(o.record.provenance.vllm_version or "?") for o in observations}),
-            "engine_generations": sorted({o.engine.engine_generation for o in observations})}
+            "engine_generations": sorted({str(o.engine.engine_generation) for o in observations})}
 
 
 def _header(args, cluster, observations) -> str:

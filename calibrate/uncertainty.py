@@ -55,7 +55,7 @@ def residual_rows(observations: Sequence[Observation], coefficients: Coefficient
         sd = coefficient_log_sd(o.scenario.with_coefficients(coefficients), o.layout, covariance)
         base = dict(cv=cv, fold=fold, run_id=o.run_id, model=o.model_name, layout=o.layout_name, mode=o.mode,
                     regime=regime(mode=o.mode, eager=o.eager, gpus=o.layout.tp * o.layout.pp),
-                    engine_generation=o.engine.engine_generation,
+                    engine_generation=str(o.engine.engine_generation),
                     **{f"coef_sd_{k}": v for k, v in sd.items()})
         for metric in (*THROUGHPUTS, *LATENCIES, DECODE_SPEED):
             measured, pred = o.measured.get(metric, 0.0), predicted.get(metric, math.nan)
@@ -128,7 +128,7 @@ def build_section(*, observations: Sequence[Observation], cluster: ClusterSpec, 
     section: dict = {
         "generated_by": command,
         "models": sorted({o.model_name for o in observations}),
-        "engine_generations": sorted({o.engine.engine_generation for o in observations}),
+        "engine_generations": sorted({str(o.engine.engine_generation) for o in observations}),
         "covariance": ({"names": list(cov[0]), "matrix": [[float(f"{v:.6g}") for v in row] for row in cov[1]]}
                        if cov is not None else None),
         "coefficient_sd_reference": ({regime: {k: float(f"{v:.6g}") for k, v in by_kind.items()}
@@ -150,7 +150,7 @@ def build_section(*, observations: Sequence[Observation], cluster: ClusterSpec, 
         device = "cpu" if other_cluster.gpu.name.startswith("cpu") else "gpu"
         section["transfer"].append({
             "name": name, "gpu": other_cluster.gpu.name, "device": device,
-            "engine_generations": sorted({o.engine.engine_generation for o in other}),
+            "engine_generations": sorted({str(o.engine.engine_generation) for o in other}),
             "models": sorted({o.model_name for o in other}), "residuals": grouped(t_rows, by_regime=False)})
         rows += t_rows
     return section, pd.DataFrame(rows)

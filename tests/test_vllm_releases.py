@@ -92,8 +92,6 @@ def test_bad_input_is_one_clear_user_error():
         release_defaults("0.7.0", entry_point="serve", max_model_len=0, gpu_memory_bytes=GIB)
 
 
-@pytest.mark.xfail(strict=True, reason="perfmodel.engine.default_engine_args resolves V1 by memory alone (>= 70 GiB "
-                   "-> 1024 seqs / 16384 tokens), not as vLLM 0.8.0 (by device name) or 0.10.0 (not an A100) do")
 @pytest.mark.parametrize("version, entry_point, expected", [
     # vLLM 0.8.0 vllm/engine/arg_utils.py EngineArgs._set_default_args_v1: 16384/8192 only when the device name
     # has h100/h200; max_num_seqs 1024 on every GPU
