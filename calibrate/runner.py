@@ -23,9 +23,10 @@ from typing import Any, Mapping, Sequence, TextIO
 
 import calibrate
 from calibrate import provenance
+from calibrate.engine_spec import EngineSpec
 from calibrate.modeldir import ResolvedModel, resolve_model
 from calibrate.store import append_record, completed_run_ids, iter_new_records
-from calibrate.sweep import EngineConfig, RunConfig, Sweep, load_sweep
+from calibrate.sweep import RunConfig, Sweep, load_sweep
 from calibrate.worker import error_tail, make_record
 
 # defaults for the worker's environment; the caller's environment wins
@@ -72,7 +73,7 @@ def run_sweep(sweep: Sweep, results: str | Path, *, only: str | None = None, eng
     selected = select_runs(sweep, only, engine_id)
     done = completed_run_ids(results, include_errors=not retry_errors)
     pending = [r for r in selected if r.run_id not in done]
-    groups: dict[EngineConfig, list[RunConfig]] = {}
+    groups: dict[EngineSpec, list[RunConfig]] = {}
     for run in pending:
         groups.setdefault(run.engine, []).append(run)
     print(f"sweep {sweep.name}: {len(selected)} runs, {len(selected) - len(pending)} already in {results}, "
@@ -100,7 +101,7 @@ def run_sweep(sweep: Sweep, results: str | Path, *, only: str | None = None, eng
                       num_error=num_error, results_path=results)
 
 
-def _write_worker_spec(model: ResolvedModel, engine: EngineConfig, runs: Sequence[RunConfig], results: Path,
+def _write_worker_spec(model: ResolvedModel, engine: EngineSpec, runs: Sequence[RunConfig], results: Path,
                        python: str) -> tuple[dict[str, Any], list[str], Path, int]:
     """Start the engine's section of its log and write the spec its worker reads: `<results>.logs/<engine_id>`
     `.log` and `.spec.json`. Returns the spec, the worker's command, the log file and the byte offset where this
@@ -130,7 +131,7 @@ def _write_worker_spec(model: ResolvedModel, engine: EngineConfig, runs: Sequenc
     return spec, cmd, log_file, log_offset
 
 
-def _run_engine(model: ResolvedModel, engine: EngineConfig, runs: Sequence[RunConfig], results: Path,
+def _run_engine(model: ResolvedModel, engine: EngineSpec, runs: Sequence[RunConfig], results: Path,
                 progress: "_Progress", *, python: str, timeout_s: float | None,
                 worker_env: Mapping[str, str] | None) -> tuple[int, int]:
     """Run one engine configuration's worker, report each run as its record appears, and record the runs it

@@ -16,7 +16,8 @@ import shlex
 from pathlib import Path
 from typing import Any, Sequence
 
-from calibrate.sweep import EngineConfig, Sweep
+from calibrate.engine_spec import EngineSpec
+from calibrate.sweep import Sweep
 from perfmodel.sbatch import (JobSpec, default_cpus_per_task, default_network_interface, has_slurm_limits, hms,
                               job_header, ray_block)
 
@@ -30,7 +31,7 @@ class SlurmError(ValueError):
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class JobPlan:
-    engine: EngineConfig
+    engine: EngineSpec
     num_nodes: int
     gpus_per_node: int  # GPUs asked for on each node
     num_runs: int

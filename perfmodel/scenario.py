@@ -64,15 +64,21 @@ class Scenario:
 
     # -- building ----------------------------------------------------------------------------------------------
     @classmethod
-    def from_options(cls, options: ScenarioOptions) -> "Scenario":
-        """Load model and hardware by name or path and fill vLLM's defaults for what is not given."""
+    def from_options(cls, options: ScenarioOptions, *, model: ModelShape | None = None,
+                     cluster: ClusterSpec | None = None, profile: Profile | None = None) -> "Scenario":
+        """Load model and hardware by name or path and fill vLLM's defaults for what is not given.
+
+        ``model``, ``cluster``, ``profile``: already loaded (calibration resolves many runs on one cluster, a
+        record's model may live in a folder that its name no longer finds, a fit prices its own coefficients);
+        they stand for ``options.model``, ``options.hardware`` and ``options.calibration``."""
         if options.entry_point not in ENTRY_POINTS:
             raise UserError(f"entry point must be 'offline' or 'serve', got {options.entry_point!r}")
-        shape = load_model(options.model)
-        cluster = load_hardware(options.hardware)
+        shape = model or load_model(options.model)
+        cluster = cluster or load_hardware(options.hardware)
         precision = resolve_precision(shape, cluster.gpu, dtype=options.dtype, quantization=options.quantization,
                                       kv_cache_dtype=options.kv_cache_dtype)
-        profile = load_profile(options.calibration) if options.calibration else default_profile(cluster.gpu.name)
+        if profile is None:
+            profile = load_profile(options.calibration) if options.calibration else default_profile(cluster.gpu.name)
         engine = _resolve_engine(options, shape, cluster)
         workload = OfflineWorkload(input_len=options.input_len, output_len=options.output_len,
                                    num_prompts=options.num_prompts)
