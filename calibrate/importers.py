@@ -26,6 +26,7 @@ from typing import Any, Iterable, Mapping
 from calibrate.bench_metadata import checked, file_metadata
 from calibrate.engine_spec import EngineSpec
 from calibrate.store import SCHEMA_VERSION
+from perfmodel.errors import UserError
 
 ENGINE_FIELDS = [
     "mode", "model", "dummy_weights", "tensor_parallel_size", "pipeline_parallel_size", "dtype", "max_num_seqs",
@@ -68,7 +69,7 @@ EXPERIMENT_LOG_EXTRA = {"job_id": "provenance", "nodes": "provenance", "nccl_env
                         "distributed_executor_backend": "engine", "mean_decode_tokens_per_s_per_request": "metrics"}
 
 
-class ImportFormatError(ValueError):
+class ImportFormatError(UserError, ValueError):
     """A file cannot be imported: one line naming the file and the problem."""
 
 

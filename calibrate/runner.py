@@ -5,7 +5,7 @@ dies (out of memory, a crash, a timeout) has its unfinished runs recorded with `
 its log; the sweep goes on with the next engine configuration. Logs and worker specs are kept next to the
 results file, in `<results>.logs/<engine_id>.log` and `.spec.json`.
 
-    python -m calibrate.runner SWEEP.yaml --results results.jsonl [--only PATTERN] [--dry-run]
+    perfmodel calibrate run SWEEP.yaml --results results.jsonl [--only PATTERN] [--dry-run]  (perfmodel.cli.calibrate)
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ from calibrate.engine_spec import EngineSpec
 from calibrate.modeldir import ResolvedModel, resolve_model
 from calibrate.store import append_record, completed_run_ids, iter_new_records
 from calibrate.sweep import RunConfig, Sweep, load_sweep
-from calibrate.worker import error_tail, make_record
+from calibrate.worker_record import error_tail, make_record
 
 # defaults for the worker's environment; the caller's environment wins
 DEFAULT_ENV = {"VLLM_NO_USAGE_STATS": "1", "VLLM_DO_NOT_TRACK": "1", "TOKENIZERS_PARALLELISM": "false",
@@ -248,34 +248,3 @@ class _Progress:
 
     def finish(self) -> None:
         self.reporter.close()
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    import argparse
-
-    from perfmodel.errors import UserError
-
-    ap = argparse.ArgumentParser(prog="python -m calibrate.runner", description="Run a calibration sweep.")
-    from calibrate.run_arguments import add_run_arguments
-
-    add_run_arguments(ap)
-    args = ap.parse_args(argv)
-    try:
-        return run_from_args(args)
-    except (UserError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-
-
-def run_from_args(args) -> int:
-    sweep = with_backend(load_sweep(args.sweep), args.distributed_executor_backend)
-    summary = run_sweep(sweep, args.results, only=args.only, engine_id=args.engine, dry_run=args.dry_run,
-                        retry_errors=args.retry_errors, engine_timeout_s=args.engine_timeout)
-    if not args.dry_run:
-        print(f"done: {summary.num_ok} ok, {summary.num_error} errors, {summary.num_skipped} skipped "
-              f"-> {summary.results_path}", file=sys.stderr)
-    return 0 if summary.num_error == 0 else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

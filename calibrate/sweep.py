@@ -17,11 +17,12 @@ from typing import Any, Mapping
 import yaml
 
 from calibrate.engine_spec import EngineSpec, spec_hash
+from perfmodel.errors import UserError
 
 DISTRIBUTIONS = ("lognormal", "uniform")
 
 
-class SweepError(ValueError):
+class SweepError(UserError, ValueError):
     """A sweep file is wrong: one line naming the file, the key and what is wrong."""
 
 

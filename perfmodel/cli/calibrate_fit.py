@@ -61,7 +61,7 @@ def add_fit_subcommands(sub: argparse._SubParsersAction) -> None:
                        help="keep runs measured on another GPU than --hardware (warned)")
     check.set_defaults(handler=cmd_check)
 
-    from calibrate.cli_uncertainty import register as register_uncertainty
+    from perfmodel.cli.calibrate_uncertainty import register as register_uncertainty
 
     register_uncertainty(sub)
 

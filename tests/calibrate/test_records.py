@@ -13,7 +13,7 @@ from calibrate.record_fields import record_keys
 from calibrate.records import (EngineInfo, Measurements, ModelRef, Provenance, RecordError, RequestLog,
                                WorkloadSpec, parse_record)
 from calibrate.sweep import LengthDist
-from calibrate.worker import make_record
+from calibrate.worker_record import make_record
 
 ROOT = Path(__file__).resolve().parents[2]
 FIX = ROOT / "tests" / "fixtures" / "vllm_results"
