@@ -36,8 +36,6 @@ from calibrate.sweep import LengthDist
 
 SCHEMA_VERSION = 1  # the version this reader understands (calibrate.store.SCHEMA_VERSION writes it)
 STATUSES = ("ok", "error")
-STATISTICS = ("mean", "median", "p90", "p99")
-LATENCIES = ("ttft", "tpot", "itl", "e2e")
 
 
 # -- the sections (config.engine is calibrate.engine_spec.EngineSpec, read leniently) ----------------------------

@@ -26,7 +26,7 @@ from calibrate import provenance
 from calibrate.engine_spec import EngineSpec
 from calibrate.modeldir import ResolvedModel, resolve_model
 from calibrate.store import append_record, completed_run_ids, iter_new_records
-from calibrate.sweep import RunConfig, Sweep, load_sweep
+from calibrate.sweep import RunConfig, Sweep
 from calibrate.worker_record import error_tail, make_record
 
 # defaults for the worker's environment; the caller's environment wins

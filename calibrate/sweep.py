@@ -19,7 +19,7 @@ import yaml
 from calibrate.engine_spec import EngineSpec, spec_hash
 from perfmodel.errors import UserError
 
-DISTRIBUTIONS = ("lognormal", "uniform")
+SWEEP_DISTRIBUTIONS = ("lognormal", "uniform")  # the kinds a sweep file names (a subset of the simulator's)
 
 
 class SweepError(UserError, ValueError):
@@ -42,8 +42,8 @@ class LengthDist:
     max: int | None = None
 
     def __post_init__(self) -> None:
-        if self.dist not in DISTRIBUTIONS:
-            raise ValueError(f"dist must be one of {', '.join(DISTRIBUTIONS)}, got {self.dist!r}")
+        if self.dist not in SWEEP_DISTRIBUTIONS:
+            raise ValueError(f"dist must be one of {', '.join(SWEEP_DISTRIBUTIONS)}, got {self.dist!r}")
         if self.dist == "lognormal" and (self.mean is None or self.sigma is None or self.mean <= 0):
             raise ValueError("lognormal needs mean > 0 and sigma")
         if self.dist == "uniform" and self.max is None:

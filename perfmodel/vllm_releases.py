@@ -43,9 +43,9 @@ from enum import Enum
 from types import MappingProxyType
 from typing import Mapping
 
+from hardware.spec import GIB
 from perfmodel.errors import UserError
 
-GIB = 1024**3
 ENTRY_POINTS = ("offline", "serve")
 LONG_CONTEXT_TOKENS = 32768  # V0 turns chunked prefill on above this max_model_len
 
