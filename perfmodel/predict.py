@@ -41,7 +41,7 @@ class LayoutPrediction:
     requests_per_second: float
     tokens_per_second: float  # input + output
     output_tokens_per_second: float
-    elapsed_time: float  # seconds for all prompts
+    elapsed_time: float  # seconds for all prompts (vLLM's benchmark_throughput name, kept in the output)
     method: str  # "analytical" or "simulated"
     calibration: str  # "calibrated", "transferred" or "default"
 
@@ -86,7 +86,7 @@ def predict_layout(scenario: Scenario, layout: Layout) -> LayoutPrediction:
     return LayoutPrediction(**base, fits=True, reason="", requests_per_second=estimate.requests_per_second,
                             tokens_per_second=estimate.tokens_per_second,
                             output_tokens_per_second=estimate.output_tokens_per_second,
-                            elapsed_time=estimate.elapsed_time, method="analytical")
+                            elapsed_time=estimate.elapsed_s, method="analytical")
 
 
 def candidate_layouts(scenario: Scenario, num_gpus: int, tp: int | None = None, pp: int | None = None) -> list[Layout]:
