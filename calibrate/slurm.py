@@ -1,8 +1,8 @@
 """SLURM batch scripts for a sweep: one job per engine configuration (or job arrays).
 
-A job asks for ceil(tp*pp / gpus_per_node) nodes and runs `python -m perfmodel.cli calibrate run` for the runs of its engine
-configuration, appending to `<out_dir>/results/<engine_id>.jsonl` on the shared filesystem (one file per job, so
-jobs running at once never write the same file; `load_results(<out_dir>/results)` reads them all). A job on
+A job asks for ceil(tp*pp / gpus_per_node) nodes and runs `python -m perfmodel.cli calibrate run` for the runs of
+its engine configuration, appending to `<out_dir>/results/<engine_id>.jsonl` on the shared filesystem (one file per
+job, so jobs running at once never write the same file; `load_results(<out_dir>/results)` reads them all). A job on
 several nodes first starts a Ray cluster (perfmodel.sbatch.ray_block, shared with `perfmodel predict
 --emit-sbatch`: vLLM's multi-node recipe), waits until Ray sees every GPU, and runs vLLM with
 `--distributed-executor-backend ray`. The cluster's limits (`max_nodes_per_job`, `max_job_time_s`) are enforced

@@ -72,7 +72,8 @@ class StepCostModel:
     """Seconds one pipeline stage spends on one engine step (implements ``simulator.StepCost``)."""
 
     def __init__(self, model: ModelShape, cluster: ClusterSpec, layout: Layout, precision: Precision,
-                 coefficients: Coefficients, *, enforce_eager: bool = False, engine_generation: EngineGeneration = EngineGeneration.V1,
+                 coefficients: Coefficients, *, enforce_eager: bool = False,
+                 engine_generation: EngineGeneration = EngineGeneration.V1,
                  cuda_graph_batch_sizes: tuple[int, ...] = ()) -> None:
         self.model, self.cluster, self.layout = model, cluster, layout
         self.precision, self.coefficients, self.enforce_eager = precision, coefficients, enforce_eager

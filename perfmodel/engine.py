@@ -42,8 +42,8 @@ class EngineArgs:
             object.__setattr__(self, "engine_generation", EngineGeneration(self.engine_generation))
         except ValueError:
             raise UserError(f"engine generation must be v0 or v1, got {self.engine_generation!r}") from None
-        if (self.engine_generation is EngineGeneration.V0 and not self.enable_chunked_prefill and self.max_model_len is not None
-                and self.max_num_batched_tokens < self.max_model_len):
+        if (self.engine_generation is EngineGeneration.V0 and not self.enable_chunked_prefill
+                and self.max_model_len is not None and self.max_num_batched_tokens < self.max_model_len):
             raise UserError(f"--max-num-batched-tokens {self.max_num_batched_tokens} is below --max-model-len "
                             f"{self.max_model_len}; vLLM {self.vllm_version} refuses that with chunked prefill off "
                             "(raise it or lower --max-model-len)")

@@ -48,11 +48,11 @@ class Scenario:
     engine: EngineArgs
     profile: Profile
     workload: OfflineWorkload
+    options: ScenarioOptions  # what this was resolved from (``with_engine`` resolves it again)
     batching: str = "continuous"
     static_batch_size: int | None = None
     kv_offload: bool = False
     kv_offload_host_fraction: float = 0.5
-    options: ScenarioOptions = ScenarioOptions()  # what this was resolved from (``with_engine`` re-resolves it)
 
     def __post_init__(self) -> None:
         if self.batching not in BATCHING:

@@ -83,7 +83,8 @@ def _flags(raw: dict, hardware: str) -> list[str]:
         flags += ["--vllm-version", rec.provenance.vllm_version]
     values = {"max-num-seqs": info.max_num_seqs or e.max_num_seqs,
               "max-num-batched-tokens": info.max_num_batched_tokens or e.max_num_batched_tokens,
-              "gpu-memory-utilization": e.gpu_memory_utilization, "max-model-len": info.max_model_len or e.max_model_len,
+              "gpu-memory-utilization": e.gpu_memory_utilization,
+              "max-model-len": info.max_model_len or e.max_model_len,
               "block-size": info.block_size or e.block_size}
     flags += [x for k, v in values.items() if v is not None for x in (f"--{k}", str(v))]
     if e.enforce_eager:
