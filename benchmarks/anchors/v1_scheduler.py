@@ -100,15 +100,18 @@ def line_fit(rows: list[dict]) -> tuple[float, float]:
     return float(a), float(b)
 
 
-def provenance() -> dict:
-    import vllm
+def provenance(vllm_version: str | None = None) -> dict:
+    """Command, commit, UTC time and CPU of this measurement; the vLLM version (the installed one by default)."""
+    if vllm_version is None:
+        import vllm
 
+        vllm_version = vllm.__version__
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     cpu = next((l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines()
                 if l.startswith("model name")), platform.processor())
     return {"command": " ".join([Path(sys.executable).name, *sys.argv]), "commit": commit,
             "utc": datetime.now(timezone.utc).isoformat(timespec="seconds"), "cpu": cpu, "cores": os.cpu_count(),
-            "python": platform.python_version(), "vllm": vllm.__version__}
+            "python": platform.python_version(), "vllm": vllm_version}
 
 
 def main(argv: list[str] | None = None) -> int:
