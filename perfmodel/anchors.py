@@ -113,6 +113,10 @@ DEFAULT_ANCHORS: dict[str, Anchor] = {
                                     "the exllama int4 kernel dequantizes in registers while streaming: below a copy"),
     "exllama_reread_fraction": _a(1.0, 0.5, "first principles",
                                   "each 8-row chunk is a block of one launch (q_gemm.cu gridDim.y); L2 may serve part"),
+    "gptq_alt_memory_efficiency": _a(0.5, 0.25, "first principles",
+                                     "vLLM's GPTQ alt kernel / reconstruct + cuBLAS for act-order layers split by TP: "
+                                     "the same SIMT int4 streaming as the exllama kernel, plus per-group scale "
+                                     "gathers (g_idx); no kernel table yet (benchmarks/device/kernel_shapes.py)"),
     "fused_moe_efficiency": _a(1.0, 0.3, "first principles",
                                "Triton fused MoE tiles per expert shape: as fast as dense GEMMs, give or take a third"),
     "activation_bytes_per_token": _a(6.0, 4.0, "first principles",

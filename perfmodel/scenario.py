@@ -206,20 +206,20 @@ class Scenario:
 
     @property
     def unmeasured_kernel_notes(self) -> tuple[str, ...]:
-        """The kernels this scenario runs whose coefficients the profile did not fit (their priors stand in)."""
+        """The kernel families this scenario runs (perfmodel.kernels) whose coefficients the profile did not fit
+        (their priors stand in), and the quantized ones that have no coefficient of their own."""
+        from perfmodel import kernels
+
         fitted, name = set(self.profile.fitted), self.profile.name
-        kernels = []
-        if self.model.has_expert_gemms and "fused_moe_efficiency" not in fitted:
-            kernels.append(("vLLM's fused MoE kernel", "fused_moe_efficiency"))
-        kernel = self.precision.quant_kernel
-        if kernel == "gptq_exllama" and "exllama_memory_efficiency" not in fitted:
-            kernels.append(("the exllama GPTQ kernel", "exllama_memory_efficiency"))
-        notes = [f"profile {name} was fitted on no run of {what}: {coef} is its prior "
-                 f"({getattr(self.profile.coefficients, coef):g}), not a measurement" for what, coef in kernels]
-        if kernel is not None and kernel != "gptq_exllama":  # no coefficient of its own (perfmodel.cost)
-            notes.append(f"the {kernel} kernel has no coefficient of its own: it is priced at the GEMM efficiencies "
-                         f"profile {name} fitted on unquantized weights (how far that is off for Marlin, Machete and FP8 on "
-                         f"the H200: data/h200-sweep2/README.md)")
+        used = kernels.families_used(self.model, self.precision, tp=None)  # any layout predict may rank
+        notes = [f"profile {name} was fitted on no run of {kernels.family_name(family)}: {coef} is its prior "
+                 f"({getattr(self.profile.coefficients, coef):g}), not a measurement"
+                 for family in used for coef in family.fitted if coef not in fitted]
+        for family in used:
+            if family.quantized and not family.fitted:  # priced at the dense GEMM coefficients (perfmodel.kernels)
+                notes.append(f"the {family.name} kernel has no coefficient of its own: it is priced at the GEMM "
+                             f"efficiencies profile {name} fitted on unquantized weights (how far that is off for "
+                             f"Marlin, Machete and FP8 on the H200: data/h200-sweep2/README.md)")
         return tuple(notes)
 
     @property

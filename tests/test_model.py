@@ -135,8 +135,8 @@ def test_llama_405b_gptq_fixture_is_int4_checkpoint():
     assert (model.num_layers, model.hidden_size, model.num_attention_heads, model.num_kv_heads,
             model.intermediate_size, model.vocab_size) == (126, 16384, 128, 8, 53248, 128256)
     assert model.num_params() == 405_853_388_800  # Llama-3.1-405B's safetensors total
-    q = model.checkpoint_quantization
-    assert (q.method, q.weight_bits, q.group_size, q.desc_act, q.sym) == ("gptq", 4, 128, False, True)
+    q = model.checkpoint_quantization  # the hugging-quants export is act-order (fixtures PROVENANCE.md)
+    assert (q.method, q.weight_bits, q.group_size, q.desc_act, q.sym) == ("gptq", 4, 128, True, True)
     # the catalog entry is the same config
     fixture = json.loads((FIXTURES / "llama-3.1-405b-gptq-int4" / "config.json").read_text())
     assert json.loads(catalog_config_path("llama-3.1-405b-gptq-int4").read_text()) == fixture
