@@ -6,8 +6,8 @@ model's offline runs (each model with at least ``--min-runs`` offline runs); and
 predict those of 27B-70B. A prediction is end to end (the memory model's KV cache, as a user gets it before
 booking); the error is the offline throughput's (tokens/s) absolute percentage error.
 
-    python benchmarks/bench_transfer.py                  # the shipped H200 profile's data, 2 workers
-    python benchmarks/bench_transfer.py --anchors data/anchors/h200-sxm.yaml
+    python benchmarks/bench_transfer.py                  # the shipped H200 profile's data and anchors, 2 workers
+    python benchmarks/bench_transfer.py --no-anchors     # the baseline: fits without anchors
 
 Prints one line per case and per predicted model, each part's median, the coverage of the transfer intervals
 (each case's predictions against the spread of the other cases' errors) and as its last line
@@ -87,15 +87,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--min-runs", type=int, default=MIN_RUNS, help="offline runs a model needs to be fitted alone")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--anchors", type=Path, default=None,
-                        help="anchor set the fits take their priors from (calibrate fit --anchors); default: none, "
-                             "the datasheet defaults' pull")
+                        help="anchor set the fits take their priors from (calibrate fit --anchors); default: "
+                             "data/anchors/<the profile's gpu>.yaml, as the shipped profile was fitted")
+    parser.add_argument("--no-anchors", action="store_true",
+                        help="fit without anchors (the datasheet defaults' weak pull: the baseline before issue 22)")
     parser.add_argument("--level", type=float, default=0.9, help="interval level of the coverage line")
     args = parser.parse_args(argv)
     options = {}
-    if args.anchors:
+    anchors = args.anchors or ROOT / "data" / "anchors" / f"{profile_sources(args.profile)[0]}.yaml"
+    if not args.no_anchors and anchors.is_file():
         from perfmodel.anchors import load_anchors
 
-        options["anchors"] = load_anchors(args.anchors)
+        options["anchors"] = load_anchors(anchors)
+        print(f"fits with anchors {anchors.relative_to(ROOT) if anchors.is_relative_to(ROOT) else anchors}")
+    else:
+        print("fits without anchors")
     cluster, observations = load(args.profile)
     cases = transfer_cases(observations, args.min_runs)
     per_case = transfer_rows(observations, cluster, cases=cases, workers=args.workers, **options)
