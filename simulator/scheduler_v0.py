@@ -58,6 +58,18 @@ WATERMARK = 0.01
 `vllm/core/block_manager.py` `SelfAttnBlockSpaceManager.__init__` (the Scheduler does not pass one)."""
 
 
+def check_v0_fits(longest_kv_tokens: int, block_size: int, num_kv_blocks: int) -> None:
+    """Every request must be able to run alone in a V0 scheduler of `num_kv_blocks` blocks: its longest KV length
+    plus the watermark (at least one block, which a lone decode needs free). Otherwise vLLM ignores the request
+    (FINISHED_IGNORED) or a lone sequence preempts itself forever. (Prompts longer than the budget are rejected
+    by `simulator.run`, as for V1 with chunked prefill off.)"""
+    need = num_blocks_for_tokens(longest_kv_tokens, block_size) + max(int(WATERMARK * num_kv_blocks), 1)
+    if need > num_kv_blocks:
+        raise ValueError(f"a request needs {need} KV blocks ({longest_kv_tokens} tokens + watermark) but a V0 "
+                         f"scheduler holds {num_kv_blocks} (num_kv_blocks // pipeline stages); shorten the "
+                         "requests or give more KV blocks")
+
+
 class V0Scheduler(RunningSet):
     """One V0 scheduler (one virtual engine): waiting queue, running sequences, its own KV block pool.
 
@@ -67,20 +79,8 @@ class V0Scheduler(RunningSet):
     def __init__(self, config: EngineConfig, table: RequestTable, itl: ItlRecorder) -> None:
         super().__init__(config, table, itl)
         self.watermark_blocks = int(WATERMARK * config.num_kv_blocks)
-        self._check_fits()
-
-    def _check_fits(self) -> None:
-        """Every request must be able to run alone: its longest KV length plus the watermark (at least one
-        block, which a lone decode needs free) within the pool. Otherwise vLLM ignores the request
-        (FINISHED_IGNORED) or a lone sequence preempts itself forever. (Prompts longer than the budget are
-        rejected by `simulator.run`, as for V1 with chunked prefill off.)"""
-        t, cfg = self.table, self.config
-        longest = max(t.finish_kv_tokens)
-        need = num_blocks_for_tokens(longest, cfg.block_size) + max(self.watermark_blocks, 1)
-        if need > cfg.num_kv_blocks:
-            raise ValueError(f"a request needs {need} KV blocks ({longest} tokens + watermark) but a V0 scheduler "
-                             f"holds {cfg.num_kv_blocks} (num_kv_blocks // pipeline stages); shorten the "
-                             "requests or give more KV blocks")
+        if len(table):
+            check_v0_fits(max(table.finish_kv_tokens), config.block_size, config.num_kv_blocks)
 
     # ---- one step ----------------------------------------------------------------------------------------
     def schedule(self) -> SchedulerOutput:

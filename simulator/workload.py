@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 
 from simulator.request import Request, requests_from_arrays
+from simulator.stream import DEFAULT_CHUNK, RequestChunk, RequestStream
 
 if TYPE_CHECKING:  # pandas is imported where it is used: it costs ~0.4 s at start-up
     import pandas as pd
@@ -130,6 +131,57 @@ def make_requests(num_prompts: int, input_len: LengthDistribution, output_len: L
     outputs = output_len.sample(num_prompts, rng)
     arrivals = arrival_times(num_prompts, rng, request_rate=request_rate, burstiness=burstiness)
     return requests_from_arrays(arrivals, prompts, outputs)
+
+
+def stream_requests(num_prompts: int, input_len: LengthDistribution, output_len: LengthDistribution, *,
+                    length_seed, arrival_seed, request_rate: float = math.inf, burstiness: float = 1.0,
+                    max_model_len: int | None = None, num_shared_prefix_tokens: int = 0,
+                    chunk_size: int = DEFAULT_CHUNK) -> RequestStream:
+    """`num_prompts` requests drawn lazily, chunk by chunk: the same numbers as drawing them all at once with
+    `np.random.default_rng(length_seed)` (all prompt lengths, then all output lengths) and arrivals from
+    `np.random.default_rng(arrival_seed)` (`arrival_times`). A Generator's draws of one distribution do not
+    depend on how they are split into calls, so the output lengths come from a second generator of the same seed
+    that first draws (and drops) every prompt length. With `max_model_len`, prompts are cut to
+    `max_model_len - 1` tokens and outputs to what is left."""
+    if num_prompts < 1:
+        raise ValueError("num_prompts must be >= 1")
+    if not request_rate > 0:
+        raise ValueError(f"request_rate must be > 0, got {request_rate}")
+    if not burstiness > 0:
+        raise ValueError(f"burstiness must be > 0, got {burstiness}")
+
+    def lengths(rng: np.random.Generator, size: int) -> np.ndarray:
+        return input_len.sample(size, rng)
+
+    def chunks():
+        prompt_rng = np.random.default_rng(length_seed)
+        output_rng = np.random.default_rng(length_seed)
+        for start in range(0, num_prompts, chunk_size):  # skip the prompt lengths
+            lengths(output_rng, min(chunk_size, num_prompts - start))
+        arrival_rng = np.random.default_rng(arrival_seed)
+        last = 0.0
+        for start in range(0, num_prompts, chunk_size):
+            size = min(chunk_size, num_prompts - start)
+            prompts = lengths(prompt_rng, size)
+            outputs = output_len.sample(size, output_rng)
+            if math.isinf(request_rate):
+                arrivals = np.zeros(size)
+            else:
+                # the first request at 0, then gamma gaps added one by one as arrival_times' cumsum adds them
+                num_gaps = size - 1 if start == 0 else size
+                gaps = arrival_rng.gamma(shape=burstiness, scale=1.0 / (request_rate * burstiness), size=num_gaps)
+                arrivals = np.cumsum(np.concatenate(([last], gaps)))
+                if start:
+                    arrivals = arrivals[1:]
+                last = float(arrivals[-1])
+            if max_model_len is not None:
+                prompts = np.minimum(prompts, max_model_len - 1)
+                outputs = np.minimum(outputs, max_model_len - prompts)
+            position = np.arange(start, start + size, dtype=np.int64)
+            yield RequestChunk(position, position, arrivals, prompts, outputs,
+                               np.full(size, num_shared_prefix_tokens, dtype=np.int64))
+
+    return RequestStream(num_prompts, chunks)
 
 
 def _read_table(path: Path) -> pd.DataFrame:
