@@ -108,12 +108,19 @@ class DirectReplica:
         sched, rec = self.scheduler, self.recorder
         fast_mixed = self._fast_mixed
         while self.clock < until_s:
-            if fast_mixed and sched.waiting and self._mixed_step():
-                continue
+            if sched.waiting:
+                if fast_mixed and self._mixed_step():
+                    continue
+                if self._decode_steps(until_s, sched._decoding_cohort()):
+                    continue
+            elif not sched.prefilling and len(sched.ready) == 1:  # what _decoding_cohort asks, in short
+                cohort = sched.ready[0]
+                if not cohort.base:
+                    return  # no work: nothing waiting, prefilling or decoding
+                if self._decode_steps(until_s, cohort):
+                    continue
             if not sched.has_schedulable_work():
                 return
-            if self._decode_steps(until_s):
-                continue
             out = sched.schedule()
             if out.is_empty:
                 if out.preempted_ids:  # the state changed: schedule again
@@ -182,12 +189,14 @@ class DirectReplica:
         sched._next_admission = order
         sched.num_running = running
         pool.num_free_blocks = free
-        decode_context = cohort.sum_computed_tokens + n if n else 0
+        decode_context = cohort.sum_base + n * cohort.counter + n if n else 0
         num_seqs = n + len(admitted)
-        batch = BatchStats(num_prefill_tokens=num_prefill, num_decode_tokens=n, prefill_attention_pairs=float(pairs),
-                           prefill_context_tokens=prefill_context, decode_context_tokens=decode_context,
-                           num_sampled_tokens=num_seqs, num_seqs=num_seqs)
-        stage_s = self.cost(batch)
+        pairs = float(pairs)
+        key = (num_prefill, n, pairs, prefill_context, decode_context, num_seqs, num_seqs)  # MemoStepCost's key
+        stage_s = self.cost.mixed.get(key)
+        if stage_s is None:
+            stage_s = self.cost(BatchStats(num_prefill, n, pairs, prefill_context, decode_context, num_seqs,
+                                           num_seqs))
         clock = self.clock
         end = clock + stage_s
         rec = self.recorder
@@ -201,9 +210,14 @@ class DirectReplica:
         finished: list[int] = []
         itl = self.itl
         if n:
-            itl.add(end - cohort.last_emit_s, n)
-            for req in cohort.advance(1):
-                sched._finish(req, end, finished)
+            itl.gap_s.append(end - cohort.last_emit_s)
+            itl.count.append(n)
+            heap = cohort.finish_heap
+            if heap[0][0] <= cohort.counter + 1:  # someone's last token (else cohort.advance only counts)
+                for req in cohort.advance(1):
+                    sched._finish(req, end, finished)
+            else:
+                cohort.counter += 1
             merged = cohort
         else:
             merged = sched._new_cohort(end)
@@ -227,13 +241,9 @@ class DirectReplica:
             self.on_finish(req)
         return True
 
-    def _decode_steps(self, until_s: float) -> bool:
-        """Pure-decode steps up to the one the next arrival falls in, if the next step is one; False if not."""
-        sched = self.scheduler
-        if sched.waiting or sched.prefilling or len(sched.ready) != 1:  # the quick "no" of _decoding_cohort
-            cohort = sched._decoding_cohort()
-        else:
-            cohort = sched.ready[0] if sched.ready[0].base else None
+    def _decode_steps(self, until_s: float, cohort) -> bool:
+        """Pure-decode steps of `cohort` up to the one the next arrival falls in, if the next step is one (the
+        caller found `cohort` as `_decoding_cohort` does; None if not); False when none was run."""
         if cohort is None:
             return False
         max_steps = self.max_macro_steps
@@ -345,6 +355,7 @@ def run_open_loop(stream, engine: EngineConfig, step_cost: StepCost, table: Requ
                               max_macro_steps=max_macro_steps) for r in range(num_replicas)]
     latency = float(request_latency_s)
     outstanding = [0] * num_replicas  # the routers that may run here do not look at it
+    round_robin, next_replica = router.name == "round_robin", 0  # Router.pick's round robin, inlined
     now = 0.0  # the client's clock: it sends request k at max(now, arrival), as SimPy's timeouts add up
     for chunk in stream.chunks():
         check_chunk(chunk)
@@ -355,7 +366,11 @@ def run_open_loop(stream, engine: EngineConfig, step_cost: StepCost, table: Requ
             wait = arrival - now
             if wait > 0:
                 now = now + wait
-            r = router.pick(outstanding)
+            if round_robin:
+                r = next_replica
+                next_replica = r + 1 if r + 1 < num_replicas else 0
+            else:
+                r = router.pick(outstanding)
             replica = replicas[r]
             replica.advance(arrival + latency)  # the replica knows its next request's arrival in advance
             slot = table.add(position, request_id, arrival, prompt, output, prefix)
