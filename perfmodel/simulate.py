@@ -76,11 +76,14 @@ def as_length_distribution(value: int | LengthDistribution, flag: str) -> Length
 def build_requests(*, input_len: int | LengthDistribution = 100, output_len: int | LengthDistribution = 600,
                    num_prompts: int = 300, request_rate: float = math.inf, burstiness: float = 1.0, seed: int = 0,
                    trace: str | Path | None = None, max_model_len: int | None = None,
-                   shared_prefix_len: int = 0) -> list[Request]:
+                   shared_prefix_len: int = 0, trace_format: str = "auto", trace_start_s: float = 0.0,
+                   trace_duration_s: float = math.inf) -> list[Request]:
     """Requests of a workload: lengths fixed (int) or drawn from a distribution, arrivals at ``request_rate``
     (``inf``: all at t=0, offline) with gamma gaps of shape ``burstiness`` (1 = Poisson), all from ``seed``
     (lengths from the stream ``seed``, send times from ``[seed, 3]`` as calibrate's runner sends them);
-    or read from a ``trace`` (CSV/JSONL, see ``simulator.workload``).
+    or read from a ``trace`` (CSV/JSONL, or the Azure LLM inference / BurstGPT formats: ``simulator.traces``;
+    ``trace_format`` "auto" tells them by their columns), the requests of the window [``trace_start_s``,
+    ``trace_start_s + trace_duration_s``) seconds after its first one.
 
     With ``max_model_len``, drawn prompts are cut to ``max_model_len - 1`` tokens and outputs to what is left
     (vLLM would refuse longer requests); a trace with longer requests is refused.
@@ -90,17 +93,21 @@ def build_requests(*, input_len: int | LengthDistribution = 100, output_len: int
     """
     return build_request_stream(input_len=input_len, output_len=output_len, num_prompts=num_prompts,
                                 request_rate=request_rate, burstiness=burstiness, seed=seed, trace=trace,
-                                max_model_len=max_model_len, shared_prefix_len=shared_prefix_len).to_requests()
+                                max_model_len=max_model_len, shared_prefix_len=shared_prefix_len,
+                                trace_format=trace_format, trace_start_s=trace_start_s,
+                                trace_duration_s=trace_duration_s).to_requests()
 
 
 def build_request_stream(*, input_len: int | LengthDistribution = 100, output_len: int | LengthDistribution = 600,
                          num_prompts: int = 300, request_rate: float = math.inf, burstiness: float = 1.0,
                          seed: int = 0, trace: str | Path | None = None, max_model_len: int | None = None,
-                         shared_prefix_len: int = 0) -> RequestStream:
+                         shared_prefix_len: int = 0, trace_format: str = "auto", trace_start_s: float = 0.0,
+                         trace_duration_s: float = math.inf) -> RequestStream:
     """``build_requests``'s workload as a lazily drawn ``simulator.stream.RequestStream`` (the same requests;
     a generated workload is never held whole)."""
     if trace is not None:
-        stream = RequestStream.from_requests(_trace_requests(trace, max_model_len))
+        stream = RequestStream.from_requests(_trace_requests(trace, max_model_len, trace_format, trace_start_s,
+                                                             trace_duration_s))
     else:
         stream = _generated(input_len, output_len, num_prompts, request_rate, burstiness, seed, max_model_len,
                             shared_prefix_len)
@@ -116,13 +123,14 @@ def build_request_stream(*, input_len: int | LengthDistribution = 100, output_le
     return stream
 
 
-def _trace_requests(trace, max_model_len):
+def _trace_requests(trace, max_model_len, trace_format="auto", start_s=0.0, duration_s=math.inf):
     try:
-        requests = load_trace(trace)
+        requests = load_trace(trace, trace_format, start_s=start_s, duration_s=duration_s)
     except (OSError, ValueError, KeyError) as exc:
         raise UserError(f"cannot read trace {trace}: {exc}") from None
     if not requests:
-        raise UserError(f"trace {trace} has no requests")
+        window = "" if not start_s and math.isinf(duration_s) else f" from {start_s:g} s for {duration_s:g} s"
+        raise UserError(f"trace {trace} has no requests{window}")
     if max_model_len is not None:
         longest = max(requests, key=lambda r: r.num_prompt_tokens + r.num_output_tokens)
         if longest.num_prompt_tokens + longest.num_output_tokens > max_model_len:

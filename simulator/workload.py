@@ -7,31 +7,23 @@ otherwise gaps between requests are gamma distributed with shape `burstiness` an
 (burstiness 1 = Poisson; < 1 burstier; > 1 more regular). The first request is sent at t = 0.
 A closed loop of C clients is offline arrivals with `simulate(..., max_concurrency=C)`.
 
-Traces: CSV with a header, or JSON lines, one request per row with an arrival time and the two lengths.
-Column names accepted: arrival `arrival_s` | `timestamp_s` | `timestamp`; input `num_prompt_tokens` |
-`input_len` | `prompt_len` | `input_tokens`; output `num_output_tokens` | `output_len` | `output_tokens`.
+Traces: CSV with a header, or JSON lines, one request per row with an arrival time and the two lengths; the
+project's column names and the Azure LLM inference and BurstGPT formats are read by `simulator.traces`.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
 from simulator.request import Request, requests_from_arrays
 from simulator.stream import DEFAULT_CHUNK, RequestChunk, RequestStream
-
-if TYPE_CHECKING:  # pandas is imported where it is used: it costs ~0.4 s at start-up
-    import pandas as pd
+from simulator.traces import read_table, read_trace
 
 _KINDS = ("fixed", "uniform", "normal", "lognormal", "empirical")
-_ARRIVAL = ("arrival_s", "timestamp_s", "timestamp")
-_INPUT = ("num_prompt_tokens", "input_len", "prompt_len", "input_tokens")
-_OUTPUT = ("num_output_tokens", "output_len", "output_tokens")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -90,7 +82,7 @@ class LengthDistribution:
         if column is None:
             values = [int(line) for line in path.read_text().split() if line.strip()]
         else:
-            values = _read_table(path)[column].astype(int).tolist()
+            values = read_table(path)[column].astype(int).tolist()
         return cls(kind="empirical", values=tuple(values))
 
     def sample(self, num: int, rng: np.random.Generator) -> np.ndarray:
@@ -184,39 +176,10 @@ def stream_requests(num_prompts: int, input_len: LengthDistribution, output_len:
     return RequestStream(num_prompts, chunks)
 
 
-def _read_table(path: Path) -> pd.DataFrame:
-    import pandas as pd
-    if path.suffix in (".jsonl", ".json"):
-        return pd.DataFrame([json.loads(line) for line in path.read_text().splitlines() if line.strip()])
-    return pd.read_csv(path)
-
-
-def _pick(frame: pd.DataFrame, names: Sequence[str], path: Path) -> np.ndarray:
-    for name in names:
-        if name in frame.columns:
-            return frame[name].to_numpy()
-    raise ValueError(f"{path}: no column among {', '.join(names)}")
-
-
-def load_trace(path: str | Path) -> list[Request]:
-    """Requests from a CSV or JSONL trace (columns in the module docstring); arrivals shifted to start at 0."""
-    path = Path(path)
-    frame = _read_table(path)
-    arrival = np.asarray(_pick(frame, _ARRIVAL, path), dtype=np.float64)
-    if not np.isfinite(arrival).all():
-        i = int(np.argmax(~np.isfinite(arrival)))
-        raise ValueError(f"{path}: row {i + 1}: arrival time must be a finite number of seconds, got {arrival[i]!r}")
-    arrival = arrival - arrival.min() if len(arrival) else arrival
-    return requests_from_arrays(arrival, _token_counts(_pick(frame, _INPUT, path), path),
-                                _token_counts(_pick(frame, _OUTPUT, path), path))
-
-
-def _token_counts(column, path: Path) -> np.ndarray:
-    """A length column as int64; a value that is not a whole number of tokens below 2**62 is a ValueError
-    (a float cast would turn inf or 1e300 into -2**63)."""
-    values = np.asarray(column, dtype=np.float64)
-    bad = ~np.isfinite(values) | (values != np.round(values)) | (np.abs(values) >= 2.0**62)
-    if bad.any():
-        i = int(np.argmax(bad))
-        raise ValueError(f"{path}: row {i + 1}: a length must be a whole number of tokens, got {values[i]!r}")
-    return values.astype(np.int64)
+def load_trace(path: str | Path, fmt: str = "auto", *, start_s: float = 0.0,
+               duration_s: float = math.inf) -> list[Request]:
+    """Requests from a trace file (`simulator.traces`: the project's CSV/JSONL, the Azure LLM inference trace or
+    BurstGPT format, `fmt` "auto" telling them by their columns), arrivals from the first request or from the
+    window [start_s, start_s + duration_s) seconds after it."""
+    arrival, prompt, output = read_trace(path, fmt, start_s=start_s, duration_s=duration_s)
+    return requests_from_arrays(arrival, prompt, output)

@@ -49,13 +49,17 @@ def setup(args: argparse.Namespace):
     requests = build_request_stream(input_len=inputs, output_len=outputs, num_prompts=args.num_prompts,
                               request_rate=args.request_rate, burstiness=args.burstiness, seed=args.seed,
                               trace=args.trace, max_model_len=scenario.max_model_len,
-                              shared_prefix_len=args.shared_prefix_len)
+                              shared_prefix_len=args.shared_prefix_len, trace_format=args.trace_format,
+                              trace_start_s=args.trace_start, trace_duration_s=args.trace_duration)
     return scenario, layout, requests
 
 
 def header(args, scenario, layout, requests, batching: str) -> str:
     if args.trace:
-        workload = f"trace {args.trace} ({len(requests)} requests)"
+        workload = f"trace {args.trace} ({len(requests)} requests"
+        if args.trace_start or math.isfinite(args.trace_duration):
+            workload += f", {args.trace_start:g} s to {args.trace_start + args.trace_duration:g} s"
+        workload += ")"
     else:
         arrivals = ("all at t=0" if math.isinf(args.request_rate) else
                     f"{args.request_rate:g} req/s " + ("Poisson" if args.burstiness == 1 else
