@@ -18,6 +18,7 @@ step's seconds looked up in a cache of the StepCost's answers (`MemoStepCost`).
 from __future__ import annotations
 
 import math
+from heapq import heappop
 from typing import Callable
 
 import numpy as np
@@ -101,7 +102,7 @@ class DirectReplica:
         sched = self.scheduler
         if at_s > self.clock and not sched.has_schedulable_work():
             self.clock = at_s
-        sched.add_request(slot)
+        sched.waiting.append(slot)  # WaitingQueue.add_request
 
     def advance(self, until_s: float) -> None:
         """Run every step scheduled before `until_s` (the next arrival; inf: until the work is done)."""
@@ -291,6 +292,9 @@ class DirectReplica:
         n = len(cohort.base)
         total = cohort.sum_base + n * counter  # KV tokens of the cohort
         next_finish = cohort.next_finish_counter()
+        heap, base, on_finish = cohort.finish_heap, cohort.base, self.on_finish
+        t = sched.table
+        finish_kv, finish_s, shared_blocks = t.finish_kv_tokens, t.finish_s, t.num_shared_blocks
         num_steps = sum_seqs = kv_sum = 0
         kv_max = rec.kv_used_blocks_max
         stage_s = self.last_stage_s
@@ -315,21 +319,30 @@ class DirectReplica:
             last = clock = end
             counter += 1
             total += n
-            if counter == next_finish:
-                pool.num_free_blocks = free
-                cohort.counter = counter - 1
-                finished: list[int] = []
-                for req in cohort.advance(1):
-                    sched._finish(req, end, finished)
-                cohort.last_emit_s = end
-                for req in finished:
-                    self.on_finish(req)
-                free = pool.num_free_blocks
-                n = len(cohort.base)
-                if not n or sched._may_prefill():
+            if counter == next_finish:  # cohort.advance + sched._finish, inlined (the same order)
+                while heap and heap[0][0] <= counter:
+                    fc, req = heappop(heap)
+                    b = base.get(req)
+                    if b is None or b + fc != finish_kv[req]:
+                        continue  # a lazily deleted entry
+                    del base[req]
+                    cohort.sum_base -= b
+                    residues[b % bs] -= 1
+                    finish_s[req] = end
+                    free += -(-finish_kv[req] // bs) - shared_blocks[req]
+                    sched.num_running -= 1
+                    on_finish(req)
+                n = len(base)
+                if not n or ((sched.waiting or sched.prefilling) and sched._may_prefill()):
                     break
-                total = cohort.sum_computed_tokens
-                next_finish = cohort.next_finish_counter()
+                total = cohort.sum_base + n * counter
+                while heap:  # cohort.next_finish_counter
+                    fc, req = heap[0]
+                    b = base.get(req)
+                    if b is not None and b + fc == finish_kv[req]:
+                        break
+                    heappop(heap)
+                next_finish = heap[0][0] if heap else None
         if not num_steps:
             return False
         pool.num_free_blocks = free
@@ -357,6 +370,7 @@ def run_open_loop(stream, engine: EngineConfig, step_cost: StepCost, table: Requ
     outstanding = [0] * num_replicas  # the routers that may run here do not look at it
     round_robin, next_replica = router.name == "round_robin", 0  # Router.pick's round robin, inlined
     now = 0.0  # the client's clock: it sends request k at max(now, arrival), as SimPy's timeouts add up
+    sent_s, replica_of = table.sent_s, table.replica
     for chunk in stream.chunks():
         check_chunk(chunk)
         for position, request_id, arrival, prompt, output, prefix in zip(
@@ -374,8 +388,8 @@ def run_open_loop(stream, engine: EngineConfig, step_cost: StepCost, table: Requ
             replica = replicas[r]
             replica.advance(arrival + latency)  # the replica knows its next request's arrival in advance
             slot = table.add(position, request_id, arrival, prompt, output, prefix)
-            table.sent_s[slot] = now
-            table.replica[slot] = r
+            sent_s[slot] = now
+            replica_of[slot] = r
             replica.submit(slot, now + latency if latency > 0 else now)
         collector.flush()
     for replica in replicas:
