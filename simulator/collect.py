@@ -38,9 +38,7 @@ class MetricsCollector:
         self.tpot = Distribution(capacity)
         self.e2e = Distribution(capacity)
         self.itl_dist = Distribution(capacity)
-        self._ttft: list[float] = []
-        self._tpot: list[float] = []
-        self._e2e: list[float] = []
+        self._finished: list[tuple] = []  # (sent, first token, finish, prompt, output) per finished request
         self._results: dict[str, np.ndarray] | None = None
         if keep_requests:
             n = num_requests
@@ -52,30 +50,32 @@ class MetricsCollector:
 
     def on_finish(self, slot: int) -> None:
         t = self.table
-        sent, first, finish = t.sent_s[slot], t.first_token_s[slot], t.finish_s[slot]
-        out = t.num_output_tokens[slot]
-        self._ttft.append(first - sent)
-        self._e2e.append(finish - sent)
-        self._tpot.append((finish - first) / (out - 1) if out > 1 else math.nan)
-        self.num_finished += 1
-        self.total_input_tokens += t.num_prompt_tokens[slot]
-        self.total_output_tokens += out
-        if sent < self.first_sent_s:
-            self.first_sent_s = sent
-        if finish > self.last_finish_s:
-            self.last_finish_s = finish
+        self._finished.append((t.sent_s[slot], t.first_token_s[slot], t.finish_s[slot], t.num_prompt_tokens[slot],
+                               t.num_output_tokens[slot]))
         if self._results is not None:
             p, r = t.position[slot], self._results
             for name in r:
                 r[name][p] = getattr(t, name if name != "id" else "ids")[slot]
         t.release(slot)
-        if len(self._ttft) >= FLUSH:
+        if len(self._finished) >= FLUSH:
             self.flush()
 
     def flush(self) -> None:
-        for values, dist in ((self._ttft, self.ttft), (self._tpot, self.tpot), (self._e2e, self.e2e)):
-            dist.add(np.asarray(values, dtype=np.float64))
-            values.clear()
+        """Move the buffered requests' numbers into the distributions (vectorised: the same IEEE operations as
+        `RequestResults`' properties)."""
+        if self._finished:
+            sent, first, finish, prompt, out = (np.asarray(c) for c in zip(*self._finished))
+            self._finished.clear()
+            self.num_finished += len(sent)
+            self.total_input_tokens += int(np.sum(prompt))
+            self.total_output_tokens += int(np.sum(out))
+            self.first_sent_s = min(self.first_sent_s, float(np.min(sent)))
+            self.last_finish_s = max(self.last_finish_s, float(np.max(finish)))
+            self.ttft.add(first - sent)
+            self.e2e.add(finish - sent)
+            generated = out.astype(np.float64)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                self.tpot.add(np.where(generated > 1, (finish - first) / (generated - 1), np.nan))
         itl = self.itl
         if itl.gap_s or itl.run_end_s:
             gaps, counts = itl.arrays()

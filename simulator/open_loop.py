@@ -394,4 +394,5 @@ def run_open_loop(stream, engine: EngineConfig, step_cost: StepCost, table: Requ
         collector.flush()
     for replica in replicas:
         replica.advance(math.inf)
+    collector.flush()
     return replicas
