@@ -3,8 +3,8 @@
 `Distribution` takes (value, weight) pairs in any order and answers vLLM's statistics (mean, median, p90, p99;
 numpy's linear percentiles of the list where each value appears `weight` times):
 
-- exact while it holds at most `capacity` pairs (2**21 by default: 16 MB of values, 8 MB of weights when they
-  are not all 1): the pairs are kept as numpy arrays
+- exact while it holds at most `capacity` pairs (2**20 by default: 8 MB of values, 4 MB of weights when they
+  are not all 1; computing the statistics then takes ~100 MB for a moment): the pairs are kept as numpy arrays
   and the statistics are `simulator.metrics._stats` of them, bit for bit what a run that kept everything gives;
 - past that, a log-bucket quantile sketch (in the manner of DDSketch, Masson et al., VLDB 2019): a positive
   value v falls in bucket i = ceil(log(v) / log(gamma)), gamma = (1 + a) / (1 - a), and stands for
@@ -26,7 +26,7 @@ from simulator.metrics import _STATS, _stats
 
 MIN_VALUE_S = 1e-9
 MAX_VALUE_S = 1e7
-DEFAULT_CAPACITY = 1 << 21
+DEFAULT_CAPACITY = 1 << 20
 DEFAULT_RELATIVE_ERROR = 1e-4
 
 

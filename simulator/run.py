@@ -98,7 +98,7 @@ def simulate(requests: Sequence[Request] | RequestStream, engine: EngineConfig, 
         at a time, for checking).
     keep_requests: return per-request results and every inter-token gap; False keeps only the metrics, in
         memory that does not grow with the number of requests (when the open-loop driver runs: see
-        `simulator.open_loop`; percentiles then exact up to 2**21 values each, see `simulator.accumulators`).
+        `simulator.open_loop`; percentiles then exact up to 2**20 values each, see `simulator.accumulators`).
     """
     if max_macro_steps < 1:
         raise ValueError("max_macro_steps must be >= 1")
