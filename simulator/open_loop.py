@@ -10,7 +10,7 @@ its arrival to its finish (its slot is then reused), and its metrics go to fixed
 The steps are those of the "serial" pipelining strategy (`simulator.pipelining`), with the same arithmetic in
 the same order, so the results are the same (tested): a request is in the queue at a step scheduled at
 `clock` when it arrived at or before `clock`; a run of pure decodes (nothing prefilling, nobody admissible)
-stops after the step that ends at or after the next arrival. Long runs (more than `DecodeRun.SHORT_RUN` steps
+stops after the step that ends at or after the next arrival. Long runs (more than `LONG_RUN_STEPS` steps
 expected before the next arrival) are costed with one array call; short ones one step at a time inline, each
 step's seconds looked up in a cache of the StepCost's answers (`MemoStepCost`).
 """
@@ -25,7 +25,6 @@ import numpy as np
 
 from simulator.batch import BatchStats, StepCost
 from simulator.config import EngineConfig
-from simulator.decode_run import DecodeRun
 from simulator.itl import ItlRecorder
 from simulator.request import RequestTable
 from simulator.running_set import RunningSet
@@ -34,6 +33,11 @@ from simulator.timeline import StepRecorder
 
 MEMO_ENTRIES = 1 << 17
 """Most answers `MemoStepCost` keeps of each kind (then it starts afresh): ~40 MB at most."""
+
+
+LONG_RUN_STEPS = 256
+"""Decode runs expected to be longer (before the next arrival) are costed with one array call: numpy's call
+overhead (~50 us) pays off only over a few hundred steps of the inline loop (~0.5 us each)."""
 
 
 class MemoStepCost:
@@ -250,7 +254,7 @@ class DirectReplica:
         max_steps = self.max_macro_steps
         if until_s < math.inf and self.last_stage_s > 0:
             max_steps = min(max_steps, 2 * int((until_s - self.clock) / self.last_stage_s) + 8)
-        if max_steps > DecodeRun.SHORT_RUN:
+        if max_steps > LONG_RUN_STEPS:
             return self._long_run(until_s, max_steps)
         return self._short_run(cohort, until_s)
 
@@ -295,31 +299,36 @@ class DirectReplica:
         heap, base, on_finish = cohort.finish_heap, cohort.base, self.on_finish
         t = sched.table
         finish_kv, finish_s, shared_blocks = t.finish_kv_tokens, t.finish_s, t.num_shared_blocks
-        num_steps = sum_seqs = kv_sum = 0
+        # locals for the loop: `avail` blocks may be opened (free less V0's margin), `cap - avail` are in use;
+        # the sequences summed per segment between finishes (n is constant within one)
+        avail, cap = free - margin, num_blocks - margin
+        start_counter = seg_start = counter
+        sum_seqs = kv_sum = 0
         kv_max = rec.kv_used_blocks_max
         stage_s = self.last_stage_s
+        memo_get, add_gap, add_count = memo.get, gap_s.append, gap_count.append
         while clock < until_s:
             need = residues[-counter % bs]
-            if need > free - margin:
+            if need > avail:
                 break
-            free -= need
+            avail -= need
             ctx = total + n
-            stage_s = memo.get((n << 40) | ctx)
+            stage_s = memo_get((n << 40) | ctx)  # contexts stay far below 2**40 tokens
             if stage_s is None:
                 stage_s = decode_step(n, ctx)
             end = clock + stage_s
-            used = num_blocks - free
-            num_steps += 1
-            sum_seqs += n
+            used = cap - avail
             kv_sum += used
             if used > kv_max:
                 kv_max = used
-            gap_s.append(end - last)
-            gap_count.append(n)
+            add_gap(end - last)
+            add_count(n)
             last = clock = end
             counter += 1
             total += n
             if counter == next_finish:  # cohort.advance + sched._finish, inlined (the same order)
+                sum_seqs += n * (counter - seg_start)
+                seg_start = counter
                 while heap and heap[0][0] <= counter:
                     fc, req = heappop(heap)
                     b = base.get(req)
@@ -329,8 +338,9 @@ class DirectReplica:
                     cohort.sum_base -= b
                     residues[b % bs] -= 1
                     finish_s[req] = end
-                    free += -(-finish_kv[req] // bs) - shared_blocks[req]
+                    avail += -(-finish_kv[req] // bs) - shared_blocks[req]
                     sched.num_running -= 1
+                    pool.num_free_blocks = avail + margin  # for _may_prefill (V0 asks the pool)
                     on_finish(req)
                 n = len(base)
                 if not n or ((sched.waiting or sched.prefilling) and sched._may_prefill()):
@@ -343,9 +353,11 @@ class DirectReplica:
                         break
                     heappop(heap)
                 next_finish = heap[0][0] if heap else None
+        num_steps = counter - start_counter
         if not num_steps:
             return False
-        pool.num_free_blocks = free
+        sum_seqs += n * (counter - seg_start)
+        pool.num_free_blocks = avail + margin
         cohort.counter = counter
         cohort.last_emit_s = last
         self.clock = clock
