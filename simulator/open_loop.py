@@ -239,7 +239,8 @@ class DirectReplica:
                 sched._finish(i, end, finished)
             else:
                 merged.add(i, computed)
-        sched.ready = [merged]
+        if not n:
+            sched.ready = [merged]  # (with n > 0 it already is [cohort])
         self.clock = end
         self.last_stage_s = stage_s
         for req in finished:
