@@ -11,6 +11,12 @@ wall and CPU seconds (median of --repeat runs), simulated requests per wall seco
 maximum resident set) and the ratios between consecutive sizes. Aim: 1e6 in <= 10 s and <= 300 MB; time
 ratio 1e6 / 1e5 <= 11 (cost linear in the number of requests).
 
+Measured (2026-12-07 07:28-07:33 UTC, this 2-core machine shared with other sessions, load average 1.7-3.5,
+commit 0104e14; `--scale --repeat 3`, medians): 1e4 0.23 s wall / 62 MB, 1e5 1.30 s / 119 MB, 1e6 9.97 s
+(9.79 s CPU) / 205 MB, time ratio 1e6 / 1e5 7.6; 2e6 once: 17.7 s CPU / 199 MB. The issue's commit a7dd90e in
+the same run as 0104e14 (`/usr/bin/time`, 1e6): 38.0 s wall, 37.7 s CPU, 1156 MB against 9.84 s, 9.81 s,
+210 MB (3.9x faster, 5.5x less memory). Under heavier load (average ~7) wall times were ~3x the CPU times.
+
 Case 1 (online): 100,000 Poisson requests over 8 replicas, input ~ lognormal(mean 500), output ~
 lognormal(mean 200). Target: < 10 s. Case 2 (offline): 300 requests of 100 in / 600 out at t = 0. Target:
 well under 0.1 s.
