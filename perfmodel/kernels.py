@@ -99,6 +99,26 @@ def dense_cost(g: Any, m: Any, r: GemmRates) -> Any:
     return np.maximum(m * g.flops_per_token / r.flops_per_s, memory)
 
 
+def scaled_dense_cost(memory: str, compute: str, *, quant_bytes: str | None = None) -> CostFn:
+    """A GEMM priced like cuBLAS's (:func:`dense_cost`) at its family's own rates: weight reads at the coefficient
+    ``memory`` of datasheet HBM, tensor-core math at ``compute`` times the dense rate at the same rows; with
+    ``quant_bytes``, a separate pass over the input before the GEMM (fp8's per-token activation quantization:
+    that many HBM bytes per input element, at the streaming rate)."""
+
+    def cost(g: Any, m: Any, r: GemmRates) -> Any:
+        import numpy as np
+
+        c = r.coefficients
+        memory_rate = r.hbm_bytes_per_s * getattr(c, memory) if memory else r.bytes_per_s
+        seconds = np.maximum(m * g.flops_per_token / (r.flops_per_s * getattr(c, compute)),
+                             (g.weight_bytes + m * g.activation_bytes_per_token) / memory_rate)
+        if quant_bytes:
+            seconds = seconds + m * g.input_elements_per_token * getattr(c, quant_bytes) / r.bytes_per_s
+        return seconds
+
+    return cost
+
+
 EXLLAMA_MAX_ROWS = 50  # vLLM csrc/quantization/gptq/q_gemm.cu MAX_Q_GEMM_ROWS (4-bit)
 EXLLAMA_BLOCK_ROWS = 8  # ... BLOCK_M_SIZE_MAX: rows per pass of the quantized kernel
 
@@ -196,7 +216,8 @@ KERNELS: tuple[KernelFamily, ...] = (
              "the input whole (MacheteLinearKernel.can_implement)",
         selects=lambda f: (f.quantized and _mixed_precision(f) and f.cc >= 9.0
                            and f.group_size in MACHETE_GROUP_SIZES and not (f.desc_act and f.input_split)),
-        cost=dense_cost),
+        cost=scaled_dense_cost("machete_memory_efficiency", "machete_compute_efficiency"),
+        fitted=("machete_memory_efficiency", "machete_compute_efficiency")),
     KernelFamily(
         name="gptq_marlin",
         what="MarlinLinearKernel: symmetric int4/int8 weights, float16/bfloat16, cc >= 8.0",
@@ -206,10 +227,14 @@ KERNELS: tuple[KernelFamily, ...] = (
         selects=lambda f: f.quantized and f.method == "awq", cost=dense_cost),
     KernelFamily(
         name="awq_marlin", what="awq_marlin.py: Marlin with zero points, float16/bfloat16, cc >= 8.0",
-        selects=lambda f: f.quantized and f.method == "awq_marlin", cost=dense_cost),
+        selects=lambda f: f.quantized and f.method == "awq_marlin",
+        cost=scaled_dense_cost("awq_marlin_memory_efficiency", "awq_marlin_compute_efficiency"),
+        fitted=("awq_marlin_memory_efficiency", "awq_marlin_compute_efficiency")),
     KernelFamily(
         name="fp8_w8a8", what="CUTLASS scaled_mm on fp8 weights and activations, cc >= 8.9", w8a8_dtype="fp8",
-        selects=lambda f: f.quantized and f.scheme == "FP8_W8A8" and f.cc >= 8.9, cost=dense_cost),
+        selects=lambda f: f.quantized and f.scheme == "FP8_W8A8" and f.cc >= 8.9,
+        cost=scaled_dense_cost("", "fp8_w8a8_compute_efficiency", quant_bytes="fp8_w8a8_quant_bytes_per_element"),
+        fitted=("fp8_w8a8_compute_efficiency", "fp8_w8a8_quant_bytes_per_element")),
     KernelFamily(
         name="fp8_marlin", what="FP8 Marlin: fp8 weights, 16-bit activations (W8A16), cc >= 8.0",
         selects=lambda f: f.quantized and f.scheme in ("FP8_W8A8", "FP8_W8A16"), cost=dense_cost),
@@ -272,6 +297,15 @@ def layer_facts(precision: Any, linear: Any, tp: int) -> tuple[KernelFacts, str 
     facts = (base or KernelFacts()).for_layer(parallel=linear.parallel, tp=tp, num_experts=max(1, linear.num_experts),
                                               quantized=quantized)
     return facts, forced
+
+
+# Attention on an fp8 KV cache is no linear layer's family, but has its own coefficient, fitted like theirs
+FP8_KV_FITTED = ("fp8_kv_attention_memory_efficiency",)
+
+
+def kv_cache_coefficients(precision: Any) -> tuple[str, ...]:
+    """The own coefficients of the KV cache's dtype (``FP8_KV_FITTED`` for an fp8 cache)."""
+    return FP8_KV_FITTED if str(precision.kv_cache_dtype).startswith("fp8") else ()
 
 
 def family_name(family: KernelFamily) -> str:

@@ -173,3 +173,50 @@ def test_alt_coefficient_is_fitted_when_runs_use_it_and_noted_when_not():
         "exllama_memory_efficiency",)
     assert "gptq_alt_memory_efficiency" not in default_profile("v100-sxm2-32gb").fitted
     assert Coefficients().gptq_alt_memory_efficiency == 0.5  # the prior predictions use until a refit
+
+
+# ---- the Hopper quantized families fitted on H200 sweep 2 (machete, awq_marlin, fp8_w8a8, the fp8 KV cache) ----
+
+@pytest.mark.parametrize("name", ["machete", "awq_marlin", "fp8_w8a8"])
+def test_the_swept_families_have_their_own_coefficients(name):
+    assert kernels.BY_NAME[name].fitted
+
+
+def test_scaled_dense_cost_is_the_dense_roofline_at_the_familys_rates():
+    g = _Gemm(flops_per_token=2e6, weight_bytes=1e6, activation_bytes_per_token=10.0, input_elements_per_token=100.0)
+    c = Coefficients(machete_memory_efficiency=0.5, machete_compute_efficiency=0.25)
+    r = kernels.GemmRates(coefficients=c, flops_per_s=1e12, bytes_per_s=1e9, hbm_bytes_per_s=2e9, simt_flops_per_s=0.0)
+    machete = kernels.BY_NAME["machete"].cost
+    assert machete(g, 1, r) == pytest.approx((1e6 + 10) / (0.5 * 2e9))  # memory bound at its own efficiency
+    assert machete(g, 10_000, r) == pytest.approx(2e10 / (0.25 * 1e12))  # compute bound at its share of dense
+    same = kernels.scaled_dense_cost("", "machete_compute_efficiency")
+    r1 = kernels.GemmRates(coefficients=Coefficients(), flops_per_s=1e12, bytes_per_s=1e9, hbm_bytes_per_s=2e9,
+                           simt_flops_per_s=0.0)
+    assert same(g, 7, r1) == pytest.approx(kernels.dense_cost(g, 7, r1))  # "" memory: the dense streaming rate
+
+
+def test_fp8_w8a8_pays_the_activation_quantization_pass():
+    g = _Gemm(flops_per_token=2e6, weight_bytes=1e6, activation_bytes_per_token=10.0, input_elements_per_token=100.0)
+    r = kernels.GemmRates(coefficients=Coefficients(fp8_w8a8_quant_bytes_per_element=3.0), flops_per_s=1e12,
+                          bytes_per_s=1e9, hbm_bytes_per_s=2e9, simt_flops_per_s=0.0)
+    fp8 = kernels.BY_NAME["fp8_w8a8"].cost
+    assert fp8(g, 64, r) == pytest.approx(kernels.dense_cost(g, 64, r) + 64 * 100 * 3.0 / 1e9)
+
+
+def test_an_fp8_kv_cache_has_its_own_attention_coefficient_and_it_is_fitted():
+    from calibrate.fit_online import kernel_coefficients
+    from perfmodel.cost import StepCostModel
+
+    llama = load_model("llama-3.1-8b")
+    fp8 = resolve_precision(llama, H200.gpu, kv_cache_dtype="fp8")
+    auto = resolve_precision(llama, H200.gpu)
+    assert kernel_coefficients([_Obs(model=llama, precision=fp8, layout=Layout(tp=1))]) == kernels.FP8_KV_FITTED
+    assert kernel_coefficients([_Obs(model=llama, precision=auto, layout=Layout(tp=1))]) == ()
+
+    def attention_s(precision, c):
+        cost = StepCostModel(llama, H200, Layout(tp=1), precision, c)
+        return cost._attention(0.0, 0.0, 0.0, 1e6, 100.0, max, min)
+
+    slow = Coefficients(fp8_kv_attention_memory_efficiency=0.35)
+    assert attention_s(fp8, slow) == pytest.approx(2 * attention_s(fp8, Coefficients(fp8_kv_attention_memory_efficiency=0.7)))
+    assert attention_s(auto, slow) == attention_s(auto, Coefficients())  # a 16-bit cache does not read it
