@@ -130,7 +130,8 @@ def scaled_dense_cost(memory: str, compute: str, *, quant_bytes: str | None = No
 def fp8_sm90_tile_rows(m: Any, k: float, n: float) -> Any:
     """Rows of one output tile of vLLM's CUTLASS fp8 GEMM on Hopper for m rows and k inputs: the row count the
     tiles pad m up to (csrc/quantization/w8a8/cutlass/c3x/scaled_mm_sm90_fp8_dispatch.cuh
-    cutlass_gemm_sm90_fp8_dispatch; compiled into the 0.26 wheel): up to 16 rows and up to 64 the operands are
+    cutlass_gemm_sm90_fp8_dispatch, read at vLLM commit c30af86; the 0.26 wheel ships it compiled, so not checked
+    against the 0.26 tag): up to 16 rows and up to 64 the operands are
     swapped and m runs along tiles 16 and 64 wide; (64, 128] 64-row tiles; above 128, 128-row tiles, 256-row ones
     from 8192 rows when k >= 6144."""
     import numpy as np
@@ -144,7 +145,7 @@ def machete_tile_rows(m: Any, k: float, n: float) -> Any:
     """Rows (activation tokens) of one tile of vLLM's Machete GEMM for m rows, k inputs and n outputs: the weights
     are its A operand, the tokens run along the tile's second dimension, whose size the default heuristic picks
     from m, k and n (csrc/quantization/machete/generate.py default_tile_heuristic_config, "tuned for H100s";
-    compiled into the 0.26 wheel)."""
+    read in vLLM's repository; the 0.26 wheel ships it compiled, so not checked against the 0.26 tag)."""
     import numpy as np
 
     m = np.asarray(m, dtype=float)
