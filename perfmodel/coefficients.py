@@ -161,6 +161,10 @@ class Coefficients:
         0.70, "fraction of HBM bandwidth decode attention reaches reading an fp8 KV cache (FlashAttention 3 with "
         "fp8 KV, vLLM 0.26 v1/attention/backends/flash_attn.py); prior: attention_memory_efficiency's default",
         0.05, 1.0, group="kernel_fp8_kv")
+    fp8_kv_attention_compute_efficiency: float = _coef(
+        1.0, "speed of prefill attention on an fp8 KV cache on Hopper, where FlashAttention 3 multiplies in fp8 at "
+        "the fp8 tensor-core peak, relative to attention_compute_efficiency's fraction of that peak; 1 = the same "
+        "fraction as 16-bit attention reaches of its own", 0.2, 1.5, group="kernel_fp8_kv")
     activation_bytes_per_token: float = _coef(
         6.0, "peak activation memory of vLLM's profile run, in units of (hidden + intermediate/TP) elements "
         "of the activation dtype per token of max_num_batched_tokens", 0.0, 64.0, group="memory")

@@ -90,6 +90,12 @@ class StepCostModel:
         gpu = cluster.gpu
         self._gemm_peak = gpu.peak_flops_per_s[precision.gemm_flops_dtype]
         self._attn_peak = gpu.peak_flops_per_s[precision.activation_dtype]
+        if (kernels.kv_cache_coefficients(precision) and str(gpu.compute_capability).split(".")[0] == "9"
+                and "fp8" in gpu.peak_flops_per_s):
+            # an fp8 KV cache on Hopper: FlashAttention 3 quantizes the queries too and multiplies in fp8 (vLLM 0.26
+            # v1/attention/backends/flash_attn.py: FlashAttentionBackend.supports_kv_cache_dtype takes fp8 only
+            # with FA3 on cc 9.x; FlashAttentionImpl.forward: "queries are quantized in the attention layer")
+            self._attn_peak = gpu.peak_flops_per_s["fp8"] * coefficients.fp8_kv_attention_compute_efficiency
         self._hbm = gpu.memory_bandwidth_bytes_per_s
         self._layers = layers_per_stage(model.num_layers, layout.pp)
         self._gemms = _layer_gemms(model, precision, layout.tp)

@@ -340,7 +340,7 @@ def layer_facts(precision: Any, linear: Any, tp: int) -> tuple[KernelFacts, str 
 
 
 # Attention on an fp8 KV cache is no linear layer's family, but has its own coefficient, fitted like theirs
-FP8_KV_FITTED = ("fp8_kv_attention_memory_efficiency",)
+FP8_KV_FITTED = ("fp8_kv_attention_compute_efficiency", "fp8_kv_attention_memory_efficiency")
 
 
 def kv_cache_coefficients(precision: Any) -> tuple[str, ...]:

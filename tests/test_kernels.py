@@ -243,3 +243,24 @@ def test_a_tiled_familys_math_runs_on_whole_tiles():
                           simt_flops_per_s=0.0)
     assert kernels.BY_NAME["machete"].cost(g, 192, r) == pytest.approx(256 * g.flops_per_token / 1e12)
     assert kernels.BY_NAME["machete"].cost(g, 256, r) == pytest.approx(256 * g.flops_per_token / 1e12)
+
+
+def test_fp8_kv_prefill_attention_runs_at_the_fp8_peak_on_hopper_only():
+    from perfmodel.cost import StepCostModel
+
+    llama = load_model("llama-3.1-8b")
+    fp8 = resolve_precision(llama, H200.gpu, kv_cache_dtype="fp8")
+    auto = resolve_precision(llama, H200.gpu)
+    half = Coefficients(fp8_kv_attention_compute_efficiency=0.5)
+
+    def prefill_s(precision, c):  # compute-bound prefill: many pairs, no context bytes
+        return StepCostModel(llama, H200, Layout(tp=1), precision, c)._attention(1e9, 0.0, 0.0, 0.0, 0.0, max, min)
+
+    peaks = H200.gpu.peak_flops_per_s
+    assert prefill_s(fp8, Coefficients()) == pytest.approx(prefill_s(auto, Coefficients()) * peaks["bfloat16"] / peaks["fp8"])
+    assert prefill_s(fp8, half) == pytest.approx(2 * prefill_s(fp8, Coefficients()))
+    a100 = load_hardware("dgx-a100")
+    fp8_a100 = resolve_precision(llama, a100.gpu, kv_cache_dtype="fp8")
+    auto_a100 = resolve_precision(llama, a100.gpu)
+    cost = lambda p: StepCostModel(llama, a100, Layout(tp=1), p, half)._attention(1e9, 0.0, 0.0, 0.0, 0.0, max, min)
+    assert cost(fp8_a100) == cost(auto_a100)  # no FA3: the 16-bit rate
