@@ -35,6 +35,19 @@ from perfmodel.coefficients import load_profile  # noqa: E402
 
 METRIC = "tokens_per_second"
 FEW_RUNS = 3  # a coefficient informed by fewer runs than this is reported as such
+SENSITIVITY = 0.01  # a run informs a coefficient when 10% more of it moves the run's predicted time by 1% or more
+
+
+def informing_runs(coefficients, name: str, runs) -> int:
+    """How many runs' predicted elapsed times move by ``SENSITIVITY`` when the coefficient grows by 10%
+    (measured KV, the fit's own simulation)."""
+    bumped = coefficients.replace(**{name: getattr(coefficients, name) * 1.1})
+    moved = 0
+    for o in runs:
+        base = o.simulate(coefficients, kv_from="measured").metrics.elapsed_s
+        if abs(o.simulate(bumped, kv_from="measured").metrics.elapsed_s / base - 1.0) >= SENSITIVITY:
+            moved += 1
+    return moved
 
 
 def family(o) -> str:
@@ -92,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     families: dict[str, list] = {}
     for o in observations:
         families.setdefault(family(o), []).append(o)
-    combined, fitted, stderr, rows, details = prior, [], {}, [], []
+    combined, fitted, stderr, rows, details, few = prior, [], {}, [], [], []
     for name, runs in sorted(families.items()):
         print(f"{name}: {len(runs)} runs", file=sys.stderr)
         fitter = fit(cluster, prior, runs)
@@ -105,9 +118,11 @@ def main(argv: list[str] | None = None) -> int:
         lomo = held_out(cluster, prior, runs, lambda o: o.model_name)
         models = sorted({o.model_name for o in runs})
         pre = {r: preregistered[r] for r in in_sample if r in preregistered}
+        informed = {n: informing_runs(fitter.coefficients_, n, runs) for n in names}
+        few += [f"`{n}` ({informed[n]} runs)" for n in names if informed[n] < FEW_RUNS]
         coefficient_text = ", ".join(f"{n} = {getattr(fitter.coefficients_, n):.4g} (prior {getattr(prior, n):.4g}"
-                                     + (f", ± {fitter.stderr_[n]:.2g}" if n in fitter.stderr_ else "") + ")"
-                                     for n in names)
+                                     + (f", ± {fitter.stderr_[n]:.2g}" if n in fitter.stderr_ else "")
+                                     + f", {informed[n]} runs inform it)" for n in names)
         rows.append(f"| {name} | {len(runs)} | {len(models)} | {median_ape(pre):.1%} | {median_ape(in_sample):.1%} "
                     f"| {median_ape(loro):.1%} | {median_ape(lomo):.1%} | {coefficient_text} |")
         for o in runs:
@@ -116,7 +131,6 @@ def main(argv: list[str] | None = None) -> int:
                            f"{int(np.mean(o.output_lens))} x {len(o.input_lens)} | {measured[r]:,.0f} | "
                            f"{preregistered.get(r, float('nan')):+.1%} | {in_sample[r]:+.1%} | {loro[r]:+.1%} | "
                            f"{lomo[r]:+.1%} |")
-    few = [f"{name} ({len(runs)} runs)" for name, runs in sorted(families.items()) if len(runs) < FEW_RUNS]
 
     write_yaml_atomic(args.profile, profile_document(
         name=Path(args.profile).stem, gpu=cluster.gpu.name, coefficients=combined, fitted=fitted, stderr=stderr,
@@ -139,8 +153,9 @@ def main(argv: list[str] | None = None) -> int:
         "| family | runs | models | pre-registered | in-sample | leave one run out | leave one model out | "
         "fitted coefficients (in-sample) |",
         "|---|---:|---:|---:|---:|---:|---:|---|", *rows, "",
-        ("Families with fewer than 3 runs (their coefficients are barely informed): " + ", ".join(few) + ".")
-        if few else "Every family has at least 3 runs.", "",
+        "A run informs a coefficient when 10% more of it moves the run's predicted time by 1% or more. "
+        + (("Informed by fewer than 3 runs (read their values and the errors they drive with care): "
+            + ", ".join(few) + ".") if few else "Every coefficient is informed by at least 3 runs."), "",
         "## per run (signed error of offline throughput)", "",
         "| family | run | model | in/out x n | measured tok/s | pre-registered | in-sample | leave run out | "
         "leave model out |",
