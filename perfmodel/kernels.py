@@ -118,10 +118,21 @@ def exllama_cost(g: Any, m: Any, r: GemmRates) -> Any:
     quantized_rate = r.hbm_bytes_per_s * c.exllama_memory_efficiency
     simt_rate = r.simt_flops_per_s * c.gemm_compute_efficiency if r.simt_flops_per_s else r.flops_per_s
     small = np.maximum(m * g.flops_per_token / simt_rate, (reads * g.weight_bytes + act) / quantized_rate)
-    fp16_bytes = 2.0 * g.params
-    dequantize = (g.weight_bytes + fp16_bytes) / r.bytes_per_s
-    large = dequantize + np.maximum(m * g.flops_per_token / r.flops_per_s, (fp16_bytes + act) / r.bytes_per_s)
+    large = _dequantize_s(g, r) + _fp16_gemm_s(g, m, r)
     return np.where(np.asarray(m) <= EXLLAMA_MAX_ROWS, small, large)
+
+
+def _dequantize_s(g: Any, r: GemmRates) -> Any:
+    """A streaming dequantize pass: read the quantized weights, write them as an fp16 matrix (2 B per weight)."""
+    return (g.weight_bytes + 2.0 * g.params) / r.bytes_per_s
+
+
+def _fp16_gemm_s(g: Any, m: Any, r: GemmRates) -> Any:
+    """cuBLAS multiplying m rows with the dequantized fp16 matrix (read once, with the rows' activations)."""
+    import numpy as np
+
+    return np.maximum(m * g.flops_per_token / r.flops_per_s,
+                      (2.0 * g.params + m * g.activation_bytes_per_token) / r.bytes_per_s)
 
 
 ALT_MAX_ROWS = 8  # vLLM csrc/quantization/gptq/q_gemm.cu MAX_ALT_GEMM_ROWS: the alt kernel's rows, else reconstruct
@@ -149,9 +160,8 @@ def gptq_alt_cost(g: Any, m: Any, r: GemmRates) -> Any:
     simt_rate = (r.simt_flops_per_s * c.gemm_compute_efficiency / 2.0 if r.simt_flops_per_s
                  else r.flops_per_s)
     small = np.maximum(m * g.flops_per_token / simt_rate, (gathered + act) / alt_rate)
-    fp16_bytes = 2.0 * g.params
-    reconstruct = gathered / alt_rate + fp16_bytes / r.bytes_per_s
-    large = reconstruct + np.maximum(m * g.flops_per_token / r.flops_per_s, (fp16_bytes + act) / r.bytes_per_s)
+    reconstruct = gathered / alt_rate + 2.0 * g.params / r.bytes_per_s
+    large = reconstruct + _fp16_gemm_s(g, m, r)
     return np.where(np.asarray(m) <= ALT_MAX_ROWS, small, large)
 
 
