@@ -165,6 +165,20 @@ def gptq_alt_cost(g: Any, m: Any, r: GemmRates) -> Any:
     return np.where(np.asarray(m) <= ALT_MAX_ROWS, small, large)
 
 
+AWQ_MATMUL_MIN_ROWS = 256  # vLLM 0.7.0 awq.py AWQLinearMethod.apply FP16_MATMUL_HEURISTIC_CONDITION (0.19.1 too)
+
+
+def awq_cost(g: Any, m: Any, r: GemmRates) -> Any:
+    """vLLM's AWQ method (awq.py AWQLinearMethod.apply). Below 256 rows ops.awq_gemm, a tensor-core kernel that
+    dequantizes int4 tiles in shared memory: the dense formula on the int4 bytes. From 256 rows
+    ops.awq_dequantize first writes the whole layer as an fp16 matrix, every step, and torch.matmul (cuBLAS)
+    multiplies with it: a streaming pass (int4 read, fp16 write) then a GEMM reading 2 B per weight."""
+    import numpy as np
+
+    large = _dequantize_s(g, r) + _fp16_gemm_s(g, m, r)
+    return np.where(np.asarray(m) >= AWQ_MATMUL_MIN_ROWS, large, dense_cost(g, m, r))
+
+
 def fused_moe_cost(inner: Any, r: GemmRates) -> Any:
     """vLLM's fused MoE kernel (Triton fused_moe): the expert GEMMs at ``fused_moe_efficiency`` of the rates the
     weight format's own family prices them at."""
@@ -212,8 +226,9 @@ KERNELS: tuple[KernelFamily, ...] = (
         what="MarlinLinearKernel: symmetric int4/int8 weights, float16/bfloat16, cc >= 8.0",
         selects=lambda f: f.quantized and _mixed_precision(f), cost=dense_cost),
     KernelFamily(
-        name="awq", what="awq.py AWQLinearMethod: ops.awq_gemm / awq_dequantize, float16 only, cc >= 7.5",
-        selects=lambda f: f.quantized and f.method == "awq", cost=dense_cost),
+        name="awq", what="awq.py AWQLinearMethod: ops.awq_gemm below 256 rows, awq_dequantize + torch.matmul "
+                          "from 256, float16 only, cc >= 7.5",
+        selects=lambda f: f.quantized and f.method == "awq", cost=awq_cost),
     KernelFamily(
         name="awq_marlin", what="awq_marlin.py: Marlin with zero points, float16/bfloat16, cc >= 8.0",
         selects=lambda f: f.quantized and f.method == "awq_marlin", cost=dense_cost),
