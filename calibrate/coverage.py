@@ -158,7 +158,7 @@ def _preregistered_lines(folder: Path) -> list[str]:
     ape = (shown["predicted"] - shown["measured"]).abs() / shown["measured"]
     by_source = "; ".join(f"{source}: {int(g['inside'].sum())} of {len(g)} inside, median ±{_pct(g['half_width'].median())}"
                           for source, g in shown.groupby("source"))
-    shown_path = folder.relative_to(ROOT) if folder.is_relative_to(ROOT) else folder
+    shown_path = folder.relative_to(Path.cwd()) if folder.is_absolute() and folder.is_relative_to(Path.cwd()) else folder
     lines = [f"### {folder.name}: intervals committed before the runs (`{shown_path}/`)", "",
              f"{int(h['inside'].sum())} of {len(h)} measured figures inside their interval. Offline throughput: "
              f"{int(shown['inside'].sum())} of {len(shown)} runs inside, median half-width "

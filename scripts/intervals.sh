@@ -8,7 +8,8 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python}
 H200="data/h200/multi-2gpu-a.jsonl data/h200/multi-2gpu-b.jsonl data/h200/multi-4gpu.jsonl data/h200/online-gpu3.jsonl
       data/h200/single-gpu0.jsonl data/h200/single-gpu1.jsonl data/h200/single-gpu2.jsonl data/h200-holdout/results.jsonl
-      data/h200-sweep2/bf16-offline.jsonl data/h200-holdout3/results.jsonl"
+      data/h200-sweep2/bf16-offline.jsonl data/h200-holdout3/results.jsonl
+      data/h200-sweep2/quantized-offline.jsonl"
 H200_CSV=$(echo $H200 | tr ' ' ',')
 $PY -m perfmodel.cli calibrate uncertainty $H200 --hardware h200-sxm --profile perfmodel/profiles/h200-sxm.yaml \
     --anchors data/anchors/h200-sxm.yaml --model-transfer \
