@@ -35,6 +35,7 @@ MAX_SPREAD = 2.0  # --input/--output-sigma; perfmodel.simulate.length_distributi
 MAX_TEXT_BYTES = 256 * 2**20  # YAML/JSON/CSV/JSONL files read whole into memory
 MAX_NESTING = 64  # containers inside containers in a YAML or JSON file
 NUL = b"\x00"
+SYSTEM_FOLDERS = ("/proc/", "/sys/", "/dev/")  # kernel files: never an output (a write to /dev/full, /proc/...)
 
 
 def max_workers() -> int:
@@ -80,10 +81,36 @@ def real(low: float | None = None, high: float | None = None, *, low_open: bool 
 
 
 def word(text: str) -> str:
-    """One word (no spaces or line breaks): names written into job scripts (account, partition)."""
+    """One word (no spaces or line breaks)."""
     if not text or any(c.isspace() or not c.isprintable() for c in text):
         raise argparse.ArgumentTypeError(f"expected one word, got {_show(text)}")
     return text
+
+
+# -- values written into SLURM job scripts (perfmodel.sbatch states the rules; here they become flag errors) ----
+def _script_value(check: Callable[[str], str | None], name: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        problem = check(text)
+        if problem:
+            raise argparse.ArgumentTypeError(problem)
+        return text
+    parse.__name__ = name
+    return parse
+
+
+def _lazy(fn_name: str) -> Callable[[str], str | None]:
+    def check(text: str) -> str | None:
+        from perfmodel import sbatch
+
+        return getattr(sbatch, fn_name)(text)
+    return check
+
+
+SLURM_NAME = _script_value(_lazy("slurm_name_problem"), "SLURM name")  # --account, --partition
+MODULE_NAME = _script_value(_lazy("module_name_problem"), "module name")  # --module
+INTERFACE_NAME = _script_value(_lazy("interface_name_problem"), "interface name")  # --network-interface
+SCRIPT_PATH = _script_value(_lazy("script_path_problem"), "path")  # --python and paths written into a script
+ENV_SETUP = _script_value(_lazy("env_setup_problem"), "shell lines")  # --env-setup: code, so it must parse
 
 
 def _describe_range(what: str, low, high, *, low_open: bool = False) -> str:
@@ -152,6 +179,8 @@ def output_file(text: str) -> str:
         raise argparse.ArgumentTypeError("expected a file name, got ''")
     if os.path.isdir(text) or text.endswith(os.sep):
         raise argparse.ArgumentTypeError(f"{text}: is a folder; give a file name in it")
+    if os.path.realpath(text).startswith(SYSTEM_FOLDERS):
+        raise argparse.ArgumentTypeError(f"{text}: is under {', '.join(SYSTEM_FOLDERS)}; give a regular file")
     parent = os.path.dirname(text) or "."
     if not os.path.isdir(parent):
         raise argparse.ArgumentTypeError(f"{text}: folder {parent} does not exist; create it first")
