@@ -76,11 +76,9 @@ def _load(args: argparse.Namespace):
     for path in args.results:
         if not Path(path).exists():
             raise UserError(f"results file {path} does not exist")
-        for i, rec in enumerate(load_records(path), 1):
-            bad = [k for k in ("run_id", "status") if not isinstance(rec.get(k), (str, type(None)))]
-            if bad:
-                raise UserError(f"{path}: record {i}: {', '.join(bad)} must be text; not a results file written "
-                                f"by 'calibrate run' or 'import' (schema: calibrate/README.md)")
+        from calibrate.record_schema import check_records
+
+        check_records(load_records(path), str(path), UserError)  # the schema import checks too
         records += load_records(path, latest_only=True)
     from calibrate.record_hardware import check_record_hardware
     from hardware import load_hardware

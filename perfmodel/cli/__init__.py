@@ -56,6 +56,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except user_errors() as exc:  # a --config file that cannot be read
         print(f"perfmodel: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
+    from perfmodel.cli.validate import check_outputs_are_not_inputs
+
+    clash = check_outputs_are_not_inputs(parser, args)
+    if clash:
+        print(f"perfmodel: error: {clash}", file=sys.stderr)
+        return 2
     unused = ignored(args)
     if unused:
         print(f"perfmodel: ignored: no effect on performance: {' '.join(unused)}", file=sys.stderr)

@@ -139,6 +139,7 @@ def input_file(fmt: str = "any") -> Callable[[str], str]:
         _check_input_file(text, fmt)
         return text
     parse.__name__ = f"{fmt} file"
+    parse.role = "input"  # type: ignore[attr-defined]  # see check_outputs_are_not_inputs
     return parse
 
 
@@ -152,6 +153,7 @@ def input_file_or_dir(fmt: str = "jsonl") -> Callable[[str], str]:
         _check_input_file(text, fmt)
         return text
     parse.__name__ = "file or folder"
+    parse.role = "input"  # type: ignore[attr-defined]
     return parse
 
 
@@ -170,6 +172,7 @@ def name_or_file(fmt: str, suffixes: tuple[str, ...]) -> Callable[[str], str]:
             raise argparse.ArgumentTypeError(f"{text}: no such file")
         return text
     parse.__name__ = "name or file"
+    parse.role = "input"  # type: ignore[attr-defined]
     return parse
 
 
@@ -195,6 +198,62 @@ def output_file(text: str) -> str:
 def output_file_or_empty(text: str) -> str:
     """``output_file``, or '' for "do not write"."""
     return text if text == "" else output_file(text)
+
+
+def timeline_file(text: str) -> str:
+    """``simulate --timeline``: ``output_file``; it also writes ``<stem>-requests.csv`` beside it."""
+    return output_file(text)
+
+
+output_file.role = output_file_or_empty.role = timeline_file.role = "output"  # type: ignore[attr-defined]
+timeline_file.also_writes = lambda p: [str(Path(p).with_name(  # type: ignore[attr-defined]
+    f"{Path(p).stem}-requests{Path(p).suffix or '.csv'}"))]
+
+
+def check_outputs_are_not_inputs(parser: argparse.ArgumentParser, args: argparse.Namespace) -> str | None:
+    """None, or one line when a file the command writes is one it reads (``simulate --trace T.csv --timeline
+    T.csv``, ``calibrate import X.json --results X.json``): the write would destroy the input first.
+
+    Roles come from the validators (``role`` "input"/"output" on the ``type=`` of each flag), so every command
+    is covered without listing its flags."""
+    inputs: dict[str, str] = {}
+    outputs: list[tuple[str, str]] = []
+    for action in _leaf_actions(parser, args):
+        role = getattr(action.type, "role", None)
+        value = getattr(args, action.dest, None)
+        if role is None or value in (None, ""):
+            continue
+        values = value if isinstance(value, list) else [value]
+        flag = action.option_strings[0] if action.option_strings else action.metavar or action.dest
+        for v in map(str, values):
+            if role == "input":
+                inputs.setdefault(_identity(v), f"{flag} {v}")
+            else:
+                outputs += [(w, f"{flag} {v}") for w in [v, *getattr(action.type, "also_writes", lambda _: [])(v)]]
+    for path, flag in outputs:
+        if _identity(path) in inputs:
+            return f"{flag} would overwrite the input {inputs[_identity(path)]}; write to another file"
+    return None
+
+
+def _identity(path: str) -> str:
+    """Two names of one file compare equal (symlinks, ``./``, hard links)."""
+    try:
+        st = os.stat(path)
+        return f"inode:{st.st_dev}:{st.st_ino}"
+    except OSError:
+        return os.path.realpath(path)
+
+
+def _leaf_actions(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[argparse.Action]:
+    """The actions of the (sub)command that parsed ``args``."""
+    actions = list(parser._actions)
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            chosen = action.choices.get(getattr(args, action.dest, None) or "")
+            if chosen is not None:
+                actions += _leaf_actions(chosen, args)
+    return actions
 
 
 def output_dir(text: str) -> str:
