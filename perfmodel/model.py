@@ -281,6 +281,10 @@ def from_hf_config(config: Mapping[str, Any], name: str, *, source: str | None =
     num_kv_heads = config.get("num_key_value_heads") or num_heads
     head_dim = config.get("head_dim") or hidden_size // num_heads
     num_experts = config.get("num_local_experts") or 0
+    if "num_local_experts" in config and not (isinstance(config["num_local_experts"], int)
+                                              and config["num_local_experts"] >= 1):  # 0 is no MoE, not dense
+        raise UserError(f"{source}: num_local_experts must be a positive integer, got "
+                        f"{config['num_local_experts']!r}")
     window, sliding = _sliding_layers(config, architecture, num_layers, source)
     tied = config.get("tie_word_embeddings", architecture in _TIED_BY_DEFAULT)
     qkv_bias = bool(config.get("attention_bias", architecture in _QKV_BIAS_ARCHITECTURES))

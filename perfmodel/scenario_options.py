@@ -48,6 +48,13 @@ class ScenarioOptions:
     kv_offload: bool = False  # KV of idle pipeline micro-batches in host memory (perfmodel.offload); PP >= 2
     kv_offload_host_fraction: float = 0.5  # of a node's host memory, shared by its GPUs
 
+    def __post_init__(self) -> None:
+        from perfmodel.errors import UserError
+
+        if self.kv_offload and self.batching == "static":  # offload overlaps idle micro-batches of continuous PP
+            raise UserError("--kv-offload models continuous batching's idle pipeline micro-batches; it does not "
+                            "apply to --batching static")
+
     def replace(self, **changes: Any) -> "ScenarioOptions":
         return dataclasses.replace(self, **changes)
 

@@ -29,6 +29,7 @@ from simulator.run import SimResult
 from simulator.workload import LengthDistribution, arrival_times, load_trace
 
 DEFAULT_SPREAD = 0.5
+MAX_ARRIVAL_S = 1e9  # a trace's latest arrival: beyond it a step's time is lost in the clock's rounding
 
 
 # the widest spread per kind whose draws, rounded and clipped to >= 1 token, keep the mean asked for: a wider
@@ -102,10 +103,14 @@ def _requests(input_len, output_len, num_prompts, request_rate, burstiness, seed
     if trace is not None:
         try:
             requests = load_trace(trace)
-        except (OSError, ValueError, KeyError) as exc:
+        except (OSError, ValueError, KeyError, OverflowError) as exc:
             raise UserError(f"cannot read trace {trace}: {exc}") from None
         if not requests:
             raise UserError(f"trace {trace} has no requests")
+        late = max(requests, key=lambda r: r.arrival_s)
+        if not late.arrival_s <= MAX_ARRIVAL_S:
+            raise UserError(f"trace {trace}: request {late.id} arrives at {late.arrival_s:g} s; arrivals are "
+                            f"limited to {MAX_ARRIVAL_S:g} s (~30 years)")
         if max_model_len is not None:
             longest = max(requests, key=lambda r: r.num_prompt_tokens + r.num_output_tokens)
             if longest.num_prompt_tokens + longest.num_output_tokens > max_model_len:

@@ -89,6 +89,23 @@ def parse_release(version: str) -> tuple[int, int, int]:
     return major, minor, patch
 
 
+NEWEST_MODELLED = (0, 26)  # the newest release line whose defaults were read (0.26: data/h200)
+
+
+def release_problem(version: str) -> str | None:
+    """None for a release perfmodel knows the defaults of (up to NEWEST_MODELLED), else one line: a later one's
+    defaults are unknown, and predicting with guessed ones must not be called calibrated."""
+    try:
+        release = parse_release(version)
+    except UserError as exc:
+        return str(exc)
+    if release[:2] > NEWEST_MODELLED or release[0] != 0:
+        newest = ".".join(map(str, NEWEST_MODELLED))
+        return (f"vLLM {version} is newer than {newest}, the newest release whose defaults perfmodel has read; "
+                f"give --vllm-version {newest} (or older) and its engine flags")
+    return None
+
+
 def engine_generation(version: str, *, compute_capability: float | None = None,
                       pipeline_parallel_size: int = 1) -> str:
     """"v0" or "v1": which engine `version` runs by default (VLLM_USE_V1 unset).

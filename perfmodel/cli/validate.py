@@ -34,6 +34,7 @@ MAX_SEED = 2**63 - 1  # numpy accepts any non-negative integer; vLLM's seed is a
 MAX_SPREAD = 2.0  # --input/--output-sigma; perfmodel.simulate.length_distribution bounds each kind further
 MAX_TEXT_BYTES = 256 * 2**20  # YAML/JSON/CSV/JSONL files read whole into memory
 MAX_NESTING = 64  # containers inside containers in a YAML or JSON file
+MAX_YAML_NODES = 1_000_000  # values of a YAML file once its aliases are expanded (a profile has ~5,000)
 NUL = b"\x00"
 SYSTEM_FOLDERS = ("/proc/", "/sys/", "/dev/")  # kernel files: never an output (a write to /dev/full, /proc/...)
 
@@ -333,6 +334,8 @@ def _yaml_problem(text: str) -> str | None:
     if _nesting(text, "[{") > MAX_NESTING or _indent_depth(text) > MAX_NESTING:
         return f"nested deeper than {MAX_NESTING} levels"
     try:
+        if _expanded_nodes(text) > MAX_YAML_NODES:  # aliases of aliases ("billion laughs") expand when read
+            return f"its aliases expand to more than {MAX_YAML_NODES:,} values"
         yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # libyaml: 6x faster on a profile
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
@@ -342,6 +345,32 @@ def _yaml_problem(text: str) -> str | None:
     except (RecursionError, ValueError, TypeError, OverflowError) as exc:
         return f"malformed YAML: {' '.join(str(exc).split())[:120]}"
     return None
+
+
+def _expanded_nodes(text: str) -> int:
+    """Values the document holds once every alias is replaced by its anchor's node (stops past the limit)."""
+    import yaml
+
+    sizes: dict[str, int] = {}
+    stack: list[list] = [[None, 0]]  # per open collection: its anchor and its values so far
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    for event in yaml.parse(text, Loader=loader):
+        if isinstance(event, yaml.AliasEvent):
+            stack[-1][1] += sizes.get(event.anchor, 1)
+        elif isinstance(event, yaml.ScalarEvent):
+            stack[-1][1] += 1
+            if event.anchor:
+                sizes[event.anchor] = 1
+        elif isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent)):
+            stack.append([event.anchor, 1])
+        elif isinstance(event, (yaml.SequenceEndEvent, yaml.MappingEndEvent)) and len(stack) > 1:
+            anchor, n = stack.pop()
+            if anchor:
+                sizes[anchor] = n
+            stack[-1][1] += n
+        if stack[-1][1] > MAX_YAML_NODES:
+            return stack[-1][1]
+    return stack[0][1]
 
 
 def _json_problem(text: str, line_offset: int = 0) -> str | None:
