@@ -138,3 +138,22 @@ def check_records(records, where: str, error: type[Exception]) -> None:
         problem = record_problem(rec)
         if problem:
             raise error(f"{where}: record {i}: {problem}")
+
+
+def planned_engine_problem(model: str, tensor_parallel_size: int, base_dir=None) -> str | None:
+    """``calibrate run --dry-run``: None when the model resolves here and TP divides its heads, else one line
+    (a dry run lists only what would start)."""
+    from pathlib import Path
+
+    from perfmodel.errors import UserError
+    from perfmodel.model import load_model
+
+    local = Path(base_dir) / model if base_dir is not None else None
+    try:
+        shape = load_model(local if local is not None and local.exists() else model)
+    except UserError as exc:
+        return str(exc)
+    if shape.num_attention_heads % tensor_parallel_size:
+        return (f"{model}: tensor_parallel_size {tensor_parallel_size} does not divide its "
+                f"{shape.num_attention_heads} attention heads: vLLM refuses to start such an engine")
+    return None
