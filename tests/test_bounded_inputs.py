@@ -152,3 +152,18 @@ def test_calibrate_dry_run_refuses_impossible_engines(tmp_path):
         "tensor_parallel_size: 3", "tensor_parallel_size: 1"))
     refused(["calibrate", "run", str(sweep), "--results", str(tmp_path / "r.jsonl"), "--dry-run"],
             "unknown model")
+
+
+@pytest.mark.parametrize("lengths, says", [(128, "calibrate predict simulates at most 10,000"),
+                                           (2450, "a sweep holds at most 100,000")], ids=["16k runs", "6M runs"])
+def test_calibrate_predict_refuses_huge_grids_up_front(tmp_path, lengths, says):
+    import time
+
+    sweep = tmp_path / "grid.yaml"
+    values = list(range(1, lengths + 1))
+    sweep.write_text(f"name: g\ndefaults: {{hardware: h200-sxm}}\ngroups:\n  - name: g\n    model: llama-3.1-8b\n"
+                     f"    num_prompts: 4\n    grid: {{input_len: {values}, output_len: {values}}}\n")
+    start = time.monotonic()
+    refused(["calibrate", "predict", str(sweep), "--hardware", "h200-sxm", "--out", str(tmp_path / "p.jsonl")],
+            says)
+    assert time.monotonic() - start < 30  # refused before simulating (16k runs took ~5 minutes)
