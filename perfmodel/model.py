@@ -24,6 +24,7 @@ from perfmodel.checkpoint import CheckpointQuantization, find_in_hf_cache, hf_hu
 from perfmodel.errors import UserError
 
 CATALOG_DIR = Path(__file__).parent / "catalog"
+DATA_DIR = Path(__file__).resolve().parent.parent / "data"  # measured sets (a source checkout; absent when installed)
 
 SUPPORTED_ARCHITECTURES: tuple[str, ...] = (
     "LlamaForCausalLM",
@@ -375,6 +376,16 @@ def _load_file(path: Path, name: str) -> ModelShape:
     return from_hf_config(_read_json(path), name, source=str(path))
 
 
+def shipped_checkpoint_config(repo_id: str) -> Path | None:
+    """``config.json`` of a checkpoint this repository ships with its measurements (``data/<set>/<name>/``, e.g.
+    data/taiwania/qwen2.5-72b-instruct-gptq-int4 for Qwen/Qwen2.5-72B-Instruct-GPTQ-Int4); None elsewhere."""
+    parts = repo_id.strip().split("/")
+    if len(parts) != 2 or not all(parts) or parts[1] in (".", ".."):
+        return None
+    found = sorted(DATA_DIR.glob(f"*/{parts[1].lower()}/config.json")) if DATA_DIR.is_dir() else []
+    return found[0] if len(found) == 1 else None
+
+
 def load_model(name_or_path: str | Path) -> ModelShape:
     """Load a model shape, trying in order:
 
@@ -396,7 +407,7 @@ def load_model(name_or_path: str | Path) -> ModelShape:
     model = _catalog_name(text)
     if model is not None:
         return _load_file(CATALOG_DIR / f"{model}.json", model)
-    cached = find_in_hf_cache(text)
+    cached = find_in_hf_cache(text) or shipped_checkpoint_config(text)
     if cached is not None:
         return _load_file(cached, text.strip())
     if text.endswith(".json"):

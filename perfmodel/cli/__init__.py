@@ -27,11 +27,27 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = ArgumentParser(prog="perfmodel", description=(
         "Predict vLLM inference throughput, latency and memory on GPU clusters; calibrate against real runs."))
+    parser.add_argument("--version", action="version", version=f"perfmodel {version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command in (predict, catalog, simulate, compare, plan, pareto):
         command.register(sub)
     add_calibrate_subcommands(sub)
     return parser
+
+
+def version() -> str:
+    """The installed distribution's version (pyproject.toml), or the source tree's when not installed."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("perfmodel")
+    except metadata.PackageNotFoundError:
+        import re
+        from pathlib import Path
+
+        pyproject = Path(__file__).resolve().parents[2] / "pyproject.toml"
+        found = re.search(r'^version = "([^"]+)"', pyproject.read_text(), re.M) if pyproject.is_file() else None
+        return found.group(1) if found else "unknown"
 
 
 def user_errors() -> tuple[type[BaseException], ...]:

@@ -18,7 +18,15 @@ PREDICT_COLUMNS = (
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("predict", help="rank every TP/PP/DP layout of N GPUs by offline throughput")
+    p = sub.add_parser("predict", help="rank every TP/PP/DP layout of N GPUs by offline throughput",
+                       usage="perfmodel predict [options]\n       perfmodel predict vllm serve MODEL [vllm serve flags]"
+                             " (a pasted `vllm serve` command)",
+                       epilog="A `vllm serve` command can be pasted after `perfmodel predict`: its flags keep vLLM's "
+                              "names and spellings (32k, -q gptq_marlin, --no-enable-chunked-prefill); flags with no "
+                              "effect on performance are listed and ignored.")
+    p.add_argument("--config", metavar="FILE.yaml",
+                   help="a `vllm serve --config` YAML file (keys are flag names, model: included); the command "
+                        "line wins; also --config=FILE")
     p.add_argument("--gpus", type=GPUS, default=16, help="GPUs to use (default: 16)")
     p.add_argument("--tensor-parallel-size", "--tp", "-tp", type=GPUS, default=None, help="pin TP")
     p.add_argument("--pipeline-parallel-size", "--pp", "-pp", type=GPUS, default=None, help="pin PP")
