@@ -9,7 +9,7 @@ from pathlib import Path
 
 from perfmodel.atomic import write_text_atomic
 from perfmodel.cli.intervals import add_interval_argument, level
-from perfmodel.cli.options import HARDWARE
+from perfmodel.cli.options import HARDWARE, vllm_version
 from perfmodel.cli.validate import input_file, input_file_or_dir, integer, max_workers, output_file, real, report_path
 from perfmodel.errors import UserError
 
@@ -35,7 +35,7 @@ def add_fit_subcommands(sub: argparse._SubParsersAction) -> None:
     pred.add_argument("sweep", type=input_file("yaml"), help="sweep YAML")
     pred.add_argument("--hardware", required=True, type=HARDWARE, help="GPU or cluster the runs will be measured on")
     pred.add_argument("--calibration", default=None, type=PROFILE, help="profile (default: the one shipped for the GPU)")
-    pred.add_argument("--vllm-version", default=None, help="vLLM release whose defaults to assume (default: 0.26)")
+    pred.add_argument("--vllm-version", default=None, type=vllm_version, help="vLLM release whose defaults to assume (default: 0.26)")
     pred.add_argument("--out", required=True, type=output_file, help="predictions file to write (JSON lines, one per run)")
     add_interval_argument(pred)
     pred.set_defaults(handler=cmd_predict_sweep)

@@ -167,3 +167,22 @@ def test_calibrate_predict_refuses_huge_grids_up_front(tmp_path, lengths, says):
     refused(["calibrate", "predict", str(sweep), "--hardware", "h200-sxm", "--out", str(tmp_path / "p.jsonl")],
             says)
     assert time.monotonic() - start < 30  # refused before simulating (16k runs took ~5 minutes)
+
+
+def test_a_write_that_fails_after_the_checks_is_one_line(tmp_path, monkeypatch):
+    """A read-only filesystem or a full disk (root passes every permission check): one line, not a traceback."""
+    import errno
+
+    import perfmodel.atomic
+
+    def read_only(path, text):
+        raise OSError(errno.EROFS, "Read-only file system", str(path))
+
+    monkeypatch.setattr(perfmodel.atomic, "write_text_atomic", read_only)
+    refused(["predict", "--hardware", "taiwania2", "--model", "llama-3.1-8b", "--gpus", "8", "-tp", "8",
+             "--simulate-top", "0", "--emit-sbatch", str(tmp_path / "x.sbatch")], "Read-only file system")
+
+
+def test_calibrate_predict_refuses_an_unknown_vllm_release(tmp_path):
+    refused(["calibrate", "predict", str(ROOT / "sweeps/cpu-tiny.yaml"), "--hardware", "h200-sxm", "--out",
+             str(tmp_path / "p.jsonl"), "--vllm-version", "99.0"], "newer than 0.26")

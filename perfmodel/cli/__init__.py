@@ -88,6 +88,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except BrokenPipeError:
         return 0
+    except OSError as exc:  # a file that cannot be written after all (read-only filesystem, disk full): one line
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"perfmodel: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("perfmodel: interrupted", file=sys.stderr)
         return 130

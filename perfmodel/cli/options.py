@@ -41,7 +41,7 @@ def _size(text: str) -> int:
     return TOKENS(str(human_readable_int(text)))
 
 
-def _vllm_version(text: str) -> str:
+def vllm_version(text: str) -> str:
     """A release perfmodel knows the defaults of (perfmodel.vllm_releases.release_problem)."""
     from perfmodel.vllm_releases import release_problem
 
@@ -64,7 +64,7 @@ def add_scenario_arguments(parser: argparse.ArgumentParser, *, workload: bool = 
     g.add_argument("--calibration", default=None, type=input_file("yaml"),
                    help="calibration profile YAML (default: the profile shipped for the GPU, if any)")
     e = parser.add_argument_group("engine (vLLM's defaults when omitted)")
-    e.add_argument("--vllm-version", default=None, type=_vllm_version,
+    e.add_argument("--vllm-version", default=None, type=vllm_version,
                    help="vLLM release whose defaults to assume (default: 0.26; Taiwania 2 runs 0.7.0)")
     e.add_argument("--max-num-seqs", type=integer(1, MAX_NUM_SEQS), default=None)
     e.add_argument("--max-num-batched-tokens", type=_size, default=None, help="tokens per step (4096, 8k, 8K)")
