@@ -354,7 +354,14 @@ def catalog_config_path(name: str) -> Path:
     return CATALOG_DIR / f"{model}.json"
 
 
+MAX_CONFIG_BYTES = 16 * 2**20  # a config.json is a few KB; a FIFO or a device would block or never end
+
+
 def _read_json(path: Path) -> dict[str, Any]:
+    if path.exists() and not path.is_file():
+        raise UserError(f"{path}: not a regular file (a pipe or a device); expected a JSON config")
+    if path.is_file() and path.stat().st_size > MAX_CONFIG_BYTES:
+        raise UserError(f"{path}: {path.stat().st_size:,} bytes; a config.json is limited to {MAX_CONFIG_BYTES:,}")
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:

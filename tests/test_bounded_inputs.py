@@ -186,3 +186,8 @@ def test_a_write_that_fails_after_the_checks_is_one_line(tmp_path, monkeypatch):
 def test_calibrate_predict_refuses_an_unknown_vllm_release(tmp_path):
     refused(["calibrate", "predict", str(ROOT / "sweeps/cpu-tiny.yaml"), "--hardware", "h200-sxm", "--out",
              str(tmp_path / "p.jsonl"), "--vllm-version", "99.0"], "newer than 0.26")
+
+
+def test_a_model_folder_whose_config_is_a_pipe(tmp_path):
+    os.mkfifo(tmp_path / "config.json")
+    refused(["predict", "--model", str(tmp_path), "--hardware", "h200-sxm", "--gpus", "1"], "no config.json")
