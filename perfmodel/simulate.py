@@ -107,10 +107,10 @@ def _requests(input_len, output_len, num_prompts, request_rate, burstiness, seed
             raise UserError(f"cannot read trace {trace}: {exc}") from None
         if not requests:
             raise UserError(f"trace {trace} has no requests")
-        late = max(requests, key=lambda r: r.arrival_s)
-        if not late.arrival_s <= MAX_ARRIVAL_S:
-            raise UserError(f"trace {trace}: request {late.id} arrives at {late.arrival_s:g} s; arrivals are "
-                            f"limited to {MAX_ARRIVAL_S:g} s (~30 years)")
+        for r in (min(requests, key=lambda r: r.arrival_s), max(requests, key=lambda r: r.arrival_s)):
+            if not 0 <= r.arrival_s <= MAX_ARRIVAL_S:
+                raise UserError(f"trace {trace}: request {r.id} arrives at {r.arrival_s:g} s; arrivals are "
+                                f"limited to 0 to {MAX_ARRIVAL_S:g} s (~30 years)")
         if max_model_len is not None:
             longest = max(requests, key=lambda r: r.num_prompt_tokens + r.num_output_tokens)
             if longest.num_prompt_tokens + longest.num_output_tokens > max_model_len:

@@ -113,10 +113,19 @@ def test_silently_wrong_inputs_are_refused(argv, says):
     refused(argv, says)
 
 
-def test_trace_arrival_past_the_limit(tmp_path):
+@pytest.mark.parametrize("arrival", ["1e308", "-1e308"])  # the trace starts at its first arrival
+def test_trace_arrival_past_the_limit(tmp_path, arrival):
     trace = tmp_path / "t.csv"
-    trace.write_text("arrival_s,input_len,output_len\n0,16,8\n1e308,16,8\n")
-    refused(["simulate", *H200[:4], "--trace", str(trace)], "arrivals are limited to 1e+09 s")
+    trace.write_text(f"arrival_s,input_len,output_len\n0,16,8\n{arrival},16,8\n")
+    refused(["simulate", *H200[:4], "--trace", str(trace)], "arrivals are limited to 0 to 1e+09 s")
+
+
+def test_config_files_cannot_chain_or_repeat(tmp_path):
+    inner, outer = tmp_path / "inner.yaml", tmp_path / "outer.yaml"
+    inner.write_text("max-num-seqs: 8\n")
+    outer.write_text(f"config: {inner}\n")
+    refused(["predict", "--config", str(outer), *H200], "cannot name another")
+    refused(["predict", "--config", str(inner), "--config", str(inner), *H200], "more than once")
 
 
 def test_mixtral_with_no_experts_is_not_predicted_as_dense(tmp_path):

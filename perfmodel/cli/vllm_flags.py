@@ -67,6 +67,8 @@ def expand_vllm_argv(argv: Sequence[str]) -> list[str]:
     if pasted:  # perfmodel predict vllm serve [MODEL] ...: a leading word is the model, as vLLM reads it
         rest = argv[3:]
         argv = [argv[0], "--model", *rest] if rest and not rest[0].startswith("-") else [argv[0], *rest]
+    if argv.count("--config") > 1:
+        raise UserError("--config is given more than once; vllm serve reads one config file")
     if "--config" in argv:
         i = argv.index("--config")
         if i == 0 or i + 1 >= len(argv):
@@ -97,6 +99,8 @@ def config_flags(path: str) -> list[str]:
     flags: list[str] = []
     for key, value in data.items():
         flag = "--" + str(key).replace("_", "-")
+        if flag == "--config":
+            raise UserError(f"--config {path}: a config file cannot name another (config: {value!r})")
         if isinstance(value, (dict, list)):
             raise UserError(f"--config {path}: {key}: expected one value, got a {type(value).__name__}")
         if key == "model":
