@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from perfmodel.errors import UserError
 from perfmodel.layout import Layout, place
 from perfmodel.sbatch import JobSpec, default_cpus_per_task, default_network_interface, has_slurm_limits, hms
-from perfmodel.sbatch import checked_script, interface_name_problem, job_header, ray_block, shell_join
+from perfmodel.sbatch import checked_script, job_header, ray_block, shell_join
 
 if TYPE_CHECKING:
     from perfmodel.scenario import Scenario

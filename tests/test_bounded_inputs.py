@@ -200,3 +200,17 @@ def test_calibrate_predict_refuses_an_unknown_vllm_release(tmp_path):
 def test_a_model_folder_whose_config_is_a_pipe(tmp_path):
     os.mkfifo(tmp_path / "config.json")
     refused(["predict", "--model", str(tmp_path), "--hardware", "h200-sxm", "--gpus", "1"], "no config.json")
+
+
+@pytest.mark.parametrize("argv", [["simulate", "-tp", "2", "--request-rate", "8"], ["compare"]],
+                         ids=["simulate-tp2", "bare-compare"])
+def test_a_layout_that_does_not_fit_names_the_smallest_that_does(argv, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    refused(argv, "the smallest layout that fits is -tp 8 -pp 1")  # the 70B default on one V100 node
+
+
+def test_predict_help_shows_config_and_the_pasted_serve_form():
+    code, out, _ = cli(["predict", "--help"])
+    assert code == 0 and "--config FILE.yaml" in out and "perfmodel predict vllm serve MODEL" in out
+    code, out, _ = cli(["--version"])
+    assert code == 0 and out.startswith("perfmodel ")

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
-import os
 import shutil
 import stat
 import subprocess
