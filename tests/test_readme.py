@@ -37,6 +37,19 @@ COMMANDS: dict[str, list[str] | None] = {
     "perfmodel pareto --hardware taiwania2 --model qwen2.5-72b -q gptq --gpus 16 --max-model-len 4096 "
     "--plot /tmp/pareto-taiwania2.png": None,
     "perfmodel --version": None,
+    "perfmodel plan --model qwen2.5-32b --hardware h100-sxm,h200-sxm --request-rate 20 --ttft-p99 2 --tpot-p99 0.05 "
+    "--plot /tmp/plan-compare-qwen32b.png": None,
+    "perfmodel plan --hardware a,b,... [--gpu-hour-cost a=P,b=P] [--plot F]": [
+        "plan", "--hardware", "h100-sxm,h200-sxm", "--gpu-hour-cost", "h100-sxm=2,h200-sxm=3", "--plot",
+        "/tmp/plan.png", "--model", "llama-3.1-8b", "--request-rate", "1"],
+    "perfmodel predict --hardware dgx-h100 --nodes 2 --gpus 16 --model llama-3.1-405b -q fp8": None,
+    "perfmodel predict --hardware CLUSTER --nodes N [--tp-across-nodes]": [
+        "predict", "--hardware", "dgx-h100", "--nodes", "2", "--tp-across-nodes"],
+    "perfmodel predict --model qwen3-235b-a22b --hardware hgx-h200 --nodes 2 --gpus 16 --enable-expert-parallel": None,
+    # the table's short form: the default cluster's V100s cannot hold the 235B model, so on the prose's hardware
+    "perfmodel predict --model qwen3-235b-a22b --enable-expert-parallel": [
+        "predict", "--model", "qwen3-235b-a22b", "--enable-expert-parallel", "--hardware", "hgx-h200", "--nodes",
+        "2", "--gpus", "16"],
     "perfmodel predict": None,  # named in the prose: the defaults (the worked example's 16 GPUs)
     "perfmodel pareto": None,  # the section title: the defaults
     "perfmodel predict --gpus N": ["predict", "--gpus", "16"],
@@ -83,7 +96,7 @@ def readme_commands() -> set[str]:
                 text = text[:-1].rstrip() + " " + lines[i].strip()
             found.add(text)
     for text in re.findall(r"`(perfmodel [^`]+)`", README):
-        found.add(text)
+        found.add(" ".join(text.split()))  # inline code wrapped over lines
     return found
 
 
@@ -139,6 +152,7 @@ def test_readme_command_runs(command, tmp_path, monkeypatch):
         assert expected in output, (command, expected, output[-2000:])
     assert hashlib.sha256(pareto_png.read_bytes()).hexdigest() == before
     assert not any(ROOT.glob("*.png")) and not (ROOT / "serve.sbatch").exists()
+    assert "docs/" not in " ".join(_argv(command, tmp_path)), "README examples write to /tmp, never tracked files"
 
 
 def test_readme_sbatch_excerpt_is_what_emit_sbatch_writes(tmp_path):
