@@ -27,6 +27,7 @@ from calibrate.modeldir import ResolvedModel, resolve_model
 from calibrate.store import append_record, completed_run_ids, iter_new_records
 from calibrate.sweep import EngineConfig, RunConfig, Sweep, load_sweep
 from calibrate.worker import error_tail, make_record
+from perfmodel.atomic import write_text_atomic
 from perfmodel.errors import UserError
 
 # defaults for the worker's environment; the caller's environment wins
@@ -134,7 +135,7 @@ def _write_worker_spec(model: ResolvedModel, engine: EngineConfig, runs: Sequenc
     }
     cmd = [python, "-m", "calibrate.worker", str(spec_file.resolve())]
     spec["command"] = " ".join(cmd)
-    spec_file.write_text(json.dumps(spec, indent=1))
+    write_text_atomic(spec_file, json.dumps(spec, indent=1))
     return spec, cmd, log_file, log_offset
 
 
