@@ -19,7 +19,7 @@ from typing import Any, Sequence
 from calibrate.sweep import EngineConfig, Sweep
 from perfmodel.atomic import write_text_atomic
 from perfmodel.sbatch import (JobSpec, checked_script, default_cpus_per_task, default_network_interface,
-                              has_slurm_limits, hms, interface_name_problem, job_header, ray_block,
+                              has_slurm_limits, hms, interface_name_problem, job_header, log_pattern, ray_block,
                               script_path_problem, slurm_name_problem)
 
 DEFAULT_TIME_S = 3600.0
@@ -167,7 +167,7 @@ class _Context:
 
 def _header(ctx: _Context, name: str, nodes: int, gpus: int, extra: Sequence[str] = ()) -> str:
     job = JobSpec(name=name, nodes=nodes, gpus_per_node=gpus, cpus_per_task=ctx.cpus_per_task, time_s=ctx.time_s,
-                  output=f"{ctx.out}/logs/%x-%j.out", account=ctx.account, partition=ctx.partition,
+                  output=log_pattern(f"{ctx.out}/logs"), account=ctx.account, partition=ctx.partition,
                   modules=ctx.modules, env_setup=ctx.env_setup, env=JOB_ENV, extra_directives=tuple(extra),
                   comment=f"written by perfmodel calibrate slurm for sweep {ctx.sweep_name} on {ctx.cluster.name}")
     return job_header(job) + f"cd {shlex.quote(str(ctx.workdir))}\n"

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from perfmodel.errors import UserError
 from perfmodel.layout import Layout, place
 from perfmodel.sbatch import JobSpec, default_cpus_per_task, default_network_interface, has_slurm_limits, hms
-from perfmodel.sbatch import checked_script, job_header, ray_block, shell_join
+from perfmodel.sbatch import checked_script, job_header, log_pattern, ray_block, shell_join
 
 if TYPE_CHECKING:
     from perfmodel.scenario import Scenario
@@ -164,7 +164,7 @@ def _serve_job_text(scenario: "Scenario", dep: Deployment, options: JobOptions, 
     cluster, layout = scenario.cluster, dep.layout
     job = JobSpec(name=name, nodes=dep.nodes, gpus_per_node=dep.gpus_per_node,
                   cpus_per_task=options.cpus_per_task or default_cpus_per_task(dep.gpus_per_node), time_s=time_s,
-                  output=f"{options.log_dir.rstrip('/')}/%x-%j.out", account=options.account,
+                  output=log_pattern(options.log_dir), account=options.account,
                   partition=options.partition, modules=options.modules, env_setup=options.env_setup,
                   comment=(f"written by perfmodel predict --emit-sbatch: {scenario.model.name} on {cluster.name}, "
                            f"{layout} ({dep.nodes} node(s), {hms(time_s)})"))

@@ -238,8 +238,15 @@ fi
 """
 
 
+def log_pattern(folder: str) -> str:
+    """``--output`` for a job's log in ``folder``: ``%x-%j.out`` (job name, id); a '%' of the folder itself is
+    written '%%', sbatch's literal percent (sbatch man page, "filename pattern")."""
+    return f"{folder.rstrip('/').replace('%', '%%')}/%x-%j.out"
+
+
 def _dq(text: str) -> str:
-    """Double-quoted for an ``#SBATCH`` line (sbatch strips the quotes; spaces in paths survive)."""
+    """Double-quoted for an ``#SBATCH`` line: sbatch groups quoted characters and takes a backslash as escaping
+    the next one (SLURM src/sbatch/opt.c _get_argument), so spaces, quotes and backslashes in paths survive."""
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 

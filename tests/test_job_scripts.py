@@ -189,3 +189,11 @@ def test_a_job_spec_refuses_hostile_names_in_the_library_too():
         with pytest.raises(ValueError):
             JobSpec(**{"name": "j", "nodes": 1, "gpus_per_node": 1, "cpus_per_task": 1, "time_s": 60.0,
                        "output": "x.out", **bad})
+
+
+def test_a_percent_in_the_log_folder_is_literal_for_sbatch(tmp_path):
+    folder = tmp_path / "50%x"
+    folder.mkdir()
+    out = folder / "job.sbatch"
+    assert cli([*PREDICT, "--gpus", "8", "-tp", "8", "--emit-sbatch", str(out)])[0] == 0
+    assert f'#SBATCH --output="{tmp_path}/50%%x/%x-%j.out"' in out.read_text()
