@@ -215,4 +215,4 @@ def _array_script(ctx: _Context, plans: Sequence[JobPlan]) -> str:
 
 
 def _slug(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_" else "-" for c in name)[:40] or "sweep"
+    return "".join(c if (c.isascii() and c.isalnum()) or c in "-_" else "-" for c in name)[:40] or "sweep"

@@ -197,3 +197,13 @@ def test_a_percent_in_the_log_folder_is_literal_for_sbatch(tmp_path):
     out = folder / "job.sbatch"
     assert cli([*PREDICT, "--gpus", "8", "-tp", "8", "--emit-sbatch", str(out)])[0] == 0
     assert f'#SBATCH --output="{tmp_path}/50%%x/%x-%j.out"' in out.read_text()
+
+
+def test_a_sweep_name_of_any_text_makes_plain_job_names(tmp_path, stubs):
+    sweep = tmp_path / "s.yaml"
+    sweep.write_text(SWEEP.replace("name: hostile", 'name: "café $(touch \\"$PWN\\")\\n`x`"'))
+    out = tmp_path / "jobs"
+    code, err = cli(["calibrate", "slurm", str(sweep), "--cluster", "taiwania2", "--account", "a", "--partition",
+                     "p", "--out", str(out)])
+    scripts = sorted(out.glob("*.sbatch")) + [out / "submit.sh"]
+    assert assert_safe(code, err, scripts, tmp_path / "PWNED", stubs, "sweep name") == "written"
