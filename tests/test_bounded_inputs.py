@@ -105,7 +105,7 @@ def test_emit_sbatch_output_paths_are_checked(tmp_path, target, says):
 @pytest.mark.parametrize("argv, says", [
     (["simulate", *H200[:4], "--request-rate", "1e-300"], "--request-rate"),
     (["simulate", *H200[:4], "--batching", "static", "--kv-offload", "-pp", "2"], "--batching static"),
-    (["predict", *H200, "--vllm-version", "99.0"], "newer than 0.26"),
+    (["predict", *H200, "--vllm-version", "99.0"], "newer than 0.30"),
     (["predict", *H200, "--time", "nan", "--emit-sbatch", "x.sbatch"], "--time"),
     (["plan", *H200[:4], "--request-rate", "1", "--num-prompts", "2000000"], "more than 100,000"),
 ], ids=["rate-1e-300", "static-offload", "vllm-99", "time-nan", "plan-2M-prompts"])
@@ -194,7 +194,7 @@ def test_a_write_that_fails_after_the_checks_is_one_line(tmp_path, monkeypatch):
 
 def test_calibrate_predict_refuses_an_unknown_vllm_release(tmp_path):
     refused(["calibrate", "predict", str(ROOT / "sweeps/cpu-tiny.yaml"), "--hardware", "h200-sxm", "--out",
-             str(tmp_path / "p.jsonl"), "--vllm-version", "99.0"], "newer than 0.26")
+             str(tmp_path / "p.jsonl"), "--vllm-version", "99.0"], "newer than 0.30")
 
 
 def test_a_model_folder_whose_config_is_a_pipe(tmp_path):

@@ -74,3 +74,14 @@ def test_pareto_refuses_what_it_would_trim_or_never_finish(capsys):
         assert main(["pareto", *SMALL[:-6], *argv]) == 2
         err = capsys.readouterr().err
         assert says in err and len(err.splitlines()) == 1, err
+
+
+
+def test_a_point_re_resolves_the_engine_so_v0_graph_sizes_follow_max_num_seqs():
+    from perfmodel.scenario import Scenario
+
+    scenario = Scenario.build(model="llama-3.1-8b", hardware="taiwania2", vllm_version="0.7.0")
+    assert scenario.engine.cuda_graph_batch_sizes[-1] == 256
+    sized = scenario.with_engine(max_num_seqs=20)
+    assert sized.engine.max_num_seqs == 20 and sized.engine.cuda_graph_batch_sizes[-1] == 24  # vLLM 0.7.0 sizes
+    assert sized.options.max_num_seqs == 20 and scenario.options.max_num_seqs is None

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 
 from perfmodel.cli.intervals import add_interval_argument, csv_row, footnote, level, with_interval
-from perfmodel.cli.options import OUTPUT_FILE, GPUS, add_format_argument, add_scenario_arguments, scenario_options
-from perfmodel.cli.validate import ENV_SETUP, INTERFACE_NAME, MODULE_NAME, SLURM_NAME, integer, real
+from perfmodel.cli.options import GPUS, add_format_argument, add_scenario_arguments, scenario_options
+from perfmodel.cli.validate import ENV_SETUP, INTERFACE_NAME, MODULE_NAME, SLURM_NAME, integer, output_file, real
 from perfmodel.sbatch import MAX_TIME_S
 
 PREDICT_COLUMNS = (
@@ -41,7 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def add_sbatch_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("deployment (a SLURM job that serves the best or pinned layout)")
-    g.add_argument("--emit-sbatch", metavar="FILE", type=OUTPUT_FILE,
+    g.add_argument("--emit-sbatch", metavar="FILE", type=output_file,
                    help="write a ready sbatch script running its vllm serve")
     g.add_argument("--account", type=SLURM_NAME, help="SLURM account (default: yours)")
     g.add_argument("--partition", type=SLURM_NAME, help="SLURM partition (default: the cluster's default)")
