@@ -180,7 +180,7 @@ class Scenario:
     def simulate(self, layout: Layout, requests: list["Request"], *, max_concurrency: int | None = None,
                  router: str = "round_robin", record_timeline: bool = False, seed: int = 0,
                  batching: str | None = None, num_kv_blocks: int | None = None,
-                 served: bool = False, step_time_scale: float = 1.0) -> "SimResult":
+                 served: bool = False, step_time_scale: float = 1.0, keep_requests: bool = True) -> "SimResult":
         """Simulate ``requests`` on ``layout.dp`` replicas of ``layout`` (TP x PP GPUs each).
 
         KV blocks come from the memory plan unless ``num_kv_blocks`` is given (calibration replays a run with the
@@ -188,6 +188,8 @@ class Scenario:
         simulates the slow end of an interval). ``seed`` seeds the random router only.
         ``served``: the requests come through ``vllm serve`` (they pay ``server_request_latency_s``).
         Raises UserError when the layout does not fit or a request cannot (its KV exceeds a replica's cache).
+        ``requests`` may be a ``simulator.stream.RequestStream``; ``keep_requests=False`` keeps only the metrics
+        (``SimResult.requests`` is None), in memory that does not grow with the number of requests.
         """
         from simulator.cluster import ROUTERS
         from simulator.run import simulate
@@ -211,7 +213,7 @@ class Scenario:
             latency = self.profile.coefficients.server_request_latency_s if served else 0.0
             return simulate(requests, engine, cost, num_replicas=layout.dp, router=router,
                             max_concurrency=max_concurrency, seed=seed, record_timeline=record_timeline,
-                            request_latency_s=latency)
+                            request_latency_s=latency, keep_requests=keep_requests)
         except ValueError as exc:
             raise UserError(str(exc)) from None
 

@@ -25,6 +25,7 @@ README = (ROOT / "README.md").read_text()
 SWEEP = str(ROOT / "sweeps/cpu-tiny.yaml")
 RESULTS = str(ROOT / "data/cpu/results.jsonl")
 BENCH = str(ROOT / "tests/fixtures/vllm_results/bench_serve_tiny-llama_cpu_conc2.json")
+TRACE = str(ROOT / "tests/fixtures/traces/azure_synthetic.csv")
 
 # README command -> what runs (None: exactly as written, after `perfmodel`)
 COMMANDS: dict[str, list[str] | None] = {
@@ -55,6 +56,9 @@ COMMANDS: dict[str, list[str] | None] = {
     "perfmodel predict --gpus N": ["predict", "--gpus", "16"],
     "perfmodel simulate -tp 8 --request-rate 2 ...": ["simulate", "-tp", "8", "--request-rate", "2"],
     "perfmodel compare -tp 8 ...": ["compare", "-tp", "8"],
+    # the repo ships no trace of its own: the synthetic Azure-format fixture, on a layout that fits the default
+    "perfmodel simulate --trace T.csv [--trace-start S --trace-duration S]": [
+        "simulate", "-tp", "8", "--trace", TRACE, "--trace-start", "0", "--trace-duration", "60"],
     "perfmodel pareto --gpus N": ["pareto", "--gpus", "16"],
     "perfmodel plan --request-rate R --ttft-p99 S --tpot-p99 S": ["plan", "--request-rate", "1", "--ttft-p99", "5",
                                                                   "--tpot-p99", "0.2"],
