@@ -74,7 +74,8 @@ def kernel_coefficients(observations: Sequence[Observation]) -> tuple[str, ...]:
     from perfmodel import kernels
 
     used = {f.name for o in observations for f in kernels.families_used(o.model, o.precision, o.layout.tp)}
-    return tuple(n for f in kernels.KERNELS if f.name in used for n in f.fitted)
+    kv = {n for o in observations for n in kernels.kv_cache_coefficients(o.precision)}
+    return tuple(n for f in kernels.KERNELS if f.name in used for n in f.fitted) + tuple(sorted(kv))
 
 
 def online_step_coefficients(observations: Sequence[Observation]) -> tuple[str, ...]:
