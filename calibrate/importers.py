@@ -74,36 +74,68 @@ class ImportFormatError(UserError, ValueError):
 
 
 def import_file(path: str | Path, overrides: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
-    """Records from one file; `overrides` fills config fields the file lacks (model, hardware, lengths ...)."""
+    """Records from one file; `overrides` fills config fields the file lacks (model, hardware, lengths ...).
+
+    Every record is checked against the results schema (calibrate.record_schema, the check fit and check run
+    too); the first that fails raises ImportFormatError naming the file and the line."""
     path = Path(path)
+    records, lines = _import_file(path, overrides)
+    from calibrate.record_schema import record_problem
+
+    for rec, line in zip(records, lines):
+        problem = record_problem(rec)
+        if problem:
+            raise ImportFormatError(f"{path}: line {line}: {problem}")
+    return records
+
+
+def _import_file(path: Path, overrides: Mapping[str, Any] | None) -> tuple[list[dict[str, Any]], list[int]]:
+    """The records of one file and the line each came from."""
     try:
         raw = path.read_bytes()
     except OSError as exc:
         raise ImportFormatError(f"{path}: cannot read ({exc.strerror})") from None
     overrides = {_ALIASES.get(k, k): v for k, v in (overrides or {}).items() if v is not None}
     digest = hashlib.sha256(raw).hexdigest()
-    text = raw.decode(errors="replace")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        raise ImportFormatError(f"{path}: line {line}: not UTF-8 text: not a vLLM benchmark result (JSON) or "
+                                "CSV") from None
     if path.suffix.lower() == ".csv":
         rows = list(csv.DictReader(text.splitlines()))
         if not rows:
             raise ImportFormatError(f"{path}: no rows")
-        if {"job_id", "mean_decode_tokens_per_s_per_request"} <= set(rows[0]):
-            return [_from_experiment_log(row, i, path, digest, overrides) for i, row in enumerate(rows)]
-        return [_from_csv(row, i, path, digest, overrides) for i, row in enumerate(rows)]
-    objects = _json_objects(text, path)
+        convert = _from_experiment_log if {"job_id", "mean_decode_tokens_per_s_per_request"} <= set(rows[0]) \
+            else _from_csv
+        return ([_converted(convert, row, i, path, digest, overrides, i + 2) for i, row in enumerate(rows)],
+                [i + 2 for i in range(len(rows))])
+    objects, lines = _json_objects(text, path)
     out = []
-    for i, obj in enumerate(objects):
+    for i, (obj, line) in enumerate(zip(objects, lines)):
         kind = detect(obj)
         if kind is None:
-            keys = ", ".join(sorted(obj)[:8])
-            raise ImportFormatError(f"{path}: object {i + 1} is no vLLM benchmark result I know (keys: {keys})")
+            keys = ", ".join(sorted(map(str, obj))[:8])
+            raise ImportFormatError(f"{path}: line {line}: object {i + 1} is no vLLM benchmark result I know "
+                                    f"(keys: {keys})")
         if kind == "record":
             out.append(dict(obj))
-        elif kind == "throughput":
-            out.append(_from_throughput(obj, i, path, digest, overrides))
         else:
-            out.append(_from_serve(obj, i, path, digest, overrides))
-    return out
+            convert = _from_throughput if kind == "throughput" else _from_serve
+            out.append(_converted(convert, obj, i, path, digest, overrides, line))
+    return out, lines
+
+
+def _converted(convert, obj, i: int, path: Path, digest: str, overrides: Mapping[str, Any], line: int):
+    """``convert(obj, ...)``; a field of the wrong type or size (a string, a list, 1e999) is one line."""
+    try:
+        return convert(obj, i, path, digest, overrides)
+    except (TypeError, ValueError, OverflowError, AttributeError) as exc:
+        if isinstance(exc, ImportFormatError):
+            raise
+        raise ImportFormatError(f"{path}: line {line}: a field has the wrong type or size for a vLLM benchmark "
+                                f"result ({' '.join(str(exc).split())[:120]})") from None
 
 
 def import_files(paths: Iterable[str | Path], overrides: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
@@ -121,9 +153,8 @@ def detect(obj: Mapping[str, Any]) -> str | None:
     return None
 
 
-def _json_objects(text: str, path: Path) -> list[dict[str, Any]]:
-    text = text.strip()
-    if not text:
+def _json_objects(text: str, path: Path) -> tuple[list[dict[str, Any]], list[int]]:
+    if not text.strip():
         raise ImportFormatError(f"{path}: empty file")
     try:
         return _decode_objects(text, path)
@@ -131,26 +162,30 @@ def _json_objects(text: str, path: Path) -> list[dict[str, Any]]:
         raise ImportFormatError(f"{path}: JSON nested too deeply to be a benchmark result") from None
 
 
-def _decode_objects(text: str, path: Path) -> list[dict[str, Any]]:
+def _decode_objects(text: str, path: Path) -> tuple[list[dict[str, Any]], list[int]]:
+    """The objects and the line each starts on (a JSON list: the line of the list)."""
+    lines: list[int] = []
     try:
         obj = json.loads(text)
         objs = obj if isinstance(obj, list) else [obj]
+        lines = [text.count("\n", 0, len(text) - len(text.lstrip())) + 1] * len(objs)
     except json.JSONDecodeError:
         objs = []
         dec = json.JSONDecoder()
-        pos = 0
+        pos = len(text) - len(text.lstrip())
         while pos < len(text):  # several objects, one after another (--append-result, JSON lines)
             try:
                 obj, end = dec.raw_decode(text, pos)
             except json.JSONDecodeError as exc:
                 raise ImportFormatError(f"{path}: not JSON ({exc.msg} at line {exc.lineno})") from None
             objs.append(obj)
+            lines.append(text.count("\n", 0, pos) + 1)
             pos = end
             while pos < len(text) and text[pos].isspace():
                 pos += 1
     if not all(isinstance(o, dict) for o in objs):
         raise ImportFormatError(f"{path}: expected JSON objects")
-    return objs
+    return objs, lines
 
 
 def _record(*, path: Path, digest: str, index: int, kind: str, engine: dict[str, Any], workload: dict[str, Any],
@@ -196,10 +231,10 @@ def _split(overrides: Mapping[str, Any], obj: Mapping[str, Any] | None = None,
 def _from_throughput(obj: Mapping[str, Any], i: int, path: Path, digest: str,
                      overrides: Mapping[str, Any]) -> dict[str, Any]:
     eng, work, prov = _split(overrides, _without(obj, "num_requests"), f"{path}: object {i + 1}")
-    elapsed = float(obj["elapsed_time"])
-    n = int(obj.get("num_requests") or 0)
-    total = obj.get("total_num_tokens")
-    n_out = obj.get("total_output_tokens", obj.get("num_output_tokens"))
+    elapsed = _number(obj, "elapsed_time")
+    n = _count(obj, "num_requests") or 0
+    total = _count(obj, "total_num_tokens")
+    n_out = _count(obj, "total_output_tokens") if "total_output_tokens" in obj else _count(obj, "num_output_tokens")
     if n_out is None and isinstance(work.get("output_len"), int):
         n_out = n * work["output_len"]
     n_in = None
@@ -227,10 +262,12 @@ def _from_serve(obj: Mapping[str, Any], i: int, path: Path, digest: str,
                 overrides: Mapping[str, Any]) -> dict[str, Any]:
     eng, work, prov = _split(overrides, _without(obj, "num_prompts", "burstiness", "max_concurrency"),
                              f"{path}: object {i + 1}")
+    if not isinstance(obj.get("model_id"), (str, type(None))):
+        raise ValueError(f"model_id = {obj['model_id']!r} is not a string")
     eng.setdefault("model", obj.get("model_id"))
     eng.setdefault("mode", "online")
-    completed = int(obj.get("completed") or 0)
-    n_in, n_out = obj.get("total_input_tokens"), obj.get("total_output_tokens")
+    completed = _count(obj, "completed") or 0
+    n_in, n_out = _count(obj, "total_input_tokens"), _count(obj, "total_output_tokens")
     metrics: dict[str, Any] = {
         "elapsed_s": obj.get("duration"),
         "num_requests": completed,
@@ -264,6 +301,23 @@ def _from_serve(obj: Mapping[str, Any], i: int, path: Path, digest: str,
                     "ttft_s": obj.get("ttfts"), "e2e_s": obj.get("latencies")}
     return _record(path=path, digest=digest, index=i, kind="vllm-bench-serve", engine=eng, workload=work,
                    metrics=metrics, provenance=prov, requests=requests)
+
+
+def _count(obj: Mapping[str, Any], key: str) -> int | None:
+    """A JSON whole number (or null) as vLLM's benchmarks write counts; text or a list is a ValueError."""
+    v = obj.get(key)
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v != int(v):
+        raise ValueError(f"{key} = {v!r} is not a whole number")
+    return int(v)
+
+
+def _number(obj: Mapping[str, Any], key: str) -> float:
+    v = obj.get(key)
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise ValueError(f"{key} = {v!r} is not a number")
+    return float(v)
 
 
 def _without(obj: Mapping[str, Any], *keys: str) -> dict[str, Any]:

@@ -25,8 +25,11 @@ from perfmodel.atomic import write_text_atomic
 from perfmodel.coefficients import Profile
 from perfmodel.errors import UserError
 from perfmodel.layout import Layout
+from perfmodel.progress import Progress
 from perfmodel.scenario import Scenario
 from perfmodel.uncertainty import DEFAULT_LEVEL, interval_for
+
+MAX_PREDICTED_RUNS = 10_000  # runs one calibrate predict simulates (~20 ms a run: a few minutes, with progress)
 
 
 def planned_observation(run: RunConfig, hardware: str, profile: Profile, vllm_version: str | None,
@@ -56,8 +59,13 @@ def predict_sweep(sweep_path: str | Path, hardware: str, profile: Profile, *,
     """One prediction per run of the sweep, offline and online, each with its ``level`` interval when the
     profile has an ``uncertainty:`` section; ``vllm_version`` None: the hardware's release, as ``predict``."""
     sweep = load_sweep(sweep_path)
+    if len(sweep.runs) > MAX_PREDICTED_RUNS:
+        raise UserError(f"{sweep_path}: {len(sweep.runs):,} runs; calibrate predict simulates at most "
+                        f"{MAX_PREDICTED_RUNS:,} (~20 ms each); split the sweep or narrow its grid")
     out = []
-    for run in sweep.runs:
+    progress = Progress(label="runs predicted")
+    for i, run in enumerate(sweep.runs, 1):
+        progress(i - 1, len(sweep.runs))
         obs = planned_observation(run, hardware, profile, vllm_version, sweep.base_dir)
         memory = obs.memory(profile.coefficients)
         where = f"run {run.run_id} ({run.describe()}): {obs.layout} of {obs.scenario.model.name} on {hardware}"
@@ -77,6 +85,7 @@ def predict_sweep(sweep_path: str | Path, hardware: str, profile: Profile, *,
         if interval is not None:  # the profile's calibrated range, committed with the point (issue 13)
             record["interval"] = {**interval.to_dict(), "source": interval.source}
         out.append(record)
+    progress.close()
     return out
 
 

@@ -28,6 +28,8 @@ from calibrate.modeldir import ResolvedModel, resolve_model
 from calibrate.store import append_record, completed_run_ids, iter_new_records
 from calibrate.sweep import RunConfig, Sweep
 from calibrate.worker_record import error_tail, make_record
+from perfmodel.atomic import write_text_atomic
+from perfmodel.errors import UserError
 
 # defaults for the worker's environment; the caller's environment wins
 DEFAULT_ENV = {"VLLM_NO_USAGE_STATS": "1", "VLLM_DO_NOT_TRACK": "1", "TOKENIZERS_PARALLELISM": "false",
@@ -76,6 +78,13 @@ def run_sweep(sweep: Sweep, results: str | Path, *, only: str | None = None, eng
     groups: dict[EngineSpec, list[RunConfig]] = {}
     for run in pending:
         groups.setdefault(run.engine, []).append(run)
+    if dry_run:  # list only engines that could start: a model that resolves, TP dividing its heads
+        from calibrate.record_schema import planned_engine_problem
+
+        for engine in groups:
+            problem = planned_engine_problem(engine.model, engine.tensor_parallel_size, sweep.base_dir)
+            if problem:
+                raise UserError(f"sweep {sweep.name}: {problem}")
     print(f"sweep {sweep.name}: {len(selected)} runs, {len(selected) - len(pending)} already in {results}, "
           f"{len(pending)} to run on {len(groups)} engine configurations", file=stream, flush=True)
     if dry_run:
@@ -127,7 +136,7 @@ def _write_worker_spec(model: ResolvedModel, engine: EngineSpec, runs: Sequence[
     }
     cmd = [python, "-m", "calibrate.worker", str(spec_file.resolve())]
     spec["command"] = " ".join(cmd)
-    spec_file.write_text(json.dumps(spec, indent=1))
+    write_text_atomic(spec_file, json.dumps(spec, indent=1))
     return spec, cmd, log_file, log_offset
 
 

@@ -18,9 +18,11 @@ from typing import Any, Sequence
 
 from calibrate.engine_spec import EngineSpec
 from calibrate.sweep import Sweep
-from perfmodel.sbatch import (JobSpec, default_cpus_per_task, default_network_interface, has_slurm_limits, hms,
-                              job_header, ray_block)
+from perfmodel.atomic import write_text_atomic
 from perfmodel.errors import UserError
+from perfmodel.sbatch import (JobSpec, checked_script, default_cpus_per_task, default_network_interface,
+                              has_slurm_limits, hms, interface_name_problem, job_header, log_pattern, ray_block,
+                              script_path_problem, slurm_name_problem)
 
 DEFAULT_TIME_S = 3600.0
 JOB_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}  # with perfmodel.sbatch.JOB_ENV
@@ -96,10 +98,14 @@ def write_slurm_jobs(sweep: Sweep, cluster: Any, account: str, partition: str, o
         raise SlurmError(f"--cpus-per-task must be at least 1, got {cpus_per_task}")
     if sweep.path is None:
         raise SlurmError("the sweep must come from a file (jobs read it)")
-    for name, value in (("account", account), ("partition", partition)):
-        if not value or any(c.isspace() for c in value):
-            raise SlurmError(f"{name} must be one word, got {value!r}")
     out = Path(out_dir).resolve()
+    problems = [slurm_name_problem(account, "account"), slurm_name_problem(partition, "partition"),
+                script_path_problem(python, "--python"), script_path_problem(str(out), "--out"),
+                script_path_problem(str(Path(sweep.path).resolve()), "the sweep path"),
+                interface_name_problem(network_interface) if network_interface is not None else None]
+    problem = next((p for p in problems if p), None)
+    if problem:
+        raise SlurmError(problem)
     single_plans, limit = plan_jobs(sweep, cluster, time_limit_s)
     plans = []
     for plan in single_plans:  # engines spanning nodes use Ray; their engine ids change with the backend
@@ -115,23 +121,32 @@ def write_slurm_jobs(sweep: Sweep, cluster: Any, account: str, partition: str, o
                    cluster=cluster, sweep_name=sweep.name,
                    cpus_per_task=cpus_per_task or default_cpus_per_task(int(cluster.gpus_per_node)),
                    network_interface=network_interface or default_network_interface(cluster))
-    scripts: list[Path] = []
+    try:
+        texts = _scripts(ctx, plans, array)
+    except ValueError as exc:  # a value that breaks the script's rules (perfmodel.sbatch): one line
+        raise SlurmError(str(exc)) from None
+    for path, text in texts.items():
+        write_text_atomic(path, text)
+    submit = out / "submit.sh"
+    write_text_atomic(submit, checked_script("#!/bin/bash\nset -euo pipefail\n"
+                                             + "".join(f"sbatch {shlex.quote(str(p))}\n" for p in texts)))
+    submit.chmod(0o755)
+    return list(texts)
+
+
+def _scripts(ctx: "_Context", plans: Sequence[JobPlan], array: bool) -> dict[Path, str]:
+    """Each job script's path and text (checked by ``bash -n``)."""
+    out, name = ctx.out, _slug(ctx.sweep_name)
+    scripts: dict[Path, str] = {}
     if array:
         by_nodes: dict[int, list[JobPlan]] = {}
         for plan in plans:
             by_nodes.setdefault(plan.num_nodes, []).append(plan)
         for nodes, group in sorted(by_nodes.items()):
-            path = out / f"{_slug(sweep.name)}-array-{nodes}node.sbatch"
-            path.write_text(_array_script(ctx, group))
-            scripts.append(path)
+            scripts[out / f"{name}-array-{nodes}node.sbatch"] = checked_script(_array_script(ctx, group))
     else:
         for plan in plans:
-            path = out / f"{_slug(sweep.name)}-{plan.engine.engine_id}.sbatch"
-            path.write_text(_job_script(ctx, plan))
-            scripts.append(path)
-    submit = out / "submit.sh"
-    submit.write_text("#!/bin/bash\nset -euo pipefail\n" + "".join(f"sbatch {shlex.quote(str(p))}\n" for p in scripts))
-    submit.chmod(0o755)
+            scripts[out / f"{name}-{plan.engine.engine_id}.sbatch"] = checked_script(_job_script(ctx, plan))
     return scripts
 
 
@@ -154,7 +169,7 @@ class _Context:
 
 def _header(ctx: _Context, name: str, nodes: int, gpus: int, extra: Sequence[str] = ()) -> str:
     job = JobSpec(name=name, nodes=nodes, gpus_per_node=gpus, cpus_per_task=ctx.cpus_per_task, time_s=ctx.time_s,
-                  output=f"{ctx.out}/logs/%x-%j.out", account=ctx.account, partition=ctx.partition,
+                  output=log_pattern(f"{ctx.out}/logs"), account=ctx.account, partition=ctx.partition,
                   modules=ctx.modules, env_setup=ctx.env_setup, env=JOB_ENV, extra_directives=tuple(extra),
                   comment=f"written by perfmodel calibrate slurm for sweep {ctx.sweep_name} on {ctx.cluster.name}")
     return job_header(job) + f"cd {shlex.quote(str(ctx.workdir))}\n"
@@ -195,10 +210,11 @@ def _array_script(ctx: _Context, plans: Sequence[JobPlan]) -> str:
     if nodes > 1:
         text += _ray(ctx, gpus, '"${total_gpus[$SLURM_ARRAY_TASK_ID]}"')
     cmd = [ctx.python, "-m", "perfmodel.cli", "calibrate", "run", str(ctx.sweep_path)]
-    text += " ".join(shlex.quote(c) for c in cmd) + f' --results "{ctx.out}/results/$engine.jsonl" --engine "$engine"'
+    results = shlex.quote(f"{ctx.out}/results/") + '"$engine.jsonl"'  # the folder quoted, $engine expanded
+    text += " ".join(shlex.quote(c) for c in cmd) + f' --results {results} --engine "$engine"'
     text += " --distributed-executor-backend ray\n" if nodes > 1 else "\n"
     return text
 
 
 def _slug(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_" else "-" for c in name)[:40] or "sweep"
+    return "".join(c if (c.isascii() and c.isalnum()) or c in "-_" else "-" for c in name)[:40] or "sweep"

@@ -171,6 +171,7 @@ _ALIASES = {"tp": "tensor_parallel_size", "pp": "pipeline_parallel_size"}
 _ENGINE_KEYS = {f.name for f in dataclasses.fields(EngineSpec)}
 _WORKLOAD_KEYS = {f.name for f in dataclasses.fields(Workload)} - {"seed"}
 _GROUP_KEYS = {"name", "grid"}
+MAX_SWEEP_RUNS = 100_000  # runs one sweep file may expand to (a real sweep has hundreds)
 _TYPES: dict[str, tuple[type, ...]] = {
     "mode": (str,), "model": (str,), "dummy_weights": (bool,), "tensor_parallel_size": (int,),
     "pipeline_parallel_size": (int,), "dtype": (str,), "max_num_seqs": (int,), "max_num_batched_tokens": (int,),
@@ -231,6 +232,9 @@ def parse_sweep(doc: Any, *, path: Path | None = None, name: str | None = None) 
         _check_keys(fixed, gwhere)
         _check_keys(grid, f"{gwhere}: grid", grid=True)
         keys = list(grid)
+        size = math.prod(len(grid[k]) for k in keys)
+        if len(runs) + size > MAX_SWEEP_RUNS:  # counted before expanding: a 6M-run grid is refused at once
+            raise SweepError(f"{gwhere}: grid: {size:,} runs; a sweep holds at most {MAX_SWEEP_RUNS:,}")
         for values in itertools.product(*(grid[k] for k in keys)):
             merged = {**_canon(defaults), **_canon(fixed), **_canon(dict(zip(keys, values)))}
             run = _make_run(merged, gwhere, sweep_name, gname)

@@ -18,6 +18,7 @@ with the layout ``huggingface_hub`` writes::
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -174,6 +175,22 @@ def hf_hub_cache_dir() -> Path:
     return Path(xdg).expanduser() / "huggingface" / "hub"
 
 
+def _revision(ref: Path) -> str:
+    """The commit hash ``refs/main`` names: hex (huggingface_hub writes a 40-hex sha), read bounded."""
+    from perfmodel.errors import UserError
+
+    try:
+        with open(ref, "rb") as f:
+            raw = f.read(256)
+        text = raw.decode("ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        text = ""
+    if not re.fullmatch(r"[0-9A-Za-z._-]{1,128}", text) or text in (".", ".."):
+        raise UserError(f"{ref}: not a revision (expected the commit hash huggingface_hub writes); "
+                        "remove the file or re-download the model")
+    return text
+
+
 def find_in_hf_cache(repo_id: str) -> Path | None:
     """``config.json`` of ``org/name`` in the local hub cache, or None when it is not cached.
 
@@ -188,7 +205,8 @@ def find_in_hf_cache(repo_id: str) -> Path | None:
         return None
     ref = repo_dir / "refs" / "main"
     if ref.is_file():
-        config = repo_dir / "snapshots" / ref.read_text(encoding="utf-8").strip() / "config.json"
+        revision = _revision(ref)
+        config = repo_dir / "snapshots" / revision / "config.json"
         return config if config.is_file() else None
     snapshots = sorted((repo_dir / "snapshots").glob("*/config.json"))
     return snapshots[0] if len(snapshots) == 1 else None

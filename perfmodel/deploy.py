@@ -13,6 +13,7 @@ replicas are separate servers (one port each, ``CUDA_VISIBLE_DEVICES`` picking a
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -20,7 +21,7 @@ from typing import TYPE_CHECKING
 from perfmodel.errors import UserError
 from perfmodel.layout import Layout, place
 from perfmodel.sbatch import JobSpec, default_cpus_per_task, default_network_interface, has_slurm_limits, hms
-from perfmodel.sbatch import job_header, ray_block, shell_join
+from perfmodel.sbatch import checked_script, job_header, log_pattern, ray_block, shell_join
 
 if TYPE_CHECKING:
     from perfmodel.scenario import Scenario
@@ -140,8 +141,10 @@ def serve_job_script(scenario: "Scenario", dep: Deployment, options: JobOptions)
         raise UserError(f"{cluster.name} has no SLURM limits (max_nodes_per_job, max_job_time_s): --emit-sbatch "
                         "needs a batch cluster such as taiwania2, or a cluster YAML with those keys")
     time_s = options.time_s if options.time_s is not None else (cluster.max_job_time_s or 3600.0)
-    if time_s <= 0 or (cluster.max_job_time_s is not None and time_s > cluster.max_job_time_s):
-        raise UserError(f"--time {time_s:g} s must be in (0, {cluster.name}'s maximum {cluster.max_job_time_s:g} s]")
+    if not math.isfinite(time_s) or time_s <= 0 or (cluster.max_job_time_s is not None
+                                                    and time_s > cluster.max_job_time_s):
+        most = f"{cluster.name}'s maximum {cluster.max_job_time_s:g} s" if cluster.max_job_time_s else "1e8 s"
+        raise UserError(f"--time {time_s:g} s must be in (0, {most}]")
     if cluster.max_nodes_per_job is not None and dep.nodes > cluster.max_nodes_per_job:
         raise UserError(f"{dep.layout} needs {dep.nodes} nodes; {cluster.name} allows {cluster.max_nodes_per_job}")
     if dep.nodes_per_replica > 1 and dep.layout.dp > 1:
@@ -151,9 +154,17 @@ def serve_job_script(scenario: "Scenario", dep: Deployment, options: JobOptions)
         raise UserError(f"--cpus-per-task must be at least 1, got {options.cpus_per_task}")
     layout = dep.layout
     name = f"vllm-tp{layout.tp}pp{layout.pp}dp{layout.dp}"
+    try:
+        return checked_script(_serve_job_text(scenario, dep, options, name, time_s))
+    except ValueError as exc:  # a value that breaks the script's rules (perfmodel.sbatch): one line
+        raise UserError(str(exc)) from None
+
+
+def _serve_job_text(scenario: "Scenario", dep: Deployment, options: JobOptions, name: str, time_s: float) -> str:
+    cluster, layout = scenario.cluster, dep.layout
     job = JobSpec(name=name, nodes=dep.nodes, gpus_per_node=dep.gpus_per_node,
                   cpus_per_task=options.cpus_per_task or default_cpus_per_task(dep.gpus_per_node), time_s=time_s,
-                  output=f"{options.log_dir.rstrip('/')}/%x-%j.out", account=options.account,
+                  output=log_pattern(options.log_dir), account=options.account,
                   partition=options.partition, modules=options.modules, env_setup=options.env_setup,
                   comment=(f"written by perfmodel predict --emit-sbatch: {scenario.model.name} on {cluster.name}, "
                            f"{layout} ({dep.nodes} node(s), {hms(time_s)})"))

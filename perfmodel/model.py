@@ -24,6 +24,7 @@ from perfmodel.checkpoint import CheckpointQuantization, find_in_hf_cache, hf_hu
 from perfmodel.errors import UserError
 
 CATALOG_DIR = Path(__file__).parent / "catalog"
+DATA_DIR = Path(__file__).resolve().parent.parent / "data"  # measured sets (a source checkout; absent when installed)
 
 SUPPORTED_ARCHITECTURES: tuple[str, ...] = (
     "LlamaForCausalLM",
@@ -317,6 +318,10 @@ def from_hf_config(config: Mapping[str, Any], name: str, *, source: str | None =
     num_kv_heads = config.get("num_key_value_heads") or num_heads
     head_dim = config.get("head_dim") or hidden_size // num_heads
     num_experts = config.get("num_local_experts") or 0
+    if "num_local_experts" in config and not (isinstance(config["num_local_experts"], int)
+                                              and config["num_local_experts"] >= 1):  # 0 is no MoE, not dense
+        raise UserError(f"{source}: num_local_experts must be a positive integer, got "
+                        f"{config['num_local_experts']!r}")
     intermediate_size = _positive_int(config, "intermediate_size", source)
     if architecture in _MOE_KEYS:
         num_experts, intermediate_size = _sparse_mlp(config, architecture, num_layers, source)
@@ -389,7 +394,14 @@ def catalog_config_path(name: str) -> Path:
     return CATALOG_DIR / f"{model}.json"
 
 
+MAX_CONFIG_BYTES = 16 * 2**20  # a config.json is a few KB; a FIFO or a device would block or never end
+
+
 def _read_json(path: Path) -> dict[str, Any]:
+    if path.exists() and not path.is_file():
+        raise UserError(f"{path}: not a regular file (a pipe or a device); expected a JSON config")
+    if path.is_file() and path.stat().st_size > MAX_CONFIG_BYTES:
+        raise UserError(f"{path}: {path.stat().st_size:,} bytes; a config.json is limited to {MAX_CONFIG_BYTES:,}")
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
@@ -409,6 +421,16 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 def _load_file(path: Path, name: str) -> ModelShape:
     return from_hf_config(_read_json(path), name, source=str(path))
+
+
+def shipped_checkpoint_config(repo_id: str) -> Path | None:
+    """``config.json`` of a checkpoint this repository ships with its measurements (``data/<set>/<name>/``, e.g.
+    data/taiwania/qwen2.5-72b-instruct-gptq-int4 for Qwen/Qwen2.5-72B-Instruct-GPTQ-Int4); None elsewhere."""
+    parts = repo_id.strip().split("/")
+    if len(parts) != 2 or not all(parts) or parts[1] in (".", ".."):
+        return None
+    found = sorted(DATA_DIR.glob(f"*/{parts[1].lower()}/config.json")) if DATA_DIR.is_dir() else []
+    return found[0] if len(found) == 1 else None
 
 
 def load_model(name_or_path: str | Path) -> ModelShape:
@@ -432,7 +454,7 @@ def load_model(name_or_path: str | Path) -> ModelShape:
     model = _catalog_name(text)
     if model is not None:
         return _load_file(CATALOG_DIR / f"{model}.json", model)
-    cached = find_in_hf_cache(text)
+    cached = find_in_hf_cache(text) or shipped_checkpoint_config(text)
     if cached is not None:
         return _load_file(cached, text.strip())
     if text.endswith(".json"):

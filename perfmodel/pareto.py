@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
 DEFAULT_MAX_NUM_SEQS = (1, 4, 16, 64, 256)
 REQUESTS_PER_SLOT = 3  # closed-loop requests per concurrent slot: every slot is refilled twice
+MAX_SIMULATED_STEPS = 1_000_000  # engine steps one pareto may simulate (~60 us a step measured: about a minute)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -103,9 +104,20 @@ def pareto_points(scenario: "Scenario", num_gpus: int, *, max_num_seqs: tuple[in
     for name, value in (("--input-len", input_len), ("--output-len", output_len)):
         if value < 1:
             raise UserError(f"{name} must be at least 1, got {value}")
+    if input_len + output_len > scenario.max_model_len:  # vLLM refuses such a request; never trim it silently
+        raise UserError(f"--input-len {input_len:,} + --output-len {output_len:,} exceed --max-model-len "
+                        f"{scenario.max_model_len:,}")
+    layouts = candidate_layouts(scenario, num_gpus)
+    sizes = sorted(set(max_num_seqs))
+    # a closed-loop point runs ~REQUESTS_PER_SLOT generations of its batch: about that many x output_len steps
+    steps = len(layouts) * len(sizes) * REQUESTS_PER_SLOT * output_len
+    if steps > MAX_SIMULATED_STEPS:
+        raise UserError(f"{len(layouts)} layouts x {len(sizes)} sizes x {REQUESTS_PER_SLOT} x --output-len "
+                        f"{output_len:,} = {steps:,} engine steps to simulate; the limit is {MAX_SIMULATED_STEPS:,} "
+                        "(fewer --max-num-seqs-list sizes, pin fewer GPUs, or a shorter --output-len)")
     points = []
-    for layout in candidate_layouts(scenario, num_gpus):
-        for seqs in sorted(set(max_num_seqs)):
+    for layout in layouts:
+        for seqs in sizes:
             point = closed_loop_point(scenario, layout, seqs, input_len=input_len, output_len=output_len,
                                       seed=seed)
             if point is not None:

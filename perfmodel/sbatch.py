@@ -12,13 +12,18 @@ node to that node's address; vLLM 0.7.0 vllm/envs.py reads ``VLLM_HOST_IP``, vll
 - the job waits until ``ray status`` counts every GPU of the job (at most ``RAY_WAIT_S``), not a fixed sleep;
 - ``set -u`` comes after ``module load`` and the environment setup (module scripts read unset variables).
 
-Text only: nothing here writes files or imports SLURM.
+A job script is code, so every value a user gives is checked against the rules below (``*_problem``: None or
+one line) and written shell-quoted; ``env_setup`` is the one value that is shell by intent and must parse.
+``checked_script`` runs ``bash -n`` on the finished text. Text only: nothing here writes files or imports SLURM.
 """
 
 from __future__ import annotations
 
 import math
+import re
 import shlex
+import shutil
+import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -54,8 +59,90 @@ class JobSpec:
     def __post_init__(self) -> None:
         if self.nodes < 1 or self.gpus_per_node < 1 or self.cpus_per_task < 1:
             raise ValueError("a job needs at least one node, one GPU and one CPU per node")
-        if self.time_s <= 0:
-            raise ValueError(f"time limit must be > 0 s, got {self.time_s:g}")
+        if not (math.isfinite(self.time_s) and 0 < self.time_s <= MAX_TIME_S):
+            raise ValueError(f"time limit must be in (0, {MAX_TIME_S:g}] s, got {self.time_s:g}")
+        problems = [slurm_name_problem(self.name, "job name"), script_path_problem(self.output, "log path"),
+                    env_setup_problem(self.env_setup)]
+        problems += [slurm_name_problem(v, k) for k, v in (("account", self.account), ("partition", self.partition))
+                     if v is not None]
+        problems += [module_name_problem(m) for m in self.modules]
+        problems += [f"environment variable name {k!r} is not a shell name" for k in self.env
+                     if not _ENV_NAME.fullmatch(k)]
+        problem = next((p for p in problems if p), None)
+        if problem:
+            raise ValueError(problem)
+
+
+# -- the rules for values written into a job script -------------------------------------------------------------
+MAX_TIME_S = 1e8  # ~3 years: far above any cluster's limit, and hms() stays a short string
+# account and partition: SLURM prints and parses them as bare words in #SBATCH lines, scontrol and sacctmgr
+# output; names made of letters, digits, '_', '-' and '.' are what every site uses (sacctmgr lowercases accounts).
+_SLURM_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
+# Linux net/core/dev.c dev_valid_name: 1-15 bytes (IFNAMSIZ 16 with the NUL), not '.' or '..', no '/', ':' or
+# space; we also keep to the characters interface names use (ib0, enp1s0f0, ib0.8001, bond0), so nothing needs
+# shell quoting.
+_INTERFACE = re.compile(r"[A-Za-z0-9_.-]{1,15}")
+_MODULE = re.compile(r"[A-Za-z0-9_.+/@:,=-]{1,200}")  # Lmod/Environment Modules names: cuda/12.1, gcc@11.2
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _shown(text: str) -> str:
+    return repr(text if len(text) <= 40 else text[:37] + "...")
+
+
+def slurm_name_problem(text: str, what: str = "SLURM name") -> str | None:
+    if _SLURM_NAME.fullmatch(text):
+        return None
+    return (f"{what} must be 1-64 letters, digits, '_', '-' or '.' (SLURM account/partition names), "
+            f"got {_shown(text)}")
+
+
+def interface_name_problem(text: str) -> str | None:
+    if _INTERFACE.fullmatch(text) and text not in (".", ".."):
+        return None
+    return f"a network interface name is 1-15 letters, digits, '_', '-' or '.' (e.g. ib0, eth0), got {_shown(text)}"
+
+
+def module_name_problem(text: str) -> str | None:
+    if _MODULE.fullmatch(text):
+        return None
+    return f"a module name is 1-200 letters, digits or _.+/@:,=- (e.g. cuda/12.1), got {_shown(text)}"
+
+
+def script_path_problem(text: str, what: str = "path") -> str | None:
+    """A path or program written into a script (quoted there): not empty, no control characters (a newline
+    would end an ``#SBATCH`` line and start a new one)."""
+    if not text:
+        return f"{what} is empty"
+    if any(not c.isprintable() for c in text):
+        return f"{what} has a control character (newline, tab, ...): {_shown(text)}"
+    return None
+
+
+def env_setup_problem(text: str) -> str | None:
+    """``env_setup`` is shell by intent (e.g. ``source venv/bin/activate``): it must parse on its own."""
+    if "\x00" in text:
+        return "--env-setup has a NUL byte"
+    return _bash_syntax_problem(text, "--env-setup") if text.strip() else None
+
+
+def _bash_syntax_problem(text: str, what: str) -> str | None:
+    bash = shutil.which("bash")
+    if bash is None:  # nowhere to check: the written script is still quoted
+        return None
+    done = subprocess.run([bash, "-n"], input=text.encode(), capture_output=True, timeout=30)
+    if done.returncode == 0:
+        return None
+    first = next((line for line in done.stderr.decode(errors="replace").splitlines() if line.strip()), "")
+    return f"{what} is not valid bash: {re.sub(r'^.*?bash: ', '', first)[:160]}"
+
+
+def checked_script(text: str) -> str:
+    """``text`` when ``bash -n`` accepts it; ValueError otherwise (a writer's bug, never the user's script)."""
+    problem = _bash_syntax_problem(text, "the job script")
+    if problem:
+        raise ValueError(problem)
+    return text
 
 
 def has_slurm_limits(cluster) -> bool:
@@ -108,7 +195,10 @@ def ray_block(*, gpus_per_node: int, total_gpus: int | str, network_interface: s
     (the head's address) are exported for the vLLM process started next on this node.
     """
     want = total_gpus if isinstance(total_gpus, str) else str(int(total_gpus))
-    iface = shlex.quote(network_interface)
+    problem = interface_name_problem(network_interface)
+    if problem:
+        raise ValueError(problem)
+    iface = network_interface  # inside "${...:-ib0}" quotes would be literal: the name rule keeps it plain
     worker = ('ip=$(iface_ip); export VLLM_HOST_IP="$ip"; exec ray start --address="$RAY_ADDRESS" '
               f'--node-ip-address="$ip" --num-cpus="$SLURM_CPUS_PER_TASK" --num-gpus={gpus_per_node} --block')
     return f"""
@@ -148,8 +238,15 @@ fi
 """
 
 
+def log_pattern(folder: str) -> str:
+    """``--output`` for a job's log in ``folder``: ``%x-%j.out`` (job name, id); a '%' of the folder itself is
+    written '%%', sbatch's literal percent (sbatch man page, "filename pattern")."""
+    return f"{folder.rstrip('/').replace('%', '%%')}/%x-%j.out"
+
+
 def _dq(text: str) -> str:
-    """Double-quoted for an ``#SBATCH`` line (sbatch strips the quotes; spaces in paths survive)."""
+    """Double-quoted for an ``#SBATCH`` line: sbatch groups quoted characters and takes a backslash as escaping
+    the next one (SLURM src/sbatch/opt.c _get_argument), so spaces, quotes and backslashes in paths survive."""
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 

@@ -165,6 +165,18 @@ class Scenario:
         except ValueError as exc:
             raise UserError(str(exc)) from None
 
+    def _fitting_hint(self, layout: Layout) -> str:
+        """'; the smallest layout that fits is -tp 4 -pp 1' (fewest GPUs per replica, then the least PP)."""
+        from perfmodel.layout import valid_tp_sizes
+
+        m = self.model
+        options = sorted(((tp * pp, pp, tp) for tp in valid_tp_sizes(m.num_attention_heads, m.num_kv_heads, 64)
+                          for pp in range(1, min(m.num_layers, 16) + 1) if tp * pp <= 128))
+        for _, pp, tp in options:
+            if self.memory(Layout(tp=tp, pp=pp, dp=1)).fits:
+                return f"; the smallest layout that fits is -tp {tp} -pp {pp}"
+        return "; no TP x PP up to 128 GPUs fits: try --quantization or a smaller --max-model-len"
+
     def simulate(self, layout: Layout, requests: list["Request"], *, max_concurrency: int | None = None,
                  router: str = "round_robin", record_timeline: bool = False, seed: int = 0,
                  batching: str | None = None, num_kv_blocks: int | None = None,
@@ -191,7 +203,7 @@ class Scenario:
             plan = self.memory(layout)
             if not plan.fits:
                 raise UserError(f"{layout} does not fit {self.model.name} on {self.cluster.gpu.display_name}: "
-                                f"{plan.reason}")
+                                f"{plan.reason}{self._fitting_hint(layout)}")
             num_kv_blocks = plan.num_gpu_blocks
         engine = self.engine_config(num_kv_blocks, batching)
         cost = self.step_cost(layout)

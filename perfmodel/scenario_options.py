@@ -51,6 +51,13 @@ class ScenarioOptions:
     tp_across_nodes: bool | None = None  # TP groups may span nodes (None: yes without ``nodes``, no with it)
     expert_parallel: bool = False  # vLLM's --enable-expert-parallel: MoE experts split over TP x DP GPUs
 
+    def __post_init__(self) -> None:
+        from perfmodel.errors import UserError
+
+        if self.kv_offload and self.batching == "static":  # offload overlaps idle micro-batches of continuous PP
+            raise UserError("--kv-offload models continuous batching's idle pipeline micro-batches; it does not "
+                            "apply to --batching static")
+
     def replace(self, **changes: Any) -> "ScenarioOptions":
         return dataclasses.replace(self, **changes)
 

@@ -30,6 +30,7 @@ from simulator.stream import RequestStream
 from simulator.workload import LengthDistribution, load_trace, stream_requests
 
 DEFAULT_SPREAD = 0.5
+MAX_ARRIVAL_S = 1e9  # a trace's latest arrival: beyond it a step's time is lost in the clock's rounding
 
 
 # the widest spread per kind whose draws, rounded and clipped to >= 1 token, keep the mean asked for: a wider
@@ -126,11 +127,15 @@ def build_request_stream(*, input_len: int | LengthDistribution = 100, output_le
 def _trace_requests(trace, max_model_len, trace_format="auto", start_s=0.0, duration_s=math.inf):
     try:
         requests = load_trace(trace, trace_format, start_s=start_s, duration_s=duration_s)
-    except (OSError, ValueError, KeyError) as exc:
+    except (OSError, ValueError, KeyError, OverflowError) as exc:
         raise UserError(f"cannot read trace {trace}: {exc}") from None
     if not requests:
         window = "" if not start_s and math.isinf(duration_s) else f" from {start_s:g} s for {duration_s:g} s"
         raise UserError(f"trace {trace} has no requests{window}")
+    for r in (min(requests, key=lambda r: r.arrival_s), max(requests, key=lambda r: r.arrival_s)):
+        if not 0 <= r.arrival_s <= MAX_ARRIVAL_S:
+            raise UserError(f"trace {trace}: request {r.id} arrives at {r.arrival_s:g} s; arrivals are "
+                            f"limited to 0 to {MAX_ARRIVAL_S:g} s (~30 years)")
     if max_model_len is not None:
         longest = max(requests, key=lambda r: r.num_prompt_tokens + r.num_output_tokens)
         if longest.num_prompt_tokens + longest.num_output_tokens > max_model_len:

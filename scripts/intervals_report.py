@@ -36,7 +36,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     text = markdown(args.csvs, args.level, command, holdout_dir=args.holdout, preregistered_dirs=args.preregistered)
     if args.notes and args.notes.exists():
         text += "\n" + args.notes.read_text()
-    args.out.write_text(text + "\n")
+    from perfmodel.atomic import write_text_atomic
+
+    write_text_atomic(args.out, text + "\n")
     print(f"wrote {args.out}")
     return 0
 

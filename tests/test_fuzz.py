@@ -16,6 +16,7 @@ import io
 import itertools
 import json
 import os
+import subprocess
 import sys
 import warnings
 from pathlib import Path
@@ -27,7 +28,7 @@ from hypothesis import strategies as st
 from perfmodel.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
-EXAMPLES = 40  # per command; 13 commands
+EXAMPLES = 40  # per command; 16 commands (and 40 each for the HF cache and bench-JSON tests below)
 SMALL = ["--hardware", "h200-sxm", "--model", "llama-3.1-8b", "--num-prompts", "10", "--input-len", "16",
          "--output-len", "8"]
 SWEEP = """name: fuzz
@@ -42,7 +43,9 @@ groups:
 
 # what the one slot of a command may be turned into; "{name}" is a file of ``files()``
 NUMBERS = ("nan", "NaN", "inf", "-inf", "-1", "0", "-0", "1e309", "99999999999999999999", "1.5", "abc", "",
-           "0x10", "1e-300", "-2147483649", "18446744073709551616", "3000000", "1_0", " 2", "1e6")
+           "0x10", "1e-300", "-2147483649", "18446744073709551616", "3000000", "1_0", " 2", "1e6",
+           # values that reach job scripts: quotes, newlines, command substitution, backticks
+           "a b", "a\nb", "'", '"', "$(touch PWNED)", "`touch PWNED`", "ib0;id", "16777216", "1,2,3,0")
 PATHS = ("{dir}", "{missing}", "{under_file}", "/dev/null", "{binary}", "{latin1}", "{empty}")
 # small valid counts, or far past any cap (valid mid-size values would only make successes slow)
 INTEGERS = st.one_of(st.integers(0, 4), st.integers(-2**80, -1), st.integers(2**40, 2**80))
@@ -92,6 +95,22 @@ COMMANDS = [
              ("--regularization",), {0: "jsonl", "--prior": "yaml", "--out": "out"}),
     _command("calibrate-check", ["calibrate", "check", "{results}", "--hardware", "cpu-host", "--cv", "none"],
              (), {0: "jsonl", "--calibration": "yaml", "--prior": "yaml", "--notes": "text", "--report": "out"}),
+    _command("pareto", ["pareto", "--hardware", "h200-sxm", "--model", "llama-3.1-8b", "--gpus", "1",
+                        "--max-num-seqs-list", "1,4", "--input-len", "16", "--output-len", "8", "--max-model-len",
+                        "512", "--format", "json"],
+             ("--gpus", "--input-len", "--output-len", "--seed", "--max-model-len", "--max-num-seqs-list",
+              "--max-num-seqs", "--gpu-memory-utilization"),
+             {"--model": "json", "--hardware": "yaml", "--calibration": "yaml", "--plot": "out"}),
+    _command("predict-config", ["predict", "--config", "{config}", "--hardware", "h200-sxm", "--gpus", "1",
+                                "--simulate-top", "0", "--format", "json"],
+             ("--gpus", "--max-num-seqs"), {"--config": "config"}),
+    _command("predict-emit-sbatch", ["predict", "--hardware", "taiwania2", "--model", "llama-3.1-8b", "--gpus", "16",
+                                     "-tp", "8", "-pp", "2", "--num-prompts", "10", "--input-len", "16",
+                                     "--output-len", "8", "--simulate-top", "0", "--emit-sbatch", "{new}",
+                                     "--account", "a", "--partition", "p"],
+             ("--time", "--cpus-per-task", "--account", "--partition", "--network-interface", "--module",
+              "--env-setup"),
+             {"--emit-sbatch": "out"}),
 ]
 
 
@@ -103,7 +122,8 @@ def files(tmp_path_factory) -> dict[str, str]:
     (d / "binary").write_bytes(bytes(range(256)) * 4)
     (d / "latin1").write_bytes("name: caf\xe9\n".encode("latin-1"))
     (d / "empty").write_bytes(b"")
-    return {"sweep": str(d / "sweep.yaml"), "dir": str(d / "folder"), "missing": str(d / "no" / "such"),
+    (d / "config.yaml").write_text(SAMPLES["config"])
+    return {"sweep": str(d / "sweep.yaml"), "config": str(d / "config.yaml"), "dir": str(d / "folder"), "missing": str(d / "no" / "such"),
             "under_file": str(d / "binary" / "x"), "binary": str(d / "binary"), "latin1": str(d / "latin1"),
             "empty": str(d / "empty"), "results": str(ROOT / "data/cpu/results.jsonl"),
             "bench": str(ROOT / "tests/fixtures/vllm_results/bench_throughput_tiny-llama_cpu.json"),
@@ -128,7 +148,8 @@ _documents = st.recursive(_scalars, lambda inner: st.lists(inner, max_size=3)
                                             inner, max_size=4), max_leaves=8)
 SAMPLES = {"yaml": SWEEP, "json": json.dumps({"hidden_size": 4096, "num_attention_heads": 32, "num_hidden_layers": 2}),
            "jsonl": (ROOT / "data/cpu/results.jsonl").read_text().split("\n")[0] + "\n",
-           "csv": "arrival_s,input_len,output_len\n0,16,8\n0.5,32,4\n", "text": "# notes\n"}
+           "csv": "arrival_s,input_len,output_len\n0,16,8\n0.5,32,4\n", "text": "# notes\n",
+           "config": "model: llama-3.1-8b\nmax-num-seqs: 16\nenable-chunked-prefill: false\nmax_model_len: 4096\n"}
 
 
 @st.composite
@@ -223,5 +244,71 @@ def test_fuzz_every_command_succeeds_or_fails_in_one_line(files, argv, numbers, 
             lines = err.splitlines()
             assert len(lines) == 1 and lines[0].startswith("perfmodel: error: "), (args, err)
             assert "Traceback" not in err
+        script = args[args.index("--emit-sbatch") + 1] if "--emit-sbatch" in args else None
+        if code == 0 and script:  # a written job script is valid bash (its values checked or quoted)
+            assert subprocess.run(["bash", "-n", script], capture_output=True).returncode == 0, args
+        assert not Path("PWNED").exists() and not Path(files["root"], "PWNED").exists()
+
+    check()
+
+
+# -- the HF cache resolver: whatever a cache holds, a model id resolves, is unknown, or fails in one line -------
+@pytest.mark.parametrize("unused", [None], ids=["hf-cache"])
+def test_fuzz_hf_cache_resolver(tmp_path, monkeypatch, unused):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    config = (ROOT / "perfmodel/catalog/llama-3.1-8b.json").read_bytes()
+
+    @settings(max_examples=EXAMPLES, suppress_health_check=[HealthCheck.too_slow,
+                                                              HealthCheck.function_scoped_fixture])
+    @given(ref=st.one_of(st.none(), st.binary(max_size=64), st.sampled_from([b"abc\n", b"../../x", b"", b"."])),
+           snapshot=st.sampled_from(["abc", "def", ""]),
+           content=st.one_of(st.just(config), st.binary(max_size=200), contents("json")))
+    def check(ref, snapshot, content):
+        repo = tmp_path / f"models--org--m{next(_counter)}"
+        (repo / "refs").mkdir(parents=True)
+        if ref is not None:
+            (repo / "refs" / "main").write_bytes(ref)
+        if snapshot:
+            (repo / "snapshots" / snapshot).mkdir(parents=True)
+            (repo / "snapshots" / snapshot / "config.json").write_bytes(content)
+        code, err = run_cli(["predict", "--model", f"org/{repo.name[len('models--org--'):]}", "--hardware",
+                             "h200-sxm", "--gpus", "1", "--simulate-top", "0", "--num-prompts", "10",
+                             "--format", "json"])
+        assert code in (0, 2), (ref, snapshot, err)
+        if code == 2:
+            assert len(err.splitlines()) == 1 and err.startswith("perfmodel: error: "), err
+
+    check()
+
+
+# -- calibrate import of vllm bench JSON: any value in any field is imported as a valid record or refused -------
+BENCH_FILES = ("bench_serve_tiny-llama_cpu_conc2.json", "bench_throughput_tiny-llama_cpu.json")
+_json_values = st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70), st.floats(), st.text(max_size=6),
+                         st.lists(st.integers(-5, 5), max_size=3), st.dictionaries(st.text(max_size=3),
+                                                                                  st.integers(), max_size=2))
+
+
+@pytest.mark.parametrize("bench", BENCH_FILES)
+def test_fuzz_import_vllm_bench_json(tmp_path, bench):
+    from calibrate.record_schema import record_problem
+    from calibrate.store import load_records
+
+    doc = json.loads((ROOT / "tests/fixtures/vllm_results" / bench).read_text())
+
+    @settings(max_examples=EXAMPLES, suppress_health_check=[HealthCheck.too_slow,
+                                                              HealthCheck.function_scoped_fixture])
+    @given(changes=st.dictionaries(st.sampled_from(sorted(doc)), _json_values, min_size=1, max_size=3))
+    def check(changes):
+        n = next(_counter)
+        src, results = tmp_path / f"in-{n}.json", tmp_path / f"out-{n}.jsonl"
+        src.write_text(json.dumps({**doc, **changes}))
+        code, err = run_cli(["calibrate", "import", str(src), "--results", str(results), "--model", "llama-3.1-8b",
+                             "--input-len", "32", "--output-len", "16"])
+        assert code in (0, 2), (changes, err)
+        if code == 2:
+            assert len(err.splitlines()) == 1 and err.startswith("perfmodel: error: "), (changes, err)
+            assert f"in-{n}.json" in err, err  # the file is named
+        else:  # what import accepts, fit and check accept (one schema)
+            assert all(record_problem(r) is None for r in load_records(results)), changes
 
     check()

@@ -64,7 +64,17 @@ def test_cli_formats_and_plot(tmp_path, capsys):
 
 def test_cli_refuses_bad_sizes(capsys):
     assert main(["pareto", *SMALL[:-6], "--max-num-seqs-list", "0,4"]) == 2
-    assert "positive sizes" in capsys.readouterr().err
+    assert "expected an integer from 1" in capsys.readouterr().err
+
+
+def test_pareto_refuses_what_it_would_trim_or_never_finish(capsys):
+    """A prompt past --max-model-len was trimmed and reported inf; 16M tokens hung; --seed -1 was a traceback."""
+    for argv, says in ((["--input-len", "16777216"], "exceed --max-model-len"), (["--seed", "-1"], "--seed"),
+                       (["--max-model-len", "100000", "--output-len", "90000"], "engine steps to simulate")):
+        assert main(["pareto", *SMALL[:-6], *argv]) == 2
+        err = capsys.readouterr().err
+        assert says in err and len(err.splitlines()) == 1, err
+
 
 
 def test_a_point_re_resolves_the_engine_so_v0_graph_sizes_follow_max_num_seqs():

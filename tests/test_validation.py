@@ -114,7 +114,7 @@ def test_unreadable_input_or_unwritable_output(capsys, monkeypatch, tmp_path, ar
     (["calibrate", "run", "{sweep}", "--results", "{out}", "--engine-timeout", "-5"], "--engine-timeout"),
     (["calibrate", "import", "{sweep}", "--results", "{out}", "-tp", "-1"], "-tp: expected an integer from 1"),
     (["calibrate", "slurm", "{sweep}", "--cluster", "taiwania2", "--account", "a b", "--partition", "p",
-      "--out", "{dir}"], "one word"),
+      "--out", "{dir}"], "SLURM account/partition names"),
 ])
 def test_bad_number_names_the_flag_and_the_limit(capsys, tmp_path, sweep, argv, needle):
     names = {"sweep": str(sweep), "out": str(tmp_path / "r.jsonl"), "dir": str(tmp_path / "jobs")}

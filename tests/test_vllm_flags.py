@@ -50,13 +50,14 @@ def test_a_config_file_stands_for_its_flags_and_the_command_line_wins(tmp_path):
     cfg.write_text("model: llama-3.1-8b\nmax-num-seqs: 64\nmax_model_len: 8k\nenforce_eager: true\n"
                    "enable-chunked-prefill: false\n")
     assert config_flags(str(cfg)) == ["--model", "llama-3.1-8b", "--max-num-seqs", "64", "--max-model-len", "8k",
-                                      "--enforce-eager"]
+                                      "--enforce-eager", "--no-enable-chunked-prefill"]
     assert expand_vllm_argv(["predict", "--config", str(cfg), "--max-num-seqs", "16"])[-2:] == ["--max-num-seqs",
                                                                                                  "16"]
     code, out, _ = _run(["predict", "--config", str(cfg), "--max-num-seqs", "16", "--hardware", "hgx-h200",
                          "--gpus", "1", "--simulate-top", "0", "--format", "json"])
     engine = json.loads(out)["engine"]
     assert code == 0 and engine["max_num_seqs"] == 16 and engine["max_model_len"] == 8000 and engine["enforce_eager"]
+    assert engine["enable_chunked_prefill"] is False  # `false` in the file is honoured like the flag
 
 
 def test_chunked_prefill_flags_reach_the_engine():

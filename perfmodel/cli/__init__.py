@@ -27,11 +27,27 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = ArgumentParser(prog="perfmodel", description=(
         "Predict vLLM inference throughput, latency and memory on GPU clusters; calibrate against real runs."))
+    parser.add_argument("--version", action="version", version=f"perfmodel {version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command in (predict, catalog, simulate, compare, plan, pareto):
         command.register(sub)
     add_calibrate_subcommands(sub)
     return parser
+
+
+def version() -> str:
+    """The installed distribution's version (pyproject.toml), or the source tree's when not installed."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("perfmodel")
+    except metadata.PackageNotFoundError:
+        import re
+        from pathlib import Path
+
+        pyproject = Path(__file__).resolve().parents[2] / "pyproject.toml"
+        found = re.search(r'^version = "([^"]+)"', pyproject.read_text(), re.M) if pyproject.is_file() else None
+        return found.group(1) if found else "unknown"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -45,6 +61,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as exc:  # a --config file that cannot be read
         print(f"perfmodel: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
+    from perfmodel.cli.validate import check_outputs_are_not_inputs
+
+    clash = check_outputs_are_not_inputs(parser, args)
+    if clash:
+        print(f"perfmodel: error: {clash}", file=sys.stderr)
+        return 2
     unused = ignored(args)
     if unused:
         print(f"perfmodel: ignored: no effect on performance: {' '.join(unused)}", file=sys.stderr)
@@ -55,6 +77,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except BrokenPipeError:
         return 0
+    except OSError as exc:  # a file that cannot be written after all (read-only filesystem, disk full): one line
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"perfmodel: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("perfmodel: interrupted", file=sys.stderr)
         return 130

@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 
 from perfmodel.cli.options import GPUS, HARDWARE, MODEL, TOKENS
-from perfmodel.cli.validate import (MAX_NUM_SEQS, input_file, integer, output_dir, output_file, real,
-                                    word)
+from perfmodel.cli.validate import (ENV_SETUP, INTERFACE_NAME, MAX_NUM_SEQS, MODULE_NAME, SCRIPT_PATH, SLURM_NAME,
+                                    input_file, integer, output_dir, output_file, real)
 from perfmodel.errors import UserError
 
 RESULTS_OUT = output_file  # a results file to append to: its folder must exist
@@ -49,16 +49,16 @@ def add_calibrate_subcommands(subparsers: argparse._SubParsersAction) -> argpars
     sl = sub.add_parser("slurm", help="write SLURM batch scripts for a sweep (one job per engine configuration)")
     sl.add_argument("sweep", type=input_file("yaml"), help="sweep YAML file")
     sl.add_argument("--cluster", required=True, type=HARDWARE, help="hardware cluster name (e.g. taiwania2)")
-    sl.add_argument("--account", required=True, type=word)
-    sl.add_argument("--partition", required=True, type=word)
+    sl.add_argument("--account", required=True, type=SLURM_NAME)
+    sl.add_argument("--partition", required=True, type=SLURM_NAME)
     sl.add_argument("--out", required=True, type=output_dir, help="folder for the scripts, logs and results (shared filesystem)")
     sl.add_argument("--array", action="store_true", help="job arrays (one per node count) instead of one job each")
     sl.add_argument("--time", type=real(0, 1e8, low_open=True), default=None, metavar="SECONDS", help="job time limit (default: cluster max)")
-    sl.add_argument("--module", action="append", default=[], type=word, help="`module load` this (repeatable)")
-    sl.add_argument("--env-setup", default="", help="shell line(s) run before the job (e.g. activate a venv)")
-    sl.add_argument("--python", default="python", help="python of the job environment (default: python)")
-    sl.add_argument("--cpus-per-task", type=int, default=None, help="CPUs per node for Ray (default: 4 per GPU)")
-    sl.add_argument("--network-interface", default=None, metavar="IFNAME",
+    sl.add_argument("--module", action="append", default=[], type=MODULE_NAME, help="`module load` this (repeatable)")
+    sl.add_argument("--env-setup", default="", type=ENV_SETUP, help="shell line(s) run before the job (e.g. activate a venv)")
+    sl.add_argument("--python", default="python", type=SCRIPT_PATH, help="python of the job environment (default: python)")
+    sl.add_argument("--cpus-per-task", type=integer(1, 4096), default=None, help="CPUs per node for Ray (default: 4 per GPU)")
+    sl.add_argument("--network-interface", default=None, metavar="IFNAME", type=INTERFACE_NAME,
                     help="interface the nodes reach each other on (default: ib0 on InfiniBand, else eth0)")
     sl.set_defaults(handler=cmd_slurm)
     from perfmodel.cli.calibrate_fit import add_fit_subcommands

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from perfmodel.atomic import write_text_atomic
 from perfmodel.cli.intervals import add_interval_argument, level
-from perfmodel.cli.options import HARDWARE
+from perfmodel.cli.options import HARDWARE, vllm_version
 from perfmodel.cli.validate import input_file, input_file_or_dir, integer, max_workers, output_file, real, report_path
 from perfmodel.errors import UserError
 
@@ -36,7 +36,7 @@ def add_fit_subcommands(sub: argparse._SubParsersAction) -> None:
     pred.add_argument("sweep", type=input_file("yaml"), help="sweep YAML")
     pred.add_argument("--hardware", required=True, type=HARDWARE, help="GPU or cluster the runs will be measured on")
     pred.add_argument("--calibration", default=None, type=PROFILE, help="profile (default: the one shipped for the GPU)")
-    pred.add_argument("--vllm-version", default=None,
+    pred.add_argument("--vllm-version", default=None, type=vllm_version,
                       help="vLLM release whose defaults to assume (default: the hardware's, else 0.26)")
     pred.add_argument("--out", required=True, type=output_file, help="predictions file to write (JSON lines, one per run)")
     add_interval_argument(pred)
@@ -100,11 +100,9 @@ def _load(args: argparse.Namespace):
     for path in args.results:
         if not Path(path).exists():
             raise UserError(f"results file {path} does not exist")
-        for i, rec in enumerate(load_records(path), 1):
-            bad = [k for k in ("run_id", "status") if not isinstance(rec.get(k), (str, type(None)))]
-            if bad:
-                raise UserError(f"{path}: record {i}: {', '.join(bad)} must be text; not a results file written "
-                                f"by 'calibrate run' or 'import' (schema: calibrate/README.md)")
+        from calibrate.record_schema import check_records
+
+        check_records(load_records(path), str(path), UserError)  # the schema import checks too
         records += load_records(path, latest_only=True)
     from calibrate.record_hardware import check_record_hardware
     from hardware import load_hardware

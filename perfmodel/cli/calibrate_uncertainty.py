@@ -7,23 +7,24 @@ import shlex
 import sys
 from pathlib import Path
 
-from perfmodel.cli.validate import integer, max_workers
+from perfmodel.cli.options import HARDWARE
+from perfmodel.cli.validate import input_file, input_file_or_dir, integer, max_workers, output_file
 from perfmodel.errors import UserError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     u = sub.add_parser("uncertainty", help="cross-validate and transfer a profile; write its uncertainty section")
-    u.add_argument("results", nargs="+", help="the results JSONL the profile was fitted on")
-    u.add_argument("--hardware", required=True, help="GPU or cluster those runs were measured on")
-    u.add_argument("--profile", required=True, help="profile YAML to add the section to (rewritten in place)")
-    u.add_argument("--prior", default=None, help="prior profile of the fits (default: datasheet)")
+    u.add_argument("results", nargs="+", type=input_file_or_dir("jsonl"), help="the results JSONL the profile was fitted on")
+    u.add_argument("--hardware", required=True, type=HARDWARE, help="GPU or cluster those runs were measured on")
+    u.add_argument("--profile", required=True, type=input_file("yaml"), help="profile YAML to add the section to (rewritten in place)")
+    u.add_argument("--prior", default=None, type=input_file("yaml"), help="prior profile of the fits (default: datasheet)")
     u.add_argument("--transfer", action="append", default=[], metavar="NAME=HARDWARE:FILE[,FILE]",
                    help="another calibrated data set to predict with this profile (repeatable)")
     u.add_argument("--anchors", default=None, help="anchor set of the fits (as calibrate fit --anchors)")
     u.add_argument("--model-transfer", action="store_true",
                    help="also store the errors of fits on some models predicting the others (calibrate/transfer.py; "
                         "the intervals of a model or kernel path the profile never saw)")
-    u.add_argument("--runs-csv", default=None, help="write every cross-validated/transferred run here (CSV)")
+    u.add_argument("--runs-csv", default=None, type=output_file, help="write every cross-validated/transferred run here (CSV)")
     u.add_argument("--workers", type=integer(1, max_workers()), default=None,
                    help="cross-validation folds fitted at once, one process each (default: one per core)")
     u.set_defaults(handler=cmd_uncertainty)
@@ -76,8 +77,9 @@ def cmd_uncertainty(args: argparse.Namespace) -> int:
     document["uncertainty"] = section
     _write_profile(Path(args.profile), document)
     if args.runs_csv:
-        Path(args.runs_csv).parent.mkdir(parents=True, exist_ok=True)
-        rows.to_csv(args.runs_csv, index=False, float_format="%.6g")
+        from perfmodel.atomic import write_text_atomic
+
+        write_text_atomic(args.runs_csv, rows.to_csv(index=False, float_format="%.6g"))
     for cv, group in rows.groupby("cv", sort=False):
         summary = ", ".join(f"{m} {100 * v:.1f}%" for m, v in median_abs(group).items()
                             if m in ("tokens_per_second", "output_tokens_per_second", "ttft_s_mean", "tpot_s_mean"))

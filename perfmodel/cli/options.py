@@ -30,6 +30,8 @@ GPUS = integer(1, MAX_GPUS)
 SEED = integer(0, MAX_SEED)
 SPREAD = real(0, MAX_SPREAD)
 BURSTINESS = real(0, 1e6, low_open=True)
+# below one request a day the arrival times dwarf every step (1e-300 req/s printed latencies of 0): refused
+MIN_REQUEST_RATE = 1e-5
 _ENGINE_FLAGS = ("max_num_seqs", "max_num_batched_tokens", "gpu_memory_utilization", "max_model_len", "block_size",
                  "enforce_eager", "enable_chunked_prefill", "enable_prefix_caching", "vllm_version")
 
@@ -39,6 +41,16 @@ def _size(text: str) -> int:
     from perfmodel.cli.vllm_flags import human_readable_int
 
     return TOKENS(str(human_readable_int(text)))
+
+
+def vllm_version(text: str) -> str:
+    """A release perfmodel knows the defaults of (perfmodel.vllm_releases.release_problem)."""
+    from perfmodel.vllm_releases import release_problem
+
+    problem = release_problem(text)
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
+    return text
 
 
 def add_scenario_arguments(parser: argparse.ArgumentParser, *, workload: bool = True) -> None:
@@ -61,7 +73,7 @@ def add_scenario_arguments(parser: argparse.ArgumentParser, *, workload: bool = 
     g.add_argument("--enable-expert-parallel", "-ep", dest="expert_parallel", action="store_true", default=False,
                    help="MoE models: split the experts over TP x DP GPUs (EP = TP x DP) as vLLM's flag does")
     e = parser.add_argument_group("engine (vLLM's defaults when omitted)")
-    e.add_argument("--vllm-version", default=None,
+    e.add_argument("--vllm-version", default=None, type=vllm_version,
                    help="vLLM release whose defaults to assume (default: 0.26; Taiwania 2 runs 0.7.0)")
     e.add_argument("--max-num-seqs", type=integer(1, MAX_NUM_SEQS), default=None)
     e.add_argument("--max-num-batched-tokens", type=_size, default=None, help="tokens per step (4096, 8k, 8K)")
@@ -119,8 +131,8 @@ def add_workload_arguments(parser: argparse.ArgumentParser, *, batching: bool) -
     """A simulated workload: lengths, arrivals (vLLM benchmark names), trace, batching."""
     g = parser.add_argument_group("workload (vLLM benchmark names)")
     add_length_arguments(g)
-    g.add_argument("--request-rate", type=real(0, low_open=True, allow_inf=True), default=math.inf,
-                   help="requests/s (default inf: all at t=0, offline)")
+    g.add_argument("--request-rate", type=real(MIN_REQUEST_RATE, allow_inf=True), default=math.inf,
+                   help=f"requests/s, at least {MIN_REQUEST_RATE:g} (default inf: all at t=0, offline)")
     g.add_argument("--burstiness", type=BURSTINESS, default=1.0, help="gamma shape of the gaps (1 = Poisson)")
     g.add_argument("--max-concurrency", type=PROMPTS, default=None, help="most requests outstanding (closed loop)")
     g.add_argument("--seed", type=SEED, default=0)

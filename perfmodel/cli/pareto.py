@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from perfmodel.cli.options import add_format_argument, add_scenario_arguments, scenario_options
+from perfmodel.cli.options import GPUS, SEED, TOKENS, add_format_argument, add_scenario_arguments, scenario_options
+from perfmodel.cli.validate import MAX_NUM_SEQS, integer, output_file
 
 PARETO_COLUMNS = (
     ("frontier", "frontier"), ("layout", "layout"), ("max_num_seqs", "max-num-seqs"),
@@ -14,24 +15,29 @@ PARETO_COLUMNS = (
 )
 
 
+MAX_SIZES = 16  # --max-num-seqs-list entries (each is a simulation per layout)
+
+
 def _sizes(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(part) for part in text.split(",") if part.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    """Comma-separated batch sizes, each 1..MAX_NUM_SEQS, at most MAX_SIZES of them."""
+    parts = [part for part in text.split(",") if part.strip()]
+    if not parts or len(parts) > MAX_SIZES:
+        raise argparse.ArgumentTypeError(f"expected 1 to {MAX_SIZES} comma-separated sizes, got {text[:40]!r}")
+    size = integer(1, MAX_NUM_SEQS)
+    return tuple(size(part.strip()) for part in parts)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("pareto", help="throughput per GPU vs tokens/s per user over layouts x max-num-seqs")
-    p.add_argument("--gpus", type=int, default=16, help="GPUs to use (default: 16)")
+    p.add_argument("--gpus", type=GPUS, default=16, help="GPUs to use (default: 16)")
     p.add_argument("--max-num-seqs-list", type=_sizes, default=(1, 4, 16, 64, 256), metavar="N,N,...",
                    help="engine batch sizes to try; each runs closed-loop at that concurrency per replica "
                         "(default: 1,4,16,64,256)")
-    p.add_argument("--input-len", type=int, default=1000, help="prompt tokens (default 1000)")
-    p.add_argument("--output-len", type=int, default=200, help="output tokens (default 200)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--input-len", type=TOKENS, default=1000, help="prompt tokens (default 1000)")
+    p.add_argument("--output-len", type=TOKENS, default=200, help="output tokens (default 200)")
+    p.add_argument("--seed", type=SEED, default=0)
     p.add_argument("--frontier-only", action="store_true", help="list only the frontier's points")
-    p.add_argument("--plot", metavar="FILE.png", help="write the frontier plot")
+    p.add_argument("--plot", metavar="FILE.png", type=output_file, help="write the frontier plot")
     add_scenario_arguments(p, workload=False)
     add_format_argument(p)
     p.set_defaults(handler=run)

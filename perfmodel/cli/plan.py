@@ -14,7 +14,9 @@ SECONDS = real(0, 1e9, low_open=True)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("plan", help="fewest GPUs (and layout) that serve a request rate within p99 targets")
+    p = sub.add_parser("plan", help="fewest GPUs (and layout) that serve a request rate within p99 targets",
+                       epilog=f"exit status: 0 when a layout sustains the load, {NONE_SUSTAINS} when no layout of up "
+                              "to --gpus-max GPUs does, 2 on bad input")
     p.add_argument("--request-rate", type=real(0, 1e9, low_open=True), required=True, help="requests/s to serve (Poisson arrivals)")
     p.add_argument("--ttft-p99", type=SECONDS, default=None, metavar="S", help="p99 time to first token target (s)")
     p.add_argument("--tpot-p99", type=SECONDS, default=None, metavar="S", help="p99 time per output token target (s)")
@@ -41,6 +43,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=run)
 
 
+# exit codes: 0 a layout sustains the load, NONE_SUSTAINS when none of up to --gpus-max GPUs does, 2 bad input
+NONE_SUSTAINS = 1
+MAX_PLAN_PROMPTS = 100_000  # requests per simulated layout (~2 s each; a plan simulates dozens of layouts)
+
+
 def _hardware_list(text: str) -> str:
     """One or more hardware names or YAML paths separated by commas, each checked as ``--hardware`` is."""
     from perfmodel.cli.options import HARDWARE
@@ -54,13 +61,19 @@ def _hardware_list(text: str) -> str:
 
 
 PLAN_COLUMNS = (
-    ("gpus", "GPUs"), ("layout", "layout"), ("status", "status"), ("analytical_requests_per_second", "max req/s"),
-    ("achieved_requests_per_second", "req/s"), ("ttft_ms_p99", "TTFT p99 ms"), ("tpot_ms_p99", "TPOT p99 ms"),
+    ("gpus", "GPUs"), ("layout", "layout"), ("status", "status (decides)"),
+    ("analytical_requests_per_second", "closed-form max req/s"),
+    ("achieved_requests_per_second", "simulated req/s"), ("ttft_ms_p99", "TTFT p99 ms"), ("tpot_ms_p99", "TPOT p99 ms"),
     ("gpu_hours_per_million_output_tokens", "GPU-h/Mtok"), ("reason", "why"),
 )
 
 
 def run(args: argparse.Namespace) -> int:
+    from perfmodel.errors import UserError
+
+    if args.num_prompts is not None and args.num_prompts > MAX_PLAN_PROMPTS:
+        raise UserError(f"plan: --num-prompts {args.num_prompts:,} is more than {MAX_PLAN_PROMPTS:,} requests per "
+                        "simulated layout (a plan simulates every candidate layout); leave it out for the default")
     if "," in args.hardware or args.gpu_hour_cost or args.plot:
         return run_comparison(args)
     from perfmodel.plan import plan_capacity
@@ -84,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
                                                              "point_estimate_gpus")},
                           "gpus": result.gpus, "engine": result.engine, "best": result.best,
                           "trials": list(result.trials)}))
-        return 0
+        return 0 if result.best else NONE_SUSTAINS
     from perfmodel.plan_trial import PLAN_FIGURES
     from perfmodel.uncertainty import Interval, plus_minus
 
@@ -95,15 +108,20 @@ def run(args: argparse.Namespace) -> int:
     if args.format == "csv":
         print(dumps_csv([csv_row({k: v for k, v in t.__dict__.items() if k != "interval"}, interval(t), PLAN_FIGURES)
                          for t in result.trials]), end="")
-        return 0
+        return 0 if result.best else NONE_SUSTAINS
     rows = [{**t.__dict__, "layout": str(t.layout), "ttft_ms_p99": plus_minus(t.ttft_s_p99, interval(t), "ttft_s_p99", 1e3),
              "tpot_ms_p99": plus_minus(t.tpot_s_p99, interval(t), "tpot_s_p99", 1e3)} for t in result.trials]
     print(f"plan: {args.model} on {args.hardware}, {args.request_rate:g} req/s, {result.num_requests} simulated "
           f"requests per layout (seed {args.seed})")
     print(table(rows, PLAN_COLUMNS))
+    from perfmodel.steady_state import SUSTAIN_FRACTION
+
+    print(f"status decides: a layout passes when its simulated req/s keeps up with at least {SUSTAIN_FRACTION:.0%} "
+          f"of the rate ({SUSTAIN_FRACTION * args.request_rate:.3g} of {args.request_rate:g}), its queue does not "
+          "grow and its p99s meet the targets; closed-form max req/s only screens layouts")
     print()
     print(("answer: " if result.best else "") + result.message)
-    return 0
+    return 0 if result.best else NONE_SUSTAINS
 
 
 COMPARE_COLUMNS = (
@@ -135,14 +153,15 @@ def run_comparison(args: argparse.Namespace) -> int:
         burstiness=args.burstiness, seed=args.seed, workers=args.workers, interval_level=level(args))
     plot_note = _plot(args, choices)
     rows = [{"rank": i, **dataclasses.asdict(c)} for i, c in enumerate(choices, 1)]
+    code = 0 if any(c.gpus for c in choices) else NONE_SUSTAINS  # as for one hardware
     if args.format == "json":
         print(dumps_json({"model": args.model, "request_rate": args.request_rate, "ttft_s_p99_target": args.ttft_p99,
                           "tpot_s_p99_target": args.tpot_p99, "gpus_max": args.gpus_max, "hardware": rows,
                           "plot": plot_note or None}))
-        return 0
+        return code
     if args.format == "csv":
         print(dumps_csv([{k: v for k, v in r.items() if k != "message"} for r in rows]), end="")
-        return 0
+        return code
     print(f"plan: {args.model} at {args.request_rate:g} req/s on {len(names)} hardware, the fewest GPUs of each "
           f"that serve it; ranked by {'cost' if _all_priced(choices) else 'GPU-hours'} per million output tokens")
     shown = [{**r, "layout": r["layout"] or "none serves the load", "gpus": r["gpus"] or "-",
@@ -156,7 +175,7 @@ def run_comparison(args: argparse.Namespace) -> int:
         print("note: give --gpu-hour-cost NAME=PRICE for every hardware to rank by cost")
     if plot_note:
         print(plot_note)
-    return 0
+    return code
 
 
 def _all_priced(choices) -> bool:

@@ -6,7 +6,8 @@ import argparse
 
 from perfmodel.cli.intervals import add_interval_argument, csv_row, footnote, level, with_interval
 from perfmodel.cli.options import GPUS, add_format_argument, add_scenario_arguments, scenario_options
-from perfmodel.cli.validate import integer
+from perfmodel.cli.validate import ENV_SETUP, INTERFACE_NAME, MODULE_NAME, SLURM_NAME, integer, output_file, real
+from perfmodel.sbatch import MAX_TIME_S
 
 PREDICT_COLUMNS = (
     ("rank", "#"), ("layout", "layout"), ("gpus", "GPUs"), ("fits", "fits"), ("weights_gib_per_gpu", "weights GiB/GPU"),
@@ -17,7 +18,15 @@ PREDICT_COLUMNS = (
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("predict", help="rank every TP/PP/DP layout of N GPUs by offline throughput")
+    p = sub.add_parser("predict", help="rank every TP/PP/DP layout of N GPUs by offline throughput",
+                       usage="perfmodel predict [options]\n       perfmodel predict vllm serve MODEL [vllm serve flags]"
+                             " (a pasted `vllm serve` command)",
+                       epilog="A `vllm serve` command can be pasted after `perfmodel predict`: its flags keep vLLM's "
+                              "names and spellings (32k, -q gptq_marlin, --no-enable-chunked-prefill); flags with no "
+                              "effect on performance are listed and ignored.")
+    p.add_argument("--config", metavar="FILE.yaml",
+                   help="a `vllm serve --config` YAML file (keys are flag names, model: included); the command "
+                        "line wins; also --config=FILE")
     p.add_argument("--gpus", type=GPUS, default=16, help="GPUs to use (default: 16)")
     p.add_argument("--tensor-parallel-size", "--tp", "-tp", type=GPUS, default=None, help="pin TP")
     p.add_argument("--pipeline-parallel-size", "--pp", "-pp", type=GPUS, default=None, help="pin PP")
@@ -32,14 +41,18 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def add_sbatch_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("deployment (a SLURM job that serves the best or pinned layout)")
-    g.add_argument("--emit-sbatch", metavar="FILE", help="write a ready sbatch script running its vllm serve")
-    g.add_argument("--account", help="SLURM account (default: yours)")
-    g.add_argument("--partition", help="SLURM partition (default: the cluster's default)")
-    g.add_argument("--time", type=float, default=None, metavar="SECONDS", help="job time (default: cluster max)")
-    g.add_argument("--module", action="append", default=[], help="`module load` this (repeatable)")
-    g.add_argument("--env-setup", default="", help="shell line(s) after module load (e.g. activate a venv)")
-    g.add_argument("--cpus-per-task", type=int, default=None, help="CPUs per node (default: 4 per GPU)")
-    g.add_argument("--network-interface", metavar="IFNAME",
+    g.add_argument("--emit-sbatch", metavar="FILE", type=output_file,
+                   help="write a ready sbatch script running its vllm serve")
+    g.add_argument("--account", type=SLURM_NAME, help="SLURM account (default: yours)")
+    g.add_argument("--partition", type=SLURM_NAME, help="SLURM partition (default: the cluster's default)")
+    g.add_argument("--time", type=real(0, MAX_TIME_S, low_open=True), default=None, metavar="SECONDS",
+                   help="job time (default: cluster max)")
+    g.add_argument("--module", action="append", default=[], type=MODULE_NAME,
+                   help="`module load` this (repeatable)")
+    g.add_argument("--env-setup", default="", type=ENV_SETUP,
+                   help="shell line(s) after module load (e.g. activate a venv); must be valid bash")
+    g.add_argument("--cpus-per-task", type=integer(1, 4096), default=None, help="CPUs per node (default: 4 per GPU)")
+    g.add_argument("--network-interface", metavar="IFNAME", type=INTERFACE_NAME,
                    help="interface for Ray and VLLM_HOST_IP (default: ib0 on InfiniBand, else eth0)")
 
 
@@ -128,7 +141,9 @@ def best_deployment(scenario, predictions, args: argparse.Namespace):
         options = JobOptions(account=args.account, partition=args.partition, time_s=args.time,
                              modules=tuple(args.module), env_setup=args.env_setup, cpus_per_task=args.cpus_per_task,
                              network_interface=args.network_interface, log_dir=str(out.resolve().parent))
-        out.write_text(serve_job_script(scenario, dep, options))
+        from perfmodel.atomic import write_text_atomic
+
+        write_text_atomic(out, serve_job_script(scenario, dep, options))
     return dep
 
 

@@ -10,7 +10,7 @@ from perfmodel.cli.options import (add_format_argument, add_layout_arguments, ad
                                    add_scenario_arguments, add_workload_arguments, is_online, lengths,
                                    scenario_options)
 from perfmodel.cli.intervals import add_interval_argument, csv_row, footnote, level, with_interval
-from perfmodel.cli.validate import output_file
+from perfmodel.cli.validate import timeline_file
 from perfmodel.errors import UserError
 from perfmodel.report import LATENCIES
 
@@ -23,7 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_scenario_arguments(s, workload=False)
     add_workload_arguments(s, batching=True)
     add_offload_arguments(s)
-    s.add_argument("--timeline", metavar="FILE", type=output_file,
+    s.add_argument("--timeline", metavar="FILE", type=timeline_file,
                    help="write per-step CSV to FILE and per-request CSV to <stem>-requests.csv")
     add_format_argument(s)
     add_interval_argument(s)

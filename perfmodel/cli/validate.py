@@ -34,7 +34,9 @@ MAX_SEED = 2**63 - 1  # numpy accepts any non-negative integer; vLLM's seed is a
 MAX_SPREAD = 2.0  # --input/--output-sigma; perfmodel.simulate.length_distribution bounds each kind further
 MAX_TEXT_BYTES = 256 * 2**20  # YAML/JSON/CSV/JSONL files read whole into memory
 MAX_NESTING = 64  # containers inside containers in a YAML or JSON file
+MAX_YAML_NODES = 1_000_000  # values of a YAML file once its aliases are expanded (a profile has ~5,000)
 NUL = b"\x00"
+SYSTEM_FOLDERS = ("/proc/", "/sys/", "/dev/")  # kernel files: never an output (a write to /dev/full, /proc/...)
 
 
 def max_workers() -> int:
@@ -80,10 +82,36 @@ def real(low: float | None = None, high: float | None = None, *, low_open: bool 
 
 
 def word(text: str) -> str:
-    """One word (no spaces or line breaks): names written into job scripts (account, partition)."""
+    """One word (no spaces or line breaks)."""
     if not text or any(c.isspace() or not c.isprintable() for c in text):
         raise argparse.ArgumentTypeError(f"expected one word, got {_show(text)}")
     return text
+
+
+# -- values written into SLURM job scripts (perfmodel.sbatch states the rules; here they become flag errors) ----
+def _script_value(check: Callable[[str], str | None], name: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        problem = check(text)
+        if problem:
+            raise argparse.ArgumentTypeError(problem)
+        return text
+    parse.__name__ = name
+    return parse
+
+
+def _lazy(fn_name: str) -> Callable[[str], str | None]:
+    def check(text: str) -> str | None:
+        from perfmodel import sbatch
+
+        return getattr(sbatch, fn_name)(text)
+    return check
+
+
+SLURM_NAME = _script_value(_lazy("slurm_name_problem"), "SLURM name")  # --account, --partition
+MODULE_NAME = _script_value(_lazy("module_name_problem"), "module name")  # --module
+INTERFACE_NAME = _script_value(_lazy("interface_name_problem"), "interface name")  # --network-interface
+SCRIPT_PATH = _script_value(_lazy("script_path_problem"), "path")  # --python and paths written into a script
+ENV_SETUP = _script_value(_lazy("env_setup_problem"), "shell lines")  # --env-setup: code, so it must parse
 
 
 def _describe_range(what: str, low, high, *, low_open: bool = False) -> str:
@@ -112,6 +140,7 @@ def input_file(fmt: str = "any") -> Callable[[str], str]:
         _check_input_file(text, fmt)
         return text
     parse.__name__ = f"{fmt} file"
+    parse.role = "input"  # type: ignore[attr-defined]  # see check_outputs_are_not_inputs
     return parse
 
 
@@ -125,6 +154,7 @@ def input_file_or_dir(fmt: str = "jsonl") -> Callable[[str], str]:
         _check_input_file(text, fmt)
         return text
     parse.__name__ = "file or folder"
+    parse.role = "input"  # type: ignore[attr-defined]
     return parse
 
 
@@ -143,6 +173,7 @@ def name_or_file(fmt: str, suffixes: tuple[str, ...]) -> Callable[[str], str]:
             raise argparse.ArgumentTypeError(f"{text}: no such file")
         return text
     parse.__name__ = "name or file"
+    parse.role = "input"  # type: ignore[attr-defined]
     return parse
 
 
@@ -152,6 +183,8 @@ def output_file(text: str) -> str:
         raise argparse.ArgumentTypeError("expected a file name, got ''")
     if os.path.isdir(text) or text.endswith(os.sep):
         raise argparse.ArgumentTypeError(f"{text}: is a folder; give a file name in it")
+    if os.path.realpath(text).startswith(SYSTEM_FOLDERS):
+        raise argparse.ArgumentTypeError(f"{text}: is under {', '.join(SYSTEM_FOLDERS)}; give a regular file")
     parent = os.path.dirname(text) or "."
     if not os.path.isdir(parent):
         raise argparse.ArgumentTypeError(f"{text}: folder {parent} does not exist; create it first")
@@ -166,6 +199,62 @@ def output_file(text: str) -> str:
 def output_file_or_empty(text: str) -> str:
     """``output_file``, or '' for "do not write"."""
     return text if text == "" else output_file(text)
+
+
+def timeline_file(text: str) -> str:
+    """``simulate --timeline``: ``output_file``; it also writes ``<stem>-requests.csv`` beside it."""
+    return output_file(text)
+
+
+output_file.role = output_file_or_empty.role = timeline_file.role = "output"  # type: ignore[attr-defined]
+timeline_file.also_writes = lambda p: [str(Path(p).with_name(  # type: ignore[attr-defined]
+    f"{Path(p).stem}-requests{Path(p).suffix or '.csv'}"))]
+
+
+def check_outputs_are_not_inputs(parser: argparse.ArgumentParser, args: argparse.Namespace) -> str | None:
+    """None, or one line when a file the command writes is one it reads (``simulate --trace T.csv --timeline
+    T.csv``, ``calibrate import X.json --results X.json``): the write would destroy the input first.
+
+    Roles come from the validators (``role`` "input"/"output" on the ``type=`` of each flag), so every command
+    is covered without listing its flags."""
+    inputs: dict[str, str] = {}
+    outputs: list[tuple[str, str]] = []
+    for action in _leaf_actions(parser, args):
+        role = getattr(action.type, "role", None)
+        value = getattr(args, action.dest, None)
+        if role is None or value in (None, ""):
+            continue
+        values = value if isinstance(value, list) else [value]
+        flag = action.option_strings[0] if action.option_strings else action.metavar or action.dest
+        for v in map(str, values):
+            if role == "input":
+                inputs.setdefault(_identity(v), f"{flag} {v}")
+            else:
+                outputs += [(w, f"{flag} {v}") for w in [v, *getattr(action.type, "also_writes", lambda _: [])(v)]]
+    for path, flag in outputs:
+        if _identity(path) in inputs:
+            return f"{flag} would overwrite the input {inputs[_identity(path)]}; write to another file"
+    return None
+
+
+def _identity(path: str) -> str:
+    """Two names of one file compare equal (symlinks, ``./``, hard links)."""
+    try:
+        st = os.stat(path)
+        return f"inode:{st.st_dev}:{st.st_ino}"
+    except OSError:
+        return os.path.realpath(path)
+
+
+def _leaf_actions(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[argparse.Action]:
+    """The actions of the (sub)command that parsed ``args``."""
+    actions = list(parser._actions)
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            chosen = action.choices.get(getattr(args, action.dest, None) or "")
+            if chosen is not None:
+                actions += _leaf_actions(chosen, args)
+    return actions
 
 
 def output_dir(text: str) -> str:
@@ -245,6 +334,8 @@ def _yaml_problem(text: str) -> str | None:
     if _nesting(text, "[{") > MAX_NESTING or _indent_depth(text) > MAX_NESTING:
         return f"nested deeper than {MAX_NESTING} levels"
     try:
+        if _expanded_nodes(text) > MAX_YAML_NODES:  # aliases of aliases ("billion laughs") expand when read
+            return f"its aliases expand to more than {MAX_YAML_NODES:,} values"
         yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # libyaml: 6x faster on a profile
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
@@ -254,6 +345,32 @@ def _yaml_problem(text: str) -> str | None:
     except (RecursionError, ValueError, TypeError, OverflowError) as exc:
         return f"malformed YAML: {' '.join(str(exc).split())[:120]}"
     return None
+
+
+def _expanded_nodes(text: str) -> int:
+    """Values the document holds once every alias is replaced by its anchor's node (stops past the limit)."""
+    import yaml
+
+    sizes: dict[str, int] = {}
+    stack: list[list] = [[None, 0]]  # per open collection: its anchor and its values so far
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    for event in yaml.parse(text, Loader=loader):
+        if isinstance(event, yaml.AliasEvent):
+            stack[-1][1] += sizes.get(event.anchor, 1)
+        elif isinstance(event, yaml.ScalarEvent):
+            stack[-1][1] += 1
+            if event.anchor:
+                sizes[event.anchor] = 1
+        elif isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent)):
+            stack.append([event.anchor, 1])
+        elif isinstance(event, (yaml.SequenceEndEvent, yaml.MappingEndEvent)) and len(stack) > 1:
+            anchor, n = stack.pop()
+            if anchor:
+                sizes[anchor] = n
+            stack[-1][1] += n
+        if stack[-1][1] > MAX_YAML_NODES:
+            return stack[-1][1]
+    return stack[0][1]
 
 
 def _json_problem(text: str, line_offset: int = 0) -> str | None:

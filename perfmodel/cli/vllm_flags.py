@@ -61,26 +61,37 @@ def _dest(flag: str) -> str:
 def expand_vllm_argv(argv: Sequence[str]) -> list[str]:
     """``--config FILE`` replaced by the flags its YAML holds (before the rest, so explicit flags win), and a
     pasted ``vllm serve MODEL`` turned into ``--model MODEL``."""
-    argv = list(argv)
-    if len(argv) >= 3 and argv[1:3] == ["vllm", "serve"]:  # perfmodel predict vllm serve MODEL ...
-        argv = [argv[0], "--model", *argv[3:]] if len(argv) > 3 else argv[:1]
-    if "--config" not in argv:
-        return argv
-    i = argv.index("--config")
-    if i == 0 or i + 1 >= len(argv):
-        raise UserError("--config goes after the command and needs a file: a `vllm serve` YAML config whose keys "
-                        "are flag names (perfmodel predict --config serve.yaml)")
-    return argv[:1] + config_flags(argv[i + 1]) + argv[1:i] + argv[i + 2:]
+    argv = [a for arg in argv for a in (["--config", arg[len("--config="):]] if arg.startswith("--config=")
+                                         else [arg])]
+    pasted = len(argv) >= 3 and argv[1:3] == ["vllm", "serve"]
+    if pasted:  # perfmodel predict vllm serve [MODEL] ...: a leading word is the model, as vLLM reads it
+        rest = argv[3:]
+        argv = [argv[0], "--model", *rest] if rest and not rest[0].startswith("-") else [argv[0], *rest]
+    if argv.count("--config") > 1:
+        raise UserError("--config is given more than once; vllm serve reads one config file")
+    if "--config" in argv:
+        i = argv.index("--config")
+        if i == 0 or i + 1 >= len(argv):
+            raise UserError("--config goes after the command and needs a file: a `vllm serve` YAML config whose "
+                            "keys are flag names (perfmodel predict --config serve.yaml)")
+        argv = argv[:1] + config_flags(argv[i + 1]) + argv[1:i] + argv[i + 2:]
+    if pasted and not any(a in ("--model", "-m") or a.startswith("--model=") for a in argv):
+        raise UserError("vllm serve needs a model: vllm serve MODEL ..., --model MODEL, or model: in --config")
+    return argv
 
 
 def config_flags(path: str) -> list[str]:
     """The flags a `vllm serve --config` YAML file stands for."""
     import yaml
 
+    from perfmodel.cli.validate import input_file
+
+    try:  # the checks every YAML flag gets: a regular file (no FIFO, /dev/zero), size, UTF-8, nesting, aliases
+        input_file("yaml")(path)
+    except argparse.ArgumentTypeError as exc:
+        raise UserError(f"--config {exc}") from None
     try:
         data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserError(f"--config {path}: no such file") from None
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise UserError(f"--config {path}: not a readable YAML file ({str(exc).splitlines()[0]})") from None
     if not isinstance(data, dict):
@@ -88,12 +99,22 @@ def config_flags(path: str) -> list[str]:
     flags: list[str] = []
     for key, value in data.items():
         flag = "--" + str(key).replace("_", "-")
+        if flag == "--config":
+            raise UserError(f"--config {path}: a config file cannot name another (config: {value!r})")
+        if isinstance(value, (dict, list)):
+            raise UserError(f"--config {path}: {key}: expected one value, got a {type(value).__name__}")
         if key == "model":
             flags += ["--model", str(value)]
         elif value is True:
             flags.append(flag)
-        elif value is False or value is None:
+        elif value is False:  # a switch vLLM turns off: --no-X where the flag has that form, else its default
+            flags += [f"--no-{flag[2:]}"] if flag in NEGATABLE else []
+        elif value is None:
             continue
         else:
             flags += [flag, str(value)]
     return flags
+
+
+# switches with a --no- form (argparse.BooleanOptionalAction in perfmodel.cli.options, as in vLLM)
+NEGATABLE = ("--enable-chunked-prefill", "--enable-prefix-caching")

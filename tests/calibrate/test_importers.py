@@ -7,7 +7,8 @@ import pytest
 from calibrate.importers import ImportFormatError, import_file
 from calibrate.store import append_record, load_records, load_results
 
-FIX = Path(__file__).resolve().parents[1] / "fixtures" / "vllm_results"
+ROOT = Path(__file__).resolve().parents[2]
+FIX = ROOT / "tests" / "fixtures" / "vllm_results"
 
 
 def test_bench_throughput_json():
@@ -28,7 +29,7 @@ def test_bench_throughput_json():
 
 
 def test_bench_throughput_without_lengths_leaves_tokens_unknown():
-    [rec] = import_file(FIX / "bench_throughput_tiny-llama_cpu.json")
+    [rec] = import_file(FIX / "bench_throughput_tiny-llama_cpu.json", {"model": "tiny-llama"})
     assert rec["metrics"]["num_output_tokens"] is None and rec["metrics"]["output_tokens_per_second"] is None
 
 
@@ -108,9 +109,12 @@ def test_unknown_json_and_missing_file(tmp_path):
 
 
 def test_own_records_pass_through(tmp_path):
-    rec = {"schema_version": 1, "run_id": "abc", "status": "ok", "source": "perfmodel-calibrate"}
+    rec = json.loads((ROOT / "data/cpu/results.jsonl").read_text().splitlines()[0])
     append_record(tmp_path / "other.jsonl", rec)
     assert import_file(tmp_path / "other.jsonl") == [rec]
+    append_record(tmp_path / "other.jsonl", {"schema_version": 1, "run_id": "abc", "status": "ok"})
+    with pytest.raises(ImportFormatError, match="other.jsonl: line 2: run abc: metrics is missing"):
+        import_file(tmp_path / "other.jsonl")
 
 
 def test_cli_import_is_idempotent(tmp_path, capsys):
