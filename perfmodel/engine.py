@@ -44,6 +44,14 @@ class EngineArgs:
                             f"{self.max_model_len}; vLLM {self.vllm_version} refuses that with chunked prefill off "
                             "(raise it or lower --max-model-len)")
 
+    @property
+    def async_scheduling(self) -> bool:
+        """Whether the engine schedules the next step while the current one runs. vLLM 0.26 turns it on unless
+        an option is incompatible (vllm/config/vllm.py VllmConfig.__post_init__: async_scheduling None -> True;
+        none of the incompatible options is modelled here), and its logs say "Asynchronous scheduling is
+        enabled" (data/h200-sweep2 logs). Earlier V1 releases were not read: off."""
+        return self.engine_generation == "v1" and parse_version(self.vllm_version) >= (0, 26)
+
     def padded_decode_batch(self, num_seqs: int) -> int:
         """The batch a V0 decode step runs as under CUDA graphs: the next captured size (itself when eager,
         V1, or past the largest size)."""

@@ -132,7 +132,9 @@ class Scenario:
                                 num_kv_blocks=num_kv_blocks, block_size=e.block_size,
                                 enable_chunked_prefill=e.enable_chunked_prefill, batching=batching,
                                 static_batch_size=static, scheduler=self.scheduler_generation(batching),
-                                enable_prefix_caching=e.enable_prefix_caching)
+                                enable_prefix_caching=e.enable_prefix_caching,
+                                async_scheduling=(e.async_scheduling and batching == "continuous"
+                                                  and self.scheduler_generation(batching) == "v1"))
         except ValueError as exc:
             raise UserError(str(exc)) from None
 

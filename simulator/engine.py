@@ -68,6 +68,10 @@ class Replica:
         self._wake: simpy.Event | None = None
         self.known_arrivals_s: list[float] | None = None  # this replica's arrival times, when known in advance
         self._num_arrived = 0
+        # Async scheduling (EngineConfig.async_scheduling): arrivals wait here, (arrival time, request), until
+        # the scheduler could have seen them; _last_step_start_s is when the latest step began.
+        self._pending: list[tuple[float, int]] | None = None
+        self._last_step_start_s = float("-inf")
         self._virtual_wakes: list[simpy.Event | None] = []
         if config.batching == "static":
             self.scheduler: ContinuousScheduler | StaticBatcher | VirtualEngines = StaticBatcher(config, table, itl)
@@ -80,6 +84,8 @@ class Replica:
             scheduler_class = V0Scheduler if config.scheduler == "v0" else ContinuousScheduler
             self.scheduler = scheduler_class(config, table, itl)
             body = self._run_continuous() if self.num_stages == 1 else self._run_pipelined()
+            if config.async_scheduling and self.num_stages == 1:
+                self._pending = []
         self.process = env.process(body)
 
     @property
@@ -95,8 +101,35 @@ class Replica:
             if wake is not None and not wake.triggered:
                 wake.succeed()
             return
-        self.scheduler.add_request(req)
+        if self._pending is not None:
+            self._pending.append((self.env.now, req))
+        else:
+            self.scheduler.add_request(req)
         self._notify()
+
+    def _admit_pending(self) -> None:
+        """Async scheduling: hand the scheduler the arrivals it could see before the step it schedules now.
+
+        vLLM 0.26 (vllm/v1/engine/core.py EngineCore.step_with_batch_queue, two batches in flight with async
+        scheduling: VllmConfig.max_concurrent_batches) schedules step k+1 as soon as step k-1's output is back,
+        i.e. when step k starts, and reads the input queue only between those calls (EngineCoreProc.run_busy_loop,
+        _process_input_queue). So the step scheduled now, starting at the end of the latest step, takes the
+        requests that arrived by that step's start. When nothing else is schedulable the step in flight held
+        no work in vLLM either (a request is not scheduled past its last token), and waiting arrivals go now."""
+        pending = self._pending
+        if not pending:
+            return
+        if not self.scheduler.has_schedulable_work():
+            cutoff = float("inf")
+        else:
+            cutoff = self._last_step_start_s
+        keep = []
+        for arrived_s, req in pending:
+            if arrived_s <= cutoff:
+                self.scheduler.add_request(req)
+            else:
+                keep.append((arrived_s, req))
+        self._pending = keep
 
     def _notify(self) -> None:
         wake = self._wake
@@ -120,6 +153,7 @@ class Replica:
         fused = self.macro_steps and self.known_arrivals_s is not None
         clock = env.now
         while True:
+            self._admit_pending()
             if not sched.has_schedulable_work():
                 yield self._sleep()
                 self._wake = None
@@ -133,6 +167,7 @@ class Replica:
                                    "than max_num_batched_tokens with chunked prefill off?)")
             stage_s = float(cost(out.batch))
             end = clock + stage_s
+            self._last_step_start_s = clock
             rec.add_step(self.index, clock, end, stage_s, out.batch, sched.num_running, sched.num_waiting,
                          sched.pool.num_used_blocks)
             if fused:
@@ -159,7 +194,7 @@ class Replica:
             if last_stage_s > 0:
                 max_steps = min(max_steps, 2 * int((arrival - start_s) / last_stage_s) + 8)
         run = None
-        if arrival > start_s:
+        if arrival > start_s and not self._pending:  # a waiting arrival joins the step after next
             run = sched.plan_decode_run(max_steps, through_finishes=known)
             if run is not None and run.num_steps < 2 and not finished:
                 run = None  # a single step: leave it to the scheduler
@@ -181,6 +216,7 @@ class Replica:
             sum_num_seqs = int(np.sum(run.num_seqs[:m]))  # everyone running decodes in these steps
         record = self.recorder.record
         done, kv_sum, kv_max, kv_per_step = sched.commit_decode_run(end_s, per_step_kv=record)
+        self._last_step_start_s = float(end_s[-2]) if len(end_s) > 1 else start_s
         self.recorder.add_steps(self.index, start_s, end_s, stage_s, run.batch if record else None,
                                 run.num_seqs[:m] if record else None, num_waiting, sum_num_seqs=sum_num_seqs,
                                 kv_used_blocks_sum=kv_sum, kv_used_blocks_max=kv_max,
