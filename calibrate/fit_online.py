@@ -82,6 +82,16 @@ def online_step_coefficients(observations: Sequence[Observation]) -> tuple[str, 
     return tuple(names)
 
 
+def serving_coefficients(observations: Sequence[Observation]) -> tuple[str, ...]:
+    """The served-request coefficients these runs inform (docs/online-model.md), fitted on their own with the
+    step costs kept (calibrate.fit_serving): the request's path and the stream's per-token cost always; the floor
+    of steps without CUDA graphs only with V1 engines that use graphs."""
+    names = ["server_request_latency_s", "server_stream_token_s"]
+    if any(o.engine.engine_generation == "v1" and not o.engine.enforce_eager for o in observations):
+        names.append("server_graphless_layer_s")
+    return tuple(names)
+
+
 def soft_l1_cost(residuals: np.ndarray) -> float:
     """The objective ``least_squares`` minimises with ``loss="soft_l1"`` and ``f_scale=SOFT_L1_SCALE``."""
     z = (np.asarray(residuals) / SOFT_L1_SCALE) ** 2

@@ -147,7 +147,9 @@ class Scenario:
         KV blocks come from the memory plan unless ``num_kv_blocks`` is given (calibration replays a run with the
         blocks vLLM measured); step times from ``step_cost``, times ``step_time_scale`` (``plan --confidence``
         simulates the slow end of an interval). ``seed`` seeds the random router only.
-        ``served``: the requests come through ``vllm serve`` (they pay ``server_request_latency_s``).
+        ``served``: the requests come through ``vllm serve`` (they pay ``server_request_latency_s``, and their
+        first and last tokens ``server_stream_token_s`` per token of their step; V1 steps beyond the largest CUDA
+        graph take at least ``server_graphless_layer_s`` per layer: docs/online-model.md).
         Raises UserError when the layout does not fit or a request cannot (its KV exceeds a replica's cache).
         """
         from simulator.cluster import ROUTERS
@@ -166,13 +168,19 @@ class Scenario:
             num_kv_blocks = plan.num_gpu_blocks
         engine = self.engine_config(num_kv_blocks, batching)
         cost = self.step_cost(layout)
+        c = self.profile.coefficients
+        if served and c.server_graphless_layer_s > 0 and self.engine.engine_generation == "v1":
+            from perfmodel.serving import GraphlessFloorStepCost, max_cuda_graph_tokens
+
+            floor_s = c.server_graphless_layer_s * self.model.num_layers / layout.pp
+            cost = GraphlessFloorStepCost(cost, floor_s, max_cuda_graph_tokens(self.engine))
         if step_time_scale != 1.0:
             cost = ScaledStepCost(cost, step_time_scale)
         try:
-            latency = self.profile.coefficients.server_request_latency_s if served else 0.0
             return simulate(requests, engine, cost, num_replicas=layout.dp, router=router,
                             max_concurrency=max_concurrency, seed=seed, record_timeline=record_timeline,
-                            request_latency_s=latency)
+                            request_latency_s=c.server_request_latency_s if served else 0.0,
+                            token_delivery_s=c.server_stream_token_s if served else 0.0)
         except ValueError as exc:
             raise UserError(str(exc)) from None
 

@@ -47,12 +47,16 @@ from simulator.static_batching import StaticBatcher
 from simulator.timeline import StepRecorder
 
 
+_SAME_INSTANT_S = 1e-9  # times closer than this are one instant for the admission of waiting arrivals
+
+
 class Replica:
     """One engine (one DP rank): a scheduler, a KV pool, and the SimPy process that runs its steps."""
 
     def __init__(self, env: simpy.Environment, index: int, config: EngineConfig, step_cost: StepCost,
                  table: RequestTable, itl: ItlRecorder, recorder: StepRecorder,
-                 on_finish: Callable[[int], None], *, macro_steps: bool = True, max_macro_steps: int = 4096) -> None:
+                 on_finish: Callable[[int], None], *, macro_steps: bool = True, max_macro_steps: int = 4096,
+                 token_delivery_s: float = 0.0) -> None:
         self.env = env
         self.index = index
         self.config = config
@@ -65,6 +69,7 @@ class Replica:
         self.on_finish = on_finish
         self.macro_steps = macro_steps
         self.max_macro_steps = max_macro_steps
+        self.token_delivery_s = token_delivery_s  # see _delivered
         self._wake: simpy.Event | None = None
         self.known_arrivals_s: list[float] | None = None  # this replica's arrival times, when known in advance
         self._num_arrived = 0
@@ -121,8 +126,8 @@ class Replica:
             return
         if not self.scheduler.has_schedulable_work():
             cutoff = float("inf")
-        else:
-            cutoff = self._last_step_start_s
+        else:  # an arrival at that very instant counts as before it: step ends are sums that may differ by an ulp
+            cutoff = self._last_step_start_s + _SAME_INSTANT_S
         keep = []
         for arrived_s, req in pending:
             if arrived_s <= cutoff:
@@ -130,6 +135,23 @@ class Replica:
             else:
                 keep.append((arrived_s, req))
         self._pending = keep
+
+    def _delivered(self, end_s: float, num_tokens: float, first_ids=(), last_ids=()) -> None:
+        """An API server streams a step's tokens one request after another: vLLM 0.26's AsyncLLM output_handler
+        (vllm/v1/engine/async_llm.py) turns the engine's whole output (every running request's token) into
+        RequestOutputs (OutputProcessor.process_outputs) before the requests' generators write their chunks. A first
+        token (`first_ids` whose first token came at `end_s`) and a last one (`last_ids`) reach the client
+        `token_delivery_s` per token of that step later. Gaps between tokens keep their mean. pp=1 continuous
+        batching only."""
+        delay = self.token_delivery_s * num_tokens
+        if not delay > 0:
+            return
+        t = self.table
+        for req in first_ids:
+            if t.first_token_s[req] == end_s:
+                t.first_token_s[req] = end_s + delay
+        for req in last_ids:
+            t.finish_s[req] += delay
 
     def _notify(self) -> None:
         wake = self._wake
@@ -172,10 +194,13 @@ class Replica:
                          sched.pool.num_used_blocks)
             if fused:
                 finished = sched.complete(out, end)
+                self._delivered(end, out.batch.num_sampled_tokens, out.prefill_ids, finished)
                 clock = yield from self._decode_run(end, finished, stage_s)
                 continue
             yield env.timeout(max(end - env.now, 0.0))
-            self._done(sched.complete(out, end))
+            finished = sched.complete(out, end)
+            self._delivered(end, out.batch.num_sampled_tokens, out.prefill_ids, finished)
+            self._done(finished)
             clock = end
             if self.macro_steps:
                 clock = yield from self._decode_run(end, [], stage_s)
@@ -217,6 +242,11 @@ class Replica:
         record = self.recorder.record
         done, kv_sum, kv_max, kv_per_step = sched.commit_decode_run(end_s, per_step_kv=record)
         self._last_step_start_s = float(end_s[-2]) if len(end_s) > 1 else start_s
+        if self.token_delivery_s > 0:
+            t = self.table
+            for req in done:  # each in the step it finished in (the step's sampled tokens: its sequences)
+                i = int(np.searchsorted(end_s, t.finish_s[req]))
+                self._delivered(float(end_s[i]), float(run.num_seqs[i]), last_ids=(req,))
         self.recorder.add_steps(self.index, start_s, end_s, stage_s, run.batch if record else None,
                                 run.num_seqs[:m] if record else None, num_waiting, sum_num_seqs=sum_num_seqs,
                                 kv_used_blocks_sum=kv_sum, kv_used_blocks_max=kv_max,

@@ -63,7 +63,7 @@ def _validate(table: RequestTable, engine: EngineConfig, num_replicas: int) -> N
 def simulate(requests: Sequence[Request], engine: EngineConfig, step_cost: StepCost, *, num_replicas: int = 1,
              router: str = "round_robin", max_concurrency: int | None = None, seed: int = 0,
              record_timeline: bool = False, macro_steps: bool = True, max_macro_steps: int = 4096,
-             request_latency_s: float = 0.0) -> SimResult:
+             request_latency_s: float = 0.0, token_delivery_s: float = 0.0) -> SimResult:
     """Simulate `requests` on `num_replicas` identical engines (DP) behind `router`.
 
     step_cost: seconds of one pipeline stage for a step (`step_cost.num_stages` stages per replica).
@@ -72,11 +72,15 @@ def simulate(requests: Sequence[Request], engine: EngineConfig, step_cost: StepC
     seed: seeds the random router (nothing else in the simulator is random; workloads take their own).
     request_latency_s: time from a request's send to its engine's queue (an API server's path), included in
         TTFT and E2E.
+    token_delivery_s: an API server's time per token of a step before a request's first or last token of that
+        step reaches its client (`simulator.engine.Replica._delivered`), included in TTFT and E2E.
     macro_steps: advance runs of identical decode steps with one cost call (same results; False steps one
         at a time, for checking).
     """
     if max_macro_steps < 1:
         raise ValueError("max_macro_steps must be >= 1")
+    if not 0.0 <= token_delivery_s < float("inf"):
+        raise ValueError(f"token_delivery_s must be finite and >= 0, got {token_delivery_s}")
     table = RequestTable(requests)
     _validate(table, engine, num_replicas)
     env = simpy.Environment()
@@ -85,7 +89,8 @@ def simulate(requests: Sequence[Request], engine: EngineConfig, step_cost: StepC
     client = Client(env, table, Router(router, num_replicas, np.random.default_rng(seed)), max_concurrency,
                     request_latency_s)
     replicas = [Replica(env, r, engine, step_cost, table, itl, recorder, client.on_finish,
-                        macro_steps=macro_steps, max_macro_steps=max_macro_steps) for r in range(num_replicas)]
+                        macro_steps=macro_steps, max_macro_steps=max_macro_steps, token_delivery_s=token_delivery_s)
+                for r in range(num_replicas)]
     known = client.arrivals_by_replica()
     if known is not None:
         for replica, arrivals in zip(replicas, known):

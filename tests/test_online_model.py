@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from perfmodel.layout import Layout
+
 from perfmodel.scenario import Scenario
 
 
@@ -16,3 +18,84 @@ from perfmodel.scenario import Scenario
 def test_async_scheduling_follows_the_release(options, expected):
     scenario = Scenario.build(model="llama-3.1-8b", hardware="h200-sxm", **options)
     assert scenario.engine_config(1000).async_scheduling is expected
+
+
+def test_steps_beyond_the_largest_cuda_graph_take_at_least_the_floor():
+    import numpy as np
+
+    from perfmodel.serving import GraphlessFloorStepCost
+    from simulator.batch import BatchStats
+
+    class OneMillisecond:
+        num_stages = 1
+
+        def __call__(self, batch):
+            return 1e-3 + 0 * np.asarray(batch.num_decode_tokens, dtype=float)
+
+    cost = GraphlessFloorStepCost(OneMillisecond(), 5e-3, 512)
+    assert cost(BatchStats(512, 0, 0.0, 512, 0, 1, 1)) == 1e-3  # 512 tokens: a graph replays
+    assert cost(BatchStats(512, 1, 0.0, 512, 10, 2, 2)) == 5e-3  # 513 tokens: no graph, the floor
+    many = BatchStats(0, np.array([100, 600]), 0.0, 0, np.array([1000, 6000]), np.array([100, 600]),
+                      np.array([100, 600]))
+    np.testing.assert_array_equal(cost(many), [1e-3, 5e-3])
+
+
+@pytest.mark.parametrize("overrides, tokens", [(dict(), 512), (dict(max_num_seqs=64), 128),
+                                               (dict(max_num_batched_tokens=256), 256), (dict(enforce_eager=True), 0)])
+def test_largest_cuda_graph_follows_vllm_026(overrides, tokens):
+    from perfmodel.serving import max_cuda_graph_tokens
+
+    scenario = Scenario.build(model="llama-3.1-8b", hardware="h200-sxm", entry_point="serve", **overrides)
+    assert max_cuda_graph_tokens(scenario.engine) == tokens
+
+
+def test_served_terms_change_served_runs_only():
+    import numpy as np
+
+    from simulator.request import requests_from_arrays
+
+    scenario = Scenario.build(model="llama-3.1-8b", hardware="h200-sxm", entry_point="serve", max_num_seqs=256)
+    rng = np.random.default_rng(0)
+    requests = requests_from_arrays(np.cumsum(rng.exponential(0.05, 60)), np.full(60, 512), np.full(60, 32))
+    layout = Layout(tp=1)
+    base = scenario.simulate(layout, requests).metrics
+    c = scenario.profile.coefficients.replace(server_request_latency_s=0.0, server_stream_token_s=0.0,
+                                              server_graphless_layer_s=0.0)
+    none = scenario.with_coefficients(c).simulate(layout, requests, served=True).metrics
+    assert none == base  # no serving terms: the engine alone
+    floor = scenario.with_coefficients(c.replace(server_graphless_layer_s=1e-3)).simulate(layout, requests,
+                                                                                         served=True).metrics
+    assert floor.tpot_s_mean > base.tpot_s_mean and floor.ttft_s_mean > base.ttft_s_mean
+    stream = scenario.with_coefficients(c.replace(server_stream_token_s=1e-3)).simulate(layout, requests,
+                                                                                       served=True).metrics
+    assert stream.ttft_s_mean > base.ttft_s_mean
+    assert scenario.with_coefficients(c.replace(server_graphless_layer_s=1e-3)).simulate(layout, requests).metrics \
+        == base  # not served: no floor
+
+
+def test_the_online_fit_recovers_a_known_request_latency():
+    """Fit wiring: a measured run's metrics replaced by the model's own at a 5 ms request latency; fitting only
+    the serving coefficients from the shipped profile gets that latency back."""
+    import dataclasses
+    from pathlib import Path
+
+    from calibrate.fit import CoefficientFitter
+    from calibrate.fit_online import serving_coefficients
+    from calibrate.observations import load_observations, predicted_metrics
+    from calibrate.store import load_records
+    from perfmodel.coefficients import load_profile
+
+    root = Path(__file__).resolve().parents[1]
+    records = [r for r in load_records(root / "data" / "h200" / "online-gpu3.jsonl") if r.get("status") == "ok"]
+    cluster, observations = load_observations(records[:2], "h200-sxm")  # closed loop, 1 and 8 clients
+    assert serving_coefficients(observations) == ("server_request_latency_s", "server_stream_token_s",
+                                                  "server_graphless_layer_s")
+    prior = load_profile(root / "perfmodel" / "profiles" / "h200-sxm.yaml").coefficients
+    truth = prior.replace(server_request_latency_s=5e-3)
+    synthetic = [dataclasses.replace(o, measured=predicted_metrics(o, o.simulate(truth, kv_from="model",
+                                                                                record_timeline=False)))
+                 for o in observations]
+    fitter = CoefficientFitter(cluster, prior, step_names=("server_request_latency_s",), fit_memory=False)
+    fitted = fitter.fit(synthetic).coefficients_
+    assert fitted.server_request_latency_s == pytest.approx(5e-3, rel=0.02)
+    assert fitted.gemm_compute_efficiency == prior.gemm_compute_efficiency  # the offline part is kept

@@ -67,3 +67,31 @@ def test_refused_outside_v1_continuous_batching():
     with pytest.raises(ValueError, match="async_scheduling"):
         EngineConfig(max_num_seqs=8, max_num_batched_tokens=64, num_kv_blocks=64, batching="static",
                      async_scheduling=True)
+
+
+@pytest.mark.parametrize("macro_steps", [True, False])
+def test_token_delivery_delays_first_and_last_token_by_the_steps_tokens(macro_steps):
+    # ToyCost: A and B (prompt 10, 3 tokens) prefill together in [0, 1.2] (20 prompt tokens), decode in
+    # [1.2, 2.2], [2.2, 3.2]. Each step samples 2 tokens: at 0.01 s per token both arrive 0.02 s after the step.
+    reqs = [Request(0, 0.0, 10, 3), Request(1, 0.0, 10, 3)]
+    r = simulate(reqs, engine(True), ToyCost(), macro_steps=macro_steps, token_delivery_s=0.01).requests
+    np.testing.assert_allclose(r.ttft_s, [1.22, 1.22])
+    np.testing.assert_allclose(r.e2e_s, [3.22, 3.22])
+    np.testing.assert_allclose(r.tpot_s, [1.0, 1.0])
+    # C alone: one token per step, 0.01 s later
+    c = simulate([Request(0, 0.0, 10, 5)], engine(True), ToyCost(), macro_steps=macro_steps,
+                 token_delivery_s=0.01).requests
+    assert c.ttft_s[0] == pytest.approx(1.11) and c.e2e_s[0] == pytest.approx(5.11)
+
+
+def test_token_delivery_is_the_same_with_and_without_macro_steps():
+    rng = np.random.default_rng(2)
+    reqs = requests_from_arrays(np.cumsum(rng.exponential(0.02, 60)), rng.integers(20, 200, 60),
+                                rng.integers(2, 40, 60))
+    config = EngineConfig(max_num_seqs=16, max_num_batched_tokens=256, num_kv_blocks=2000, async_scheduling=True)
+    fast = simulate(reqs, config, LinearStepCost(), token_delivery_s=3e-4)
+    slow = simulate(reqs, config, LinearStepCost(), token_delivery_s=3e-4, macro_steps=False)
+    np.testing.assert_allclose(fast.requests.first_token_s, slow.requests.first_token_s, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(fast.requests.finish_s, slow.requests.finish_s, rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match="token_delivery_s"):
+        simulate(reqs, config, LinearStepCost(), token_delivery_s=-1.0)
