@@ -26,15 +26,16 @@ from typing import Callable, Sequence
 import numpy as np
 from scipy import optimize
 
-from calibrate.fit_online import ONLINE_REGULARIZATION, SOFT_L1_SCALE, uninformed_by_engine
+from calibrate.fit_online import ONLINE_REGULARIZATION, SOFT_L1_SCALE, kernel_coefficients, uninformed_by_engine
 from calibrate.observations import Observation
 from hardware.spec import ClusterSpec
 from perfmodel.coefficients import Coefficients
 from perfmodel.errors import UserError
 from perfmodel.memory import activation_peak_bytes, kv_bytes_per_token_per_gpu
 
-# Coefficient groups (perfmodel.coefficients.GROUPS) fitted on elapsed times, in this order.
-STEP_GROUPS = ("step", "eager", "tensor_parallel", "pipeline_parallel", "kernel_fused_moe")
+# Coefficient groups (perfmodel.coefficients.GROUPS) fitted on elapsed times, in this order; then the coefficients
+# of the kernel families the runs use (perfmodel.kernels.KERNELS, kernel_coefficients).
+STEP_GROUPS = ("step", "eager", "tensor_parallel", "pipeline_parallel")
 
 
 def measured_kv_bytes(obs: Observation) -> float | None:
@@ -53,10 +54,10 @@ def informed_step_coefficients(observations: Sequence[Observation]) -> tuple[str
     offline = [o for o in observations if o.mode == "offline"]
     informed = {"step": True, "eager": any(o.eager for o in offline),
                 "tensor_parallel": any(o.layout.tp > 1 for o in offline),
-                "pipeline_parallel": any(o.layout.pp > 1 for o in offline),
-                "kernel_fused_moe": any(o.model.has_expert_gemms for o in offline)}
+                "pipeline_parallel": any(o.layout.pp > 1 for o in offline)}
     skip = uninformed_by_engine(offline)
-    return tuple(n for g in STEP_GROUPS if informed[g] for n in Coefficients.group(g) if n not in skip)
+    names = [n for g in STEP_GROUPS if informed[g] for n in Coefficients.group(g)] + list(kernel_coefficients(offline))
+    return tuple(n for n in names if n not in skip)
 
 
 @dataclass(frozen=True)

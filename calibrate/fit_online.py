@@ -65,6 +65,14 @@ def uninformed_by_engine(observations: Sequence[Observation]) -> set[str]:
     return skip
 
 
+def kernel_coefficients(observations: Sequence[Observation]) -> tuple[str, ...]:
+    """The own coefficients (``KernelFamily.fitted``) of the kernel families these runs use, in table order."""
+    from perfmodel import kernels
+
+    used = {f.name for o in observations for f in kernels.families_used(o.model, o.precision, o.layout.tp)}
+    return tuple(n for f in kernels.KERNELS if f.name in used for n in f.fitted)
+
+
 def online_step_coefficients(observations: Sequence[Observation]) -> tuple[str, ...]:
     """The coefficients online runs of these layouts and kernels can pin down (fewer than offline runs:
     every evaluation is a simulation)."""
@@ -73,8 +81,7 @@ def online_step_coefficients(observations: Sequence[Observation]) -> tuple[str, 
     # Left at their priors: gemm_half_efficiency_tokens (the batch sizes of a closed-loop log do not separate
     # it from the compute efficiency), exllama_reread_fraction (1: each 8-row chunk is a block of its own that
     # reads the weights) and p2p_latency_s (tens of microseconds beside the milliseconds of a step).
-    if any(o.precision.quant_kernel == "gptq_exllama" for o in observations):
-        names.append("exllama_memory_efficiency")
+    names += kernel_coefficients(observations)
     skip = uninformed_by_engine(observations)
     names += [n for n in ("allreduce_latency_s", "nccl_allreduce_latency_s", "pp_step_overhead_s") if n not in skip]
     if any(o.engine.engine_generation == "v0" and not o.engine.enforce_eager for o in observations):

@@ -1,6 +1,7 @@
 """Hardware catalog: GPUs and clusters as sourced YAML, loaded into frozen dataclasses."""
 
-from hardware.catalog import HardwareError, list_clusters, list_gpus, load_gpu, load_hardware
+from hardware.catalog import (HardwareError, list_clusters, list_fabrics, list_gpus, load_fabric, load_gpu,
+                              load_hardware, with_nodes)
 from hardware.spec import ClusterSpec, GpuSpec, LinkSpec
 
 __all__ = [
@@ -9,7 +10,10 @@ __all__ = [
     "HardwareError",
     "LinkSpec",
     "list_clusters",
+    "list_fabrics",
     "list_gpus",
+    "load_fabric",
     "load_gpu",
     "load_hardware",
+    "with_nodes",
 ]

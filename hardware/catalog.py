@@ -22,6 +22,7 @@ from hardware.spec import ClusterSpec, GpuSpec, LinkSpec, SpecError
 CATALOG_DIR = Path(__file__).resolve().parent
 GPU_DIR = CATALOG_DIR / "gpus"
 CLUSTER_DIR = CATALOG_DIR / "clusters"
+FABRIC_DIR = CATALOG_DIR / "fabrics"  # inter-node links (one NIC port) a cluster YAML may name
 
 _GPU_FIELDS = tuple(f.name for f in dataclasses.fields(GpuSpec))
 _LINK_FIELDS = tuple(f.name for f in dataclasses.fields(LinkSpec))
@@ -55,6 +56,37 @@ def list_gpus() -> list[str]:
 def list_clusters() -> list[str]:
     """Names of the catalog clusters (file stems of ``hardware/clusters/*.yaml``), sorted."""
     return sorted(p.stem for p in CLUSTER_DIR.glob("*.yaml"))
+
+
+def list_fabrics() -> list[str]:
+    """Names of the catalog inter-node fabrics (file stems of ``hardware/fabrics/*.yaml``), sorted."""
+    return sorted(p.stem for p in FABRIC_DIR.glob("*.yaml"))
+
+
+def load_fabric(name: str) -> LinkSpec:
+    """A catalog fabric (one NIC port of an inter-node network) by name."""
+    if name not in list_fabrics():
+        raise HardwareError(f"unknown fabric {name!r}; known fabrics: {', '.join(list_fabrics())}")
+    return _catalog_fabric(name)
+
+
+def with_nodes(cluster: ClusterSpec, num_nodes: int) -> ClusterSpec:
+    """``num_nodes`` nodes of ``cluster`` for one job (``--nodes``): needs a declared inter-node network beyond
+    one node; refused above the cluster's node count or its per-job node limit when it has them."""
+    if num_nodes < 1:
+        raise HardwareError(f"--nodes must be at least 1, got {num_nodes}")
+    if num_nodes > 1 and (cluster.inter_node_link is None or cluster.nics_per_node == 0):
+        raise HardwareError(f"--nodes {num_nodes}: {cluster.name} declares no inter-node network "
+                            f"(inter_node_link, nics_per_node); add one to its YAML (hardware/fabrics/ lists some)")
+    limit = cluster.max_nodes_per_job
+    if limit is not None and num_nodes > limit:
+        raise HardwareError(f"--nodes {num_nodes}: {cluster.name} jobs may use at most {limit} nodes")
+    if cluster.num_nodes > 1 and num_nodes > cluster.num_nodes:
+        raise HardwareError(f"--nodes {num_nodes}: {cluster.name} has {cluster.num_nodes} nodes")
+    if num_nodes == cluster.num_nodes:
+        return cluster
+    return dataclasses.replace(cluster, num_nodes=num_nodes,
+                               display_name=f"{num_nodes} x {cluster.display_name.removeprefix('one node of ')}")
 
 
 def load_gpu(name_or_path: str | Path) -> GpuSpec:
@@ -100,6 +132,12 @@ def load_hardware(name_or_path: str | Path) -> ClusterSpec:
 @functools.lru_cache(maxsize=None)
 def _catalog_gpu(name: str) -> GpuSpec:
     return _gpu_from_file(GPU_DIR / f"{name}.yaml")
+
+
+@functools.lru_cache(maxsize=None)
+def _catalog_fabric(name: str) -> LinkSpec:
+    path = FABRIC_DIR / f"{name}.yaml"
+    return _link(_read_yaml(path), str(path))
 
 
 @functools.lru_cache(maxsize=None)
@@ -261,6 +299,10 @@ def _gpu_from_dict(data: dict, path: Path) -> GpuSpec:
 
 
 def _link(data: Any, where: str) -> LinkSpec:
+    if isinstance(data, str):  # a catalog fabric by name (hardware/fabrics/<name>.yaml)
+        if data not in list_fabrics():
+            raise HardwareError(f"{where}: unknown fabric {data!r}; known fabrics: {', '.join(list_fabrics())}")
+        return _catalog_fabric(data)
     if not isinstance(data, dict):
         raise HardwareError(f"{where}: expected a mapping with fields {', '.join(_LINK_FIELDS)}")
     _check_keys(data, _LINK_FIELDS, where)

@@ -34,6 +34,8 @@ GROUPS = {
     "serving": "the API server's time from a request's send to the engine queue; fitted on online runs",
     "kernel_gptq_exllama": "the exllama GPTQ kernel (vLLM's `gptq` method; the only int4 kernel on Volta); "
                            "fitted when the runs use it",
+    "kernel_gptq_alt": "vLLM's GPTQ path for act-order checkpoints in layers whose input TP splits (alt kernel, "
+                       "reconstruct + cuBLAS); fitted when the runs use it",
     "kernel_fused_moe": "vLLM's fused mixture-of-experts kernel against dense GEMMs; fitted when the runs include "
                         "an MoE model",
 }
@@ -121,6 +123,13 @@ class Coefficients:
         "exllama GPTQ kernel: the chunks are blocks of one launch (q_gemm.cu gemm_half_q_half_cuda_part, gridDim.y), "
         "so L2 may serve part of the re-reads; 1 = every chunk reads from HBM", 0.0, 1.0,
         group="kernel_gptq_exllama")
+    gptq_alt_memory_efficiency: float = _coef(
+        0.5, "fraction of HBM bandwidth reached by vLLM's GPTQ kernels for an act-order (desc_act) checkpoint's "
+        "layers whose input TP splits (vLLM 0.7.0 gptq.py GPTQLinearMethod.create_weights: ExllamaState.UNUSED): the "
+        "alt kernel up to 8 rows (q_gemm.cu gemm_half_q_half_alt, MAX_ALT_GEMM_ROWS) and reconstruct_gptq + cuBLAS "
+        "above, both reading each weight's scale and zero point at its own group (g_idx; perfmodel.kernels "
+        "gptq_alt_cost). Prior: the exllama kernel's (the same SIMT design: packed int4 loads, one thread per "
+        "column), 0.5 x 900 GB/s on a V100; not measured", 0.05, 1.0, group="kernel_gptq_alt")
     fused_moe_efficiency: float = _coef(
         1.0, "speed of the expert GEMMs of vLLM's fused MoE kernel (Triton fused_moe, its own tile configs per "
         "expert shape and GPU) relative to dense GEMMs at the same FLOPs and bytes; scales both rates. 1 (as fast "

@@ -14,8 +14,9 @@ all-reduce's or NCCL's, whichever vLLM picks for the group (``comm.custom_allred
 and per-sequence overheads cover scheduling, input preparation and sampling, plus a per-layer launch cost
 without CUDA graphs (``--enforce-eager``); every pipeline stage pays them for the whole batch, since each PP
 rank prepares the batch's inputs itself. Expert GEMMs of an MoE layer run at ``fused_moe_efficiency`` of the
-dense rates (vLLM's fused MoE kernel). The exllama GPTQ kernel (Volta) reads int4 weights once per 8 rows
-and multiplies on the CUDA cores. Under vLLM V0 with pipeline parallelism every stage prepares the batch
+dense rates (vLLM's fused MoE kernel). Which kernel runs each weight matrix, and its formula, come from
+perfmodel.kernels' table (e.g. the exllama GPTQ kernel on Volta reads int4 weights once per 8 rows and multiplies on
+the CUDA cores). Under vLLM V0 with pipeline parallelism every stage prepares the batch
 itself (the CPU part of its time) and the engine process adds its own thread's time per step, which the
 simulator shares among the virtual engines (``stage_split_s``).
 
@@ -34,7 +35,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from hardware.spec import ClusterSpec
-from perfmodel import comm
+from perfmodel import comm, kernels
 from perfmodel.coefficients import Coefficients
 from perfmodel.layout import Layout, place
 from perfmodel.memory import kv_heads_per_gpu, layers_per_stage
@@ -65,6 +66,7 @@ class _Gemm:
     experts_per_token: int
     params: float = 0.0  # weights of one expert on one GPU
     quantized: bool = False  # weights stored in the quantized format (int4 for GPTQ)
+    families: tuple = ()  # the kernel families that run it (perfmodel.kernels.layer_families)
 
 
 class StepCostModel:
@@ -79,11 +81,10 @@ class StepCostModel:
         # captured for these batch sizes (a batch runs padded up to the next one)
         self._v0_graphs = (tuple(cuda_graph_batch_sizes) if engine_generation == "v0" and not enforce_eager
                            else ())
-        self._exllama = precision.quant_kernel == "gptq_exllama"
-        # The exllama kernel multiplies with half2 FMAs on the CUDA cores, not the tensor cores: twice the fp32
-        # rate on Volta (CUDA C++ Programming Guide, arithmetic instruction throughput, compute capability 7.0:
-        # 128 fp16 vs 64 fp32 results per clock per SM), and no tile quantisation of small batches
-        self._exllama_flops = 2.0 * cluster.gpu.peak_flops_per_s.get("float32", 0.0)
+        # GPTQ's exllama-derived kernels multiply with half2 FMAs on the CUDA cores, not the tensor cores: twice
+        # the fp32 rate on Volta (CUDA C++ Programming Guide, arithmetic instruction throughput, compute capability
+        # 7.0: 128 fp16 vs 64 fp32 results per clock per SM), and no tile quantisation of small batches
+        self._simt_flops = 2.0 * cluster.gpu.peak_flops_per_s.get("float32", 0.0)
         self.num_stages = layout.pp
         gpu = cluster.gpu
         self._gemm_peak = gpu.peak_flops_per_s[precision.gemm_flops_dtype]
@@ -91,6 +92,9 @@ class StepCostModel:
         self._hbm = gpu.memory_bandwidth_bytes_per_s
         self._layers = layers_per_stage(model.num_layers, layout.pp)
         self._gemms = _layer_gemms(model, precision, layout.tp)
+        self._ep_link = None  # expert parallelism: the DP group's link for dispatch/combine (see below)
+        if layout.ep > 1:
+            self._gemms, self._ep_link = _expert_parallel_setup(model, cluster, precision, layout)
         heads = model.num_attention_heads / layout.tp
         kv_heads = kv_heads_per_gpu(model, layout.tp)
         self._attn_flops_per_pair = 4.0 * model.head_dim * heads
@@ -137,41 +141,13 @@ class StepCostModel:
 
     def _gemm_time_s(self, m: Any) -> Any:
         c = self.coefficients
-        flops_rate = self._gemm_peak * self._compute_efficiency(m)
-        bytes_rate = self._hbm * c.memory_efficiency
+        rates = kernels.GemmRates(coefficients=c, flops_per_s=self._gemm_peak * self._compute_efficiency(m),
+                                  bytes_per_s=self._hbm * c.memory_efficiency, hbm_bytes_per_s=self._hbm,
+                                  simt_flops_per_s=self._simt_flops)
         total = 0.0
         for g in self._gemms:
-            if g.num_experts > 1:  # experts that at least one of the m tokens visits, uniform routing
-                touched = g.num_experts * (1.0 - (1.0 - g.experts_per_token / g.num_experts) ** m)
-            else:
-                touched = 1.0
-            if self._exllama and g.quantized:
-                op = self._exllama_time_s(g, m, flops_rate, bytes_rate)
-            else:
-                memory = (touched * g.weight_bytes + m * g.activation_bytes_per_token) / bytes_rate
-                op = np.maximum(m * g.flops_per_token / flops_rate, memory)
-            total = total + (op / c.fused_moe_efficiency if g.num_experts > 1 else op)
+            total = total + kernels.layer_cost(g.families, g, m, rates)
         return total
-
-    EXLLAMA_MAX_ROWS = 50  # vLLM csrc/quantization/gptq/q_gemm.cu MAX_Q_GEMM_ROWS (4-bit)
-    EXLLAMA_BLOCK_ROWS = 8  # ... BLOCK_M_SIZE_MAX: rows per pass of the quantized kernel
-
-    def _exllama_time_s(self, g: _Gemm, m: Any, flops_rate: Any, bytes_rate: float) -> Any:
-        """vLLM's exllama GPTQ GEMM (gemm_half_q_half_cuda): up to 50 rows, the quantized kernel, whose blocks
-        take 8 rows each and read the int4 weights (at ``exllama_memory_efficiency``): each chunk after the first
-        reads ``exllama_reread_fraction`` of them again from HBM; more rows, the weights are dequantized to an
-        fp16 matrix (read int4, write fp16) and cuBLAS multiplies with it."""
-        c = self.coefficients
-        act = m * g.activation_bytes_per_token
-        chunks = np.ceil(np.asarray(m, dtype=float) / self.EXLLAMA_BLOCK_ROWS)
-        reads = 1.0 + c.exllama_reread_fraction * np.maximum(chunks - 1.0, 0.0)
-        quantized_rate = self._hbm * c.exllama_memory_efficiency
-        simt_rate = self._exllama_flops * c.gemm_compute_efficiency if self._exllama_flops else flops_rate
-        small = np.maximum(m * g.flops_per_token / simt_rate, (reads * g.weight_bytes + act) / quantized_rate)
-        fp16_bytes = 2.0 * g.params
-        dequantize = (g.weight_bytes + fp16_bytes) / bytes_rate
-        large = dequantize + np.maximum(m * g.flops_per_token / flops_rate, (fp16_bytes + act) / bytes_rate)
-        return np.where(np.asarray(m) <= self.EXLLAMA_MAX_ROWS, small, large)
 
     def attention_time_s(self, batch: BatchLike) -> Any:
         """Prefill and decode attention of one layer (sliding-window layers read at most their window)."""
@@ -196,7 +172,10 @@ class StepCostModel:
                 + maximum(decode_flops / flops_rate, decode_bytes / bytes_rate))
 
     def allreduce_time_s(self, num_tokens: Any) -> Any:
-        """Two TP all-reduces of the hidden states per layer."""
+        """Two TP all-reduces of the hidden states per layer (plus, under expert parallelism with DP replicas,
+        the MoE layer's dispatch and combine: ``_expert_parallel_comm_s``)."""
+        if self._ep_link is not None:
+            return _expert_parallel_comm_s(self, num_tokens)
         if self.layout.tp == 1:
             return 0.0
         ring = comm.allreduce_time_s(num_tokens * self._hidden_bytes, self.layout.tp, self._tp_bw,
@@ -360,6 +339,65 @@ _FIELDS = ("num_prefill_tokens", "num_decode_tokens", "prefill_attention_pairs",
            "decode_context_tokens", "num_sampled_tokens", "num_seqs")
 
 
+# ---- expert parallelism (issue 25; vLLM's --enable-expert-parallel, EP = TP x DP) ---------------------------
+
+
+def _expert_parallel_setup(model: ModelShape, cluster: ClusterSpec, precision: Precision,
+                           layout: Layout) -> tuple[tuple[_Gemm, ...], tuple[float, float]]:
+    """The GEMMs one GPU of an EP layout runs per layer, and the link of its DP group.
+
+    The attention and router GEMMs stay as under TP. Each GPU holds ``E_local = ceil(E / EP)`` whole experts
+    (vLLM 0.11.2 fused_moe/layer.py determine_expert_map) and computes them for the tokens of every DP replica
+    (the dispatch all-gathers them): with uniform routing, ``m * dp * k * E_local / E`` token-expert pairs for a
+    step of ``m`` tokens per replica, i.e. ``dp * k * E_local / E`` full-expert visits per replica token. The
+    experts it touches are those at least one of the ``m * dp`` tokens visits, ``E_local (1 - (1 - k/E)^(m dp))``,
+    which ``_gemm_time_s``'s formula gives with ``E_local`` experts and ``E_local (1 - (1 - k/E)^dp)`` visits
+    per token. The replicas are assumed to step together with equal batches (vLLM runs DP ranks of an MoE model
+    in lockstep, padding idle ones with dummy batches)."""
+    dense = [g for g, lin in zip(_layer_gemms(model, precision, layout.tp), model.linear_layers())
+             if lin.num_experts <= 1]
+    experts = []
+    for linear in model.linear_layers():
+        if linear.num_experts <= 1:
+            continue
+        total, k, dp = linear.num_experts, linear.num_per_token_active, layout.ep // layout.tp
+        local = -(-total // layout.ep)
+        visits = dp * k * local / total
+        params = linear.in_features * linear.out_features
+        experts.append(_Gemm(flops_per_token=2.0 * params * visits,
+                             weight_bytes=params * precision.weight_bytes_per_param,
+                             activation_bytes_per_token=(linear.in_features + linear.out_features) * visits
+                             * precision.activation_bytes,
+                             num_experts=local, experts_per_token=local * (1.0 - (1.0 - k / total) ** dp),
+                             params=params, quantized=bool(precision.quant_kernel)))
+    dp = layout.ep // layout.tp  # the replicas sharing the experts (the DP group)
+    spans = layout.ep * layout.pp > cluster.gpus_per_node  # their stages on several nodes
+    link = comm.dp_group_link(cluster, dp, spans) if dp > 1 else (0.0, 0.0)  # unused without DP
+    return tuple(dense + experts), link
+
+
+def _expert_parallel_comm_s(cost: "StepCostModel", num_tokens: Any) -> Any:
+    """Per layer: the TP group's two all-reduces (attention output, and the MoE output that vLLM's FusedMoE
+    all-reduces over TP after combining) and the MoE layer's dispatch and combine over the DP group
+    (``comm.expert_dispatch_combine_time_s``), which pays NCCL's per-call latency twice."""
+    c, layout = cost.coefficients, cost.layout
+    dp = layout.ep // layout.tp
+    total = 0.0
+    if layout.tp > 1:
+        ring = comm.allreduce_time_s(num_tokens * cost._hidden_bytes, layout.tp, cost._tp_bw, cost._tp_hop_latency,
+                                     c.allreduce_bandwidth_efficiency)
+        total = 2.0 * (ring + cost._allreduce_call_s)
+    if dp > 1:
+        bandwidth, latency = cost._ep_link
+        total = total + comm.expert_dispatch_combine_time_s(num_tokens, cost._hidden_bytes, dp, bandwidth,
+                                                            latency, c.allreduce_bandwidth_efficiency)
+        total = total + 2.0 * c.nccl_allreduce_latency_s
+    return total
+
+
+# ---- end of expert parallelism -----------------------------------------------------------------------------
+
+
 def _layer_gemms(model: ModelShape, precision: Precision, tp: int) -> tuple[_Gemm, ...]:
     gemms = []
     for linear in model.linear_layers():
@@ -372,10 +410,11 @@ def _layer_gemms(model: ModelShape, precision: Precision, tp: int) -> tuple[_Gem
         else:  # replicated (e.g. the MoE router)
             act = linear.in_features + linear.out_features
             params = linear.in_features * linear.out_features
+        facts, kernel = kernels.layer_facts(precision, linear, tp)
         gemms.append(_Gemm(flops_per_token=2.0 * params * visits,
                            weight_bytes=params * (precision.weight_bytes_per_param if linear.quantizable
                                                   else precision.activation_bytes),
                            activation_bytes_per_token=act * visits * precision.activation_bytes,
                            num_experts=max(1, experts), experts_per_token=visits, params=params,
-                           quantized=bool(linear.quantizable and precision.quant_kernel)))
+                           quantized=facts.quantized, families=kernels.layer_families(facts, kernel)))
     return tuple(gemms)

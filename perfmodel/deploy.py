@@ -96,6 +96,9 @@ def vllm_serve_args(scenario: "Scenario", layout: Layout, model_spec: str) -> li
         args += ["--block-size", str(e.block_size)]
     if e.enforce_eager:
         args.append("--enforce-eager")
+    if scenario.expert_layout(layout).ep > 1:  # EP couples the DP ranks: one server runs all of them
+        args += ["--data-parallel-size", str(layout.dp)] if layout.dp > 1 else []
+        args.append("--enable-expert-parallel")
     if placement.nodes_per_replica > 1:
         args += ["--distributed-executor-backend", "ray"]
     return args

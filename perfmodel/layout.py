@@ -10,16 +10,26 @@ from perfmodel.errors import UserError
 
 @dataclass(frozen=True, kw_only=True)
 class Layout:
-    """Tensor-parallel size, pipeline stages and data-parallel replicas; one replica uses tp*pp GPUs."""
+    """Tensor-parallel size, pipeline stages and data-parallel replicas; one replica uses tp*pp GPUs.
+
+    ``ep``: expert-parallel size of a MoE model's expert layers, 1 (experts split over TP like the other weights)
+    or ``tp * dp`` (vLLM's ``--enable-expert-parallel``: each of the TP x DP GPUs of a pipeline stage holds whole
+    experts, vLLM 0.11.2 vllm/model_executor/layers/fused_moe/config.py FusedMoEParallelConfig.make: ep_size =
+    the TP size flattened across DP, the experts' own TP size 1). One replica of such a layout (``dp=1``, as the
+    simulator runs it) keeps ``ep``: ``ep // tp`` replicas share its experts.
+    """
 
     tp: int
     pp: int = 1
     dp: int = 1
+    ep: int = 1
 
     def __post_init__(self) -> None:
-        for name in ("tp", "pp", "dp"):
+        for name in ("tp", "pp", "dp", "ep"):
             if getattr(self, name) < 1:
                 raise UserError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.ep > 1 and self.ep % self.tp:  # one replica's view (dp=1) of an EP group keeps the group's size
+            raise UserError(f"expert parallelism spans TP x DP GPUs, a multiple of TP {self.tp}; got EP {self.ep}")
 
     @property
     def gpus_per_replica(self) -> int:
@@ -30,7 +40,11 @@ class Layout:
         return self.tp * self.pp * self.dp
 
     def __str__(self) -> str:
-        return f"TP{self.tp} PP{self.pp} DP{self.dp}"
+        return f"TP{self.tp} PP{self.pp} DP{self.dp}" + (f" EP{self.ep}" if self.ep > 1 else "")
+
+    def with_expert_parallel(self) -> "Layout":
+        """The same layout with EP = TP x DP."""
+        return Layout(tp=self.tp, pp=self.pp, dp=self.dp, ep=self.tp * self.dp)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -93,17 +107,20 @@ def placeable(layout: Layout, gpus_per_node: int) -> bool:
 
 
 def enumerate_layouts(num_gpus: int, *, num_attention_heads: int, num_kv_heads: int, num_layers: int,
-                      gpus_per_node: int) -> list[Layout]:
+                      gpus_per_node: int, tp_across_nodes: bool = True) -> list[Layout]:
     """Every (TP, PP, DP) with TP*PP*DP = num_gpus that vLLM can run for this model and :func:`placeable`.
 
     PP may be any size up to ``num_layers``: vLLM gives every stage ``num_layers // pp`` layers and the
     remainder to some of them (vLLM 0.7.0 vllm/distributed/utils.py get_pp_indices: all to the last stage;
-    vLLM 0.30: one each to the stages before the last), so a stage is never empty.
+    vLLM 0.30: one each to the stages before the last), so a stage is never empty. ``tp_across_nodes=False``
+    keeps every TP group inside a node (PP and DP may still cross nodes).
     """
     if num_gpus < 1:
         raise UserError(f"--gpus must be at least 1, got {num_gpus}")
     layouts = []
     for tp in valid_tp_sizes(num_attention_heads, num_kv_heads, num_gpus):
+        if tp > gpus_per_node and not tp_across_nodes:
+            continue
         for pp in range(1, min(num_layers, num_gpus // tp) + 1):
             if num_gpus % (tp * pp):
                 continue

@@ -63,7 +63,24 @@ def weight_bytes_per_gpu(model: ModelShape, precision: Precision, layout: Layout
         ends = split.embedding_bytes + (0.0 if model.tie_word_embeddings else split.lm_head_bytes)
     else:  # the first stage holds the embedding, the last the LM head (its own copy when tied)
         ends = max(split.embedding_bytes, split.lm_head_bytes)
+    if layout.ep > 1:
+        return (layers + ends) / layout.tp - expert_parallel_saving_bytes(model, precision, layout)
     return (layers + ends) / layout.tp
+
+
+def expert_parallel_saving_bytes(model: ModelShape, precision: Precision, layout: Layout) -> float:
+    """Expert weights a GPU of the most loaded stage does not hold under expert parallelism: TP holds 1/TP of
+    every expert; EP holds whole experts, ``ceil(E / EP)`` on the most loaded GPU (vLLM 0.11.2
+    vllm/model_executor/layers/fused_moe/layer.py determine_expert_map: the first ``E % EP`` ranks get one more).
+    The router and the attention weights stay split over TP."""
+    experts = [lin for lin in model.linear_layers() if lin.num_experts > 1]
+    if layout.ep == 1 or not experts:
+        return 0.0
+    per_layer = sum(lin.in_features * lin.out_features * lin.num_experts for lin in experts)
+    bytes_per_param = precision.weight_bytes_per_param  # expert GEMMs are quantizable linears
+    local = math.ceil(model.num_experts / layout.ep) / model.num_experts
+    layers = layers_per_stage(model.num_layers, layout.pp)
+    return layers * per_layer * bytes_per_param * (1.0 / layout.tp - local)
 
 
 def kv_heads_per_gpu(model: ModelShape, tp: int) -> int:

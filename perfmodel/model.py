@@ -32,7 +32,21 @@ SUPPORTED_ARCHITECTURES: tuple[str, ...] = (
     "Gemma2ForCausalLM",
     "MixtralForCausalLM",
     "CohereForCausalLM",
+    "Qwen3ForCausalLM",
+    "Qwen3MoeForCausalLM",
 )
+
+# Other names vLLM's registry maps to the same implementation (vLLM 0.11.2 vllm/model_executor/models/registry.py
+# _TEXT_GENERATION_MODELS: each of these -> ("llama", "LlamaForCausalLM")); their config.json reads as Llama's.
+# vLLM's LlamaAttention adds a bias to QKV and O when the config's ``bias`` is set (InternLM v1), which a shape
+# here cannot hold (only a QKV bias): such configs are refused.
+_ALIASES = {name: "LlamaForCausalLM" for name in ("LLaMAForCausalLM", "AquilaModel", "AquilaForCausalLM",
+                                                   "CwmForCausalLM", "InternLMForCausalLM", "InternLM3ForCausalLM",
+                                                   "XverseForCausalLM")}
+# Qwen3 MoE's experts: ``num_experts`` routed experts of width ``moe_intermediate_size``, no shared expert
+# (vLLM 0.11.2 vllm/model_executor/models/qwen3_moe.py Qwen3MoeSparseMoeBlock); a layer is sparse unless listed
+# in ``mlp_only_layers`` or ``(i + 1) % decoder_sparse_step != 0`` (Qwen3MoeDecoderLayer.__init__).
+_MOE_KEYS = {"Qwen3MoeForCausalLM": ("num_experts", "moe_intermediate_size")}
 
 # Gemma-2 puts a norm before and after both attention and MLP; the others one before each, except
 # Cohere, whose attention and MLP run in parallel on one LayerNorm's output (vLLM 0.7.0
@@ -43,6 +57,9 @@ _PARALLEL_ATTN_MLP = {"CohereForCausalLM"}
 # and vLLM's CohereForCausalLM asserts it).
 _TIED_BY_DEFAULT = {"Gemma2ForCausalLM", "CohereForCausalLM"}
 _QKV_BIAS_ARCHITECTURES = {"Qwen2ForCausalLM"}
+# Qwen3 normalises every head of Q and K with one shared RMSNorm of head_dim weights each (vLLM 0.11.2
+# vllm/model_executor/models/qwen3.py Qwen3Attention.q_norm/k_norm), always, without a config key.
+_SHARED_QK_NORM = {"Qwen3ForCausalLM", "Qwen3MoeForCausalLM"}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -109,6 +126,7 @@ class ModelShape:
     torch_dtype: str = "float16"
     parallel_attn_mlp: bool = False
     qk_norm: bool = False
+    qk_norm_shared: bool = False  # one head_dim norm for all Q heads and one for all K heads (Qwen3)
     logit_scale: float = 1.0
     checkpoint_quantization: CheckpointQuantization | None = None
 
@@ -192,8 +210,9 @@ class ModelShape:
 
     def num_norm_params(self) -> int:
         """Norm weights: per-layer norms plus the final norm (hidden_size each, no bias), plus the
-        per-head Q/K norms ((heads + kv_heads) · head_dim per layer) when ``qk_norm``."""
-        qk = (self.num_attention_heads + self.num_kv_heads) * self.head_dim if self.qk_norm else 0
+        per-head Q/K norms ((heads + kv_heads) · head_dim per layer, 2 · head_dim when shared) when ``qk_norm``."""
+        heads = 2 if self.qk_norm_shared else self.num_attention_heads + self.num_kv_heads
+        qk = heads * self.head_dim if self.qk_norm else 0
         return (self.num_layers * self.num_norms_per_layer + 1) * self.hidden_size + self.num_layers * qk
 
     def num_quantizable_params(self) -> int:
@@ -246,7 +265,7 @@ def _sliding_layers(config: Mapping[str, Any], architecture: str, num_layers: in
         sliding = tuple(t == "sliding_attention" for t in layer_types)
     elif architecture == "Gemma2ForCausalLM":
         sliding = tuple(i % 2 == 0 for i in range(num_layers))  # even layers local, odd global
-    elif architecture == "Qwen2ForCausalLM":
+    elif architecture in ("Qwen2ForCausalLM", "Qwen3ForCausalLM", "Qwen3MoeForCausalLM"):
         if config.get("use_sliding_window", False):
             first = config.get("max_window_layers", num_layers)
             sliding = tuple(i >= first for i in range(num_layers))
@@ -261,6 +280,20 @@ def _sliding_layers(config: Mapping[str, Any], architecture: str, num_layers: in
     return window, sliding
 
 
+def _sparse_mlp(config: Mapping[str, Any], architecture: str, num_layers: int, source: str) -> tuple[int, int]:
+    """(experts, expert width) of a model whose MLPs are all sparse; a config that keeps some layers dense
+    (``mlp_only_layers``, ``decoder_sparse_step`` > 1) is refused: a shape holds one MLP kind for all layers."""
+    experts_key, width_key = _MOE_KEYS[architecture]
+    num_experts = _positive_int(config, experts_key, source)
+    step = config.get("decoder_sparse_step") or 1
+    dense = set(config.get("mlp_only_layers") or ())
+    dense |= {i for i in range(num_layers) if (i + 1) % step}
+    if dense and num_experts:
+        raise UserError(f"{source}: layers {sorted(dense)[:4]}... keep a dense MLP (mlp_only_layers / "
+                        f"decoder_sparse_step); perfmodel models every layer alike, so only all-sparse configs are read")
+    return num_experts, _positive_int(config, width_key, source)
+
+
 def from_hf_config(config: Mapping[str, Any], name: str, *, source: str | None = None) -> ModelShape:
     """Build a :class:`ModelShape` from the contents of an HF ``config.json``.
 
@@ -270,7 +303,10 @@ def from_hf_config(config: Mapping[str, Any], name: str, *, source: str | None =
     architectures = _require(config, "architectures", source)
     if not isinstance(architectures, list) or not architectures:
         raise UserError(f"{source}: field 'architectures' must be a non-empty list")
-    architecture = architectures[0]
+    architecture = _ALIASES.get(architectures[0], architectures[0])
+    if architectures[0] in _ALIASES and config.get("bias"):
+        raise UserError(f"{source}: {architectures[0]} with 'bias': true puts a bias on the attention output too, "
+                        f"which perfmodel does not model")
     if architecture not in SUPPORTED_ARCHITECTURES:
         raise UserError(f"{source}: architecture '{architecture}' is not supported; "
                         f"supported: {', '.join(SUPPORTED_ARCHITECTURES)}")
@@ -281,6 +317,9 @@ def from_hf_config(config: Mapping[str, Any], name: str, *, source: str | None =
     num_kv_heads = config.get("num_key_value_heads") or num_heads
     head_dim = config.get("head_dim") or hidden_size // num_heads
     num_experts = config.get("num_local_experts") or 0
+    intermediate_size = _positive_int(config, "intermediate_size", source)
+    if architecture in _MOE_KEYS:
+        num_experts, intermediate_size = _sparse_mlp(config, architecture, num_layers, source)
     window, sliding = _sliding_layers(config, architecture, num_layers, source)
     tied = config.get("tie_word_embeddings", architecture in _TIED_BY_DEFAULT)
     qkv_bias = bool(config.get("attention_bias", architecture in _QKV_BIAS_ARCHITECTURES))
@@ -293,7 +332,7 @@ def from_hf_config(config: Mapping[str, Any], name: str, *, source: str | None =
         num_attention_heads=num_heads,
         num_kv_heads=num_kv_heads,
         head_dim=head_dim,
-        intermediate_size=_positive_int(config, "intermediate_size", source),
+        intermediate_size=intermediate_size,
         vocab_size=_positive_int(config, "vocab_size", source),
         num_experts=num_experts,
         num_experts_per_tok=config.get("num_experts_per_tok", 0) if num_experts else 0,
@@ -304,7 +343,8 @@ def from_hf_config(config: Mapping[str, Any], name: str, *, source: str | None =
         max_position_embeddings=config.get("max_position_embeddings") or 4096,
         torch_dtype=str(torch_dtype),
         parallel_attn_mlp=architecture in _PARALLEL_ATTN_MLP,
-        qk_norm=bool(config.get("use_qk_norm", False)),
+        qk_norm=bool(config.get("use_qk_norm", False)) or architecture in _SHARED_QK_NORM,
+        qk_norm_shared=architecture in _SHARED_QK_NORM,
         logit_scale=float(config.get("logit_scale") or 1.0),
         checkpoint_quantization=parse_quantization_config(config, source),
     )

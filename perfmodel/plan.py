@@ -34,6 +34,7 @@ end-to-end latency. Cost: GPU-hours per million output tokens at the planned loa
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import dataclasses
 import math
 from collections import deque
@@ -99,14 +100,15 @@ def plan_capacity(*, request_rate: float, ttft_s_p99_target: float | None = None
                   burstiness: float = 1.0, seed: int = 0, workers: int | None = None,
                   progress: Callable[[int, int], None] | None = None, options: ScenarioOptions | None = None,
                   confidence: float | None = None, interval_level: float = DEFAULT_LEVEL,
-                  **scenario_options: Any) -> PlanResult:
+                  pool: Any = None, **scenario_options: Any) -> PlanResult:
     """Search GPU counts and layouts for the fewest GPUs that serve ``request_rate`` requests/s (module doc).
 
     ``options`` (or ``scenario_options``, the same fields as keywords: model, hardware, dtype, quantization,
     engine arguments, vllm_version, kv_offload, ...) say what to plan for; worker processes rebuild the
     scenario from them. Without options the entry point is ``serve`` (vLLM's server defaults); the workload
     fields are replaced by the mean lengths and the request count planned here. ``workers``: processes
-    (default: the machine's cores). ``progress(done, total)`` is called as simulations finish.
+    (default: the machine's cores), or ``pool``: an executor to share (``perfmodel.pool.executor``; several
+    plans at once, ``perfmodel.plan_compare``). ``progress(done, total)`` is called as simulations finish.
 
     ``confidence`` (e.g. 0.9): accept a layout only when the slow end of its throughput interval at that level
     still carries the load (the layout simulated again with every step time divided by low / point of its
@@ -143,8 +145,8 @@ def plan_capacity(*, request_rate: float, ttft_s_p99_target: float | None = None
 
     trials: list[Trial] = []
     best: Trial | None = None
-    with executor(workers) as pool:
-        best = _search(pool, counts, screen, trials, progress)
+    with contextlib.nullcontext(pool) if pool is not None else executor(workers) as running:
+        best = _search(running, counts, screen, trials, progress)
     point_gpus = min((t.gpus for t in trials if t.point_status == "accepted"), default=None)
     targets = _targets_text(ttft_s_p99_target, tpot_s_p99_target)
     message = _answer(best, request_rate, targets, confidence, point_gpus, counts[-1], gpus_max)
@@ -213,7 +215,8 @@ def _targets_text(ttft: float | None, tpot: float | None) -> str:
 def _layouts(scenario, count: int) -> list[Layout]:
     model = scenario.model
     layouts = enumerate_layouts(count, num_attention_heads=model.num_attention_heads, num_kv_heads=model.num_kv_heads,
-                                num_layers=model.num_layers, gpus_per_node=scenario.cluster.gpus_per_node)
+                                num_layers=model.num_layers, gpus_per_node=scenario.cluster.gpus_per_node,
+                                    tp_across_nodes=scenario.tp_across_nodes)
     if scenario.kv_offload:
         layouts = [lay for lay in layouts if lay.pp >= 2]
     return layouts

@@ -136,3 +136,30 @@ def _label_without_overlap(fig, ax, labels: list[str], xs: list[float], ys: list
                     arrowprops=dict(arrowstyle="-", color="tab:blue", lw=0.5, alpha=0.6))
         if spot:
             placed.append(box)
+
+
+def plot_hardware_comparison(choices, path: str | Path, *, title: str = "") -> Path:
+    """Bars per hardware (``perfmodel.plan_compare.HardwareChoice``, ranked): cost per million output tokens when
+    every answer has a price, else GPU-hours per million output tokens; each bar labelled with its GPUs and
+    layout. Hardware that cannot serve the load gets an empty slot labelled so. Written atomically."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    served = [c for c in choices if c.gpus]
+    priced = bool(served) and all(c.cost_per_million_output_tokens is not None for c in served)
+    values = [(c.cost_per_million_output_tokens if priced else c.gpu_hours_per_million_output_tokens)
+              if c.gpus else 0.0 for c in choices]
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.6 * len(choices) + 2), 4.2))
+    bars = ax.bar([c.hardware for c in choices], values,
+                  color=["tab:green" if i == 0 and c.gpus else "tab:blue" if c.gpus else "tab:gray"
+                         for i, c in enumerate(choices)])
+    ax.bar_label(bars, labels=[f"{v:.3g}\n{c.gpus} GPUs, {c.layout}" if c.gpus else "does not serve the load"
+                               for v, c in zip(values, choices)], fontsize=8)
+    ax.set_ylabel("cost per million output tokens" if priced else "GPU-hours per million output tokens")
+    ax.set_ylim(0, max(values + [1e-9]) * 1.3)
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return save_figure(fig, plt, path)

@@ -36,17 +36,18 @@ Quantization follows vLLM 0.7.0 (``vllm/config.py`` ``ModelConfig._verify_quanti
   that runs on V100), awq 7.5, gptq_marlin / awq_marlin / fp8 / fbgemm_fp8 8.0, compressed-tensors
   per scheme (W4A16/W8A16 8.0, FP8 8.0, INT8 W8A8 7.5). ``gptq`` and ``awq`` take float16 activations
   only (``get_supported_act_dtypes``); a checkpoint saved in bfloat16 there is an error, as in vLLM.
-- Kernel: ``gptq_marlin`` and compressed-tensors WNA16 pick the first of Machete (cc >= 9.0, group size
-  -1 or 128, no act-order), Marlin (cc >= 8.0) (``kernels/mixed_precision/__init__.py
-  choose_mp_linear_kernel``). FP8 runs W8A8 on CUTLASS from cc 8.9, else weight-only through FP8 Marlin
+- Kernel (perfmodel.kernels' table, docs/kernels.md): ``gptq_marlin`` and compressed-tensors WNA16 pick the
+  first of Machete (cc >= 9.0, group size -1 or 128, act-order only where TP leaves the input whole), Marlin
+  (cc >= 8.0) (``kernels/mixed_precision/__init__.py choose_mp_linear_kernel``). FP8 runs W8A8 on CUTLASS from cc 8.9, else weight-only through FP8 Marlin
   (``Fp8LinearMethod.use_marlin``; compressed-tensors falls back from W8A8 to W8A16 the same way).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from perfmodel import kernels
 from perfmodel.checkpoint import CheckpointQuantization
 from perfmodel.errors import UserError
 from perfmodel.model import ModelShape
@@ -71,19 +72,10 @@ KV_CACHE_DTYPE_CHOICES = ("auto", *_FP8_KV)
 # Parameters a quantized checkpoint leaves in the activation dtype.
 UNQUANTIZED_PARAMS = ("embed_tokens", "lm_head", "norms", "biases", "router")
 
-# The kernels that run quantized linear layers in vLLM 0.7.0, with their minimum compute capability.
-QUANT_KERNELS: dict[str, str] = {
-    "gptq_exllama": "gptq.py GPTQLinearMethod: ops.gptq_gemm (exllama-derived), float16 only, cc >= 6.0",
-    "gptq_marlin": "MarlinLinearKernel: symmetric int4/int8 weights, float16/bfloat16, cc >= 8.0",
-    "machete": "MacheteLinearKernel: symmetric int4/int8, group -1/128, no act-order, cc >= 9.0",
-    "awq": "awq.py AWQLinearMethod: ops.awq_gemm / awq_dequantize, float16 only, cc >= 7.5",
-    "awq_marlin": "awq_marlin.py: Marlin with zero points, float16/bfloat16, cc >= 8.0",
-    "fp8_w8a8": "CUTLASS scaled_mm on fp8 weights and activations, cc >= 8.9",
-    "fp8_marlin": "FP8 Marlin: fp8 weights, 16-bit activations (W8A16), cc >= 8.0",
-    "int8_w8a8": "CUTLASS scaled_mm on int8 weights and activations, cc >= 7.5",
-}
-_MARLIN_GROUP_SIZES = (-1, 32, 64, 128)  # utils/marlin_utils.py MARLIN_SUPPORTED_GROUP_SIZES
-_MACHETE_GROUP_SIZES = (-1, 128)  # utils/machete_utils.py MACHETE_SUPPORTED_GROUP_SIZES
+# The kernels that run quantized linear layers in vLLM 0.7.0 (perfmodel.kernels' table), with their minimum compute
+# capability.
+QUANT_KERNELS: dict[str, str] = kernels.QUANT_KERNELS
+_MARLIN_GROUP_SIZES = kernels.MARLIN_GROUP_SIZES
 _FP16_ONLY_KERNELS = ("gptq_exllama", "awq")
 # get_min_capability of each method's config class (compressed-tensors: of its scheme, see _min_capability).
 _MIN_CAPABILITY = {"gptq": 6.0, "awq": 7.5, "gptq_marlin": 8.0, "awq_marlin": 8.0, "fp8": 8.0,
@@ -124,6 +116,10 @@ class Precision:
     quant_source: str | None = None
     unquantized_params: tuple[str, ...] = UNQUANTIZED_PARAMS
     notes: tuple[str, ...] = ()  # what vLLM would warn about (fallbacks, slow kernels)
+    # what the kernel choice of each layer depends on (perfmodel.kernels.layer_families); None when quantized is
+    # None or the Precision was built by hand (then quant_kernel alone names the family)
+    kernel_facts: kernels.KernelFacts | None = field(default=None, compare=False, repr=False,
+                                                     metadata={"report": False})
 
     def __post_init__(self) -> None:
         if self.weight_bytes_per_param <= 0 or self.activation_bytes <= 0 or self.kv_bytes_per_element <= 0:
@@ -244,32 +240,35 @@ def _min_capability(quant: _Quant) -> float:
     return 7.5 if quant.checkpoint.scheme == "INT8_W8A8" else 8.0
 
 
-def _mixed_precision_kernel(q: CheckpointQuantization, cc: float, notes: list[str]) -> str:
-    """``choose_mp_linear_kernel``: Machete on Hopper when it can take the layer, else Marlin."""
-    if cc >= 9.0 and q.group_size in _MACHETE_GROUP_SIZES:
-        if not q.desc_act:
-            return "machete"
-        notes.append("act-order (desc_act) weights: Machete only when TP does not split input features; "
-                     "Marlin assumed")
-    if q.group_size not in _MARLIN_GROUP_SIZES:
-        raise UserError(f"group size {q.group_size} is not supported by Marlin (vLLM 0.7.0 supports "
-                        f"{', '.join(map(str, _MARLIN_GROUP_SIZES))})")
-    return "gptq_marlin"
+def _kernel_facts(quant: _Quant, cc: float) -> kernels.KernelFacts:
+    q = quant.checkpoint
+    return kernels.KernelFacts(method=quant.method, scheme=q.scheme, cc=cc, weight_bits=q.weight_bits,
+                               group_size=q.group_size, desc_act=q.desc_act)
 
 
-def _fp8_kernel(peaks: Mapping[str, float], cc: float, name: str, notes: list[str]) -> tuple[str, str | None]:
-    if cc >= 8.9:
-        if "fp8" not in peaks:
-            raise UserError(f"{name}: compute capability {cc:.1f} runs fp8 W8A8 but its catalog entry has no "
-                            "fp8 peak_flops_per_s; add it")
-        return "fp8_w8a8", "fp8"
-    notes.append(f"{name} has no fp8 tensor cores: fp8 weights run weight-only (W8A16, FP8 Marlin)")
-    return "fp8_marlin", None
+def _check_kernel(kernel: str, q: CheckpointQuantization, peaks: Mapping[str, float], cc: float, name: str,
+                  notes: list[str]) -> None:
+    """What vLLM refuses or warns about once the kernel is chosen (perfmodel.kernels selects it)."""
+    if kernel == "machete" and q.desc_act:
+        notes.append("act-order (desc_act) weights: Machete runs the layers whose input TP leaves whole, Marlin "
+                     "the row-parallel ones when TP > 1 (vLLM 0.7.0 MacheteLinearKernel.can_implement)")
+    elif kernel == "gptq_marlin":  # choose_mp_linear_kernel fell through Machete
+        if q.group_size not in _MARLIN_GROUP_SIZES:
+            raise UserError(f"group size {q.group_size} is not supported by Marlin (vLLM 0.7.0 supports "
+                            f"{', '.join(map(str, _MARLIN_GROUP_SIZES))})")
+    elif kernel == "fp8_w8a8" and "fp8" not in peaks:
+        raise UserError(f"{name}: compute capability {cc:.1f} runs fp8 W8A8 but its catalog entry has no "
+                        "fp8 peak_flops_per_s; add it")
+    elif kernel == "fp8_marlin" and q.scheme == "FP8_W8A8":
+        notes.append(f"{name} has no fp8 tensor cores: fp8 weights run weight-only (W8A16, FP8 Marlin)")
+    elif kernel == "int8_w8a8" and "int8" not in peaks:
+        raise UserError(f"{name} cannot run int8 W8A8 (needs int8 tensor cores, compute capability "
+                        "7.5 or newer); use --quantization gptq or no quantization")
 
 
 def _pick_kernel(quant: _Quant, peaks: Mapping[str, float], cc: float, name: str,
                  notes: list[str]) -> _Quant:
-    """The kernel of the chosen method, after the capability check."""
+    """The kernel of the chosen method (perfmodel.kernels' table), after the capability check."""
     need = _min_capability(quant)
     label = quant.method if quant.method != "compressed-tensors" else f"compressed-tensors {quant.checkpoint.scheme}"
     if cc < need:
@@ -278,21 +277,11 @@ def _pick_kernel(quant: _Quant, peaks: Mapping[str, float], cc: float, name: str
                             "from 8.9, weight-only FP8 Marlin from 8.0); use --quantization gptq or none")
         raise UserError(f"{name} (compute capability {cc:.1f}) cannot run {label}; vLLM 0.7.0 needs {need:.1f} "
                         "or newer (GPTQ's exllama kernel runs from 6.0)")
-    method, q = quant.method, quant.checkpoint
-    kernel, w8a8 = {"gptq": ("gptq_exllama", None), "awq": ("awq", None),
-                    "awq_marlin": ("awq_marlin", None)}.get(method, ("", None))
-    if method == "gptq_marlin" or q.scheme in ("W4A16", "W8A16"):
-        kernel = _mixed_precision_kernel(q, cc, notes)
-    elif q.scheme == "FP8_W8A8":
-        kernel, w8a8 = _fp8_kernel(peaks, cc, name, notes)
-    elif q.scheme == "FP8_W8A16":
-        kernel = "fp8_marlin"
-    elif q.scheme == "INT8_W8A8":
-        if "int8" not in peaks:
-            raise UserError(f"{name} cannot run int8 W8A8 (needs int8 tensor cores, compute capability "
-                            "7.5 or newer); use --quantization gptq or no quantization")
-        kernel, w8a8 = "int8_w8a8", "int8"
-    return _Quant(method=method, checkpoint=q, source=quant.source, kernel=kernel, w8a8_dtype=w8a8)
+    kernel = kernels.method_kernel(_kernel_facts(quant, cc))
+    _check_kernel(kernel, quant.checkpoint, peaks, cc, name, notes)
+    w8a8 = kernels.BY_NAME[kernel].w8a8_dtype if kernel else None
+    return _Quant(method=quant.method, checkpoint=quant.checkpoint, source=quant.source, kernel=kernel,
+                  w8a8_dtype=w8a8)
 
 
 def _quantized_bytes_per_param(q: CheckpointQuantization, w8a8: bool) -> float:
@@ -382,4 +371,5 @@ def resolve_precision(
         group_size=quant.checkpoint.group_size if quant else None,
         quant_source=quant.source if quant else None,
         notes=tuple(notes),
+        kernel_facts=_kernel_facts(quant, cc) if quant else None,
     )

@@ -96,6 +96,9 @@ def candidate_layouts(scenario: Scenario, num_gpus: int, tp: int | None = None, 
     scenario.check_gpus(num_gpus)
     if tp is not None:
         check_tp(tp, model.num_attention_heads, model.num_kv_heads)
+        if tp > cluster.gpus_per_node and not scenario.tp_across_nodes:
+            raise UserError(f"--tensor-parallel-size {tp} spans nodes of {cluster.gpus_per_node} GPUs; add "
+                            f"--tp-across-nodes to allow it")
     if pp is not None and not 1 <= pp <= model.num_layers:
         raise UserError(f"--pipeline-parallel-size must be between 1 and the model's {model.num_layers} layers")
     if tp is not None or pp is not None:
@@ -105,7 +108,8 @@ def candidate_layouts(scenario: Scenario, num_gpus: int, tp: int | None = None, 
         return [Layout(tp=tp_, pp=pp_, dp=num_gpus // (tp_ * pp_))]
     layouts = enumerate_layouts(num_gpus, num_attention_heads=model.num_attention_heads,
                                 num_kv_heads=model.num_kv_heads, num_layers=model.num_layers,
-                                gpus_per_node=cluster.gpus_per_node)
+                                gpus_per_node=cluster.gpus_per_node,
+                                tp_across_nodes=scenario.tp_across_nodes)
     if not layouts:
         raise UserError(f"no valid TP x PP x DP layout of {num_gpus} GPUs for {model.name}; try a multiple of "
                         f"{cluster.gpus_per_node} or a power of two")
@@ -155,7 +159,8 @@ def min_gpus_to_fit(scenario: Scenario, limit: int = 512) -> int | None:
             break
         layouts = enumerate_layouts(n, num_attention_heads=scenario.model.num_attention_heads,
                                     num_kv_heads=scenario.model.num_kv_heads, num_layers=scenario.model.num_layers,
-                                    gpus_per_node=scenario.cluster.gpus_per_node)
+                                    gpus_per_node=scenario.cluster.gpus_per_node,
+                                    tp_across_nodes=scenario.tp_across_nodes)
         if any(fit_check(scenario, layout)[2] for layout in layouts):
             return n
     return None

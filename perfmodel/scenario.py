@@ -18,7 +18,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from hardware import load_hardware
+from hardware import load_hardware, with_nodes
 from hardware.spec import ClusterSpec
 from perfmodel.coefficients import Coefficients, Profile, default_profile, load_profile
 from perfmodel.cost import StepCostModel
@@ -51,6 +51,8 @@ class Scenario:
     static_batch_size: int | None = None
     kv_offload: bool = False
     kv_offload_host_fraction: float = 0.5
+    tp_across_nodes: bool = True  # layouts may put one TP group on several nodes
+    expert_parallel: bool = False  # MoE experts split over each layout's TP x DP GPUs (perfmodel.expert_parallel)
 
     def __post_init__(self) -> None:
         if self.batching not in BATCHING:
@@ -68,6 +70,11 @@ class Scenario:
             raise UserError(f"entry point must be 'offline' or 'serve', got {options.entry_point!r}")
         shape = load_model(options.model)
         cluster = load_hardware(options.hardware)
+        if options.nodes is not None:
+            cluster = with_nodes(cluster, options.nodes)
+        tp_across_nodes = options.nodes is None if options.tp_across_nodes is None else options.tp_across_nodes
+        if options.expert_parallel and not shape.has_expert_gemms:
+            raise UserError(f"--enable-expert-parallel needs a mixture-of-experts model; {shape.name} is dense")
         precision = resolve_precision(shape, cluster.gpu, dtype=options.dtype, quantization=options.quantization,
                                       kv_cache_dtype=options.kv_cache_dtype)
         profile = load_profile(options.calibration) if options.calibration else default_profile(cluster.gpu.name)
@@ -79,7 +86,8 @@ class Scenario:
                                    num_prompts=options.num_prompts)
         return cls(model=shape, cluster=cluster, precision=precision, engine=engine, profile=profile,
                    workload=workload, batching=options.batching, static_batch_size=options.static_batch_size,
-                   kv_offload=options.kv_offload, kv_offload_host_fraction=options.kv_offload_host_fraction)
+                   kv_offload=options.kv_offload, kv_offload_host_fraction=options.kv_offload_host_fraction,
+                   tp_across_nodes=tp_across_nodes, expert_parallel=options.expert_parallel)
 
     @classmethod
     def build(cls, **options: Any) -> "Scenario":
@@ -99,6 +107,7 @@ class Scenario:
     # -- what a layout costs -----------------------------------------------------------------------------------
     def memory(self, layout: Layout) -> MemoryPlan:
         """vLLM's memory plan of one replica: weights, activations, KV blocks (host blocks under offload)."""
+        layout = self.expert_layout(layout)
         plan = memory_plan(self.model, self.cluster, layout, self.precision, self.engine, self.profile.coefficients)
         if self.kv_offload:
             plan = with_offload(plan, layout, self.cluster, self.engine.block_size, self.kv_offload_host_fraction)
@@ -106,6 +115,7 @@ class Scenario:
 
     def step_cost(self, layout: Layout) -> StepCostModel | OffloadStepCost:
         """Seconds one pipeline stage of ``layout`` needs per engine step (the simulator's ``StepCost``)."""
+        layout = self.expert_layout(layout)
         cost = StepCostModel(self.model, self.cluster, layout, self.precision, self.profile.coefficients,
                              enforce_eager=self.engine.enforce_eager,
                              engine_generation=self.engine.engine_generation,
@@ -117,6 +127,13 @@ class Scenario:
         bandwidth, latency = host_link(self.cluster)
         return OffloadStepCost(cost, kv_bytes_per_token_per_gpu(self.model, self.precision, layout), bandwidth,
                                latency)
+
+    def expert_layout(self, layout: Layout) -> Layout:
+        """``layout`` with EP = TP x DP under ``--enable-expert-parallel`` (vLLM turns EP on only when
+        TP x DP > 1), else as given."""
+        if self.expert_parallel and layout.ep == 1 and layout.tp * layout.dp > 1:
+            return layout.with_expert_parallel()
+        return layout
 
     def engine_config(self, num_kv_blocks: int, batching: str | None = None) -> "EngineConfig":
         """The simulator's limits for one replica with ``num_kv_blocks`` KV blocks (``batching`` overrides)."""
@@ -216,20 +233,20 @@ class Scenario:
 
     @property
     def unmeasured_kernel_notes(self) -> tuple[str, ...]:
-        """The kernels this scenario runs whose coefficients the profile did not fit (their priors stand in)."""
+        """The kernel families this scenario runs (perfmodel.kernels) whose coefficients the profile did not fit
+        (their priors stand in), and the quantized ones that have no coefficient of their own."""
+        from perfmodel import kernels
+
         fitted, name = set(self.profile.fitted), self.profile.name
-        kernels = []
-        if self.model.has_expert_gemms and "fused_moe_efficiency" not in fitted:
-            kernels.append(("vLLM's fused MoE kernel", "fused_moe_efficiency"))
-        kernel = self.precision.quant_kernel
-        if kernel == "gptq_exllama" and "exllama_memory_efficiency" not in fitted:
-            kernels.append(("the exllama GPTQ kernel", "exllama_memory_efficiency"))
-        notes = [f"profile {name} was fitted on no run of {what}: {coef} is its prior "
-                 f"({getattr(self.profile.coefficients, coef):g}), not a measurement" for what, coef in kernels]
-        if kernel is not None and kernel != "gptq_exllama":  # no coefficient of its own (perfmodel.cost)
-            notes.append(f"the {kernel} kernel has no coefficient of its own: it is priced at the GEMM efficiencies "
-                         f"profile {name} fitted on unquantized weights (how far that is off for Marlin, Machete and FP8 on "
-                         f"the H200: data/h200-sweep2/README.md)")
+        used = kernels.families_used(self.model, self.precision, tp=None)  # any layout predict may rank
+        notes = [f"profile {name} was fitted on no run of {kernels.family_name(family)}: {coef} is its prior "
+                 f"({getattr(self.profile.coefficients, coef):g}), not a measurement"
+                 for family in used for coef in family.fitted if coef not in fitted]
+        for family in used:
+            if family.quantized and not family.fitted:  # priced at the dense GEMM coefficients (perfmodel.kernels)
+                notes.append(f"the {family.name} kernel has no coefficient of its own: it is priced at the GEMM "
+                             f"efficiencies profile {name} fitted on unquantized weights (how far that is off for "
+                             f"Marlin, Machete and FP8 on the H200: data/h200-sweep2/README.md)")
         return tuple(notes)
 
     @property

@@ -47,6 +47,9 @@ class ScenarioOptions:
     static_batch_size: int | None = None  # None: as large as memory and max_num_seqs allow
     kv_offload: bool = False  # KV of idle pipeline micro-batches in host memory (perfmodel.offload); PP >= 2
     kv_offload_host_fraction: float = 0.5  # of a node's host memory, shared by its GPUs
+    nodes: int | None = None  # this many nodes of the hardware for the job (None: the hardware's own count)
+    tp_across_nodes: bool | None = None  # TP groups may span nodes (None: yes without ``nodes``, no with it)
+    expert_parallel: bool = False  # vLLM's --enable-expert-parallel: MoE experts split over TP x DP GPUs
 
     def replace(self, **changes: Any) -> "ScenarioOptions":
         return dataclasses.replace(self, **changes)

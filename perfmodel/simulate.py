@@ -146,7 +146,7 @@ def simulate_offline(scenario, layout: Layout) -> Metrics:
     per_replica = math.ceil(w.num_prompts / layout.dp)
     requests = requests_from_arrays(np.zeros(per_replica), np.full(per_replica, w.input_len),
                                     np.full(per_replica, w.output_len))
-    m = scenario.simulate(dataclasses.replace(layout, dp=1), requests).metrics
+    m = scenario.simulate(dataclasses.replace(scenario.expert_layout(layout), dp=1), requests).metrics
     n, duration = w.num_prompts, m.elapsed_s
     return dataclasses.replace(
         m, num_requests=n, total_input_tokens=n * w.input_len, total_output_tokens=n * w.output_len,

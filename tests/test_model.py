@@ -38,7 +38,14 @@ PUBLISHED_PARAMS = {
     "command-r-plus": 104e9,  # CohereForAI/c4ai-command-r-plus card: "104 billion parameters"
     "command-r-plus-gptq": 104e9,  # same shape, GPTQ 4-bit weights
     "llama-3.1-405b-gptq-int4": 405e9,  # meta-llama/Llama-3.1-405B card: "405B"
+    "llama-3.1-405b": 405e9,  # meta-llama/Llama-3.1-405B card: "405B"
+    "qwen3-8b": 8.2e9,  # Qwen/Qwen3-8B card: "Number of Parameters: 8.2B"
+    "qwen3-32b": 32.8e9,  # Qwen/Qwen3-32B card: "Number of Parameters: 32.8B"
+    "qwen3-30b-a3b": 30.5e9,  # Qwen/Qwen3-30B-A3B card: "30.5B in total and 3.3B activated"
+    "qwen3-235b-a22b": 235e9,  # Qwen/Qwen3-235B-A22B card: "235B in total and 22B activated"
 }
+# Activated parameters the model cards state for the MoE entries.
+PUBLISHED_ACTIVE_PARAMS = {"qwen3-30b-a3b": 3.3e9, "qwen3-235b-a22b": 22e9, "mixtral-8x7b": 12.9e9}
 FIXTURES = Path(__file__).parent / "fixtures" / "models"
 
 
@@ -50,6 +57,46 @@ def test_catalog_lists_all_models():
 def test_num_params_matches_published_size(name):
     model = load_model(name)
     assert model.num_params() == pytest.approx(PUBLISHED_PARAMS[name], rel=0.01)
+
+
+@pytest.mark.parametrize("name", sorted(PUBLISHED_ACTIVE_PARAMS))
+def test_moe_active_params_match_published(name):
+    assert load_model(name).num_active_params() == pytest.approx(PUBLISHED_ACTIVE_PARAMS[name], rel=0.02)
+
+
+def test_qwen3_shared_qk_norm_and_separate_head_dim():
+    m = load_model("qwen3-32b")
+    assert m.head_dim == 128 and m.hidden_size // m.num_attention_heads == 80  # head_dim is its own key
+    assert m.qk_norm and m.qk_norm_shared
+    assert m.num_norm_params() == (m.num_layers * 2 + 1) * m.hidden_size + m.num_layers * 2 * 128
+
+
+def test_qwen3_moe_experts_use_moe_intermediate_size():
+    m = load_model("qwen3-235b-a22b")
+    assert (m.num_experts, m.num_experts_per_tok, m.intermediate_size) == (128, 8, 1536)
+    gate_up = next(lin for lin in m.linear_layers() if lin.name == "experts_gate_up")
+    assert gate_up.out_features == 2 * 1536 and gate_up.num_experts == 128
+
+
+def test_qwen3_moe_with_dense_layers_is_refused(tmp_path):
+    config = json.loads(catalog_config_path("qwen3-30b-a3b").read_text())
+    config["mlp_only_layers"] = [0]
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps(config))
+    with pytest.raises(UserError, match="dense MLP"):
+        load_model(str(path))
+
+
+def test_registry_aliases_of_llama_read_as_llama(tmp_path):
+    config = json.loads(catalog_config_path("llama-3.1-8b").read_text())
+    for alias in ("InternLM3ForCausalLM", "XverseForCausalLM", "LLaMAForCausalLM"):
+        path = tmp_path / f"{alias}.json"
+        path.write_text(json.dumps({**config, "architectures": [alias]}))
+        m = load_model(str(path))
+        assert m.architecture == "LlamaForCausalLM" and m.num_params() == load_model("llama-3.1-8b").num_params()
+    path.write_text(json.dumps({**config, "architectures": ["InternLMForCausalLM"], "bias": True}))
+    with pytest.raises(UserError, match="bias"):
+        load_model(str(path))
 
 
 def test_exact_checkpoint_count_llama_3_1_8b():
@@ -135,8 +182,8 @@ def test_llama_405b_gptq_fixture_is_int4_checkpoint():
     assert (model.num_layers, model.hidden_size, model.num_attention_heads, model.num_kv_heads,
             model.intermediate_size, model.vocab_size) == (126, 16384, 128, 8, 53248, 128256)
     assert model.num_params() == 405_853_388_800  # Llama-3.1-405B's safetensors total
-    q = model.checkpoint_quantization
-    assert (q.method, q.weight_bits, q.group_size, q.desc_act, q.sym) == ("gptq", 4, 128, False, True)
+    q = model.checkpoint_quantization  # the hugging-quants export is act-order (fixtures PROVENANCE.md)
+    assert (q.method, q.weight_bits, q.group_size, q.desc_act, q.sym) == ("gptq", 4, 128, True, True)
     # the catalog entry is the same config
     fixture = json.loads((FIXTURES / "llama-3.1-405b-gptq-int4" / "config.json").read_text())
     assert json.loads(catalog_config_path("llama-3.1-405b-gptq-int4").read_text()) == fixture

@@ -168,9 +168,9 @@ def test_gptq_checkpoint_is_int4_without_a_flag():
     assert _kernel(v100) == ("int4", "gptq", "gptq_exllama", "float16")
     assert v100.activation_dtype == "float16" and v100.group_size == 128 and v100.quant_source == "checkpoint"
     assert _kernel(resolve_precision(model, A100_CC80)) == ("int4", "gptq_marlin", "gptq_marlin", "float16")
-    h100 = resolve_precision(model, H100_CC90)
+    h100 = resolve_precision(model, H100_CC90)  # act-order: Machete where TP leaves a layer's input whole
     assert _kernel(h100) == ("int4", "gptq_marlin", "machete", "float16")
-    assert any("converts" in note for note in h100.notes)
+    assert any("converts" in note for note in h100.notes) and any("desc_act" in note for note in h100.notes)
     # 401.6e9 linear weights at (4 + 20/128)/8 bytes + 4.2e9 embedding/LM head/norm parameters in fp16
     linear = model.num_quantizable_params()
     assert weight_bytes(model, h100) == pytest.approx(linear * INT4_BYTES_PER_PARAM
@@ -178,9 +178,10 @@ def test_gptq_checkpoint_is_int4_without_a_flag():
     assert 216e9 < weight_bytes(model, h100) < 218e9
 
 
-def test_act_order_gptq_on_hopper_uses_marlin():
+def test_act_order_gptq_on_hopper_uses_machete_where_tp_leaves_the_input_whole():
+    # vLLM 0.7.0 MacheteLinearKernel.can_implement refuses act-order only when the input features are partitioned
     p = resolve_precision(load_model("command-r-plus-gptq"), H100_CC90)  # desc_act true
-    assert p.quant_kernel == "gptq_marlin" and any("desc_act" in note for note in p.notes)
+    assert p.quant_kernel == "machete" and any("desc_act" in note for note in p.notes)
 
 
 def test_explicit_gptq_forces_exllama_and_marlin_spellings_convert():

@@ -56,6 +56,9 @@ def test_kernels_the_profile_never_measured_are_named():
     assert any("fused_moe_efficiency is its prior" in n for n in v100.unmeasured_kernel_notes)
     assert Scenario.build(model="mixtral-8x7b", hardware="hgx-h200").unmeasured_kernel_notes == ()
     assert Scenario.build(model="qwen2.5-72b", hardware="taiwania2", quantization="gptq").unmeasured_kernel_notes == ()
+    # the act-order 405B export: TP splits its row-parallel layers' input onto the alt path, which no run fitted
+    (alt,) = Scenario.build(model="llama-3.1-405b-gptq-int4", hardware="taiwania2").unmeasured_kernel_notes
+    assert "act-order (alt) kernel: gptq_alt_memory_efficiency is its prior (0.5)" in alt
     assert Scenario.build(model="llama-3.1-8b", hardware="hgx-h200").unmeasured_kernel_notes == ()
     (awq,) = Scenario.build(model="llama-3.1-8b", hardware="hgx-h200", quantization="awq").unmeasured_kernel_notes
     assert "no coefficient of its own" in awq

@@ -42,8 +42,9 @@ def models_list(args: argparse.Namespace) -> int:
     rows = []
     for name in list_models():
         m = load_model(name)
-        rows.append({"name": name, "params_b": m.num_params() / 1e9, "layers": m.num_layers, "hidden": m.hidden_size,
+        rows.append({"name": name, "params_b": m.num_params() / 1e9,
+                     "active_b": m.num_active_params() / 1e9 if m.is_moe else "", "layers": m.num_layers, "hidden": m.hidden_size,
                      "heads": m.num_attention_heads, "kv_heads": m.num_kv_heads, "experts": m.num_experts})
-    print(table(rows, (("name", "name"), ("params_b", "params (B)"), ("layers", "layers"), ("hidden", "hidden"),
+    print(table(rows, (("name", "name"), ("params_b", "params (B)"), ("active_b", "active (B)"), ("layers", "layers"), ("hidden", "hidden"),
                        ("heads", "heads"), ("kv_heads", "KV heads"), ("experts", "experts"))))
     return 0

@@ -51,6 +51,13 @@ def add_scenario_arguments(parser: argparse.ArgumentParser, *, workload: bool = 
     g.add_argument("--kv-cache-dtype", default="auto", choices=KV_CACHE_DTYPE_CHOICES)
     g.add_argument("--calibration", default=None, type=input_file("yaml"),
                    help="calibration profile YAML (default: the profile shipped for the GPU, if any)")
+    g.add_argument("--nodes", type=integer(1, MAX_GPUS), default=None, metavar="N",
+                   help="N nodes of the hardware for the job (its YAML must declare inter_node_link; "
+                        "default: the hardware's own node count)")
+    g.add_argument("--tp-across-nodes", action=argparse.BooleanOptionalAction, default=None,
+                   help="let one TP group span nodes (default: no with --nodes; PP and DP may always cross nodes)")
+    g.add_argument("--enable-expert-parallel", "-ep", dest="expert_parallel", action="store_true", default=False,
+                   help="MoE models: split the experts over TP x DP GPUs (EP = TP x DP) as vLLM's flag does")
     e = parser.add_argument_group("engine (vLLM's defaults when omitted)")
     e.add_argument("--vllm-version", default=None,
                    help="vLLM release whose defaults to assume (default: 0.26; Taiwania 2 runs 0.7.0)")
@@ -140,9 +147,11 @@ def scenario_options(args: argparse.Namespace, **overrides: Any) -> ScenarioOpti
     values["dtype"] = "float16" if args.dtype == "half" else args.dtype
     values.update({k: getattr(args, k) for k in _ENGINE_FLAGS if getattr(args, k, None) is not None})
     for name in ("input_len", "output_len", "num_prompts", "batching", "static_batch_size", "kv_offload",
-                 "kv_offload_host_fraction"):
+                 "kv_offload_host_fraction", "nodes", "tp_across_nodes"):
         if getattr(args, name, None) is not None:
             values[name] = getattr(args, name)
+    if getattr(args, "expert_parallel", False):
+        values["expert_parallel"] = True
     values.update(overrides)
     return ScenarioOptions(**values)
 

@@ -8,7 +8,7 @@ import sys
 from perfmodel.cli.intervals import add_interval_argument, csv_row, level
 from perfmodel.cli.options import (BURSTINESS, GPUS, SEED, add_format_argument, add_length_arguments,
                                    add_offload_arguments, add_scenario_arguments, lengths, scenario_options)
-from perfmodel.cli.validate import integer, max_workers, real
+from perfmodel.cli.validate import integer, max_workers, output_file, real
 
 SECONDS = real(0, 1e9, low_open=True)
 
@@ -30,7 +30,27 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--confidence", type=float, default=None, metavar="P",
                    help="plan on the intervals at this level (e.g. 0.9): the low throughput must carry the load "
                         "and the high p99 latencies meet the targets")
+    c = p.add_argument_group("several hardware (--hardware a,b,...: the fewest GPUs of each, ranked)")
+    c.add_argument("--gpu-hour-cost", action="append", default=[], metavar="NAME=PRICE",
+                   help="price of one GPU-hour of that hardware (repeatable or comma-separated), for the cost per "
+                        "million output tokens; no prices are built in")
+    c.add_argument("--plot", metavar="FILE", default=None, type=output_file,
+                   help="bar chart of the comparison (PNG; needs matplotlib)")
+    hardware = next(a for a in p._actions if a.dest == "hardware")
+    hardware.type, hardware.help = _hardware_list, "GPU, cluster or YAML path, or several separated by commas"
     p.set_defaults(handler=run)
+
+
+def _hardware_list(text: str) -> str:
+    """One or more hardware names or YAML paths separated by commas, each checked as ``--hardware`` is."""
+    from perfmodel.cli.options import HARDWARE
+
+    names = [HARDWARE(part.strip()) for part in text.split(",") if part.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError(f"expected hardware names, got {text!r}")
+    if len(set(names)) < len(names):
+        raise argparse.ArgumentTypeError(f"a hardware is named twice in {text!r}")
+    return ",".join(names)
 
 
 PLAN_COLUMNS = (
@@ -41,6 +61,8 @@ PLAN_COLUMNS = (
 
 
 def run(args: argparse.Namespace) -> int:
+    if "," in args.hardware or args.gpu_hour_cost or args.plot:
+        return run_comparison(args)
     from perfmodel.plan import plan_capacity
     from perfmodel.progress import Progress
     from perfmodel.report import dumps_csv, dumps_json, table
@@ -82,3 +104,74 @@ def run(args: argparse.Namespace) -> int:
     print()
     print(("answer: " if result.best else "") + result.message)
     return 0
+
+
+COMPARE_COLUMNS = (
+    ("rank", "#"), ("hardware", "hardware"), ("gpus", "GPUs"), ("layout", "layout"),
+    ("output_tokens_per_second", "out tok/s"), ("output_tokens_per_second_per_gpu", "out tok/s/GPU"),
+    ("ttft_ms_p99", "TTFT p99 ms"), ("tpot_ms_p99", "TPOT p99 ms"),
+    ("gpu_hours_per_million_output_tokens", "GPU-h/Mtok"), ("gpu_hour_cost", "$/GPU-h"),
+    ("cost_per_million_output_tokens", "$/Mtok"),
+)
+
+
+def run_comparison(args: argparse.Namespace) -> int:
+    """``--hardware a,b,...``: plan each, rank the answers (perfmodel.plan_compare)."""
+    import dataclasses
+
+    from perfmodel.plan_compare import compare_hardware, parse_costs
+    from perfmodel.report import dumps_csv, dumps_json, table
+
+    if args.confidence is not None:
+        from perfmodel.errors import UserError
+
+        raise UserError("--confidence plans one hardware at a time; drop it when comparing several")
+    names = args.hardware.split(",")
+    inputs, outputs = lengths(args)
+    choices = compare_hardware(
+        names, parse_costs(args.gpu_hour_cost), options=scenario_options(args, entry_point="serve"),
+        request_rate=args.request_rate, ttft_s_p99_target=args.ttft_p99, tpot_s_p99_target=args.tpot_p99,
+        gpus_max=args.gpus_max, input_len=inputs, output_len=outputs, num_prompts=args.num_prompts,
+        burstiness=args.burstiness, seed=args.seed, workers=args.workers, interval_level=level(args))
+    plot_note = _plot(args, choices)
+    rows = [{"rank": i, **dataclasses.asdict(c)} for i, c in enumerate(choices, 1)]
+    if args.format == "json":
+        print(dumps_json({"model": args.model, "request_rate": args.request_rate, "ttft_s_p99_target": args.ttft_p99,
+                          "tpot_s_p99_target": args.tpot_p99, "gpus_max": args.gpus_max, "hardware": rows,
+                          "plot": plot_note or None}))
+        return 0
+    if args.format == "csv":
+        print(dumps_csv([{k: v for k, v in r.items() if k != "message"} for r in rows]), end="")
+        return 0
+    print(f"plan: {args.model} at {args.request_rate:g} req/s on {len(names)} hardware, the fewest GPUs of each "
+          f"that serve it; ranked by {'cost' if _all_priced(choices) else 'GPU-hours'} per million output tokens")
+    shown = [{**r, "layout": r["layout"] or "none serves the load", "gpus": r["gpus"] or "-",
+              "ttft_ms_p99": r["ttft_s_p99"] * 1e3, "tpot_ms_p99": r["tpot_s_p99"] * 1e3,
+              **{k: "-" for k in ("gpu_hour_cost", "cost_per_million_output_tokens") if r[k] is None}} for r in rows]
+    print(table(shown, COMPARE_COLUMNS))
+    print()
+    for c in choices:
+        print(f"{c.hardware}: {c.message}")
+    if not _all_priced(choices):
+        print("note: give --gpu-hour-cost NAME=PRICE for every hardware to rank by cost")
+    if plot_note:
+        print(plot_note)
+    return 0
+
+
+def _all_priced(choices) -> bool:
+    return all(c.cost_per_million_output_tokens is not None for c in choices if c.gpus)
+
+
+def _plot(args, choices) -> str:
+    if not args.plot:
+        return ""
+    from perfmodel.plots import have_matplotlib, plot_hardware_comparison
+
+    if not have_matplotlib():
+        return "plot skipped: matplotlib is not installed (pip install 'perfmodel[plot]')"
+    targets = ", ".join(t for t in (f"p99 TTFT <= {args.ttft_p99:g} s" if args.ttft_p99 else "",
+                                    f"p99 TPOT <= {args.tpot_p99 * 1e3:g} ms" if args.tpot_p99 else "") if t)
+    path = plot_hardware_comparison(choices, args.plot,
+                                    title=f"{args.model} at {args.request_rate:g} req/s" + (f", {targets}" if targets else ""))
+    return f"wrote {path}"

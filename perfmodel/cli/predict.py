@@ -54,24 +54,41 @@ def run(args: argparse.Namespace) -> int:
                               simulate_top=args.simulate_top)
     dep = best_deployment(scenario, predictions, args)
     intervals = predict_intervals(scenario, predictions, level(args))
+    layouts = [with_interval(to_jsonable(p), iv) for p, iv in zip(predictions, intervals)]
     if args.format == "json":
-        print(dumps_json({"model": scenario.model.name, "hardware": scenario.cluster.name, "gpus": args.gpus,
-                          "workload": scenario.workload, "engine": scenario.engine,
+        out = {"model": scenario.model.name, "hardware": scenario.cluster.name, "gpus": args.gpus}
+        if args.nodes is not None:  # the multi-node view (--nodes): the fabric and where each layout sits
+            out.update(network(scenario))
+            layouts = [{**row, **placement(scenario, p)} for row, p in zip(layouts, predictions)]
+        if scenario.expert_parallel:  # EP = TP x DP for every layout (vLLM's --enable-expert-parallel)
+            out["expert_parallel"] = True
+            layouts = [{**row, "ep": scenario.expert_layout(p.layout).ep} for row, p in zip(layouts, predictions)]
+        print(dumps_json({**out, "workload": scenario.workload, "engine": scenario.engine,
                           "precision": scenario.precision, "profile": scenario.profile.name,
-                          "vllm_serve_command": dep.command if dep else None,
-                          "layouts": [with_interval(to_jsonable(p), iv) for p, iv in zip(predictions, intervals)]}))
+                          "vllm_serve_command": dep.command if dep else None, "layouts": layouts}))
         return 0
     if args.format == "csv":
         print(dumps_csv([csv_row(p.__dict__, iv, PREDICT_FIGURES) for p, iv in zip(predictions, intervals)]), end="")
         return 0
     print(header(scenario, args.gpus))
+    if args.nodes is not None:
+        net = network(scenario)
+        link = net["inter_node_link"]
+        print(f"{net['nodes']} nodes of {scenario.cluster.gpus_per_node} GPUs joined by {link['name'] if link else 'nothing'}"
+              + (f" ({scenario.cluster.nics_per_node} x {link['bandwidth_bytes_per_s'] / 1e9:g} GB/s per node)"
+                 if link else "") + ("" if scenario.tp_across_nodes else "; TP groups stay inside a node"))
     for note in (*scenario.precision.notes, *scenario.unmeasured_kernel_notes):
         print(f"note: {note}")
-    rows = [{"rank": i if p.fits else "-", "layout": f"TP{p.tp} PP{p.pp} DP{p.dp}", **p.__dict__,
+    rows = [{"rank": i if p.fits else "-", **p.__dict__, "layout": str(scenario.expert_layout(p.layout)),
+             **(placement(scenario, p) if args.nodes is not None else {}),
              **{n: plus_minus(getattr(p, n), iv, n) for n in ("tokens_per_second", "output_tokens_per_second")
                 if iv is not None}}
             for i, (p, iv) in enumerate(zip(predictions, intervals), 1)]
-    print(table(rows, PREDICT_COLUMNS))
+    columns = PREDICT_COLUMNS
+    if args.nodes is not None:
+        columns = (*PREDICT_COLUMNS[:3], ("nodes_per_replica", "nodes/replica"), ("crosses_nodes", "crosses"),
+                   *PREDICT_COLUMNS[3:])
+    print(table(rows, columns))
     shown = next((iv for iv in intervals if iv is not None), None)
     if shown is not None:
         print(footnote(shown, scenario.profile.name))
@@ -113,6 +130,29 @@ def best_deployment(scenario, predictions, args: argparse.Namespace):
                              network_interface=args.network_interface, log_dir=str(out.resolve().parent))
         out.write_text(serve_job_script(scenario, dep, options))
     return dep
+
+
+def network(scenario) -> dict:
+    """The job's node count and its inter-node link (None on one node without a fabric)."""
+    c = scenario.cluster
+    link = c.inter_node_link
+    return {"nodes": c.num_nodes, "gpus_per_node": c.gpus_per_node, "nics_per_node": c.nics_per_node,
+            "tp_across_nodes": scenario.tp_across_nodes,
+            "inter_node_link": None if link is None else {"name": link.name,
+                                                          "bandwidth_bytes_per_s": link.bandwidth_bytes_per_s,
+                                                          "latency_s": link.latency_s}}
+
+
+def placement(scenario, prediction) -> dict:
+    """Nodes one replica of the layout takes and which parallel dimension crosses the inter-node link."""
+    from perfmodel.layout import place
+
+    where = place(prediction.layout, scenario.cluster.gpus_per_node)
+    crosses = "TP" if where.tp_spans_nodes else "PP" if where.pp_spans_nodes else ""
+    if prediction.layout.gpus > scenario.cluster.gpus_per_node and not crosses:
+        # replicas on different nodes: no traffic between them, unless EP all-gathers tokens over the DP group
+        crosses = "EP" if scenario.expert_layout(prediction.layout).ep > 1 else "DP"
+    return {"nodes_per_replica": where.nodes_per_replica, "crosses_nodes": crosses}
 
 
 def header(scenario, num_gpus: int) -> str:

@@ -17,9 +17,9 @@ ROOT = Path(__file__).resolve().parents[2]
 PROFILE = ROOT / "perfmodel" / "profiles" / "h200-sxm.yaml"
 
 
-# (profile, hardware, relative tolerance): the H200's offline fit re-costs recorded steps; the V100's online fit
-# re-simulates closed-loop runs from two starts (minutes), so it is held to its convergence, not to the last bit
-REFITS = [("h200-sxm.yaml", "h200-sxm", 1e-6), ("v100-sxm2-32gb.yaml", "taiwania2", 1e-4)]
+# (profile, hardware, relative tolerance): both are held to the optimiser's convergence, not to the last bit: the
+# same H200 refit on another CPU (AMD EPYC, numpy 2.3.5) moved a coefficient and a standard error by ~1e-6
+REFITS = [("h200-sxm.yaml", "h200-sxm", 1e-4), ("v100-sxm2-32gb.yaml", "taiwania2", 1e-4)]
 
 
 @pytest.mark.parametrize("profile_name, hardware, rel", REFITS)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import math
+import re
 import tempfile
 from pathlib import Path
 
@@ -47,3 +49,27 @@ def _normalise(text: str) -> str:
             line = json.dumps(record, sort_keys=True) + "\n"
         lines.append(line)
     return "".join(lines)
+
+
+# A float literal (a decimal point or an exponent); integers, names and layout compare exactly.
+_FLOAT = re.compile(r"(-?(?:\d+\.\d*|\.\d+)(?:[eE][-+]?\d+)?|-?\d+[eE][-+]?\d+)")
+# Floats agree to this relative difference: the last bits of a float depend on the CPU's SIMD width and the
+# numpy build (an AMD EPYC with numpy 2.4 printed 9 of predict-h200-8b's 704 numbers one ulp away from the
+# expected file written on another machine); a behaviour change moves far more than 1e-12.
+FLOAT_RTOL = 1e-12
+
+
+def first_difference(produced: str, expected: str) -> str | None:
+    """None when the texts are equal up to FLOAT_RTOL in their float literals and runs of white space; else the
+    first difference, in words."""
+    a, b = _FLOAT.split(produced), _FLOAT.split(expected)
+    if len(a) != len(b):
+        return f"{(len(a) - 1) // 2} numbers against {(len(b) - 1) // 2} expected"
+    for i, (x, y) in enumerate(zip(a, b)):
+        if i % 2:  # a float literal
+            fx, fy = float(x), float(y)
+            if not (fx == fy or math.isclose(fx, fy, rel_tol=FLOAT_RTOL, abs_tol=0.0)):
+                return f"number {i // 2}: {x} against {y} expected (context: ...{a[i - 1][-60:]})"
+        elif " ".join(x.split()) != " ".join(y.split()):
+            return f"text {x[:80]!r} against {y[:80]!r} expected"
+    return None

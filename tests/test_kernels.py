@@ -1,0 +1,175 @@
+"""The kernel-family table: which family each (GPU, method, checkpoint, TP split) selects, the formulas, the wiring."""
+
+from pathlib import Path
+
+import pytest
+
+from hardware import load_hardware
+from perfmodel import kernels
+from perfmodel.coefficients import GROUPS, Coefficients
+from perfmodel.kernels import KernelFacts, method_kernel, select
+from perfmodel.layout import Layout
+from perfmodel.model import load_model
+from perfmodel.precision import resolve_precision
+
+ROOT = Path(__file__).parents[1]
+V100 = load_hardware("taiwania2")
+H200 = load_hardware("h200-sxm")
+GPTQ = dict(method="gptq", weight_bits=4, group_size=128, desc_act=False)
+
+
+@pytest.mark.parametrize("facts, kernel", [
+    (KernelFacts(cc=7.0, **GPTQ), "gptq_exllama"),
+    (KernelFacts(cc=9.0, **{**GPTQ, "method": "gptq_marlin"}), "machete"),
+    (KernelFacts(cc=9.0, **{**GPTQ, "method": "gptq_marlin", "desc_act": True}), "machete"),  # TP decides per layer
+    (KernelFacts(cc=9.0, **{**GPTQ, "method": "gptq_marlin", "group_size": 64}), "gptq_marlin"),
+    (KernelFacts(cc=8.0, **{**GPTQ, "method": "gptq_marlin"}), "gptq_marlin"),
+    (KernelFacts(cc=8.0, method="compressed-tensors", scheme="W4A16", group_size=128), "gptq_marlin"),
+    (KernelFacts(cc=7.5, method="awq", group_size=128), "awq"),
+    (KernelFacts(cc=8.0, method="awq_marlin", group_size=128), "awq_marlin"),
+    (KernelFacts(cc=9.0, method="fp8", scheme="FP8_W8A8"), "fp8_w8a8"),
+    (KernelFacts(cc=8.9, method="fp8", scheme="FP8_W8A8"), "fp8_w8a8"),
+    (KernelFacts(cc=8.0, method="fp8", scheme="FP8_W8A8"), "fp8_marlin"),
+    (KernelFacts(cc=9.0, method="compressed-tensors", scheme="FP8_W8A16"), "fp8_marlin"),
+    (KernelFacts(cc=8.0, method="int8", scheme="INT8_W8A8"), "int8_w8a8"),
+    (KernelFacts(cc=9.0), ""),  # unquantized: no quantized family
+])
+def test_method_kernel_follows_vllm_070_preference_order(facts, kernel):
+    assert method_kernel(facts) == kernel
+
+
+def test_unquantized_layers_and_experts_select_cublas_and_fused_moe():
+    assert select(KernelFacts(cc=7.0, quantized=False, **GPTQ)).name == "cublas"
+    assert select(KernelFacts(cc=9.0, num_experts=8)).name == "fused_moe"
+    outer, inner = kernels.layer_families(KernelFacts(cc=9.0, num_experts=8, quantized=False))
+    assert (outer.name, inner.name) == ("fused_moe", "cublas")
+
+
+def test_every_fitted_coefficient_is_a_coefficient_with_a_kernel_group():
+    for family in kernels.KERNELS:
+        for name in family.fitted:
+            assert name in Coefficients.names()
+            group = next(g for g in GROUPS if name in Coefficients.group(g))
+            assert group.startswith("kernel_"), (family.name, name, group)
+
+
+def test_precision_quant_kernel_is_the_tables_choice():
+    qwen = load_model(str(ROOT / "data/taiwania/qwen2.5-72b-instruct-gptq-int4"))
+    p = resolve_precision(qwen, V100.gpu)
+    assert p.quant_kernel == "gptq_exllama" == method_kernel(p.kernel_facts)
+    assert p.kernel_facts.cc == 7.0 and p.kernel_facts.desc_act is False
+
+
+def test_dense_cost_is_the_roofline():
+    g = _Gemm(flops_per_token=2e6, weight_bytes=1e6, activation_bytes_per_token=10.0)
+    r = kernels.GemmRates(coefficients=Coefficients(), flops_per_s=1e12, bytes_per_s=1e9, hbm_bytes_per_s=2e9,
+                          simt_flops_per_s=0.0)
+    assert kernels.dense_cost(g, 1, r) == pytest.approx((1e6 + 10) / 1e9)  # memory bound
+    assert kernels.dense_cost(g, 10_000, r) == pytest.approx(max(2e10 / 1e12, (1e6 + 1e5) / 1e9))
+
+
+def test_fused_moe_wraps_its_weight_formats_cost():
+    r = kernels.GemmRates(coefficients=Coefficients(fused_moe_efficiency=0.5), flops_per_s=1e12, bytes_per_s=1e9,
+                          hbm_bytes_per_s=2e9, simt_flops_per_s=0.0)
+    g = _Gemm(flops_per_token=2e6, weight_bytes=1e6, activation_bytes_per_token=10.0)
+    families = (kernels.BY_NAME["fused_moe"], kernels.BY_NAME["cublas"])
+    assert kernels.layer_cost(families, g, 1, r) == pytest.approx(2 * kernels.dense_cost(g, 1, r))
+
+
+def test_families_used_and_kernel_coefficients_drive_the_fits():
+    from calibrate.fit_online import kernel_coefficients
+
+    qwen = load_model(str(ROOT / "data/taiwania/qwen2.5-72b-instruct-gptq-int4"))
+    p = resolve_precision(qwen, V100.gpu)
+    used = [f.name for f in kernels.families_used(qwen, p, tp=8)]
+    assert used == ["gptq_exllama"]  # every decoder-layer GEMM is quantized (the LM head is costed apart)
+    obs = _Obs(model=qwen, precision=p, layout=Layout(tp=8))
+    assert kernel_coefficients([obs]) == ("exllama_memory_efficiency",)
+    llama = load_model("llama-3.1-8b")
+    dense = _Obs(model=llama, precision=resolve_precision(llama, H200.gpu), layout=Layout(tp=1))
+    assert kernel_coefficients([dense]) == ()
+
+
+class _Gemm:
+    def __init__(self, **kw):
+        self.num_experts, self.experts_per_token, self.params = 1, 1, 0.0
+        self.__dict__.update(kw)
+
+
+class _Obs:
+    def __init__(self, **kw):
+        self.__dict__.update(kw)
+
+
+# ---- the act-order GPTQ path under TP (vLLM 0.7.0 gptq.py ExllamaState; q_gemm.cu gemm_half_q_half_cuda) ----
+
+ACT_ORDER = KernelFacts(cc=7.0, **{**GPTQ, "desc_act": True})
+
+
+@pytest.mark.parametrize("facts, family", [
+    (ACT_ORDER.for_layer(parallel="row", tp=8, num_experts=1, quantized=True), "gptq_alt"),
+    (ACT_ORDER.for_layer(parallel="column", tp=8, num_experts=1, quantized=True), "gptq_exllama"),
+    (ACT_ORDER.for_layer(parallel="row", tp=1, num_experts=1, quantized=True), "gptq_exllama"),
+    (KernelFacts(cc=7.0, **GPTQ).for_layer(parallel="row", tp=8, num_experts=1, quantized=True), "gptq_exllama"),
+    (KernelFacts(cc=7.0, **{**GPTQ, "desc_act": True, "group_size": -1}).for_layer(
+        parallel="row", tp=8, num_experts=1, quantized=True), "gptq_exllama"),
+    (KernelFacts(cc=9.0, **{**GPTQ, "method": "gptq_marlin", "desc_act": True}).for_layer(
+        parallel="row", tp=8, num_experts=1, quantized=True), "gptq_marlin"),
+    (KernelFacts(cc=9.0, **{**GPTQ, "method": "gptq_marlin", "desc_act": True}).for_layer(
+        parallel="column", tp=8, num_experts=1, quantized=True), "machete"),
+])
+def test_layer_kernel_depends_on_act_order_and_the_tp_split(facts, family):
+    assert select(facts).name == family
+
+
+def test_the_405b_export_runs_row_parallel_layers_on_the_alt_path_at_tp8():
+    model = load_model("llama-3.1-405b-gptq-int4")
+    p = resolve_precision(model, V100.gpu)
+    assert p.quant_kernel == "gptq_exllama"  # the method's kernel; TP decides per layer
+    assert [f.name for f in kernels.families_used(model, p, tp=8)] == ["gptq_alt", "gptq_exllama"]
+    assert [f.name for f in kernels.families_used(model, p, tp=1)] == ["gptq_exllama"]
+
+
+def _rates(**coefficients):
+    c = Coefficients(gemm_compute_efficiency=1.0, memory_efficiency=1.0, **coefficients)
+    return kernels.GemmRates(coefficients=c, flops_per_s=125e12, bytes_per_s=900e9, hbm_bytes_per_s=900e9,
+                             simt_flops_per_s=2 * 15.7e12)
+
+
+def test_alt_cost_reads_weights_and_gathered_scales_at_its_efficiency_up_to_8_rows():
+    # down_proj of Llama-3.1-405B at TP8 on a V100: 6656 x 16384 int4 weights
+    params = 53248 / 8 * 16384
+    g = _Gemm(flops_per_token=2 * params, weight_bytes=params * (4 + 20 / 128) / 8, params=params,
+              activation_bytes_per_token=2 * (6656 + 16384))
+    r = _rates(gptq_alt_memory_efficiency=0.5)
+    for m in (1, 8):
+        bytes_ = g.weight_bytes + kernels.ALT_GATHER_BYTES_PER_WEIGHT * params + m * g.activation_bytes_per_token
+        assert kernels.gptq_alt_cost(g, m, r) == pytest.approx(bytes_ / 450e9)  # memory bound
+    # above 8 rows: reconstruct the fp16 matrix (gathered reads, fp16 write), then cuBLAS reads it
+    m = 9
+    reconstruct = (g.weight_bytes + 3.0 * params) / 450e9 + 2 * params / 900e9
+    gemm = max(m * 2 * params / 125e12, (2 * params + m * g.activation_bytes_per_token) / 900e9)
+    assert kernels.gptq_alt_cost(g, m, r) == pytest.approx(reconstruct + gemm)
+    # the alt path is slower than exllama on the same weights at the same efficiency
+    assert kernels.gptq_alt_cost(g, 1, r) > 4 * kernels.exllama_cost(g, 1, _rates(exllama_memory_efficiency=0.5))
+
+
+def test_alt_kernel_is_compute_bound_at_half_the_half2_rate_when_bandwidth_is_free():
+    g = _Gemm(flops_per_token=2e6, weight_bytes=0.0, params=0.0, activation_bytes_per_token=0.0)
+    r = kernels.GemmRates(coefficients=Coefficients(gemm_compute_efficiency=1.0), flops_per_s=125e12,
+                          bytes_per_s=900e9, hbm_bytes_per_s=900e9, simt_flops_per_s=31.4e12)
+    assert kernels.gptq_alt_cost(g, 8, r) == pytest.approx(8 * 2e6 / 15.7e12)  # dequantizes again per row
+
+
+def test_alt_coefficient_is_fitted_when_runs_use_it_and_noted_when_not():
+    from calibrate.fit_online import kernel_coefficients
+    from perfmodel.coefficients import default_profile
+
+    model = load_model("llama-3.1-405b-gptq-int4")
+    p = resolve_precision(model, V100.gpu)
+    assert kernel_coefficients([_Obs(model=model, precision=p, layout=Layout(tp=8, pp=2))]) == (
+        "gptq_alt_memory_efficiency", "exllama_memory_efficiency")
+    assert kernel_coefficients([_Obs(model=model, precision=p, layout=Layout(tp=1, pp=16))]) == (
+        "exllama_memory_efficiency",)
+    assert "gptq_alt_memory_efficiency" not in default_profile("v100-sxm2-32gb").fitted
+    assert Coefficients().gptq_alt_memory_efficiency == 0.5  # the prior predictions use until a refit
