@@ -99,3 +99,32 @@ def test_the_online_fit_recovers_a_known_request_latency():
     fitted = fitter.fit(synthetic).coefficients_
     assert fitted.server_request_latency_s == pytest.approx(5e-3, rel=0.02)
     assert fitted.gemm_compute_efficiency == prior.gemm_compute_efficiency  # the offline part is kept
+
+
+def test_fit_serving_rewrites_only_the_serving_part_of_a_profile(tmp_path):
+    """`perfmodel calibrate fit-serving`: the serving coefficients get value/prior/stderr entries and the profile
+    a serving: section; every other coefficient and section stays as it was."""
+    import shutil
+    from pathlib import Path
+
+    import yaml
+
+    from perfmodel.cli import main
+
+    root = Path(__file__).resolve().parents[1]
+    profile = tmp_path / "h200.yaml"
+    shutil.copy(root / "perfmodel" / "profiles" / "h200-sxm.yaml", profile)
+    runs = tmp_path / "runs.jsonl"
+    runs.write_text("".join((root / "data" / "h200" / "online-gpu3.jsonl").read_text().splitlines(True)[:2]))
+    before = yaml.safe_load(profile.read_text())
+    assert main(["calibrate", "fit-serving", str(runs), "--hardware", "h200-sxm", "--profile", str(profile),
+                 "--cv", "none"]) == 0
+    after = yaml.safe_load(profile.read_text())
+    serving = set(after["serving"]["fitted"])
+    assert serving == {"server_request_latency_s", "server_stream_token_s", "server_graphless_layer_s"}
+    assert after["serving"]["data"]["runs"] == 2 and "ttft_s_mean" in after["serving"]["errors"]["in_sample"]
+    assert {k: v for k, v in after["coefficients"].items() if k not in serving} == \
+        {k: v for k, v in before["coefficients"].items() if k not in serving}
+    assert all(isinstance(after["coefficients"][k], dict) for k in serving)
+    assert {k: v for k, v in after.items() if k not in ("coefficients", "serving")} == \
+        {k: v for k, v in before.items() if k != "coefficients"}
