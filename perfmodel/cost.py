@@ -364,12 +364,14 @@ def _expert_parallel_setup(model: ModelShape, cluster: ClusterSpec, precision: P
         local = -(-total // layout.ep)
         visits = dp * k * local / total
         params = linear.in_features * linear.out_features
+        facts, kernel = kernels.layer_facts(precision, linear, 1)  # whole experts: no TP split of their input
         experts.append(_Gemm(flops_per_token=2.0 * params * visits,
                              weight_bytes=params * precision.weight_bytes_per_param,
                              activation_bytes_per_token=(linear.in_features + linear.out_features) * visits
                              * precision.activation_bytes,
                              num_experts=local, experts_per_token=local * (1.0 - (1.0 - k / total) ** dp),
-                             params=params, quantized=bool(precision.quant_kernel)))
+                             params=params, quantized=facts.quantized,
+                             families=kernels.layer_families(facts, kernel)))
     dp = layout.ep // layout.tp  # the replicas sharing the experts (the DP group)
     spans = layout.ep * layout.pp > cluster.gpus_per_node  # their stages on several nodes
     link = comm.dp_group_link(cluster, dp, spans) if dp > 1 else (0.0, 0.0)  # unused without DP
