@@ -155,17 +155,17 @@ def cmd_fit_serving(args: argparse.Namespace) -> int:
         raise UserError("no online runs to fit the serving coefficients on")
     start = _prior(args.profile)
     _progress(f"fitting the serving coefficients on {len(online)} online runs")
-    fitter = fit_serving(online, cluster, start)
-    errors = {"in_sample": error_summary(compare(online, cluster, fitter.coefficients_))}
+    fit = fit_serving(online, cluster, start)
+    errors = {"in_sample": error_summary(compare(online, cluster, fit.coefficients))}
     for by in [g for g in args.cv.split(",") if g and g != "none"]:
         errors[f"leave_{by}_out"] = error_summary(cross_validate_serving(online, cluster, start, by,
                                                                          progress=_progress))
     options = {"exclude_quantization": list(args.exclude_quantization), "cv": args.cv}
-    update_profile(args.profile, fitter, source=", ".join(str(p) for p in args.results), options=options,
+    update_profile(args.profile, fit, source=", ".join(str(p) for p in args.results), options=options,
                    errors=errors, runs=online)
-    print(f"fitted {', '.join(fitter.fitted_)} on {len(online)} online runs -> {args.profile}")
-    for name in fitter.fitted_:
-        print(f"  {name:32s} {getattr(fitter.coefficients_, name):12.5g}")
+    print(f"fitted {', '.join(fit.fitted)} on {len(online)} online runs -> {args.profile}")
+    for name in fit.fitted:
+        print(f"  {name:32s} {getattr(fit.coefficients, name):12.5g}")
     for fold, summary in errors.items():
         for metric in ("ttft_s_mean", "tpot_s_mean"):
             if metric in summary:

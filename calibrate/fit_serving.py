@@ -12,6 +12,7 @@ and leave one model out: each fold fitted on the other runs only).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -20,23 +21,40 @@ import yaml
 
 from calibrate.check import GROUPINGS, compare, summarize
 from calibrate.fit import CoefficientFitter
-from calibrate.fit_online import serving_coefficients
+from calibrate.fit_online import SCAN_POINTS, fit_online, serving_coefficients
 from calibrate.observations import Observation
 from calibrate.profile_io import write_yaml_atomic
 from hardware.spec import ClusterSpec
 from perfmodel.coefficients import Coefficients
 
+# The folds' second start scans fewer points than a full fit (SCAN_POINTS): three coefficients, a smooth
+# objective, and eight fits to run (on the 13 earlier H200 runs 8 points gave the 32-point fit's optimum)
+FOLD_SCAN_POINTS = 8
 REPORTED = ("ttft_s_mean", "ttft_s_median", "tpot_s_mean", "tpot_s_median", "itl_s_mean", "e2e_s_mean",
             "output_tokens_per_second")
 
 
+@dataclass(frozen=True, kw_only=True)
+class ServingFit:
+    """The fitted serving coefficients: ``coefficients`` (the start with them replaced), their names, standard
+    errors and the prior (the start)."""
+
+    coefficients: Coefficients
+    fitted: tuple[str, ...]
+    stderr: dict[str, float]
+    prior: Coefficients
+
+
 def fit_serving(observations: Sequence[Observation], cluster: ClusterSpec, start: Coefficients, *,
-                names: Sequence[str] | None = None) -> CoefficientFitter:
-    """The fitter of the serving coefficients of ``start`` on the online runs (``.coefficients_`` = ``start``
-    with those replaced; ``start`` is also the prior they are pulled toward)."""
+                names: Sequence[str] | None = None, scan_points: int = SCAN_POINTS) -> ServingFit:
+    """Fit the serving coefficients of ``start`` on the online runs (``start`` is also the prior they are pulled
+    toward), by ``calibrate.fit_online.fit_online``; ``scan_points``: its second start's scan (fewer for folds)."""
     online = [o for o in observations if o.mode == "online"]
     names = tuple(names or serving_coefficients(online))
-    return CoefficientFitter(cluster, start, step_names=names, fit_memory=False).fit(online)
+    coefficients, result, num_data = fit_online(online, start, start, names, scan_points=scan_points)
+    stderr_fitter = CoefficientFitter(cluster, start)  # its Gauss-Newton standard errors of this result
+    stderr_fitter.step_result_, stderr_fitter._num_data = result, num_data
+    return ServingFit(coefficients=coefficients, fitted=names, stderr=stderr_fitter._stderr(names), prior=start)
 
 
 def cross_validate_serving(observations: Sequence[Observation], cluster: ClusterSpec, start: Coefficients, by: str,
@@ -50,7 +68,7 @@ def cross_validate_serving(observations: Sequence[Observation], cluster: Cluster
             continue
         if progress:
             progress(f"leave-{by}-out: fitting without {group} ({len(train)} runs)")
-        fitted = fit_serving(train, cluster, start).coefficients_
+        fitted = fit_serving(train, cluster, start, scan_points=FOLD_SCAN_POINTS).coefficients
         frames.append(compare(test, cluster, fitted, fold=f"leave-{by}-out:{group}"))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
@@ -61,16 +79,16 @@ def error_summary(frame: pd.DataFrame) -> dict[str, Any]:
             for s in summarize(frame) if s.metric in REPORTED}
 
 
-def update_profile(path: str | Path, fitter: CoefficientFitter, *, source: str, options: dict[str, Any],
+def update_profile(path: str | Path, fit: ServingFit, *, source: str, options: dict[str, Any],
                    errors: dict[str, Any], runs: Sequence[Observation]) -> None:
     """Rewrite the profile with the fitted serving coefficients and its ``serving:`` section; the rest as it was."""
     path = Path(path)
     document = yaml.safe_load(path.read_text())
-    names = fitter.fitted_
+    names = fit.fitted
     for name in names:
-        entry = {"value": float(getattr(fitter.coefficients_, name)), "prior": float(getattr(fitter.prior, name))}
-        if name in fitter.stderr_:
-            entry["stderr"] = float(fitter.stderr_[name])
+        entry = {"value": float(getattr(fit.coefficients, name)), "prior": float(getattr(fit.prior, name))}
+        if name in fit.stderr:
+            entry["stderr"] = float(fit.stderr[name])
         document["coefficients"][name] = entry
     document["serving"] = {
         "source": source, "fitted": list(names), "options": options,
