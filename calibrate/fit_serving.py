@@ -23,8 +23,8 @@ from calibrate.check import GROUPINGS, compare, summarize
 from calibrate.fit import CoefficientFitter
 from calibrate.fit_online import SCAN_POINTS, fit_online, serving_coefficients
 from calibrate.observations import Observation
-from calibrate.profile_io import write_yaml_atomic
 from hardware.spec import ClusterSpec
+from perfmodel.atomic import write_text_atomic
 from perfmodel.coefficients import Coefficients
 
 # The folds' second start scans fewer points than a full fit (SCAN_POINTS): three coefficients, a smooth
@@ -81,17 +81,48 @@ def error_summary(frame: pd.DataFrame) -> dict[str, Any]:
 
 def update_profile(path: str | Path, fit: ServingFit, *, source: str, options: dict[str, Any],
                    errors: dict[str, Any], runs: Sequence[Observation]) -> None:
-    """Rewrite the profile with the fitted serving coefficients and its ``serving:`` section; the rest as it was."""
+    """Rewrite the profile with the fitted serving coefficients and its ``serving:`` section, line by line: every
+    other line stays as it was (a profile's other sections keep their own layout)."""
     path = Path(path)
-    document = yaml.safe_load(path.read_text())
-    names = fit.fitted
-    for name in names:
+    lines = path.read_text().splitlines(keepends=True)
+    entries = {}
+    for name in fit.fitted:
         entry = {"value": float(getattr(fit.coefficients, name)), "prior": float(getattr(fit.prior, name))}
         if name in fit.stderr:
             entry["stderr"] = float(fit.stderr[name])
-        document["coefficients"][name] = entry
-    document["serving"] = {
-        "source": source, "fitted": list(names), "options": options,
-        "data": {"runs": len(runs), "models": sorted({o.model_name for o in runs})},
-        "errors": errors}
-    write_yaml_atomic(path, document)
+        entries[name] = entry
+    out, section, skipping = [], None, False
+    for line in lines:
+        top = line[:1].isalpha()
+        if top and section == "coefficients":  # coefficients the profile has no line for yet: at its end
+            out.extend(_dump({n: entries.pop(n)}, indent=2) for n in list(entries))
+        if top:
+            section = line.split(":", 1)[0]
+            skipping = section == "serving"  # an earlier fit's section: replaced below
+        if skipping:
+            continue
+        key = line[2:].split(":", 1)[0] if section == "coefficients" and line.startswith("  ") \
+            and not line.startswith("   ") else None
+        if key in entries:
+            out.append(_dump({key: entries.pop(key)}, indent=2))
+            continue
+        if section == "coefficients" and line.startswith("    ") and out and out[-1].startswith("  ") \
+                and out[-1].split(":", 1)[0].strip() in fit.fitted:
+            continue  # the nested lines of a replaced entry
+        out.append(line)
+    if entries and section == "coefficients":
+        out.extend(_dump({n: entries.pop(n)}, indent=2) for n in list(entries))
+    if entries:
+        raise ValueError(f"{path}: no coefficients entry for {', '.join(entries)}")
+    out.append(_dump({"serving": {
+        "source": source, "fitted": list(fit.fitted), "options": options,
+        "data": {"runs": len(runs), "models": sorted({o.model_name for o in runs})}, "errors": errors}}))
+    text = "".join(out)
+    loaded = yaml.safe_load(text)
+    assert all(loaded["coefficients"][n]["value"] == getattr(fit.coefficients, n) for n in fit.fitted)
+    write_text_atomic(path, text)
+
+
+def _dump(mapping: dict[str, Any], indent: int = 0) -> str:
+    text = yaml.safe_dump(mapping, sort_keys=False, width=110)
+    return "".join(" " * indent + line for line in text.splitlines(keepends=True))

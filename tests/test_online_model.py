@@ -128,3 +128,31 @@ def test_fit_serving_rewrites_only_the_serving_part_of_a_profile(tmp_path):
     assert all(isinstance(after["coefficients"][k], dict) for k in serving)
     assert {k: v for k, v in after.items() if k not in ("coefficients", "serving")} == \
         {k: v for k, v in before.items() if k != "coefficients"}
+
+
+def test_update_profile_changes_only_the_serving_lines(tmp_path):
+    """Twice in a row (the second replaces the first's entries and section); every other line as it was."""
+    import shutil
+    from pathlib import Path
+
+    import yaml
+
+    from calibrate.fit_serving import ServingFit, update_profile
+    from perfmodel.coefficients import load_profile
+
+    root = Path(__file__).resolve().parents[1]
+    profile = tmp_path / "h200.yaml"
+    shutil.copy(root / "perfmodel" / "profiles" / "h200-sxm.yaml", profile)
+    original = profile.read_text().splitlines()
+    start = load_profile(profile).coefficients
+    names = ("server_request_latency_s", "server_stream_token_s")  # the second has no line yet: added
+    for latency in (3e-3, 4e-3):
+        fit = ServingFit(coefficients=start.replace(server_request_latency_s=latency, server_stream_token_s=2e-5),
+                         fitted=names, stderr={"server_request_latency_s": 1e-4}, prior=start)
+        update_profile(profile, fit, source="runs.jsonl", options={}, errors={"in_sample": {}}, runs=[])
+        assert load_profile(profile).coefficients == fit.coefficients
+    doc = yaml.safe_load(profile.read_text())
+    assert doc["coefficients"]["server_request_latency_s"] == {"value": 4e-3, "prior": 0.0, "stderr": 1e-4}
+    assert doc["serving"]["fitted"] == list(names)
+    kept = [line for line in profile.read_text().splitlines() if line in original]
+    assert len(kept) == len(original) - 1  # the latency's scalar line replaced, nothing else
