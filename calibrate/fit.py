@@ -30,7 +30,6 @@ from calibrate.fit_online import ONLINE_REGULARIZATION, SOFT_L1_SCALE, kernel_co
 from calibrate.observations import Observation
 from hardware.spec import ClusterSpec
 from perfmodel.coefficients import Coefficients
-from perfmodel.errors import UserError
 from perfmodel.memory import activation_peak_bytes, kv_bytes_per_token_per_gpu
 
 # Coefficient groups (perfmodel.coefficients.GROUPS) fitted on elapsed times, in this order; then the coefficients
@@ -195,10 +194,3 @@ class CoefficientFitter:
             except np.linalg.LinAlgError:
                 pass
         return out
-
-
-def fit_coefficients(observations: Sequence[Observation], cluster: ClusterSpec, prior: Coefficients | None = None,
-                     **options) -> CoefficientFitter:
-    if not observations:
-        raise UserError("no observations to fit")
-    return CoefficientFitter(cluster, prior, **options).fit(observations)

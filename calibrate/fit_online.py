@@ -27,6 +27,7 @@ from scipy import optimize
 
 from calibrate.observations import Observation, predicted_metrics
 from perfmodel.coefficients import Coefficients
+from perfmodel.vllm_releases import EngineGeneration
 
 # The pull toward the prior, per unit of each coefficient (PRIOR_SCALE_RANGE_FRACTION). Weaker than offline
 # fits' 0.1: the soft-L1 loss (f_scale 0.05) flattens the 10-40% residuals online runs start from, and at 0.1
@@ -60,7 +61,7 @@ def uninformed_by_engine(observations: Sequence[Observation]) -> set[str]:
         skip.add("allreduce_latency_s")
     if all(custom):
         skip.add("nccl_allreduce_latency_s")
-    if not any(o.layout.pp > 1 and o.engine.engine_generation == "v0" for o in observations):
+    if not any(o.layout.pp > 1 and o.engine.engine_generation is EngineGeneration.V0 for o in observations):
         skip.add("pp_step_overhead_s")
     return skip
 
@@ -84,7 +85,7 @@ def online_step_coefficients(observations: Sequence[Observation]) -> tuple[str, 
     names += kernel_coefficients(observations)
     skip = uninformed_by_engine(observations)
     names += [n for n in ("allreduce_latency_s", "nccl_allreduce_latency_s", "pp_step_overhead_s") if n not in skip]
-    if any(o.engine.engine_generation == "v0" and not o.engine.enforce_eager for o in observations):
+    if any(o.engine.engine_generation is EngineGeneration.V0 and not o.engine.enforce_eager for o in observations):
         names.append("eager_layer_overhead_s")  # V0 prefill steps run without CUDA graphs
     return tuple(names)
 

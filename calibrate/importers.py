@@ -24,8 +24,9 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from calibrate.bench_metadata import checked, file_metadata
+from calibrate.engine_spec import EngineSpec
 from calibrate.store import SCHEMA_VERSION
-from calibrate.sweep import EngineConfig
+from perfmodel.errors import UserError
 
 ENGINE_FIELDS = [
     "mode", "model", "dummy_weights", "tensor_parallel_size", "pipeline_parallel_size", "dtype", "max_num_seqs",
@@ -68,7 +69,7 @@ EXPERIMENT_LOG_EXTRA = {"job_id": "provenance", "nodes": "provenance", "nccl_env
                         "distributed_executor_backend": "engine", "mean_decode_tokens_per_s_per_request": "metrics"}
 
 
-class ImportFormatError(ValueError):
+class ImportFormatError(UserError, ValueError):
     """A file cannot be imported: one line naming the file and the problem."""
 
 
@@ -356,8 +357,8 @@ def _convert(key: str, text: str, path: Path, i: int) -> Any:
         raise ImportFormatError(f"{path}: row {i + 2}: {key}: cannot read {text!r}") from None
 
 
-def _engine_fields_check() -> None:  # the CSV columns follow EngineConfig's names
-    names = {f for f in EngineConfig.__dataclass_fields__}
+def _engine_fields_check() -> None:  # the CSV columns follow EngineSpec's names
+    names = {f for f in EngineSpec.__dataclass_fields__}
     assert set(ENGINE_FIELDS) <= names, set(ENGINE_FIELDS) - names
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from perfmodel.atomic import write_text_atomic
+from perfmodel.errors import UserError
 
 
 # The `quantization_config` a checkpoint of each method carries, as published quantized checkpoints write it:
@@ -45,7 +46,7 @@ CHECKPOINT_QUANT_CONFIGS: dict[str, dict[str, Any]] = {
 }
 
 
-class ModelDirError(ValueError):
+class ModelDirError(UserError, ValueError):
     """The model named in a sweep cannot be found: one line."""
 
 

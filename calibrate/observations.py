@@ -19,14 +19,14 @@ from calibrate.records import RunRecord, parse_record
 from hardware import load_hardware
 from hardware.spec import ClusterSpec
 from perfmodel.coefficients import Coefficients, Profile
-from perfmodel.engine import DEFAULT_VLLM_VERSION, EngineArgs, default_engine_args
+from perfmodel.engine import EngineArgs
 from perfmodel.errors import UserError
 from perfmodel.estimate import OfflineWorkload
 from perfmodel.layout import Layout
 from perfmodel.memory import MemoryPlan
 from perfmodel.model import ModelShape, load_model
-from perfmodel.precision import Precision, resolve_precision
-from perfmodel.scenario import Scenario
+from perfmodel.precision import Precision
+from perfmodel.scenario import Scenario, ScenarioOptions
 from simulator.request import Request
 from simulator.run import SimResult
 
@@ -59,6 +59,7 @@ class Observation:
     measured_kv_cache_tokens: int | None
     measured_num_gpu_blocks: int | None
     measured_kv_cache_bytes: float | None  # "Available KV cache memory" of vLLM's log
+    shared_prefix_len: int = 0  # every prompt starts with these same tokens (prefix caching reuses their KV)
     record: RunRecord | None = field(default=None, repr=False)  # the parsed results line (None: planned)
 
     @property
@@ -92,7 +93,8 @@ class Observation:
         return self.scenario.with_coefficients(coefficients).step_cost(self.layout)
 
     def requests(self) -> list[Request]:
-        return [Request(id=i, arrival_s=float(a), num_prompt_tokens=int(p), num_output_tokens=int(o))
+        return [Request(id=i, arrival_s=float(a), num_prompt_tokens=int(p), num_output_tokens=int(o),
+                        num_shared_prefix_tokens=self.shared_prefix_len)
                 for i, (a, p, o) in enumerate(zip(self.arrival_s, self.input_lens, self.output_lens))]
 
     def simulate(self, coefficients: Coefficients, *, kv_from: str = "measured", record_timeline: bool = True
@@ -118,35 +120,34 @@ def observation_from_record(record: Mapping[str, Any] | RunRecord, cluster: Clus
     model_spec = rec.run.model.spec
     if not model_spec:
         raise UserError(f"run {rec.run_id}: no model in the record")
-    model = _load_record_model(model_spec, rec.run.model.path)
-    precision = resolve_precision(model, cluster.gpu, dtype=eng.dtype or "auto", quantization=eng.quantization,
-                                  kv_cache_dtype=eng.kv_cache_dtype or "auto")
-    # what vLLM resolved (engine_info), else what the run asked for, else the release's defaults
-    resolved = {
-        "max_num_seqs": _first(info.max_num_seqs, eng.max_num_seqs),
-        "max_num_batched_tokens": _first(info.max_num_batched_tokens, eng.max_num_batched_tokens),
-        "gpu_memory_utilization": eng.gpu_memory_utilization or None,
-        "max_model_len": _first(info.max_model_len, eng.max_model_len),
-        "block_size": _first(info.block_size, eng.block_size),
-        "enforce_eager": bool(eng.enforce_eager),
-        "enable_chunked_prefill": info.enable_chunked_prefill}
-    engine = default_engine_args(
-        cluster.gpu.memory_bytes, entry_point="offline" if eng.mode == "offline" else "serve",
-        vllm_version=rec.provenance.vllm_version or DEFAULT_VLLM_VERSION, model_max_len=model.max_position_embeddings,
-        compute_capability=float(cluster.gpu.compute_capability), **resolved)
     input_lens, output_lens = (np.asarray(v, dtype=int) for v in rec.request_lengths())
     sent = rec.requests.send_s if rec.requests is not None else None
     arrival = sent - sent.min() if sent is not None and len(sent) == len(input_lens) else np.zeros(len(input_lens))
-    scenario = Scenario(model=model, cluster=cluster, precision=precision, engine=engine,
-                        profile=Profile(name="fit", gpu=cluster.gpu.name, coefficients=Coefficients()),
-                        workload=run_workload(input_lens, output_lens))
+    scenario = Scenario.from_options(record_options(rec, cluster.name, input_lens, output_lens),
+                                     model=_load_record_model(model_spec, rec.run.model.path), cluster=cluster,
+                                     profile=Profile(name="fit", gpu=cluster.gpu.name, coefficients=Coefficients()))
     return Observation(
         run_id=rec.run_id, scenario=scenario,
         layout=Layout(tp=eng.tensor_parallel_size, pp=eng.pipeline_parallel_size), mode=eng.mode,
         input_lens=input_lens, output_lens=output_lens, arrival_s=np.asarray(arrival, dtype=float),
-        max_concurrency=rec.run.workload.max_concurrency, measured=rec.measurements.as_dict(),
+        max_concurrency=rec.run.workload.max_concurrency, shared_prefix_len=rec.run.workload.shared_prefix_len,
+        measured=rec.measurements.as_dict(),
         measured_kv_cache_tokens=info.kv_cache_tokens, measured_num_gpu_blocks=info.num_gpu_blocks,
         measured_kv_cache_bytes=info.kv_cache_memory_bytes_log, record=rec)
+
+
+def record_options(rec: RunRecord, hardware: str, input_lens: np.ndarray, output_lens: np.ndarray
+                   ) -> ScenarioOptions:
+    """The scenario a measured run ran: what vLLM resolved (``engine_info``), else what the run asked for, else
+    the release's defaults; the release the run recorded, else the cluster's; the run's mean lengths."""
+    info = rec.engine_info
+    workload = run_workload(input_lens, output_lens)
+    return rec.run.engine.scenario_options(
+        hardware=hardware, model=rec.run.model.spec, vllm_version=rec.provenance.vllm_version,
+        max_num_seqs=info.max_num_seqs, max_num_batched_tokens=info.max_num_batched_tokens,
+        max_model_len=info.max_model_len, block_size=info.block_size,
+        enable_chunked_prefill=info.enable_chunked_prefill, enable_prefix_caching=info.enable_prefix_caching,
+        input_len=workload.input_len, output_len=workload.output_len, num_prompts=workload.num_prompts)
 
 
 def load_observations(records: list[Mapping[str, Any]], hardware: str) -> tuple[ClusterSpec, list[Observation]]:
@@ -180,10 +181,3 @@ def _load_record_model(spec: str, path: str | None) -> ModelShape:
         if path:
             return load_model(path)
         raise
-
-
-def _first(*values: Any) -> Any:
-    for v in values:
-        if v is not None:
-            return v
-    return None

@@ -23,41 +23,38 @@ from calibrate.observations import Observation, predicted_metrics, run_workload
 from calibrate.sweep import RunConfig, load_sweep
 from perfmodel.atomic import write_text_atomic
 from perfmodel.coefficients import Profile
-from perfmodel.engine import DEFAULT_VLLM_VERSION
 from perfmodel.errors import UserError
 from perfmodel.layout import Layout
-from perfmodel.scenario import Scenario, ScenarioOptions
+from perfmodel.scenario import Scenario
 from perfmodel.uncertainty import DEFAULT_LEVEL, interval_for
 
 
-def planned_observation(run: RunConfig, hardware: str, profile: Profile, vllm_version: str,
+def planned_observation(run: RunConfig, hardware: str, profile: Profile, vllm_version: str | None,
                         base_dir: Path) -> Observation:
-    """The run as it will be measured, with nothing measured yet."""
+    """The run as it will be measured, with nothing measured yet (``vllm_version`` None: the cluster's)."""
     e, w = run.engine, run.workload
     model = str(base_dir / e.model) if (base_dir / e.model).exists() else e.model  # as the runner resolves it
-    options = ScenarioOptions(
-        model=model, hardware=hardware, dtype=e.dtype, quantization=e.quantization,
-        kv_cache_dtype=e.kv_cache_dtype or "auto", vllm_version=vllm_version,
-        entry_point="offline" if e.mode == "offline" else "serve", max_num_seqs=e.max_num_seqs,
-        max_num_batched_tokens=e.max_num_batched_tokens, gpu_memory_utilization=e.gpu_memory_utilization,
-        max_model_len=e.max_model_len, block_size=e.block_size, enforce_eager=e.enforce_eager)
     input_lens, output_lens = (np.asarray(v, dtype=int) for v in w.lengths())
     # the run's own workload, as a measured run's observation has it (the interval's coefficient term costs it)
-    scenario = Scenario.from_options(options).with_coefficients(profile.coefficients).with_(
-        workload=run_workload(input_lens, output_lens))
+    workload = run_workload(input_lens, output_lens)
+    options = e.scenario_options(hardware=hardware, model=model, vllm_version=vllm_version,
+                                 input_len=workload.input_len, output_len=workload.output_len,
+                                 num_prompts=workload.num_prompts)
+    scenario = Scenario.from_options(options).with_coefficients(profile.coefficients)
     online = e.mode == "online"
     sent = arrival_times(len(input_lens), w.request_rate, w.burstiness, w.seed) if online else [0.0] * len(input_lens)
     return Observation(run_id=run.run_id, scenario=scenario,
                        layout=Layout(tp=e.tensor_parallel_size, pp=e.pipeline_parallel_size), mode=e.mode,
                        input_lens=input_lens, output_lens=output_lens, arrival_s=np.asarray(sent, dtype=float),
                        max_concurrency=w.max_concurrency if online else None, measured={},
+                       shared_prefix_len=w.shared_prefix_len,
                        measured_kv_cache_tokens=None, measured_num_gpu_blocks=None, measured_kv_cache_bytes=None)
 
 
 def predict_sweep(sweep_path: str | Path, hardware: str, profile: Profile, *,
-                  vllm_version: str = DEFAULT_VLLM_VERSION, level: float = DEFAULT_LEVEL) -> list[dict[str, Any]]:
+                  vllm_version: str | None = None, level: float = DEFAULT_LEVEL) -> list[dict[str, Any]]:
     """One prediction per run of the sweep, offline and online, each with its ``level`` interval when the
-    profile has an ``uncertainty:`` section."""
+    profile has an ``uncertainty:`` section; ``vllm_version`` None: the hardware's release, as ``predict``."""
     sweep = load_sweep(sweep_path)
     out = []
     for run in sweep.runs:
@@ -71,7 +68,8 @@ def predict_sweep(sweep_path: str | Path, hardware: str, profile: Profile, *,
         except UserError as exc:
             raise UserError(f"{where}: {exc}") from None
         record = {"run_id": run.run_id, "description": run.describe(), "hardware": hardware,
-                  "profile": profile.name, "profile_source": profile.source, "vllm_version": vllm_version,
+                  "profile": profile.name, "profile_source": profile.source,
+                  "vllm_version": obs.engine.vllm_version,
                   "predicted_utc": dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat(),
                   "kv_cache_tokens": memory.kv_cache_tokens, **metrics}
         interval = interval_for(obs.scenario.with_(profile=profile), obs.layout, metrics, mode=obs.mode,

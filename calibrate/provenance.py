@@ -10,6 +10,8 @@ import subprocess
 import sys
 from typing import Any
 
+from hardware.spec import GIB
+
 # vLLM logs e.g. "GPU KV cache size: 1,234,560 tokens" (CPU backend: "CPU KV cache size: ...").
 _KV_TOKENS = re.compile(r"\b(?:GPU|CPU|XPU|TPU)?\s*KV cache size:\s*([\d,]+)\s*tokens")
 _KV_MEMORY = re.compile(r"Available KV cache memory:\s*([\d.]+)\s*GiB")
@@ -18,7 +20,6 @@ _MAX_CONC = re.compile(r"Maximum concurrency for ([\d,]+) tokens per request:\s*
 _GPU_BLOCKS = re.compile(r"# (?:GPU|CUDA) blocks:\s*(\d+)")  # vLLM V0 (0.7)
 _BATCHED = re.compile(r"max_num_batched_tokens=(\d+)")
 _SEQ_LEN = re.compile(r"max_seq_len=(\d+)")
-_GIB = 1024**3
 
 
 def utc_now() -> str:
@@ -33,7 +34,7 @@ def parse_engine_log(text: str) -> dict[str, Any]:
     if m := _last(_KV_TOKENS, text):
         out["kv_cache_tokens_log"] = int(m.group(1).replace(",", ""))
     if m := _last(_KV_MEMORY, text) or _last(_CPU_KV, text):
-        out["kv_cache_memory_bytes_log"] = int(float(m.group(1)) * _GIB)
+        out["kv_cache_memory_bytes_log"] = int(float(m.group(1)) * GIB)
     if m := _last(_MAX_CONC, text):
         out["max_concurrency_log"] = float(m.group(2))
     if m := _last(_GPU_BLOCKS, text):

@@ -15,7 +15,6 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from calibrate.sweep import LengthDist
 from perfmodel.errors import UserError
 
 
@@ -60,16 +59,6 @@ def to_mapping(v: Any) -> Mapping[str, Any]:
     if not isinstance(v, Mapping):
         raise ValueError("is not a mapping")
     return MappingProxyType(dict(v))
-
-
-def to_length(v: Any) -> int | float | LengthDist:
-    """A workload length: an int, a mean (imported files), or a distribution mapping (sweep files)."""
-    if isinstance(v, Mapping):
-        try:
-            return LengthDist(**v)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"is not a length distribution ({exc})") from None
-    return to_int(v) if isinstance(v, int) else to_float(v)
 
 
 def _array(dtype: type) -> Callable[[Any], np.ndarray]:

@@ -10,9 +10,9 @@ online) and ``calibrate.importers``; this module is its one reader. Every sectio
               requests: RequestLog | None,  # per-request numpy arrays
               provenance: Provenance)
 
-``None`` means "not recorded" (an imported file that does not say, a vLLM that hides it) or, in ``EngineSpec``,
-"vLLM's default". Keys this module does not know are ignored. A missing required key or a value of the wrong
-type raises ``RecordError`` (a ``UserError``): one line naming the run and the field, e.g.
+``None`` means "not recorded" (an imported file that does not say, a vLLM that hides it) or, in ``EngineSpec``
+(``calibrate.engine_spec``), "vLLM's default". Keys this module does not know are ignored. A missing required key
+or a value of the wrong type raises ``RecordError`` (a ``UserError``): one line naming the run and the field, e.g.
 ``run 36b755d87ba4ad85: metrics.elapsed_s = 'fast' is not a number``.
 How a section's fields name their keys and converters: ``calibrate.record_fields``.
 
@@ -29,41 +29,25 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from calibrate.engine_spec import EngineSpec
 from calibrate.record_fields import (RecordError, build_section, parsed, sub_section, to_bool, to_float, to_floats,
-                                     to_int, to_ints, to_length, to_mapping, to_str, to_strs)
+                                     to_int, to_ints, to_mapping, to_str, to_strs)
 from calibrate.sweep import LengthDist
 
 SCHEMA_VERSION = 1  # the version this reader understands (calibrate.store.SCHEMA_VERSION writes it)
 STATUSES = ("ok", "error")
-STATISTICS = ("mean", "median", "p90", "p99")
-LATENCIES = ("ttft", "tpot", "itl", "e2e")
 
 
-# -- the sections --------------------------------------------------------------------------------------------
-@dataclass(frozen=True, kw_only=True)
-class EngineSpec:
-    """``config.engine``: the engine arguments as the sweep (or the import) asked for them; None = vLLM default."""
+# -- the sections (config.engine is calibrate.engine_spec.EngineSpec, read leniently) ----------------------------
+def to_length(v: Any) -> int | float | LengthDist:
+    """A workload length: an int, a mean (imported files), or a distribution mapping (sweep files)."""
+    if isinstance(v, Mapping):
+        try:
+            return LengthDist(**v)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"is not a length distribution ({exc})") from None
+    return to_int(v) if isinstance(v, int) else to_float(v)
 
-    mode: str = parsed(to_str, default="offline")  # "offline" | "online"
-    model: str | None = parsed(to_str)  # as written in the sweep: catalog name, HF id, folder or config.json
-    tensor_parallel_size: int = parsed(to_int, default=1)
-    pipeline_parallel_size: int = parsed(to_int, default=1)
-    dtype: str | None = parsed(to_str)
-    quantization: str | None = parsed(to_str)
-    kv_cache_dtype: str | None = parsed(to_str)
-    max_num_seqs: int | None = parsed(to_int)
-    max_num_batched_tokens: int | None = parsed(to_int)
-    gpu_memory_utilization: float | None = parsed(to_float)
-    max_model_len: int | None = parsed(to_int)
-    block_size: int | None = parsed(to_int)
-    enforce_eager: bool | None = parsed(to_bool)
-    enable_prefix_caching: bool | None = parsed(to_bool)
-    disable_custom_all_reduce: bool | None = parsed(to_bool)
-    distributed_executor_backend: str | None = parsed(to_str)
-    dummy_weights: bool | None = parsed(to_bool)
-    seed: int | None = parsed(to_int)
-    hardware: str | None = parsed(to_str)  # the sweep's machine label
-    extra_engine_args: Mapping[str, Any] = parsed(to_mapping, default={})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -76,6 +60,7 @@ class WorkloadSpec:
     request_rate: float = parsed(to_float, default=math.inf)  # requests/s; inf = all at once
     burstiness: float | None = parsed(to_float)
     max_concurrency: int | None = parsed(to_int)
+    shared_prefix_len: int = parsed(to_int, default=0)  # every prompt starts with these same tokens (0: none)
     seed: int | None = parsed(to_int)
 
 
@@ -266,8 +251,7 @@ def parse_record(mapping: Mapping[str, Any]) -> RunRecord:
         raise RecordError(f"run {run_id}: schema_version {top.schema_version} is not {SCHEMA_VERSION}; "
                           "upgrade perfmodel to read it")
     config = sub_section(mapping, "config", run_id)
-    engine = build_section(EngineSpec, sub_section(config, "engine", run_id, "config."), "config.engine",
-                           run_id)
+    engine = EngineSpec.from_record(sub_section(config, "engine", run_id, "config."), run_id)
     workload = build_section(WorkloadSpec, sub_section(config, "workload", run_id, "config."),
                              "config.workload", run_id)
     model_raw = sub_section(mapping, "model", run_id)
@@ -286,10 +270,6 @@ def parse_record(mapping: Mapping[str, Any]) -> RunRecord:
         requests=_requests(mapping, run_id),
         provenance=build_section(Provenance, sub_section(mapping, "provenance", run_id), "provenance", run_id,
                                  source=top.source, hardware=to_str(hardware) if hardware is not None else None))
-
-
-def parse_records(mappings: list[Mapping[str, Any]]) -> list[RunRecord]:
-    return [parse_record(m) for m in mappings]
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -5,7 +5,7 @@ dies (out of memory, a crash, a timeout) has its unfinished runs recorded with `
 its log; the sweep goes on with the next engine configuration. Logs and worker specs are kept next to the
 results file, in `<results>.logs/<engine_id>.log` and `.spec.json`.
 
-    python -m calibrate.runner SWEEP.yaml --results results.jsonl [--only PATTERN] [--dry-run]
+    perfmodel calibrate run SWEEP.yaml --results results.jsonl [--only PATTERN] [--dry-run]  (perfmodel.cli.calibrate)
 """
 from __future__ import annotations
 
@@ -23,10 +23,11 @@ from typing import Any, Mapping, Sequence, TextIO
 
 import calibrate
 from calibrate import provenance
+from calibrate.engine_spec import EngineSpec
 from calibrate.modeldir import ResolvedModel, resolve_model
 from calibrate.store import append_record, completed_run_ids, iter_new_records
-from calibrate.sweep import EngineConfig, RunConfig, Sweep, load_sweep
-from calibrate.worker import error_tail, make_record
+from calibrate.sweep import RunConfig, Sweep
+from calibrate.worker_record import error_tail, make_record
 
 # defaults for the worker's environment; the caller's environment wins
 DEFAULT_ENV = {"VLLM_NO_USAGE_STATS": "1", "VLLM_DO_NOT_TRACK": "1", "TOKENIZERS_PARALLELISM": "false",
@@ -72,7 +73,7 @@ def run_sweep(sweep: Sweep, results: str | Path, *, only: str | None = None, eng
     selected = select_runs(sweep, only, engine_id)
     done = completed_run_ids(results, include_errors=not retry_errors)
     pending = [r for r in selected if r.run_id not in done]
-    groups: dict[EngineConfig, list[RunConfig]] = {}
+    groups: dict[EngineSpec, list[RunConfig]] = {}
     for run in pending:
         groups.setdefault(run.engine, []).append(run)
     print(f"sweep {sweep.name}: {len(selected)} runs, {len(selected) - len(pending)} already in {results}, "
@@ -100,7 +101,7 @@ def run_sweep(sweep: Sweep, results: str | Path, *, only: str | None = None, eng
                       num_error=num_error, results_path=results)
 
 
-def _write_worker_spec(model: ResolvedModel, engine: EngineConfig, runs: Sequence[RunConfig], results: Path,
+def _write_worker_spec(model: ResolvedModel, engine: EngineSpec, runs: Sequence[RunConfig], results: Path,
                        python: str) -> tuple[dict[str, Any], list[str], Path, int]:
     """Start the engine's section of its log and write the spec its worker reads: `<results>.logs/<engine_id>`
     `.log` and `.spec.json`. Returns the spec, the worker's command, the log file and the byte offset where this
@@ -130,7 +131,7 @@ def _write_worker_spec(model: ResolvedModel, engine: EngineConfig, runs: Sequenc
     return spec, cmd, log_file, log_offset
 
 
-def _run_engine(model: ResolvedModel, engine: EngineConfig, runs: Sequence[RunConfig], results: Path,
+def _run_engine(model: ResolvedModel, engine: EngineSpec, runs: Sequence[RunConfig], results: Path,
                 progress: "_Progress", *, python: str, timeout_s: float | None,
                 worker_env: Mapping[str, str] | None) -> tuple[int, int]:
     """Run one engine configuration's worker, report each run as its record appears, and record the runs it
@@ -247,34 +248,3 @@ class _Progress:
 
     def finish(self) -> None:
         self.reporter.close()
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    import argparse
-
-    from perfmodel.errors import UserError
-
-    ap = argparse.ArgumentParser(prog="python -m calibrate.runner", description="Run a calibration sweep.")
-    from calibrate.run_arguments import add_run_arguments
-
-    add_run_arguments(ap)
-    args = ap.parse_args(argv)
-    try:
-        return run_from_args(args)
-    except (UserError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-
-
-def run_from_args(args) -> int:
-    sweep = with_backend(load_sweep(args.sweep), args.distributed_executor_backend)
-    summary = run_sweep(sweep, args.results, only=args.only, engine_id=args.engine, dry_run=args.dry_run,
-                        retry_errors=args.retry_errors, engine_timeout_s=args.engine_timeout)
-    if not args.dry_run:
-        print(f"done: {summary.num_ok} ok, {summary.num_error} errors, {summary.num_skipped} skipped "
-              f"-> {summary.results_path}", file=sys.stderr)
-    return 0 if summary.num_error == 0 else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,8 +1,8 @@
 """SLURM batch scripts for a sweep: one job per engine configuration (or job arrays).
 
-A job asks for ceil(tp*pp / gpus_per_node) nodes and runs `python -m calibrate.runner` for the runs of its engine
-configuration, appending to `<out_dir>/results/<engine_id>.jsonl` on the shared filesystem (one file per job, so
-jobs running at once never write the same file; `load_results(<out_dir>/results)` reads them all). A job on
+A job asks for ceil(tp*pp / gpus_per_node) nodes and runs `python -m perfmodel.cli calibrate run` for the runs of
+its engine configuration, appending to `<out_dir>/results/<engine_id>.jsonl` on the shared filesystem (one file per
+job, so jobs running at once never write the same file; `load_results(<out_dir>/results)` reads them all). A job on
 several nodes first starts a Ray cluster (perfmodel.sbatch.ray_block, shared with `perfmodel predict
 --emit-sbatch`: vLLM's multi-node recipe), waits until Ray sees every GPU, and runs vLLM with
 `--distributed-executor-backend ray`. The cluster's limits (`max_nodes_per_job`, `max_job_time_s`) are enforced
@@ -16,21 +16,23 @@ import shlex
 from pathlib import Path
 from typing import Any, Sequence
 
-from calibrate.sweep import EngineConfig, Sweep
+from calibrate.engine_spec import EngineSpec
+from calibrate.sweep import Sweep
 from perfmodel.sbatch import (JobSpec, default_cpus_per_task, default_network_interface, has_slurm_limits, hms,
                               job_header, ray_block)
+from perfmodel.errors import UserError
 
 DEFAULT_TIME_S = 3600.0
 JOB_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}  # with perfmodel.sbatch.JOB_ENV
 
 
-class SlurmError(ValueError):
+class SlurmError(UserError, ValueError):
     """A job cannot be written within the cluster's limits: one line."""
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class JobPlan:
-    engine: EngineConfig
+    engine: EngineSpec
     num_nodes: int
     gpus_per_node: int  # GPUs asked for on each node
     num_runs: int
@@ -159,7 +161,7 @@ def _header(ctx: _Context, name: str, nodes: int, gpus: int, extra: Sequence[str
 
 
 def _runner_cmd(ctx: _Context, engine_id: str, ray: bool) -> str:
-    cmd = [ctx.python, "-m", "calibrate.runner", str(ctx.sweep_path),
+    cmd = [ctx.python, "-m", "perfmodel.cli", "calibrate", "run", str(ctx.sweep_path),
            "--results", f"{ctx.out}/results/{engine_id}.jsonl", "--engine", engine_id]
     if ray:
         cmd += ["--distributed-executor-backend", "ray"]
@@ -192,7 +194,7 @@ def _array_script(ctx: _Context, plans: Sequence[JobPlan]) -> str:
     text += f"engines=({ids})\ntotal_gpus=({totals})\nengine=${{engines[$SLURM_ARRAY_TASK_ID]}}\n"
     if nodes > 1:
         text += _ray(ctx, gpus, '"${total_gpus[$SLURM_ARRAY_TASK_ID]}"')
-    cmd = [ctx.python, "-m", "calibrate.runner", str(ctx.sweep_path)]
+    cmd = [ctx.python, "-m", "perfmodel.cli", "calibrate", "run", str(ctx.sweep_path)]
     text += " ".join(shlex.quote(c) for c in cmd) + f' --results "{ctx.out}/results/$engine.jsonl" --engine "$engine"'
     text += " --distributed-executor-backend ray\n" if nodes > 1 else "\n"
     return text

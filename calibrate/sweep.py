@@ -3,88 +3,27 @@
 A sweep file has `defaults` and `groups`; every key may sit in `defaults`, in a group, or in a group's `grid`,
 where each value is a list and the group expands to the cartesian product of those lists (see
 calibrate/README.md for the schema). One `RunConfig` is one workload on one engine configuration; runs that
-share an `EngineConfig` share one vLLM engine (one process).
+share an `EngineSpec` (calibrate.engine_spec) share one vLLM engine (one process).
 """
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import itertools
-import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
 import yaml
 
-MODES = ("offline", "online")
-DISTRIBUTIONS = ("lognormal", "uniform")
+from calibrate.engine_spec import EngineSpec, spec_hash
+from perfmodel.errors import UserError
+
+SWEEP_DISTRIBUTIONS = ("lognormal", "uniform")  # the kinds a sweep file names (a subset of the simulator's)
 
 
-class SweepError(ValueError):
+class SweepError(UserError, ValueError):
     """A sweep file is wrong: one line naming the file, the key and what is wrong."""
-
-
-@dataclass(frozen=True, kw_only=True)
-class EngineConfig:
-    """Everything that needs its own vLLM engine; names follow vLLM's engine arguments.
-
-    `None` means "vLLM's default" and is not passed to vLLM.
-    """
-
-    mode: str = "offline"  # "offline": vllm.LLM in-process; "online": `vllm serve` + HTTP client
-    model: str  # catalog name, HF id, directory with config.json, or path to a config.json
-    dummy_weights: bool = True  # load_format="dummy": random weights, same kernels and timings
-    tensor_parallel_size: int = 1
-    pipeline_parallel_size: int = 1
-    dtype: str = "auto"
-    max_num_seqs: int | None = None
-    max_num_batched_tokens: int | None = None
-    gpu_memory_utilization: float | None = None
-    max_model_len: int | None = None
-    enforce_eager: bool = False  # True: no CUDA graphs, no torch.compile
-    block_size: int | None = None
-    kv_cache_dtype: str | None = None
-    quantization: str | None = None
-    enable_prefix_caching: bool | None = None
-    disable_custom_all_reduce: bool | None = None  # None: True when tensor_parallel_size > 1
-    distributed_executor_backend: str | None = None  # "mp" | "ray" | None (vLLM chooses)
-    seed: int = 0
-    hardware: str | None = None  # label of the machine (a hardware catalog name), kept with the results
-    extra_engine_args: Mapping[str, Any] = field(default_factory=dict)  # passed to vLLM verbatim
-
-    def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise ValueError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
-        for name in ("tensor_parallel_size", "pipeline_parallel_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1")
-        if self.gpu_memory_utilization is not None and not 0 < self.gpu_memory_utilization <= 1:
-            raise ValueError("gpu_memory_utilization must be in (0, 1]")
-        object.__setattr__(self, "extra_engine_args", dict(self.extra_engine_args))
-
-    def __hash__(self) -> int:  # extra_engine_args is a dict: hash the canonical form
-        return hash(self.engine_id)
-
-    @property
-    def num_gpus(self) -> int:
-        return self.tensor_parallel_size * self.pipeline_parallel_size
-
-    @property
-    def custom_all_reduce_disabled(self) -> bool:
-        if self.disable_custom_all_reduce is None:
-            return self.tensor_parallel_size > 1
-        return self.disable_custom_all_reduce
-
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["extra_engine_args"] = dict(self.extra_engine_args)
-        return d
-
-    @property
-    def engine_id(self) -> str:
-        return _hash(self.to_dict())
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -103,8 +42,8 @@ class LengthDist:
     max: int | None = None
 
     def __post_init__(self) -> None:
-        if self.dist not in DISTRIBUTIONS:
-            raise ValueError(f"dist must be one of {', '.join(DISTRIBUTIONS)}, got {self.dist!r}")
+        if self.dist not in SWEEP_DISTRIBUTIONS:
+            raise ValueError(f"dist must be one of {', '.join(SWEEP_DISTRIBUTIONS)}, got {self.dist!r}")
         if self.dist == "lognormal" and (self.mean is None or self.sigma is None or self.mean <= 0):
             raise ValueError("lognormal needs mean > 0 and sigma")
         if self.dist == "uniform" and self.max is None:
@@ -182,7 +121,7 @@ class Workload:
 class RunConfig:
     """One workload on one engine configuration: the unit the store records."""
 
-    engine: EngineConfig
+    engine: EngineSpec
     workload: Workload
     sweep: str = ""
     group: str = ""
@@ -193,7 +132,7 @@ class RunConfig:
     @property
     def run_id(self) -> str:
         """Hash of the canonical engine + workload configuration (sweep and group names excluded)."""
-        return _hash(self.to_dict())
+        return spec_hash(self.to_dict())
 
     @property
     def engine_id(self) -> str:
@@ -218,9 +157,9 @@ class Sweep:
     def base_dir(self) -> Path:
         return self.path.parent if self.path is not None else Path.cwd()
 
-    def by_engine(self) -> dict[EngineConfig, list[RunConfig]]:
+    def by_engine(self) -> dict[EngineSpec, list[RunConfig]]:
         """Runs grouped by engine configuration, in the order of the file."""
-        groups: dict[EngineConfig, list[RunConfig]] = {}
+        groups: dict[EngineSpec, list[RunConfig]] = {}
         for run in self.runs:
             groups.setdefault(run.engine, []).append(run)
         return groups
@@ -229,7 +168,7 @@ class Sweep:
 # --------------------------------------------------------------------------------------------------- loading
 
 _ALIASES = {"tp": "tensor_parallel_size", "pp": "pipeline_parallel_size"}
-_ENGINE_KEYS = {f.name for f in dataclasses.fields(EngineConfig)}
+_ENGINE_KEYS = {f.name for f in dataclasses.fields(EngineSpec)}
 _WORKLOAD_KEYS = {f.name for f in dataclasses.fields(Workload)} - {"seed"}
 _GROUP_KEYS = {"name", "grid"}
 _TYPES: dict[str, tuple[type, ...]] = {
@@ -242,7 +181,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "num_prompts": (int,), "request_rate": (float, int, str), "burstiness": (float, int),
     "max_concurrency": (int,), "shared_prefix_len": (int,),
 }
-_OPTIONAL = {f.name for f in dataclasses.fields(EngineConfig) if f.default is None} | {"max_concurrency"}
+_OPTIONAL = ({f.name for f in dataclasses.fields(EngineSpec) if f.default is None} - {"model"}) | {"max_concurrency"}
 
 
 def load_sweep(path: str | Path) -> Sweep:
@@ -359,7 +298,7 @@ def _make_run(d: dict[str, Any], where: str, sweep: str, group: str) -> RunConfi
             if k in work_kw and work_kw[k] not in (None, math.inf, 1.0):
                 raise SweepError(f"{where}: {k}: only for mode: online")
     try:
-        engine = EngineConfig(**engine_kw)
+        engine = EngineSpec(**engine_kw)
         workload = Workload(**work_kw)
     except ValueError as exc:
         raise SweepError(f"{where}: {exc}") from None
@@ -391,16 +330,3 @@ def _len_str(v: Length) -> str:
 
 def _json_float(x: float) -> float | str:
     return "inf" if math.isinf(x) else x
-
-
-def _hash(d: Mapping[str, Any]) -> str:
-    text = json.dumps(d, sort_keys=True, separators=(",", ":"), default=_json_default)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def _json_default(o: Any) -> Any:
-    if dataclasses.is_dataclass(o):
-        return dataclasses.asdict(o)
-    if isinstance(o, float) and math.isinf(o):
-        return "inf"
-    raise TypeError(f"not JSON serialisable: {o!r}")

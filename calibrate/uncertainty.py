@@ -33,11 +33,12 @@ from calibrate.fit import CoefficientFitter
 from calibrate.observations import Observation, predicted_metrics
 from hardware.spec import ClusterSpec
 from perfmodel.coefficients import Coefficients
+from perfmodel.report import LATENCIES
 from perfmodel.uncertainty import LATENCY_STATS, MIN_REGIME, REPRESENTATIVE_KINDS, coefficient_log_sd, regime, step_kind
 
 # Figures whose residuals are stored (the measured names observations use).
 THROUGHPUTS = ("tokens_per_second", "output_tokens_per_second", "requests_per_second")
-LATENCIES = tuple(f"{k}_s_{s}" for k in ("ttft", "tpot", "itl", "e2e") for s in LATENCY_STATS)
+LATENCY_METRICS = tuple(f"{k}_s_{s}" for k in LATENCIES for s in LATENCY_STATS)
 DECODE_SPEED = "decode_tokens_per_s_per_request_mean"
 DIGITS = 4
 
@@ -51,13 +52,13 @@ def residual_rows(observations: Sequence[Observation], coefficients: Coefficient
             continue
         result = o.simulate(coefficients, kv_from="model")
         predicted = predicted_metrics(o, result)
-        predicted.update({n: float(getattr(result.metrics, n)) for n in LATENCIES})
+        predicted.update({n: float(getattr(result.metrics, n)) for n in LATENCY_METRICS})
         sd = coefficient_log_sd(o.scenario.with_coefficients(coefficients), o.layout, covariance)
         base = dict(cv=cv, fold=fold, run_id=o.run_id, model=o.model_name, layout=o.layout_name, mode=o.mode,
                     regime=regime(mode=o.mode, eager=o.eager, gpus=o.layout.tp * o.layout.pp),
-                    engine_generation=o.engine.engine_generation,
+                    engine_generation=str(o.engine.engine_generation),
                     **{f"coef_sd_{k}": v for k, v in sd.items()})
-        for metric in (*THROUGHPUTS, *LATENCIES, DECODE_SPEED):
+        for metric in (*THROUGHPUTS, *LATENCY_METRICS, DECODE_SPEED):
             measured, pred = o.measured.get(metric, 0.0), predicted.get(metric, math.nan)
             if measured > 0 and pred > 0 and math.isfinite(pred):
                 rows.append({**base, "metric": metric, "measured": measured, "predicted": pred,
@@ -128,7 +129,7 @@ def build_section(*, observations: Sequence[Observation], cluster: ClusterSpec, 
     section: dict = {
         "generated_by": command,
         "models": sorted({o.model_name for o in observations}),
-        "engine_generations": sorted({o.engine.engine_generation for o in observations}),
+        "engine_generations": sorted({str(o.engine.engine_generation) for o in observations}),
         "covariance": ({"names": list(cov[0]), "matrix": [[float(f"{v:.6g}") for v in row] for row in cov[1]]}
                        if cov is not None else None),
         "coefficient_sd_reference": ({regime: {k: float(f"{v:.6g}") for k, v in by_kind.items()}
@@ -150,7 +151,7 @@ def build_section(*, observations: Sequence[Observation], cluster: ClusterSpec, 
         device = "cpu" if other_cluster.gpu.name.startswith("cpu") else "gpu"
         section["transfer"].append({
             "name": name, "gpu": other_cluster.gpu.name, "device": device,
-            "engine_generations": sorted({o.engine.engine_generation for o in other}),
+            "engine_generations": sorted({str(o.engine.engine_generation) for o in other}),
             "models": sorted({o.model_name for o in other}), "residuals": grouped(t_rows, by_regime=False)})
         rows += t_rows
     return section, pd.DataFrame(rows)

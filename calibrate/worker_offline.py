@@ -12,7 +12,7 @@ from typing import Any, Mapping
 
 from calibrate import provenance
 from calibrate.modeldir import with_checkpoint_quantization
-from calibrate.worker import make_record, read_log, record_error, write_result
+from calibrate.worker_record import make_record, read_log, record_error, write_result
 
 WARMUP_PROMPTS = 4
 WARMUP_INPUT_LEN = 16

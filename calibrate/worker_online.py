@@ -21,7 +21,7 @@ from typing import Any, Mapping
 from calibrate import provenance
 from calibrate.client import run_benchmark, summarize
 from calibrate.modeldir import with_checkpoint_quantization
-from calibrate.worker import make_record, read_log, record_error, write_result
+from calibrate.worker_record import make_record, read_log, record_error, write_result
 from calibrate.worker_offline import engine_kwargs, make_prompts
 
 SERVER_MODULE = "vllm.entrypoints.openai.api_server"

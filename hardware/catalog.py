@@ -17,6 +17,7 @@ import yaml
 # libyaml's safe loader when PyYAML has it (10x faster on the profiles), else the pure-Python one
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
+from hardware.errors import UserError
 from hardware.spec import ClusterSpec, GpuSpec, LinkSpec, SpecError
 
 CATALOG_DIR = Path(__file__).resolve().parent
@@ -40,7 +41,7 @@ _CLUSTER_NUMBERS = (
 _LINK_KEYS = ("intra_node_link", "inter_node_link", "host_to_gpu_link")
 
 
-class HardwareError(ValueError):
+class HardwareError(UserError, ValueError):
     """A hardware name or file that cannot be used; the message is one line for the user."""
 
 

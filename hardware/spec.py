@@ -11,14 +11,18 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Mapping
 
+from hardware.errors import UserError
+
 #: dtype names a GPU may offer in ``peak_flops_per_s`` (a missing key means "not supported").
 DTYPES = ("float16", "bfloat16", "fp8", "int8", "float32")
+
+GIB = 1024**3  #: bytes in a GiB (vLLM's GiB_bytes); memory is in bytes everywhere else
 
 #: how the GPUs of one node talk to each other.
 TOPOLOGIES = ("nvswitch", "hybrid_cube_mesh", "pcie")
 
 
-class SpecError(ValueError):
+class SpecError(UserError, ValueError):
     """A value that no GPU or cluster can have (raised by ``__post_init__``)."""
 
 

@@ -239,12 +239,26 @@ def default_profile(gpu_name: str) -> Profile:
     own = shipped_profile_path(gpu_name)
     if own is not None:
         return load_profile(own)
-    for other in TRANSFER_ORDER:
-        path = shipped_profile_path(other)
-        if path is not None:
-            return load_profile(path)
+    donor = _nearest_calibrated_gpu(gpu_name)
+    if donor is not None:
+        return load_profile(shipped_profile_path(donor))  # type: ignore[arg-type]
     return Profile(name="defaults", gpu=None, coefficients=Coefficients())
 
 
-# Profiles to borrow, nearest architecture first, when a GPU has none of its own.
-TRANSFER_ORDER = ("h200-sxm", "h100-sxm", "a100-sxm4-80gb")
+def _nearest_calibrated_gpu(gpu_name: str) -> str | None:
+    """The catalog GPU with a shipped profile whose architecture is nearest: the same compute capability major
+    (Hopper 9, Ampere 8, Volta 7; the catalog's cited field), else the newest architecture calibrated. A GPU
+    outside the catalog (a YAML path) gets the newest."""
+    from hardware import HardwareError, list_gpus, load_gpu
+
+    def capability(gpu) -> tuple[int, int]:
+        major, minor = (int(p) for p in str(gpu.compute_capability).split("."))
+        return major, minor
+
+    try:
+        major = capability(load_gpu(gpu_name))[0]
+    except HardwareError:
+        major = None
+    calibrated = [load_gpu(name) for name in list_gpus() if shipped_profile_path(name) is not None]
+    best = max(calibrated, key=lambda g: (capability(g)[0] == major, capability(g), g.name), default=None)
+    return best.name if best is not None else None

@@ -41,6 +41,7 @@ from perfmodel.layout import Layout, place
 from perfmodel.memory import kv_heads_per_gpu, layers_per_stage
 from perfmodel.model import ModelShape
 from perfmodel.precision import Precision
+from perfmodel.vllm_releases import EngineGeneration
 
 
 class BatchLike(Protocol):
@@ -73,13 +74,15 @@ class StepCostModel:
     """Seconds one pipeline stage spends on one engine step (implements ``simulator.StepCost``)."""
 
     def __init__(self, model: ModelShape, cluster: ClusterSpec, layout: Layout, precision: Precision,
-                 coefficients: Coefficients, *, enforce_eager: bool = False, engine_generation: str = "v1",
+                 coefficients: Coefficients, *, enforce_eager: bool = False,
+                 engine_generation: EngineGeneration = EngineGeneration.V1,
                  cuda_graph_batch_sizes: tuple[int, ...] = ()) -> None:
         self.model, self.cluster, self.layout = model, cluster, layout
         self.precision, self.coefficients, self.enforce_eager = precision, coefficients, enforce_eager
         # V0 (vLLM 0.7, perfmodel.vllm_releases): prefill steps run eager, decode steps replay CUDA graphs
         # captured for these batch sizes (a batch runs padded up to the next one)
-        self._v0_graphs = (tuple(cuda_graph_batch_sizes) if engine_generation == "v0" and not enforce_eager
+        v0 = EngineGeneration(engine_generation) is EngineGeneration.V0
+        self._v0_graphs = (tuple(cuda_graph_batch_sizes) if v0 and not enforce_eager
                            else ())
         # GPTQ's exllama-derived kernels multiply with half2 FMAs on the CUDA cores, not the tensor cores: twice
         # the fp32 rate on Volta (CUDA C++ Programming Guide, arithmetic instruction throughput, compute capability
@@ -114,7 +117,7 @@ class StepCostModel:
         self._allreduce_call_s = coefficients.allreduce_latency_s if custom else coefficients.nccl_allreduce_latency_s
         # V0 with PP: the engine process's per-step work (scheduling, calling the stages, output processing) is
         # one thread shared by the virtual engines, outside every stage (see stage_split_s)
-        self._host_serial = engine_generation == "v0" and layout.pp > 1
+        self._host_serial = v0 and layout.pp > 1
         pp_bw, pp_latency = comm.p2p_link(cluster, placement.pp_spans_nodes) if layout.pp > 1 else (1.0, 0.0)
         self._pp_bw, self._pp_latency = pp_bw, pp_latency + coefficients.p2p_latency_s
         self._gemm_cache: dict[int, float] = {}

@@ -1,5 +1,11 @@
-"""Errors meant for the user rather than for a traceback."""
+"""Errors meant for the user rather than for a traceback.
 
+``UserError`` is the one base class: every package's user errors subclass it (``hardware.HardwareError``,
+``calibrate.sweep.SweepError``, ``calibrate.records.RecordError`` ...), so the CLI catches only it. It is
+defined in ``hardware.errors`` because the hardware package is a leaf that imports nothing of ours, yet its
+errors must be user errors too; this module is where everything else imports it from.
+"""
 
-class UserError(Exception):
-    """One-line message for the user; CLI exits 2."""
+from hardware.errors import UserError
+
+__all__ = ["UserError"]

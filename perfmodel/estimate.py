@@ -57,7 +57,7 @@ class OfflineWorkload:
 class ThroughputEstimate:
     """Offline throughput with vLLM's benchmark names; ``tokens_per_second`` counts input plus output."""
 
-    elapsed_time: float  # seconds for all requests on all replicas
+    elapsed_s: float  # seconds for all requests on all replicas
     requests_per_second: float
     tokens_per_second: float
     output_tokens_per_second: float
@@ -119,6 +119,6 @@ def offline_throughput(step_cost, workload: OfflineWorkload, *, batch_size: int,
         elapsed += wave_time_s(step_cost, rest, *args)
     n = workload.num_prompts
     return ThroughputEstimate(
-        elapsed_time=elapsed, requests_per_second=n / elapsed,
+        elapsed_s=elapsed, requests_per_second=n / elapsed,
         tokens_per_second=n * (workload.input_len + workload.output_len) / elapsed,
         output_tokens_per_second=n * workload.output_len / elapsed, batch_size=batch_size)

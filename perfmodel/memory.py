@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from hardware.spec import ClusterSpec
+from hardware.spec import GIB, ClusterSpec
 from perfmodel.coefficients import Coefficients
 from perfmodel.engine import EngineArgs
 from perfmodel.layout import Layout
@@ -144,10 +144,10 @@ def memory_plan(model: ModelShape, cluster: ClusterSpec, layout: Layout, precisi
     concurrency = tokens / per_request if per_request else 0.0
     reason = ""
     if weights > budget:
-        reason = f"weights need {weights / 2**30:.1f} GiB/GPU, budget is {budget / 2**30:.1f} GiB"
+        reason = f"weights need {weights / GIB:.1f} GiB/GPU, budget is {budget / GIB:.1f} GiB"
     elif blocks == 0:
-        reason = (f"no KV cache left: weights {weights / 2**30:.1f} + activations {activation / 2**30:.1f} GiB "
-                  f"of a {budget / 2**30:.1f} GiB budget")
+        reason = (f"no KV cache left: weights {weights / GIB:.1f} + activations {activation / GIB:.1f} GiB "
+                  f"of a {budget / GIB:.1f} GiB budget")
     elif tokens < max_len:
         reason = f"KV cache holds {tokens} tokens, fewer than max_model_len {max_len}"
     return MemoryPlan(total_bytes=total, budget_bytes=budget, weights_bytes=weights, activation_bytes=activation,

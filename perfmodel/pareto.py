@@ -60,9 +60,8 @@ def closed_loop_point(scenario: "Scenario", layout: Layout, max_num_seqs: int, *
     """One replica of ``layout`` at ``max_num_seqs``, full (closed loop); None when it does not fit."""
     from perfmodel.simulate import build_requests
 
-    engine = dataclasses.replace(scenario.engine, max_num_seqs=max_num_seqs)
     replica = dataclasses.replace(layout, dp=1)
-    sized = scenario.with_(engine=engine)
+    sized = scenario.with_engine(max_num_seqs=max_num_seqs)  # re-resolved: V0's graph sizes follow max_num_seqs
     if not sized.memory(replica).fits:
         return None
     requests = build_requests(input_len=input_len, output_len=output_len,

@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from hardware.spec import GIB
 from perfmodel.errors import UserError
 from perfmodel.estimate import offline_throughput
 from perfmodel.layout import Layout, check_tp, enumerate_layouts
@@ -40,7 +41,7 @@ class LayoutPrediction:
     requests_per_second: float
     tokens_per_second: float  # input + output
     output_tokens_per_second: float
-    elapsed_time: float  # seconds for all prompts
+    elapsed_time: float  # seconds for all prompts (vLLM's benchmark_throughput name, kept in the output)
     method: str  # "analytical" or "simulated"
     calibration: str  # "calibrated", "transferred" or "default"
 
@@ -73,7 +74,7 @@ def predict_layout(scenario: Scenario, layout: Layout) -> LayoutPrediction:
     """Memory and analytical offline throughput of one layout."""
     check_tp(layout.tp, scenario.model.num_attention_heads, scenario.model.num_kv_heads)
     plan, batch, fits, reason = fit_check(scenario, layout)
-    base = dict(tp=layout.tp, pp=layout.pp, dp=layout.dp, gpus=layout.gpus, weights_gib_per_gpu=plan.weights_bytes / 2**30,
+    base = dict(tp=layout.tp, pp=layout.pp, dp=layout.dp, gpus=layout.gpus, weights_gib_per_gpu=plan.weights_bytes / GIB,
                 kv_cache_tokens=plan.kv_cache_tokens, max_concurrency=plan.max_concurrency, batch_size=batch,
                 calibration=scenario.profile.status_for(scenario.cluster.gpu.name))
     if not fits:
@@ -85,7 +86,7 @@ def predict_layout(scenario: Scenario, layout: Layout) -> LayoutPrediction:
     return LayoutPrediction(**base, fits=True, reason="", requests_per_second=estimate.requests_per_second,
                             tokens_per_second=estimate.tokens_per_second,
                             output_tokens_per_second=estimate.output_tokens_per_second,
-                            elapsed_time=estimate.elapsed_time, method="analytical")
+                            elapsed_time=estimate.elapsed_s, method="analytical")
 
 
 def candidate_layouts(scenario: Scenario, num_gpus: int, tp: int | None = None, pp: int | None = None) -> list[Layout]:

@@ -10,7 +10,8 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-FORMATS = ("table", "json", "csv")
+FORMATS = ("table", "json", "csv")  # --format
+LATENCIES = ("ttft", "tpot", "itl", "e2e")  # the per-request latencies reported (vLLM's benchmark names), seconds
 
 
 def _cell(value: Any) -> str:

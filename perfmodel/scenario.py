@@ -31,6 +31,7 @@ from perfmodel.model import ModelShape, load_model
 from perfmodel.offload import NEEDS_PP, OffloadStepCost, check_host_fraction, host_link, with_offload
 from perfmodel.precision import Precision, resolve_precision
 from perfmodel.scenario_options import BATCHING, ENTRY_POINTS, ScenarioOptions
+from perfmodel.vllm_releases import EngineGeneration
 
 if TYPE_CHECKING:
     from simulator.config import EngineConfig
@@ -47,6 +48,7 @@ class Scenario:
     engine: EngineArgs
     profile: Profile
     workload: OfflineWorkload
+    options: ScenarioOptions  # what this was resolved from (``with_engine`` resolves it again)
     batching: str = "continuous"
     static_batch_size: int | None = None
     kv_offload: bool = False
@@ -64,12 +66,17 @@ class Scenario:
 
     # -- building ----------------------------------------------------------------------------------------------
     @classmethod
-    def from_options(cls, options: ScenarioOptions) -> "Scenario":
-        """Load model and hardware by name or path and fill vLLM's defaults for what is not given."""
+    def from_options(cls, options: ScenarioOptions, *, model: ModelShape | None = None,
+                     cluster: ClusterSpec | None = None, profile: Profile | None = None) -> "Scenario":
+        """Load model and hardware by name or path and fill vLLM's defaults for what is not given.
+
+        ``model``, ``cluster``, ``profile``: already loaded (calibration resolves many runs on one cluster, a
+        record's model may live in a folder that its name no longer finds, a fit prices its own coefficients);
+        they stand for ``options.model``, ``options.hardware`` and ``options.calibration``."""
         if options.entry_point not in ENTRY_POINTS:
             raise UserError(f"entry point must be 'offline' or 'serve', got {options.entry_point!r}")
-        shape = load_model(options.model)
-        cluster = load_hardware(options.hardware)
+        shape = model or load_model(options.model)
+        cluster = cluster or load_hardware(options.hardware)
         if options.nodes is not None:
             cluster = with_nodes(cluster, options.nodes)
         tp_across_nodes = options.nodes is None if options.tp_across_nodes is None else options.tp_across_nodes
@@ -77,17 +84,15 @@ class Scenario:
             raise UserError(f"--enable-expert-parallel needs a mixture-of-experts model; {shape.name} is dense")
         precision = resolve_precision(shape, cluster.gpu, dtype=options.dtype, quantization=options.quantization,
                                       kv_cache_dtype=options.kv_cache_dtype)
-        profile = load_profile(options.calibration) if options.calibration else default_profile(cluster.gpu.name)
-        version = options.vllm_version or cluster.vllm_version or DEFAULT_VLLM_VERSION
-        engine = default_engine_args(cluster.gpu.memory_bytes, entry_point=options.entry_point, vllm_version=version,
-                                     model_max_len=shape.max_position_embeddings,
-                                     compute_capability=float(cluster.gpu.compute_capability), **options.engine_overrides())
+        if profile is None:
+            profile = load_profile(options.calibration) if options.calibration else default_profile(cluster.gpu.name)
+        engine = _resolve_engine(options, shape, cluster)
         workload = OfflineWorkload(input_len=options.input_len, output_len=options.output_len,
                                    num_prompts=options.num_prompts)
         return cls(model=shape, cluster=cluster, precision=precision, engine=engine, profile=profile,
                    workload=workload, batching=options.batching, static_batch_size=options.static_batch_size,
                    kv_offload=options.kv_offload, kv_offload_host_fraction=options.kv_offload_host_fraction,
-                   tp_across_nodes=tp_across_nodes, expert_parallel=options.expert_parallel)
+                   tp_across_nodes=tp_across_nodes, expert_parallel=options.expert_parallel, options=options)
 
     @classmethod
     def build(cls, **options: Any) -> "Scenario":
@@ -99,6 +104,13 @@ class Scenario:
 
     def with_(self, **changes: Any) -> "Scenario":
         return dataclasses.replace(self, **changes)
+
+    def with_engine(self, **changes: Any) -> "Scenario":
+        """The same scenario with other engine arguments (vLLM's names), resolved again as vLLM would: what
+        depends on them (V0's CUDA-graph sizes on ``max_num_seqs``) follows, which patching the resolved
+        ``EngineArgs`` would miss."""
+        options = self.options.replace(**changes)
+        return dataclasses.replace(self, engine=_resolve_engine(options, self.model, self.cluster), options=options)
 
     def with_coefficients(self, coefficients: Coefficients) -> "Scenario":
         """The same scenario priced with other coefficients (fitting tries many)."""
@@ -186,7 +198,7 @@ class Scenario:
         engine = self.engine_config(num_kv_blocks, batching)
         cost = self.step_cost(layout)
         c = self.profile.coefficients
-        if served and c.server_graphless_layer_s > 0 and self.engine.engine_generation == "v1":
+        if served and c.server_graphless_layer_s > 0 and self.engine.engine_generation is EngineGeneration.V1:
             from perfmodel.serving import GraphlessFloorStepCost, max_cuda_graph_tokens
 
             floor_s = c.server_graphless_layer_s * self.model.num_layers / layout.pp
@@ -206,8 +218,8 @@ class Scenario:
         off. V0 with chunked prefill runs decodes first and then prompt chunks within the budget (vLLM 0.7.0
         vllm/core/scheduler.py Scheduler._schedule_chunked_prefill), which the V1 model reproduces."""
         e = self.engine
-        v0 = e.engine_generation == "v0" and not e.enable_chunked_prefill and batching == "continuous"
-        return "v0" if v0 else "v1"
+        v0 = e.engine_generation is EngineGeneration.V0 and not e.enable_chunked_prefill and batching == "continuous"
+        return str(EngineGeneration.V0 if v0 else EngineGeneration.V1)
 
     def check_gpus(self, num_gpus: int, what: str = "--gpus") -> None:
         """Refuse more GPUs than the hardware has (all its nodes) or than one job may use (its per-job node
@@ -253,6 +265,14 @@ class Scenario:
     def max_model_len(self) -> int:
         """The context limit vLLM enforces: ``--max-model-len``, else the model's own."""
         return self.engine.max_model_len or self.model.max_position_embeddings
+
+
+def _resolve_engine(options: ScenarioOptions, shape: ModelShape, cluster: ClusterSpec) -> EngineArgs:
+    """The engine the release runs on this GPU: the user's version, else the cluster's, else perfmodel's."""
+    version = options.vllm_version or cluster.vllm_version or DEFAULT_VLLM_VERSION
+    return default_engine_args(cluster.gpu.memory_bytes, entry_point=options.entry_point, vllm_version=version,
+                               model_max_len=shape.max_position_embeddings, gpu_name=cluster.gpu.display_name,
+                               compute_capability=float(cluster.gpu.compute_capability), **options.engine_overrides())
 
 
 class ScaledStepCost:

@@ -8,8 +8,9 @@ Releases read (the wheel's Python source, `pip download vllm==X`):
   among other features (fp8 KV cache, non-fp16/bf16 dtypes, ...). V0 then gets `_set_default_args_v0`.
 - 0.10.0: V1 unless compute capability < 8.0 (PP now runs on V1); V1's budget and max_num_seqs by GPU memory
   (>= 70 GiB and not an A100: 16384 / 8192 and 1024, else 8192 / 2048 and 256), `_set_default_args_v1`.
-- 0.26: perfmodel/engine.py's V1 values (read there from a vLLM 0.26 run on an H200, data/h200), not from
-  source; its CUDA-graph sizes are not known here and are taken from 0.8.0 (`sources` says so).
+- 0.26: V1 values read from a vLLM 0.26 run on an H200 (data/h200: 1024 seqs, 16384 tokens offline, utilisation
+  0.92 in its log), not from source, with 0.10.0's rule by memory alone; its CUDA-graph sizes are not known here
+  and are taken from 0.8.0 (`sources` says so).
 Releases older than 0.7.0 are given 0.7.0's values (not checked); one between two read releases gets the
 older one's, as perfmodel/engine.py does.
 
@@ -38,12 +39,13 @@ at most the largest captured size, [1, 2, 4, 8, 16, ..., 512] cut at max_num_bat
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import Enum
 from types import MappingProxyType
 from typing import Mapping
 
+from hardware.spec import GIB
 from perfmodel.errors import UserError
 
-GIB = 1024**3
 ENTRY_POINTS = ("offline", "serve")
 LONG_CONTEXT_TOKENS = 32768  # V0 turns chunked prefill on above this max_model_len
 
@@ -51,11 +53,21 @@ _V070 = "vLLM 0.7.0 "
 _V080 = "vLLM 0.8.0 "
 
 
+class EngineGeneration(str, Enum):
+    """vLLM's engine: V0 (``vllm/engine/llm_engine.py``, the default up to 0.7) or V1 (``vllm/v1``, from 0.8)."""
+
+    V0 = "v0"
+    V1 = "v1"
+
+    __str__ = str.__str__  # "v0", also in f-strings and YAML written via str()
+    __hash__ = str.__hash__  # equal to "v0", so it must hash like it (dict keys and sets mix both)
+
+
 @dataclass(frozen=True, kw_only=True)
 class ReleaseDefaults:
     """The defaults a vLLM release resolves for one setup.
 
-    engine_generation: "v0" or "v1".
+    engine_generation: V0 or V1.
     cuda_graph_batch_sizes: ascending captured sizes: sequences per decode step (V0) or tokens per step (V1).
     cuda_graph_prefill: whether steps holding prefill tokens can run in CUDA graphs (V0: no, eager).
     max_seq_len_to_capture: V0's longest decode sequence that still uses graphs (None for V1).
@@ -63,7 +75,7 @@ class ReleaseDefaults:
     """
 
     vllm_version: str
-    engine_generation: str
+    engine_generation: EngineGeneration
     entry_point: str
     max_num_seqs: int
     max_num_batched_tokens: int
@@ -90,22 +102,23 @@ def parse_release(version: str) -> tuple[int, int, int]:
 
 
 def engine_generation(version: str, *, compute_capability: float | None = None,
-                      pipeline_parallel_size: int = 1) -> str:
-    """"v0" or "v1": which engine `version` runs by default (VLLM_USE_V1 unset).
+                      pipeline_parallel_size: int = 1) -> EngineGeneration:
+    """V0 or V1: which engine `version` runs by default (VLLM_USE_V1 unset).
 
     <= 0.7.x: V0 (vLLM 0.7.0 `vllm/envs.py` VLLM_USE_V1 default "0"). From 0.8.0: V1, except that 0.8.x (and
     0.9.x, not read) falls back to V0 on compute capability < 8.0 or with pipeline parallelism (vLLM 0.8.0
     `vllm/engine/arg_utils.py` `EngineArgs._is_v1_supported_oracle`); 0.10.0's oracle still falls back on
     compute capability < 8.0 but runs PP on V1. 0.26 is taken as V1 on every GPU (not read)."""
+    v0, v1 = EngineGeneration.V0, EngineGeneration.V1
     release = parse_release(version)
     if release < (0, 8, 0):
-        return "v0"
+        return v0
     volta = compute_capability is not None and compute_capability < 8.0
     if release < (0, 10, 0):  # 0.8.0's oracle (0.9.x not read)
-        return "v0" if volta or pipeline_parallel_size > 1 else "v1"
+        return v0 if volta or pipeline_parallel_size > 1 else v1
     if release < (0, 26, 0):  # 0.10.0's oracle: PP runs on V1, compute capability < 8.0 still falls back
-        return "v0" if volta else "v1"
-    return "v1"
+        return v0 if volta else v1
+    return v1
 
 
 def _v0_graph_sizes(max_num_seqs: int) -> tuple[int, ...]:
@@ -147,7 +160,7 @@ def _v0_defaults(version: str, entry_point: str, max_model_len: int, read_from: 
     }
     if read_from == "older":
         sources = {k: v + "; assumed for releases before 0.7.0 (not checked)" for k, v in sources.items()}
-    return ReleaseDefaults(vllm_version=version, engine_generation="v0", entry_point=entry_point,
+    return ReleaseDefaults(vllm_version=version, engine_generation=EngineGeneration.V0, entry_point=entry_point,
                            max_num_seqs=seqs, max_num_batched_tokens=budget, enable_chunked_prefill=chunked,
                            gpu_memory_utilization=0.90, block_size=16, cuda_graph_batch_sizes=_v0_graph_sizes(seqs),
                            cuda_graph_prefill=False, max_seq_len_to_capture=min(8192, max_model_len),
@@ -178,13 +191,15 @@ def _v1_limits(release: tuple[int, int, int], entry_point: str, gpu_memory_bytes
         src = {"max_num_seqs": f"{_V0100}{arg_utils} ({rule})",
                "max_num_batched_tokens": f"{_V0100}{arg_utils} ({rule})",
                "gpu_memory_utilization": _V0100 + "vllm/config.py CacheConfig.gpu_memory_utilization"}
-    else:  # 0.26 as perfmodel/engine.py has it
+    else:  # 0.26: not read; what a vLLM 0.26 run on an H200 resolved (data/h200), with 0.10.0's rule by memory
         large = memory_large
         seqs, util = (1024 if large else 256), 0.92
-        src = {"max_num_seqs": "perfmodel/engine.py default_engine_args (vLLM 0.26 on H200, data/h200)",
-               "max_num_batched_tokens": "perfmodel/engine.py default_engine_args (>= 70 GiB: 16384 / 8192, "
-                                         "else 8192 / 2048)",
-               "gpu_memory_utilization": "perfmodel/engine.py _GPU_MEMORY_UTILIZATION (vLLM 0.26 log)"}
+        run = "vLLM 0.26 on an H200 resolved 1024 seqs and 16384 tokens offline (data/h200)"
+        src = {"max_num_seqs": f"{run}; >= 70 GiB: 1024, else 256 as 0.10.0 (source not read)",
+               "max_num_batched_tokens": f"{run}; >= 70 GiB: 16384 / 8192, else 8192 / 2048 as 0.10.0 "
+                                         "(source not read)",
+               "gpu_memory_utilization": "vLLM 0.26 log 'Desired GPU memory utilization is (0.92, ...)' "
+                                         "(data/h200/logs.tar.gz)"}
     budget = {("offline", True): 16384, ("serve", True): 8192,
               ("offline", False): 8192, ("serve", False): 2048}[(entry_point, large)]
     return seqs, budget, util, src
@@ -205,7 +220,7 @@ def _v1_defaults(version: str, entry_point: str, gpu_memory_bytes: float, gpu_na
                 "cuda_graph_batch_sizes": graphs,
                 "cuda_graph_prefill": graphs + ": piecewise graphs over token counts, prefill included",
                 "max_seq_len_to_capture": "not used for V1 graphs (None)"})
-    return ReleaseDefaults(vllm_version=version, engine_generation="v1", entry_point=entry_point,
+    return ReleaseDefaults(vllm_version=version, engine_generation=EngineGeneration.V1, entry_point=entry_point,
                            max_num_seqs=seqs, max_num_batched_tokens=budget, enable_chunked_prefill=True,
                            gpu_memory_utilization=util, block_size=16, cuda_graph_batch_sizes=_v1_graph_sizes(budget),
                            cuda_graph_prefill=True, max_seq_len_to_capture=None, sources=MappingProxyType(src))
@@ -230,7 +245,7 @@ def release_defaults(vllm_version: str, *, gpu_memory_bytes: float, entry_point:
     release = parse_release(vllm_version)
     generation = engine_generation(vllm_version, compute_capability=compute_capability,
                                    pipeline_parallel_size=pipeline_parallel_size)
-    if generation == "v0":
+    if generation is EngineGeneration.V0:
         # V0 in 0.8.0 and 0.10.0 (`_set_default_args_v0`) keeps 0.7.0's values; 0.8.0's are cited
         read_from = "older" if release < (0, 7, 0) else "0.8.0" if release >= (0, 8, 0) else "0.7.0"
         return _v0_defaults(vllm_version, entry_point, max_model_len, read_from)

@@ -17,4 +17,4 @@ $PY -m perfmodel.cli calibrate uncertainty data/taiwania/results.jsonl --hardwar
     --profile perfmodel/profiles/v100-sxm2-32gb.yaml --transfer "h200=h200-sxm:$H200_CSV" \
     --runs-csv docs/intervals-runs-v100-sxm2-32gb.csv &
 wait
-$PY -m calibrate.coverage --out docs/intervals.md --notes docs/intervals-notes.md docs/intervals-runs-h200-sxm.csv docs/intervals-runs-v100-sxm2-32gb.csv
+$PY scripts/intervals_report.py --out docs/intervals.md --notes docs/intervals-notes.md docs/intervals-runs-h200-sxm.csv docs/intervals-runs-v100-sxm2-32gb.csv

@@ -66,3 +66,120 @@ def test_the_calibration_client_runs_without_simpy():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["5", "no", "simulator.run"]
+
+
+# -- the import graph: no cycles, the CLI at the edge, one composition root ------------------------------------
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES = {_module_name(p): p for package in OURS for p in _modules(package)}
+
+
+def _our_imports(path: Path) -> set[str]:
+    """The modules of ours that ``path`` imports anywhere (function-level imports too: a lazy import still
+    couples the two files), ``from package import module`` resolved to the module."""
+    tree = ast.parse(path.read_text())
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+            found |= {f"{node.module}.{alias.name}" for alias in node.names}
+    return {name for name in found if name in MODULES} - {_module_name(path)}
+
+
+GRAPH = {name: _our_imports(path) for name, path in MODULES.items()}
+
+
+def _is_cli(name: str) -> bool:
+    return name == "perfmodel.cli" or name.startswith("perfmodel.cli.")
+
+
+def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One cycle of ``graph`` (a list of nodes, the first repeated at the end), or None."""
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                return stack[stack.index(nxt):] + [nxt]
+            if nxt not in state and (found := visit(nxt)):
+                return found
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (found := visit(node)):
+            return found
+    return None
+
+
+def _package(name: str) -> str:
+    return "perfmodel.cli" if _is_cli(name) else name.split(".")[0]
+
+
+def test_no_import_cycle_between_files():
+    # a package's __init__ re-exporting its modules is not a dependency of those modules on each other
+    graph = {name: {n for n in deps if not (name == n.split(".")[0] or MODULES[name].name == "__init__.py"
+                                            and n.startswith(name + "."))}
+             for name, deps in GRAPH.items()}
+    assert _cycle(graph) is None, " -> ".join(_cycle(graph) or ())
+
+
+def test_no_import_cycle_between_packages():
+    """perfmodel's CLI counts as a package of its own: the edge that imports the library and calibrate."""
+    graph: dict[str, set[str]] = {}
+    for name, deps in GRAPH.items():
+        graph.setdefault(_package(name), set()).update(_package(d) for d in deps if _package(d) != _package(name))
+    assert _cycle(graph) is None, " -> ".join(_cycle(graph) or ())
+    assert "perfmodel.cli" not in set().union(*graph.values())
+
+
+def test_no_library_module_imports_a_cli_module():
+    for name, deps in GRAPH.items():
+        if not _is_cli(name):
+            assert not {d for d in deps if _is_cli(d)}, f"{name} imports {sorted(d for d in deps if _is_cli(d))}"
+    for path in _modules("calibrate"):
+        assert not any(n == "perfmodel.cli" or n.startswith("perfmodel.cli.") for n in _imports(path)), path
+
+
+def test_only_from_options_constructs_a_scenario():
+    """Every path resolves its scenario through ``Scenario.from_options`` (copies via ``dataclasses.replace``
+    are the same resolution)."""
+    for name, path in MODULES.items():
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call):
+                callee = node.func.id if isinstance(node.func, ast.Name) else getattr(node.func, "attr", None)
+                assert callee != "Scenario", f"{name} line {node.lineno} constructs a Scenario"
+    scenario = ast.parse(MODULES["perfmodel.scenario"].read_text())
+    for cls in (n for n in scenario.body if isinstance(n, ast.ClassDef) and n.name == "Scenario"):
+        for fn in (n for n in cls.body if isinstance(n, ast.FunctionDef)):
+            calls = [n for n in ast.walk(fn) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)
+                     and n.func.id == "cls"]
+            assert not calls or fn.name == "from_options", f"Scenario.{fn.name} constructs a Scenario"
+
+
+def test_every_user_error_is_a_user_error():
+    from calibrate.importers import ImportFormatError
+    from calibrate.modeldir import ModelDirError
+    from calibrate.record_fields import RecordError
+    from calibrate.slurm import SlurmError
+    from calibrate.sweep import SweepError
+    from hardware import HardwareError
+    from hardware.spec import SpecError
+    from perfmodel.errors import UserError
+
+    for error in (HardwareError, SpecError, SweepError, ModelDirError, ImportFormatError, SlurmError, RecordError):
+        assert issubclass(error, UserError), error
+    names = {n.name for p in (p for pkg in OURS for p in _modules(pkg)) for n in ast.walk(ast.parse(p.read_text()))
+             if isinstance(n, ast.ClassDef) and n.name.endswith("Error")}
+    assert names == {"UserError", "HardwareError", "SpecError", "SweepError", "ModelDirError", "ImportFormatError",
+                     "SlurmError", "RecordError"}, "a new error class: make it a UserError and list it here"

@@ -65,3 +65,13 @@ def test_cli_formats_and_plot(tmp_path, capsys):
 def test_cli_refuses_bad_sizes(capsys):
     assert main(["pareto", *SMALL[:-6], "--max-num-seqs-list", "0,4"]) == 2
     assert "positive sizes" in capsys.readouterr().err
+
+
+def test_a_point_re_resolves_the_engine_so_v0_graph_sizes_follow_max_num_seqs():
+    from perfmodel.scenario import Scenario
+
+    scenario = Scenario.build(model="llama-3.1-8b", hardware="taiwania2", vllm_version="0.7.0")
+    assert scenario.engine.cuda_graph_batch_sizes[-1] == 256
+    sized = scenario.with_engine(max_num_seqs=20)
+    assert sized.engine.max_num_seqs == 20 and sized.engine.cuda_graph_batch_sizes[-1] == 24  # vLLM 0.7.0 sizes
+    assert sized.options.max_num_seqs == 20 and scenario.options.max_num_seqs is None

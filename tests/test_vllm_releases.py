@@ -90,3 +90,18 @@ def test_bad_input_is_one_clear_user_error():
         release_defaults("0.7.0", entry_point="api", max_model_len=8192, gpu_memory_bytes=GIB)
     with pytest.raises(UserError, match="max_model_len"):
         release_defaults("0.7.0", entry_point="serve", max_model_len=0, gpu_memory_bytes=GIB)
+
+
+@pytest.mark.parametrize("version, entry_point, expected", [
+    # vLLM 0.8.0 vllm/engine/arg_utils.py EngineArgs._set_default_args_v1: 16384/8192 only when the device name
+    # has h100/h200; max_num_seqs 1024 on every GPU
+    ("0.8.0", "offline", (1024, 8192)), ("0.8.0", "serve", (1024, 2048)),
+    # vLLM 0.10.0 same function: the large budget and 1024 seqs need >= 70 GiB and "a100" not in the name
+    ("0.10.0", "offline", (256, 8192)), ("0.10.0", "serve", (256, 2048)),
+])
+def test_an_a100_scenario_resolves_what_the_release_resolves(version, entry_point, expected):
+    from perfmodel.scenario import Scenario
+
+    engine = Scenario.build(model="llama-3.1-8b", hardware="dgx-a100", vllm_version=version,
+                            entry_point=entry_point).engine
+    assert (engine.max_num_seqs, engine.max_num_batched_tokens) == expected

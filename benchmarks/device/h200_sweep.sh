@@ -18,7 +18,7 @@ nvidia-smi --query-gpu=index,name,memory.total,driver_version --format=csv,nohea
 lane() {
   local gpus=$1 sweep=$2 results=$3; shift 3
   for pattern in "$@"; do
-    CUDA_VISIBLE_DEVICES=$gpus python3 -m calibrate.runner "sweeps/$sweep.yaml" --results "$runs/$results.jsonl" \
+    CUDA_VISIBLE_DEVICES=$gpus python3 -m perfmodel.cli calibrate run "sweeps/$sweep.yaml" --results "$runs/$results.jsonl" \
       --only "$pattern" --engine-timeout 420
   done
 }

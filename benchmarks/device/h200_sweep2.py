@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         print(f"start {label}", flush=True)
         t0 = time.monotonic()
-        cmd = [sys.executable, "-m", "calibrate.runner", str(ROOT / "sweeps" / f"{name}.yaml"),
+        cmd = [sys.executable, "-m", "perfmodel.cli", "calibrate", "run", str(ROOT / "sweeps" / f"{name}.yaml"),
                "--results", str(results_dir / f"{name}.jsonl"), "--engine", engine.engine_id,
                "--engine-timeout", f"{max(left - 5, 30):.0f}"]  # only the deadline stops an engine: a tighter
         # limit (1.6 x the estimate) killed five engines mid-run in this sweep's first calls

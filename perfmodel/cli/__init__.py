@@ -22,8 +22,8 @@ class ArgumentParser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from calibrate.cli import add_calibrate_subcommands
     from perfmodel.cli import catalog, compare, pareto, plan, predict, simulate
+    from perfmodel.cli.calibrate import add_calibrate_subcommands
 
     parser = ArgumentParser(prog="perfmodel", description=(
         "Predict vLLM inference throughput, latency and memory on GPU clusters; calibrate against real runs."))
@@ -34,17 +34,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def user_errors() -> tuple[type[BaseException], ...]:
-    """The exceptions whose message is for the user (one line, exit 2): evaluated only when one is raised."""
-    from calibrate.importers import ImportFormatError
-    from calibrate.modeldir import ModelDirError
-    from calibrate.slurm import SlurmError
-    from calibrate.sweep import SweepError
-    from hardware import HardwareError
-
-    return (UserError, HardwareError, SweepError, ModelDirError, ImportFormatError, SlurmError)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     from perfmodel.cli.vllm_flags import expand_vllm_argv, ignored
 
@@ -53,7 +42,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(expand_vllm_argv(sys.argv[1:] if argv is None else argv))
     except SystemExit as exc:  # --help (0) or a one-line argparse error (2)
         return exc.code if isinstance(exc.code, int) else int(exc.code is not None)
-    except user_errors() as exc:  # a --config file that cannot be read
+    except UserError as exc:  # a --config file that cannot be read
         print(f"perfmodel: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
     unused = ignored(args)
@@ -61,7 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"perfmodel: ignored: no effect on performance: {' '.join(unused)}", file=sys.stderr)
     try:
         return int(args.handler(args) or 0)
-    except user_errors() as exc:
+    except UserError as exc:
         print(f"perfmodel: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
     except BrokenPipeError:

@@ -12,11 +12,11 @@ import math
 from typing import Any
 
 from perfmodel.cli.validate import (MAX_GPUS, MAX_NUM_PROMPTS, MAX_NUM_SEQS, MAX_SEED, MAX_SPREAD, MAX_TOKENS,
-                                    input_file, integer, name_or_file, output_file, real)
+                                    input_file, integer, name_or_file, real)
 from perfmodel.precision import DTYPE_CHOICES, KV_CACHE_DTYPE_CHOICES, QUANTIZATION_CHOICES
+from perfmodel.report import FORMATS
 from perfmodel.scenario_options import BATCHING, DISTRIBUTIONS, ScenarioOptions
 
-FORMATS = ("table", "json", "csv")
 ROUTERS = ("round_robin", "least_loaded", "random")
 # the validators of flags that several commands share (perfmodel.cli.validate; calibrate's CLI uses them too)
 MODEL = name_or_file("json", (".json",))
@@ -27,7 +27,6 @@ GPUS = integer(1, MAX_GPUS)
 SEED = integer(0, MAX_SEED)
 SPREAD = real(0, MAX_SPREAD)
 BURSTINESS = real(0, 1e6, low_open=True)
-OUTPUT_FILE = output_file
 _ENGINE_FLAGS = ("max_num_seqs", "max_num_batched_tokens", "gpu_memory_utilization", "max_model_len", "block_size",
                  "enforce_eager", "enable_chunked_prefill", "enable_prefix_caching", "vllm_version")
 

@@ -12,8 +12,8 @@ from perfmodel.cli.options import (add_format_argument, add_layout_arguments, ad
 from perfmodel.cli.intervals import add_interval_argument, csv_row, footnote, level, with_interval
 from perfmodel.cli.validate import output_file
 from perfmodel.errors import UserError
+from perfmodel.report import LATENCIES
 
-LATENCIES = (("ttft", "TTFT"), ("tpot", "TPOT"), ("itl", "ITL"), ("e2e", "E2E"))
 STATS = ("mean", "median", "p90", "p99")
 
 
@@ -114,7 +114,7 @@ def _latency_rows(m, iv=None) -> list[dict]:
     from perfmodel.uncertainty import plus_minus
 
     return [{"name": label, **{s: plus_minus(getattr(m, f"{key}_s_{s}"), iv, f"{key}_s_{s}", 1e3) for s in STATS}}
-            for key, label in LATENCIES]
+            for key, label in ((k, k.upper()) for k in LATENCIES)]
 
 
 def run(args: argparse.Namespace) -> int:

@@ -4,9 +4,10 @@ from pathlib import Path
 
 import pytest
 
-from calibrate.coverage import PREREGISTERED, preregistered
+from calibrate.coverage import preregistered
 
 ROOT = Path(__file__).resolve().parents[2]
+PREREGISTERED = (ROOT / "data" / "h200-holdout2", ROOT / "data" / "h200-holdout3")  # scripts/intervals_report.py's
 
 
 def _write(folder: Path, predictions: list[dict], results: list[dict]) -> None:

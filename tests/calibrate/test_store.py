@@ -132,7 +132,7 @@ def test_killed_sweep_resumes_without_loss_or_duplicates(tmp_path):
     results = tmp_path / "results.jsonl"
     env = {**os.environ, "FAKE_VLLM_DELAY_S": "0.4",
            "PYTHONPATH": os.pathsep.join((str(ROOT), str(FAKE_VLLM)))}
-    cmd = [sys.executable, "-m", "calibrate.runner", str(sweep_path), "--results", str(results)]
+    cmd = [sys.executable, "-m", "perfmodel.cli", "calibrate", "run", str(sweep_path), "--results", str(results)]
     proc = subprocess.Popen(cmd, env=env, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:

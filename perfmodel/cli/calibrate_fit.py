@@ -46,7 +46,8 @@ def add_fit_subcommands(sub: argparse._SubParsersAction) -> None:
     pred.add_argument("sweep", type=input_file("yaml"), help="sweep YAML")
     pred.add_argument("--hardware", required=True, type=HARDWARE, help="GPU or cluster the runs will be measured on")
     pred.add_argument("--calibration", default=None, type=PROFILE, help="profile (default: the one shipped for the GPU)")
-    pred.add_argument("--vllm-version", default=None, help="vLLM release whose defaults to assume (default: 0.26)")
+    pred.add_argument("--vllm-version", default=None,
+                      help="vLLM release whose defaults to assume (default: the hardware's, else 0.26)")
     pred.add_argument("--out", required=True, type=output_file, help="predictions file to write (JSON lines, one per run)")
     add_interval_argument(pred)
     pred.set_defaults(handler=cmd_predict_sweep)
@@ -71,7 +72,7 @@ def add_fit_subcommands(sub: argparse._SubParsersAction) -> None:
                        help="keep runs measured on another GPU than --hardware (warned)")
     check.set_defaults(handler=cmd_check)
 
-    from calibrate.cli_uncertainty import register as register_uncertainty
+    from perfmodel.cli.calibrate_uncertainty import register as register_uncertainty
 
     register_uncertainty(sub)
 
@@ -177,11 +178,10 @@ def cmd_predict_sweep(args: argparse.Namespace) -> int:
     from calibrate.predict_sweep import predict_sweep, write_predictions
     from hardware import load_hardware
     from perfmodel.coefficients import default_profile, load_profile
-    from perfmodel.engine import DEFAULT_VLLM_VERSION
 
     profile = load_profile(args.calibration) if args.calibration else default_profile(
         load_hardware(args.hardware).gpu.name)
-    predictions = predict_sweep(args.sweep, args.hardware, profile, vllm_version=args.vllm_version or DEFAULT_VLLM_VERSION,
+    predictions = predict_sweep(args.sweep, args.hardware, profile, vllm_version=args.vllm_version,
                                 level=level(args))
     write_predictions(predictions, args.out)
     for p in predictions:
@@ -245,7 +245,7 @@ def _data_summary(observations) -> dict:
             "layouts": sorted({o.layout_name for o in observations}),
             "modes": sorted({o.mode for o in observations}),
             "vllm_versions": sorted({str(o.record.provenance.vllm_version or "?") for o in observations}),
-            "engine_generations": sorted({o.engine.engine_generation for o in observations})}
+            "engine_generations": sorted({str(o.engine.engine_generation) for o in observations})}
 
 
 def _header(args, cluster, observations) -> str:

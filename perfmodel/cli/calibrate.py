@@ -1,14 +1,13 @@
-"""`perfmodel calibrate run | import | slurm` (and `fit | check` from calibrate.cli_fit when present).
+"""`perfmodel calibrate run | import | slurm` (and `fit | check | predict | uncertainty` from
+perfmodel.cli.calibrate_fit).
 
 vLLM is never imported here: only the worker processes import it.
 """
 from __future__ import annotations
 
 import argparse
-import functools
 import sys
 from pathlib import Path
-from typing import Any, Callable
 
 from perfmodel.cli.options import GPUS, HARDWARE, MODEL, TOKENS
 from perfmodel.cli.validate import (MAX_NUM_SEQS, input_file, integer, output_dir, output_file, real,
@@ -24,11 +23,11 @@ def add_calibrate_subcommands(subparsers: argparse._SubParsersAction) -> argpars
     cal = subparsers.add_parser("calibrate", help="measure real vLLM runs, import results, write SLURM jobs")
     sub = cal.add_subparsers(dest="calibrate_command", required=True, metavar="ACTION")
 
-    from calibrate.run_arguments import add_run_arguments
+    from perfmodel.cli.calibrate_run import add_run_arguments
 
     run = sub.add_parser("run", help="run a sweep on this machine (results appended; completed runs skipped)")
     add_run_arguments(run)
-    run.set_defaults(handler=_user_errors(cmd_run))
+    run.set_defaults(handler=cmd_run)
 
     imp = sub.add_parser("import", help="add vLLM benchmark outputs (bench throughput/serve JSON, CSV)")
     imp.add_argument("files", nargs="+", metavar="FILE", type=input_file("text"))
@@ -45,7 +44,7 @@ def add_calibrate_subcommands(subparsers: argparse._SubParsersAction) -> argpars
     imp.add_argument("--input-len", type=TOKENS)
     imp.add_argument("--output-len", type=TOKENS)
     imp.add_argument("--vllm-version")
-    imp.set_defaults(handler=_user_errors(cmd_import))
+    imp.set_defaults(handler=cmd_import)
 
     sl = sub.add_parser("slurm", help="write SLURM batch scripts for a sweep (one job per engine configuration)")
     sl.add_argument("sweep", type=input_file("yaml"), help="sweep YAML file")
@@ -61,36 +60,24 @@ def add_calibrate_subcommands(subparsers: argparse._SubParsersAction) -> argpars
     sl.add_argument("--cpus-per-task", type=int, default=None, help="CPUs per node for Ray (default: 4 per GPU)")
     sl.add_argument("--network-interface", default=None, metavar="IFNAME",
                     help="interface the nodes reach each other on (default: ib0 on InfiniBand, else eth0)")
-    sl.set_defaults(handler=_user_errors(cmd_slurm))
-    try:  # fit and check live next to the fitting code
-        from calibrate.cli_fit import add_fit_subcommands
-    except ImportError:
-        pass
-    else:
-        add_fit_subcommands(sub)
+    sl.set_defaults(handler=cmd_slurm)
+    from perfmodel.cli.calibrate_fit import add_fit_subcommands
+
+    add_fit_subcommands(sub)
     return sub
 
 
-def _user_errors(fn: Callable[[Any], int]) -> Callable[[Any], int]:
-    """Our one-line ValueErrors (SweepError, ModelDirError, ImportFormatError, SlurmError) become UserError."""
-    @functools.wraps(fn)
-    def wrapper(args) -> int:
-        from calibrate.importers import ImportFormatError
-        from calibrate.modeldir import ModelDirError
-        from calibrate.slurm import SlurmError
-        from calibrate.sweep import SweepError
-
-        try:
-            return fn(args)
-        except (SweepError, ModelDirError, ImportFormatError, SlurmError) as exc:
-            raise UserError(str(exc)) from None
-    return wrapper
-
-
 def cmd_run(args) -> int:
-    from calibrate.runner import run_from_args
+    from calibrate.runner import run_sweep, with_backend
+    from calibrate.sweep import load_sweep
 
-    return run_from_args(args)
+    sweep = with_backend(load_sweep(args.sweep), args.distributed_executor_backend)
+    summary = run_sweep(sweep, args.results, only=args.only, engine_id=args.engine, dry_run=args.dry_run,
+                        retry_errors=args.retry_errors, engine_timeout_s=args.engine_timeout)
+    if not args.dry_run:
+        print(f"done: {summary.num_ok} ok, {summary.num_error} errors, {summary.num_skipped} skipped "
+              f"-> {summary.results_path}", file=sys.stderr)
+    return 0 if summary.num_error == 0 else 1
 
 
 _IMPORT_OVERRIDES = ("model", "hardware", "tensor_parallel_size", "pipeline_parallel_size", "max_num_seqs",
