@@ -1,7 +1,21 @@
 """Speed benchmark of the simulator (wall time, not a model of any GPU).
 
+    python benchmarks/bench_simulator.py --scale                 # cost growth: 1e4, 1e5, 1e6 requests
+    python benchmarks/bench_simulator.py --scale --sizes 10000 100000 --repeat 3
     python benchmarks/bench_simulator.py                   # toy affine cost
     python benchmarks/bench_simulator.py --cost pkg.mod:factory   # a callable returning a StepCost
+
+Scale (issue 26): `perfmodel simulate --model llama-3.1-8b --hardware h200-sxm -tp 1 --num-prompts N
+--request-rate 50 --input-len 100 --output-len 100` (the real cost model), each N in a fresh process; reports
+wall and CPU seconds (median of --repeat runs), simulated requests per wall second, peak memory (the process's
+maximum resident set) and the ratios between consecutive sizes. Aim: 1e6 in <= 10 s and <= 300 MB; time
+ratio 1e6 / 1e5 <= 11 (cost linear in the number of requests).
+
+Measured (2026-12-07 07:28-07:33 UTC, this 2-core machine shared with other sessions, load average 1.7-3.5,
+commit 0104e14; `--scale --repeat 3`, medians): 1e4 0.23 s wall / 62 MB, 1e5 1.30 s / 119 MB, 1e6 9.97 s
+(9.79 s CPU) / 205 MB, time ratio 1e6 / 1e5 7.6; 2e6 once: 17.7 s CPU / 199 MB. The issue's commit a7dd90e in
+the same run as 0104e14 (`/usr/bin/time`, 1e6): 38.0 s wall, 37.7 s CPU, 1156 MB against 9.84 s, 9.81 s,
+210 MB (3.9x faster, 5.5x less memory). Under heavier load (average ~7) wall times were ~3x the CPU times.
 
 Case 1 (online): 100,000 Poisson requests over 8 replicas, input ~ lognormal(mean 500), output ~
 lognormal(mean 200). Target: < 10 s. Case 2 (offline): 300 requests of 100 in / 600 out at t = 0. Target:
@@ -33,8 +47,74 @@ def load_cost(spec: str | None):
     return obj if hasattr(obj, "num_stages") else obj()
 
 
+SCALE_COMMAND = ("simulate", "--model", "llama-3.1-8b", "--hardware", "h200-sxm", "-tp", "1", "--request-rate", "50",
+                 "--input-len", "100", "--output-len", "100", "--format", "json")
+
+
+def scale_child(num_prompts: int) -> None:
+    """One size in this process: run the CLI, print wall/CPU seconds and peak memory as one JSON line."""
+    import contextlib
+    import io
+    import json
+    import resource
+
+    from perfmodel.cli import main as cli
+
+    t0 = time.perf_counter()
+    c0 = time.process_time()
+    with contextlib.redirect_stdout(io.StringIO()) as out:
+        code = cli([*SCALE_COMMAND, "--num-prompts", str(num_prompts)])
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    if code != 0:
+        raise SystemExit(code)
+    metrics = json.loads(out.getvalue())["metrics"]
+    print(json.dumps({"num_prompts": num_prompts, "wall_s": wall, "cpu_s": cpu,
+                      "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                      "num_steps": metrics["num_steps"], "ttft_s_p99": metrics["ttft_s_p99"]}))
+
+
+def scale(sizes: list[int], repeat: int) -> int:
+    """Each size `repeat` times in a fresh process (its own peak memory; imports not counted in the times)."""
+    import json
+    import statistics
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    print(f"perfmodel {' '.join(SCALE_COMMAND[:-2])} --num-prompts N  (each run a fresh process; median of {repeat})")
+    print(f"{'N':>9} {'wall s':>8} {'cpu s':>8} {'req/s (wall)':>13} {'peak MB':>8} {'time x':>7} {'mem x':>6}")
+    rows = []
+    for n in sizes:
+        runs = []
+        for _ in range(repeat):
+            done = subprocess.run([sys.executable, __file__, "--scale-child", str(n)], cwd=root, check=True,
+                                  capture_output=True, text=True, env={**__import__("os").environ,
+                                                                       "PYTHONPATH": str(root)})
+            runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
+        row = {k: statistics.median(r[k] for r in runs) for k in ("wall_s", "cpu_s", "peak_rss_mb")}
+        row["n"] = n
+        prev = rows[-1] if rows else None
+        ratio_t = f"{row['wall_s'] / prev['wall_s']:.2f}" if prev else "-"
+        ratio_m = f"{row['peak_rss_mb'] / prev['peak_rss_mb']:.2f}" if prev else "-"
+        print(f"{n:>9} {row['wall_s']:>8.2f} {row['cpu_s']:>8.2f} {n / row['wall_s']:>13,.0f} "
+              f"{row['peak_rss_mb']:>8.0f} {ratio_t:>7} {ratio_m:>6}")
+        rows.append(row)
+    by_n = {r["n"]: r for r in rows}
+    if 10**6 in by_n:
+        big = by_n[10**6]
+        print(f"1e6: {big['wall_s']:.1f} s wall (aim <= 10 s: {'met' if big['wall_s'] <= 10 else 'not met'}), "
+              f"{big['peak_rss_mb']:.0f} MB (aim <= 300 MB: {'met' if big['peak_rss_mb'] <= 300 else 'not met'})")
+        if 10**5 in by_n:
+            r = big["wall_s"] / by_n[10**5]["wall_s"]
+            print(f"time 1e6 / 1e5 = {r:.2f} (aim <= 11: {'met' if r <= 11 else 'not met'})")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--scale", action="store_true", help="the growth of cost with the number of requests")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10**4, 10**5, 10**6])
+    parser.add_argument("--repeat", type=int, default=1, help="runs per size (--scale; the median is shown)")
+    parser.add_argument("--scale-child", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--cost", help="module:attr of a StepCost (or a factory of one)")
     parser.add_argument("--num-prompts", type=int, default=100_000)
     parser.add_argument("--num-replicas", type=int, default=8)
@@ -42,6 +122,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--router", default="round_robin")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    if args.scale_child is not None:
+        scale_child(args.scale_child)
+        return 0
+    if args.scale:
+        return scale(args.sizes, args.repeat)
     cost = load_cost(args.cost)
     engine = EngineConfig(max_num_seqs=256, max_num_batched_tokens=8192, num_kv_blocks=30_000)
 

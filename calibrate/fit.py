@@ -13,6 +13,11 @@ Two independent fits:
   log-ratio residuals with bounds, a robust soft-L1 loss and a pull toward the datasheet defaults; the
   simulation is redone at the fitted values and the fit repeated (``outer_iterations``).
 
+With ``anchors`` (perfmodel.anchors: each coefficient's independent value and stated sd), the pull is each
+anchor's Gaussian prior instead (``fit_online.anchor_penalty``: penalty residuals weighted by the anchor's sd, in
+units of a run's log error), in the step fits and in the memory fit alike: the fit explains only what the anchors
+leave, and ``findings_`` lists the coefficients at a bound or far from their anchors.
+
 Only coefficients the data can inform are fitted: no eager runs, no ``eager_layer_overhead_s``; no TP>1, no
 all-reduce terms; no PP>1, no ``p2p_latency_s``.
 """
@@ -26,7 +31,8 @@ from typing import Callable, Sequence
 import numpy as np
 from scipy import optimize
 
-from calibrate.fit_online import ONLINE_REGULARIZATION, SOFT_L1_SCALE, kernel_coefficients, uninformed_by_engine
+from calibrate.fit_online import (ANCHOR_DATA_SD, ONLINE_REGULARIZATION, SOFT_L1_SCALE, anchor_arrays, anchor_penalty,
+                                  kernel_coefficients, uninformed_by_engine)
 from calibrate.observations import Observation
 from hardware.spec import ClusterSpec
 from perfmodel.coefficients import Coefficients
@@ -48,14 +54,17 @@ def measured_kv_bytes(obs: Observation) -> float | None:
     return None
 
 
-def informed_step_coefficients(observations: Sequence[Observation]) -> tuple[str, ...]:
-    """The step-cost coefficients these runs can pin down."""
+def informed_step_coefficients(observations: Sequence[Observation], *, anchored: bool = False) -> tuple[str, ...]:
+    """The step-cost coefficients these runs can pin down. With anchors, also the per-prefill-token time (its
+    anchor keeps it from taking over the GEMMs' compute efficiency; without one it was left at 0)."""
     offline = [o for o in observations if o.mode == "offline"]
     informed = {"step": True, "eager": any(o.eager for o in offline),
                 "tensor_parallel": any(o.layout.tp > 1 for o in offline),
                 "pipeline_parallel": any(o.layout.pp > 1 for o in offline)}
     skip = uninformed_by_engine(offline)
-    names = [n for g in STEP_GROUPS if informed[g] for n in Coefficients.group(g)] + list(kernel_coefficients(offline))
+    groups = STEP_GROUPS + (("prefill",) if anchored else ())
+    informed["prefill"] = anchored
+    names = [n for g in groups if informed[g] for n in Coefficients.group(g)] + list(kernel_coefficients(offline))
     return tuple(n for n in names if n not in skip)
 
 
@@ -70,6 +79,8 @@ class _Trace:
 
 
 OFFLINE_REGULARIZATION = 0.1
+# With anchors, a run's relative error of measured KV bytes of one sd (the memory fit's in-sample error is 0.3%)
+MEMORY_ANCHOR_DATA_SD = 0.005
 
 
 class CoefficientFitter:
@@ -77,9 +88,13 @@ class CoefficientFitter:
 
     def __init__(self, cluster: ClusterSpec, prior: Coefficients | None = None, *, step_names: Sequence[str] | None = None,
                  fit_memory: bool = True, regularization: float | None = None, outer_iterations: int = 2,
-                 progress: Callable[[str], None] | None = None) -> None:
+                 progress: Callable[[str], None] | None = None, anchors=None) -> None:
         self.cluster = cluster
         self.prior = prior or Coefficients()
+        # perfmodel.anchors mapping: the priors become the anchors' (``regularization`` then weighs them, default 1)
+        self.anchors = anchors
+        if anchors is not None and regularization is None:
+            regularization = 1.0
         self.step_names = step_names
         self.fit_memory = fit_memory
         # None: 0.1 for offline fits, ONLINE_REGULARIZATION for online ones (calibrate/fit_online.py says why)
@@ -95,7 +110,7 @@ class CoefficientFitter:
         if self.fit_memory and any(measured_kv_bytes(o) for o in observations):
             coefficients, self.memory_result_ = self._fit_memory(observations, coefficients)
         offline = [o for o in observations if o.mode == "offline" and o.measured.get("elapsed_s")]
-        names = tuple(self.step_names or informed_step_coefficients(offline))
+        names = tuple(self.step_names or informed_step_coefficients(offline, anchored=self.anchors is not None))
         self.step_result_ = None
         if offline and names:
             for _ in range(self.outer_iterations):
@@ -109,12 +124,18 @@ class CoefficientFitter:
             if online and names:
                 coefficients, self.step_result_, self._num_data = fit_online(
                     online, coefficients, self.prior, names, regularization=self._online_regularization,
-                    progress=self.progress)
+                    progress=self.progress, anchors=self.anchors)
         self.coefficients_ = coefficients
         self.fitted_ = (Coefficients.group("memory") if self.memory_result_ is not None else ()) + (
             names if self.step_result_ is not None else ())
         self.stderr_ = self._stderr(names)
         self.num_observations_ = len(observations)
+        if self.anchors is not None:
+            from perfmodel.anchors import findings
+
+            self.findings_ = findings(coefficients, self.fitted_, self.anchors)
+        else:
+            self.findings_ = []
         return self
 
     # -- memory ----------------------------------------------------------------------------------------------
@@ -138,6 +159,11 @@ class CoefficientFitter:
         if not rows:
             return prior, None
         names = Coefficients.group("memory")  # the columns of ``rows``, in this order
+        if self.anchors is not None:  # each anchor a row: weight * (x_i - anchor_i) in units of a run's error
+            centre, sd = anchor_arrays(self.anchors, names)
+            weight = self.regularization * MEMORY_ANCHOR_DATA_SD / sd
+            rows += list(np.diag(weight))
+            targets += list(weight * centre)
         lower, upper = zip(*(Coefficients.bounds(n) for n in names))
         res = optimize.lsq_linear(np.array(rows), np.array(targets), bounds=(lower, upper))
         return prior.replace(**dict(zip(names, map(float, res.x)))), res
@@ -160,15 +186,29 @@ class CoefficientFitter:
         scale = np.where(prior > 0, prior, (upper - lower) * 1e-3)
         x0 = np.clip(x0, lower + 1e-12, upper)
 
+        if self.anchors is None:
+            def pull(x: np.ndarray) -> np.ndarray:
+                return self.regularization * (x - prior) / scale
+
+            pull_per_unit = self.regularization / scale
+        else:
+            centre, sd = anchor_arrays(self.anchors, names)
+
+            def pull(x: np.ndarray) -> np.ndarray:
+                return anchor_penalty(x, centre, sd, self.regularization)
+
+            pull_per_unit = self.regularization * ANCHOR_DATA_SD / sd
+
         def residuals(x: np.ndarray) -> np.ndarray:
             c = start.replace(**dict(zip(names, map(float, x))))
             data = [math.log(self._predict_elapsed(t, c) / t.measured_elapsed_s) for t in traces]
-            pull = self.regularization * (x - prior) / scale
-            return np.concatenate([data, pull])
+            return np.concatenate([data, pull(x)])
 
         result = optimize.least_squares(residuals, x0, bounds=(lower, upper), x_scale=scale, loss="soft_l1",
                                         f_scale=SOFT_L1_SCALE, max_nfev=200 * len(names))
-        result.pull_per_unit = self.regularization / scale  # d(pull residual)/dx, for _stderr
+        result.pull_per_unit = pull_per_unit  # d(pull residual)/dx at the prior, for _stderr
+        if self.anchors is not None:
+            result.unit_scale = scale
         self._num_data = len(traces)
         fitted = start.replace(**dict(zip(names, map(float, result.x))))
         return fitted, result
@@ -187,8 +227,13 @@ class CoefficientFitter:
             jac = res.jac[:n]
             dof = max(1, n - len(names))
             sigma2 = float(np.sum(res.fun[:n] ** 2)) / dof
+            # anchored fits invert in units of each coefficient's scale (x_scale): pinv's cutoff is relative to
+            # the largest singular value, and a coefficient counted in thousands of rows beside one in
+            # microseconds had its variance cut to 0
+            unit = getattr(res, "unit_scale", np.ones(len(names)))
             try:
-                cov = np.linalg.pinv(jac.T @ jac + np.diag(res.pull_per_unit ** 2)) * sigma2
+                scaled = np.linalg.pinv((jac * unit).T @ (jac * unit) + np.diag((res.pull_per_unit * unit) ** 2))
+                cov = unit[:, None] * scaled * unit[None, :] * sigma2
                 out.update({nm: float(math.sqrt(max(cov[i, i], 0.0))) for i, nm in enumerate(names)})
                 self.covariance_ = (tuple(names), cov)
             except np.linalg.LinAlgError:

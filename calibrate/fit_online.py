@@ -42,6 +42,9 @@ PRIOR_SCALE_RANGE_FRACTION = 0.1
 # optimum). Each point costs one evaluation.
 SCAN_POINTS = 32
 SOFT_L1_SCALE = 0.05  # residuals beyond ~5% count about linearly (robust to a run the model cannot match)
+# With anchors (perfmodel.anchors), a run's log error of one sd, against which an anchor's sd is weighed: the
+# penalty of a coefficient one anchor sd away equals that of one run off by this much.
+ANCHOR_DATA_SD = SOFT_L1_SCALE
 # What an online run's measurements say, in the names predicted_metrics uses.
 ONLINE_FIT_METRICS = ("output_tokens_per_second", "ttft_s_mean", "decode_tokens_per_s_per_request_mean")
 
@@ -71,7 +74,8 @@ def kernel_coefficients(observations: Sequence[Observation]) -> tuple[str, ...]:
     from perfmodel import kernels
 
     used = {f.name for o in observations for f in kernels.families_used(o.model, o.precision, o.layout.tp)}
-    return tuple(n for f in kernels.KERNELS if f.name in used for n in f.fitted)
+    kv = {n for o in observations for n in kernels.kv_cache_coefficients(o.precision)}
+    return tuple(n for f in kernels.KERNELS if f.name in used for n in f.fitted) + tuple(sorted(kv))
 
 
 def online_step_coefficients(observations: Sequence[Observation]) -> tuple[str, ...]:
@@ -98,6 +102,21 @@ def serving_coefficients(observations: Sequence[Observation]) -> tuple[str, ...]
     if any(o.engine.engine_generation == "v1" and not o.engine.enforce_eager for o in observations):
         names.append("server_graphless_layer_s")
     return tuple(names)
+
+
+def anchor_penalty(x: np.ndarray, centre: np.ndarray, sd: np.ndarray, weight: float = 1.0) -> np.ndarray:
+    """Penalty residuals of a Gaussian prior N(centre, sd^2) on each coefficient, in the units of a run's log
+    error (``ANCHOR_DATA_SD``), transformed so that ``least_squares``' soft-L1 loss of each equals the quadratic
+    ``0.5 * p^2`` of ``p = weight * ANCHOR_DATA_SD * (x - centre) / sd``: the loss that makes the data residuals
+    robust must not make an anchor soft (a coefficient 5 sd away would otherwise cost only linearly)."""
+    p = weight * ANCHOR_DATA_SD * (np.asarray(x) - centre) / sd
+    f = SOFT_L1_SCALE
+    return np.sign(p) * f * np.sqrt((1.0 + p**2 / (2.0 * f**2)) ** 2 - 1.0)
+
+
+def anchor_arrays(anchors, names: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(centres, sds) of the named coefficients' anchors."""
+    return (np.array([anchors[n].value for n in names], float), np.array([anchors[n].sd for n in names], float))
 
 
 def soft_l1_cost(residuals: np.ndarray) -> float:
@@ -142,8 +161,10 @@ def _scan_cost(residuals, x: np.ndarray) -> float:
 
 def fit_online(observations: Sequence[Observation], start: Coefficients, prior: Coefficients, names: Sequence[str],
                *, regularization: float = ONLINE_REGULARIZATION, max_nfev: int = 40, scan_points: int = SCAN_POINTS,
-               progress: Callable[[str], None] | None = None):
-    """(fitted coefficients, the OptimizeResult with ``pull_per_unit``, number of data residuals)."""
+               progress: Callable[[str], None] | None = None, anchors=None):
+    """(fitted coefficients, the OptimizeResult with ``pull_per_unit``, number of data residuals). With ``anchors``
+    (perfmodel.anchors), the pull toward the prior is replaced by each anchor's penalty (:func:`anchor_penalty`,
+    ``regularization`` its weight)."""
     targets = [(o, metric, o.measured[metric]) for o in observations for metric in ONLINE_FIT_METRICS
                if o.measured.get(metric, 0) > 0]
     prior_x = np.array([getattr(prior, n) for n in names])
@@ -158,10 +179,22 @@ def fit_online(observations: Sequence[Observation], start: Coefficients, prior: 
         predicted = {o.run_id: predicted_metrics(o, o.simulate(c, kv_from="model", record_timeline=False))
                      for o in observations}
         data = [math.log(max(predicted[o.run_id].get(metric, 1e-9), 1e-9) / value) for o, metric, value in targets]
-        return np.concatenate([data, regularization * (x - prior_x) / scale])
+        return np.concatenate([data, pull(x)])
 
+    if anchors is None:
+        def pull(x: np.ndarray) -> np.ndarray:
+            return regularization * (x - prior_x) / scale
+
+        pull_per_unit = regularization / scale
+    else:
+        centre, sd = anchor_arrays(anchors, names)
+
+        def pull(x: np.ndarray) -> np.ndarray:
+            return anchor_penalty(x, centre, sd, regularization)
+
+        pull_per_unit = regularization * ANCHOR_DATA_SD / sd
     result = minimise_with_scan(residuals, x0, lower, upper, scale, scan_points=scan_points, max_nfev=max_nfev,
                                 progress=progress)
-    result.pull_per_unit = regularization / scale  # d(pull residual)/dx, for fit.CoefficientFitter._stderr
+    result.pull_per_unit = pull_per_unit  # d(pull residual)/dx at the anchor, for fit.CoefficientFitter._stderr
     fitted = start.replace(**dict(zip(names, map(float, result.x))))
     return fitted, result, len(targets)

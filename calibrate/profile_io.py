@@ -16,8 +16,10 @@ from perfmodel.coefficients import Coefficients
 
 def profile_document(*, name: str, gpu: str, coefficients: Coefficients, fitted: Sequence[str],
                      stderr: Mapping[str, float], prior: Coefficients, source: str, data: Mapping[str, Any],
-                     errors: Mapping[str, Any]) -> dict[str, Any]:
-    """The YAML document: every coefficient with its value; fitted ones with standard error and prior."""
+                     errors: Mapping[str, Any], anchors: Mapping[str, Any] | None = None,
+                     anchors_source: str | None = None, findings: Sequence[str] = ()) -> dict[str, Any]:
+    """The YAML document: every coefficient with its value; fitted ones with standard error and prior; with
+    ``anchors`` (perfmodel.anchors), every coefficient's anchor and the fit's findings."""
     values: dict[str, Any] = {}
     for f in dataclasses.fields(Coefficients):
         value = float(getattr(coefficients, f.name))
@@ -28,6 +30,11 @@ def profile_document(*, name: str, gpu: str, coefficients: Coefficients, fitted:
             values[f.name] = entry
         else:
             values[f.name] = value
+        if anchors is not None:
+            values[f.name] = {**(values[f.name] if isinstance(values[f.name], dict) else {"value": value}),
+                              "anchor": anchors[f.name].entry()}
+    extra = {"anchors": anchors_source or "perfmodel.anchors defaults", "findings": list(findings)} \
+        if anchors is not None else {}
     return {
         "name": name,
         "gpu": gpu,
@@ -36,6 +43,7 @@ def profile_document(*, name: str, gpu: str, coefficients: Coefficients, fitted:
         "fitted": list(fitted),
         "data": dict(data),
         "errors": dict(errors),
+        **extra,
         "coefficients": values,
     }
 

@@ -67,17 +67,18 @@ def residual_rows(observations: Sequence[Observation], coefficients: Coefficient
 
 
 def _fit_and_residuals(group: str, train: list[Observation], test: list[Observation], *, cluster: ClusterSpec,
-                       prior: Coefficients, covariance, by: str, cv: str) -> list[dict]:
-    fitted = CoefficientFitter(cluster, prior).fit(train).coefficients_
+                       prior: Coefficients, covariance, by: str, cv: str, anchors=None) -> list[dict]:
+    fitted = CoefficientFitter(cluster, prior, anchors=anchors).fit(train).coefficients_
     return residual_rows(test, fitted, covariance, cv=cv, fold=f"{by}:{group}")
 
 
 def cross_validated_rows(observations: Sequence[Observation], cluster: ClusterSpec, prior: Coefficients,
                          covariance, *, by: str, cv: str, progress: Callable[[str], None] | None = None,
-                         workers: int | None = 1) -> list[dict]:
+                         workers: int | None = 1, anchors=None) -> list[dict]:
     """Refit on all groups but one (``calibrate.check.GROUPINGS[by]``) and predict the one left out."""
     folds = map_folds(_fit_and_residuals, observations, by, label=cv, workers=workers, progress=progress,
-                      fold_kwargs=dict(cluster=cluster, prior=prior, covariance=covariance, by=by, cv=cv))
+                      fold_kwargs=dict(cluster=cluster, prior=prior, covariance=covariance, by=by, cv=cv,
+                                       anchors=anchors))
     return [row for rows in folds for row in rows]
 
 
@@ -117,15 +118,17 @@ def grouped_scales(rows: Sequence[dict]) -> dict:
 
 def build_section(*, observations: Sequence[Observation], cluster: ClusterSpec, coefficients: Coefficients,
                   prior: Coefficients, transfer: Sequence[tuple[str, ClusterSpec, Sequence[Observation]]] = (),
-                  command: str = "", progress: Callable[[str], None] | None = None, workers: int | None = 1
-                  ) -> tuple[dict, pd.DataFrame]:
-    """(the ``uncertainty:`` section, the per-run rows of every cross-validation and transfer set)."""
+                  command: str = "", progress: Callable[[str], None] | None = None, workers: int | None = 1,
+                  anchors=None, model_transfer: bool = False) -> tuple[dict, pd.DataFrame]:
+    """(the ``uncertainty:`` section, the per-run rows of every cross-validation and transfer set). ``anchors``
+    go to every fit (as ``calibrate fit --anchors``); ``model_transfer`` adds the residuals of
+    calibrate/transfer.py's cases (fits on some models predicting the others) and the kernel paths of the runs."""
     if progress:
         progress(f"full fit on {len(observations)} runs for the covariance")
-    fitter = CoefficientFitter(cluster, prior).fit(observations)
+    fitter = CoefficientFitter(cluster, prior, anchors=anchors).fit(observations)
     cov = fitter.covariance_
     rows = cross_validated_rows(observations, cluster, prior, cov, by="kfold", cv="kfold", progress=progress,
-                                workers=workers)
+                                workers=workers, anchors=anchors)
     section: dict = {
         "generated_by": command,
         "models": sorted({o.model_name for o in observations}),
@@ -141,9 +144,20 @@ def build_section(*, observations: Sequence[Observation], cluster: ClusterSpec, 
     }
     if len({o.model_name for o in observations}) > 1:
         lomo = cross_validated_rows(observations, cluster, prior, cov, by="model", cv="leave-one-model-out",
-                                    progress=progress, workers=workers)
+                                    progress=progress, workers=workers, anchors=anchors)
         section["residuals"]["unseen_model"] = grouped(lomo)
         rows += lomo
+    if model_transfer and len({o.model_name for o in observations}) > 1:
+        from calibrate.transfer import transfer_rows
+        from perfmodel.uncertainty import kernel_path
+
+        if progress:
+            progress("model transfer: fits on some models predicting the others (calibrate/transfer.py)")
+        moved = [dict(r, cv="model-transfer", fold=r["case"]) for case in transfer_rows(
+            observations, cluster, workers=workers or 1, prior=prior, anchors=anchors) for r in case]
+        section["residuals"]["model_transfer"] = grouped(moved)
+        section["kernel_paths"] = sorted({kernel_path(o.precision) for o in observations})
+        rows += moved
     for name, other_cluster, other in transfer:
         if progress:
             progress(f"transfer: {len(other)} runs of {name} with these coefficients")

@@ -38,6 +38,12 @@ GROUPS = {
                        "reconstruct + cuBLAS); fitted when the runs use it",
     "kernel_fused_moe": "vLLM's fused mixture-of-experts kernel against dense GEMMs; fitted when the runs include "
                         "an MoE model",
+    "kernel_machete": "the Machete mixed-precision GEMM (int4 weights, 16-bit activations; Hopper); fitted when the "
+                      "runs use it",
+    "kernel_awq_marlin": "the kernel vLLM's awq_marlin method runs (perfmodel.kernels row awq_marlin); fitted when "
+                         "the runs use it",
+    "kernel_fp8_w8a8": "CUTLASS scaled_mm on fp8 weights and activations; fitted when the runs use it",
+    "kernel_fp8_kv": "attention reading an fp8 KV cache (--kv-cache-dtype fp8); fitted when the runs use one",
 }
 
 
@@ -134,6 +140,43 @@ class Coefficients:
         1.0, "speed of the expert GEMMs of vLLM's fused MoE kernel (Triton fused_moe, its own tile configs per "
         "expert shape and GPU) relative to dense GEMMs at the same FLOPs and bytes; scales both rates. 1 (as fast "
         "as dense) until MoE runs are fitted", 0.1, 1.0, group="kernel_fused_moe")
+    machete_memory_efficiency: float = _coef(
+        0.85, "fraction of datasheet HBM bandwidth the Machete GEMM's weight reads reach (int4 weights plus their "
+        "group scales, perfmodel.precision weight_bytes_per_param). Prior: a dense GEMM's streaming reads "
+        "(memory_efficiency's default): Machete loads its weight tiles with TMA like CUTLASS's dense GEMMs and "
+        "dequantizes in registers (vLLM 0.26 kernels/linear/mixed_precision/machete.py MacheteLinearKernel)",
+        0.1, 1.0, group="kernel_machete")
+    machete_compute_efficiency: float = _coef(
+        1.0, "speed of the Machete GEMM's tensor-core math relative to a dense 16-bit GEMM at the same rows "
+        "(the weights are dequantized to 16 bits in registers before each wgmma); 1 = as fast as dense",
+        0.2, 1.5, group="kernel_machete")
+    awq_marlin_memory_efficiency: float = _coef(
+        0.85, "fraction of datasheet HBM bandwidth the awq_marlin method's GEMM reaches reading int4 weights, "
+        "scales and zero points. On Hopper vLLM 0.26 runs it on Machete with zero points "
+        "(awq_marlin.py AWQMarlinLinearMethod -> choose_mp_linear_kernel; the sweep-2 logs: 'Using "
+        "MacheteLinearKernel for AutoAWQMarlinLinearMethod'); prior as machete_memory_efficiency", 0.1, 1.0,
+        group="kernel_awq_marlin")
+    awq_marlin_compute_efficiency: float = _coef(
+        1.0, "speed of the awq_marlin method's tensor-core math relative to a dense 16-bit GEMM at the same rows; "
+        "1 = as fast as dense", 0.2, 1.5, group="kernel_awq_marlin")
+    fp8_w8a8_compute_efficiency: float = _coef(
+        1.0, "speed of CUTLASS's fp8 scaled_mm relative to a dense GEMM at the same rows, at the fp8 tensor-core "
+        "peak (twice the 16-bit peak in the datasheet); 1 = the same fraction of its peak as cuBLAS reaches of "
+        "the 16-bit one", 0.2, 1.5, group="kernel_fp8_w8a8")
+    fp8_w8a8_quant_bytes_per_element: float = _coef(
+        3.0, "HBM bytes per input element of the per-token dynamic fp8 quantization vLLM runs before each fp8 "
+        "GEMM (vLLM 0.26 kernels/linear/scaled_mm/ScaledMMLinearKernel.py FP8ScaledMMLinearKernel.apply_weights -> "
+        "QuantFP8: read the 16-bit input, "
+        "2 B, write fp8, 1 B; a separate kernel: the sweep's compilation config has fuse_norm_quant and "
+        "fuse_act_quant off)", 0.0, 12.0, group="kernel_fp8_w8a8")
+    fp8_kv_attention_memory_efficiency: float = _coef(
+        0.70, "fraction of HBM bandwidth decode attention reaches reading an fp8 KV cache (FlashAttention 3 with "
+        "fp8 KV, vLLM 0.26 v1/attention/backends/flash_attn.py); prior: attention_memory_efficiency's default",
+        0.05, 1.0, group="kernel_fp8_kv")
+    fp8_kv_attention_compute_efficiency: float = _coef(
+        1.0, "speed of prefill attention on an fp8 KV cache on Hopper, where FlashAttention 3 multiplies in fp8 at "
+        "the fp8 tensor-core peak, relative to attention_compute_efficiency's fraction of that peak; 1 = the same "
+        "fraction as 16-bit attention reaches of its own", 0.2, 1.5, group="kernel_fp8_kv")
     activation_bytes_per_token: float = _coef(
         6.0, "peak activation memory of vLLM's profile run, in units of (hidden + intermediate/TP) elements "
         "of the activation dtype per token of max_num_batched_tokens", 0.0, 64.0, group="memory")

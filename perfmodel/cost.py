@@ -68,6 +68,7 @@ class _Gemm:
     params: float = 0.0  # weights of one expert on one GPU
     quantized: bool = False  # weights stored in the quantized format (int4 for GPTQ)
     families: tuple = ()  # the kernel families that run it (perfmodel.kernels.layer_families)
+    input_elements_per_token: float = 0.0  # input features one GPU reads per token (fp8's activation quantization)
 
 
 class StepCostModel:
@@ -92,6 +93,12 @@ class StepCostModel:
         gpu = cluster.gpu
         self._gemm_peak = gpu.peak_flops_per_s[precision.gemm_flops_dtype]
         self._attn_peak = gpu.peak_flops_per_s[precision.activation_dtype]
+        if (kernels.kv_cache_coefficients(precision) and str(gpu.compute_capability).split(".")[0] == "9"
+                and "fp8" in gpu.peak_flops_per_s):
+            # an fp8 KV cache on Hopper: FlashAttention 3 quantizes the queries too and multiplies in fp8 (vLLM 0.26
+            # v1/attention/backends/flash_attn.py: FlashAttentionBackend.supports_kv_cache_dtype takes fp8 only
+            # with FA3 on cc 9.x; FlashAttentionImpl.forward: "queries are quantized in the attention layer")
+            self._attn_peak = gpu.peak_flops_per_s["fp8"] * coefficients.fp8_kv_attention_compute_efficiency
         self._hbm = gpu.memory_bandwidth_bytes_per_s
         self._layers = layers_per_stage(model.num_layers, layout.pp)
         self._gemms = _layer_gemms(model, precision, layout.tp)
@@ -124,7 +131,10 @@ class StepCostModel:
         self._scalar_cache: dict[tuple[int, bool], tuple[float, float, float]] = {}
         self._lm_head_cache: dict[int, float] = {}
         self._attn_flops_rate = self._attn_peak * coefficients.attention_compute_efficiency
-        self._attn_bytes_rate = self._hbm * coefficients.attention_memory_efficiency
+        # an fp8 KV cache: its own efficiency (FlashAttention 3 reading fp8 blocks, kernels.kv_cache_coefficients)
+        self._attn_bytes_rate = self._hbm * (coefficients.fp8_kv_attention_memory_efficiency
+                                             if kernels.kv_cache_coefficients(precision)
+                                             else coefficients.attention_memory_efficiency)
         self._has_experts = any(g.num_experts > 1 for g in self._gemms)
 
     # -- the operators, per GPU, seconds -------------------------------------------------------------------
@@ -421,5 +431,7 @@ def _layer_gemms(model: ModelShape, precision: Precision, tp: int) -> tuple[_Gem
                                                   else precision.activation_bytes),
                            activation_bytes_per_token=act * visits * precision.activation_bytes,
                            num_experts=max(1, experts), experts_per_token=visits, params=params,
-                           quantized=facts.quantized, families=kernels.layer_families(facts, kernel)))
+                           quantized=facts.quantized, families=kernels.layer_families(facts, kernel),
+                           input_elements_per_token=(linear.in_features / tp if linear.parallel == "row"
+                                                     else linear.in_features) * visits))
     return tuple(gemms)

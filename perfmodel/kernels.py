@@ -99,6 +99,64 @@ def dense_cost(g: Any, m: Any, r: GemmRates) -> Any:
     return np.maximum(m * g.flops_per_token / r.flops_per_s, memory)
 
 
+def scaled_dense_cost(memory: str, compute: str, *, quant_bytes: str | None = None,
+                      tile_rows: Callable[[Any, float, float], Any] | None = None) -> CostFn:
+    """A GEMM priced like cuBLAS's (:func:`dense_cost`) at its family's own rates: weight reads at the coefficient
+    ``memory`` of datasheet HBM ("": the dense streaming rate), tensor-core math at ``compute`` times the dense
+    rate at the same rows; with ``quant_bytes``, a separate pass over the input before the GEMM (fp8's per-token
+    activation quantization: that many HBM bytes per input element, at the streaming rate); with ``tile_rows``
+    (m, k, n -> rows of the kernel's tile, for k inputs and n outputs), the math of the rows padded up to whole
+    tiles."""
+
+    def cost(g: Any, m: Any, r: GemmRates) -> Any:
+        import numpy as np
+
+        c = r.coefficients
+        memory_rate = r.hbm_bytes_per_s * getattr(c, memory) if memory else r.bytes_per_s
+        rows = m
+        if tile_rows is not None:
+            k = g.input_elements_per_token
+            tile = tile_rows(m, k, g.flops_per_token / (2.0 * k))
+            rows = np.ceil(np.asarray(m, dtype=float) / tile) * tile
+        seconds = np.maximum(rows * g.flops_per_token / (r.flops_per_s * getattr(c, compute)),
+                             (g.weight_bytes + m * g.activation_bytes_per_token) / memory_rate)
+        if quant_bytes:
+            seconds = seconds + m * g.input_elements_per_token * getattr(c, quant_bytes) / r.bytes_per_s
+        return seconds
+
+    return cost
+
+
+def fp8_sm90_tile_rows(m: Any, k: float, n: float) -> Any:
+    """Rows of one output tile of vLLM's CUTLASS fp8 GEMM on Hopper for m rows and k inputs: the row count the
+    tiles pad m up to (csrc/quantization/w8a8/cutlass/c3x/scaled_mm_sm90_fp8_dispatch.cuh
+    cutlass_gemm_sm90_fp8_dispatch, read at vLLM commit c30af86; the 0.26 wheel ships it compiled, so not checked
+    against the 0.26 tag): up to 16 rows and up to 64 the operands are
+    swapped and m runs along tiles 16 and 64 wide; (64, 128] 64-row tiles; above 128, 128-row tiles, 256-row ones
+    from 8192 rows when k >= 6144."""
+    import numpy as np
+
+    m = np.asarray(m, dtype=float)
+    big = np.where((m >= 8192) & (k >= 6144), 256.0, 128.0)
+    return np.where(m <= 16, 16.0, np.where(m <= 64, 64.0, np.where(m <= 128, 64.0, big)))
+
+
+def machete_tile_rows(m: Any, k: float, n: float) -> Any:
+    """Rows (activation tokens) of one tile of vLLM's Machete GEMM for m rows, k inputs and n outputs: the weights
+    are its A operand, the tokens run along the tile's second dimension, whose size the default heuristic picks
+    from m, k and n (csrc/quantization/machete/generate.py default_tile_heuristic_config, "tuned for H100s";
+    read in vLLM's repository; the 0.26 wheel ships it compiled, so not checked against the 0.26 tag)."""
+    import numpy as np
+
+    m = np.asarray(m, dtype=float)
+    above_256 = np.where((k <= 16384) & (n <= 4096), 128.0, 256.0)
+    above_128 = np.where((k <= 4096) & (n <= 4096), 64.0, np.where((k <= 8192) & (n <= 8192), 128.0, 256.0))
+    above_64 = np.where((k <= 4069) & (n <= 4069), 32.0, np.where((k <= 4069) & (n <= 8192), 64.0, 128.0))
+    above_32 = np.where((k <= 6144) & (n <= 6144), 16.0, 64.0)
+    return np.where(m > 256, above_256, np.where(m > 128, above_128, np.where(
+        m > 64, above_64, np.where(m > 32, above_32, np.where(m > 16, 32.0, 16.0)))))
+
+
 EXLLAMA_MAX_ROWS = 50  # vLLM csrc/quantization/gptq/q_gemm.cu MAX_Q_GEMM_ROWS (4-bit)
 EXLLAMA_BLOCK_ROWS = 8  # ... BLOCK_M_SIZE_MAX: rows per pass of the quantized kernel
 
@@ -196,7 +254,9 @@ KERNELS: tuple[KernelFamily, ...] = (
              "the input whole (MacheteLinearKernel.can_implement)",
         selects=lambda f: (f.quantized and _mixed_precision(f) and f.cc >= 9.0
                            and f.group_size in MACHETE_GROUP_SIZES and not (f.desc_act and f.input_split)),
-        cost=dense_cost),
+        cost=scaled_dense_cost("machete_memory_efficiency", "machete_compute_efficiency",
+                               tile_rows=machete_tile_rows),
+        fitted=("machete_memory_efficiency", "machete_compute_efficiency")),
     KernelFamily(
         name="gptq_marlin",
         what="MarlinLinearKernel: symmetric int4/int8 weights, float16/bfloat16, cc >= 8.0",
@@ -206,10 +266,15 @@ KERNELS: tuple[KernelFamily, ...] = (
         selects=lambda f: f.quantized and f.method == "awq", cost=dense_cost),
     KernelFamily(
         name="awq_marlin", what="awq_marlin.py: Marlin with zero points, float16/bfloat16, cc >= 8.0",
-        selects=lambda f: f.quantized and f.method == "awq_marlin", cost=dense_cost),
+        selects=lambda f: f.quantized and f.method == "awq_marlin",
+        cost=scaled_dense_cost("awq_marlin_memory_efficiency", "awq_marlin_compute_efficiency"),
+        fitted=("awq_marlin_memory_efficiency", "awq_marlin_compute_efficiency")),
     KernelFamily(
         name="fp8_w8a8", what="CUTLASS scaled_mm on fp8 weights and activations, cc >= 8.9", w8a8_dtype="fp8",
-        selects=lambda f: f.quantized and f.scheme == "FP8_W8A8" and f.cc >= 8.9, cost=dense_cost),
+        selects=lambda f: f.quantized and f.scheme == "FP8_W8A8" and f.cc >= 8.9,
+        cost=scaled_dense_cost("", "fp8_w8a8_compute_efficiency", quant_bytes="fp8_w8a8_quant_bytes_per_element",
+                               tile_rows=fp8_sm90_tile_rows),
+        fitted=("fp8_w8a8_compute_efficiency", "fp8_w8a8_quant_bytes_per_element")),
     KernelFamily(
         name="fp8_marlin", what="FP8 Marlin: fp8 weights, 16-bit activations (W8A16), cc >= 8.0",
         selects=lambda f: f.quantized and f.scheme in ("FP8_W8A8", "FP8_W8A16"), cost=dense_cost),
@@ -272,6 +337,15 @@ def layer_facts(precision: Any, linear: Any, tp: int) -> tuple[KernelFacts, str 
     facts = (base or KernelFacts()).for_layer(parallel=linear.parallel, tp=tp, num_experts=max(1, linear.num_experts),
                                               quantized=quantized)
     return facts, forced
+
+
+# Attention on an fp8 KV cache is no linear layer's family, but has its own coefficient, fitted like theirs
+FP8_KV_FITTED = ("fp8_kv_attention_compute_efficiency", "fp8_kv_attention_memory_efficiency")
+
+
+def kv_cache_coefficients(precision: Any) -> tuple[str, ...]:
+    """The own coefficients of the KV cache's dtype (``FP8_KV_FITTED`` for an fp8 cache)."""
+    return FP8_KV_FITTED if str(precision.kv_cache_dtype).startswith("fp8") else ()
 
 
 def family_name(family: KernelFamily) -> str:

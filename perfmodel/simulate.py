@@ -26,7 +26,8 @@ from perfmodel.scenario_options import DISTRIBUTIONS
 from simulator.metrics import Metrics
 from simulator.request import Request, requests_from_arrays
 from simulator.run import SimResult
-from simulator.workload import LengthDistribution, arrival_times, load_trace
+from simulator.stream import RequestStream
+from simulator.workload import LengthDistribution, load_trace, stream_requests
 
 DEFAULT_SPREAD = 0.5
 
@@ -75,11 +76,14 @@ def as_length_distribution(value: int | LengthDistribution, flag: str) -> Length
 def build_requests(*, input_len: int | LengthDistribution = 100, output_len: int | LengthDistribution = 600,
                    num_prompts: int = 300, request_rate: float = math.inf, burstiness: float = 1.0, seed: int = 0,
                    trace: str | Path | None = None, max_model_len: int | None = None,
-                   shared_prefix_len: int = 0) -> list[Request]:
+                   shared_prefix_len: int = 0, trace_format: str = "auto", trace_start_s: float = 0.0,
+                   trace_duration_s: float = math.inf) -> list[Request]:
     """Requests of a workload: lengths fixed (int) or drawn from a distribution, arrivals at ``request_rate``
     (``inf``: all at t=0, offline) with gamma gaps of shape ``burstiness`` (1 = Poisson), all from ``seed``
     (lengths from the stream ``seed``, send times from ``[seed, 3]`` as calibrate's runner sends them);
-    or read from a ``trace`` (CSV/JSONL, see ``simulator.workload``).
+    or read from a ``trace`` (CSV/JSONL, or the Azure LLM inference / BurstGPT formats: ``simulator.traces``;
+    ``trace_format`` "auto" tells them by their columns), the requests of the window [``trace_start_s``,
+    ``trace_start_s + trace_duration_s``) seconds after its first one.
 
     With ``max_model_len``, drawn prompts are cut to ``max_model_len - 1`` tokens and outputs to what is left
     (vLLM would refuse longer requests); a trace with longer requests is refused.
@@ -87,52 +91,70 @@ def build_requests(*, input_len: int | LengthDistribution = 100, output_len: int
     ``shared_prefix_len`` K > 0: every prompt starts with the same K tokens (``Request.num_shared_prefix_tokens``;
     the simulator reuses their KV under prefix caching); every prompt must be longer than K.
     """
-    requests = _requests(input_len, output_len, num_prompts, request_rate, burstiness, seed, trace, max_model_len)
+    return build_request_stream(input_len=input_len, output_len=output_len, num_prompts=num_prompts,
+                                request_rate=request_rate, burstiness=burstiness, seed=seed, trace=trace,
+                                max_model_len=max_model_len, shared_prefix_len=shared_prefix_len,
+                                trace_format=trace_format, trace_start_s=trace_start_s,
+                                trace_duration_s=trace_duration_s).to_requests()
+
+
+def build_request_stream(*, input_len: int | LengthDistribution = 100, output_len: int | LengthDistribution = 600,
+                         num_prompts: int = 300, request_rate: float = math.inf, burstiness: float = 1.0,
+                         seed: int = 0, trace: str | Path | None = None, max_model_len: int | None = None,
+                         shared_prefix_len: int = 0, trace_format: str = "auto", trace_start_s: float = 0.0,
+                         trace_duration_s: float = math.inf) -> RequestStream:
+    """``build_requests``'s workload as a lazily drawn ``simulator.stream.RequestStream`` (the same requests;
+    a generated workload is never held whole)."""
+    if trace is not None:
+        stream = RequestStream.from_requests(_trace_requests(trace, max_model_len, trace_format, trace_start_s,
+                                                             trace_duration_s))
+    else:
+        stream = _generated(input_len, output_len, num_prompts, request_rate, burstiness, seed, max_model_len,
+                            shared_prefix_len)
     if shared_prefix_len:
-        shortest = min(r.num_prompt_tokens for r in requests)
+        shortest = min(int(c.num_prompt_tokens.min()) for c in stream.chunks())
         if not 0 < shared_prefix_len < shortest:
             raise UserError(f"--shared-prefix-len must be below every prompt's length (the shortest has "
                             f"{shortest} tokens), got {shared_prefix_len}")
-        requests = [dataclasses.replace(r, num_shared_prefix_tokens=shared_prefix_len) for r in requests]
+        if trace is not None:
+            requests = [dataclasses.replace(r, num_shared_prefix_tokens=shared_prefix_len)
+                        for r in stream.to_requests()]
+            stream = RequestStream.from_requests(requests)
+    return stream
+
+
+def _trace_requests(trace, max_model_len, trace_format="auto", start_s=0.0, duration_s=math.inf):
+    try:
+        requests = load_trace(trace, trace_format, start_s=start_s, duration_s=duration_s)
+    except (OSError, ValueError, KeyError) as exc:
+        raise UserError(f"cannot read trace {trace}: {exc}") from None
+    if not requests:
+        window = "" if not start_s and math.isinf(duration_s) else f" from {start_s:g} s for {duration_s:g} s"
+        raise UserError(f"trace {trace} has no requests{window}")
+    if max_model_len is not None:
+        longest = max(requests, key=lambda r: r.num_prompt_tokens + r.num_output_tokens)
+        if longest.num_prompt_tokens + longest.num_output_tokens > max_model_len:
+            raise UserError(f"trace {trace}: request {longest.id} has {longest.num_prompt_tokens} + "
+                            f"{longest.num_output_tokens} tokens, more than max_model_len {max_model_len}")
     return requests
 
 
-def _requests(input_len, output_len, num_prompts, request_rate, burstiness, seed, trace, max_model_len):
-    """``build_requests`` without the shared prefix."""
-    if trace is not None:
-        try:
-            requests = load_trace(trace)
-        except (OSError, ValueError, KeyError) as exc:
-            raise UserError(f"cannot read trace {trace}: {exc}") from None
-        if not requests:
-            raise UserError(f"trace {trace} has no requests")
-        if max_model_len is not None:
-            longest = max(requests, key=lambda r: r.num_prompt_tokens + r.num_output_tokens)
-            if longest.num_prompt_tokens + longest.num_output_tokens > max_model_len:
-                raise UserError(f"trace {trace}: request {longest.id} has {longest.num_prompt_tokens} + "
-                                f"{longest.num_output_tokens} tokens, more than max_model_len {max_model_len}")
-        return requests
+def _generated(input_len, output_len, num_prompts, request_rate, burstiness, seed, max_model_len,
+               shared_prefix_len) -> RequestStream:
     if num_prompts < 1:
         raise UserError(f"--num-prompts must be at least 1, got {num_prompts}")
     if not request_rate > 0:
         raise UserError(f"--request-rate must be positive (inf for offline), got {request_rate}")
     if not burstiness > 0:
         raise UserError(f"--burstiness must be positive, got {burstiness}")
-    inputs = as_length_distribution(input_len, "--input-len")
-    outputs = as_length_distribution(output_len, "--output-len")
-    rng = np.random.default_rng(seed)
-    prompts = inputs.sample(num_prompts, rng)
-    generated = outputs.sample(num_prompts, rng)
+    if max_model_len is not None and max_model_len < 2:
+        raise UserError(f"--max-model-len must be at least 2 to hold a prompt and a token, got {max_model_len}")
     # send times from their own stream, the one calibrate's runner uses: a simulation and a measured run of the
     # same seed and rate send requests at the same moments
-    arrivals = arrival_times(num_prompts, np.random.default_rng([seed, 3]), request_rate=request_rate,
-                             burstiness=burstiness)
-    if max_model_len is not None:
-        if max_model_len < 2:
-            raise UserError(f"--max-model-len must be at least 2 to hold a prompt and a token, got {max_model_len}")
-        prompts = np.minimum(prompts, max_model_len - 1)
-        generated = np.minimum(generated, max_model_len - prompts)
-    return requests_from_arrays(arrivals, prompts, generated)
+    return stream_requests(num_prompts, as_length_distribution(input_len, "--input-len"),
+                           as_length_distribution(output_len, "--output-len"), length_seed=seed,
+                           arrival_seed=[seed, 3], request_rate=request_rate, burstiness=burstiness,
+                           max_model_len=max_model_len, num_shared_prefix_tokens=shared_prefix_len)
 
 
 def simulate_offline(scenario, layout: Layout) -> Metrics:

@@ -25,6 +25,10 @@ sources:
     one GPU/several) where the regime holds at least ``MIN_REGIME`` of them, else pooled. A model the profile
     was fitted on uses the k-fold residuals (runs unseen, model seen); another model uses the
     leave-one-model-out residuals (the model family transfer).
+(b') **model transfer**: a model the profile was not fitted on, or a GEMM kernel path (``kernel_path``) none of
+    its runs used, takes the residuals of fits on other models' runs predicting them (calibrate/transfer.py,
+    the cases of benchmarks/bench_transfer.py: fits on one model, and on the small models for the large ones)
+    pooled with the leave-one-model-out ones, where the profile stores them (``residuals.model_transfer``).
 (c) **transfer**: a profile used on another GPU (``Profile.status_for`` says "transferred") or another vLLM
     engine generation than it was fitted on uses the residuals of that profile predicting another calibrated
     data set (H200 -> Taiwania 2 V100 and back; the CPU set for a CPU), instead of (b).
@@ -124,8 +128,10 @@ class Interval:
     source: str = ""  # which residuals: "k-fold", "leave-one-model-out", "transfer", ...
 
     def to_dict(self) -> dict[str, Any]:
-        """``{"level": 0.9, name: [low, high], ...}``, the JSON shape of issue 13."""
-        return {"level": self.level, **{k: [float(lo), float(hi)] for k, (lo, hi) in self.bounds.items()}}
+        """``{"level": 0.9, "source": ..., name: [low, high], ...}``, the JSON shape of issue 13 plus where the
+        widths come from (issue 22: an interval for what the profile never saw says so)."""
+        return {"level": self.level, "source": self.source,
+                **{k: [float(lo), float(hi)] for k, (lo, hi) in self.bounds.items()}}
 
     def relative_half_width(self, name: str, point: float) -> float:
         """(high - low) / 2 / point, the ``±`` a table shows; nan when unknown."""
@@ -239,7 +245,8 @@ class ResidualModel:
         term is added)."""
         return self.section.get("coefficient_sd_reference") or {}
 
-    def choose(self, *, model_name: str, gpu_name: str, engine_generation: str) -> tuple[str, Mapping]:
+    def choose(self, *, model_name: str, gpu_name: str, engine_generation: str, kernel_path: str | None = None
+               ) -> tuple[str, Mapping]:
         """(source label, {regime: {metric: residuals}}) for a prediction of this kind."""
         fitted_gens = self.section.get("engine_generations") or ()
         transferred = (self.gpu is not None and gpu_name != self.gpu) or (
@@ -256,6 +263,13 @@ class ResidualModel:
                 return label, {"any": pooled}
         cv = self.section.get("residuals") or {}
         seen = model_name in (self.section.get("models") or ())
+        kernels = self.section.get("kernel_paths") or ()
+        new_kernel = bool(kernels) and kernel_path is not None and kernel_path not in kernels
+        if (not seen or new_kernel) and cv.get("model_transfer"):
+            what = f"model {model_name}" if not seen else f"kernel path {kernel_path}"
+            return (f"model-transfer ({what} not in the fit: fits on other models' runs predicting them, "
+                    f"calibrate/transfer.py, with leave-one-model-out)",
+                    _merged(cv["model_transfer"], cv.get("unseen_model") or {}))
         if not seen and cv.get("unseen_model"):
             return "leave-one-model-out", cv["unseen_model"]
         if not seen and cv.get("seen_model"):  # one model in the fit: no data on another model's error
@@ -267,6 +281,22 @@ class ResidualModel:
         """Each k-fold residual's coefficient term (shaped like ``residuals.seen_model``), for the locally
         weighted quantiles; empty in profiles written before they were stored."""
         return (self.section.get("residual_scales") or {}).get("seen_model") or {}
+
+
+def kernel_path(precision) -> str:
+    """The GEMM kernel family a prediction runs (a ``Precision.quant_kernel``, or ``dense`` for cuBLAS GEMMs in
+    the activation dtype): an interval for one the profile's runs never used carries the model-transfer spread."""
+    return precision.quant_kernel or "dense"
+
+
+def _merged(*pools: Mapping[str, Mapping[str, Sequence[float]]]) -> dict[str, dict[str, list[float]]]:
+    """{regime: {metric: residuals}} pools concatenated regime by regime and metric by metric."""
+    out: dict[str, dict[str, list[float]]] = {}
+    for pool in pools:
+        for key, by_metric in pool.items():
+            for metric, values in by_metric.items():
+                out.setdefault(key, {}).setdefault(metric, []).extend(values)
+    return out
 
 
 def _select(residuals: Mapping[str, Mapping[str, Sequence[float]]], figure: str, key: str
@@ -380,7 +410,8 @@ def interval_for(scenario, layout, points: Mapping[str, float], *, mode: str, le
     level = check_level(level)
     model = ResidualModel(section=section, gpu=scenario.profile.gpu)
     source, residuals = model.choose(model_name=scenario.model.name, gpu_name=scenario.cluster.gpu.name,
-                                     engine_generation=scenario.engine.engine_generation)
+                                     engine_generation=scenario.engine.engine_generation,
+                                     kernel_path=kernel_path(scenario.precision))
     if coef_sd is None:
         kinds = tuple(sorted({step_kind(name) for name, point in points.items()
                               if point is not None and math.isfinite(point) and point > 0}))

@@ -11,6 +11,7 @@ H200="data/h200/multi-2gpu-a.jsonl data/h200/multi-2gpu-b.jsonl data/h200/multi-
       data/h200-sweep2/bf16-offline.jsonl data/h200-holdout3/results.jsonl"
 H200_CSV=$(echo $H200 | tr ' ' ',')
 $PY -m perfmodel.cli calibrate uncertainty $H200 --hardware h200-sxm --profile perfmodel/profiles/h200-sxm.yaml \
+    --anchors data/anchors/h200-sxm.yaml --model-transfer \
     --transfer taiwania2-v100=taiwania2:data/taiwania/results.jsonl --transfer cpu=cpu-host:data/cpu/results.jsonl \
     --runs-csv docs/intervals-runs-h200-sxm.csv &
 $PY -m perfmodel.cli calibrate uncertainty data/taiwania/results.jsonl --hardware taiwania2 \

@@ -127,6 +127,9 @@ class DecodeCohort:
         """Count `num_steps` steps; remove and return the members that finished (their KV length is
         `finish_kv_tokens`). The caller never steps past the first finish."""
         self.counter += num_steps
+        heap = self.finish_heap
+        if not heap or heap[0][0] > self.counter:  # nobody's last step (the heap's least counter is later)
+            return []
         finished = []
         while True:
             fc = self.next_finish_counter()

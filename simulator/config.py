@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+SCHEDULER_GENERATIONS = ("v1", "v0")
+"""Engine generations of continuous batching the simulator models (`simulator.schedulers.SCHEDULERS`)."""
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class EngineConfig:
@@ -62,8 +65,9 @@ class EngineConfig:
                                  f"({self.max_num_seqs})")
         if not isinstance(self.long_prefill_token_threshold, int) or self.long_prefill_token_threshold < 0:
             raise ValueError("long_prefill_token_threshold must be an integer >= 0")
-        if self.scheduler not in ("v1", "v0"):
-            raise ValueError(f"EngineConfig.scheduler must be 'v1' or 'v0', got {self.scheduler!r}")
+        if self.scheduler not in SCHEDULER_GENERATIONS:
+            raise ValueError(f"EngineConfig.scheduler must be one of {', '.join(map(repr, SCHEDULER_GENERATIONS))}, "
+                             f"got {self.scheduler!r}")
         if self.enable_prefix_caching and (self.batching != "continuous" or self.scheduler != "v1"):
             raise ValueError("prefix caching is modelled for continuous batching with the V1 scheduler only "
                              "(vLLM >= 0.8); turn it off for static batching or V0")

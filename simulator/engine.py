@@ -1,49 +1,22 @@
-"""One engine replica as a SimPy process: loop { schedule -> BatchStats -> cost -> wait -> apply }.
-
-Without pipeline parallelism a step takes the stage time the `StepCost` returns and the next step is scheduled
-when it ends. With `num_stages > 1` stages, a new batch is scheduled as soon as stage 0 is free (up to
-`num_stages` batches in flight); a batch enters stage s when it has left stage s-1 and stage s is free, so an
-isolated batch takes `num_stages x` its stage time; its requests can be scheduled again only when it has
-left the last stage. With too few requests to fill every stage, the pipeline idles (the bubble).
-The V0 scheduler (`EngineConfig.scheduler="v0"`) with `num_stages > 1` stages instead runs one scheduler per
-stage (vLLM's virtual engines, `simulator.scheduler_v0.VirtualEngines`), each with one batch in flight; the
-batches of all of them share the stages, each stage taking them in the order they reach it. With
-`step_cost.stage_split_s`, a stage may start preparing a batch (the CPU part of its stage time) as soon as it
-is free and computes once the previous stage is done, stages before the last skip what only the last spends
-(the LM head), and after the last stage the batch passes the engine process's own thread, one for all virtual
-engines.
-
-Macro-steps (pp = 1, continuous batching): when the next steps can only be pure decodes (nothing prefilling,
-nobody admissible from the waiting queue), they repeat with one more KV token per sequence until a sequence
-finishes, the KV blocks they open would not be free, a request arrives, or `max_macro_steps` is reached. Those
-k steps are costed with ONE call to the StepCost (BatchStats with array fields), or, for a short run before a
-known arrival, one scalar call per step up to the arrival's step only, and the process sleeps once
-for their total time; only the steps up to the one an arrival falls in (the first ending at or after it) are
-committed. The result is identical to stepping one at a time (tested): step end times are accumulated with the
-same additions, KV and ITL statistics are integer sums or kept per step.
-- Open loop with a round-robin or random router: every replica knows its next arrival time in advance, so a
-  scheduled step and the decode run after it are planned together (two cost calls, one sleep); requests that
-  finish in that step are handed back at the end of the sleep (nothing depends on their timing then).
-- Otherwise (least-loaded router, `max_concurrency`): the run starts after the step, and an arrival wakes the
-  sleeping replica, which then commits the steps up to the arrival.
+"""One engine replica as a SimPy process: its scheduler (`simulator.schedulers`, by engine generation or static
+batching) and the pipelining strategy that runs its steps through the stages (`simulator.pipelining`): loop
+{ schedule -> BatchStats -> cost -> wait -> apply }. The Replica keeps what every strategy shares: the request
+inputs, the wake-up of a sleeping process, the hand-back of finished requests.
 """
 
 from __future__ import annotations
 
 from typing import Callable
 
-import numpy as np
 import simpy
 
-from simulator.batch import BatchStats, StepCost
+from simulator.batch import StepCost
 from simulator.config import EngineConfig
-from simulator.decode_run import DecodeRun
 from simulator.itl import ItlRecorder
+from simulator.pipelining import STRATEGIES
 from simulator.request import RequestTable
-from simulator.scheduler import ContinuousScheduler
-from simulator.scheduler_output import SchedulerOutput
-from simulator.scheduler_v0 import V0Scheduler, VirtualEngines
-from simulator.static_batching import StaticBatcher
+from simulator.scheduler_v0 import VirtualEngines
+from simulator.schedulers import make_scheduler
 from simulator.timeline import StepRecorder
 
 
@@ -78,19 +51,12 @@ class Replica:
         self._pending: list[tuple[float, int]] | None = None
         self._last_step_start_s = float("-inf")
         self._virtual_wakes: list[simpy.Event | None] = []
-        if config.batching == "static":
-            self.scheduler: ContinuousScheduler | StaticBatcher | VirtualEngines = StaticBatcher(config, table, itl)
-            body = self._run_static()
-        elif config.scheduler == "v0" and self.num_stages > 1:
-            self.scheduler = VirtualEngines(config, table, itl, self.num_stages)
+        self.scheduler, self.strategy = make_scheduler(config, table, itl, self.num_stages)
+        if isinstance(self.scheduler, VirtualEngines):
             self._virtual_wakes = [None] * self.num_stages
-            body = self._run_virtual_engines()
-        else:
-            scheduler_class = V0Scheduler if config.scheduler == "v0" else ContinuousScheduler
-            self.scheduler = scheduler_class(config, table, itl)
-            body = self._run_continuous() if self.num_stages == 1 else self._run_pipelined()
-            if config.async_scheduling and self.num_stages == 1:
-                self._pending = []
+        if config.async_scheduling and self.strategy == "serial":
+            self._pending = []
+        body = STRATEGIES[self.strategy](self)
         self.process = env.process(body)
 
     @property
@@ -141,8 +107,8 @@ class Replica:
         (vllm/v1/engine/async_llm.py) turns the engine's whole output (every running request's token) into
         RequestOutputs (OutputProcessor.process_outputs) before the requests' generators write their chunks. A first
         token (`first_ids` whose first token came at `end_s`) and a last one (`last_ids`) reach the client
-        `token_delivery_s` per token of that step later. Gaps between tokens keep their mean. pp=1 continuous
-        batching only."""
+        `token_delivery_s` per token of that step later. Gaps between tokens keep their mean. The "serial"
+        strategy only (one stage, continuous batching)."""
         delay = self.token_delivery_s * num_tokens
         if not delay > 0:
             return
@@ -165,247 +131,3 @@ class Replica:
     def _done(self, finished: list[int]) -> None:
         for req in finished:
             self.on_finish(req)
-
-    # ---- continuous batching, one stage ------------------------------------------------------------------
-    def _run_continuous(self):
-        env, sched, cost, rec = self.env, self.scheduler, self.step_cost, self.recorder
-        assert isinstance(sched, ContinuousScheduler)
-        # With every arrival time known in advance (open loop, state-independent router), a step and the
-        # decode run after it are planned together and slept through at once.
-        fused = self.macro_steps and self.known_arrivals_s is not None
-        clock = env.now
-        while True:
-            self._admit_pending()
-            if not sched.has_schedulable_work():
-                yield self._sleep()
-                self._wake = None
-                clock = env.now
-                continue
-            out = sched.schedule()
-            if out.is_empty:
-                if out.preempted_ids:  # the state changed: schedule again
-                    continue
-                raise RuntimeError(f"replica {self.index} cannot schedule any waiting request (a prompt longer "
-                                   "than max_num_batched_tokens with chunked prefill off?)")
-            stage_s = float(cost(out.batch))
-            end = clock + stage_s
-            self._last_step_start_s = clock
-            rec.add_step(self.index, clock, end, stage_s, out.batch, sched.num_running, sched.num_waiting,
-                         sched.pool.num_used_blocks)
-            if fused:
-                finished = sched.complete(out, end)
-                self._delivered(end, out.batch.num_sampled_tokens, out.prefill_ids, finished)
-                clock = yield from self._decode_run(end, finished, stage_s)
-                continue
-            yield env.timeout(max(end - env.now, 0.0))
-            finished = sched.complete(out, end)
-            self._delivered(end, out.batch.num_sampled_tokens, out.prefill_ids, finished)
-            self._done(finished)
-            clock = end
-            if self.macro_steps:
-                clock = yield from self._decode_run(end, [], stage_s)
-
-    def _decode_run(self, start_s: float, finished: list[int], last_stage_s: float):
-        """Run the pure-decode steps that follow (if any) from `start_s` with one sleep; stop at the step
-        the next arrival falls in. Return the end of the last step. `finished`: requests that finished at
-        `start_s` and are yet to be handed back. `last_stage_s`: the previous step's time, to guess how many
-        steps fit before a known arrival (a guess only sizes the arrays: a short run is followed by another)."""
-        env, sched = self.env, self.scheduler
-        known = self.known_arrivals_s is not None
-        arrival = float("inf")
-        max_steps = self.max_macro_steps
-        if known and self._num_arrived < len(self.known_arrivals_s):
-            arrival = self.known_arrivals_s[self._num_arrived]
-            if last_stage_s > 0:
-                max_steps = min(max_steps, 2 * int((arrival - start_s) / last_stage_s) + 8)
-        run = None
-        if arrival > start_s and not self._pending:  # a waiting arrival joins the step after next
-            run = sched.plan_decode_run(max_steps, through_finishes=known)
-            if run is not None and run.num_steps < 2 and not finished:
-                run = None  # a single step: leave it to the scheduler
-        if run is None:
-            if start_s > env.now:
-                yield env.timeout(start_s - env.now)
-            self._done(finished)
-            return start_s
-        num_waiting = sched.num_waiting  # before arrivals during the run
-        if known and run.is_short:
-            # The planned length is a generous guess: cost one step at a time, up to the arrival's step only.
-            stage_s, end_s = self._cost_until(run, start_s, arrival)
-            m = len(end_s)
-            yield env.timeout(max(end_s[-1] - env.now, 0.0))
-            sum_num_seqs = sum(run.num_seqs[:m])
-        else:
-            stage_s, end_s, m = yield from self._cost_and_sleep(run, start_s, arrival)
-            end_s = end_s[:m]
-            sum_num_seqs = int(np.sum(run.num_seqs[:m]))  # everyone running decodes in these steps
-        record = self.recorder.record
-        done, kv_sum, kv_max, kv_per_step = sched.commit_decode_run(end_s, per_step_kv=record)
-        self._last_step_start_s = float(end_s[-2]) if len(end_s) > 1 else start_s
-        if self.token_delivery_s > 0:
-            t = self.table
-            for req in done:  # each in the step it finished in (the step's sampled tokens: its sequences)
-                i = int(np.searchsorted(end_s, t.finish_s[req]))
-                self._delivered(float(end_s[i]), float(run.num_seqs[i]), last_ids=(req,))
-        self.recorder.add_steps(self.index, start_s, end_s, stage_s, run.batch if record else None,
-                                run.num_seqs[:m] if record else None, num_waiting, sum_num_seqs=sum_num_seqs,
-                                kv_used_blocks_sum=kv_sum, kv_used_blocks_max=kv_max,
-                                kv_used_blocks=lambda: kv_per_step)
-        self._done(finished + done)
-        return float(end_s[-1])
-
-    def _cost_until(self, run: DecodeRun, start_s: float, arrival_s: float) -> tuple[list[float], list[float]]:
-        """Cost the planned decode steps one at a time (scalar BatchStats, as without macro-steps) until one
-        ends at or after `arrival_s`; return their stage times and end times."""
-        cost = self.step_cost
-        stage_s: list[float] = []
-        end_s: list[float] = []
-        end = start_s
-        for active, context in zip(run.num_seqs, run.decode_context_tokens):
-            s = float(cost(BatchStats(0, active, 0.0, 0, context, active, active)))
-            end += s  # ((start + s0) + s1) + ...: the same additions as one step at a time
-            stage_s.append(s)
-            end_s.append(end)
-            if end >= arrival_s:
-                break
-        return stage_s, end_s
-
-    def _cost_and_sleep(self, run: DecodeRun, start_s: float, arrival: float):
-        """Cost the whole planned run with one array call and sleep to the step an arrival falls in (known in
-        advance, or waking us up); return the stage times, the end times and how many steps were done."""
-        env = self.env
-        known = self.known_arrivals_s is not None
-        stage_s = np.asarray(self.step_cost(run.batch), dtype=np.float64)
-        acc = stage_s.copy()
-        acc[0] += start_s
-        end_s = np.cumsum(acc)  # ((start + s0) + s1) + ...: the same additions as one step at a time
-        m = run.num_steps
-        if known:
-            if arrival < end_s[-1]:
-                m = int(np.searchsorted(end_s, arrival, side="left")) + 1
-            yield env.timeout(max(float(end_s[m - 1]) - env.now, 0.0))
-        else:
-            # Sleep through the run; an arrival wakes us, and we stop at the step it falls in.
-            wake = self._sleep()
-            timer = env.timeout(max(float(end_s[-1]) - env.now, 0.0))
-            timer.callbacks.append(lambda _event: None if wake.triggered else wake.succeed())
-            yield wake
-            self._wake = None
-            now = env.now
-            if now < end_s[-1]:
-                m = int(np.searchsorted(end_s, now, side="left")) + 1
-                if end_s[m - 1] > now:
-                    yield env.timeout(float(end_s[m - 1]) - now)
-        return stage_s, end_s, m
-
-    # ---- continuous batching, pipeline parallel ----------------------------------------------------------
-    def _run_pipelined(self):
-        env, sched, cost, rec = self.env, self.scheduler, self.step_cost, self.recorder
-        assert isinstance(sched, ContinuousScheduler)
-        num_stages = self.num_stages
-        stage_free_s = [env.now] * num_stages
-        in_flight = [0]
-
-        def on_batch_done(out: SchedulerOutput, end: float, _event) -> None:
-            in_flight[0] -= 1
-            self._done(sched.complete(out, end))
-            self._notify()
-
-        while True:
-            if in_flight[0] < num_stages and sched.has_schedulable_work():
-                out = sched.schedule()
-                if not out.is_empty:
-                    stage_s = float(cost(out.batch))
-                    t = env.now
-                    for s in range(num_stages):
-                        t = max(t, stage_free_s[s]) + stage_s
-                        stage_free_s[s] = t
-                    in_flight[0] += 1
-                    rec.add_step(self.index, env.now, t, stage_s, out.batch, sched.num_running,
-                                 sched.num_waiting, sched.pool.num_used_blocks)
-                    done = env.timeout(t - env.now)
-                    done.callbacks.append(lambda event, out=out, end=t: on_batch_done(out, end, event))
-                    yield env.timeout(stage_free_s[0] - env.now)
-                    continue
-            yield self._sleep()
-            self._wake = None
-
-    # ---- V0 with pipeline parallelism: a scheduler per stage ---------------------------------------------
-    def _run_virtual_engines(self):
-        """Start one process per V0 virtual engine; they share the stages' free times (FIFO per stage)."""
-        engines = self.scheduler
-        assert isinstance(engines, VirtualEngines)
-        stage_free_s = [self.env.now] * self.num_stages
-        host_free_s = [self.env.now]
-        for v in range(len(engines.schedulers)):
-            self.env.process(self._run_virtual_engine(v, stage_free_s, host_free_s))
-        yield self.env.timeout(0)
-
-    def _run_virtual_engine(self, v: int, stage_free_s: list[float], host_free_s: list[float]):
-        """Virtual engine `v`: schedule a batch, send it through every stage (each stage takes batches in the
-        order they reach it), then through the engine process's thread (`step_cost.stage_split_s`, if the cost
-        has it: one thread for all virtual engines, in the order their batches leave the last stage), apply
-        it, repeat; one batch in flight (vLLM 0.7.0 `AsyncLLMEngine.run_engine_loop` awaits each virtual
-        engine's step before starting its next)."""
-        env, cost, rec = self.env, self.step_cost, self.recorder
-        split = getattr(cost, "stage_split_s", None)
-        engines = self.scheduler
-        assert isinstance(engines, VirtualEngines)
-        sched = engines.schedulers[v]
-        while True:
-            if not sched.has_schedulable_work():
-                self._virtual_wakes[v] = env.event()
-                yield self._virtual_wakes[v]
-                self._virtual_wakes[v] = None
-                continue
-            out = sched.schedule()
-            if out.is_empty:
-                if out.preempted_ids:
-                    continue
-                raise RuntimeError(f"replica {self.index} virtual engine {v} cannot schedule any waiting request")
-            stage_s = float(cost(out.batch))
-            prep_s, last_only_s, host_s = split(out.batch) if split is not None else (0.0, 0.0, 0.0)
-            dispatch = end = env.now
-            last = self.num_stages - 1
-            for s in range(self.num_stages):
-                # a stage prepares the batch as soon as it is free, then computes once the previous stage is done
-                compute_s = stage_s - prep_s - (last_only_s if s < last else 0.0)
-                end = max(end, max(dispatch, stage_free_s[s]) + prep_s) + compute_s
-                stage_free_s[s] = end
-            end = max(end, host_free_s[0]) + host_s
-            host_free_s[0] = end
-            rec.add_step(self.index, env.now, end, stage_s, out.batch, engines.num_running, engines.num_waiting,
-                         engines.num_used_blocks)
-            yield env.timeout(end - env.now)
-            self._done(sched.complete(out, end))
-
-    # ---- static batching ---------------------------------------------------------------------------------
-    def _run_static(self):
-        env, batcher, rec = self.env, self.scheduler, self.recorder
-        assert isinstance(batcher, StaticBatcher)
-        t = self.table
-        while True:
-            if not batcher.has_schedulable_work():
-                yield self._sleep()
-                self._wake = None
-                continue
-            clock = env.now
-            sb = batcher.next_batch()
-            stage_s = np.asarray(self.step_cost(sb.batch), dtype=np.float64)
-            step_s = stage_s * self.num_stages            # one batch in flight: every stage in turn
-            end_s = np.cumsum(np.concatenate(([clock], step_s)))[1:]
-            used = batcher.pool.num_used_blocks
-            rec.add_steps(self.index, clock, end_s, stage_s, sb.batch, batcher.num_running, batcher.num_waiting,
-                          sum_num_seqs=len(sb.ids) * len(end_s), kv_used_blocks_sum=used * len(end_s),
-                          kv_used_blocks_max=used, kv_used_blocks=lambda: np.full(len(end_s), used))
-            rec.padding_tokens += sb.num_padding_tokens
-            rec.computed_tokens += sb.num_computed_tokens
-            batcher.complete(sb, end_s)
-            # Hand each request back when its own last token is out (the batch itself ends later).
-            for req in sorted(sb.ids, key=lambda r: (t.finish_s[r], r)):
-                wait = t.finish_s[req] - env.now
-                if wait > 0:
-                    yield env.timeout(wait)
-                self.on_finish(req)
-            if end_s[-1] > env.now:
-                yield env.timeout(float(end_s[-1]) - env.now)

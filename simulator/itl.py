@@ -51,3 +51,7 @@ class ItlRecorder:
             counts.append(run_counts)
         return np.concatenate(gaps), np.concatenate(counts)
 
+    def clear(self) -> None:
+        """Forget what was recorded (after it was taken with `arrays`); the lists are emptied in place."""
+        for values in (self.gap_s, self.count, self.run_end_s, self.run_prev_s, self.run_count):
+            values.clear()

@@ -100,14 +100,19 @@ class RequestResults:
 
 
 class RequestTable:
-    """Mutable per-request state of one simulation, as flat Python lists indexed by position (fast to index;
-    no object per request). Internal to the simulator; `results()` freezes it into `RequestResults`."""
+    """Mutable per-request state of one simulation, as flat Python lists indexed by slot (fast to index; no
+    object per request). Internal to the simulator; `results()` freezes it into `RequestResults`.
+
+    Built from a list of requests, slot i is request i for the whole run. Built empty, requests are `add`ed as
+    they arrive and their slot is `release`d when they finish and their metrics are taken, for a later arrival
+    to reuse: the table then holds only the requests in the system, however long the run."""
 
     __slots__ = ("ids", "arrival_s", "num_prompt_tokens", "num_output_tokens", "finish_kv_tokens", "sent_s",
                  "first_token_s", "finish_s", "replica", "num_preemptions", "last_emit_s", "num_computed_tokens",
-                 "num_target_tokens", "admission_order", "num_shared_prefix_tokens", "num_shared_blocks")
+                 "num_target_tokens", "admission_order", "num_shared_prefix_tokens", "num_shared_blocks",
+                 "position", "_free")
 
-    def __init__(self, requests: Sequence[Request]) -> None:
+    def __init__(self, requests: Sequence[Request] = ()) -> None:
         n = len(requests)
         self.ids = [r.id for r in requests]
         self.arrival_s = [float(r.arrival_s) for r in requests]
@@ -127,9 +132,43 @@ class RequestTable:
         self.admission_order = [0] * n        # position in the running list (vLLM's `running` order)
         self.num_shared_prefix_tokens = [int(r.num_shared_prefix_tokens) for r in requests]
         self.num_shared_blocks = [0] * n      # KV blocks a request uses but does not own (prefix cache hits)
+        self.position = list(range(n))        # the request's position in the simulation's input
+        self._free: list[int] = []            # released slots
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    def add(self, position: int, request_id: int, arrival_s: float, num_prompt_tokens: int, num_output_tokens: int,
+            num_shared_prefix_tokens: int) -> int:
+        """A request enters the system; returns its slot (a released one if any). (Written out field by field:
+        this runs once per request.)"""
+        nan = float("nan")
+        if not self._free:
+            for column in (self.sent_s, self.first_token_s, self.finish_s, self.last_emit_s, self.ids,
+                           self.arrival_s, self.num_prompt_tokens, self.num_output_tokens, self.finish_kv_tokens,
+                           self.replica, self.num_preemptions, self.num_computed_tokens, self.num_target_tokens,
+                           self.admission_order, self.num_shared_prefix_tokens, self.num_shared_blocks,
+                           self.position):
+                column.append(0)
+            self._free.append(len(self.ids) - 1)
+        slot = self._free.pop()
+        self.ids[slot] = request_id
+        self.arrival_s[slot] = arrival_s
+        self.num_prompt_tokens[slot] = num_prompt_tokens
+        self.num_output_tokens[slot] = num_output_tokens
+        self.finish_kv_tokens[slot] = num_prompt_tokens + num_output_tokens - 1
+        self.sent_s[slot] = self.first_token_s[slot] = self.finish_s[slot] = self.last_emit_s[slot] = nan
+        self.replica[slot] = -1
+        self.num_preemptions[slot] = self.num_computed_tokens[slot] = self.admission_order[slot] = 0
+        self.num_shared_blocks[slot] = 0
+        self.num_target_tokens[slot] = num_prompt_tokens
+        self.num_shared_prefix_tokens[slot] = num_shared_prefix_tokens
+        self.position[slot] = position
+        return slot
+
+    def release(self, slot: int) -> None:
+        """The request of `slot` has left the system (its results taken): the slot may be reused."""
+        self._free.append(slot)
 
     def results(self) -> RequestResults:
         return RequestResults(

@@ -43,13 +43,14 @@ finished sequences (vLLM 0.7.0 `Scheduler._schedule_running`'s "extra decode run
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Callable
 
 from simulator.cohort import DecodeCohort
 from simulator.config import EngineConfig
 from simulator.itl import ItlRecorder
 from simulator.kv_blocks import num_blocks_for_tokens
 from simulator.request import RequestTable
-from simulator.scheduler import ContinuousScheduler
+from simulator.running_set import RunningSet
 from simulator.scheduler_output import SchedulerOutput
 
 WATERMARK = 0.01
@@ -57,29 +58,29 @@ WATERMARK = 0.01
 `vllm/core/block_manager.py` `SelfAttnBlockSpaceManager.__init__` (the Scheduler does not pass one)."""
 
 
-class V0Scheduler(ContinuousScheduler):
+def check_v0_fits(longest_kv_tokens: int, block_size: int, num_kv_blocks: int) -> None:
+    """Every request must be able to run alone in a V0 scheduler of `num_kv_blocks` blocks: its longest KV length
+    plus the watermark (at least one block, which a lone decode needs free). Otherwise vLLM ignores the request
+    (FINISHED_IGNORED) or a lone sequence preempts itself forever. (Prompts longer than the budget are rejected
+    by `simulator.run`, as for V1 with chunked prefill off.)"""
+    need = num_blocks_for_tokens(longest_kv_tokens, block_size) + max(int(WATERMARK * num_kv_blocks), 1)
+    if need > num_kv_blocks:
+        raise ValueError(f"a request needs {need} KV blocks ({longest_kv_tokens} tokens + watermark) but a V0 "
+                         f"scheduler holds {num_kv_blocks} (num_kv_blocks // pipeline stages); shorten the "
+                         "requests or give more KV blocks")
+
+
+class V0Scheduler(RunningSet):
     """One V0 scheduler (one virtual engine): waiting queue, running sequences, its own KV block pool.
 
-    Reuses the V1 scheduler's bookkeeping (completion, recompute preemption, planned decode runs); only the
-    step rule differs (see the module docstring)."""
+    A sibling of `simulator.scheduler.V1Scheduler` over the same bookkeeping (`simulator.running_set`:
+    completion, recompute preemption, planned decode runs); only the step rule differs (module docstring)."""
 
     def __init__(self, config: EngineConfig, table: RequestTable, itl: ItlRecorder) -> None:
         super().__init__(config, table, itl)
         self.watermark_blocks = int(WATERMARK * config.num_kv_blocks)
-        self._check_fits()
-
-    def _check_fits(self) -> None:
-        """Every request must be able to run alone: its longest KV length plus the watermark (at least one
-        block, which a lone decode needs free) within the pool. Otherwise vLLM ignores the request
-        (FINISHED_IGNORED) or a lone sequence preempts itself forever. (Prompts longer than the budget are
-        rejected by `simulator.run`, as for V1 with chunked prefill off.)"""
-        t, cfg = self.table, self.config
-        longest = max(t.finish_kv_tokens)
-        need = num_blocks_for_tokens(longest, cfg.block_size) + max(self.watermark_blocks, 1)
-        if need > cfg.num_kv_blocks:
-            raise ValueError(f"a request needs {need} KV blocks ({longest} tokens + watermark) but a V0 scheduler "
-                             f"holds {cfg.num_kv_blocks} (num_kv_blocks // pipeline stages); shorten the "
-                             "requests or give more KV blocks")
+        if len(table):
+            check_v0_fits(max(table.finish_kv_tokens), config.block_size, config.num_kv_blocks)
 
     # ---- one step ----------------------------------------------------------------------------------------
     def schedule(self) -> SchedulerOutput:
@@ -174,13 +175,15 @@ class VirtualEngines:
     blocks (vLLM 0.7.0 `Scheduler.__init__`), a request going to the one with the fewest unfinished requests
     (`LLMEngine._add_processed_request`). They share nothing but the stages that run their batches."""
 
-    def __init__(self, config: EngineConfig, table: RequestTable, itl: ItlRecorder, num_stages: int) -> None:
+    def __init__(self, config: EngineConfig, table: RequestTable, itl: ItlRecorder, num_stages: int,
+                 make: Callable[[EngineConfig, RequestTable, ItlRecorder], "V0Scheduler"] | None = None) -> None:
+        make = make or V0Scheduler
         per_engine = config.num_kv_blocks // num_stages
         if per_engine < 1:
             raise ValueError(f"num_kv_blocks ({config.num_kv_blocks}) is fewer than the {num_stages} pipeline "
                              "stages, each of which V0 gives num_kv_blocks // pp blocks")
         engine_config = replace(config, num_kv_blocks=per_engine)
-        self.schedulers = [V0Scheduler(engine_config, table, itl) for _ in range(num_stages)]
+        self.schedulers = [make(engine_config, table, itl) for _ in range(num_stages)]
 
     def add_request(self, req: int) -> int:
         """Give `req` to the least loaded scheduler; return its index."""

@@ -7,30 +7,23 @@ otherwise gaps between requests are gamma distributed with shape `burstiness` an
 (burstiness 1 = Poisson; < 1 burstier; > 1 more regular). The first request is sent at t = 0.
 A closed loop of C clients is offline arrivals with `simulate(..., max_concurrency=C)`.
 
-Traces: CSV with a header, or JSON lines, one request per row with an arrival time and the two lengths.
-Column names accepted: arrival `arrival_s` | `timestamp_s` | `timestamp`; input `num_prompt_tokens` |
-`input_len` | `prompt_len` | `input_tokens`; output `num_output_tokens` | `output_len` | `output_tokens`.
+Traces: CSV with a header, or JSON lines, one request per row with an arrival time and the two lengths; the
+project's column names and the Azure LLM inference and BurstGPT formats are read by `simulator.traces`.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
 from simulator.request import Request, requests_from_arrays
-
-if TYPE_CHECKING:  # pandas is imported where it is used: it costs ~0.4 s at start-up
-    import pandas as pd
+from simulator.stream import DEFAULT_CHUNK, RequestChunk, RequestStream
+from simulator.traces import read_table, read_trace
 
 _KINDS = ("fixed", "uniform", "normal", "lognormal", "empirical")
-_ARRIVAL = ("arrival_s", "timestamp_s", "timestamp")
-_INPUT = ("num_prompt_tokens", "input_len", "prompt_len", "input_tokens")
-_OUTPUT = ("num_output_tokens", "output_len", "output_tokens")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -89,7 +82,7 @@ class LengthDistribution:
         if column is None:
             values = [int(line) for line in path.read_text().split() if line.strip()]
         else:
-            values = _read_table(path)[column].astype(int).tolist()
+            values = read_table(path)[column].astype(int).tolist()
         return cls(kind="empirical", values=tuple(values))
 
     def sample(self, num: int, rng: np.random.Generator) -> np.ndarray:
@@ -132,39 +125,61 @@ def make_requests(num_prompts: int, input_len: LengthDistribution, output_len: L
     return requests_from_arrays(arrivals, prompts, outputs)
 
 
-def _read_table(path: Path) -> pd.DataFrame:
-    import pandas as pd
-    if path.suffix in (".jsonl", ".json"):
-        return pd.DataFrame([json.loads(line) for line in path.read_text().splitlines() if line.strip()])
-    return pd.read_csv(path)
+def stream_requests(num_prompts: int, input_len: LengthDistribution, output_len: LengthDistribution, *,
+                    length_seed, arrival_seed, request_rate: float = math.inf, burstiness: float = 1.0,
+                    max_model_len: int | None = None, num_shared_prefix_tokens: int = 0,
+                    chunk_size: int = DEFAULT_CHUNK) -> RequestStream:
+    """`num_prompts` requests drawn lazily, chunk by chunk: the same numbers as drawing them all at once with
+    `np.random.default_rng(length_seed)` (all prompt lengths, then all output lengths) and arrivals from
+    `np.random.default_rng(arrival_seed)` (`arrival_times`). A Generator's draws of one distribution do not
+    depend on how they are split into calls, so the output lengths come from a second generator of the same seed
+    that first draws (and drops) every prompt length. With `max_model_len`, prompts are cut to
+    `max_model_len - 1` tokens and outputs to what is left."""
+    if num_prompts < 1:
+        raise ValueError("num_prompts must be >= 1")
+    if not request_rate > 0:
+        raise ValueError(f"request_rate must be > 0, got {request_rate}")
+    if not burstiness > 0:
+        raise ValueError(f"burstiness must be > 0, got {burstiness}")
+
+    def lengths(rng: np.random.Generator, size: int) -> np.ndarray:
+        return input_len.sample(size, rng)
+
+    def chunks():
+        prompt_rng = np.random.default_rng(length_seed)
+        output_rng = np.random.default_rng(length_seed)
+        for start in range(0, num_prompts, chunk_size):  # skip the prompt lengths
+            lengths(output_rng, min(chunk_size, num_prompts - start))
+        arrival_rng = np.random.default_rng(arrival_seed)
+        last = 0.0
+        for start in range(0, num_prompts, chunk_size):
+            size = min(chunk_size, num_prompts - start)
+            prompts = lengths(prompt_rng, size)
+            outputs = output_len.sample(size, output_rng)
+            if math.isinf(request_rate):
+                arrivals = np.zeros(size)
+            else:
+                # the first request at 0, then gamma gaps added one by one as arrival_times' cumsum adds them
+                num_gaps = size - 1 if start == 0 else size
+                gaps = arrival_rng.gamma(shape=burstiness, scale=1.0 / (request_rate * burstiness), size=num_gaps)
+                arrivals = np.cumsum(np.concatenate(([last], gaps)))
+                if start:
+                    arrivals = arrivals[1:]
+                last = float(arrivals[-1])
+            if max_model_len is not None:
+                prompts = np.minimum(prompts, max_model_len - 1)
+                outputs = np.minimum(outputs, max_model_len - prompts)
+            position = np.arange(start, start + size, dtype=np.int64)
+            yield RequestChunk(position, position, arrivals, prompts, outputs,
+                               np.full(size, num_shared_prefix_tokens, dtype=np.int64))
+
+    return RequestStream(num_prompts, chunks)
 
 
-def _pick(frame: pd.DataFrame, names: Sequence[str], path: Path) -> np.ndarray:
-    for name in names:
-        if name in frame.columns:
-            return frame[name].to_numpy()
-    raise ValueError(f"{path}: no column among {', '.join(names)}")
-
-
-def load_trace(path: str | Path) -> list[Request]:
-    """Requests from a CSV or JSONL trace (columns in the module docstring); arrivals shifted to start at 0."""
-    path = Path(path)
-    frame = _read_table(path)
-    arrival = np.asarray(_pick(frame, _ARRIVAL, path), dtype=np.float64)
-    if not np.isfinite(arrival).all():
-        i = int(np.argmax(~np.isfinite(arrival)))
-        raise ValueError(f"{path}: row {i + 1}: arrival time must be a finite number of seconds, got {arrival[i]!r}")
-    arrival = arrival - arrival.min() if len(arrival) else arrival
-    return requests_from_arrays(arrival, _token_counts(_pick(frame, _INPUT, path), path),
-                                _token_counts(_pick(frame, _OUTPUT, path), path))
-
-
-def _token_counts(column, path: Path) -> np.ndarray:
-    """A length column as int64; a value that is not a whole number of tokens below 2**62 is a ValueError
-    (a float cast would turn inf or 1e300 into -2**63)."""
-    values = np.asarray(column, dtype=np.float64)
-    bad = ~np.isfinite(values) | (values != np.round(values)) | (np.abs(values) >= 2.0**62)
-    if bad.any():
-        i = int(np.argmax(bad))
-        raise ValueError(f"{path}: row {i + 1}: a length must be a whole number of tokens, got {values[i]!r}")
-    return values.astype(np.int64)
+def load_trace(path: str | Path, fmt: str = "auto", *, start_s: float = 0.0,
+               duration_s: float = math.inf) -> list[Request]:
+    """Requests from a trace file (`simulator.traces`: the project's CSV/JSONL, the Azure LLM inference trace or
+    BurstGPT format, `fmt` "auto" telling them by their columns), arrivals from the first request or from the
+    window [start_s, start_s + duration_s) seconds after it."""
+    arrival, prompt, output = read_trace(path, fmt, start_s=start_s, duration_s=duration_s)
+    return requests_from_arrays(arrival, prompt, output)

@@ -129,3 +129,28 @@ def test_bad_input_is_one_line_exit_2(capsys, argv, message):
     code, out, err = run(capsys, *argv)
     assert code == 2, out
     assert err.count("\n") == 1 and message in err and "Traceback" not in err
+
+
+TRACES = __import__("pathlib").Path(__file__).resolve().parent / "fixtures" / "traces"
+
+
+@pytest.mark.parametrize("name, num_requests", [("azure_synthetic.csv", 10), ("burstgpt_synthetic.csv", 8)])
+def test_simulate_reads_the_public_trace_formats(capsys, name, num_requests):
+    code, out, _ = run(capsys, "simulate", *SMALL, "--trace", str(TRACES / name), "--format", "json")
+    assert code == 0 and json.loads(out)["metrics"]["num_requests"] == num_requests
+
+
+def test_simulate_trace_window(capsys):
+    code, out, _ = run(capsys, "simulate", *SMALL, "--trace", str(TRACES / "burstgpt_synthetic.csv"),
+                       "--trace-start", "2", "--trace-duration", "5")
+    assert code == 0 and "(3 requests, 2 s to 7 s)" in out
+    code, _, err = run(capsys, "simulate", *SMALL, "--trace", str(TRACES / "burstgpt_synthetic.csv"),
+                       "--trace-start", "100")
+    assert code == 2 and "no requests from 100 s" in err and "\n" not in err.strip()
+
+
+def test_trace_format_choices_are_the_simulators():
+    from perfmodel.cli.options import TRACE_FORMATS
+    from simulator.traces import FORMATS
+
+    assert TRACE_FORMATS == FORMATS

@@ -173,3 +173,94 @@ def test_alt_coefficient_is_fitted_when_runs_use_it_and_noted_when_not():
         "exllama_memory_efficiency",)
     assert "gptq_alt_memory_efficiency" not in default_profile("v100-sxm2-32gb").fitted
     assert Coefficients().gptq_alt_memory_efficiency == 0.5  # the prior predictions use until a refit
+
+
+# ---- the Hopper quantized families fitted on H200 sweep 2 (machete, awq_marlin, fp8_w8a8, the fp8 KV cache) ----
+
+@pytest.mark.parametrize("name", ["machete", "awq_marlin", "fp8_w8a8"])
+def test_the_swept_families_have_their_own_coefficients(name):
+    assert kernels.BY_NAME[name].fitted
+
+
+def test_scaled_dense_cost_is_the_dense_roofline_at_the_familys_rates():
+    g = _Gemm(flops_per_token=2e6, weight_bytes=1e6, activation_bytes_per_token=10.0, input_elements_per_token=100.0)
+    c = Coefficients(machete_memory_efficiency=0.5, machete_compute_efficiency=0.25)
+    r = kernels.GemmRates(coefficients=c, flops_per_s=1e12, bytes_per_s=1e9, hbm_bytes_per_s=2e9, simt_flops_per_s=0.0)
+    machete = kernels.scaled_dense_cost("machete_memory_efficiency", "machete_compute_efficiency")  # no tiles
+    assert machete(g, 1, r) == pytest.approx((1e6 + 10) / (0.5 * 2e9))  # memory bound at its own efficiency
+    assert machete(g, 10_000, r) == pytest.approx(2e10 / (0.25 * 1e12))  # compute bound at its share of dense
+    same = kernels.scaled_dense_cost("", "machete_compute_efficiency")
+    r1 = kernels.GemmRates(coefficients=Coefficients(), flops_per_s=1e12, bytes_per_s=1e9, hbm_bytes_per_s=2e9,
+                           simt_flops_per_s=0.0)
+    assert same(g, 7, r1) == pytest.approx(kernels.dense_cost(g, 7, r1))  # "" memory: the dense streaming rate
+
+
+def test_fp8_w8a8_pays_the_activation_quantization_pass():
+    g = _Gemm(flops_per_token=2e6, weight_bytes=1e6, activation_bytes_per_token=10.0, input_elements_per_token=100.0)
+    r = kernels.GemmRates(coefficients=Coefficients(fp8_w8a8_quant_bytes_per_element=3.0), flops_per_s=1e12,
+                          bytes_per_s=1e9, hbm_bytes_per_s=2e9, simt_flops_per_s=0.0)
+    fp8 = kernels.BY_NAME["fp8_w8a8"].cost  # 64 rows: whole tiles, no padding
+    assert fp8(g, 64, r) == pytest.approx(kernels.dense_cost(g, 64, r) + 64 * 100 * 3.0 / 1e9)
+
+
+def test_an_fp8_kv_cache_has_its_own_attention_coefficient_and_it_is_fitted():
+    from calibrate.fit_online import kernel_coefficients
+    from perfmodel.cost import StepCostModel
+
+    llama = load_model("llama-3.1-8b")
+    fp8 = resolve_precision(llama, H200.gpu, kv_cache_dtype="fp8")
+    auto = resolve_precision(llama, H200.gpu)
+    assert kernel_coefficients([_Obs(model=llama, precision=fp8, layout=Layout(tp=1))]) == kernels.FP8_KV_FITTED
+    assert kernel_coefficients([_Obs(model=llama, precision=auto, layout=Layout(tp=1))]) == ()
+
+    def attention_s(precision, c):
+        cost = StepCostModel(llama, H200, Layout(tp=1), precision, c)
+        return cost._attention(0.0, 0.0, 0.0, 1e6, 100.0, max, min)
+
+    slow = Coefficients(fp8_kv_attention_memory_efficiency=0.35)
+    assert attention_s(fp8, slow) == pytest.approx(2 * attention_s(fp8, Coefficients(fp8_kv_attention_memory_efficiency=0.7)))
+    assert attention_s(auto, slow) == attention_s(auto, Coefficients())  # a 16-bit cache does not read it
+
+
+@pytest.mark.parametrize("m, k, rows", [(8, 4096, 16), (48, 4096, 64), (100, 4096, 64), (192, 8192, 128),
+                                        (16384, 8192, 256), (16384, 4096, 128)])
+def test_fp8_tiles_follow_vllms_sm90_dispatch(m, k, rows):
+    assert float(kernels.fp8_sm90_tile_rows(m, k, 4096.0)) == rows
+
+
+@pytest.mark.parametrize("m, k, n, rows", [(8, 4096, 4096, 16), (24, 4096, 4096, 32), (48, 4096, 4096, 16),
+                                           (192, 8192, 8192, 128), (192, 8192, 10240, 256),
+                                           (192, 4096, 4096, 64), (1000, 4096, 4096, 128), (1000, 8192, 57344, 256)])
+def test_machete_tiles_follow_its_default_heuristic(m, k, n, rows):
+    assert float(kernels.machete_tile_rows(m, k, n)) == rows
+
+
+def test_a_tiled_familys_math_runs_on_whole_tiles():
+    # 192 rows of a 8192 x 10240 layer: Machete's 256-row tiles, a third more math than the rows need
+    g = _Gemm(flops_per_token=2.0 * 8192 * 10240, weight_bytes=1.0, activation_bytes_per_token=0.0,
+              input_elements_per_token=8192.0)
+    r = kernels.GemmRates(coefficients=Coefficients(), flops_per_s=1e12, bytes_per_s=1e12, hbm_bytes_per_s=1e12,
+                          simt_flops_per_s=0.0)
+    assert kernels.BY_NAME["machete"].cost(g, 192, r) == pytest.approx(256 * g.flops_per_token / 1e12)
+    assert kernels.BY_NAME["machete"].cost(g, 256, r) == pytest.approx(256 * g.flops_per_token / 1e12)
+
+
+def test_fp8_kv_prefill_attention_runs_at_the_fp8_peak_on_hopper_only():
+    from perfmodel.cost import StepCostModel
+
+    llama = load_model("llama-3.1-8b")
+    fp8 = resolve_precision(llama, H200.gpu, kv_cache_dtype="fp8")
+    auto = resolve_precision(llama, H200.gpu)
+    half = Coefficients(fp8_kv_attention_compute_efficiency=0.5)
+
+    def prefill_s(precision, c):  # compute-bound prefill: many pairs, no context bytes
+        return StepCostModel(llama, H200, Layout(tp=1), precision, c)._attention(1e9, 0.0, 0.0, 0.0, 0.0, max, min)
+
+    peaks = H200.gpu.peak_flops_per_s
+    assert prefill_s(fp8, Coefficients()) == pytest.approx(prefill_s(auto, Coefficients()) * peaks["bfloat16"] / peaks["fp8"])
+    assert prefill_s(fp8, half) == pytest.approx(2 * prefill_s(fp8, Coefficients()))
+    a100 = load_hardware("dgx-a100")
+    fp8_a100 = resolve_precision(llama, a100.gpu, kv_cache_dtype="fp8")
+    auto_a100 = resolve_precision(llama, a100.gpu)
+    cost = lambda p: StepCostModel(llama, a100, Layout(tp=1), p, half)._attention(1e9, 0.0, 0.0, 0.0, 0.0, max, min)
+    assert cost(fp8_a100) == cost(auto_a100)  # no FA3: the 16-bit rate

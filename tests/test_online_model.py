@@ -17,7 +17,8 @@ from perfmodel.scenario import Scenario
 ])
 def test_async_scheduling_follows_the_release(options, expected):
     scenario = Scenario.build(model="llama-3.1-8b", hardware="h200-sxm", **options)
-    assert scenario.engine_config(1000).async_scheduling is expected
+    assert scenario.engine_config(1000, served=True).async_scheduling is expected
+    assert scenario.engine_config(1000).async_scheduling is False  # offline: all queued before the first step
 
 
 def test_steps_beyond_the_largest_cuda_graph_take_at_least_the_floor():
@@ -58,11 +59,11 @@ def test_served_terms_change_served_runs_only():
     rng = np.random.default_rng(0)
     requests = requests_from_arrays(np.cumsum(rng.exponential(0.05, 60)), np.full(60, 512), np.full(60, 32))
     layout = Layout(tp=1)
-    base = scenario.simulate(layout, requests).metrics
+    offline = scenario.simulate(layout, requests).metrics
     c = scenario.profile.coefficients.replace(server_request_latency_s=0.0, server_stream_token_s=0.0,
                                               server_graphless_layer_s=0.0)
-    none = scenario.with_coefficients(c).simulate(layout, requests, served=True).metrics
-    assert none == base  # no serving terms: the engine alone
+    base = scenario.with_coefficients(c).simulate(layout, requests, served=True).metrics
+    assert base.ttft_s_mean > offline.ttft_s_mean  # served: async scheduling's admission lag only
     floor = scenario.with_coefficients(c.replace(server_graphless_layer_s=1e-3)).simulate(layout, requests,
                                                                                          served=True).metrics
     assert floor.tpot_s_mean > base.tpot_s_mean and floor.ttft_s_mean > base.ttft_s_mean
@@ -70,7 +71,7 @@ def test_served_terms_change_served_runs_only():
                                                                                        served=True).metrics
     assert stream.ttft_s_mean > base.ttft_s_mean
     assert scenario.with_coefficients(c.replace(server_graphless_layer_s=1e-3)).simulate(layout, requests).metrics \
-        == base  # not served: no floor
+        == offline  # not served: no floor, no lag
 
 
 def test_the_online_fit_recovers_a_known_request_latency():
@@ -154,5 +155,8 @@ def test_update_profile_changes_only_the_serving_lines(tmp_path):
     doc = yaml.safe_load(profile.read_text())
     assert doc["coefficients"]["server_request_latency_s"] == {"value": 4e-3, "prior": 0.0, "stderr": 1e-4}
     assert doc["serving"]["fitted"] == list(names)
-    kept = [line for line in profile.read_text().splitlines() if line in original]
-    assert len(kept) == len(original) - 1  # the latency's scalar line replaced, nothing else
+    text, before = profile.read_text(), "\n".join(original) + "\n"
+    head = before[:before.index("\ncoefficients:\n")]
+    assert text.startswith(head)  # everything before the coefficients as it was, line for line
+    tail = before[before.index("\nuncertainty:\n"):] if "\nuncertainty:\n" in before else ""
+    assert tail in text  # and the uncertainty section

@@ -253,8 +253,9 @@ def test_predict_json_interval_fields_and_level(capsys):
             "--format", "json")
     wide = _cli_json(capsys, *args)["layouts"][0]["interval"]
     narrow = _cli_json(capsys, *args, "--interval-level", "0.8")["layouts"][0]["interval"]
-    assert list(wide) == ["level", "tokens_per_second", "output_tokens_per_second", "requests_per_second",
+    assert list(wide) == ["level", "source", "tokens_per_second", "output_tokens_per_second", "requests_per_second",
                           "elapsed_time"]
+    assert wide["source"] == "k-fold"  # a model the profile was fitted on
     assert wide["level"] == 0.9 and narrow["level"] == 0.8
     for name in PREDICT_FIGURES:
         assert wide[name][0] < narrow[name][0] < narrow[name][1] < wide[name][1]

@@ -26,7 +26,8 @@ def add_fit_subcommands(sub: argparse._SubParsersAction) -> None:
     fit.add_argument("--prior", default=None, type=PROFILE, help="profile to start from and regularise toward (default: datasheet)")
     fit.add_argument("--regularization", type=real(0, 1e6), default=None,
                      help="pull toward the prior, per relative unit of each coefficient (default: 0.1 offline, "
-                          "0.02 online)")
+                          "0.02 online); with --anchors, the weight of the anchors' penalties (default 1)")
+    _add_anchors(fit)
     fit.add_argument("--allow-other-hardware", action="store_true",
                      help="keep runs measured on another GPU than --hardware (warned)")
     fit.set_defaults(handler=cmd_fit)
@@ -66,6 +67,7 @@ def add_fit_subcommands(sub: argparse._SubParsersAction) -> None:
                             "for report.md")
     check.add_argument("--notes", default=None, type=input_file("text"), help="Markdown appended to the report (kept across regenerations)")
     check.add_argument("--title", default="perfmodel accuracy")
+    _add_anchors(check)
     check.add_argument("--workers", type=integer(1, max_workers()), default=None,
                        help="cross-validation folds fitted at once, one process each (default: one per core)")
     check.add_argument("--allow-other-hardware", action="store_true",
@@ -75,6 +77,27 @@ def add_fit_subcommands(sub: argparse._SubParsersAction) -> None:
     from perfmodel.cli.calibrate_uncertainty import register as register_uncertainty
 
     register_uncertainty(sub)
+
+
+def _add_anchors(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--anchors", default=None, type=PROFILE,
+                        help="anchor set (YAML, data/anchors/<gpu>.yaml; perfmodel/anchors.py): the fits' priors "
+                             "become its anchors, weighted by their stated sd, and coefficients at a bound or more "
+                             "than 2 sd from their anchor are reported as findings (default: no anchors, a pull "
+                             "toward --prior)")
+
+
+def _anchors(args: argparse.Namespace):
+    from perfmodel.anchors import load_anchors
+
+    return load_anchors(args.anchors) if getattr(args, "anchors", None) else None
+
+
+def _print_findings(findings) -> None:
+    if findings:
+        print("findings (a coefficient at a bound or far from its anchor; docs/accuracy-notes.md):")
+        for line in findings:
+            print(f"  {line}")
 
 
 def _load(args: argparse.Namespace):
@@ -125,7 +148,9 @@ def cmd_fit(args: argparse.Namespace) -> int:
     cluster, observations = _load(args)
     prior = _prior(args.prior)
     _progress(f"fitting {len(observations)} runs on {cluster.gpu.name}")
-    fitter = CoefficientFitter(cluster, prior, regularization=args.regularization, progress=_progress).fit(observations)
+    anchors = _anchors(args)
+    fitter = CoefficientFitter(cluster, prior, regularization=args.regularization, progress=_progress,
+                               anchors=anchors).fit(observations)
     frame = compare(observations, cluster, fitter.coefficients_)
     summary = {s.metric: {"median_ape": round(s.median_ape, 4), "p90_ape": round(s.p90_ape, 4), "runs": s.num_runs}
                for s in summarize(frame)}
@@ -133,15 +158,18 @@ def cmd_fit(args: argparse.Namespace) -> int:
     doc = profile_document(
         name=out.stem, gpu=cluster.gpu.name, coefficients=fitter.coefficients_, fitted=fitter.fitted_,
         stderr=fitter.stderr_, prior=prior, source=", ".join(str(p) for p in args.results),
-        data=_data_summary(observations), errors={"in_sample": summary})
+        data=_data_summary(observations), errors={"in_sample": summary}, anchors=anchors,
+        anchors_source=args.anchors, findings=fitter.findings_)
     write_yaml_atomic(out, doc)
     print(f"fitted {len(fitter.fitted_)} coefficients on {len(observations)} runs -> {out}")
     for name in fitter.fitted_:
         value = getattr(fitter.coefficients_, name)
         se = fitter.stderr_.get(name)
-        print(f"  {name:32s} {value:12.5g}" + (f"  ± {se:.3g}" if se is not None else ""))
+        anchor = f"   anchor {anchors[name].value:.4g} ± {anchors[name].sd:.2g}" if anchors else ""
+        print(f"  {name:32s} {value:12.5g}" + (f"  ± {se:.3g}" if se is not None else "") + anchor)
     for metric, s in summary.items():
         print(f"  in-sample {metric:26s} median APE {100 * s['median_ape']:.1f}%  p90 {100 * s['p90_ape']:.1f}%")
+    _print_findings(fitter.findings_)
     return 0
 
 
@@ -204,27 +232,32 @@ def cmd_check(args: argparse.Namespace) -> int:
     if unknown:
         raise UserError(f"--cv takes {', '.join(GROUPINGS)} or none; got {', '.join(unknown)}")
     frames: dict[str, pd.DataFrame] = {}
+    findings: list[str] = []
     if args.calibration:
         from perfmodel.coefficients import load_profile
 
         coefficients = load_profile(args.calibration).coefficients
+        findings = _profile_findings(args.calibration)
         frames[f"profile {args.calibration}"] = compare(observations, cluster, coefficients)
         groupings = []
     else:
         prior = _prior(args.prior)
+        anchors = _anchors(args)
         _progress(f"fitting {len(observations)} runs (in-sample)")
-        fitted = CoefficientFitter(cluster, prior, progress=_progress).fit(observations).coefficients_
-        frames["in-sample fit"] = compare(observations, cluster, fitted)
+        fitter = CoefficientFitter(cluster, prior, progress=_progress, anchors=anchors).fit(observations)
+        findings = fitter.findings_
+        frames["in-sample fit"] = compare(observations, cluster, fitter.coefficients_)
         for by in groupings:
             if len({GROUPINGS[by](o) for o in observations}) < 2:
                 _progress(f"skipping {by} cross-validation: only one {by} group in the data")
                 continue
             label = f"{KFOLDS}-fold" if by == "kfold" else f"leave-one-{by}-out"
             frames[label] = cross_validate(observations, cluster, prior, by=by, progress=_progress,
-                                           workers=args.workers)
+                                           workers=args.workers, anchors=anchors)
     for label, frame in frames.items():
         print(f"\n{label}")
         print(summary_table(summarize(frame)))
+    _print_findings(findings)
     if args.report:
         report = Path(args.report)
         if report.suffix != ".md":
@@ -233,11 +266,21 @@ def cmd_check(args: argparse.Namespace) -> int:
         runs = pd.concat([f.assign(fold_kind=k) for k, f in frames.items()], ignore_index=True)
         write_text_atomic(report.with_name(f"{report.stem}-runs.csv"), runs.to_csv(index=False))
         notes = Path(args.notes).read_text() if args.notes else ""
+        if findings:
+            notes = "## Findings of the in-sample fit\n\nCoefficients at a bound or more than 2 sd from their " \
+                    "anchor (the notes say why):\n\n" + "".join(f"- {line}\n" for line in findings) + "\n" + notes
         text = markdown_report(title=args.title, header=_header(args, cluster, observations), frames=frames,
                                plot=plot, appendix=notes, command=shlex.join(["perfmodel"] + sys.argv[1:]))
         write_text_atomic(report, text)
         print(f"\nreport: {report}" + (f", plot: {plot}" if plot else ""))
     return 0
+
+
+def _profile_findings(path: str) -> list[str]:
+    import yaml
+
+    doc = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    return [str(line) for line in (doc.get("findings") or [])] if isinstance(doc, dict) else []
 
 
 def _data_summary(observations) -> dict:

@@ -19,6 +19,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     u.add_argument("--prior", default=None, help="prior profile of the fits (default: datasheet)")
     u.add_argument("--transfer", action="append", default=[], metavar="NAME=HARDWARE:FILE[,FILE]",
                    help="another calibrated data set to predict with this profile (repeatable)")
+    u.add_argument("--anchors", default=None, help="anchor set of the fits (as calibrate fit --anchors)")
+    u.add_argument("--model-transfer", action="store_true",
+                   help="also store the errors of fits on some models predicting the others (calibrate/transfer.py; "
+                        "the intervals of a model or kernel path the profile never saw)")
     u.add_argument("--runs-csv", default=None, help="write every cross-validated/transferred run here (CSV)")
     u.add_argument("--workers", type=integer(1, max_workers()), default=None,
                    help="cross-validation folds fitted at once, one process each (default: one per core)")
@@ -35,6 +39,12 @@ def _observations(files: list[str], hardware: str):
             raise UserError(f"results file {path} does not exist")
         records += load_records(path, latest_only=True)
     return load_observations(records, hardware)
+
+
+def _anchors(path: str | None):
+    from perfmodel.anchors import load_anchors
+
+    return load_anchors(path) if path else None
 
 
 def _transfer(spec: str):
@@ -60,6 +70,7 @@ def cmd_uncertainty(args: argparse.Namespace) -> int:
         if "uncertainty" in sys.argv else ""
     section, rows = build_section(observations=observations, cluster=cluster, coefficients=profile.coefficients,
                                   prior=prior, transfer=transfer, command=command, workers=args.workers,
+                                  anchors=_anchors(args.anchors), model_transfer=args.model_transfer,
                                   progress=lambda m: print(f"  {m}", file=sys.stderr, flush=True))
     document = yaml.safe_load(Path(args.profile).read_text())
     document["uncertainty"] = section

@@ -17,6 +17,9 @@ from perfmodel.precision import DTYPE_CHOICES, KV_CACHE_DTYPE_CHOICES, QUANTIZAT
 from perfmodel.report import FORMATS
 from perfmodel.scenario_options import BATCHING, DISTRIBUTIONS, ScenarioOptions
 
+TRACE_FORMATS = ("auto", "perfmodel", "azure", "burstgpt")
+"""simulator.traces.FORMATS, written out: importing the simulator would load numpy for ``--help``."""
+
 ROUTERS = ("round_robin", "least_loaded", "random")
 # the validators of flags that several commands share (perfmodel.cli.validate; calibrate's CLI uses them too)
 MODEL = name_or_file("json", (".json",))
@@ -124,7 +127,15 @@ def add_workload_arguments(parser: argparse.ArgumentParser, *, batching: bool) -
     g.add_argument("--shared-prefix-len", type=integer(0, 10**9), default=0, metavar="K",
                    help="every prompt starts with the same K tokens (K below every prompt's length; default 0); "
                         "their KV is reused with --enable-prefix-caching")
-    g.add_argument("--trace", metavar="FILE", type=input_file("trace"), help="CSV/JSONL trace of arrival_s, input and output lengths")
+    g.add_argument("--trace", metavar="FILE", type=input_file("trace"),
+                   help="CSV/JSONL trace of arrival_s, input and output lengths, or an Azure LLM inference / "
+                        "BurstGPT trace CSV (see --trace-format)")
+    g.add_argument("--trace-format", default="auto", choices=TRACE_FORMATS,
+                   help="the trace's columns (default auto: told by its header; see simulator/traces.py)")
+    g.add_argument("--trace-start", type=real(0), default=0.0, metavar="S",
+                   help="keep the trace's requests from S seconds after its first one (default 0)")
+    g.add_argument("--trace-duration", type=real(0, low_open=True, allow_inf=True), default=math.inf, metavar="S",
+                   help="... for S seconds (default: to the end)")
     if batching:
         g.add_argument("--batching", default="continuous", choices=BATCHING)
     g.add_argument("--static-batch-size", type=integer(1, MAX_NUM_SEQS), default=None,

@@ -34,7 +34,7 @@ def setup(args: argparse.Namespace):
     """Scenario, layout and requests from the flags."""
     from perfmodel.layout import Layout
     from perfmodel.scenario import Scenario
-    from perfmodel.simulate import build_requests
+    from perfmodel.simulate import build_request_stream
 
     options = scenario_options(args, entry_point="serve" if is_online(args) else "offline")
     scenario = Scenario.from_options(options)
@@ -46,16 +46,20 @@ def setup(args: argparse.Namespace):
     if args.trace is None:
         scenario.check_lengths(args.input_len, args.output_len, what="--input-len + --output-len (means)")
     inputs, outputs = lengths(args)
-    requests = build_requests(input_len=inputs, output_len=outputs, num_prompts=args.num_prompts,
+    requests = build_request_stream(input_len=inputs, output_len=outputs, num_prompts=args.num_prompts,
                               request_rate=args.request_rate, burstiness=args.burstiness, seed=args.seed,
                               trace=args.trace, max_model_len=scenario.max_model_len,
-                              shared_prefix_len=args.shared_prefix_len)
+                              shared_prefix_len=args.shared_prefix_len, trace_format=args.trace_format,
+                              trace_start_s=args.trace_start, trace_duration_s=args.trace_duration)
     return scenario, layout, requests
 
 
 def header(args, scenario, layout, requests, batching: str) -> str:
     if args.trace:
-        workload = f"trace {args.trace} ({len(requests)} requests)"
+        workload = f"trace {args.trace} ({len(requests)} requests"
+        if args.trace_start or math.isfinite(args.trace_duration):
+            workload += f", {args.trace_start:g} s to {args.trace_start + args.trace_duration:g} s"
+        workload += ")"
     else:
         arrivals = ("all at t=0" if math.isinf(args.request_rate) else
                     f"{args.request_rate:g} req/s " + ("Poisson" if args.burstiness == 1 else
@@ -123,7 +127,8 @@ def run(args: argparse.Namespace) -> int:
 
     scenario, layout, requests = setup(args)
     result = scenario.simulate(layout, requests, max_concurrency=args.max_concurrency, router=args.router,
-                               record_timeline=bool(args.timeline), seed=args.seed, served=is_online(args))
+                               record_timeline=bool(args.timeline), seed=args.seed, served=is_online(args),
+                               keep_requests=bool(args.timeline))
     m = result.metrics
     iv = metrics_interval(args, scenario, layout, m)
     written = write_timeline(result, args.timeline) if args.timeline else ()
