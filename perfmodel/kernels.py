@@ -176,10 +176,21 @@ def exllama_cost(g: Any, m: Any, r: GemmRates) -> Any:
     quantized_rate = r.hbm_bytes_per_s * c.exllama_memory_efficiency
     simt_rate = r.simt_flops_per_s * c.gemm_compute_efficiency if r.simt_flops_per_s else r.flops_per_s
     small = np.maximum(m * g.flops_per_token / simt_rate, (reads * g.weight_bytes + act) / quantized_rate)
-    fp16_bytes = 2.0 * g.params
-    dequantize = (g.weight_bytes + fp16_bytes) / r.bytes_per_s
-    large = dequantize + np.maximum(m * g.flops_per_token / r.flops_per_s, (fp16_bytes + act) / r.bytes_per_s)
+    large = _dequantize_s(g, r) + _fp16_gemm_s(g, m, r)
     return np.where(np.asarray(m) <= EXLLAMA_MAX_ROWS, small, large)
+
+
+def _dequantize_s(g: Any, r: GemmRates) -> Any:
+    """A streaming dequantize pass: read the quantized weights, write them as an fp16 matrix (2 B per weight)."""
+    return (g.weight_bytes + 2.0 * g.params) / r.bytes_per_s
+
+
+def _fp16_gemm_s(g: Any, m: Any, r: GemmRates) -> Any:
+    """cuBLAS multiplying m rows with the dequantized fp16 matrix (read once, with the rows' activations)."""
+    import numpy as np
+
+    return np.maximum(m * g.flops_per_token / r.flops_per_s,
+                      (2.0 * g.params + m * g.activation_bytes_per_token) / r.bytes_per_s)
 
 
 ALT_MAX_ROWS = 8  # vLLM csrc/quantization/gptq/q_gemm.cu MAX_ALT_GEMM_ROWS: the alt kernel's rows, else reconstruct
@@ -207,10 +218,23 @@ def gptq_alt_cost(g: Any, m: Any, r: GemmRates) -> Any:
     simt_rate = (r.simt_flops_per_s * c.gemm_compute_efficiency / 2.0 if r.simt_flops_per_s
                  else r.flops_per_s)
     small = np.maximum(m * g.flops_per_token / simt_rate, (gathered + act) / alt_rate)
-    fp16_bytes = 2.0 * g.params
-    reconstruct = gathered / alt_rate + fp16_bytes / r.bytes_per_s
-    large = reconstruct + np.maximum(m * g.flops_per_token / r.flops_per_s, (fp16_bytes + act) / r.bytes_per_s)
+    reconstruct = gathered / alt_rate + 2.0 * g.params / r.bytes_per_s
+    large = reconstruct + _fp16_gemm_s(g, m, r)
     return np.where(np.asarray(m) <= ALT_MAX_ROWS, small, large)
+
+
+AWQ_MATMUL_MIN_ROWS = 256  # vLLM 0.7.0 awq.py AWQLinearMethod.apply FP16_MATMUL_HEURISTIC_CONDITION (0.19.1 too)
+
+
+def awq_cost(g: Any, m: Any, r: GemmRates) -> Any:
+    """vLLM's AWQ method (awq.py AWQLinearMethod.apply). Below 256 rows ops.awq_gemm, a tensor-core kernel that
+    dequantizes int4 tiles in shared memory: the dense formula on the int4 bytes. From 256 rows
+    ops.awq_dequantize first writes the whole layer as an fp16 matrix, every step, and torch.matmul (cuBLAS)
+    multiplies with it: a streaming pass (int4 read, fp16 write) then a GEMM reading 2 B per weight."""
+    import numpy as np
+
+    large = _dequantize_s(g, r) + _fp16_gemm_s(g, m, r)
+    return np.where(np.asarray(m) >= AWQ_MATMUL_MIN_ROWS, large, dense_cost(g, m, r))
 
 
 def fused_moe_cost(inner: Any, r: GemmRates) -> Any:
@@ -262,8 +286,9 @@ KERNELS: tuple[KernelFamily, ...] = (
         what="MarlinLinearKernel: symmetric int4/int8 weights, float16/bfloat16, cc >= 8.0",
         selects=lambda f: f.quantized and _mixed_precision(f), cost=dense_cost),
     KernelFamily(
-        name="awq", what="awq.py AWQLinearMethod: ops.awq_gemm / awq_dequantize, float16 only, cc >= 7.5",
-        selects=lambda f: f.quantized and f.method == "awq", cost=dense_cost),
+        name="awq", what="awq.py AWQLinearMethod: ops.awq_gemm below 256 rows, awq_dequantize + torch.matmul "
+                          "from 256, float16 only, cc >= 7.5",
+        selects=lambda f: f.quantized and f.method == "awq", cost=awq_cost),
     KernelFamily(
         name="awq_marlin", what="awq_marlin.py: Marlin with zero points, float16/bfloat16, cc >= 8.0",
         selects=lambda f: f.quantized and f.method == "awq_marlin",

@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from hardware import load_hardware
@@ -264,3 +265,27 @@ def test_fp8_kv_prefill_attention_runs_at_the_fp8_peak_on_hopper_only():
     auto_a100 = resolve_precision(llama, a100.gpu)
     cost = lambda p: StepCostModel(llama, a100, Layout(tp=1), p, half)._attention(1e9, 0.0, 0.0, 0.0, 0.0, max, min)
     assert cost(fp8_a100) == cost(auto_a100)  # no FA3: the 16-bit rate
+def test_awq_is_awq_gemm_below_256_rows_and_dequantize_plus_matmul_from_256():
+    # down_proj of Llama-3.1-70B at TP4: 7168 x 8192 int4 weights, an fp16 scale and a 4-bit zero per 128
+    params = 28672 / 4 * 8192
+    g = _Gemm(flops_per_token=2 * params, weight_bytes=params * (4 + 20 / 128) / 8, params=params,
+              activation_bytes_per_token=2 * (7168 + 8192))
+    r = _rates()
+    for m in (1, 64, 255):
+        assert kernels.awq_cost(g, m, r) == pytest.approx(kernels.dense_cost(g, m, r))  # ops.awq_gemm
+    m = kernels.AWQ_MATMUL_MIN_ROWS
+    dequantize = (g.weight_bytes + 2 * params) / 900e9  # awq_dequantize: int4 read, fp16 written
+    matmul = max(m * 2 * params / 125e12, (2 * params + m * g.activation_bytes_per_token) / 900e9)
+    assert kernels.awq_cost(g, m, r) == pytest.approx(dequantize + matmul)
+    assert kernels.awq_cost(g, m, r) > 1.5 * kernels.awq_cost(g, m - 1, r)  # the step vLLM's heuristic takes
+    costs = kernels.awq_cost(g, np.array([255, 256]), r)  # elementwise over arrays, as StepCostModel calls it
+    assert costs.tolist() == pytest.approx([float(kernels.awq_cost(g, m, r)) for m in (255, 256)])
+
+
+def test_forced_awq_on_an_a100_runs_the_awq_row_at_the_dense_coefficients():
+    model = load_model("llama-3.1-70b")
+    p = resolve_precision(model, load_hardware("a100-sxm4-40gb").gpu, quantization="awq")
+    assert p.quant_kernel == "awq"
+    used = kernels.families_used(model, p, tp=4)
+    assert [f.name for f in used] == ["awq"]  # every decoder linear layer
+    assert used[0].cost is kernels.awq_cost and used[0].fitted == ()  # memory/compute efficiency, no own coefficient
