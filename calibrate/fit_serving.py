@@ -91,7 +91,7 @@ def update_profile(path: str | Path, fit: ServingFit, *, source: str, options: d
         if name in fit.stderr:
             entry["stderr"] = float(fit.stderr[name])
         entries[name] = entry
-    out, section, skipping = [], None, False
+    out, section, skipping, replacing, keep_anchor = [], None, False, False, False
     for line in lines:
         top = line[:1].isalpha()
         if top and section == "coefficients":  # coefficients the profile has no line for yet: at its end
@@ -105,10 +105,17 @@ def update_profile(path: str | Path, fit: ServingFit, *, source: str, options: d
             and not line.startswith("   ") else None
         if key in entries:
             out.append(_dump({key: entries.pop(key)}, indent=2))
+            replacing, keep_anchor = True, False
             continue
-        if section == "coefficients" and line.startswith("    ") and out and out[-1].startswith("  ") \
-                and out[-1].split(":", 1)[0].strip() in fit.fitted:
-            continue  # the nested lines of a replaced entry
+        if section == "coefficients" and line.startswith("    ") and replacing:
+            if line.startswith("    anchor:"):
+                keep_anchor = True  # the entry's anchor (perfmodel.anchors) stays
+            elif not line.startswith("      "):
+                keep_anchor = False
+            if keep_anchor:
+                out.append(line)
+            continue  # the other nested lines of a replaced entry
+        replacing = keep_anchor = False
         out.append(line)
     if entries and section == "coefficients":
         out.extend(_dump({n: entries.pop(n)}, indent=2) for n in list(entries))

@@ -128,7 +128,7 @@ def test_fit_serving_rewrites_only_the_serving_part_of_a_profile(tmp_path):
         {k: v for k, v in before["coefficients"].items() if k not in serving}
     assert all(isinstance(after["coefficients"][k], dict) for k in serving)
     assert {k: v for k, v in after.items() if k not in ("coefficients", "serving")} == \
-        {k: v for k, v in before.items() if k != "coefficients"}
+        {k: v for k, v in before.items() if k not in ("coefficients", "serving")}
 
 
 def test_update_profile_changes_only_the_serving_lines(tmp_path):
@@ -145,6 +145,7 @@ def test_update_profile_changes_only_the_serving_lines(tmp_path):
     profile = tmp_path / "h200.yaml"
     shutil.copy(root / "perfmodel" / "profiles" / "h200-sxm.yaml", profile)
     original = profile.read_text().splitlines()
+    before_doc = yaml.safe_load(profile.read_text())
     start = load_profile(profile).coefficients
     names = ("server_request_latency_s", "server_stream_token_s")  # the second has no line yet: added
     for latency in (3e-3, 4e-3):
@@ -153,10 +154,14 @@ def test_update_profile_changes_only_the_serving_lines(tmp_path):
         update_profile(profile, fit, source="runs.jsonl", options={}, errors={"in_sample": {}}, runs=[])
         assert load_profile(profile).coefficients == fit.coefficients
     doc = yaml.safe_load(profile.read_text())
-    assert doc["coefficients"]["server_request_latency_s"] == {"value": 4e-3, "prior": 0.0, "stderr": 1e-4}
+    entry = doc["coefficients"]["server_request_latency_s"]
+    assert {k: entry[k] for k in ("value", "prior", "stderr")} == \
+        {"value": 4e-3, "prior": start.server_request_latency_s, "stderr": 1e-4}
+    assert entry.get("anchor") == before_doc["coefficients"]["server_request_latency_s"].get("anchor")  # kept
     assert doc["serving"]["fitted"] == list(names)
     text, before = profile.read_text(), "\n".join(original) + "\n"
     head = before[:before.index("\ncoefficients:\n")]
     assert text.startswith(head)  # everything before the coefficients as it was, line for line
     tail = before[before.index("\nuncertainty:\n"):] if "\nuncertainty:\n" in before else ""
+    tail = tail.split("\nserving:\n")[0]  # an earlier serving: section is replaced
     assert tail in text  # and the uncertainty section
