@@ -124,6 +124,35 @@ DEFAULT_ANCHORS: dict[str, Anchor] = {
                                      "vLLM's GPTQ alt kernel / reconstruct + cuBLAS for act-order layers split by TP: "
                                      "the same SIMT int4 streaming as the exllama kernel, plus per-group scale "
                                      "gathers (g_idx); no kernel table yet (benchmarks/device/kernel_shapes.py)"),
+    # Quantized families on Hopper, from vLLM 0.26's own kernels timed on an H100 SXM (data/h100-kernels/README.md:
+    # medians over 16 weight matrices). Machete itself was not timed; its Hopper sibling Marlin stands in, with a
+    # wider sd (Machete loads tiles with TMA and computes with wgmma, Marlin does neither).
+    "machete_memory_efficiency": _a(0.55, 0.2, "kernel microbenchmark",
+                                    "GPTQ-Marlin int4 reads weights at 1,587 GB/s at m <= 16 on an H100 (0.47 of "
+                                    "3.35 TB/s); Machete assumed a little faster",
+                                    "data/h100-kernels/kernels.jsonl"),
+    "machete_compute_efficiency": _a(0.7, 0.3, "kernel microbenchmark",
+                                     "GPTQ-Marlin at m = 8192 on an H100: 374 TFLOP/s against cuBLAS bf16's 768 "
+                                     "(0.49 of dense); Machete's wgmma assumed nearer dense",
+                                     "data/h100-kernels/kernels.jsonl"),
+    "awq_marlin_memory_efficiency": _a(0.55, 0.2, "kernel microbenchmark",
+                                       "AWQ-Marlin int4 with zero points reads weights at 1,599 GB/s at m <= 16 on an "
+                                       "H100 (0.48 of 3.35 TB/s); on Hopper vLLM 0.26 runs Machete, as above",
+                                       "data/h100-kernels/kernels.jsonl"),
+    "awq_marlin_compute_efficiency": _a(0.7, 0.3, "kernel microbenchmark",
+                                        "AWQ-Marlin at m = 8192 on an H100: 357 TFLOP/s against cuBLAS bf16's 768",
+                                        "data/h100-kernels/kernels.jsonl"),
+    "fp8_w8a8_compute_efficiency": _a(0.89, 0.1, "kernel microbenchmark",
+                                      "cutlass_scaled_mm fp8 (per-token x per-channel) at m = 8192 on an H100: 1,366 "
+                                      "TFLOP/s = 0.69 of 1,979; cuBLAS bf16 768 = 0.78 of 989: ratio 0.89",
+                                      "data/h100-kernels/kernels.jsonl"),
+    "fp8_w8a8_quant_bytes_per_element": _a(3.0, 1.0, "first principles",
+                                           "read a 16-bit input element, write one fp8 byte (QuantFP8)"),
+    "fp8_kv_attention_memory_efficiency": _a(0.7, 0.2, "first principles",
+                                             "FA3 streaming an fp8 KV cache as it streams a 16-bit one"),
+    "fp8_kv_attention_compute_efficiency": _a(1.0, 0.3, "first principles",
+                                              "FA3's fp8 path reaches the same fraction of the fp8 peak as its "
+                                              "16-bit path of the 16-bit peak, give or take a third"),
     "fused_moe_efficiency": _a(1.0, 0.3, "first principles",
                                "Triton fused MoE tiles per expert shape: as fast as dense GEMMs, give or take a third"),
     "activation_bytes_per_token": _a(6.0, 4.0, "first principles",
