@@ -94,6 +94,16 @@ def online_step_coefficients(observations: Sequence[Observation]) -> tuple[str, 
     return tuple(names)
 
 
+def serving_coefficients(observations: Sequence[Observation]) -> tuple[str, ...]:
+    """The served-request coefficients these runs inform (docs/online-model.md), fitted on their own with the
+    step costs kept (calibrate.fit_serving): the request's path and the stream's per-token cost always; the floor
+    of steps without CUDA graphs only with V1 engines that use graphs."""
+    names = ["server_request_latency_s", "server_stream_token_s"]
+    if any(o.engine.engine_generation == "v1" and not o.engine.enforce_eager for o in observations):
+        names.append("server_graphless_layer_s")
+    return tuple(names)
+
+
 def anchor_penalty(x: np.ndarray, centre: np.ndarray, sd: np.ndarray, weight: float = 1.0) -> np.ndarray:
     """Penalty residuals of a Gaussian prior N(centre, sd^2) on each coefficient, in the units of a run's log
     error (``ANCHOR_DATA_SD``), transformed so that ``least_squares``' soft-L1 loss of each equals the quadratic

@@ -109,6 +109,13 @@ DEFAULT_ANCHORS: dict[str, Anchor] = {
                              "V0 with PP: a Ray actor call per virtual engine step (about a millisecond)"),
     "server_request_latency_s": _a(0.0, 5e-3, "first principles",
                                    "HTTP parse, tokenization and the engine client hand-off of one request"),
+    "server_stream_token_s": _a(1.7e-5, 1.7e-5, "vLLM CPU code timed here",
+                                "vLLM's msgpack decode + OutputProcessor.process_outputs + completion chunk JSON per "
+                                "streamed token, 17 us (vLLM 0.30 CPU wheel, benchmarks/cpu/frontend_costs.py, "
+                                "docs/online-model.md); HTTP writes untimed: sd as large"),
+    "server_graphless_layer_s": _a(0.0, 5e-4, "first principles",
+                                   "Python launches of one compiled layer's kernels in a step without CUDA graphs "
+                                   "(tens of kernels, 5-20 us each); 0 when the GPU hides them"),
     "exllama_memory_efficiency": _a(0.5, 0.25, "first principles",
                                     "the exllama int4 kernel dequantizes in registers while streaming: below a copy"),
     "exllama_reread_fraction": _a(1.0, 0.5, "first principles",

@@ -108,6 +108,18 @@ class Coefficients:
         0.0, "seconds from a client's send to the engine's queue under `vllm serve` (HTTP, tokenization, the "
         "server's engine client); in TTFT and E2E of served requests only. 0 by default: not known without "
         "online measurements", 0.0, 1.0, group="serving")
+    server_stream_token_s: float = _coef(
+        0.0, "API-server time per token of an engine step before a request's first or last token of that step "
+        "reaches its client under `vllm serve` (vLLM 0.26 AsyncLLM.output_handler turns every running request's "
+        "token into a RequestOutput, then each stream writes its chunk; simulator.engine.Replica._delivered). "
+        "0 by default (profiles fitted without it); the anchor: 17 us per token, vLLM's own msgpack decode + OutputProcessor.process_outputs + completion chunk "
+        "JSON timed with the vLLM 0.30 CPU wheel on this project's AMD EPYC (benchmarks/cpu/frontend_costs.py, "
+        "docs/online-model.md); HTTP writes not included", 0.0, 1e-3, group="serving")
+    server_graphless_layer_s: float = _coef(
+        0.0, "under `vllm serve`, the least time per decoder layer (of one pipeline stage) of a step that runs "
+        "without CUDA graphs (more tokens than vLLM's largest captured size, 512: perfmodel.serving): the CPU "
+        "launching the compiled model's kernels one by one. 0 by default (no floor): fitted on online runs", 0.0,
+        2e-3, group="serving")
     exllama_memory_efficiency: float = _coef(
         0.5, "fraction of HBM bandwidth the exllama GPTQ kernel's int4 weight reads reach for batches of at most "
         "50 rows (vLLM csrc/quantization/gptq/q_gemm.cu, MAX_Q_GEMM_ROWS): each pass of 8 rows reads every "

@@ -48,6 +48,16 @@ class EngineArgs:
                             f"{self.max_model_len}; vLLM {self.vllm_version} refuses that with chunked prefill off "
                             "(raise it or lower --max-model-len)")
 
+    @property
+    def async_scheduling(self) -> bool:
+        """Whether the engine schedules the next step while the current one runs. vLLM 0.26 turns it on unless
+        an option is incompatible (vllm/config/vllm.py VllmConfig.__post_init__: async_scheduling None -> True;
+        none of the incompatible options is modelled here), and its logs say "Asynchronous scheduling is
+        enabled" (data/h200-sweep2 logs). Earlier V1 releases were not read: off."""
+        from perfmodel.vllm_releases import parse_release
+
+        return self.engine_generation is EngineGeneration.V1 and parse_release(self.vllm_version) >= (0, 26, 0)
+
 
 def default_engine_args(gpu_memory_bytes: float, *, entry_point: str = "offline",
                         vllm_version: str = DEFAULT_VLLM_VERSION, model_max_len: int | None = None,

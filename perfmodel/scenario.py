@@ -147,8 +147,11 @@ class Scenario:
             return layout.with_expert_parallel()
         return layout
 
-    def engine_config(self, num_kv_blocks: int, batching: str | None = None) -> "EngineConfig":
-        """The simulator's limits for one replica with ``num_kv_blocks`` KV blocks (``batching`` overrides)."""
+    def engine_config(self, num_kv_blocks: int, batching: str | None = None, *,
+                      served: bool = False) -> "EngineConfig":
+        """The simulator's limits for one replica with ``num_kv_blocks`` KV blocks (``batching`` overrides).
+        ``served``: requests arrive while the engine runs, so async scheduling's admission lag applies
+        (offline, every request is queued before the first step: the lag changes nothing)."""
         from simulator.config import EngineConfig
 
         e = self.engine
@@ -161,7 +164,9 @@ class Scenario:
                                 num_kv_blocks=num_kv_blocks, block_size=e.block_size,
                                 enable_chunked_prefill=e.enable_chunked_prefill, batching=batching,
                                 static_batch_size=static, scheduler=self.scheduler_generation(batching),
-                                enable_prefix_caching=e.enable_prefix_caching)
+                                enable_prefix_caching=e.enable_prefix_caching,
+                                async_scheduling=(served and e.async_scheduling and batching == "continuous"
+                                                  and self.scheduler_generation(batching) == "v1"))
         except ValueError as exc:
             raise UserError(str(exc)) from None
 
@@ -186,7 +191,9 @@ class Scenario:
         KV blocks come from the memory plan unless ``num_kv_blocks`` is given (calibration replays a run with the
         blocks vLLM measured); step times from ``step_cost``, times ``step_time_scale`` (``plan --confidence``
         simulates the slow end of an interval). ``seed`` seeds the random router only.
-        ``served``: the requests come through ``vllm serve`` (they pay ``server_request_latency_s``).
+        ``served``: the requests come through ``vllm serve`` (they pay ``server_request_latency_s``, and their
+        first and last tokens ``server_stream_token_s`` per token of their step; V1 steps beyond the largest CUDA
+        graph take at least ``server_graphless_layer_s`` per layer: docs/online-model.md).
         Raises UserError when the layout does not fit or a request cannot (its KV exceeds a replica's cache).
         ``requests`` may be a ``simulator.stream.RequestStream``; ``keep_requests=False`` keeps only the metrics
         (``SimResult.requests`` is None), in memory that does not grow with the number of requests.
@@ -205,15 +212,21 @@ class Scenario:
                 raise UserError(f"{layout} does not fit {self.model.name} on {self.cluster.gpu.display_name}: "
                                 f"{plan.reason}{self._fitting_hint(layout)}")
             num_kv_blocks = plan.num_gpu_blocks
-        engine = self.engine_config(num_kv_blocks, batching)
+        engine = self.engine_config(num_kv_blocks, batching, served=served)
         cost = self.step_cost(layout)
+        c = self.profile.coefficients
+        if served and c.server_graphless_layer_s > 0 and self.engine.engine_generation is EngineGeneration.V1:
+            from perfmodel.serving import GraphlessFloorStepCost, max_cuda_graph_tokens
+
+            floor_s = c.server_graphless_layer_s * self.model.num_layers / layout.pp
+            cost = GraphlessFloorStepCost(cost, floor_s, max_cuda_graph_tokens(self.engine))
         if step_time_scale != 1.0:
             cost = ScaledStepCost(cost, step_time_scale)
         try:
-            latency = self.profile.coefficients.server_request_latency_s if served else 0.0
             return simulate(requests, engine, cost, num_replicas=layout.dp, router=router,
                             max_concurrency=max_concurrency, seed=seed, record_timeline=record_timeline,
-                            request_latency_s=latency, keep_requests=keep_requests)
+                            request_latency_s=c.server_request_latency_s if served else 0.0,
+                            token_delivery_s=c.server_stream_token_s if served else 0.0, keep_requests=keep_requests)
         except ValueError as exc:
             raise UserError(str(exc)) from None
 

@@ -27,6 +27,10 @@ class EngineConfig:
         pipeline stage). "v0" models V0 with chunked prefill off only (its default at max_model_len <= 32768).
     enable_prefix_caching: reuse the KV blocks of the requests' shared prefix once computed
         (`--enable-prefix-caching`; see `simulator.scheduler`). Continuous batching with scheduler "v1" only.
+    async_scheduling: the engine schedules step k+1 while step k runs (vLLM V1's `--async-scheduling`), so a
+        request that arrives during step k joins step k+2 at the earliest, or the next step when the step in
+        flight has nothing else to run (`simulator.engine.Replica`). Continuous batching with scheduler "v1";
+        with pipeline stages the pipelined loop already schedules ahead and adds no lag.
     """
 
     max_num_seqs: int
@@ -39,6 +43,7 @@ class EngineConfig:
     long_prefill_token_threshold: int = 0
     scheduler: str = "v1"
     enable_prefix_caching: bool = False
+    async_scheduling: bool = False
 
     def __post_init__(self) -> None:
         for name in ("max_num_seqs", "max_num_batched_tokens", "num_kv_blocks", "block_size"):
@@ -66,6 +71,8 @@ class EngineConfig:
         if self.enable_prefix_caching and (self.batching != "continuous" or self.scheduler != "v1"):
             raise ValueError("prefix caching is modelled for continuous batching with the V1 scheduler only "
                              "(vLLM >= 0.8); turn it off for static batching or V0")
+        if self.async_scheduling and (self.batching != "continuous" or self.scheduler != "v1"):
+            raise ValueError("async_scheduling is modelled for continuous batching with the V1 scheduler only")
         if self.scheduler == "v0":
             self._check_v0()
 

@@ -20,12 +20,16 @@ from simulator.schedulers import make_scheduler
 from simulator.timeline import StepRecorder
 
 
+_SAME_INSTANT_S = 1e-9  # times closer than this are one instant for the admission of waiting arrivals
+
+
 class Replica:
     """One engine (one DP rank): a scheduler, a KV pool, and the SimPy process that runs its steps."""
 
     def __init__(self, env: simpy.Environment, index: int, config: EngineConfig, step_cost: StepCost,
                  table: RequestTable, itl: ItlRecorder, recorder: StepRecorder,
-                 on_finish: Callable[[int], None], *, macro_steps: bool = True, max_macro_steps: int = 4096) -> None:
+                 on_finish: Callable[[int], None], *, macro_steps: bool = True, max_macro_steps: int = 4096,
+                 token_delivery_s: float = 0.0) -> None:
         self.env = env
         self.index = index
         self.config = config
@@ -38,13 +42,20 @@ class Replica:
         self.on_finish = on_finish
         self.macro_steps = macro_steps
         self.max_macro_steps = max_macro_steps
+        self.token_delivery_s = token_delivery_s  # see _delivered
         self._wake: simpy.Event | None = None
         self.known_arrivals_s: list[float] | None = None  # this replica's arrival times, when known in advance
         self._num_arrived = 0
+        # Async scheduling (EngineConfig.async_scheduling): arrivals wait here, (arrival time, request), until
+        # the scheduler could have seen them; _last_step_start_s is when the latest step began.
+        self._pending: list[tuple[float, int]] | None = None
+        self._last_step_start_s = float("-inf")
         self._virtual_wakes: list[simpy.Event | None] = []
         self.scheduler, self.strategy = make_scheduler(config, table, itl, self.num_stages)
         if isinstance(self.scheduler, VirtualEngines):
             self._virtual_wakes = [None] * self.num_stages
+        if config.async_scheduling and self.strategy == "serial":
+            self._pending = []
         body = STRATEGIES[self.strategy](self)
         self.process = env.process(body)
 
@@ -61,8 +72,52 @@ class Replica:
             if wake is not None and not wake.triggered:
                 wake.succeed()
             return
-        self.scheduler.add_request(req)
+        if self._pending is not None:
+            self._pending.append((self.env.now, req))
+        else:
+            self.scheduler.add_request(req)
         self._notify()
+
+    def _admit_pending(self) -> None:
+        """Async scheduling: hand the scheduler the arrivals it could see before the step it schedules now.
+
+        vLLM 0.26 (vllm/v1/engine/core.py EngineCore.step_with_batch_queue, two batches in flight with async
+        scheduling: VllmConfig.max_concurrent_batches) schedules step k+1 as soon as step k-1's output is back,
+        i.e. when step k starts, and reads the input queue only between those calls (EngineCoreProc.run_busy_loop,
+        _process_input_queue). So the step scheduled now, starting at the end of the latest step, takes the
+        requests that arrived by that step's start. When nothing else is schedulable the step in flight held
+        no work in vLLM either (a request is not scheduled past its last token), and waiting arrivals go now."""
+        pending = self._pending
+        if not pending:
+            return
+        if not self.scheduler.has_schedulable_work():
+            cutoff = float("inf")
+        else:  # an arrival at that very instant counts as before it: step ends are sums that may differ by an ulp
+            cutoff = self._last_step_start_s + _SAME_INSTANT_S
+        keep = []
+        for arrived_s, req in pending:
+            if arrived_s <= cutoff:
+                self.scheduler.add_request(req)
+            else:
+                keep.append((arrived_s, req))
+        self._pending = keep
+
+    def _delivered(self, end_s: float, num_tokens: float, first_ids=(), last_ids=()) -> None:
+        """An API server streams a step's tokens one request after another: vLLM 0.26's AsyncLLM output_handler
+        (vllm/v1/engine/async_llm.py) turns the engine's whole output (every running request's token) into
+        RequestOutputs (OutputProcessor.process_outputs) before the requests' generators write their chunks. A first
+        token (`first_ids` whose first token came at `end_s`) and a last one (`last_ids`) reach the client
+        `token_delivery_s` per token of that step later. Gaps between tokens keep their mean. The "serial"
+        strategy only (one stage, continuous batching)."""
+        delay = self.token_delivery_s * num_tokens
+        if not delay > 0:
+            return
+        t = self.table
+        for req in first_ids:
+            if t.first_token_s[req] == end_s:
+                t.first_token_s[req] = end_s + delay
+        for req in last_ids:
+            t.finish_s[req] += delay
 
     def _notify(self) -> None:
         wake = self._wake

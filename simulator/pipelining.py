@@ -56,6 +56,7 @@ def serial(r: Replica):
     fused = r.macro_steps and r.known_arrivals_s is not None
     clock = env.now
     while True:
+        r._admit_pending()
         if not sched.has_schedulable_work():
             yield r._sleep()
             r._wake = None
@@ -69,14 +70,18 @@ def serial(r: Replica):
                                "than max_num_batched_tokens with chunked prefill off?)")
         stage_s = float(cost(out.batch))
         end = clock + stage_s
+        r._last_step_start_s = clock
         rec.add_step(r.index, clock, end, stage_s, out.batch, sched.num_running, sched.num_waiting,
                      sched.pool.num_used_blocks)
         if fused:
             finished = sched.complete(out, end)
+            r._delivered(end, out.batch.num_sampled_tokens, out.prefill_ids, finished)
             clock = yield from _decode_run(r, end, finished, stage_s)
             continue
         yield env.timeout(max(end - env.now, 0.0))
-        r._done(sched.complete(out, end))
+        finished = sched.complete(out, end)
+        r._delivered(end, out.batch.num_sampled_tokens, out.prefill_ids, finished)
+        r._done(finished)
         clock = end
         if r.macro_steps:
             clock = yield from _decode_run(r, end, [], stage_s)
@@ -96,7 +101,7 @@ def _decode_run(r: Replica, start_s: float, finished: list[int], last_stage_s: f
         if last_stage_s > 0:
             max_steps = min(max_steps, 2 * int((arrival - start_s) / last_stage_s) + 8)
     run = None
-    if arrival > start_s:
+    if arrival > start_s and not r._pending:  # a waiting arrival (async scheduling) joins the step after next
         run = sched.plan_decode_run(max_steps, through_finishes=known)
         if run is not None and run.num_steps < 2 and not finished:
             run = None  # a single step: leave it to the scheduler
@@ -118,6 +123,12 @@ def _decode_run(r: Replica, start_s: float, finished: list[int], last_stage_s: f
         sum_num_seqs = int(np.sum(run.num_seqs[:m]))  # everyone running decodes in these steps
     record = r.recorder.record
     done, kv_sum, kv_max, kv_per_step = sched.commit_decode_run(end_s, per_step_kv=record)
+    r._last_step_start_s = float(end_s[-2]) if len(end_s) > 1 else start_s
+    if r.token_delivery_s > 0:
+        t = r.table
+        for req in done:  # each in the step it finished in (the step's sampled tokens: its sequences)
+            i = int(np.searchsorted(end_s, t.finish_s[req]))
+            r._delivered(float(end_s[i]), float(run.num_seqs[i]), last_ids=(req,))
     r.recorder.add_steps(r.index, start_s, end_s, stage_s, run.batch if record else None,
                             run.num_seqs[:m] if record else None, num_waiting, sum_num_seqs=sum_num_seqs,
                             kv_used_blocks_sum=kv_sum, kv_used_blocks_max=kv_max,

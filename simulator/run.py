@@ -84,7 +84,7 @@ def _uses_open_loop(engine: EngineConfig, step_cost: StepCost, router: str, max_
 def simulate(requests: Sequence[Request] | RequestStream, engine: EngineConfig, step_cost: StepCost, *,
              num_replicas: int = 1, router: str = "round_robin", max_concurrency: int | None = None, seed: int = 0,
              record_timeline: bool = False, macro_steps: bool = True, max_macro_steps: int = 4096,
-             request_latency_s: float = 0.0, keep_requests: bool = True) -> SimResult:
+             request_latency_s: float = 0.0, keep_requests: bool = True, token_delivery_s: float = 0.0) -> SimResult:
     """Simulate `requests` (a list, or a `RequestStream` drawn lazily) on `num_replicas` identical engines (DP)
     behind `router`.
 
@@ -94,6 +94,8 @@ def simulate(requests: Sequence[Request] | RequestStream, engine: EngineConfig, 
     seed: seeds the random router (nothing else in the simulator is random; workloads take their own).
     request_latency_s: time from a request's send to its engine's queue (an API server's path), included in
         TTFT and E2E.
+    token_delivery_s: an API server's time per token of a step before a request's first or last token of that
+        step reaches its client (`simulator.engine.Replica._delivered`), included in TTFT and E2E.
     macro_steps: advance runs of identical decode steps with one cost call (same results; False steps one
         at a time, for checking).
     keep_requests: return per-request results and every inter-token gap; False keeps only the metrics, in
@@ -102,7 +104,11 @@ def simulate(requests: Sequence[Request] | RequestStream, engine: EngineConfig, 
     """
     if max_macro_steps < 1:
         raise ValueError("max_macro_steps must be >= 1")
-    if _uses_open_loop(engine, step_cost, router, max_concurrency, record_timeline, macro_steps):
+    if not 0.0 <= token_delivery_s < float("inf"):
+        raise ValueError(f"token_delivery_s must be finite and >= 0, got {token_delivery_s}")
+    # the open-loop driver has neither async scheduling's admission lag nor the delivery delay: the SimPy path
+    served = engine.async_scheduling or token_delivery_s > 0
+    if not served and _uses_open_loop(engine, step_cost, router, max_concurrency, record_timeline, macro_steps):
         stream = requests if isinstance(requests, RequestStream) else RequestStream.from_requests(requests)
         return _simulate_open_loop(stream, engine, step_cost, num_replicas, router, seed, max_macro_steps,
                                    request_latency_s, keep_requests)
@@ -116,7 +122,8 @@ def simulate(requests: Sequence[Request] | RequestStream, engine: EngineConfig, 
     client = Client(env, table, Router(router, num_replicas, np.random.default_rng(seed)), max_concurrency,
                     request_latency_s)
     replicas = [Replica(env, r, engine, step_cost, table, itl, recorder, client.on_finish,
-                        macro_steps=macro_steps, max_macro_steps=max_macro_steps) for r in range(num_replicas)]
+                        macro_steps=macro_steps, max_macro_steps=max_macro_steps, token_delivery_s=token_delivery_s)
+                for r in range(num_replicas)]
     known = client.arrivals_by_replica()
     if known is not None:
         for replica, arrivals in zip(replicas, known):

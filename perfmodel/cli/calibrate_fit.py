@@ -32,6 +32,17 @@ def add_fit_subcommands(sub: argparse._SubParsersAction) -> None:
                      help="keep runs measured on another GPU than --hardware (warned)")
     fit.set_defaults(handler=cmd_fit)
 
+    serve = sub.add_parser("fit-serving", help="fit a profile's served-request coefficients on online runs, the "
+                                               "rest kept (docs/online-model.md); rewrites the profile")
+    serve.add_argument("results", nargs="+", type=RESULTS, help="results JSONL file(s) with online runs")
+    serve.add_argument("--hardware", required=True, type=HARDWARE)
+    serve.add_argument("--profile", required=True, type=PROFILE, help="profile YAML to start from and rewrite")
+    serve.add_argument("--exclude-quantization", action="append", default=[],
+                       help="leave out runs of this --quantization (repeatable), e.g. a kernel the profile does "
+                            "not price yet")
+    serve.add_argument("--cv", default="kfold,model", help="cross-validation groupings, comma-separated, or none")
+    serve.set_defaults(handler=cmd_fit_serving)
+
     pred = sub.add_parser("predict", help="predict every run of a sweep before measuring it (JSON lines)")
     pred.add_argument("sweep", type=input_file("yaml"), help="sweep YAML")
     pred.add_argument("--hardware", required=True, type=HARDWARE, help="GPU or cluster the runs will be measured on")
@@ -157,6 +168,35 @@ def cmd_fit(args: argparse.Namespace) -> int:
     for metric, s in summary.items():
         print(f"  in-sample {metric:26s} median APE {100 * s['median_ape']:.1f}%  p90 {100 * s['p90_ape']:.1f}%")
     _print_findings(fitter.findings_)
+    return 0
+
+
+def cmd_fit_serving(args: argparse.Namespace) -> int:
+    from calibrate.check import compare
+    from calibrate.fit_serving import cross_validate_serving, error_summary, fit_serving, update_profile
+
+    cluster, observations = _load(args)
+    online = [o for o in observations if o.mode == "online"
+              and (o.scenario.precision.quantization or "none") not in args.exclude_quantization]
+    if not online:
+        raise UserError("no online runs to fit the serving coefficients on")
+    start = _prior(args.profile)
+    _progress(f"fitting the serving coefficients on {len(online)} online runs")
+    fit = fit_serving(online, cluster, start)
+    errors = {"in_sample": error_summary(compare(online, cluster, fit.coefficients))}
+    for by in [g for g in args.cv.split(",") if g and g != "none"]:
+        errors[f"leave_{by}_out"] = error_summary(cross_validate_serving(online, cluster, start, by,
+                                                                         progress=_progress))
+    options = {"exclude_quantization": list(args.exclude_quantization), "cv": args.cv}
+    update_profile(args.profile, fit, source=", ".join(str(p) for p in args.results), options=options,
+                   errors=errors, runs=online)
+    print(f"fitted {', '.join(fit.fitted)} on {len(online)} online runs -> {args.profile}")
+    for name in fit.fitted:
+        print(f"  {name:32s} {getattr(fit.coefficients, name):12.5g}")
+    for fold, summary in errors.items():
+        for metric in ("ttft_s_mean", "tpot_s_mean"):
+            if metric in summary:
+                print(f"  {fold:18s} {metric:12s} median APE {100 * summary[metric]['median_ape']:.1f}%")
     return 0
 
 

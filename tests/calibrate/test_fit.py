@@ -41,10 +41,13 @@ def test_refit_reproduces_the_shipped_profile(tmp_path, monkeypatch, profile_nam
     assert refit["source"] == shipped["source"] and refit["fitted"] == shipped["fitted"]
     assert refit["data"] == shipped["data"] and refit["errors"] == shipped["errors"]  # errors: rounded to 4 digits
     ours, theirs = load_profile(out).coefficients, load_profile(profile).coefficients
+    serving = Coefficients.group("serving")  # fitted afterwards by `calibrate fit-serving` (its `serving:` section)
     for name in Coefficients.names():
+        if name in serving and "serving" in shipped:
+            continue
         assert getattr(ours, name) == pytest.approx(getattr(theirs, name), rel=rel, abs=0), name
     for name, entry in shipped["coefficients"].items():
-        if isinstance(entry, dict) and "stderr" in entry:
+        if isinstance(entry, dict) and "stderr" in entry and name in refit["fitted"]:
             assert refit["coefficients"][name]["stderr"] == pytest.approx(entry["stderr"], rel=rel), name
 
 
