@@ -117,7 +117,7 @@ def test_confidence_plans_on_the_interval_ends_and_names_the_point_estimate():
     common = dict(request_rate=2.0, model="llama-3.1-8b", hardware="hgx-h200", input_len=300, output_len=200,
                   workers=1)
     tpot_one_gpu = plan_capacity(**common, tpot_s_p99_target=1.0).best.tpot_s_p99
-    target = 1.05 * tpot_one_gpu  # the point estimate just meets it on one GPU; its 90% high end does not
+    target = 1.02 * tpot_one_gpu  # the point estimate just meets it on one GPU; its 90% high end (+4%) does not
     point = plan_capacity(**common, tpot_s_p99_target=target)
     sure = plan_capacity(**common, tpot_s_p99_target=target, confidence=0.9)
     assert point.gpus == 1 and point.point_estimate_gpus is None

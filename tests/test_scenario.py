@@ -20,8 +20,9 @@ def _run_json(argv: list[str]) -> dict:
 
 
 def test_plan_reports_the_engine_it_resolved_for_vllm_0_7():
+    # 100 output tokens: with 600 the last of 50 requests drain longer than they arrive and no layout delivers 95%
     args = ["--request-rate", "1", "--ttft-p99", "5", "--tpot-p99", "0.2", "--gpus-max", "16", "--workers", "1",
-            "--num-prompts", "50"]
+            "--num-prompts", "50", "--output-len", "100"]
     plan = _run_json(["plan", *args, "--vllm-version", "0.7", "--format", "json"])
     assert plan["engine"]["gpu_memory_utilization"] == 0.90
     newer = _run_json(["plan", *args, "--vllm-version", "0.26", "--format", "json"])
