@@ -42,7 +42,7 @@ from pathlib import Path
 
 import yaml
 
-from calibrate.sweep import load_sweep
+from calibrate.records.sweep import load_sweep
 
 perfmodel, sweep_path, out, hardware, vllm_version, status, start_s = sys.argv[1:]
 out = Path(out)

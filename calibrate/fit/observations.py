@@ -15,17 +15,17 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from calibrate.records import RunRecord, parse_record
+from calibrate.records.record import RunRecord, parse_record
 from hardware import load_hardware
 from hardware.spec import ClusterSpec
-from perfmodel.coefficients import Coefficients, Profile
-from perfmodel.engine import EngineArgs
+from perfmodel.cost.coefficients import Coefficients, Profile
+from perfmodel.engine.args import EngineArgs
 from perfmodel.errors import UserError
-from perfmodel.estimate import OfflineWorkload
+from perfmodel.analysis.estimate import OfflineWorkload
 from perfmodel.layout import Layout
-from perfmodel.memory import MemoryPlan
-from perfmodel.model import ModelShape, load_model
-from perfmodel.precision import Precision
+from perfmodel.cost.memory import MemoryPlan
+from perfmodel.model.shape import ModelShape, load_model
+from perfmodel.model.precision import Precision
 from perfmodel.scenario import Scenario, ScenarioOptions
 from simulator.request import Request
 from simulator.run import SimResult
@@ -38,7 +38,7 @@ ONLINE_METRICS = ("output_tokens_per_second", "ttft_s_mean", "ttft_s_median", "t
 
 def run_workload(input_lens: np.ndarray, output_lens: np.ndarray) -> OfflineWorkload:
     """A run's requests as the scenario's workload (mean lengths, their count): what the interval's coefficient
-    term costs (``perfmodel.uncertainty.coefficient_log_sd``), for measured and planned runs alike."""
+    term costs (``perfmodel.uncertainty.intervals.coefficient_log_sd``), for measured and planned runs alike."""
     return OfflineWorkload(input_len=max(1, round(float(np.mean(input_lens)))),
                            output_len=max(1, round(float(np.mean(output_lens)))), num_prompts=len(input_lens))
 
@@ -113,7 +113,7 @@ class Observation:
 
 
 def observation_from_record(record: Mapping[str, Any] | RunRecord, cluster: ClusterSpec) -> Observation:
-    """Resolve a results record (parsed once by calibrate.records); raises UserError naming the run when it lacks
+    """Resolve a results record (parsed once by calibrate.records.record); raises UserError naming the run when it lacks
     what a prediction needs."""
     rec = record if isinstance(record, RunRecord) else parse_record(record)
     eng, info = rec.run.engine, rec.engine_info

@@ -13,7 +13,7 @@ Two independent fits:
   log-ratio residuals with bounds, a robust soft-L1 loss and a pull toward the datasheet defaults; the
   simulation is redone at the fitted values and the fit repeated (``outer_iterations``).
 
-With ``anchors`` (perfmodel.anchors: each coefficient's independent value and stated sd), the pull is each
+With ``anchors`` (perfmodel.cost.anchors: each coefficient's independent value and stated sd), the pull is each
 anchor's Gaussian prior instead (``fit_online.anchor_penalty``: penalty residuals weighted by the anchor's sd, in
 units of a run's log error), in the step fits and in the memory fit alike: the fit explains only what the anchors
 leave, and ``findings_`` lists the coefficients at a bound or far from their anchors.
@@ -31,15 +31,15 @@ from typing import Callable, Sequence
 import numpy as np
 from scipy import optimize
 
-from calibrate.fit_online import (ANCHOR_DATA_SD, ONLINE_REGULARIZATION, SOFT_L1_SCALE, anchor_arrays, anchor_penalty,
+from calibrate.fit.online import (ANCHOR_DATA_SD, ONLINE_REGULARIZATION, SOFT_L1_SCALE, anchor_arrays, anchor_penalty,
                                   kernel_coefficients, uninformed_by_engine)
-from calibrate.observations import Observation
+from calibrate.fit.observations import Observation
 from hardware.spec import ClusterSpec
-from perfmodel.coefficients import Coefficients
-from perfmodel.memory import activation_peak_bytes, kv_bytes_per_token_per_gpu
+from perfmodel.cost.coefficients import Coefficients
+from perfmodel.cost.memory import activation_peak_bytes, kv_bytes_per_token_per_gpu
 
-# Coefficient groups (perfmodel.coefficients.GROUPS) fitted on elapsed times, in this order; then the coefficients
-# of the kernel families the runs use (perfmodel.kernels.KERNELS, kernel_coefficients).
+# Coefficient groups (perfmodel.cost.coefficients.GROUPS) fitted on elapsed times, in this order; then the coefficients
+# of the kernel families the runs use (perfmodel.cost.kernels.KERNELS, kernel_coefficients).
 STEP_GROUPS = ("step", "eager", "tensor_parallel", "pipeline_parallel")
 
 
@@ -91,13 +91,13 @@ class CoefficientFitter:
                  progress: Callable[[str], None] | None = None, anchors=None) -> None:
         self.cluster = cluster
         self.prior = prior or Coefficients()
-        # perfmodel.anchors mapping: the priors become the anchors' (``regularization`` then weighs them, default 1)
+        # perfmodel.cost.anchors mapping: the priors become the anchors' (``regularization`` then weighs them, default 1)
         self.anchors = anchors
         if anchors is not None and regularization is None:
             regularization = 1.0
         self.step_names = step_names
         self.fit_memory = fit_memory
-        # None: 0.1 for offline fits, ONLINE_REGULARIZATION for online ones (calibrate/fit_online.py says why)
+        # None: 0.1 for offline fits, ONLINE_REGULARIZATION for online ones (calibrate/fit/online.py says why)
         self.regularization = OFFLINE_REGULARIZATION if regularization is None else regularization
         self._online_regularization = ONLINE_REGULARIZATION if regularization is None else regularization
         self.outer_iterations = outer_iterations
@@ -117,7 +117,7 @@ class CoefficientFitter:
                 traces = [self._trace(o, coefficients) for o in offline]
                 coefficients, self.step_result_ = self._fit_steps(traces, coefficients, names)
         elif not offline:  # online runs only (the Taiwania 2 log): fit by re-simulating them
-            from calibrate.fit_online import fit_online, online_step_coefficients
+            from calibrate.fit.online import fit_online, online_step_coefficients
 
             online = [o for o in observations if o.mode == "online"]
             names = tuple(self.step_names or online_step_coefficients(online))
@@ -131,7 +131,7 @@ class CoefficientFitter:
         self.stderr_ = self._stderr(names)
         self.num_observations_ = len(observations)
         if self.anchors is not None:
-            from perfmodel.anchors import findings
+            from perfmodel.cost.anchors import findings
 
             self.findings_ = findings(coefficients, self.fitted_, self.anchors)
         else:
@@ -220,7 +220,7 @@ class CoefficientFitter:
         prior of 0 must not read as an infinitely strong pull, which made the pseudo-inverse discard every other
         direction)."""
         out: dict[str, float] = {}
-        self.covariance_ = None  # (names, matrix) of the step coefficients, for perfmodel.uncertainty
+        self.covariance_ = None  # (names, matrix) of the step coefficients, for perfmodel.uncertainty.intervals
         res = self.step_result_
         if res is not None:
             n = self._num_data

@@ -1,6 +1,6 @@
 """Fit step-cost coefficients to online runs (served requests, closed loop or at a rate) by re-simulating them.
 
-Offline runs are fitted by re-costing one recorded schedule (calibrate/fit.py); online runs cannot be: when a
+Offline runs are fitted by re-costing one recorded schedule (calibrate/fit/offline.py); online runs cannot be: when a
 request arrives depends on when earlier ones finished, and under vLLM's V0 engine a waiting prompt stalls every
 decode, so TTFT and per-request decode speed depend on the mix of prefill and decode steps, not on their sum
 alone. Each residual evaluation therefore simulates every run again (tens of milliseconds each on the Taiwania
@@ -25,9 +25,9 @@ from typing import Callable, Sequence
 import numpy as np
 from scipy import optimize
 
-from calibrate.observations import Observation, predicted_metrics
-from perfmodel.coefficients import Coefficients
-from perfmodel.vllm_releases import EngineGeneration
+from calibrate.fit.observations import Observation, predicted_metrics
+from perfmodel.cost.coefficients import Coefficients
+from perfmodel.engine.releases import EngineGeneration
 
 # The pull toward the prior, per unit of each coefficient (PRIOR_SCALE_RANGE_FRACTION). Weaker than offline
 # fits' 0.1: the soft-L1 loss (f_scale 0.05) flattens the 10-40% residuals online runs start from, and at 0.1
@@ -42,7 +42,7 @@ PRIOR_SCALE_RANGE_FRACTION = 0.1
 # optimum). Each point costs one evaluation.
 SCAN_POINTS = 32
 SOFT_L1_SCALE = 0.05  # residuals beyond ~5% count about linearly (robust to a run the model cannot match)
-# With anchors (perfmodel.anchors), a run's log error of one sd, against which an anchor's sd is weighed: the
+# With anchors (perfmodel.cost.anchors), a run's log error of one sd, against which an anchor's sd is weighed: the
 # penalty of a coefficient one anchor sd away equals that of one run off by this much.
 ANCHOR_DATA_SD = SOFT_L1_SCALE
 # What an online run's measurements say, in the names predicted_metrics uses.
@@ -53,7 +53,7 @@ def uninformed_by_engine(observations: Sequence[Observation]) -> set[str]:
     """Coefficients none of the runs' engines pays: the all-reduce latency of the implementation vLLM picks for
     none of their TP groups (``comm.custom_allreduce_applies``; both without TP), and ``pp_step_overhead_s``
     without a V0 engine with pipeline parallelism."""
-    from perfmodel import comm
+    from perfmodel.cost import comm
     from perfmodel.layout import place
 
     custom = [comm.custom_allreduce_applies(o.scenario.cluster, o.layout.tp,
@@ -71,7 +71,7 @@ def uninformed_by_engine(observations: Sequence[Observation]) -> set[str]:
 
 def kernel_coefficients(observations: Sequence[Observation]) -> tuple[str, ...]:
     """The own coefficients (``KernelFamily.fitted``) of the kernel families these runs use, in table order."""
-    from perfmodel import kernels
+    from perfmodel.cost import kernels
 
     used = {f.name for o in observations for f in kernels.families_used(o.model, o.precision, o.layout.tp)}
     kv = {n for o in observations for n in kernels.kv_cache_coefficients(o.precision)}
@@ -96,7 +96,7 @@ def online_step_coefficients(observations: Sequence[Observation]) -> tuple[str, 
 
 def serving_coefficients(observations: Sequence[Observation]) -> tuple[str, ...]:
     """The served-request coefficients these runs inform (docs/online-model.md), fitted on their own with the
-    step costs kept (calibrate.fit_serving): the request's path and the stream's per-token cost always; the floor
+    step costs kept (calibrate.fit.serving): the request's path and the stream's per-token cost always; the floor
     of steps without CUDA graphs only with V1 engines that use graphs."""
     names = ["server_request_latency_s", "server_stream_token_s"]
     if any(o.engine.engine_generation == "v1" and not o.engine.enforce_eager for o in observations):
@@ -163,7 +163,7 @@ def fit_online(observations: Sequence[Observation], start: Coefficients, prior: 
                *, regularization: float = ONLINE_REGULARIZATION, max_nfev: int = 40, scan_points: int = SCAN_POINTS,
                progress: Callable[[str], None] | None = None, anchors=None):
     """(fitted coefficients, the OptimizeResult with ``pull_per_unit``, number of data residuals). With ``anchors``
-    (perfmodel.anchors), the pull toward the prior is replaced by each anchor's penalty (:func:`anchor_penalty`,
+    (perfmodel.cost.anchors), the pull toward the prior is replaced by each anchor's penalty (:func:`anchor_penalty`,
     ``regularization`` its weight)."""
     targets = [(o, metric, o.measured[metric]) for o in observations for metric in ONLINE_FIT_METRICS
                if o.measured.get(metric, 0) > 0]

@@ -11,7 +11,7 @@ import yaml
 
 from perfmodel.atomic import write_text_atomic
 
-from perfmodel.coefficients import Coefficients
+from perfmodel.cost.coefficients import Coefficients
 
 
 def profile_document(*, name: str, gpu: str, coefficients: Coefficients, fitted: Sequence[str],
@@ -19,7 +19,7 @@ def profile_document(*, name: str, gpu: str, coefficients: Coefficients, fitted:
                      errors: Mapping[str, Any], anchors: Mapping[str, Any] | None = None,
                      anchors_source: str | None = None, findings: Sequence[str] = ()) -> dict[str, Any]:
     """The YAML document: every coefficient with its value; fitted ones with standard error and prior; with
-    ``anchors`` (perfmodel.anchors), every coefficient's anchor and the fit's findings."""
+    ``anchors`` (perfmodel.cost.anchors), every coefficient's anchor and the fit's findings."""
     values: dict[str, Any] = {}
     for f in dataclasses.fields(Coefficients):
         value = float(getattr(coefficients, f.name))
@@ -33,7 +33,7 @@ def profile_document(*, name: str, gpu: str, coefficients: Coefficients, fitted:
         if anchors is not None:
             values[f.name] = {**(values[f.name] if isinstance(values[f.name], dict) else {"value": value}),
                               "anchor": anchors[f.name].entry()}
-    extra = {"anchors": anchors_source or "perfmodel.anchors defaults", "findings": list(findings)} \
+    extra = {"anchors": anchors_source or "perfmodel.cost.anchors defaults", "findings": list(findings)} \
         if anchors is not None else {}
     return {
         "name": name,

@@ -3,8 +3,8 @@
     perfmodel calibrate fit-serving RESULTS... --hardware h200-sxm --profile perfmodel/profiles/h200-sxm.yaml
 
 The step costs, memory and kernel coefficients stay the profile's (fitted on offline runs); only the group
-``serving`` (``calibrate.fit_online.serving_coefficients``) is fitted, by re-simulating every online run
-(``calibrate.fit_online.fit_online``: mean TTFT, output tokens/s and per-request decode speed, log ratios, a weak
+``serving`` (``calibrate.fit.online.serving_coefficients``) is fitted, by re-simulating every online run
+(``calibrate.fit.online.fit_online``: mean TTFT, output tokens/s and per-request decode speed, log ratios, a weak
 pull toward the profile's values). The profile is rewritten with those coefficients (value, prior, stderr) and a
 ``serving:`` section: the data, the command's options, the in-sample and cross-validated errors (k-fold by run
 and leave one model out: each fold fitted on the other runs only).
@@ -19,13 +19,13 @@ from typing import Any, Callable, Sequence
 import pandas as pd
 import yaml
 
-from calibrate.check import GROUPINGS, compare, summarize
-from calibrate.fit import CoefficientFitter
-from calibrate.fit_online import SCAN_POINTS, fit_online, serving_coefficients
-from calibrate.observations import Observation
+from calibrate.report.check import GROUPINGS, compare, summarize
+from calibrate.fit.offline import CoefficientFitter
+from calibrate.fit.online import SCAN_POINTS, fit_online, serving_coefficients
+from calibrate.fit.observations import Observation
 from hardware.spec import ClusterSpec
 from perfmodel.atomic import write_text_atomic
-from perfmodel.coefficients import Coefficients
+from perfmodel.cost.coefficients import Coefficients
 
 # The folds' second start scans fewer points than a full fit (SCAN_POINTS): three coefficients, a smooth
 # objective, and eight fits to run (on the 13 earlier H200 runs 8 points gave the 32-point fit's optimum)
@@ -48,7 +48,7 @@ class ServingFit:
 def fit_serving(observations: Sequence[Observation], cluster: ClusterSpec, start: Coefficients, *,
                 names: Sequence[str] | None = None, scan_points: int = SCAN_POINTS) -> ServingFit:
     """Fit the serving coefficients of ``start`` on the online runs (``start`` is also the prior they are pulled
-    toward), by ``calibrate.fit_online.fit_online``; ``scan_points``: its second start's scan (fewer for folds)."""
+    toward), by ``calibrate.fit.online.fit_online``; ``scan_points``: its second start's scan (fewer for folds)."""
     online = [o for o in observations if o.mode == "online"]
     names = tuple(names or serving_coefficients(online))
     coefficients, result, num_data = fit_online(online, start, start, names, scan_points=scan_points)
@@ -109,7 +109,7 @@ def update_profile(path: str | Path, fit: ServingFit, *, source: str, options: d
             continue
         if section == "coefficients" and line.startswith("    ") and replacing:
             if line.startswith("    anchor:"):
-                keep_anchor = True  # the entry's anchor (perfmodel.anchors) stays
+                keep_anchor = True  # the entry's anchor (perfmodel.cost.anchors) stays
             elif not line.startswith("      "):
                 keep_anchor = False
             if keep_anchor:

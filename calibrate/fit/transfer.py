@@ -1,6 +1,6 @@
 """How far a fit transfers to models it never saw: fit on some models' runs, predict the others' (issue 22).
 
-Two kinds of case, each a fit (``calibrate.fit.CoefficientFitter``) on some models' runs and an end-to-end
+Two kinds of case, each a fit (``calibrate.fit.offline.CoefficientFitter``) on some models' runs and an end-to-end
 prediction (the memory model's KV cache, as a user gets it before booking) of every offline run of the others:
 
 * **one model**: fit on the runs of ONE model (each model with at least ``min_runs`` offline runs), predict the
@@ -9,7 +9,7 @@ prediction (the memory model's KV cache, as a user gets it before booking) of ev
 
 benchmarks/bench_transfer.py prints the errors; ``calibrate uncertainty`` stores the log residuals in a profile
 (``residuals.model_transfer``), the spread an interval of a model or kernel path the profile never saw carries
-(perfmodel.uncertainty). Offline schedules do not depend on step times, so each fit re-costs recorded schedules
+(perfmodel.uncertainty.intervals). Offline schedules do not depend on step times, so each fit re-costs recorded schedules
 and the cases run in forked worker processes.
 """
 
@@ -19,7 +19,7 @@ import math
 from dataclasses import dataclass
 from typing import Sequence
 
-from calibrate.observations import Observation
+from calibrate.fit.observations import Observation
 
 SMALL_MAX_PARAMS = 14.9e9  # "models <= 14B": Qwen2.5-14B has 14.8e9 parameters
 LARGE_RANGE_PARAMS = (26e9, 71e9)  # "27B-70B": Gemma-2-27B (27.2e9) to Llama-3.1-70B (70.6e9), Mixtral 8x7B (46.7e9)
@@ -57,9 +57,9 @@ _STATE: tuple | None = None  # (cluster, observations, fit options) while transf
 
 
 def _run_case(case: Case) -> list[dict]:
-    from calibrate.fit import CoefficientFitter
-    from calibrate.observations import predicted_metrics
-    from perfmodel.uncertainty import regime
+    from calibrate.fit.offline import CoefficientFitter
+    from calibrate.fit.observations import predicted_metrics
+    from perfmodel.uncertainty.intervals import regime
 
     cluster, observations, options = _STATE
     train = [o for o in observations if o.model_name in case.train_models]

@@ -1,7 +1,7 @@
 """What a sweep, a run and a results record say about the engine: one frozen ``EngineSpec`` in vLLM's engine
 argument names.
 
-A sweep builds it strictly (``calibrate.sweep`` checks every key's type first and refuses unknown keys); a
+A sweep builds it strictly (``calibrate.records.sweep`` checks every key's type first and refuses unknown keys); a
 results record is read leniently (``EngineSpec.from_record``: keys it does not know are ignored, and a field
 the record does not hold is None, "not recorded", rather than the sweep's default). ``engine_id`` hashes
 ``to_dict()`` exactly as run ids were always hashed, so the ids in data/ still resolve
@@ -18,7 +18,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from calibrate.record_fields import RecordError, build_section, parsed, to_bool, to_float, to_int, to_mapping, to_str
+from calibrate.records.record_fields import RecordError, build_section, parsed, to_bool, to_float, to_int, to_mapping, to_str
 from perfmodel.scenario_options import ScenarioOptions
 
 MODES = ("offline", "online")

@@ -23,9 +23,9 @@ import math
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from calibrate.bench_metadata import checked, file_metadata
-from calibrate.engine_spec import EngineSpec
-from calibrate.store import SCHEMA_VERSION
+from calibrate.run.bench_metadata import checked, file_metadata
+from calibrate.records.engine_spec import EngineSpec
+from calibrate.records.store import SCHEMA_VERSION
 from perfmodel.errors import UserError
 
 ENGINE_FIELDS = [
@@ -76,11 +76,11 @@ class ImportFormatError(UserError, ValueError):
 def import_file(path: str | Path, overrides: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
     """Records from one file; `overrides` fills config fields the file lacks (model, hardware, lengths ...).
 
-    Every record is checked against the results schema (calibrate.record_schema, the check fit and check run
+    Every record is checked against the results schema (calibrate.records.record_schema, the check fit and check run
     too); the first that fails raises ImportFormatError naming the file and the line."""
     path = Path(path)
     records, lines = _import_file(path, overrides)
-    from calibrate.record_schema import record_problem
+    from calibrate.records.record_schema import record_problem
 
     for rec, line in zip(records, lines):
         problem = record_problem(rec)
@@ -217,7 +217,7 @@ def _record(*, path: Path, digest: str, index: int, kind: str, engine: dict[str,
 
 def _split(overrides: Mapping[str, Any], obj: Mapping[str, Any] | None = None,
            where: str = "") -> tuple[dict, dict, dict]:
-    """Engine, workload and provenance fields: the file's own (``--metadata`` keys, calibrate.bench_metadata),
+    """Engine, workload and provenance fields: the file's own (``--metadata`` keys, calibrate.run.bench_metadata),
     then the command line's ``overrides`` over them; validated."""
     known = set(ENGINE_FIELDS) | set(WORKLOAD_FIELDS) | set(PROVENANCE_FIELDS)
     from_file = file_metadata(obj, known - {"request_rate"}) if obj is not None else {}

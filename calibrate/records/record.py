@@ -1,7 +1,7 @@
 """A results line, parsed once: ``parse_record(mapping) -> RunRecord`` (frozen, typed, keyword-only).
 
-The results schema (calibrate/README.md, "Record schema") is written by ``calibrate.worker`` (offline and
-online) and ``calibrate.importers``; this module is its one reader. Every section becomes a dataclass:
+The results schema (calibrate/README.md, "Record schema") is written by ``calibrate.run.worker`` (offline and
+online) and ``calibrate.records.importers``; this module is its one reader. Every section becomes a dataclass:
 
     RunRecord(run_id, engine_id, status, error, schema_version,
               run: RunSpec(engine: EngineSpec, workload: WorkloadSpec, model: ModelRef, sweep, group),
@@ -11,10 +11,10 @@ online) and ``calibrate.importers``; this module is its one reader. Every sectio
               provenance: Provenance)
 
 ``None`` means "not recorded" (an imported file that does not say, a vLLM that hides it) or, in ``EngineSpec``
-(``calibrate.engine_spec``), "vLLM's default". Keys this module does not know are ignored. A missing required key
+(``calibrate.records.engine_spec``), "vLLM's default". Keys this module does not know are ignored. A missing required key
 or a value of the wrong type raises ``RecordError`` (a ``UserError``): one line naming the run and the field, e.g.
 ``run 36b755d87ba4ad85: metrics.elapsed_s = 'fast' is not a number``.
-How a section's fields name their keys and converters: ``calibrate.record_fields``.
+How a section's fields name their keys and converters: ``calibrate.records.record_fields``.
 
 Metric names: the results file keeps vLLM's benchmark order (``mean_ttft_s``); ``Measurements`` puts the
 statistic last like the simulator's ``Metrics`` (``ttft_s_mean``). The mapping is in calibrate/README.md.
@@ -29,16 +29,16 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from calibrate.engine_spec import EngineSpec
-from calibrate.record_fields import (RecordError, build_section, parsed, sub_section, to_bool, to_float, to_floats,
+from calibrate.records.engine_spec import EngineSpec
+from calibrate.records.record_fields import (RecordError, build_section, parsed, sub_section, to_bool, to_float, to_floats,
                                      to_int, to_ints, to_mapping, to_str, to_strs)
-from calibrate.sweep import LengthDist
+from calibrate.records.sweep import LengthDist
 
-SCHEMA_VERSION = 1  # the version this reader understands (calibrate.store.SCHEMA_VERSION writes it)
+SCHEMA_VERSION = 1  # the version this reader understands (calibrate.records.store.SCHEMA_VERSION writes it)
 STATUSES = ("ok", "error")
 
 
-# -- the sections (config.engine is calibrate.engine_spec.EngineSpec, read leniently) ----------------------------
+# -- the sections (config.engine is calibrate.records.engine_spec.EngineSpec, read leniently) ----------------------------
 def to_length(v: Any) -> int | float | LengthDist:
     """A workload length: an int, a mean (imported files), or a distribution mapping (sweep files)."""
     if isinstance(v, Mapping):

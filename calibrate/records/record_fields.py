@@ -1,4 +1,4 @@
-"""The machinery of calibrate.records: a section dataclass's fields name their record keys and converters.
+"""The machinery of calibrate.records.record: a section dataclass's fields name their record keys and converters.
 
 ``parsed(convert, *keys)`` declares a field read from the first of ``keys`` present in the raw section (default:
 the field's own name) and converted by ``convert``; ``build_section(cls, raw, where, run_id)`` builds the

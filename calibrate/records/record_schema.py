@@ -1,7 +1,7 @@
 """What a results record must hold beyond its types: the one check ``calibrate import`` runs on every record it
 writes and ``calibrate fit|check`` run on every record they read, so a record import accepts is one fit can use.
 
-``record_problem(raw) -> str | None`` parses the record (``calibrate.records.parse_record``: types) and then
+``record_problem(raw) -> str | None`` parses the record (``calibrate.records.record.parse_record``: types) and then
 checks, for a record with status "ok":
 
 - numbers are finite and in range: elapsed > 0 s; counts, tokens, throughputs and latencies >= 0 and below
@@ -30,8 +30,8 @@ MAX_GPUS = 65_536
 
 def record_problem(raw: Mapping[str, Any]) -> str | None:
     """None when the record can be used, else one line saying which field is wrong."""
-    from calibrate.record_fields import RecordError
-    from calibrate.records import parse_record
+    from calibrate.records.record_fields import RecordError
+    from calibrate.records.record import parse_record
 
     if not isinstance(raw, Mapping):
         return f"a record is a JSON object, got {type(raw).__name__}"
@@ -75,7 +75,7 @@ def _engine_problems(engine, model_ref) -> list[str]:
 def _attention_heads(model: str) -> int | None:
     """The model's attention heads when it resolves here (catalog, folder, HF cache); None when it does not."""
     from perfmodel.errors import UserError
-    from perfmodel.model import load_model
+    from perfmodel.model.shape import load_model
 
     try:
         return load_model(model).num_attention_heads
@@ -146,7 +146,7 @@ def planned_engine_problem(model: str, tensor_parallel_size: int, base_dir=None)
     from pathlib import Path
 
     from perfmodel.errors import UserError
-    from perfmodel.model import load_model
+    from perfmodel.model.shape import load_model
 
     local = Path(base_dir) / model if base_dir is not None else None
     try:

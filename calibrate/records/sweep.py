@@ -3,7 +3,7 @@
 A sweep file has `defaults` and `groups`; every key may sit in `defaults`, in a group, or in a group's `grid`,
 where each value is a list and the group expands to the cartesian product of those lists (see
 calibrate/README.md for the schema). One `RunConfig` is one workload on one engine configuration; runs that
-share an `EngineSpec` (calibrate.engine_spec) share one vLLM engine (one process).
+share an `EngineSpec` (calibrate.records.engine_spec) share one vLLM engine (one process).
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from typing import Any, Mapping
 
 import yaml
 
-from calibrate.engine_spec import EngineSpec, spec_hash
+from calibrate.records.engine_spec import EngineSpec, spec_hash
 from perfmodel.errors import UserError
 
 SWEEP_DISTRIBUTIONS = ("lognormal", "uniform")  # the kinds a sweep file names (a subset of the simulator's)

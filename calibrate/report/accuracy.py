@@ -8,8 +8,8 @@ from typing import Sequence
 
 import pandas as pd
 
-from calibrate.check import ErrorSummary, summarize
-from perfmodel.plots import save_figure
+from calibrate.report.check import ErrorSummary, summarize
+from perfmodel.analysis.plots import save_figure
 
 METRIC_LABELS = {
     "tokens_per_second": "offline throughput (tok/s)", "output_tokens_per_second": "output throughput (tok/s)",

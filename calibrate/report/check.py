@@ -15,10 +15,10 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 import pandas as pd
 
-from calibrate.fit import CoefficientFitter
-from calibrate.observations import OFFLINE_METRICS, ONLINE_METRICS, Observation, predicted_metrics
+from calibrate.fit.offline import CoefficientFitter
+from calibrate.fit.observations import OFFLINE_METRICS, ONLINE_METRICS, Observation, predicted_metrics
 from hardware.spec import ClusterSpec
-from perfmodel.coefficients import Coefficients
+from perfmodel.cost.coefficients import Coefficients
 
 KFOLDS = 4
 

@@ -2,10 +2,10 @@
 
 Each run becomes the ``Scenario`` its engine will be (``ScenarioOptions`` from the sweep's engine arguments,
 vLLM's defaults for the rest, exactly as ``perfmodel predict`` resolves them) and the requests its runner will
-send: the same per-request lengths, the same send times (``calibrate.client.arrival_times``) and concurrency
+send: the same per-request lengths, the same send times (``calibrate.run.client.arrival_times``) and concurrency
 limit. It is simulated end to end, with the memory model's KV cache. The predictions are written as JSON lines
 keyed by ``run_id``, so that ``calibrate check`` on the later measurements can be matched against what was said
-beforehand; each carries the profile's interval of its figures (``perfmodel.uncertainty``), so that coverage can
+beforehand; each carries the profile's interval of its figures (``perfmodel.uncertainty.intervals``), so that coverage can
 be judged on runs measured after it was committed.
 """
 
@@ -18,16 +18,16 @@ from typing import Any
 
 import numpy as np
 
-from calibrate.client import arrival_times
-from calibrate.observations import Observation, predicted_metrics, run_workload
-from calibrate.sweep import RunConfig, load_sweep
+from calibrate.run.client import arrival_times
+from calibrate.fit.observations import Observation, predicted_metrics, run_workload
+from calibrate.records.sweep import RunConfig, load_sweep
 from perfmodel.atomic import write_text_atomic
-from perfmodel.coefficients import Profile
+from perfmodel.cost.coefficients import Profile
 from perfmodel.errors import UserError
 from perfmodel.layout import Layout
 from perfmodel.progress import Progress
 from perfmodel.scenario import Scenario
-from perfmodel.uncertainty import DEFAULT_LEVEL, interval_for
+from perfmodel.uncertainty.intervals import DEFAULT_LEVEL, interval_for
 
 MAX_PREDICTED_RUNS = 10_000  # runs one calibrate predict simulates (~20 ms a run: a few minutes, with progress)
 

@@ -1,14 +1,14 @@
-"""Write a profile's ``uncertainty:`` section: what ``perfmodel.uncertainty`` builds intervals from.
+"""Write a profile's ``uncertainty:`` section: what ``perfmodel.uncertainty.intervals`` builds intervals from.
 
 Measured on the profile's own data and on the other calibrated data sets, nothing guessed:
 
 * ``covariance``: the Gauss-Newton covariance of the fitted step coefficients (``CoefficientFitter.covariance_``,
   a full fit on the profile's data; the coefficients themselves stay the profile's);
 * ``coefficient_sd_reference``: the k-fold runs' median coefficient term per step kind, of all runs and per
-  regime (the part of the coefficient noise the cross-validated residuals already hold, ``perfmodel.uncertainty``
+  regime (the part of the coefficient noise the cross-validated residuals already hold, ``perfmodel.uncertainty.intervals``
   (a));
 * ``residuals.seen_model``: k-fold cross-validated residuals ``log(measured / predicted)`` (runs unseen, their
-  models seen), by regime (``perfmodel.uncertainty.regime``) and metric; ``residual_scales.seen_model``, each
+  models seen), by regime (``perfmodel.uncertainty.intervals.regime``) and metric; ``residual_scales.seen_model``, each
   one's coefficient term (its run's delta-method sd of the metric's step kind), for the locally weighted
   quantiles;
 * ``residuals.unseen_model``: leave-one-model-out residuals (absent with one model in the data);
@@ -16,7 +16,7 @@ Measured on the profile's own data and on the other calibrated data sets, nothin
   generation and model family), one list of residuals per metric.
 
 Predictions are end to end (the memory model's KV cache), as a user gets them; every run also records its
-delta-method coefficient term (``coef_sd_*``), so that the coverage report (``calibrate/coverage.py``)
+delta-method coefficient term (``coef_sd_*``), so that the coverage report (``calibrate/report/coverage.py``)
 rebuilds each interval exactly. The per-run rows are also written as a CSV for that report.
 """
 
@@ -28,13 +28,13 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from calibrate.check import map_folds
-from calibrate.fit import CoefficientFitter
-from calibrate.observations import Observation, predicted_metrics
+from calibrate.report.check import map_folds
+from calibrate.fit.offline import CoefficientFitter
+from calibrate.fit.observations import Observation, predicted_metrics
 from hardware.spec import ClusterSpec
-from perfmodel.coefficients import Coefficients
-from perfmodel.report import LATENCIES
-from perfmodel.uncertainty import LATENCY_STATS, MIN_REGIME, REPRESENTATIVE_KINDS, coefficient_log_sd, regime, step_kind
+from perfmodel.cost.coefficients import Coefficients
+from perfmodel.analysis.report import LATENCIES
+from perfmodel.uncertainty.intervals import LATENCY_STATS, MIN_REGIME, REPRESENTATIVE_KINDS, coefficient_log_sd, regime, step_kind
 
 # Figures whose residuals are stored (the measured names observations use).
 THROUGHPUTS = ("tokens_per_second", "output_tokens_per_second", "requests_per_second")
@@ -75,7 +75,7 @@ def _fit_and_residuals(group: str, train: list[Observation], test: list[Observat
 def cross_validated_rows(observations: Sequence[Observation], cluster: ClusterSpec, prior: Coefficients,
                          covariance, *, by: str, cv: str, progress: Callable[[str], None] | None = None,
                          workers: int | None = 1, anchors=None) -> list[dict]:
-    """Refit on all groups but one (``calibrate.check.GROUPINGS[by]``) and predict the one left out."""
+    """Refit on all groups but one (``calibrate.report.check.GROUPINGS[by]``) and predict the one left out."""
     folds = map_folds(_fit_and_residuals, observations, by, label=cv, workers=workers, progress=progress,
                       fold_kwargs=dict(cluster=cluster, prior=prior, covariance=covariance, by=by, cv=cv,
                                        anchors=anchors))
@@ -84,7 +84,7 @@ def cross_validated_rows(observations: Sequence[Observation], cluster: ClusterSp
 
 def coefficient_sd_reference(rows: pd.DataFrame) -> dict[str, dict[str, float]]:
     """The median coefficient term per step kind of these rows' runs, ``"all"`` of them and per regime with at
-    least ``MIN_REGIME`` runs (``perfmodel.uncertainty``, (a): each regime's residuals hold its own runs' noise)."""
+    least ``MIN_REGIME`` runs (``perfmodel.uncertainty.intervals``, (a): each regime's residuals hold its own runs' noise)."""
     runs = rows.drop_duplicates("run_id")
 
     def medians(group: pd.DataFrame) -> dict[str, float]:
@@ -108,7 +108,7 @@ def grouped(rows: Sequence[dict], *, by_regime: bool = True) -> dict:
 
 def grouped_scales(rows: Sequence[dict]) -> dict:
     """{regime: {metric: [each residual's coefficient term]}}, in ``grouped``'s order: the term of the step
-    kind the metric scales with (``perfmodel.uncertainty.step_kind``), for the locally weighted quantiles."""
+    kind the metric scales with (``perfmodel.uncertainty.intervals.step_kind``), for the locally weighted quantiles."""
     out: dict = {}
     for r in rows:
         sd = float(r.get(f"coef_sd_{step_kind(r['metric'])}", math.nan))
@@ -122,7 +122,7 @@ def build_section(*, observations: Sequence[Observation], cluster: ClusterSpec, 
                   anchors=None, model_transfer: bool = False) -> tuple[dict, pd.DataFrame]:
     """(the ``uncertainty:`` section, the per-run rows of every cross-validation and transfer set). ``anchors``
     go to every fit (as ``calibrate fit --anchors``); ``model_transfer`` adds the residuals of
-    calibrate/transfer.py's cases (fits on some models predicting the others) and the kernel paths of the runs."""
+    calibrate/fit/transfer.py's cases (fits on some models predicting the others) and the kernel paths of the runs."""
     if progress:
         progress(f"full fit on {len(observations)} runs for the covariance")
     fitter = CoefficientFitter(cluster, prior, anchors=anchors).fit(observations)
@@ -148,11 +148,11 @@ def build_section(*, observations: Sequence[Observation], cluster: ClusterSpec, 
         section["residuals"]["unseen_model"] = grouped(lomo)
         rows += lomo
     if model_transfer and len({o.model_name for o in observations}) > 1:
-        from calibrate.transfer import transfer_rows
-        from perfmodel.uncertainty import kernel_path
+        from calibrate.fit.transfer import transfer_rows
+        from perfmodel.uncertainty.intervals import kernel_path
 
         if progress:
-            progress("model transfer: fits on some models predicting the others (calibrate/transfer.py)")
+            progress("model transfer: fits on some models predicting the others (calibrate/fit/transfer.py)")
         moved = [dict(r, cv="model-transfer", fold=r["case"]) for case in transfer_rows(
             observations, cluster, workers=workers or 1, prior=prior, anchors=anchors) for r in case]
         section["residuals"]["model_transfer"] = grouped(moved)

@@ -143,7 +143,7 @@ def write_tokenizer(folder: Path, vocab_size: int) -> Path:
 
 def _catalog_path(name: str) -> Path | None:
     try:
-        from perfmodel.model import catalog_config_path
+        from perfmodel.model.shape import catalog_config_path
     except ImportError:
         catalog_config_path = None
     if catalog_config_path is not None:
@@ -152,7 +152,7 @@ def _catalog_path(name: str) -> Path | None:
             return p if p.is_file() else None
         except (ValueError, LookupError, OSError):
             return None
-    p = Path(__file__).resolve().parent.parent / "perfmodel" / "catalog" / f"{name}.json"
+    p = Path(__file__).resolve().parents[2] / "perfmodel" / "catalog" / f"{name}.json"
     return p if p.is_file() else None
 
 

@@ -22,12 +22,12 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence, TextIO
 
 import calibrate
-from calibrate import provenance
-from calibrate.engine_spec import EngineSpec
-from calibrate.modeldir import ResolvedModel, resolve_model
-from calibrate.store import append_record, completed_run_ids, iter_new_records
-from calibrate.sweep import RunConfig, Sweep
-from calibrate.worker_record import error_tail, make_record
+from calibrate.run import provenance
+from calibrate.records.engine_spec import EngineSpec
+from calibrate.run.modeldir import ResolvedModel, resolve_model
+from calibrate.records.store import append_record, completed_run_ids, iter_new_records
+from calibrate.records.sweep import RunConfig, Sweep
+from calibrate.run.worker_record import error_tail, make_record
 from perfmodel.atomic import write_text_atomic
 from perfmodel.errors import UserError
 
@@ -79,7 +79,7 @@ def run_sweep(sweep: Sweep, results: str | Path, *, only: str | None = None, eng
     for run in pending:
         groups.setdefault(run.engine, []).append(run)
     if dry_run:  # list only engines that could start: a model that resolves, TP dividing its heads
-        from calibrate.record_schema import planned_engine_problem
+        from calibrate.records.record_schema import planned_engine_problem
 
         for engine in groups:
             problem = planned_engine_problem(engine.model, engine.tensor_parallel_size, sweep.base_dir)
@@ -134,7 +134,7 @@ def _write_worker_spec(model: ResolvedModel, engine: EngineSpec, runs: Sequence[
         "runs": [{"run_id": r.run_id, "sweep": r.sweep, "group": r.group, "workload": r.workload.to_dict()}
                  for r in runs],
     }
-    cmd = [python, "-m", "calibrate.worker", str(spec_file.resolve())]
+    cmd = [python, "-m", "calibrate.run.worker", str(spec_file.resolve())]
     spec["command"] = " ".join(cmd)
     write_text_atomic(spec_file, json.dumps(spec, indent=1))
     return spec, cmd, log_file, log_offset

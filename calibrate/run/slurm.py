@@ -3,7 +3,7 @@
 A job asks for ceil(tp*pp / gpus_per_node) nodes and runs `python -m perfmodel.cli calibrate run` for the runs of
 its engine configuration, appending to `<out_dir>/results/<engine_id>.jsonl` on the shared filesystem (one file per
 job, so jobs running at once never write the same file; `load_results(<out_dir>/results)` reads them all). A job on
-several nodes first starts a Ray cluster (perfmodel.sbatch.ray_block, shared with `perfmodel predict
+several nodes first starts a Ray cluster (perfmodel.deploy.sbatch.ray_block, shared with `perfmodel predict
 --emit-sbatch`: vLLM's multi-node recipe), waits until Ray sees every GPU, and runs vLLM with
 `--distributed-executor-backend ray`. The cluster's limits (`max_nodes_per_job`, `max_job_time_s`) are enforced
 when the scripts are written; hardware without SLURM limits (a bare GPU name) is refused.
@@ -16,16 +16,16 @@ import shlex
 from pathlib import Path
 from typing import Any, Sequence
 
-from calibrate.engine_spec import EngineSpec
-from calibrate.sweep import Sweep
+from calibrate.records.engine_spec import EngineSpec
+from calibrate.records.sweep import Sweep
 from perfmodel.atomic import write_text_atomic
 from perfmodel.errors import UserError
-from perfmodel.sbatch import (JobSpec, checked_script, default_cpus_per_task, default_network_interface,
+from perfmodel.deploy.sbatch import (JobSpec, checked_script, default_cpus_per_task, default_network_interface,
                               has_slurm_limits, hms, interface_name_problem, job_header, log_pattern, ray_block,
                               script_path_problem, slurm_name_problem)
 
 DEFAULT_TIME_S = 3600.0
-JOB_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}  # with perfmodel.sbatch.JOB_ENV
+JOB_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}  # with perfmodel.deploy.sbatch.JOB_ENV
 
 
 class SlurmError(UserError, ValueError):
@@ -117,13 +117,13 @@ def write_slurm_jobs(sweep: Sweep, cluster: Any, account: str, partition: str, o
     (out / "results").mkdir(parents=True, exist_ok=True)
     ctx = _Context(sweep_path=Path(sweep.path).resolve(), out=out, account=account, partition=partition,
                    modules=tuple(modules), env_setup=env_setup, time_s=limit, python=python,
-                   workdir=Path(workdir).resolve() if workdir else Path(__file__).resolve().parent.parent,
+                   workdir=Path(workdir).resolve() if workdir else Path(__file__).resolve().parents[2],
                    cluster=cluster, sweep_name=sweep.name,
                    cpus_per_task=cpus_per_task or default_cpus_per_task(int(cluster.gpus_per_node)),
                    network_interface=network_interface or default_network_interface(cluster))
     try:
         texts = _scripts(ctx, plans, array)
-    except ValueError as exc:  # a value that breaks the script's rules (perfmodel.sbatch): one line
+    except ValueError as exc:  # a value that breaks the script's rules (perfmodel.deploy.sbatch): one line
         raise SlurmError(str(exc)) from None
     for path, text in texts.items():
         write_text_atomic(path, text)

@@ -1,4 +1,4 @@
-"""One engine configuration in one process: `python -m calibrate.worker SPEC.json`.
+"""One engine configuration in one process: `python -m calibrate.run.worker SPEC.json`.
 
 The runner writes the spec (engine config, resolved model folder, the runs to measure, the results file) and
 sends this process's stdout/stderr to a log file. The worker appends one record per run to the results file as
@@ -17,7 +17,7 @@ import threading
 import time
 from pathlib import Path
 
-from calibrate import provenance
+from calibrate.run import provenance
 
 
 def _watch_parent(parent_pid: int) -> None:
@@ -33,7 +33,7 @@ def _watch_parent(parent_pid: int) -> None:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
-        print("usage: python -m calibrate.worker SPEC.json", file=sys.stderr)
+        print("usage: python -m calibrate.run.worker SPEC.json", file=sys.stderr)
         return 2
     spec = json.loads(Path(argv[0]).read_text())
     if spec.get("watch_parent", True):
@@ -42,11 +42,11 @@ def main(argv: list[str] | None = None) -> int:
     env["command"] = spec.get("command") or provenance.command_line()
     env["log_file"] = spec.get("log_file")
     if spec["engine"]["mode"] == "offline":
-        from calibrate.worker_offline import run_offline
+        from calibrate.run.worker_offline import run_offline
 
         run_offline(spec, env)
     else:
-        from calibrate.worker_online import run_online
+        from calibrate.run.worker_online import run_online
 
         run_online(spec, env)
     return 0

@@ -10,9 +10,9 @@ import sys
 import time
 from typing import Any, Mapping
 
-from calibrate import provenance
-from calibrate.modeldir import with_checkpoint_quantization
-from calibrate.worker_record import make_record, read_log, record_error, write_result
+from calibrate.run import provenance
+from calibrate.run.modeldir import with_checkpoint_quantization
+from calibrate.run.worker_record import make_record, read_log, record_error, write_result
 
 WARMUP_PROMPTS = 4
 WARMUP_INPUT_LEN = 16
@@ -83,7 +83,7 @@ def make_prompts(workload: Mapping[str, Any], vocab_size: int, run_id: str) -> t
     """
     import numpy as np
 
-    from calibrate.sweep import LengthDist, Workload
+    from calibrate.records.sweep import LengthDist, Workload
 
     w = dict(workload)
     for k in ("input_len", "output_len"):
@@ -153,7 +153,7 @@ def run_offline(spec: Mapping[str, Any], env: dict[str, Any]) -> None:
     dropped = sorted(k for k in kwargs if supported is not None and k not in supported and k != "model")
     kwargs = {k: v for k, v in kwargs.items() if k not in dropped}
     env["engine_args"] = kwargs
-    print(f"[calibrate.worker] LLM({kwargs})", file=sys.stderr, flush=True)
+    print(f"[calibrate.run.worker] LLM({kwargs})", file=sys.stderr, flush=True)
     t0 = time.perf_counter()
     try:
         llm = LLM(**kwargs)

@@ -1,4 +1,4 @@
-"""Online measurement: start an OpenAI-compatible vLLM server, drive it with calibrate.client, stop it.
+"""Online measurement: start an OpenAI-compatible vLLM server, drive it with calibrate.run.client, stop it.
 
 The server is started as `python -m vllm.entrypoints.openai.api_server --model DIR ...` (present from vLLM 0.7
 to at least 0.30, and it works where the `vllm` console script cannot find its own package metadata, as with
@@ -18,11 +18,11 @@ import urllib.error
 import urllib.request
 from typing import Any, Mapping
 
-from calibrate import provenance
-from calibrate.client import run_benchmark, summarize
-from calibrate.modeldir import with_checkpoint_quantization
-from calibrate.worker_record import make_record, read_log, record_error, write_result
-from calibrate.worker_offline import engine_kwargs, make_prompts
+from calibrate.run import provenance
+from calibrate.run.client import run_benchmark, summarize
+from calibrate.run.modeldir import with_checkpoint_quantization
+from calibrate.run.worker_record import make_record, read_log, record_error, write_result
+from calibrate.run.worker_offline import engine_kwargs, make_prompts
 
 SERVER_MODULE = "vllm.entrypoints.openai.api_server"
 WARMUP_REQUESTS = 4
@@ -89,7 +89,7 @@ def run_online(spec: Mapping[str, Any], env: dict[str, Any]) -> None:
     cmd = server_command(engine, model_path, port)
     env["engine_args"] = engine_kwargs(engine, model_path)
     env["server_command"] = " ".join(cmd)
-    print(f"[calibrate.worker] {' '.join(cmd)}", file=sys.stderr, flush=True)
+    print(f"[calibrate.run.worker] {' '.join(cmd)}", file=sys.stderr, flush=True)
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=sys.stderr, stderr=sys.stderr, start_new_session=True)
     try:

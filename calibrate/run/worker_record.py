@@ -1,5 +1,5 @@
 """A worker's results records: how a run's outcome becomes a record (schema in calibrate/README.md) and is
-appended. Shared by ``calibrate.worker`` (the process), its offline and online halves and the runner, so that
+appended. Shared by ``calibrate.run.worker`` (the process), its offline and online halves and the runner, so that
 none of them imports another's entry point."""
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import traceback
 from pathlib import Path
 from typing import Any, Mapping
 
-from calibrate.store import SCHEMA_VERSION, append_record
+from calibrate.records.store import SCHEMA_VERSION, append_record
 
 
 def make_record(*, spec: Mapping[str, Any], run: Mapping[str, Any], status: str, metrics: Mapping[str, Any] | None,
@@ -49,7 +49,7 @@ def read_log(spec: Mapping[str, Any]) -> str:
 
 def write_result(spec: Mapping[str, Any], record: Mapping[str, Any]) -> None:
     append_record(spec["results"], record)
-    print(f"[calibrate.worker] {record['status']} run {record['run_id']}", file=sys.stderr, flush=True)
+    print(f"[calibrate.run.worker] {record['status']} run {record['run_id']}", file=sys.stderr, flush=True)
 
 
 def record_error(spec: Mapping[str, Any], run: Mapping[str, Any], env: Mapping[str, Any],

@@ -68,7 +68,7 @@ def wave_time_s(step_cost, batch_size: int, input_len: int, output_len: int, max
                 decode_samples: int | None = None) -> float:
     """Seconds for one wave of ``batch_size`` requests on one replica (all pipeline stages). ``decode_samples``:
     cost only that many evenly spaced decode steps, each standing for its share of them (an approximation for
-    derivatives, perfmodel.uncertainty)."""
+    derivatives, perfmodel.uncertainty.intervals)."""
     if decode_samples is not None and decode_samples < 2:
         raise ValueError("decode_samples must be at least 2 (the first and the last decode step)")
     stages = step_cost.num_stages

@@ -59,7 +59,7 @@ class ParetoPoint:
 def closed_loop_point(scenario: "Scenario", layout: Layout, max_num_seqs: int, *, input_len: int,
                       output_len: int, seed: int = 0) -> ParetoPoint | None:
     """One replica of ``layout`` at ``max_num_seqs``, full (closed loop); None when it does not fit."""
-    from perfmodel.simulate import build_requests
+    from perfmodel.analysis.simulate import build_requests
 
     replica = dataclasses.replace(layout, dp=1)
     sized = scenario.with_engine(max_num_seqs=max_num_seqs)  # re-resolved: V0's graph sizes follow max_num_seqs
@@ -97,7 +97,7 @@ def mark_frontier(points: list[ParetoPoint]) -> list[ParetoPoint]:
 def pareto_points(scenario: "Scenario", num_gpus: int, *, max_num_seqs: tuple[int, ...] = DEFAULT_MAX_NUM_SEQS,
                   input_len: int = 1000, output_len: int = 200, seed: int = 0) -> list[ParetoPoint]:
     """Every layout of ``num_gpus`` x every ``max_num_seqs`` that fits, frontier marked, fastest per user first."""
-    from perfmodel.predict import candidate_layouts
+    from perfmodel.analysis.predict import candidate_layouts
 
     if not max_num_seqs or any(s < 1 for s in max_num_seqs):
         raise UserError(f"--max-num-seqs-list needs positive sizes, got {list(max_num_seqs)}")

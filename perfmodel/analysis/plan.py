@@ -1,6 +1,6 @@
 """Capacity planning: the fewest GPUs (and their layout) that serve a request rate within p99 latency targets.
 
-    >>> from perfmodel.plan import plan_capacity
+    >>> from perfmodel.analysis.plan import plan_capacity
     >>> result = plan_capacity(request_rate=20, ttft_s_p99_target=2.0, tpot_s_p99_target=0.1, model="llama-3.1-70b",
     ...                        hardware="hgx-h200")
     >>> result.best.gpus, result.best.layout
@@ -15,7 +15,7 @@ limit), in increasing order:
 2. the others are simulated (in parallel processes) with the same seeded Poisson (or gamma, ``burstiness``)
    arrivals at the rate, long enough for a steady state (``num_requests_for``: arrivals over at least 60 s
    and 4 end-to-end latencies, 200 to 3000 requests) unless ``num_prompts`` is given;
-3. a layout is accepted (``perfmodel.plan_trial``) when it sustains the rate and meets the targets:
+3. a layout is accepted (``perfmodel.analysis.plan_trial``) when it sustains the rate and meets the targets:
    - it keeps up: over the second half of the arrival window (or the part after 1.5 median end-to-end
      latencies, at most the last quarter: the batch fills for about one latency) it samples output tokens at
      least at ``SUSTAIN_FRACTION`` of the rate the arrivals ask for (the output tokens of the requests that arrived
@@ -43,13 +43,13 @@ from typing import Any, Callable
 
 import numpy as np
 
-from perfmodel.engine import EngineArgs
+from perfmodel.engine.args import EngineArgs
 from perfmodel.errors import UserError
 from perfmodel.layout import Layout, enumerate_layouts
-from perfmodel.plan_trial import Trial, simulate_trial, TrialTask
+from perfmodel.analysis.plan_trial import Trial, simulate_trial, TrialTask
 from perfmodel.pool import executor
 from perfmodel.scenario import Scenario, ScenarioOptions
-from perfmodel.uncertainty import DEFAULT_LEVEL
+from perfmodel.uncertainty.intervals import DEFAULT_LEVEL
 from simulator.workload import LengthDistribution
 
 PRUNE_FRACTION = 0.9  # the closed form may be a little pessimistic: simulate what comes within 10% of the rate
@@ -108,7 +108,7 @@ def plan_capacity(*, request_rate: float, ttft_s_p99_target: float | None = None
     scenario from them. Without options the entry point is ``serve`` (vLLM's server defaults); the workload
     fields are replaced by the mean lengths and the request count planned here. ``workers``: processes
     (default: the machine's cores), or ``pool``: an executor to share (``perfmodel.pool.executor``; several
-    plans at once, ``perfmodel.plan_compare``). ``progress(done, total)`` is called as simulations finish.
+    plans at once, ``perfmodel.analysis.plan_compare``). ``progress(done, total)`` is called as simulations finish.
 
     ``confidence`` (e.g. 0.9): accept a layout only when the slow end of its throughput interval at that level
     still carries the load (the layout simulated again with every step time divided by low / point of its
@@ -116,7 +116,7 @@ def plan_capacity(*, request_rate: float, ttft_s_p99_target: float | None = None
     says how many GPUs the point estimate alone would have chosen (``point_estimate_gpus``). Every simulated
     trial carries its ``interval`` at ``confidence`` (else ``interval_level``).
     """
-    from perfmodel.simulate import as_length_distribution
+    from perfmodel.analysis.simulate import as_length_distribution
 
     _check_targets(request_rate, ttft_s_p99_target, tpot_s_p99_target, gpus_max, confidence, num_prompts)
     inputs = as_length_distribution(input_len, "--input-len")
@@ -226,7 +226,7 @@ def _screen(scenario, layout: Layout, rate: float, ttft: float | None,
             tpot: float | None) -> tuple[Trial | None, float]:
     """(a pruned Trial when the closed form shows the layout cannot meet the target, else None; the closed
     form's maximum requests/s)."""
-    from perfmodel.predict import predict_layout
+    from perfmodel.analysis.predict import predict_layout
 
     saturating = dataclasses.replace(scenario.workload, num_prompts=4 * layout.dp * scenario.engine.max_num_seqs)
     p = predict_layout(scenario.with_(workload=saturating), layout)

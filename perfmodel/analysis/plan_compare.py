@@ -1,8 +1,8 @@
 """Capacity planning across hardware: for each GPU or cluster, the fewest GPUs and the layout that serve the
-load (``perfmodel.plan.plan_capacity``), their throughput per GPU and, given hourly GPU prices, the cost per
+load (``perfmodel.analysis.plan.plan_capacity``), their throughput per GPU and, given hourly GPU prices, the cost per
 million output tokens; ranked cheapest first.
 
-    >>> from perfmodel.plan_compare import compare_hardware
+    >>> from perfmodel.analysis.plan_compare import compare_hardware
     >>> rows = compare_hardware(["h100-sxm", "h200-sxm"], {"h100-sxm": 2.0, "h200-sxm": 3.0}, request_rate=20,
     ...                         ttft_s_p99_target=2, tpot_s_p99_target=0.05, model="qwen2.5-32b")
 
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 from perfmodel.errors import UserError
-from perfmodel.plan import PlanResult, plan_capacity
+from perfmodel.analysis.plan import PlanResult, plan_capacity
 from perfmodel.pool import executor
 from perfmodel.scenario import ScenarioOptions
 

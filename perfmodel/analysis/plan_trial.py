@@ -1,4 +1,4 @@
-"""One layout at the planned load (``perfmodel.plan``, step 3 of its search): simulated in a worker process and
+"""One layout at the planned load (``perfmodel.analysis.plan``, step 3 of its search): simulated in a worker process and
 judged against the rate and the latency targets (``steady_state``), at the point estimate and, with a
 confidence level, at its interval's ends."""
 
@@ -13,8 +13,8 @@ from typing import Any
 from perfmodel.errors import UserError
 from perfmodel.layout import Layout
 from perfmodel.scenario import Scenario, ScenarioOptions
-from perfmodel.steady_state import steady_state
-from perfmodel.uncertainty import DEFAULT_LEVEL, interval_for
+from perfmodel.analysis.steady_state import steady_state
+from perfmodel.uncertainty.intervals import DEFAULT_LEVEL, interval_for
 from simulator.workload import LengthDistribution
 
 
@@ -37,7 +37,7 @@ class Trial:
     output_tokens_per_second: float = math.nan  # at the planned load
     gpu_hours_per_million_output_tokens: float = math.nan
     point_status: str = ""  # the verdict of the point estimate alone ('' when not simulated)
-    interval: Any = None  # {"level", figure: [low, high]} of the simulated figures (perfmodel.uncertainty)
+    interval: Any = None  # {"level", figure: [low, high]} of the simulated figures (perfmodel.uncertainty.intervals)
 
     @property
     def layout(self) -> Layout:
@@ -72,7 +72,7 @@ def _scenario(options: ScenarioOptions) -> Scenario:
 
 def simulate_trial(task: TrialTask) -> Trial:
     """Simulate one layout at the planned load and judge it (runs in a worker process)."""
-    from perfmodel.simulate import build_requests
+    from perfmodel.analysis.simulate import build_requests
 
     scenario = _scenario(task.options)
     layout = Layout(tp=task.tp, pp=task.pp, dp=task.dp)

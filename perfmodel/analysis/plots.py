@@ -74,7 +74,7 @@ def save_figure(fig, plt, path: Path) -> Path:
 
 
 def plot_pareto(points, path: str | Path, *, title: str = "") -> Path:
-    """Output tokens/s per GPU against tokens/s per user for ``perfmodel.pareto.ParetoPoint``s: every point in
+    """Output tokens/s per GPU against tokens/s per user for ``perfmodel.analysis.pareto.ParetoPoint``s: every point in
     grey, the frontier as a line with each point labelled (layout, max_num_seqs). Per-user speed on a log axis
     (max_num_seqs grows geometrically)."""
     import matplotlib
@@ -139,7 +139,7 @@ def _label_without_overlap(fig, ax, labels: list[str], xs: list[float], ys: list
 
 
 def plot_hardware_comparison(choices, path: str | Path, *, title: str = "") -> Path:
-    """Bars per hardware (``perfmodel.plan_compare.HardwareChoice``, ranked): cost per million output tokens when
+    """Bars per hardware (``perfmodel.analysis.plan_compare.HardwareChoice``, ranked): cost per million output tokens when
     every answer has a price, else GPU-hours per million output tokens; each bar labelled with its GPUs and
     layout. Hardware that cannot serve the load gets an empty slot labelled so. Written atomically."""
     import matplotlib

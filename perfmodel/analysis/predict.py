@@ -1,6 +1,6 @@
 """Predict one layout or rank every layout of N GPUs: the Python API under ``perfmodel predict``.
 
-    >>> from perfmodel.predict import Scenario, predict_all
+    >>> from perfmodel.analysis.predict import Scenario, predict_all
     >>> scenario = Scenario.build(model="llama-3.1-70b", hardware="taiwania2")  # see perfmodel.scenario
     >>> best = predict_all(scenario, num_gpus=16)[0]
 """
@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING
 
 from hardware.spec import GIB
 from perfmodel.errors import UserError
-from perfmodel.estimate import offline_throughput
+from perfmodel.analysis.estimate import offline_throughput
 from perfmodel.layout import Layout, check_tp, enumerate_layouts
-from perfmodel.memory import MemoryPlan
+from perfmodel.cost.memory import MemoryPlan
 from perfmodel.scenario import Scenario, ScenarioOptions
 
 __all__ = ["LayoutPrediction", "Scenario", "ScenarioOptions", "predict_all", "predict_layout", "predictions_frame"]
@@ -138,7 +138,7 @@ def predict_all(scenario: Scenario, num_gpus: int, *, tp: int | None = None, pp:
     ranked = rank([predict_layout(scenario, layout) for layout in candidate_layouts(scenario, num_gpus, tp, pp)])
     if simulate_top == 0:
         return ranked
-    from perfmodel.simulate import simulate_offline
+    from perfmodel.analysis.simulate import simulate_offline
 
     out = []
     for i, p in enumerate(ranked):

@@ -3,7 +3,7 @@ scenario's own workload, continuous vs static batching, timeline files.
 
     >>> from perfmodel.scenario import Scenario
     >>> from perfmodel.layout import Layout
-    >>> from perfmodel.simulate import build_requests, length_distribution
+    >>> from perfmodel.analysis.simulate import build_requests, length_distribution
     >>> scenario = Scenario.build(model="llama-3.1-8b", hardware="hgx-h200", entry_point="serve")
     >>> requests = build_requests(input_len=500, output_len=length_distribution("lognormal", 200, 0.6),
     ...                           num_prompts=1000, request_rate=20, seed=0)

@@ -3,7 +3,7 @@
 An anchor is a value with a stated standard deviation and its source, from something other than the end-to-end
 vLLM runs a profile is fitted on: a datasheet, a kernel microbenchmark (data/anchors/, data/h200-gemm/), vLLM's own
 CPU code timed on this project's machine (benchmarks/anchors/), a publication, or first principles. ``calibrate
-fit --anchors`` makes the anchors the fit's priors (penalty residuals weighted by each anchor's sd, calibrate/fit.py)
+fit --anchors`` makes the anchors the fit's priors (penalty residuals weighted by each anchor's sd, calibrate/fit/offline.py)
 and every profile lists each coefficient's anchor; a fitted value at a bound or more than ``FINDING_SD`` standard
 deviations from its anchor is a *finding* (:func:`findings`), to be explained (docs/accuracy-notes.md), not shipped
 silently.
@@ -29,7 +29,7 @@ from typing import Mapping
 
 import yaml
 
-from perfmodel.coefficients import Coefficients
+from perfmodel.cost.coefficients import Coefficients
 from perfmodel.errors import UserError
 
 KINDS = ("datasheet", "kernel microbenchmark", "vLLM CPU code timed here", "publication", "first principles",

@@ -22,10 +22,10 @@ _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 from perfmodel.errors import UserError
 
 
-# What each group is and what informs it (calibrate/fit.py fits the groups it has data for).
+# What each group is and what informs it (calibrate/fit/offline.py fits the groups it has data for).
 GROUPS = {
     "step": "efficiencies and per-step overheads of one GPU, fitted on offline elapsed times",
-    "prefill": "per-prefill-token overhead; calibrate/fit.py leaves it at its default (no fit of it yet)",
+    "prefill": "per-prefill-token overhead; calibrate/fit/offline.py leaves it at its default (no fit of it yet)",
     "eager": "overhead without CUDA graphs; fitted when the runs include --enforce-eager engines",
     "tensor_parallel": "all-reduce terms; fitted when the runs include TP > 1",
     "pipeline_parallel": "stage-to-stage send latency; fitted when the runs include PP > 1",
@@ -40,7 +40,7 @@ GROUPS = {
                         "an MoE model",
     "kernel_machete": "the Machete mixed-precision GEMM (int4 weights, 16-bit activations; Hopper); fitted when the "
                       "runs use it",
-    "kernel_awq_marlin": "the kernel vLLM's awq_marlin method runs (perfmodel.kernels row awq_marlin); fitted when "
+    "kernel_awq_marlin": "the kernel vLLM's awq_marlin method runs (perfmodel.cost.kernels row awq_marlin); fitted when "
                          "the runs use it",
     "kernel_fp8_w8a8": "CUTLASS scaled_mm on fp8 weights and activations; fitted when the runs use it",
     "kernel_fp8_kv": "attention reading an fp8 KV cache (--kv-cache-dtype fp8); fitted when the runs use one",
@@ -89,7 +89,7 @@ class Coefficients:
         "the ring's per-hop link latency and bandwidth term", 0.0, 1e-3, group="tensor_parallel")
     nccl_allreduce_latency_s: float = _coef(
         1e-5, "fixed latency of one tensor-parallel all-reduce that vLLM hands to NCCL (pynccl) because its custom "
-        "all-reduce does not apply (perfmodel.comm.custom_allreduce_applies: e.g. TP8 on a V100 hybrid cube-mesh); "
+        "all-reduce does not apply (perfmodel.cost.comm.custom_allreduce_applies: e.g. TP8 on a V100 hybrid cube-mesh); "
         "on top of the ring's per-hop latency. Prior: NCCL's own tuning model puts a ring all-reduce's base latency at "
         "3.6-12 us depending on protocol and release (src/graph/tuning.cc baseLat), plus the launch", 0.0, 1e-3,
         group="tensor_parallel")
@@ -117,7 +117,7 @@ class Coefficients:
         "docs/online-model.md); HTTP writes not included", 0.0, 1e-3, group="serving")
     server_graphless_layer_s: float = _coef(
         0.0, "under `vllm serve`, the least time per decoder layer (of one pipeline stage) of a step that runs "
-        "without CUDA graphs (more tokens than vLLM's largest captured size, 512: perfmodel.serving): the CPU "
+        "without CUDA graphs (more tokens than vLLM's largest captured size, 512: perfmodel.cost.serving): the CPU "
         "launching the compiled model's kernels one by one. 0 by default (no floor): fitted on online runs", 0.0,
         2e-3, group="serving")
     exllama_memory_efficiency: float = _coef(
@@ -133,7 +133,7 @@ class Coefficients:
         0.5, "fraction of HBM bandwidth reached by vLLM's GPTQ kernels for an act-order (desc_act) checkpoint's "
         "layers whose input TP splits (vLLM 0.7.0 gptq.py GPTQLinearMethod.create_weights: ExllamaState.UNUSED): the "
         "alt kernel up to 8 rows (q_gemm.cu gemm_half_q_half_alt, MAX_ALT_GEMM_ROWS) and reconstruct_gptq + cuBLAS "
-        "above, both reading each weight's scale and zero point at its own group (g_idx; perfmodel.kernels "
+        "above, both reading each weight's scale and zero point at its own group (g_idx; perfmodel.cost.kernels "
         "gptq_alt_cost). Prior: the exllama kernel's (the same SIMT design: packed int4 loads, one thread per "
         "column), 0.5 x 900 GB/s on a V100; not measured", 0.05, 1.0, group="kernel_gptq_alt")
     fused_moe_efficiency: float = _coef(
@@ -142,7 +142,7 @@ class Coefficients:
         "as dense) until MoE runs are fitted", 0.1, 1.0, group="kernel_fused_moe")
     machete_memory_efficiency: float = _coef(
         0.85, "fraction of datasheet HBM bandwidth the Machete GEMM's weight reads reach (int4 weights plus their "
-        "group scales, perfmodel.precision weight_bytes_per_param). Prior: a dense GEMM's streaming reads "
+        "group scales, perfmodel.model.precision weight_bytes_per_param). Prior: a dense GEMM's streaming reads "
         "(memory_efficiency's default): Machete loads its weight tiles with TMA like CUTLASS's dense GEMMs and "
         "dequantizes in registers (vLLM 0.26 kernels/linear/mixed_precision/machete.py MacheteLinearKernel)",
         0.1, 1.0, group="kernel_machete")
@@ -228,7 +228,7 @@ class Profile:
     fitted: tuple[str, ...] = ()
     source: str = "datasheet defaults"
     path: str | None = None
-    # the profile's ``uncertainty:`` section (perfmodel.uncertainty reads it; calibrate/uncertainty.py writes it)
+    # the profile's ``uncertainty:`` section (perfmodel.uncertainty.intervals reads it; calibrate/report/uncertainty.py writes it)
     uncertainty: Any = field(default=None, compare=False, repr=False)
 
     def status_for(self, gpu_name: str) -> str:

@@ -5,8 +5,8 @@ One row of :data:`KERNELS` per family. A row says
 - when vLLM picks it (``selects``, on :class:`KernelFacts`: the GPU's compute capability, the quantization method
   and checkpoint facts, whether tensor parallelism splits the layer's input); the first row that selects wins,
   in the order vLLM prefers them (docs/kernels.md cites the vLLM source of every predicate);
-- its own coefficients (``fitted``, one group of ``perfmodel.coefficients.GROUPS``), which calibrate/fit.py and
-  calibrate/fit_online.py fit when a run uses the family; a family without any is priced at the dense GEMM
+- its own coefficients (``fitted``, one group of ``perfmodel.cost.coefficients.GROUPS``), which calibrate/fit/offline.py and
+  calibrate/fit/online.py fit when a run uses the family; a family without any is priced at the dense GEMM
   coefficients fitted on unquantized weights (scenario notes say so);
 - its cost: seconds of one layer's weight matrix on one GPU for ``m`` rows, from its bytes and FLOPs
   (``m`` decides the path inside a family, e.g. exllama's quantized kernel up to 50 rows, dequantize + cuBLAS above).
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
 if TYPE_CHECKING:  # the cost functions take cost._Gemm-like objects and GemmRates
-    from perfmodel.coefficients import Coefficients
+    from perfmodel.cost.coefficients import Coefficients
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -355,7 +355,7 @@ def families_used(model: Any, precision: Any, tp: int | None) -> tuple[KernelFam
 
 
 def layer_facts(precision: Any, linear: Any, tp: int) -> tuple[KernelFacts, str | None]:
-    """(facts, forced kernel name or None) of one model.Linear on this precision (perfmodel.precision.Precision)."""
+    """(facts, forced kernel name or None) of one model.Linear on this precision (perfmodel.model.precision.Precision)."""
     quantized = bool(linear.quantizable and precision.quant_kernel)
     base = precision.kernel_facts
     forced = None if base is not None else (precision.quant_kernel or "")

@@ -20,11 +20,11 @@ import math
 from dataclasses import dataclass
 
 from hardware.spec import GIB, ClusterSpec
-from perfmodel.coefficients import Coefficients
-from perfmodel.engine import EngineArgs
+from perfmodel.cost.coefficients import Coefficients
+from perfmodel.engine.args import EngineArgs
 from perfmodel.layout import Layout
-from perfmodel.model import ModelShape
-from perfmodel.precision import Precision
+from perfmodel.model.shape import ModelShape
+from perfmodel.model.precision import Precision
 
 SAMPLER_LOGIT_BYTES = 4  # vLLM's dummy sampler run materialises fp32 logits for max_num_seqs rows
 

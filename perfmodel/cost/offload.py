@@ -31,7 +31,7 @@ import numpy as np
 from hardware.spec import ClusterSpec
 from perfmodel.errors import UserError
 from perfmodel.layout import Layout
-from perfmodel.memory import MemoryPlan
+from perfmodel.cost.memory import MemoryPlan
 
 DEFAULT_HOST_FRACTION = 0.5
 NEEDS_PP = "--kv-offload needs --pipeline-parallel-size >= 2 (only idle pipeline micro-batches can live in host memory)"

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from perfmodel.engine import EngineArgs
+from perfmodel.engine.args import EngineArgs
 
 # vLLM 0.26 vllm/config/vllm.py: max_cudagraph_capture_size = min(max_num_seqs * 2, 512) when not given
 _LARGEST_CAPTURE_TOKENS = 512

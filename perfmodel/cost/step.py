@@ -15,7 +15,7 @@ and per-sequence overheads cover scheduling, input preparation and sampling, plu
 without CUDA graphs (``--enforce-eager``); every pipeline stage pays them for the whole batch, since each PP
 rank prepares the batch's inputs itself. Expert GEMMs of an MoE layer run at ``fused_moe_efficiency`` of the
 dense rates (vLLM's fused MoE kernel). Which kernel runs each weight matrix, and its formula, come from
-perfmodel.kernels' table (e.g. the exllama GPTQ kernel on Volta reads int4 weights once per 8 rows and multiplies on
+perfmodel.cost.kernels' table (e.g. the exllama GPTQ kernel on Volta reads int4 weights once per 8 rows and multiplies on
 the CUDA cores). Under vLLM V0 with pipeline parallelism every stage prepares the batch
 itself (the CPU part of its time) and the engine process adds its own thread's time per step, which the
 simulator shares among the virtual engines (``stage_split_s``).
@@ -35,13 +35,13 @@ from typing import Any, Protocol
 import numpy as np
 
 from hardware.spec import ClusterSpec
-from perfmodel import comm, kernels
-from perfmodel.coefficients import Coefficients
+from perfmodel.cost import comm, kernels
+from perfmodel.cost.coefficients import Coefficients
 from perfmodel.layout import Layout, place
-from perfmodel.memory import kv_heads_per_gpu, layers_per_stage
-from perfmodel.model import ModelShape
-from perfmodel.precision import Precision
-from perfmodel.vllm_releases import EngineGeneration
+from perfmodel.cost.memory import kv_heads_per_gpu, layers_per_stage
+from perfmodel.model.shape import ModelShape
+from perfmodel.model.precision import Precision
+from perfmodel.engine.releases import EngineGeneration
 
 
 class BatchLike(Protocol):
@@ -67,7 +67,7 @@ class _Gemm:
     experts_per_token: int
     params: float = 0.0  # weights of one expert on one GPU
     quantized: bool = False  # weights stored in the quantized format (int4 for GPTQ)
-    families: tuple = ()  # the kernel families that run it (perfmodel.kernels.layer_families)
+    families: tuple = ()  # the kernel families that run it (perfmodel.cost.kernels.layer_families)
     input_elements_per_token: float = 0.0  # input features one GPU reads per token (fp8's activation quantization)
 
 
@@ -80,7 +80,7 @@ class StepCostModel:
                  cuda_graph_batch_sizes: tuple[int, ...] = ()) -> None:
         self.model, self.cluster, self.layout = model, cluster, layout
         self.precision, self.coefficients, self.enforce_eager = precision, coefficients, enforce_eager
-        # V0 (vLLM 0.7, perfmodel.vllm_releases): prefill steps run eager, decode steps replay CUDA graphs
+        # V0 (vLLM 0.7, perfmodel.engine.releases): prefill steps run eager, decode steps replay CUDA graphs
         # captured for these batch sizes (a batch runs padded up to the next one)
         v0 = EngineGeneration(engine_generation) is EngineGeneration.V0
         self._v0_graphs = (tuple(cuda_graph_batch_sizes) if v0 and not enforce_eager

@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING
 
 from perfmodel.errors import UserError
 from perfmodel.layout import Layout, place
-from perfmodel.sbatch import JobSpec, default_cpus_per_task, default_network_interface, has_slurm_limits, hms
-from perfmodel.sbatch import checked_script, job_header, log_pattern, ray_block, shell_join
+from perfmodel.deploy.sbatch import JobSpec, default_cpus_per_task, default_network_interface, has_slurm_limits, hms
+from perfmodel.deploy.sbatch import checked_script, job_header, log_pattern, ray_block, shell_join
 
 if TYPE_CHECKING:
     from perfmodel.scenario import Scenario
@@ -60,7 +60,7 @@ class Deployment:
 
 def checkpoint_note(scenario: "Scenario", model_spec: str) -> str | None:
     """A catalog model quantized by flag names an unquantized HF checkpoint: vLLM needs the quantized one."""
-    from perfmodel.model import _catalog_name
+    from perfmodel.model.shape import _catalog_name
 
     if scenario.precision.quant_source == "flag" and _catalog_name(model_spec) == model_spec.strip().lower():
         return (f"--quantization {scenario.precision.quantization} needs a {scenario.precision.quantization} "
@@ -70,7 +70,7 @@ def checkpoint_note(scenario: "Scenario", model_spec: str) -> str | None:
 
 def serve_model_id(model_spec: str) -> str:
     """What ``vllm serve`` loads: a catalog name becomes its HF id; a path becomes absolute; an HF id stays."""
-    from perfmodel.model import _catalog_name, catalog_config_path
+    from perfmodel.model.shape import _catalog_name, catalog_config_path
 
     path = Path(model_spec).expanduser()
     if path.exists():
@@ -156,7 +156,7 @@ def serve_job_script(scenario: "Scenario", dep: Deployment, options: JobOptions)
     name = f"vllm-tp{layout.tp}pp{layout.pp}dp{layout.dp}"
     try:
         return checked_script(_serve_job_text(scenario, dep, options, name, time_s))
-    except ValueError as exc:  # a value that breaks the script's rules (perfmodel.sbatch): one line
+    except ValueError as exc:  # a value that breaks the script's rules (perfmodel.deploy.sbatch): one line
         raise UserError(str(exc)) from None
 
 

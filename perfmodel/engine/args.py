@@ -1,12 +1,12 @@
 """vLLM engine settings that change performance, resolved with the defaults of the vLLM release being modelled
-(``perfmodel.vllm_releases`` holds every release's defaults and their sources)."""
+(``perfmodel.engine.releases`` holds every release's defaults and their sources)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from perfmodel.errors import UserError
-from perfmodel.vllm_releases import EngineGeneration, release_defaults
+from perfmodel.engine.releases import EngineGeneration, release_defaults
 
 DEFAULT_VLLM_VERSION = "0.26"  # the release modelled when neither the user nor the cluster names one
 
@@ -54,7 +54,7 @@ class EngineArgs:
         an option is incompatible (vllm/config/vllm.py VllmConfig.__post_init__: async_scheduling None -> True;
         none of the incompatible options is modelled here), and its logs say "Asynchronous scheduling is
         enabled" (data/h200-sweep2 logs). Earlier V1 releases were not read: off."""
-        from perfmodel.vllm_releases import parse_release
+        from perfmodel.engine.releases import parse_release
 
         return self.engine_generation is EngineGeneration.V1 and parse_release(self.vllm_version) >= (0, 26, 0)
 
@@ -64,12 +64,12 @@ def default_engine_args(gpu_memory_bytes: float, *, entry_point: str = "offline"
                         gpu_name: str | None = None, compute_capability: float | None = None,
                         **overrides: object) -> EngineArgs:
     """The engine ``vllm_version`` runs with these overrides: the release's defaults for this GPU and entry
-    point (``perfmodel.vllm_releases.release_defaults``; ``gpu_name`` is the CUDA device name, which vLLM 0.8.0
+    point (``perfmodel.engine.releases.release_defaults``; ``gpu_name`` is the CUDA device name, which vLLM 0.8.0
     and 0.10.0 test), the given values on top, and what depends on them derived after (V0's CUDA-graph
     sizes from ``max_num_seqs``), as ``EngineArgs.create_engine_config`` does.
     Overrides that are None are ignored, so CLI flags can be passed straight through.
     """
-    from perfmodel.vllm_releases import _v0_graph_sizes
+    from perfmodel.engine.releases import _v0_graph_sizes
 
     given = {k: v for k, v in overrides.items() if v is not None}
     max_model_len = int(given.get("max_model_len") or model_max_len or 2048)  # type: ignore[call-overload]

@@ -12,7 +12,7 @@ Releases read (the wheel's Python source, `pip download vllm==X`):
   0.92 in its log), not from source, with 0.10.0's rule by memory alone; its CUDA-graph sizes are not known here
   and are taken from 0.8.0 (`sources` says so).
 Releases older than 0.7.0 are given 0.7.0's values (not checked); one between two read releases gets the
-older one's, as perfmodel/engine.py does.
+older one's, as perfmodel/engine/args.py does.
 
 V0 defaults (vLLM 0.7.0 unless said otherwise):
 - max_num_seqs 256: `vllm/engine/arg_utils.py` `EngineArgs.__post_init__` (0.8.0: `_set_default_args_v0`).

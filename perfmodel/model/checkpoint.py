@@ -3,7 +3,7 @@
 :func:`parse_quantization_config` reads the ``quantization_config`` block of a ``config.json`` (or, when
 that is absent, compressed-tensors' ``compression_config``), as vLLM 0.7.0 does in
 ``vllm/config.py ModelConfig._parse_quant_hf_config``. It only describes the checkpoint; which vLLM
-method and kernel run it on a given GPU is decided in :mod:`perfmodel.precision`.
+method and kernel run it on a given GPU is decided in :mod:`perfmodel.model.precision`.
 
 :func:`find_in_hf_cache` finds ``config.json`` of a Hugging Face repo id in the local hub cache, offline,
 with the layout ``huggingface_hub`` writes::

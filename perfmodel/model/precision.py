@@ -36,7 +36,7 @@ Quantization follows vLLM 0.7.0 (``vllm/config.py`` ``ModelConfig._verify_quanti
   that runs on V100), awq 7.5, gptq_marlin / awq_marlin / fp8 / fbgemm_fp8 8.0, compressed-tensors
   per scheme (W4A16/W8A16 8.0, FP8 8.0, INT8 W8A8 7.5). ``gptq`` and ``awq`` take float16 activations
   only (``get_supported_act_dtypes``); a checkpoint saved in bfloat16 there is an error, as in vLLM.
-- Kernel (perfmodel.kernels' table, docs/kernels.md): ``gptq_marlin`` and compressed-tensors WNA16 pick the
+- Kernel (perfmodel.cost.kernels' table, docs/kernels.md): ``gptq_marlin`` and compressed-tensors WNA16 pick the
   first of Machete (cc >= 9.0, group size -1 or 128, act-order only where TP leaves the input whole), Marlin
   (cc >= 8.0) (``kernels/mixed_precision/__init__.py choose_mp_linear_kernel``). FP8 runs W8A8 on CUTLASS from cc 8.9, else weight-only through FP8 Marlin
   (``Fp8LinearMethod.use_marlin``; compressed-tensors falls back from W8A8 to W8A16 the same way).
@@ -47,10 +47,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from perfmodel import kernels
-from perfmodel.checkpoint import CheckpointQuantization
+from perfmodel.cost import kernels
+from perfmodel.model.checkpoint import CheckpointQuantization
 from perfmodel.errors import UserError
-from perfmodel.model import ModelShape
+from perfmodel.model.shape import ModelShape
 
 # int4 weight-only with group size 128 (GPTQ and AWQ layouts): per weight 4 bits, plus per
 # group of 128 weights one fp16 scale (16 bits) and one packed 4-bit zero point:
@@ -72,7 +72,7 @@ KV_CACHE_DTYPE_CHOICES = ("auto", *_FP8_KV)
 # Parameters a quantized checkpoint leaves in the activation dtype.
 UNQUANTIZED_PARAMS = ("embed_tokens", "lm_head", "norms", "biases", "router")
 
-# The kernels that run quantized linear layers in vLLM 0.7.0 (perfmodel.kernels' table), with their minimum compute
+# The kernels that run quantized linear layers in vLLM 0.7.0 (perfmodel.cost.kernels' table), with their minimum compute
 # capability.
 QUANT_KERNELS: dict[str, str] = kernels.QUANT_KERNELS
 _MARLIN_GROUP_SIZES = kernels.MARLIN_GROUP_SIZES
@@ -116,7 +116,7 @@ class Precision:
     quant_source: str | None = None
     unquantized_params: tuple[str, ...] = UNQUANTIZED_PARAMS
     notes: tuple[str, ...] = ()  # what vLLM would warn about (fallbacks, slow kernels)
-    # what the kernel choice of each layer depends on (perfmodel.kernels.layer_families); None when quantized is
+    # what the kernel choice of each layer depends on (perfmodel.cost.kernels.layer_families); None when quantized is
     # None or the Precision was built by hand (then quant_kernel alone names the family)
     kernel_facts: kernels.KernelFacts | None = field(default=None, compare=False, repr=False,
                                                      metadata={"report": False})
@@ -248,7 +248,7 @@ def _kernel_facts(quant: _Quant, cc: float) -> kernels.KernelFacts:
 
 def _check_kernel(kernel: str, q: CheckpointQuantization, peaks: Mapping[str, float], cc: float, name: str,
                   notes: list[str]) -> None:
-    """What vLLM refuses or warns about once the kernel is chosen (perfmodel.kernels selects it)."""
+    """What vLLM refuses or warns about once the kernel is chosen (perfmodel.cost.kernels selects it)."""
     if kernel == "machete" and q.desc_act:
         notes.append("act-order (desc_act) weights: Machete runs the layers whose input TP leaves whole, Marlin "
                      "the row-parallel ones when TP > 1 (vLLM 0.7.0 MacheteLinearKernel.can_implement)")
@@ -268,7 +268,7 @@ def _check_kernel(kernel: str, q: CheckpointQuantization, peaks: Mapping[str, fl
 
 def _pick_kernel(quant: _Quant, peaks: Mapping[str, float], cc: float, name: str,
                  notes: list[str]) -> _Quant:
-    """The kernel of the chosen method (perfmodel.kernels' table), after the capability check."""
+    """The kernel of the chosen method (perfmodel.cost.kernels' table), after the capability check."""
     need = _min_capability(quant)
     label = quant.method if quant.method != "compressed-tensors" else f"compressed-tensors {quant.checkpoint.scheme}"
     if cc < need:

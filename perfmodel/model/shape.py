@@ -5,7 +5,7 @@ weight matrix, the attention geometry (GQA heads, head size, sliding-window laye
 mixture-of-experts fan-out. Parameter counts are exact for the supported families
 (Llama, Mistral, Qwen2, Gemma-2, Mixtral, Cohere Command R/R+) and match the published sizes.
 A shape also carries the checkpoint's own quantization (``checkpoint_quantization``, from its
-``quantization_config``), which :func:`perfmodel.precision.resolve_precision` honours as vLLM does.
+``quantization_config``), which :func:`perfmodel.model.precision.resolve_precision` honours as vLLM does.
 
 Catalog configs live in ``perfmodel/catalog/<name>.json``; they are the models' real
 ``config.json`` contents (shape keys at least), so vLLM can load them with dummy weights.
@@ -20,11 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Mapping
 
-from perfmodel.checkpoint import CheckpointQuantization, find_in_hf_cache, hf_hub_cache_dir, parse_quantization_config
+from perfmodel.model.checkpoint import CheckpointQuantization, find_in_hf_cache, hf_hub_cache_dir, parse_quantization_config
 from perfmodel.errors import UserError
 
-CATALOG_DIR = Path(__file__).parent / "catalog"
-DATA_DIR = Path(__file__).resolve().parent.parent / "data"  # measured sets (a source checkout; absent when installed)
+CATALOG_DIR = Path(__file__).resolve().parent.parent / "catalog"
+DATA_DIR = Path(__file__).resolve().parents[2] / "data"  # measured sets (a source checkout; absent when installed)
 
 SUPPORTED_ARCHITECTURES: tuple[str, ...] = (
     "LlamaForCausalLM",
@@ -157,7 +157,7 @@ class ModelShape:
 
     @property
     def has_expert_gemms(self) -> bool:
-        """More than one expert per layer: the GEMMs perfmodel.cost prices as vLLM's fused MoE kernel."""
+        """More than one expert per layer: the GEMMs perfmodel.cost.step prices as vLLM's fused MoE kernel."""
         return self.num_experts > 1
 
     @property

@@ -26,7 +26,7 @@ sources:
     was fitted on uses the k-fold residuals (runs unseen, model seen); another model uses the
     leave-one-model-out residuals (the model family transfer).
 (b') **model transfer**: a model the profile was not fitted on, or a GEMM kernel path (``kernel_path``) none of
-    its runs used, takes the residuals of fits on other models' runs predicting them (calibrate/transfer.py,
+    its runs used, takes the residuals of fits on other models' runs predicting them (calibrate/fit/transfer.py,
     the cases of benchmarks/bench_transfer.py: fits on one model, and on the small models for the large ones)
     pooled with the leave-one-model-out ones, where the profile stores them (``residuals.model_transfer``).
 (c) **transfer**: a profile used on another GPU (``Profile.status_for`` says "transferred") or another vLLM
@@ -227,7 +227,7 @@ def combine(point: float, q: tuple[float, float, float], coef_sd: float, level: 
 # -- the profile's residuals ----------------------------------------------------------------------------------
 @dataclass(frozen=True, kw_only=True)
 class ResidualModel:
-    """The ``uncertainty:`` section of a profile, read (see ``calibrate/uncertainty.py`` for the writer)."""
+    """The ``uncertainty:`` section of a profile, read (see ``calibrate/report/uncertainty.py`` for the writer)."""
 
     section: Mapping[str, Any]
     gpu: str | None
@@ -269,7 +269,7 @@ class ResidualModel:
         if (not seen or new_kernel) and cv.get("model_transfer"):
             what = f"model {model_name}" if not seen else f"kernel path {kernel_path}"
             return (f"model-transfer ({what} not in the fit: fits on other models' runs predicting them, "
-                    f"calibrate/transfer.py, with leave-one-model-out)",
+                    f"calibrate/fit/transfer.py, with leave-one-model-out)",
                     _merged(cv["model_transfer"], cv.get("unseen_model") or {}))
         if not seen and cv.get("unseen_model"):
             return "leave-one-model-out", cv["unseen_model"]
@@ -393,7 +393,7 @@ def coefficient_log_sd(scenario, layout, covariance, kinds: Sequence[str] = REPR
 
 
 def _representative_times(scenario, layout, coefficients, kinds: Sequence[str]) -> dict[str, float]:
-    from perfmodel.estimate import wave_time_s
+    from perfmodel.analysis.estimate import wave_time_s
     from simulator.batch import BatchStats
 
     cost = scenario.with_coefficients(coefficients).step_cost(layout)
@@ -440,7 +440,7 @@ def interval_for(scenario, layout, points: Mapping[str, float], *, mode: str, le
 
 
 def predict_intervals(scenario, predictions, level: float = DEFAULT_LEVEL) -> list[Interval | None]:
-    """One interval per ``perfmodel.predict.LayoutPrediction`` (None where it does not fit)."""
+    """One interval per ``perfmodel.analysis.predict.LayoutPrediction`` (None where it does not fit)."""
     return [interval_for(scenario, p.layout, {n: getattr(p, n) for n in PREDICT_FIGURES}, mode="offline",
                          level=level) if p.fits else None for p in predictions]
 
@@ -454,7 +454,7 @@ def metrics_interval(scenario, layout, metrics, *, online: bool, level: float = 
 def plus_minus(value: float, interval: Interval | None, name: str, scale: float = 1.0) -> str:
     """``6,363 ±7%`` for tables (the number shown times ``scale``, e.g. 1e3 for ms); the bare number when
     there is no interval."""
-    from perfmodel.report import _cell
+    from perfmodel.analysis.report import _cell
 
     text = _cell(value * scale)
     if interval is None:
