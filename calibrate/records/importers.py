@@ -23,7 +23,7 @@ import math
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from calibrate.run.bench_metadata import checked, file_metadata
+from calibrate.records.bench_metadata import checked, file_metadata
 from calibrate.records.engine_spec import EngineSpec
 from calibrate.records.store import SCHEMA_VERSION
 from perfmodel.errors import UserError
@@ -217,7 +217,7 @@ def _record(*, path: Path, digest: str, index: int, kind: str, engine: dict[str,
 
 def _split(overrides: Mapping[str, Any], obj: Mapping[str, Any] | None = None,
            where: str = "") -> tuple[dict, dict, dict]:
-    """Engine, workload and provenance fields: the file's own (``--metadata`` keys, calibrate.run.bench_metadata),
+    """Engine, workload and provenance fields: the file's own (``--metadata`` keys, calibrate.records.bench_metadata),
     then the command line's ``overrides`` over them; validated."""
     known = set(ENGINE_FIELDS) | set(WORKLOAD_FIELDS) | set(PROVENANCE_FIELDS)
     from_file = file_metadata(obj, known - {"request_rate"}) if obj is not None else {}
