@@ -4,6 +4,7 @@
 #
 #   scripts/preregister_taiwania.sh [OUT_DIR]        # default OUT_DIR: data/taiwania-preregistered
 #   PERFMODEL=/path/to/perfmodel scripts/preregister_taiwania.sh   # another install (default .venv/bin/perfmodel)
+#   CHANGES=docs/FILE.md scripts/preregister_taiwania.sh   # README.md says what changed since the previous set
 #
 # Writes, in OUT_DIR:
 #   predictions.jsonl  `perfmodel calibrate predict` of the whole sweep, one line per run_id. If that command fails,
@@ -19,6 +20,7 @@ PERFMODEL=${PERFMODEL:-.venv/bin/perfmodel}
 PYTHON=${PYTHON:-$(dirname "$PERFMODEL")/python}
 SWEEP=${SWEEP:-sweeps/taiwania-preregistered.yaml}  # another sweep: only to test this script
 OUT=${1:-data/taiwania-preregistered}
+CHANGES=${CHANGES:-}  # a committed Markdown file: what changed in the model since the previous set (into README.md)
 HARDWARE=taiwania2
 VLLM_VERSION=0.7.0
 
@@ -28,7 +30,7 @@ status=ok
 "$PERFMODEL" calibrate predict "$SWEEP" --hardware "$HARDWARE" --vllm-version "$VLLM_VERSION" \
   --out "$OUT/predictions.jsonl" >"$OUT/predict.log" 2>&1 || status=failed
 
-"$PYTHON" - "$PERFMODEL" "$SWEEP" "$OUT" "$HARDWARE" "$VLLM_VERSION" "$status" "$start_s" <<'PY'
+"$PYTHON" - "$PERFMODEL" "$SWEEP" "$OUT" "$HARDWARE" "$VLLM_VERSION" "$status" "$start_s" "$CHANGES" <<'PY'
 """Per-run fallback for calibrate predict, the simulate lines, and the README (see the script's header)."""
 import datetime as dt
 import hashlib
@@ -44,7 +46,7 @@ import yaml
 
 from calibrate.records.sweep import load_sweep
 
-perfmodel, sweep_path, out, hardware, vllm_version, status, start_s = sys.argv[1:]
+perfmodel, sweep_path, out, hardware, vllm_version, status, start_s, changes = sys.argv[1:]
 out = Path(out)
 sweep = load_sweep(sweep_path)
 
@@ -146,6 +148,12 @@ in {elapsed_s:.0f} s. Profile: {"; ".join(profiles) or "none (every prediction f
 
 Earlier sets, made by earlier models and superseded, were never compared with a measurement either:
 `git log -- data/taiwania-preregistered/` lists each with the commit of the model that made it.
+"""
+if changes:
+    readme += f"""
+What changed in the model since the previous set (`{changes}`, committed with the model):
+
+{Path(changes).read_text().strip()}
 """
 (out / "README.md").write_text(readme)
 print(f"{len(predictions)} predictions ({len(failed_predict)} errors), {len(simulated)} simulate lines "

@@ -135,7 +135,8 @@ def _v100_gptq_cost(layout: Layout, coefficients: Coefficients = IDEAL, **kwargs
 def test_exllama_kernel_is_memory_bound_at_one_row_and_rereads_per_8_rows():
     # the exllama kernel multiplies on the CUDA cores (no tile quantisation): one row only streams the int4
     # weights; rows 9..16 read them a second time
-    cost = _v100_gptq_cost(Layout(tp=8), IDEAL.replace(exllama_memory_efficiency=1.0, exllama_reread_fraction=1.0))
+    cost = _v100_gptq_cost(Layout(tp=8), IDEAL.replace(exllama_memory_efficiency=1.0, exllama_reread_fraction=1.0,
+                                                       exllama_compute_efficiency=1.0))
     one, eight, nine = cost.gemm_time_s(1), cost.gemm_time_s(8), cost.gemm_time_s(9)
     assert eight == pytest.approx(one, rel=0.02)  # (the activations' bytes grow with the rows)
     assert nine == pytest.approx(2 * one, rel=0.03)

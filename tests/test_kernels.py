@@ -85,7 +85,7 @@ def test_families_used_and_kernel_coefficients_drive_the_fits():
     used = [f.name for f in kernels.families_used(qwen, p, tp=8)]
     assert used == ["gptq_exllama"]  # every decoder-layer GEMM is quantized (the LM head is costed apart)
     obs = _Obs(model=qwen, precision=p, layout=Layout(tp=8))
-    assert kernel_coefficients([obs]) == ("exllama_memory_efficiency",)
+    assert kernel_coefficients([obs]) == ("exllama_memory_efficiency", "exllama_compute_efficiency", "exllama_kernel_fixed_s")
     llama = load_model("llama-3.1-8b")
     dense = _Obs(model=llama, precision=resolve_precision(llama, H200.gpu), layout=Layout(tp=1))
     assert kernel_coefficients([dense]) == ()
@@ -169,9 +169,9 @@ def test_alt_coefficient_is_fitted_when_runs_use_it_and_noted_when_not():
     model = load_model("llama-3.1-405b-gptq-int4")
     p = resolve_precision(model, V100.gpu)
     assert kernel_coefficients([_Obs(model=model, precision=p, layout=Layout(tp=8, pp=2))]) == (
-        "gptq_alt_memory_efficiency", "exllama_memory_efficiency")
-    assert kernel_coefficients([_Obs(model=model, precision=p, layout=Layout(tp=1, pp=16))]) == (
-        "exllama_memory_efficiency",)
+        "gptq_alt_memory_efficiency", "exllama_memory_efficiency", "exllama_compute_efficiency",
+        "exllama_kernel_fixed_s")
+    assert kernel_coefficients([_Obs(model=model, precision=p, layout=Layout(tp=1, pp=16))]) == ("exllama_memory_efficiency", "exllama_compute_efficiency", "exllama_kernel_fixed_s")
     assert "gptq_alt_memory_efficiency" not in default_profile("v100-sxm2-32gb").fitted
     assert Coefficients().gptq_alt_memory_efficiency == 0.5  # the prior predictions use until a refit
 
@@ -289,3 +289,18 @@ def test_forced_awq_on_an_a100_runs_the_awq_row_at_the_dense_coefficients():
     used = kernels.families_used(model, p, tp=4)
     assert [f.name for f in used] == ["awq"]  # every decoder linear layer
     assert used[0].cost is kernels.awq_cost and used[0].fitted == ()  # memory/compute efficiency, no own coefficient
+def test_exllama_cost_adds_its_fixed_time_per_call_and_runs_its_multiply_at_its_own_simt_efficiency():
+    # qkv of Qwen2.5-72B at TP8 on a V100: 8192 x 1280 int4 weights
+    params = 8192 * 1280
+    g = _Gemm(flops_per_token=2 * params, weight_bytes=params * (4 + 20 / 128) / 8, params=params,
+              activation_bytes_per_token=2 * (8192 + 1280))
+    r = _rates(exllama_memory_efficiency=0.5, exllama_compute_efficiency=0.25, exllama_kernel_fixed_s=1e-5)
+    memory_1 = (g.weight_bytes + g.activation_bytes_per_token) / (0.5 * 900e9)
+    assert kernels.exllama_cost(g, 1, r) == pytest.approx(memory_1 + 1e-5)
+    # 48 rows: 6 chunks re-read the weights (fraction 1) or the CUDA cores at a quarter of 2 x 15.7 TFLOP/s bind
+    memory_48 = (6 * g.weight_bytes + 48 * g.activation_bytes_per_token) / (0.5 * 900e9)
+    compute_48 = 48 * g.flops_per_token / (0.25 * 2 * 15.7e12)
+    assert kernels.exllama_cost(g, 48, r) == pytest.approx(max(memory_48, compute_48) + 1e-5)
+    # above 50 rows (dequantize + cuBLAS) no exllama launch: the fixed time is not paid
+    assert kernels.exllama_cost(g, 64, r) == pytest.approx(
+        kernels.exllama_cost(g, 64, _rates(exllama_memory_efficiency=0.5, exllama_compute_efficiency=0.25)))

@@ -127,8 +127,8 @@ def test_fit_serving_rewrites_only_the_serving_part_of_a_profile(tmp_path):
     assert {k: v for k, v in after["coefficients"].items() if k not in serving} == \
         {k: v for k, v in before["coefficients"].items() if k not in serving}
     assert all(isinstance(after["coefficients"][k], dict) for k in serving)
-    assert {k: v for k, v in after.items() if k not in ("coefficients", "serving")} == \
-        {k: v for k, v in before.items() if k not in ("coefficients", "serving")}
+    assert {k: v for k, v in after.items() if k not in ("coefficients", "serving", "findings")} == \
+        {k: v for k, v in before.items() if k not in ("coefficients", "serving", "findings")}
 
 
 def test_update_profile_changes_only_the_serving_lines(tmp_path):
@@ -157,11 +157,11 @@ def test_update_profile_changes_only_the_serving_lines(tmp_path):
     entry = doc["coefficients"]["server_request_latency_s"]
     assert {k: entry[k] for k in ("value", "prior", "stderr")} == \
         {"value": 4e-3, "prior": start.server_request_latency_s, "stderr": 1e-4}
-    assert entry.get("anchor") == before_doc["coefficients"]["server_request_latency_s"].get("anchor")  # kept
+    assert entry["anchor"] == before_doc["coefficients"]["server_request_latency_s"]["anchor"]  # the same anchor
     assert doc["serving"]["fitted"] == list(names)
     text, before = profile.read_text(), "\n".join(original) + "\n"
-    head = before[:before.index("\ncoefficients:\n")]
-    assert text.startswith(head)  # everything before the coefficients as it was, line for line
+    head = before[:before.index("\nfindings:\n")]
+    assert text.startswith(head)  # everything before the findings (recomputed) as it was, line for line
     tail = before[before.index("\nuncertainty:\n"):] if "\nuncertainty:\n" in before else ""
     tail = tail.split("\nserving:\n")[0]  # an earlier serving: section is replaced
     assert tail in text  # and the uncertainty section

@@ -25,6 +25,7 @@ from calibrate.fit.online import SCAN_POINTS, fit_online, serving_coefficients
 from calibrate.fit.observations import Observation
 from hardware.spec import ClusterSpec
 from perfmodel.atomic import write_text_atomic
+from perfmodel.cost.anchors import default_anchors, findings, load_anchors
 from perfmodel.cost.coefficients import Coefficients
 
 # The folds' second start scans fewer points than a full fit (SCAN_POINTS): three coefficients, a smooth
@@ -85,13 +86,15 @@ def update_profile(path: str | Path, fit: ServingFit, *, source: str, options: d
     other line stays as it was (a profile's other sections keep their own layout)."""
     path = Path(path)
     lines = path.read_text().splitlines(keepends=True)
+    doc = yaml.safe_load("".join(lines)) or {}
+    anchors = load_anchors(doc["anchors"]) if doc.get("anchors") else default_anchors()
     entries = {}
     for name in fit.fitted:
         entry = {"value": float(getattr(fit.coefficients, name)), "prior": float(getattr(fit.prior, name))}
         if name in fit.stderr:
             entry["stderr"] = float(fit.stderr[name])
-        entries[name] = entry
-    out, section, skipping, replacing, keep_anchor = [], None, False, False, False
+        entries[name] = {**entry, "anchor": anchors[name].entry()}  # every profile entry names its anchor
+    out, section, skipping, replacing = [], None, False, False
     for line in lines:
         top = line[:1].isalpha()
         if top and section == "coefficients":  # coefficients the profile has no line for yet: at its end
@@ -105,17 +108,11 @@ def update_profile(path: str | Path, fit: ServingFit, *, source: str, options: d
             and not line.startswith("   ") else None
         if key in entries:
             out.append(_dump({key: entries.pop(key)}, indent=2))
-            replacing, keep_anchor = True, False
+            replacing = True
             continue
         if section == "coefficients" and line.startswith("    ") and replacing:
-            if line.startswith("    anchor:"):
-                keep_anchor = True  # the entry's anchor (perfmodel.cost.anchors) stays
-            elif not line.startswith("      "):
-                keep_anchor = False
-            if keep_anchor:
-                out.append(line)
-            continue  # the other nested lines of a replaced entry
-        replacing = keep_anchor = False
+            continue  # the nested lines of a replaced entry (its anchor is written afresh)
+        replacing = False
         out.append(line)
     if entries and section == "coefficients":
         out.extend(_dump({n: entries.pop(n)}, indent=2) for n in list(entries))
@@ -124,10 +121,30 @@ def update_profile(path: str | Path, fit: ServingFit, *, source: str, options: d
     out.append(_dump({"serving": {
         "source": source, "fitted": list(fit.fitted), "options": options,
         "data": {"runs": len(runs), "models": sorted({o.model_name for o in runs})}, "errors": errors}}))
-    text = "".join(out)
+    text = _with_findings("".join(out), fit, anchors)
     loaded = yaml.safe_load(text)
     assert all(loaded["coefficients"][n]["value"] == getattr(fit.coefficients, n) for n in fit.fitted)
     write_text_atomic(path, text)
+
+
+def _with_findings(text: str, fit: ServingFit, anchors) -> str:
+    """The profile's ``findings:`` recomputed over the offline fit's and this fit's coefficients (a serving
+    coefficient far from its anchor is a finding too)."""
+    doc = yaml.safe_load(text)
+    fitted = [*doc.get("fitted", []), *(n for n in fit.fitted if n not in doc.get("fitted", []))]
+    values = Coefficients().replace(**{n: e["value"] for n, e in doc["coefficients"].items()
+                                       if isinstance(e, dict) and "value" in e})
+    block = _dump({"findings": findings(values, fitted, anchors)})
+    out, skipping, placed = [], False, False
+    for line in text.splitlines(keepends=True):
+        if line[:1].isalpha():
+            skipping = line.startswith("findings:")
+            if skipping and not placed:
+                out.append(block)
+                placed = True
+        if not skipping:
+            out.append(line)
+    return "".join(out) if placed else block + "".join(out)
 
 
 def _dump(mapping: dict[str, Any], indent: int = 0) -> str:

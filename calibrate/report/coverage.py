@@ -23,6 +23,8 @@ import pandas as pd
 from calibrate.report.uncertainty import coefficient_sd_reference, grouped_scales
 from perfmodel.uncertainty.intervals import DEFAULT_LEVEL, REPRESENTATIVE_KINDS, figure_bounds
 
+ROOT = Path(__file__).resolve().parents[1]  # the repository: folders under it are shown relative to it
+
 SHOWN = ("tokens_per_second", "output_tokens_per_second", "requests_per_second", "ttft_s_mean", "ttft_s_median",
          "ttft_s_p99", "tpot_s_mean", "tpot_s_median", "tpot_s_p99", "itl_s_mean", "e2e_s_mean", "e2e_s_p99",
          "decode_tokens_per_s_per_request_mean")

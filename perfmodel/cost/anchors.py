@@ -120,6 +120,15 @@ DEFAULT_ANCHORS: dict[str, Anchor] = {
                                     "the exllama int4 kernel dequantizes in registers while streaming: below a copy"),
     "exllama_reread_fraction": _a(1.0, 0.5, "first principles",
                                   "each 8-row chunk is a block of one launch (q_gemm.cu gridDim.y); L2 may serve part"),
+    "exllama_compute_efficiency": _a(0.24, 0.05, "kernel microbenchmark",
+                                     "vLLM's exllama ops.gptq_gemm at 16-32 rows on a lent H100 SXM, 16 weight "
+                                     "shapes: 29-32 TFLOP/s (median), 0.24 of 2 x 66.9 TFLOP/s FP32",
+                                     "data/anchors/h100-gptq-anchor.json"),
+    "exllama_kernel_fixed_s": _a(9.5e-6, 5e-6, "kernel microbenchmark",
+                                 "vLLM's exllama ops.gptq_gemm at m = 1 on a lent H100 SXM, 16 weight shapes: "
+                                 "time = 9.5 us + weight bytes at 0.80 of HBM (benchmarks/anchors/gptq_anchor.py); "
+                                 "sd for another GPU's clocks and SM count",
+                                 "data/anchors/h100-gptq-anchor.json"),
     "gptq_alt_memory_efficiency": _a(0.5, 0.25, "first principles",
                                      "vLLM's GPTQ alt kernel / reconstruct + cuBLAS for act-order layers split by TP: "
                                      "the same SIMT int4 streaming as the exllama kernel, plus per-group scale "

@@ -129,6 +129,18 @@ class Coefficients:
         "exllama GPTQ kernel: the chunks are blocks of one launch (q_gemm.cu gemm_half_q_half_cuda_part, gridDim.y), "
         "so L2 may serve part of the re-reads; 1 = every chunk reads from HBM", 0.0, 1.0,
         group="kernel_gptq_exllama")
+    exllama_compute_efficiency: float = _coef(
+        0.8, "fraction of the CUDA cores' half2 FMA peak (2 x the FP32 datasheet rate) the exllama GPTQ kernel's "
+        "multiply reaches (it runs on CUDA cores, not tensor cores, and dequantizes every weight again for each "
+        "8-row chunk): on a lent H100 it levels off at 29-35 of 134 TFLOP/s from 8 rows up (data/h100-kernels). "
+        "0.8 by default (gemm_compute_efficiency's prior, as before): profiles fitted with the anchor set carry it",
+        0.02, 1.0, group="kernel_gptq_exllama")
+    exllama_kernel_fixed_s: float = _coef(
+        0.0, "seconds each call of the exllama GPTQ kernel takes beyond its weight reads (launch, ramp-up and tail "
+        "of a grid of 128-column blocks): vLLM's ops.gptq_gemm timed on a lent H100 fits 9.5 us + weights at 0.80 "
+        "of HBM over 16 shapes (data/anchors/h100-gptq-anchor.json), where one fraction of HBM needs 0.15-0.72 by "
+        "size. 0 by default (the fraction alone, as before): profiles fitted with the anchor set carry it",
+        0.0, 1e-4, group="kernel_gptq_exllama")
     gptq_alt_memory_efficiency: float = _coef(
         0.5, "fraction of HBM bandwidth reached by vLLM's GPTQ kernels for an act-order (desc_act) checkpoint's "
         "layers whose input TP splits (vLLM 0.7.0 gptq.py GPTQLinearMethod.create_weights: ExllamaState.UNUSED): the "

@@ -174,8 +174,9 @@ def exllama_cost(g: Any, m: Any, r: GemmRates) -> Any:
     chunks = np.ceil(np.asarray(m, dtype=float) / EXLLAMA_BLOCK_ROWS)
     reads = 1.0 + c.exllama_reread_fraction * np.maximum(chunks - 1.0, 0.0)
     quantized_rate = r.hbm_bytes_per_s * c.exllama_memory_efficiency
-    simt_rate = r.simt_flops_per_s * c.gemm_compute_efficiency if r.simt_flops_per_s else r.flops_per_s
-    small = np.maximum(m * g.flops_per_token / simt_rate, (reads * g.weight_bytes + act) / quantized_rate)
+    simt_rate = r.simt_flops_per_s * c.exllama_compute_efficiency if r.simt_flops_per_s else r.flops_per_s
+    small = (np.maximum(m * g.flops_per_token / simt_rate, (reads * g.weight_bytes + act) / quantized_rate)
+             + c.exllama_kernel_fixed_s)  # one launch per weight matrix: its fixed part (coefficients.py)
     large = _dequantize_s(g, r) + _fp16_gemm_s(g, m, r)
     return np.where(np.asarray(m) <= EXLLAMA_MAX_ROWS, small, large)
 
@@ -271,7 +272,7 @@ KERNELS: tuple[KernelFamily, ...] = (
         name="gptq_exllama", label="the exllama GPTQ kernel",
         what="gptq.py GPTQLinearMethod: ops.gptq_gemm (exllama-derived), float16 only, cc >= 6.0",
         selects=lambda f: f.quantized and f.method == "gptq", cost=exllama_cost,
-        fitted=("exllama_memory_efficiency",)),
+        fitted=("exllama_memory_efficiency", "exllama_compute_efficiency", "exllama_kernel_fixed_s")),
     KernelFamily(
         name="machete",
         what="MacheteLinearKernel: symmetric int4/int8, group -1/128, cc >= 9.0; act-order only where TP leaves "
