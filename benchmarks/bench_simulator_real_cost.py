@@ -22,8 +22,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from perfmodel.layout import Layout  # noqa: E402
-from perfmodel.predict import Scenario, predict_layout  # noqa: E402
-from perfmodel.simulate import build_requests, length_distribution  # noqa: E402
+from perfmodel.analysis.predict import Scenario, predict_layout  # noqa: E402
+from perfmodel.analysis.simulate import build_requests, length_distribution  # noqa: E402
 from simulator.batch import BatchStats, LinearStepCost  # noqa: E402
 from simulator.run import simulate  # noqa: E402
 

@@ -1,6 +1,6 @@
 """How far the H200 fit transfers to models it never saw (issue 22): the Taiwania situation on the project's own data.
 
-The cases are calibrate/transfer.py's: fit (``calibrate.fit.CoefficientFitter``, as ``perfmodel calibrate fit``
+The cases are calibrate/fit/transfer.py's: fit (``calibrate.fit.offline.CoefficientFitter``, as ``perfmodel calibrate fit``
 runs it, with ``--anchors`` as ``calibrate fit --anchors``) on the runs of ONE model and predict every other
 model's offline runs (each model with at least ``--min-runs`` offline runs); and fit on the models <= 14B and
 predict those of 27B-70B. A prediction is end to end (the memory model's KV cache, as a user gets it before
@@ -39,8 +39,8 @@ def profile_sources(profile_path: Path) -> tuple[str, list[str]]:
 
 
 def load(profile_path: Path):
-    from calibrate.observations import load_observations
-    from calibrate.store import load_records
+    from calibrate.fit.observations import load_observations
+    from calibrate.records.store import load_records
 
     gpu, files = profile_sources(profile_path)
     records = []
@@ -52,9 +52,9 @@ def load(profile_path: Path):
 def coverage(per_case: list[list[dict]], level: float) -> tuple[int, int, list[float]]:
     """(covered, predictions, half-widths): each case's offline throughputs against the interval an unseen model
     gets from the other cases' transfer residuals (leave one case out, so no prediction is judged by an interval
-    built on its own errors): perfmodel.uncertainty's regime lookup and quantiles of the pool, the residual
+    built on its own errors): perfmodel.uncertainty.intervals's regime lookup and quantiles of the pool, the residual
     part of the interval (the coefficient term only widens it)."""
-    from perfmodel.uncertainty import log_quantiles, lookup
+    from perfmodel.uncertainty.intervals import log_quantiles, lookup
 
     covered, total, halves = 0, 0, []
     for k, rows in enumerate(per_case):
@@ -79,7 +79,7 @@ def pct(x: float) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from calibrate.transfer import MIN_RUNS, transfer_cases, transfer_rows
+    from calibrate.fit.transfer import MIN_RUNS, transfer_cases, transfer_rows
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profile", type=Path, default=ROOT / "perfmodel" / "profiles" / "h200-sxm.yaml",
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     options = {}
     anchors = args.anchors or ROOT / "data" / "anchors" / f"{profile_sources(args.profile)[0]}.yaml"
     if not args.no_anchors and anchors.is_file():
-        from perfmodel.anchors import load_anchors
+        from perfmodel.cost.anchors import load_anchors
 
         options["anchors"] = load_anchors(anchors)
         print(f"fits with anchors {anchors.relative_to(ROOT) if anchors.is_relative_to(ROOT) else anchors}")

@@ -20,18 +20,18 @@ from typing import TYPE_CHECKING, Any
 
 from hardware import load_hardware, with_nodes
 from hardware.spec import ClusterSpec
-from perfmodel.coefficients import Coefficients, Profile, default_profile, load_profile
-from perfmodel.cost import StepCostModel
-from perfmodel.engine import DEFAULT_VLLM_VERSION, EngineArgs, default_engine_args
+from perfmodel.cost.coefficients import Coefficients, Profile, default_profile, load_profile
+from perfmodel.cost.step import StepCostModel
+from perfmodel.engine.args import DEFAULT_VLLM_VERSION, EngineArgs, default_engine_args
 from perfmodel.errors import UserError
-from perfmodel.estimate import OfflineWorkload
+from perfmodel.analysis.estimate import OfflineWorkload
 from perfmodel.layout import Layout, check_tp
-from perfmodel.memory import MemoryPlan, kv_bytes_per_token_per_gpu, memory_plan
-from perfmodel.model import ModelShape, load_model
-from perfmodel.offload import NEEDS_PP, OffloadStepCost, check_host_fraction, host_link, with_offload
-from perfmodel.precision import Precision, resolve_precision
+from perfmodel.cost.memory import MemoryPlan, kv_bytes_per_token_per_gpu, memory_plan
+from perfmodel.model.shape import ModelShape, load_model
+from perfmodel.cost.offload import NEEDS_PP, OffloadStepCost, check_host_fraction, host_link, with_offload
+from perfmodel.model.precision import Precision, resolve_precision
 from perfmodel.scenario_options import BATCHING, ENTRY_POINTS, ScenarioOptions
-from perfmodel.vllm_releases import EngineGeneration
+from perfmodel.engine.releases import EngineGeneration
 
 if TYPE_CHECKING:
     from simulator.config import EngineConfig
@@ -216,7 +216,7 @@ class Scenario:
         cost = self.step_cost(layout)
         c = self.profile.coefficients
         if served and c.server_graphless_layer_s > 0 and self.engine.engine_generation is EngineGeneration.V1:
-            from perfmodel.serving import GraphlessFloorStepCost, max_cuda_graph_tokens
+            from perfmodel.cost.serving import GraphlessFloorStepCost, max_cuda_graph_tokens
 
             floor_s = c.server_graphless_layer_s * self.model.num_layers / layout.pp
             cost = GraphlessFloorStepCost(cost, floor_s, max_cuda_graph_tokens(self.engine))
@@ -262,9 +262,9 @@ class Scenario:
 
     @property
     def unmeasured_kernel_notes(self) -> tuple[str, ...]:
-        """The kernel families this scenario runs (perfmodel.kernels) whose coefficients the profile did not fit
+        """The kernel families this scenario runs (perfmodel.cost.kernels) whose coefficients the profile did not fit
         (their priors stand in), and the quantized ones that have no coefficient of their own."""
-        from perfmodel import kernels
+        from perfmodel.cost import kernels
 
         fitted, name = set(self.profile.fitted), self.profile.name
         used = kernels.families_used(self.model, self.precision, tp=None)  # any layout predict may rank
@@ -272,7 +272,7 @@ class Scenario:
                  f"({getattr(self.profile.coefficients, coef):g}), not a measurement"
                  for family in used for coef in family.fitted if coef not in fitted]
         for family in used:
-            if family.quantized and not family.fitted:  # priced at the dense GEMM coefficients (perfmodel.kernels)
+            if family.quantized and not family.fitted:  # priced at the dense GEMM coefficients (perfmodel.cost.kernels)
                 notes.append(f"the {family.name} kernel has no coefficient of its own: it is priced at the GEMM "
                              f"efficiencies profile {name} fitted on unquantized weights (how far that is off for "
                              f"Marlin, Machete and FP8 on the H200: data/h200-sweep2/README.md)")

@@ -12,7 +12,7 @@ from typing import Any
 
 BATCHING = ("continuous", "static")
 ENTRY_POINTS = ("offline", "serve")
-DISTRIBUTIONS = ("fixed", "uniform", "normal", "lognormal")  # perfmodel.simulate.length_distribution's kinds
+DISTRIBUTIONS = ("fixed", "uniform", "normal", "lognormal")  # perfmodel.analysis.simulate.length_distribution's kinds
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -45,7 +45,7 @@ class ScenarioOptions:
     num_prompts: int = 300
     batching: str = "continuous"
     static_batch_size: int | None = None  # None: as large as memory and max_num_seqs allow
-    kv_offload: bool = False  # KV of idle pipeline micro-batches in host memory (perfmodel.offload); PP >= 2
+    kv_offload: bool = False  # KV of idle pipeline micro-batches in host memory (perfmodel.cost.offload); PP >= 2
     kv_offload_host_fraction: float = 0.5  # of a node's host memory, shared by its GPUs
     nodes: int | None = None  # this many nodes of the hardware for the job (None: the hardware's own count)
     tp_across_nodes: bool | None = None  # TP groups may span nodes (None: yes without ``nodes``, no with it)

@@ -1,5 +1,5 @@
 """Write docs/intervals.md from the per-run CSVs of `perfmodel calibrate uncertainty --runs-csv` (the last step of
-scripts/intervals.sh; calibrate.coverage does the work, this script names the repository's hold-out folders).
+scripts/intervals.sh; calibrate.report.coverage does the work, this script names the repository's hold-out folders).
 
     python scripts/intervals_report.py --out docs/intervals.md docs/intervals-runs-h200-sxm.csv ...
 """
@@ -14,8 +14,8 @@ from typing import Sequence
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from calibrate.coverage import markdown  # noqa: E402
-from perfmodel.uncertainty import DEFAULT_LEVEL  # noqa: E402
+from calibrate.report.coverage import markdown  # noqa: E402
+from perfmodel.uncertainty.intervals import DEFAULT_LEVEL  # noqa: E402
 
 HOLDOUT = ROOT / "data" / "h200-holdout"
 # Sets whose predictions were committed with their intervals (calibrate predict) before the runs were measured

@@ -44,7 +44,7 @@ from pathlib import Path
 
 import yaml
 
-from calibrate.sweep import load_sweep
+from calibrate.records.sweep import load_sweep
 
 perfmodel, sweep_path, out, hardware, vllm_version, status, start_s, changes = sys.argv[1:]
 out = Path(out)

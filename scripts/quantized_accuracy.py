@@ -1,6 +1,6 @@
 """Per kernel family: fit its own coefficients on H200 sweep 2's quantized runs and cross-validate them.
 
-Each family (perfmodel.kernels row, or the fp8 KV cache) has coefficients only its runs pay, so it is fitted on its
+Each family (perfmodel.cost.kernels row, or the fp8 KV cache) has coefficients only its runs pay, so it is fitted on its
 own runs with every other coefficient held at the shipped H200 profile's values (which the bf16 runs fitted): the
 bf16 predictions do not move. Per family: the pre-registered error (``predictions.jsonl``, written before the
 sweep ran), in-sample, leave-one-run-out and leave-one-model-out median APE of offline throughput (tok/s; the KV
@@ -23,15 +23,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np  # noqa: E402
 
-from calibrate.check import compare  # noqa: E402
-from calibrate.fit import CoefficientFitter  # noqa: E402
-from calibrate.fit_online import kernel_coefficients  # noqa: E402
-from calibrate.observations import load_observations  # noqa: E402
-from calibrate.profile_io import profile_document, write_yaml_atomic  # noqa: E402
-from calibrate.store import load_records  # noqa: E402
-from perfmodel import kernels  # noqa: E402
+from calibrate.report.check import compare  # noqa: E402
+from calibrate.fit.offline import CoefficientFitter  # noqa: E402
+from calibrate.fit.online import kernel_coefficients  # noqa: E402
+from calibrate.fit.observations import load_observations  # noqa: E402
+from calibrate.fit.profile_io import profile_document, write_yaml_atomic  # noqa: E402
+from calibrate.records.store import load_records  # noqa: E402
+from perfmodel.cost import kernels  # noqa: E402
 from perfmodel.atomic import write_text_atomic  # noqa: E402
-from perfmodel.coefficients import load_profile  # noqa: E402
+from perfmodel.cost.coefficients import load_profile  # noqa: E402
 
 METRIC = "tokens_per_second"
 FEW_RUNS = 3  # a coefficient informed by fewer runs than this is reported as such
@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     text = "\n".join([
         "# perfmodel accuracy on H200 per quantized kernel family (vLLM 0.26)", "",
         f"{len(observations)} offline runs of H200 sweep 2 (data/h200-sweep2/PROVENANCE.md), selected by "
-        "scripts/select_quantized_runs.py. Each family's own coefficients (perfmodel/kernels.py `fitted`; the fp8 KV "
+        "scripts/select_quantized_runs.py. Each family's own coefficients (perfmodel/cost/kernels.py `fitted`; the fp8 KV "
         "cache's: `kernels.FP8_KV_FITTED`) are fitted on its runs alone; every other coefficient stays at "
         f"{args.prior} (fitted on the bf16 runs, docs/accuracy.md), so no bf16 prediction moves. APE = |predicted - "
         "measured| / measured of offline throughput (tok/s), the KV cache from the memory model (end to end). "

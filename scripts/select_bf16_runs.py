@@ -4,7 +4,7 @@ The fit prices weights and the KV cache in the model's dtype; sweep 2 (data/h200
 quantized kernels (issue 14's families, not fitted yet) and a prefix-cached shared prompt (no prefix-cache
 term in the step cost). Kept, verbatim: status ok, offline, no ``quantization``, KV cache dtype auto, and no
 shared prefix that prefix caching could serve (caching off, or no shared prefix). The newest record of each run
-id decides, as in ``calibrate.store.load_records(latest_only=True)``.
+id decides, as in ``calibrate.records.store.load_records(latest_only=True)``.
 
     python scripts/select_bf16_runs.py data/h200-sweep2/bf16-offline.jsonl data/h200-sweep2/results-offline.jsonl \\
         data/h200-sweep2/results-prefix.jsonl

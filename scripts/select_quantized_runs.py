@@ -6,7 +6,7 @@ Not applied: a GPTQ checkpoint config without ``modules_in_block_to_quantize`` u
 then reads the quantized modules from the safetensors files, which dummy weights do not have, and leaves every
 layer in bf16 (vllm/model_executor/layers/quantization/auto_gptq.py AutoGPTQConfig.maybe_update_config;
 data/h200-sweep2/PROVENANCE.md, "GPTQ was NOT applied"). The newest record of each run id decides, as in
-``calibrate.store.load_records(latest_only=True)`` (sweep 2 measured those GPTQ runs again, applied).
+``calibrate.records.store.load_records(latest_only=True)`` (sweep 2 measured those GPTQ runs again, applied).
 
     python scripts/select_quantized_runs.py data/h200-sweep2/quantized-offline.jsonl \\
         data/h200-sweep2/results-offline.jsonl data/h200-sweep2/results-prefix.jsonl

@@ -13,7 +13,7 @@ from simulator.workload import LengthDistribution, arrival_times, load_trace, ma
 
 def __getattr__(name: str):
     """``simulate`` and ``SimResult`` on first use: they need simpy, which a calibration worker on a GPU machine
-    (calibrate/client.py draws its arrivals from simulator.workload) does not have."""
+    (calibrate/run/client.py draws its arrivals from simulator.workload) does not have."""
     if name in ("simulate", "SimResult"):
         from simulator import run
 

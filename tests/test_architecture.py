@@ -54,13 +54,13 @@ def test_help_imports_no_numerical_stack():
 
 
 def test_the_calibration_client_runs_without_simpy():
-    """calibrate/client.py runs beside vLLM on a GPU machine that has numpy but not the simulator's simpy (an
+    """calibrate/run/client.py runs beside vLLM on a GPU machine that has numpy but not the simulator's simpy (an
     H200 sweep's online runs failed on it): drawing the arrivals must not import simpy."""
     import subprocess
     import sys
 
     code = ("import sys\nsys.modules['simpy'] = None  # importing it now raises ImportError\n"
-            "from calibrate.client import arrival_times\nprint(len(arrival_times(5, 2.0, 1.0, 0)))\n"
+            "from calibrate.run.client import arrival_times\nprint(len(arrival_times(5, 2.0, 1.0, 0)))\n"
             "import simulator\nprint(sorted(n for n in ('simulate', 'SimResult') if n in dir(simulator.run)) "
             "if 'simulator.run' in sys.modules else 'no simulator.run')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
@@ -168,11 +168,11 @@ def test_only_from_options_constructs_a_scenario():
 
 
 def test_every_user_error_is_a_user_error():
-    from calibrate.importers import ImportFormatError
-    from calibrate.modeldir import ModelDirError
-    from calibrate.record_fields import RecordError
-    from calibrate.slurm import SlurmError
-    from calibrate.sweep import SweepError
+    from calibrate.records.importers import ImportFormatError
+    from calibrate.run.modeldir import ModelDirError
+    from calibrate.records.record_fields import RecordError
+    from calibrate.run.slurm import SlurmError
+    from calibrate.records.sweep import SweepError
     from hardware import HardwareError
     from hardware.spec import SpecError
     from perfmodel.errors import UserError

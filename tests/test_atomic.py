@@ -28,7 +28,7 @@ def test_failure_keeps_the_old_file_and_removes_the_temporary(tmp_path):
 
 def test_a_failed_plot_leaves_no_stray_file(tmp_path):
     from perfmodel.errors import UserError
-    from perfmodel.plots import save_figure
+    from perfmodel.analysis.plots import save_figure
     import matplotlib.pyplot as plt
 
     fig = plt.figure()

@@ -78,9 +78,9 @@ def test_compare_equal_lengths_are_close(capsys):
 
 
 def test_compare_without_matplotlib_says_so_in_one_line(capsys, monkeypatch, tmp_path):
-    import perfmodel.plots
+    import perfmodel.analysis.plots
 
-    monkeypatch.setattr(perfmodel.plots, "have_matplotlib", lambda: False)
+    monkeypatch.setattr(perfmodel.analysis.plots, "have_matplotlib", lambda: False)
     code, out, _ = run(capsys, "compare", *SMALL, "--num-prompts", "20", "--output-len", "20",
                        "--plot", str(tmp_path / "x.png"))
     assert code == 0 and sum("matplotlib is not installed" in line for line in out.splitlines()) == 1

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from hardware import list_clusters, load_hardware
 from hardware.ring_links import RING_LINKS
-from perfmodel.comm import (
+from perfmodel.cost.comm import (
     allreduce_time_s,
     custom_allreduce_applies,
     link_for_group,
@@ -140,7 +140,7 @@ def test_catalog_mesh_needs_no_lp_but_a_new_mesh_is_solved(taiwania2):
     code = (
         "import sys\n"
         "from hardware import load_hardware\n"
-        "from perfmodel.comm import link_for_group\n"
+        "from perfmodel.cost.comm import link_for_group\n"
         "cluster = load_hardware('taiwania2')\n"
         "print([link_for_group(cluster, tp, spans_nodes=False)[0] for tp in range(1, 9)])\n"
         "assert 'scipy.optimize' not in sys.modules, 'scipy.optimize was imported'\n"

@@ -8,11 +8,11 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from hardware import load_hardware
-from perfmodel.coefficients import Coefficients
-from perfmodel.cost import StepCostModel
+from perfmodel.cost.coefficients import Coefficients
+from perfmodel.cost.step import StepCostModel
 from perfmodel.layout import Layout
-from perfmodel.model import load_model
-from perfmodel.precision import resolve_precision
+from perfmodel.model.shape import load_model
+from perfmodel.model.precision import resolve_precision
 from simulator.batch import BatchStats
 
 H200 = load_hardware("h200-sxm")

@@ -1,4 +1,4 @@
-"""perfmodel.deploy: the `vllm serve` command of a layout and the job script that runs it (issue 12, item 3)."""
+"""perfmodel.deploy.serve: the `vllm serve` command of a layout and the job script that runs it (issue 12, item 3)."""
 
 import json
 import os
@@ -8,7 +8,7 @@ import subprocess
 import pytest
 
 from perfmodel.cli import main
-from perfmodel.deploy import JobOptions, deployment, serve_job_script, serve_model_id, vllm_serve_args
+from perfmodel.deploy.serve import JobOptions, deployment, serve_job_script, serve_model_id, vllm_serve_args
 from perfmodel.errors import UserError
 from perfmodel.layout import Layout
 from perfmodel.scenario import Scenario

@@ -2,7 +2,7 @@
 
 With fixed lengths static batching pads nothing, so with the same batch limit it runs the same waves as
 continuous batching and can never be faster. With a smaller static batch than ``max_num_seqs`` it can be
-faster (balanced waves against vLLM V1's greedy ones; see perfmodel/estimate.py), and the simulator agrees.
+faster (balanced waves against vLLM V1's greedy ones; see perfmodel/analysis/estimate.py), and the simulator agrees.
 """
 
 import dataclasses
@@ -10,7 +10,7 @@ import dataclasses
 import pytest
 
 from perfmodel.layout import Layout
-from perfmodel.predict import Scenario, predict_all, predict_layout
+from perfmodel.analysis.predict import Scenario, predict_all, predict_layout
 
 SETUPS = [("llama-3.1-8b", "hgx-h200", 1), ("qwen2.5-7b", "dgx-a100", 1), ("llama-3.1-70b", "hgx-h200", 4)]
 BATCHES = (4, 64, 256)

@@ -6,11 +6,11 @@ import math
 import pytest
 
 from hardware import load_hardware, with_nodes
-from perfmodel import comm
+from perfmodel.cost import comm
 from perfmodel.cli import main
 from perfmodel.errors import UserError
 from perfmodel.layout import Layout
-from perfmodel.memory import expert_parallel_saving_bytes, weight_bytes_per_gpu
+from perfmodel.cost.memory import expert_parallel_saving_bytes, weight_bytes_per_gpu
 from perfmodel.scenario import Scenario
 from simulator.batch import BatchStats
 

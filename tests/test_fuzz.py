@@ -290,8 +290,8 @@ _json_values = st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70), s
 
 @pytest.mark.parametrize("bench", BENCH_FILES)
 def test_fuzz_import_vllm_bench_json(tmp_path, bench):
-    from calibrate.record_schema import record_problem
-    from calibrate.store import load_records
+    from calibrate.records.record_schema import record_problem
+    from calibrate.records.store import load_records
 
     doc = json.loads((ROOT / "tests/fixtures/vllm_results" / bench).read_text())
 

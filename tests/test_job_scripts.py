@@ -175,14 +175,14 @@ def test_calibrate_slurm_hostile_out_folder_is_quoted(tmp_path, stubs, array):
 
 
 def test_the_ray_block_refuses_an_interface_that_would_need_quoting():
-    from perfmodel.sbatch import ray_block
+    from perfmodel.deploy.sbatch import ray_block
 
     with pytest.raises(ValueError, match="interface name"):
         ray_block(gpus_per_node=8, total_gpus=16, network_interface="ib0$(id)")
 
 
 def test_a_job_spec_refuses_hostile_names_in_the_library_too():
-    from perfmodel.sbatch import JobSpec
+    from perfmodel.deploy.sbatch import JobSpec
 
     for bad in ({"account": "a\nb"}, {"partition": "p q"}, {"modules": ("x;y",)}, {"output": "a\nb"},
                 {"time_s": float("nan")}, {"env": {"A B": "1"}}):

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 
 from hardware import load_hardware
-from perfmodel import kernels
-from perfmodel.coefficients import GROUPS, Coefficients
-from perfmodel.kernels import KernelFacts, method_kernel, select
+from perfmodel.cost import kernels
+from perfmodel.cost.coefficients import GROUPS, Coefficients
+from perfmodel.cost.kernels import KernelFacts, method_kernel, select
 from perfmodel.layout import Layout
-from perfmodel.model import load_model
-from perfmodel.precision import resolve_precision
+from perfmodel.model.shape import load_model
+from perfmodel.model.precision import resolve_precision
 
 ROOT = Path(__file__).parents[1]
 V100 = load_hardware("taiwania2")
@@ -78,7 +78,7 @@ def test_fused_moe_wraps_its_weight_formats_cost():
 
 
 def test_families_used_and_kernel_coefficients_drive_the_fits():
-    from calibrate.fit_online import kernel_coefficients
+    from calibrate.fit.online import kernel_coefficients
 
     qwen = load_model(str(ROOT / "data/taiwania/qwen2.5-72b-instruct-gptq-int4"))
     p = resolve_precision(qwen, V100.gpu)
@@ -163,8 +163,8 @@ def test_alt_kernel_is_compute_bound_at_half_the_half2_rate_when_bandwidth_is_fr
 
 
 def test_alt_coefficient_is_fitted_when_runs_use_it_and_noted_when_not():
-    from calibrate.fit_online import kernel_coefficients
-    from perfmodel.coefficients import default_profile
+    from calibrate.fit.online import kernel_coefficients
+    from perfmodel.cost.coefficients import default_profile
 
     model = load_model("llama-3.1-405b-gptq-int4")
     p = resolve_precision(model, V100.gpu)
@@ -205,8 +205,8 @@ def test_fp8_w8a8_pays_the_activation_quantization_pass():
 
 
 def test_an_fp8_kv_cache_has_its_own_attention_coefficient_and_it_is_fitted():
-    from calibrate.fit_online import kernel_coefficients
-    from perfmodel.cost import StepCostModel
+    from calibrate.fit.online import kernel_coefficients
+    from perfmodel.cost.step import StepCostModel
 
     llama = load_model("llama-3.1-8b")
     fp8 = resolve_precision(llama, H200.gpu, kv_cache_dtype="fp8")
@@ -247,7 +247,7 @@ def test_a_tiled_familys_math_runs_on_whole_tiles():
 
 
 def test_fp8_kv_prefill_attention_runs_at_the_fp8_peak_on_hopper_only():
-    from perfmodel.cost import StepCostModel
+    from perfmodel.cost.step import StepCostModel
 
     llama = load_model("llama-3.1-8b")
     fp8 = resolve_precision(llama, H200.gpu, kv_cache_dtype="fp8")

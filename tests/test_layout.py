@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from perfmodel.layout import Layout, enumerate_layouts, place, placeable, valid_tp_sizes
-from perfmodel.memory import layers_per_stage
-from perfmodel.predict import candidate_layouts
+from perfmodel.cost.memory import layers_per_stage
+from perfmodel.analysis.predict import candidate_layouts
 from perfmodel.scenario import Scenario
 
 LLAMA_70B = {"num_attention_heads": 64, "num_kv_heads": 8, "num_layers": 80}

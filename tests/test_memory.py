@@ -6,12 +6,12 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from hardware import load_hardware
-from perfmodel.coefficients import Coefficients
-from perfmodel.engine import EngineArgs
+from perfmodel.cost.coefficients import Coefficients
+from perfmodel.engine.args import EngineArgs
 from perfmodel.layout import Layout
-from perfmodel.memory import kv_bytes_per_token_per_gpu, memory_plan, weight_bytes_per_gpu
-from perfmodel.model import load_model
-from perfmodel.precision import resolve_precision
+from perfmodel.cost.memory import kv_bytes_per_token_per_gpu, memory_plan, weight_bytes_per_gpu
+from perfmodel.model.shape import load_model
+from perfmodel.model.precision import resolve_precision
 
 H200 = load_hardware("h200-sxm")
 ENGINE = EngineArgs(max_num_seqs=256, max_num_batched_tokens=8192, max_model_len=4096)

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from perfmodel.checkpoint import hf_hub_cache_dir
+from perfmodel.model.checkpoint import hf_hub_cache_dir
 from perfmodel.errors import UserError
-from perfmodel.model import (
+from perfmodel.model.shape import (
     SUPPORTED_ARCHITECTURES,
     ModelShape,
     catalog_config_path,

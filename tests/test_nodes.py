@@ -7,7 +7,7 @@ import pytest
 from hardware import HardwareError, list_fabrics, load_fabric, load_hardware, with_nodes
 from perfmodel.cli import main
 from perfmodel.layout import enumerate_layouts
-from perfmodel.predict import candidate_layouts
+from perfmodel.analysis.predict import candidate_layouts
 from perfmodel.scenario import Scenario
 
 

@@ -1,4 +1,4 @@
-"""KV offload to host memory (perfmodel.offload): capacity, transfer cost, and when it helps or hurts."""
+"""KV offload to host memory (perfmodel.cost.offload): capacity, transfer cost, and when it helps or hurts."""
 
 import dataclasses
 
@@ -7,10 +7,10 @@ import pytest
 
 from perfmodel.errors import UserError
 from perfmodel.layout import Layout
-from perfmodel.offload import NEEDS_PP, OffloadStepCost, host_kv_bytes_per_gpu, with_offload
-from perfmodel.coefficients import Coefficients, Profile
-from perfmodel.predict import Scenario, predict_layout
-from perfmodel.simulate import simulate_offline
+from perfmodel.cost.offload import NEEDS_PP, OffloadStepCost, host_kv_bytes_per_gpu, with_offload
+from perfmodel.cost.coefficients import Coefficients, Profile
+from perfmodel.analysis.predict import Scenario, predict_layout
+from perfmodel.analysis.simulate import simulate_offline
 from simulator.batch import BatchStats, LinearStepCost
 
 

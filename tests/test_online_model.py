@@ -24,7 +24,7 @@ def test_async_scheduling_follows_the_release(options, expected):
 def test_steps_beyond_the_largest_cuda_graph_take_at_least_the_floor():
     import numpy as np
 
-    from perfmodel.serving import GraphlessFloorStepCost
+    from perfmodel.cost.serving import GraphlessFloorStepCost
     from simulator.batch import BatchStats
 
     class OneMillisecond:
@@ -44,7 +44,7 @@ def test_steps_beyond_the_largest_cuda_graph_take_at_least_the_floor():
 @pytest.mark.parametrize("overrides, tokens", [(dict(), 512), (dict(max_num_seqs=64), 128),
                                                (dict(max_num_batched_tokens=256), 256), (dict(enforce_eager=True), 0)])
 def test_largest_cuda_graph_follows_vllm_026(overrides, tokens):
-    from perfmodel.serving import max_cuda_graph_tokens
+    from perfmodel.cost.serving import max_cuda_graph_tokens
 
     scenario = Scenario.build(model="llama-3.1-8b", hardware="h200-sxm", entry_point="serve", **overrides)
     assert max_cuda_graph_tokens(scenario.engine) == tokens
@@ -80,11 +80,11 @@ def test_the_online_fit_recovers_a_known_request_latency():
     import dataclasses
     from pathlib import Path
 
-    from calibrate.fit import CoefficientFitter
-    from calibrate.fit_online import serving_coefficients
-    from calibrate.observations import load_observations, predicted_metrics
-    from calibrate.store import load_records
-    from perfmodel.coefficients import load_profile
+    from calibrate.fit.offline import CoefficientFitter
+    from calibrate.fit.online import serving_coefficients
+    from calibrate.fit.observations import load_observations, predicted_metrics
+    from calibrate.records.store import load_records
+    from perfmodel.cost.coefficients import load_profile
 
     root = Path(__file__).resolve().parents[1]
     records = [r for r in load_records(root / "data" / "h200" / "online-gpu3.jsonl") if r.get("status") == "ok"]
@@ -138,8 +138,8 @@ def test_update_profile_changes_only_the_serving_lines(tmp_path):
 
     import yaml
 
-    from calibrate.fit_serving import ServingFit, update_profile
-    from perfmodel.coefficients import load_profile
+    from calibrate.fit.serving import ServingFit, update_profile
+    from perfmodel.cost.coefficients import load_profile
 
     root = Path(__file__).resolve().parents[1]
     profile = tmp_path / "h200.yaml"

@@ -1,11 +1,11 @@
-"""perfmodel.pareto and `perfmodel pareto` (issue 12, item 4)."""
+"""perfmodel.analysis.pareto and `perfmodel pareto` (issue 12, item 4)."""
 
 import csv
 import io
 import json
 
 from perfmodel.cli import main
-from perfmodel.pareto import ParetoPoint, closed_loop_point, mark_frontier, pareto_points
+from perfmodel.analysis.pareto import ParetoPoint, closed_loop_point, mark_frontier, pareto_points
 from perfmodel.layout import Layout
 from perfmodel.scenario import Scenario
 

@@ -1,4 +1,4 @@
-"""Capacity planning (perfmodel.plan): the search, the acceptance rules and the progress display."""
+"""Capacity planning (perfmodel.analysis.plan): the search, the acceptance rules and the progress display."""
 
 import io
 import math
@@ -7,10 +7,10 @@ import pytest
 
 from perfmodel.errors import UserError
 from perfmodel.progress import Progress
-from perfmodel.plan import MAX_REQUESTS, gpu_counts, num_requests_for, plan_capacity
-from perfmodel.plan_trial import Trial, simulate_trial, TrialTask
+from perfmodel.analysis.plan import MAX_REQUESTS, gpu_counts, num_requests_for, plan_capacity
+from perfmodel.analysis.plan_trial import Trial, simulate_trial, TrialTask
 from perfmodel.scenario import ScenarioOptions
-from perfmodel.simulate import length_distribution
+from perfmodel.analysis.simulate import length_distribution
 
 
 def test_gpu_counts_follow_powers_of_two_node_multiples_and_the_job_limit():

@@ -9,7 +9,7 @@ import pytest
 
 from perfmodel.cli import main
 from perfmodel.errors import UserError
-from perfmodel.plan_compare import HardwareChoice, parse_costs, rank
+from perfmodel.analysis.plan_compare import HardwareChoice, parse_costs, rank
 
 ARGS = ["plan", "--model", "qwen2.5-7b", "--hardware", "h100-sxm,h200-sxm", "--request-rate", "4", "--ttft-p99", "2",
         "--tpot-p99", "0.05", "--num-prompts", "60", "--workers", "1", "--gpus-max", "4"]
@@ -67,7 +67,7 @@ def test_plan_compare_refuses_a_price_for_unlisted_hardware(capsys):
 
 
 def test_plan_compare_plot(tmp_path, capsys):
-    from perfmodel.plots import have_matplotlib
+    from perfmodel.analysis.plots import have_matplotlib
 
     path = tmp_path / "cmp.png"
     assert main([*ARGS, "--plot", str(path)]) == 0

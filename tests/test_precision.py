@@ -12,8 +12,8 @@ from types import SimpleNamespace
 import pytest
 
 from perfmodel.errors import UserError
-from perfmodel.model import catalog_config_path, from_hf_config, load_model
-from perfmodel.precision import INT4_BYTES_PER_PARAM, QUANTIZATION_CHOICES, resolve_precision, weight_bytes
+from perfmodel.model.shape import catalog_config_path, from_hf_config, load_model
+from perfmodel.model.precision import INT4_BYTES_PER_PARAM, QUANTIZATION_CHOICES, resolve_precision, weight_bytes
 
 FIXTURES = Path(__file__).parent / "fixtures" / "models"
 

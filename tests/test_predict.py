@@ -8,7 +8,7 @@ from hypothesis import example, given, settings, strategies as st
 
 from perfmodel.errors import UserError
 from perfmodel.layout import Layout, enumerate_layouts, valid_tp_sizes
-from perfmodel.predict import Scenario, predict_all, predict_layout, predictions_frame
+from perfmodel.analysis.predict import Scenario, predict_all, predict_layout, predictions_frame
 
 
 def test_valid_tp_sizes_follow_vllm_rules():
@@ -64,7 +64,7 @@ def test_more_replicas_more_throughput_for_small_model():
        tp=st.sampled_from([1, 2]))
 def test_static_never_above_continuous(input_len, output_len, num_prompts, max_num_seqs, static_batch, tp):
     """Continuous batching with the static wave as its max_num_seqs (the same limit) is never slower. With a
-    larger max_num_seqs it can be (issue 9: greedy waves 256 + 1 against 129 + 128; see perfmodel/estimate.py)."""
+    larger max_num_seqs it can be (issue 9: greedy waves 256 + 1 against 129 + 128; see perfmodel/analysis/estimate.py)."""
     s = Scenario.build(model="llama-3.1-8b", hardware="h200-sxm", input_len=input_len, output_len=output_len,
                        num_prompts=num_prompts, max_num_seqs=max_num_seqs)
     static = predict_layout(s.with_(batching="static", static_batch_size=static_batch), Layout(tp=tp))

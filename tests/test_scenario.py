@@ -67,7 +67,7 @@ def test_kernels_the_profile_never_measured_are_named():
 
 def test_a_gpu_without_a_profile_borrows_the_one_of_the_nearest_architecture():
     """By the catalog's compute capability (same major first, else the newest calibrated), not by GPU names."""
-    from perfmodel.coefficients import _nearest_calibrated_gpu, default_profile
+    from perfmodel.cost.coefficients import _nearest_calibrated_gpu, default_profile
 
     assert {g: _nearest_calibrated_gpu(g) for g in ("h100-sxm", "a100-sxm4-80gb", "cpu", "my-own.yaml")} == {
         "h100-sxm": "h200-sxm", "a100-sxm4-80gb": "h200-sxm", "cpu": "h200-sxm", "my-own.yaml": "h200-sxm"}

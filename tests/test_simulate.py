@@ -1,4 +1,4 @@
-"""perfmodel.simulate: workloads, one layout simulated, predict's simulated ranking, the cost's fast path."""
+"""perfmodel.analysis.simulate: workloads, one layout simulated, predict's simulated ranking, the cost's fast path."""
 
 import dataclasses
 import math
@@ -9,10 +9,10 @@ import pytest
 
 from perfmodel.errors import UserError
 from perfmodel.layout import Layout
-from perfmodel.predict import Scenario, predict_all, predict_layout
-from perfmodel.simulate import build_requests, length_distribution, simulate_offline
+from perfmodel.analysis.predict import Scenario, predict_all, predict_layout
+from perfmodel.analysis.simulate import build_requests, length_distribution, simulate_offline
 from simulator.batch import BatchStats
-from perfmodel.simulate import save_trace
+from perfmodel.analysis.simulate import save_trace
 from simulator.workload import LengthDistribution
 
 SMALL = dict(model="llama-3.1-8b", hardware="hgx-h200")

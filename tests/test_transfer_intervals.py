@@ -4,7 +4,7 @@ from pathlib import Path
 
 import yaml
 
-from perfmodel.uncertainty import Interval, ResidualModel, kernel_path
+from perfmodel.uncertainty.intervals import Interval, ResidualModel, kernel_path
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTION = {

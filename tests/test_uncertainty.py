@@ -1,4 +1,4 @@
-"""perfmodel.uncertainty: quantiles, regimes, transfer, and the intervals the shipped profiles give."""
+"""perfmodel.uncertainty.intervals: quantiles, regimes, transfer, and the intervals the shipped profiles give."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import pytest
 
 from perfmodel.errors import UserError
 from perfmodel.layout import Layout
-from perfmodel.predict import predict_all
+from perfmodel.analysis.predict import predict_all
 from perfmodel.scenario import Scenario
-from perfmodel.uncertainty import (MIN_EMPIRICAL, PREDICT_FIGURES, ResidualModel, check_level, combine, excess_sd,
+from perfmodel.uncertainty.intervals import (MIN_EMPIRICAL, PREDICT_FIGURES, ResidualModel, check_level, combine, excess_sd,
                                    figure_bounds, interval_for, log_quantiles, lookup, lookup_scales,
                                    normalized_half_width, predict_intervals, regime, t_quantile)
 
@@ -76,7 +76,7 @@ def test_the_coefficient_term_adds_only_its_excess_over_the_calibration_runs():
 
 
 def test_the_coefficient_term_switches_at_min_empirical_and_ignores_nan():
-    from perfmodel.uncertainty import MIN_EMPIRICAL, reference_for
+    from perfmodel.uncertainty.intervals import MIN_EMPIRICAL, reference_for
 
     assert excess_sd(0.05, 0.04, MIN_EMPIRICAL) == pytest.approx(0.03)
     assert excess_sd(0.05, 0.04, MIN_EMPIRICAL - 1) == 0.05  # a t interval's pool: the whole term
@@ -275,7 +275,7 @@ def test_simulate_json_metrics_interval(capsys):
                                                      ("llama-3.1-70b", "taiwania2", Layout(tp=8, pp=2))])
 def test_the_coefficient_term_from_sampled_decode_steps_equals_the_full_wave(monkeypatch, model, hardware, layout):
     """WAVE_DECODE_SAMPLES evenly spaced decode steps give the delta-method term of every step (within 1%)."""
-    import perfmodel.uncertainty as uncertainty
+    import perfmodel.uncertainty.intervals as uncertainty
 
     scenario = Scenario.build(model=model, hardware=hardware, output_len=600)
     covariance = ResidualModel(section=scenario.profile.uncertainty, gpu=scenario.profile.gpu).covariance
@@ -289,9 +289,9 @@ def test_calibrate_predict_commits_an_interval_with_every_prediction():
     """Pre-registered predictions carry their interval, so coverage can be judged on runs measured later."""
     from pathlib import Path
 
-    from calibrate.predict_sweep import predict_sweep
+    from calibrate.report.predict_sweep import predict_sweep
     from hardware import load_hardware
-    from perfmodel.coefficients import default_profile
+    from perfmodel.cost.coefficients import default_profile
 
     sweep = Path(__file__).resolve().parents[1] / "sweeps" / "h200-holdout.yaml"
     records = predict_sweep(sweep, "h200-sxm", default_profile(load_hardware("h200-sxm").gpu.name), level=0.8)
@@ -309,11 +309,11 @@ def test_a_planned_run_is_costed_on_its_own_workload_as_a_measured_one_is():
     run kept the scenario's default workload, so every run of one engine got the same term."""
     from pathlib import Path
 
-    from calibrate.observations import run_workload
-    from calibrate.predict_sweep import planned_observation
-    from calibrate.sweep import load_sweep
+    from calibrate.fit.observations import run_workload
+    from calibrate.report.predict_sweep import planned_observation
+    from calibrate.records.sweep import load_sweep
     from hardware import load_hardware
-    from perfmodel.coefficients import default_profile
+    from perfmodel.cost.coefficients import default_profile
 
     sweep = load_sweep(Path(__file__).resolve().parents[1] / "sweeps" / "h200-holdout3.yaml")
     profile = default_profile(load_hardware("h200-sxm").gpu.name)
@@ -321,7 +321,7 @@ def test_a_planned_run_is_costed_on_its_own_workload_as_a_measured_one_is():
     for obs in planned:
         assert obs.scenario.workload == run_workload(obs.input_lens, obs.output_lens)
     assert planned[0].scenario.workload.input_len == 200 and planned[1].scenario.workload.input_len == 3000
-    from calibrate.predict_sweep import predict_sweep
+    from calibrate.report.predict_sweep import predict_sweep
 
     records = predict_sweep(Path(__file__).resolve().parents[1] / "sweeps" / "h200-holdout3.yaml", "h200-sxm", profile)
     # a decode-heavy and a prefill-heavy run of one engine: their own coefficient terms, so their own widths

@@ -147,7 +147,7 @@ def test_limits_are_refused_up_front(capsys, argv, needle):
 
 
 def test_plan_library_refuses_too_many_workers():
-    from perfmodel.plan import plan_capacity
+    from perfmodel.analysis.plan import plan_capacity
 
     with pytest.raises(UserError, match="--workers must be from 1 to"):
         plan_capacity(request_rate=1.0, gpus_max=1, workers=100_000, num_prompts=10, model="llama-3.1-8b",

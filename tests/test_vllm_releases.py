@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from perfmodel.errors import UserError
-from perfmodel.vllm_releases import engine_generation, parse_release, release_defaults
+from perfmodel.engine.releases import engine_generation, parse_release, release_defaults
 
 GIB = 1024**3
 V100 = dict(gpu_memory_bytes=32 * GIB, compute_capability=7.0)

@@ -17,8 +17,8 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from calibrate.cli_uncertainty import _write_profile  # noqa: E402
-from perfmodel.anchors import findings, load_anchors  # noqa: E402
-from perfmodel.coefficients import load_profile  # noqa: E402
+from perfmodel.cost.anchors import findings, load_anchors  # noqa: E402
+from perfmodel.cost.coefficients import load_profile  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

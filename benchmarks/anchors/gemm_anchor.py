@@ -1,6 +1,6 @@
 """Reduce kernel microbenchmark timings of dense GEMMs to anchors of the cost model's GEMM coefficients.
 
-perfmodel.cost prices one weight matrix of ``m`` rows as ``max(m * flops / (peak * e * m / (m + m_half)),
+perfmodel.cost.step prices one weight matrix of ``m`` rows as ``max(m * flops / (peak * e * m / (m + m_half)),
 (weight_bytes + m * activation_bytes) / (hbm * b))`` with e = ``gemm_compute_efficiency``, m_half =
 ``gemm_half_efficiency_tokens`` and b = ``memory_efficiency``. This script fits (e, m_half, b) to timings in
 data/h200-gemm/gemm.jsonl's format (one line per shape and row count: in_features, out_features, dtype, rows,

@@ -1,6 +1,6 @@
 """Reduce the H100 kernel table (data/h100-kernels/kernels.jsonl) to anchors of the GPTQ kernel families' coefficients.
 
-perfmodel prices vLLM's GPTQ paths (perfmodel/kernels.py) with one bandwidth fraction each:
+perfmodel prices vLLM's GPTQ paths (perfmodel/cost/kernels.py) with one bandwidth fraction each:
 ``exllama_cost`` reads the int4 weights (with their scales and zeros, ``INT4_BYTES_PER_WEIGHT``) at
 ``exllama_memory_efficiency`` of HBM; ``gptq_alt_cost`` reads them plus ``ALT_GATHER_BYTES_PER_WEIGHT`` of gathered
 scales/zeros per weight at ``gptq_alt_memory_efficiency``, up to 8 rows (the alt kernel), and above 8 rows spends the
@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gpu", required=True, help="the GPU the timings were measured on (its datasheet HBM)")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
-    from perfmodel.kernels import ALT_GATHER_BYTES_PER_WEIGHT, ALT_MAX_ROWS, EXLLAMA_MAX_ROWS
+    from perfmodel.cost.kernels import ALT_GATHER_BYTES_PER_WEIGHT, ALT_MAX_ROWS, EXLLAMA_MAX_ROWS
     from hardware.catalog import load_gpu
 
     gpu = load_gpu(args.gpu)
@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
                     if rest > 0:
                         out[tag]["alt_reconstruct_memory_efficiency_m16_64"].append(
                             (INT4_BYTES_PER_WEIGHT + ALT_GATHER_BYTES_PER_WEIGHT) * p / (rest * hbm))
-        simt = 2.0 * gpu.peak_flops_per_s["float32"]  # half2 FMAs on the CUDA cores (perfmodel.cost)
+        simt = 2.0 * gpu.peak_flops_per_s["float32"]  # half2 FMAs on the CUDA cores (perfmodel.cost.step)
         for k, n in shapes("gptq_exllama", act):
             for m in (16, 32):
                 out[tag]["exllama_compute_efficiency_m16_32"].append(

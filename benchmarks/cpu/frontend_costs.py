@@ -1,6 +1,6 @@
 """Time vLLM's own API-server work per streamed token and per request, on this CPU (anchors for docs/online-model.md).
 
-What the OpenAI server process does for our client's requests (calibrate/client.py: prompt token ids, stream,
+What the OpenAI server process does for our client's requests (calibrate/run/client.py: prompt token ids, stream,
 ignore_eos; the server runs with skip_tokenizer_init, so no detokenization), with the installed vLLM:
 
 - per step and stream: decode the engine core's msgpack message (vllm/v1/serial_utils.py MsgpackDecoder, as

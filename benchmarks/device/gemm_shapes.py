@@ -36,7 +36,7 @@ SLEEP_CYCLES = 8_000_000  # ~4 ms at 1.98 GHz: longer than the CPU takes to queu
 def shapes(out: Path) -> None:
     """(in_features, out_features) of every dense GEMM of MODELS at each TP (the LM head included)."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-    from perfmodel.model import load_model
+    from perfmodel.model.shape import load_model
 
     found: dict[tuple[int, int, str], list[str]] = {}
     for name in MODELS:

@@ -2,7 +2,7 @@
 
     python3 benchmarks/device/h200_sweep2.py DEADLINE_S ENGINE... [--results DIR] [--out DIR] [--predictions F]
 
-Each ENGINE is `SWEEP#N`: the N-th engine configuration (1-based, in the order `calibrate.runner --dry-run`
+Each ENGINE is `SWEEP#N`: the N-th engine configuration (1-based, in the order `calibrate.run.runner --dry-run`
 lists them) of `sweeps/SWEEP.yaml`, taken in the order given (the priority order). An engine is started only
 when its estimated time fits before the deadline; one that does not fit is skipped and the next is tried, so
 that no engine is killed half-way. The estimate is `overhead_s(engine)` (process start, vLLM import, weight
@@ -10,7 +10,7 @@ init, torch.compile, CUDA graphs, warm-up, teardown) plus `SAFETY` times the pre
 runs (--predictions, by default data/h200-sweep2/predictions.jsonl: output tokens / predicted output tokens
 per second). The H200 hold-out 2 sweep (data/h200-holdout2/) runs through it too.
 
-Results accumulate in DIR/<sweep>.jsonl (append-only; calibrate.runner skips finished runs, so a re-run with
+Results accumulate in DIR/<sweep>.jsonl (append-only; calibrate.run.runner skips finished runs, so a re-run with
 the same DIR resumes); after every engine the JSON lines are copied to --out, and at the end every vLLM log is
 packed into --out/logs-<time>.tgz.
 """
@@ -29,8 +29,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from calibrate.store import completed_run_ids  # noqa: E402
-from calibrate.sweep import load_sweep  # noqa: E402
+from calibrate.records.store import completed_run_ids  # noqa: E402
+from calibrate.records.sweep import load_sweep  # noqa: E402
 
 PREDICTIONS = ROOT / "data" / "h200-sweep2" / "predictions.jsonl"
 SAFETY = 1.4  # predicted elapsed time x this: the shipped profile has never seen these kernels

@@ -2,8 +2,8 @@
 
     PYTHONPATH=. python benchmarks/device/predict_sweep2.py
 
-Offline runs: exactly `perfmodel calibrate predict SWEEP --hardware h200-sxm` (calibrate.predict_sweep). Online
-runs: the same, except that each request's send time is the one calibrate.client will use (`arrival_times`
+Offline runs: exactly `perfmodel calibrate predict SWEEP --hardware h200-sxm` (calibrate.report.predict_sweep). Online
+runs: the same, except that each request's send time is the one calibrate.run.client will use (`arrival_times`
 with the workload's rate, burstiness and seed), because `calibrate predict` replays online runs as a burst
 at t=0 (its planned record has no send times) and so cannot say what Poisson arrivals do to TTFT.
 """
@@ -12,12 +12,12 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from calibrate import predict_sweep as ps
-from calibrate.client import arrival_times
-from calibrate.observations import observation_from_record, predicted_memory, predicted_metrics, simulate_observation
-from calibrate.sweep import load_sweep
+from calibrate.report import predict_sweep as ps
+from calibrate.run.client import arrival_times
+from calibrate.fit.observations import observation_from_record, predicted_memory, predicted_metrics, simulate_observation
+from calibrate.records.sweep import load_sweep
 from hardware import load_hardware
-from perfmodel.coefficients import default_profile
+from perfmodel.cost.coefficients import default_profile
 
 ROOT = Path(__file__).resolve().parents[2]
 HARDWARE = "h200-sxm"
@@ -34,7 +34,7 @@ def online_predictions(sweep_path: Path, profile) -> list[dict]:
         record["requests"]["send_s"] = arrival_times(w.num_prompts, w.request_rate, w.burstiness, w.seed)
         obs = observation_from_record(record, cluster)
         sim = simulate_observation(obs, cluster, profile.coefficients, kv_from="model")
-        by_id[run.run_id].update(predicted_metrics(obs, sim), arrivals="calibrate.client.arrival_times",
+        by_id[run.run_id].update(predicted_metrics(obs, sim), arrivals="calibrate.run.client.arrival_times",
                                  kv_cache_tokens=predicted_memory(obs, cluster, profile.coefficients).kv_cache_tokens)
     return list(by_id.values())
 

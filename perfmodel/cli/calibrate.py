@@ -68,8 +68,8 @@ def add_calibrate_subcommands(subparsers: argparse._SubParsersAction) -> argpars
 
 
 def cmd_run(args) -> int:
-    from calibrate.runner import run_sweep, with_backend
-    from calibrate.sweep import load_sweep
+    from calibrate.run.runner import run_sweep, with_backend
+    from calibrate.records.sweep import load_sweep
 
     sweep = with_backend(load_sweep(args.sweep), args.distributed_executor_backend)
     summary = run_sweep(sweep, args.results, only=args.only, engine_id=args.engine, dry_run=args.dry_run,
@@ -86,8 +86,8 @@ _IMPORT_OVERRIDES = ("model", "hardware", "tensor_parallel_size", "pipeline_para
 
 
 def cmd_import(args) -> int:
-    from calibrate.importers import import_files
-    from calibrate.store import append_record, completed_run_ids
+    from calibrate.records.importers import import_files
+    from calibrate.records.store import append_record, completed_run_ids
 
     overrides = {k: getattr(args, k) for k in _IMPORT_OVERRIDES if getattr(args, k, None) is not None}
     records = import_files(args.files, overrides)
@@ -101,8 +101,8 @@ def cmd_import(args) -> int:
 
 
 def cmd_slurm(args) -> int:
-    from calibrate.slurm import write_slurm_jobs
-    from calibrate.sweep import load_sweep
+    from calibrate.run.slurm import write_slurm_jobs
+    from calibrate.records.sweep import load_sweep
 
     try:
         from hardware import load_hardware

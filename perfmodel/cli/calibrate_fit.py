@@ -81,14 +81,14 @@ def add_fit_subcommands(sub: argparse._SubParsersAction) -> None:
 
 def _add_anchors(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--anchors", default=None, type=PROFILE,
-                        help="anchor set (YAML, data/anchors/<gpu>.yaml; perfmodel/anchors.py): the fits' priors "
+                        help="anchor set (YAML, data/anchors/<gpu>.yaml; perfmodel/cost/anchors.py): the fits' priors "
                              "become its anchors, weighted by their stated sd, and coefficients at a bound or more "
                              "than 2 sd from their anchor are reported as findings (default: no anchors, a pull "
                              "toward --prior)")
 
 
 def _anchors(args: argparse.Namespace):
-    from perfmodel.anchors import load_anchors
+    from perfmodel.cost.anchors import load_anchors
 
     return load_anchors(args.anchors) if getattr(args, "anchors", None) else None
 
@@ -101,8 +101,8 @@ def _print_findings(findings) -> None:
 
 
 def _load(args: argparse.Namespace):
-    from calibrate.observations import load_observations
-    from calibrate.store import load_records
+    from calibrate.fit.observations import load_observations
+    from calibrate.records.store import load_records
 
     from hardware import load_hardware
 
@@ -111,11 +111,11 @@ def _load(args: argparse.Namespace):
     for path in args.results:
         if not Path(path).exists():
             raise UserError(f"results file {path} does not exist")
-        from calibrate.record_schema import check_records
+        from calibrate.records.record_schema import check_records
 
         check_records(load_records(path), str(path), UserError)  # the schema import checks too
         records += load_records(path, latest_only=True)
-    from calibrate.record_hardware import check_record_hardware
+    from calibrate.records.record_hardware import check_record_hardware
     from hardware import load_hardware
 
     for warning in check_record_hardware(records, load_hardware(args.hardware),
@@ -129,7 +129,7 @@ def _load(args: argparse.Namespace):
 
 
 def _prior(path: str | None):
-    from perfmodel.coefficients import Coefficients, load_profile
+    from perfmodel.cost.coefficients import Coefficients, load_profile
 
     return load_profile(path).coefficients if path else Coefficients()
 
@@ -139,9 +139,9 @@ def _progress(message: str) -> None:
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
-    from calibrate.check import compare, summarize
-    from calibrate.fit import CoefficientFitter
-    from calibrate.profile_io import profile_document, write_yaml_atomic
+    from calibrate.report.check import compare, summarize
+    from calibrate.fit.offline import CoefficientFitter
+    from calibrate.fit.profile_io import profile_document, write_yaml_atomic
 
     cluster, observations = _load(args)
     prior = _prior(args.prior)
@@ -172,8 +172,8 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
 
 def cmd_fit_serving(args: argparse.Namespace) -> int:
-    from calibrate.check import compare
-    from calibrate.fit_serving import cross_validate_serving, error_summary, fit_serving, update_profile
+    from calibrate.report.check import compare
+    from calibrate.fit.serving import cross_validate_serving, error_summary, fit_serving, update_profile
 
     cluster, observations = _load(args)
     online = [o for o in observations if o.mode == "online"
@@ -201,9 +201,9 @@ def cmd_fit_serving(args: argparse.Namespace) -> int:
 
 
 def cmd_predict_sweep(args: argparse.Namespace) -> int:
-    from calibrate.predict_sweep import predict_sweep, write_predictions
+    from calibrate.report.predict_sweep import predict_sweep, write_predictions
     from hardware import load_hardware
-    from perfmodel.coefficients import default_profile, load_profile
+    from perfmodel.cost.coefficients import default_profile, load_profile
 
     profile = load_profile(args.calibration) if args.calibration else default_profile(
         load_hardware(args.hardware).gpu.name)
@@ -220,9 +220,9 @@ def cmd_predict_sweep(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from calibrate.check import GROUPINGS, KFOLDS, compare, cross_validate, summarize
-    from calibrate.fit import CoefficientFitter
-    from calibrate.report import markdown_report, parity_plot, summary_table
+    from calibrate.report.check import GROUPINGS, KFOLDS, compare, cross_validate, summarize
+    from calibrate.fit.offline import CoefficientFitter
+    from calibrate.report.accuracy import markdown_report, parity_plot, summary_table
 
     cluster, observations = _load(args)
     groupings = [] if args.cv == "none" else [g.strip() for g in args.cv.split(",") if g.strip()]
@@ -232,7 +232,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     frames: dict[str, pd.DataFrame] = {}
     findings: list[str] = []
     if args.calibration:
-        from perfmodel.coefficients import load_profile
+        from perfmodel.cost.coefficients import load_profile
 
         coefficients = load_profile(args.calibration).coefficients
         findings = _profile_findings(args.calibration)

@@ -22,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="another calibrated data set to predict with this profile (repeatable)")
     u.add_argument("--anchors", default=None, help="anchor set of the fits (as calibrate fit --anchors)")
     u.add_argument("--model-transfer", action="store_true",
-                   help="also store the errors of fits on some models predicting the others (calibrate/transfer.py; "
+                   help="also store the errors of fits on some models predicting the others (calibrate/fit/transfer.py; "
                         "the intervals of a model or kernel path the profile never saw)")
     u.add_argument("--runs-csv", default=None, type=output_file, help="write every cross-validated/transferred run here (CSV)")
     u.add_argument("--workers", type=integer(1, max_workers()), default=None,
@@ -31,8 +31,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _observations(files: list[str], hardware: str):
-    from calibrate.observations import load_observations
-    from calibrate.store import load_records
+    from calibrate.fit.observations import load_observations
+    from calibrate.records.store import load_records
 
     records = []
     for path in files:
@@ -43,7 +43,7 @@ def _observations(files: list[str], hardware: str):
 
 
 def _anchors(path: str | None):
-    from perfmodel.anchors import load_anchors
+    from perfmodel.cost.anchors import load_anchors
 
     return load_anchors(path) if path else None
 
@@ -60,8 +60,8 @@ def _transfer(spec: str):
 def cmd_uncertainty(args: argparse.Namespace) -> int:
     import yaml
 
-    from calibrate.uncertainty import build_section, median_abs
-    from perfmodel.coefficients import Coefficients, load_profile
+    from calibrate.report.uncertainty import build_section, median_abs
+    from perfmodel.cost.coefficients import Coefficients, load_profile
 
     profile = load_profile(args.profile)
     cluster, observations = _observations(args.results, args.hardware)

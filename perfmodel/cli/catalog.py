@@ -19,7 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def hardware_list(args: argparse.Namespace) -> int:
     from hardware import list_clusters, list_gpus, load_gpu, load_hardware
-    from perfmodel.report import table
+    from perfmodel.analysis.report import table
 
     rows = [{"name": n, "kind": "gpu", "description": load_gpu(n).display_name} for n in list_gpus()]
     rows += [{"name": n, "kind": "cluster", "description": load_hardware(n).display_name} for n in list_clusters()]
@@ -29,15 +29,15 @@ def hardware_list(args: argparse.Namespace) -> int:
 
 def hardware_show(args: argparse.Namespace) -> int:
     from hardware import load_hardware
-    from perfmodel.report import dumps_json
+    from perfmodel.analysis.report import dumps_json
 
     print(dumps_json(load_hardware(args.name)))
     return 0
 
 
 def models_list(args: argparse.Namespace) -> int:
-    from perfmodel.model import list_models, load_model
-    from perfmodel.report import table
+    from perfmodel.model.shape import list_models, load_model
+    from perfmodel.analysis.report import table
 
     rows = []
     for name in list_models():

@@ -55,8 +55,8 @@ ROW_FIGURES = {"output tokens/s": ("output_tokens_per_second", 1.0), "total toke
 
 
 def run(args: argparse.Namespace) -> int:
-    from perfmodel.report import dumps_csv, dumps_json, table
-    from perfmodel.simulate import compare_batching
+    from perfmodel.analysis.report import dumps_csv, dumps_json, table
+    from perfmodel.analysis.simulate import compare_batching
 
     if args.output_dist == DEFAULT_OUTPUT_DIST and args.output_sigma is None:
         args.output_sigma = DEFAULT_OUTPUT_SIGMA
@@ -80,14 +80,14 @@ def run(args: argparse.Namespace) -> int:
                           "throughput_ratio": c.tokens_per_second / s.tokens_per_second, "plot": plot_note}))
         return 0
     if args.format == "csv":
-        from perfmodel.uncertainty import SIMULATE_FIGURES
+        from perfmodel.uncertainty.intervals import SIMULATE_FIGURES
 
         print(dumps_csv([csv_row({"batching": name, **r.metrics.to_dict()}, intervals[name], SIMULATE_FIGURES)
                          for name, r in results.items()]), end="")
         return 0
     print(header(args, scenario, layout, requests, "continuous vs static"))
     print()
-    from perfmodel.uncertainty import plus_minus
+    from perfmodel.uncertainty.intervals import plus_minus
 
     for row in rows:
         if row["metric"] in ROW_FIGURES:
@@ -109,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
 def _plot(args, scenario, layout, results) -> str:
     if not args.plot:
         return ""
-    from perfmodel.plots import have_matplotlib, plot_compare
+    from perfmodel.analysis.plots import have_matplotlib, plot_compare
 
     if not have_matplotlib():
         return "plot skipped: matplotlib is not installed (pip install 'perfmodel[plot]')"

@@ -1,4 +1,4 @@
-"""The ``--interval-level`` flag and how intervals show in tables, JSON and CSV (perfmodel.uncertainty)."""
+"""The ``--interval-level`` flag and how intervals show in tables, JSON and CSV (perfmodel.uncertainty.intervals)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import argparse
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from perfmodel.uncertainty import Interval
+    from perfmodel.uncertainty.intervals import Interval
 
-DEFAULT_LEVEL = 0.9  # perfmodel.uncertainty.DEFAULT_LEVEL; not imported here: --help must not load numpy
+DEFAULT_LEVEL = 0.9  # perfmodel.uncertainty.intervals.DEFAULT_LEVEL; not imported here: --help must not load numpy
 
 
 def add_interval_argument(parser: argparse.ArgumentParser) -> None:
@@ -17,7 +17,7 @@ def add_interval_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def level(args: argparse.Namespace) -> float:
-    from perfmodel.uncertainty import check_level
+    from perfmodel.uncertainty.intervals import check_level
 
     return check_level(getattr(args, "interval_level", DEFAULT_LEVEL))
 

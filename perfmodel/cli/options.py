@@ -13,8 +13,8 @@ from typing import Any
 
 from perfmodel.cli.validate import (MAX_GPUS, MAX_NUM_PROMPTS, MAX_NUM_SEQS, MAX_SEED, MAX_SPREAD, MAX_TOKENS,
                                     input_file, integer, name_or_file, real)
-from perfmodel.precision import DTYPE_CHOICES, KV_CACHE_DTYPE_CHOICES, QUANTIZATION_CHOICES
-from perfmodel.report import FORMATS
+from perfmodel.model.precision import DTYPE_CHOICES, KV_CACHE_DTYPE_CHOICES, QUANTIZATION_CHOICES
+from perfmodel.analysis.report import FORMATS
 from perfmodel.scenario_options import BATCHING, DISTRIBUTIONS, ScenarioOptions
 
 TRACE_FORMATS = ("auto", "perfmodel", "azure", "burstgpt")
@@ -44,8 +44,8 @@ def _size(text: str) -> int:
 
 
 def vllm_version(text: str) -> str:
-    """A release perfmodel knows the defaults of (perfmodel.vllm_releases.release_problem)."""
-    from perfmodel.vllm_releases import release_problem
+    """A release perfmodel knows the defaults of (perfmodel.engine.releases.release_problem)."""
+    from perfmodel.engine.releases import release_problem
 
     problem = release_problem(text)
     if problem:
@@ -185,7 +185,7 @@ def is_online(args: argparse.Namespace) -> bool:
 
 def lengths(args: argparse.Namespace):
     """The input and output length distributions of the flags."""
-    from perfmodel.simulate import length_distribution
+    from perfmodel.analysis.simulate import length_distribution
 
     return (length_distribution(args.input_dist, args.input_len, args.input_sigma, flag="--input"),
             length_distribution(args.output_dist, args.output_len, args.output_sigma, flag="--output"))

@@ -44,8 +44,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from perfmodel.pareto import pareto_points
-    from perfmodel.report import dumps_csv, dumps_json, table
+    from perfmodel.analysis.pareto import pareto_points
+    from perfmodel.analysis.report import dumps_csv, dumps_json, table
     from perfmodel.scenario import Scenario
 
     scenario = Scenario.from_options(scenario_options(args, entry_point="serve"))
@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
 def _plot(args: argparse.Namespace, points, title: str) -> str:
     if not args.plot:
         return ""
-    from perfmodel.plots import have_matplotlib, plot_pareto
+    from perfmodel.analysis.plots import have_matplotlib, plot_pareto
 
     if not have_matplotlib():
         return "plot skipped: matplotlib is not installed (pip install 'perfmodel[plot]')"

@@ -76,9 +76,9 @@ def run(args: argparse.Namespace) -> int:
                         "simulated layout (a plan simulates every candidate layout); leave it out for the default")
     if "," in args.hardware or args.gpu_hour_cost or args.plot:
         return run_comparison(args)
-    from perfmodel.plan import plan_capacity
+    from perfmodel.analysis.plan import plan_capacity
     from perfmodel.progress import Progress
-    from perfmodel.report import dumps_csv, dumps_json, table
+    from perfmodel.analysis.report import dumps_csv, dumps_json, table
 
     inputs, outputs = lengths(args)
     progress = Progress(sys.stderr)
@@ -98,8 +98,8 @@ def run(args: argparse.Namespace) -> int:
                           "gpus": result.gpus, "engine": result.engine, "best": result.best,
                           "trials": list(result.trials)}))
         return 0 if result.best else NONE_SUSTAINS
-    from perfmodel.plan_trial import PLAN_FIGURES
-    from perfmodel.uncertainty import Interval, plus_minus
+    from perfmodel.analysis.plan_trial import PLAN_FIGURES
+    from perfmodel.uncertainty.intervals import Interval, plus_minus
 
     def interval(t):
         iv = t.interval
@@ -114,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"plan: {args.model} on {args.hardware}, {args.request_rate:g} req/s, {result.num_requests} simulated "
           f"requests per layout (seed {args.seed})")
     print(table(rows, PLAN_COLUMNS))
-    from perfmodel.steady_state import SUSTAIN_FRACTION
+    from perfmodel.analysis.steady_state import SUSTAIN_FRACTION
 
     print(f"status decides: a layout passes when its simulated req/s keeps up with at least {SUSTAIN_FRACTION:.0%} "
           f"of the rate ({SUSTAIN_FRACTION * args.request_rate:.3g} of {args.request_rate:g}), its queue does not "
@@ -134,11 +134,11 @@ COMPARE_COLUMNS = (
 
 
 def run_comparison(args: argparse.Namespace) -> int:
-    """``--hardware a,b,...``: plan each, rank the answers (perfmodel.plan_compare)."""
+    """``--hardware a,b,...``: plan each, rank the answers (perfmodel.analysis.plan_compare)."""
     import dataclasses
 
-    from perfmodel.plan_compare import compare_hardware, parse_costs
-    from perfmodel.report import dumps_csv, dumps_json, table
+    from perfmodel.analysis.plan_compare import compare_hardware, parse_costs
+    from perfmodel.analysis.report import dumps_csv, dumps_json, table
 
     if args.confidence is not None:
         from perfmodel.errors import UserError
@@ -185,7 +185,7 @@ def _all_priced(choices) -> bool:
 def _plot(args, choices) -> str:
     if not args.plot:
         return ""
-    from perfmodel.plots import have_matplotlib, plot_hardware_comparison
+    from perfmodel.analysis.plots import have_matplotlib, plot_hardware_comparison
 
     if not have_matplotlib():
         return "plot skipped: matplotlib is not installed (pip install 'perfmodel[plot]')"

@@ -7,7 +7,7 @@ import argparse
 from perfmodel.cli.intervals import add_interval_argument, csv_row, footnote, level, with_interval
 from perfmodel.cli.options import GPUS, add_format_argument, add_scenario_arguments, scenario_options
 from perfmodel.cli.validate import ENV_SETUP, INTERFACE_NAME, MODULE_NAME, SLURM_NAME, integer, output_file, real
-from perfmodel.sbatch import MAX_TIME_S
+from perfmodel.deploy.sbatch import MAX_TIME_S
 
 PREDICT_COLUMNS = (
     ("rank", "#"), ("layout", "layout"), ("gpus", "GPUs"), ("fits", "fits"), ("weights_gib_per_gpu", "weights GiB/GPU"),
@@ -57,10 +57,10 @@ def add_sbatch_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from perfmodel.predict import min_gpus_to_fit, predict_all
-    from perfmodel.report import dumps_csv, dumps_json, table, to_jsonable
+    from perfmodel.analysis.predict import min_gpus_to_fit, predict_all
+    from perfmodel.analysis.report import dumps_csv, dumps_json, table, to_jsonable
     from perfmodel.scenario import Scenario
-    from perfmodel.uncertainty import PREDICT_FIGURES, plus_minus, predict_intervals
+    from perfmodel.uncertainty.intervals import PREDICT_FIGURES, plus_minus, predict_intervals
 
     scenario = Scenario.from_options(scenario_options(args))
     predictions = predict_all(scenario, args.gpus, tp=args.tensor_parallel_size, pp=args.pipeline_parallel_size,
@@ -112,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
     if dep is not None:
         each = f", each of {dep.layout.dp} replicas" if dep.layout.dp > 1 else ""
         print(f"\nvllm serve ({dep.layout}{each}): {dep.command}")
-        from perfmodel.deploy import checkpoint_note
+        from perfmodel.deploy.serve import checkpoint_note
 
         note = checkpoint_note(scenario, args.model)
         if note:
@@ -127,7 +127,7 @@ def best_deployment(scenario, predictions, args: argparse.Namespace):
     when ``--emit-sbatch`` asks; None when nothing fits."""
     from pathlib import Path
 
-    from perfmodel.deploy import JobOptions, deployment, serve_job_script
+    from perfmodel.deploy.serve import JobOptions, deployment, serve_job_script
     from perfmodel.errors import UserError
 
     best = next((p for p in predictions if p.fits), None)

@@ -12,7 +12,7 @@ from perfmodel.cli.options import (add_format_argument, add_layout_arguments, ad
 from perfmodel.cli.intervals import add_interval_argument, csv_row, footnote, level, with_interval
 from perfmodel.cli.validate import timeline_file
 from perfmodel.errors import UserError
-from perfmodel.report import LATENCIES
+from perfmodel.analysis.report import LATENCIES
 
 STATS = ("mean", "median", "p90", "p99")
 
@@ -34,13 +34,13 @@ def setup(args: argparse.Namespace):
     """Scenario, layout and requests from the flags."""
     from perfmodel.layout import Layout
     from perfmodel.scenario import Scenario
-    from perfmodel.simulate import build_request_stream
+    from perfmodel.analysis.simulate import build_request_stream
 
     options = scenario_options(args, entry_point="serve" if is_online(args) else "offline")
     scenario = Scenario.from_options(options)
     layout = Layout(tp=args.tensor_parallel_size, pp=args.pipeline_parallel_size, dp=args.data_parallel_size)
     if args.kv_offload and layout.pp < 2:
-        from perfmodel.offload import NEEDS_PP
+        from perfmodel.cost.offload import NEEDS_PP
         raise UserError(NEEDS_PP)
     scenario.check_gpus(layout.gpus, what=f"{layout} needs")
     if args.trace is None:
@@ -92,13 +92,13 @@ def workload_dict(args, num_requests: int) -> dict:
 
 def metrics_interval(args, scenario, layout, m):
     """The interval of a simulation's metrics (online when requests arrive over time)."""
-    from perfmodel.uncertainty import metrics_interval as interval
+    from perfmodel.uncertainty.intervals import metrics_interval as interval
 
     return interval(scenario, layout, m, online=is_online(args), level=level(args))
 
 
 def _throughput_rows(m, iv=None) -> list[dict]:
-    from perfmodel.uncertainty import plus_minus
+    from perfmodel.uncertainty.intervals import plus_minus
 
     return [
         {"name": "requests", "value": m.num_requests},
@@ -115,15 +115,15 @@ def _throughput_rows(m, iv=None) -> list[dict]:
 
 
 def _latency_rows(m, iv=None) -> list[dict]:
-    from perfmodel.uncertainty import plus_minus
+    from perfmodel.uncertainty.intervals import plus_minus
 
     return [{"name": label, **{s: plus_minus(getattr(m, f"{key}_s_{s}"), iv, f"{key}_s_{s}", 1e3) for s in STATS}}
             for key, label in ((k, k.upper()) for k in LATENCIES)]
 
 
 def run(args: argparse.Namespace) -> int:
-    from perfmodel.report import dumps_csv, dumps_json, table
-    from perfmodel.simulate import write_timeline
+    from perfmodel.analysis.report import dumps_csv, dumps_json, table
+    from perfmodel.analysis.simulate import write_timeline
 
     scenario, layout, requests = setup(args)
     result = scenario.simulate(layout, requests, max_concurrency=args.max_concurrency, router=args.router,
@@ -141,7 +141,7 @@ def run(args: argparse.Namespace) -> int:
                           "timeline_files": [str(p) for p in written]}))
         return 0
     if args.format == "csv":
-        from perfmodel.uncertainty import SIMULATE_FIGURES
+        from perfmodel.uncertainty.intervals import SIMULATE_FIGURES
 
         print(dumps_csv([csv_row({"tp": layout.tp, "pp": layout.pp, "dp": layout.dp, **m.to_dict()}, iv,
                                  SIMULATE_FIGURES)]), end="")

@@ -31,7 +31,7 @@ MAX_GPUS = 65_536  # GPUs one prediction or plan may count (layouts are enumerat
 MAX_TOKENS = 16_777_216  # any length in tokens: prompt, output, context, token budget (2**24)
 MAX_NUM_SEQS = 1_048_576  # sequences per engine step (2**20)
 MAX_SEED = 2**63 - 1  # numpy accepts any non-negative integer; vLLM's seed is a 64-bit int
-MAX_SPREAD = 2.0  # --input/--output-sigma; perfmodel.simulate.length_distribution bounds each kind further
+MAX_SPREAD = 2.0  # --input/--output-sigma; perfmodel.analysis.simulate.length_distribution bounds each kind further
 MAX_TEXT_BYTES = 256 * 2**20  # YAML/JSON/CSV/JSONL files read whole into memory
 MAX_NESTING = 64  # containers inside containers in a YAML or JSON file
 MAX_YAML_NODES = 1_000_000  # values of a YAML file once its aliases are expanded (a profile has ~5,000)
@@ -88,7 +88,7 @@ def word(text: str) -> str:
     return text
 
 
-# -- values written into SLURM job scripts (perfmodel.sbatch states the rules; here they become flag errors) ----
+# -- values written into SLURM job scripts (perfmodel.deploy.sbatch states the rules; here they become flag errors) ----
 def _script_value(check: Callable[[str], str | None], name: str) -> Callable[[str], str]:
     def parse(text: str) -> str:
         problem = check(text)
@@ -101,7 +101,7 @@ def _script_value(check: Callable[[str], str | None], name: str) -> Callable[[st
 
 def _lazy(fn_name: str) -> Callable[[str], str | None]:
     def check(text: str) -> str | None:
-        from perfmodel import sbatch
+        from perfmodel.deploy import sbatch
 
         return getattr(sbatch, fn_name)(text)
     return check
@@ -313,7 +313,7 @@ def check_text(data: bytes, fmt: str) -> str | None:
     """None when ``data`` is UTF-8 text whose ``fmt`` syntax parses, else one line saying where it is not.
 
     ``trace`` is JSONL or CSV by its first character; ``jsonl`` tolerates a torn last line (a writer killed
-    mid-line, which ``calibrate.store`` skips on read).
+    mid-line, which ``calibrate.records.store`` skips on read).
     """
     if NUL in data:
         return f"binary file (a NUL byte at offset {data.index(NUL)}), expected {fmt.upper()} text"

@@ -1,4 +1,4 @@
-"""Anchors (perfmodel/anchors.py) as the fit's priors: every coefficient has one, the penalty is the Gaussian
+"""Anchors (perfmodel/cost/anchors.py) as the fit's priors: every coefficient has one, the penalty is the Gaussian
 prior's quadratic under the fit's soft-L1 loss, findings flag what the fit pushes to a bound or far away, and the
 shipped profiles list each coefficient's anchor."""
 from pathlib import Path
@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import yaml
 
-from calibrate.fit import CoefficientFitter
-from calibrate.fit_online import ANCHOR_DATA_SD, anchor_penalty, soft_l1_cost
-from calibrate.observations import load_observations
-from perfmodel.anchors import KINDS, Anchor, default_anchors, findings, load_anchors
-from perfmodel.coefficients import Coefficients, load_profile
+from calibrate.fit.offline import CoefficientFitter
+from calibrate.fit.online import ANCHOR_DATA_SD, anchor_penalty, soft_l1_cost
+from calibrate.fit.observations import load_observations
+from perfmodel.cost.anchors import KINDS, Anchor, default_anchors, findings, load_anchors
+from perfmodel.cost.coefficients import Coefficients, load_profile
 from perfmodel.errors import UserError
 from tests.calibrate.test_fit import FITTED, TRUE, synthetic_records
 

@@ -1,10 +1,10 @@
-"""calibrate.coverage: intervals judged against measurements, including intervals committed before the runs."""
+"""calibrate.report.coverage: intervals judged against measurements, including intervals committed before the runs."""
 import json
 from pathlib import Path
 
 import pytest
 
-from calibrate.coverage import preregistered
+from calibrate.report.coverage import preregistered
 
 ROOT = Path(__file__).resolve().parents[2]
 PREREGISTERED = (ROOT / "data" / "h200-holdout2", ROOT / "data" / "h200-holdout3")  # scripts/intervals_report.py's
@@ -42,7 +42,7 @@ def test_every_run_of_the_committed_sets_is_judged(folder, count):
 def test_the_coefficient_reference_is_per_regime_with_enough_runs():
     import pandas as pd
 
-    from calibrate.uncertainty import coefficient_sd_reference
+    from calibrate.report.uncertainty import coefficient_sd_reference
 
     rows = pd.DataFrame([{"run_id": f"g{i}", "regime": "offline/graphs/1gpu", "coef_sd_wave": 0.03} for i in range(8)]
                         + [{"run_id": f"e{i}", "regime": "offline/eager/1gpu", "coef_sd_wave": 0.05} for i in range(3)])
@@ -55,8 +55,8 @@ def test_the_coefficient_reference_is_per_regime_with_enough_runs():
 def test_each_stored_residual_keeps_its_own_coefficient_term_in_order():
     import pandas as pd
 
-    from calibrate.coverage import _pool, _scale_pool
-    from calibrate.uncertainty import grouped, grouped_scales
+    from calibrate.report.coverage import _pool, _scale_pool
+    from calibrate.report.uncertainty import grouped, grouped_scales
 
     rows = [{"regime": "offline/graphs/1gpu", "metric": "tokens_per_second", "log_residual": 0.01 * i,
              "coef_sd_wave": 0.02 + 0.001 * i, "coef_sd_prefill": 0.5, "coef_sd_decode": 0.7} for i in range(4)]

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from calibrate.engine_spec import EngineSpec, spec_hash
-from calibrate.observations import observation_from_record
-from calibrate.record_fields import RecordError
-from calibrate.records import parse_record
-from calibrate.sweep import SweepError, load_sweep, parse_sweep
+from calibrate.records.engine_spec import EngineSpec, spec_hash
+from calibrate.fit.observations import observation_from_record
+from calibrate.records.record_fields import RecordError
+from calibrate.records.record import parse_record
+from calibrate.records.sweep import SweepError, load_sweep, parse_sweep
 from hardware import load_hardware
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from calibrate.fit import CoefficientFitter
-from calibrate.observations import load_observations
-from perfmodel.coefficients import Coefficients, load_profile
+from calibrate.fit.offline import CoefficientFitter
+from calibrate.fit.observations import load_observations
+from perfmodel.cost.coefficients import Coefficients, load_profile
 from perfmodel.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -73,7 +73,7 @@ RUNS = [("llama-3.1-8b", 256, 8192, 2048, 16, 256), ("llama-3.1-8b", 8, 2048, 12
 
 
 def _record(i, model, seqs, batched, input_len, output_len, n, *, elapsed_s=1.0, kv_tokens=None, kv_bytes=None):
-    """A results record as calibrate.worker writes one (schema in calibrate/README.md)."""
+    """A results record as calibrate.run.worker writes one (schema in calibrate/README.md)."""
     return {"schema_version": 1, "source": "perfmodel-calibrate", "run_id": f"synthetic{i:02d}", "status": "ok",
             "config": {"engine": {"mode": "offline", "model": model, "tensor_parallel_size": 1,
                                   "pipeline_parallel_size": 1, "dtype": "auto", "max_num_seqs": seqs,
@@ -123,7 +123,7 @@ def test_fit_recovers_the_coefficients_of_simulated_runs():
 
 
 def test_cross_validation_folds_in_processes_equal_one_at_a_time():
-    from calibrate.check import cross_validate
+    from calibrate.report.check import cross_validate
 
     cluster, observations = load_observations(synthetic_records(), "h200-sxm")
     serial = cross_validate(observations, cluster, TRUE, by="kfold", workers=1, step_names=tuple(FITTED))
@@ -134,7 +134,7 @@ def test_cross_validation_folds_in_processes_equal_one_at_a_time():
 
 def test_the_scan_of_the_bounds_finds_the_basin_the_start_misses():
     """A local fit from x0 = 0.1 slides to the bound 0 (residual 1); the global minimum is a narrow dip at 0.9."""
-    from calibrate.fit_online import minimise_with_scan
+    from calibrate.fit.online import minimise_with_scan
 
     def residuals(x):
         return np.array([1.0 + 0.5 * x[0] - 1.45 * math.exp(-(((x[0] - 0.9) / 0.05) ** 2))])
@@ -166,8 +166,8 @@ def test_a_coefficient_whose_prior_is_zero_keeps_the_others_standard_errors():
 
 
 def test_the_fused_moe_coefficient_is_fitted_only_with_moe_runs():
-    from calibrate.fit import informed_step_coefficients
-    from calibrate.store import load_records
+    from calibrate.fit.offline import informed_step_coefficients
+    from calibrate.records.store import load_records
 
     records = [r for r in load_records(ROOT / "data" / "h200-holdout" / "results.jsonl") if r.get("status") == "ok"]
     _, observations = load_observations(records, "h200-sxm")

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from calibrate.importers import ImportFormatError, import_file
-from calibrate.record_hardware import check_record_hardware, gpu_family, hardware_mismatch
+from calibrate.records.importers import ImportFormatError, import_file
+from calibrate.records.record_hardware import check_record_hardware, gpu_family, hardware_mismatch
 from hardware import load_hardware
 from perfmodel.cli import main
 from perfmodel.errors import UserError

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from calibrate.importers import ImportFormatError, import_file
-from calibrate.store import append_record, load_records, load_results
+from calibrate.records.importers import ImportFormatError, import_file
+from calibrate.records.store import append_record, load_records, load_results
 
 ROOT = Path(__file__).resolve().parents[2]
 FIX = ROOT / "tests" / "fixtures" / "vllm_results"

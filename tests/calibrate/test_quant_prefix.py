@@ -5,11 +5,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from calibrate.modeldir import CHECKPOINT_QUANT_CONFIGS, materialize, with_checkpoint_quantization
-from calibrate.runner import run_sweep
-from calibrate.store import load_records
-from calibrate.sweep import SweepError, load_sweep, parse_sweep
-from calibrate.worker_offline import make_prompts
+from calibrate.run.modeldir import CHECKPOINT_QUANT_CONFIGS, materialize, with_checkpoint_quantization
+from calibrate.run.runner import run_sweep
+from calibrate.records.store import load_records
+from calibrate.records.sweep import SweepError, load_sweep, parse_sweep
+from calibrate.run.worker_offline import make_prompts
 
 ROOT = Path(__file__).resolve().parents[2]
 CFG = {"architectures": ["LlamaForCausalLM"], "hidden_size": 64, "vocab_size": 1000, "torch_dtype": "bfloat16"}

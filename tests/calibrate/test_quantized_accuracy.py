@@ -3,7 +3,7 @@ import importlib.util
 import json
 from pathlib import Path
 
-from perfmodel.coefficients import load_profile
+from perfmodel.cost.coefficients import load_profile
 
 ROOT = Path(__file__).resolve().parents[2]
 SWEEP2 = ROOT / "data" / "h200-sweep2"

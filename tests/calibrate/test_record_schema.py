@@ -1,5 +1,5 @@
 """``calibrate import`` refuses bad numbers and engine facts per record (file and line in the one-line error), and
-``calibrate fit|check`` refuse the same records through the same schema (calibrate.record_schema)."""
+``calibrate fit|check`` refuse the same records through the same schema (calibrate.records.record_schema)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from calibrate.record_schema import record_problem
+from calibrate.records.record_schema import record_problem
 from perfmodel.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -116,7 +116,7 @@ def test_fit_and_check_refuse_what_import_refuses(tmp_path, command, change):
 
 
 def test_every_shipped_results_file_passes_the_schema():
-    from calibrate.store import load_records
+    from calibrate.records.store import load_records
 
     files = [p for p in ROOT.glob("data/**/*.jsonl")  # results files: records with a schema_version
              if any("schema_version" in r and "run_id" in r for r in load_records(p)[:1])]

@@ -1,4 +1,4 @@
-"""calibrate.records against every real results file and vLLM benchmark fixture of the repository."""
+"""calibrate.records.record against every real results file and vLLM benchmark fixture of the repository."""
 import dataclasses
 import json
 import math
@@ -7,13 +7,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from calibrate.engine_spec import _SWEEP_DEFAULTS, EngineSpec
-from calibrate.importers import _import_file, import_file
-from calibrate.record_fields import record_keys
-from calibrate.records import (EngineInfo, Measurements, ModelRef, Provenance, RecordError, RequestLog,
+from calibrate.records.engine_spec import _SWEEP_DEFAULTS, EngineSpec
+from calibrate.records.importers import _import_file, import_file
+from calibrate.records.record_fields import record_keys
+from calibrate.records.record import (EngineInfo, Measurements, ModelRef, Provenance, RecordError, RequestLog,
                                WorkloadSpec, parse_record)
-from calibrate.sweep import LengthDist
-from calibrate.worker_record import make_record
+from calibrate.records.sweep import LengthDist
+from calibrate.run.worker_record import make_record
 
 ROOT = Path(__file__).resolve().parents[2]
 FIX = ROOT / "tests" / "fixtures" / "vllm_results"

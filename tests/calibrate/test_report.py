@@ -2,7 +2,7 @@
 have tokens/s: its per-fold, weakest-run and per-run tables are not empty."""
 import pandas as pd
 
-from calibrate.report import headline_metric, markdown_report, parity_plot
+from calibrate.report.accuracy import headline_metric, markdown_report, parity_plot
 
 
 def _frame(fold: str, rows) -> pd.DataFrame:

@@ -7,8 +7,8 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
-from calibrate.slurm import SlurmError, write_slurm_jobs
-from calibrate.sweep import load_sweep
+from calibrate.run.slurm import SlurmError, write_slurm_jobs
+from calibrate.records.sweep import load_sweep
 from tests.sbatch_recipe import assert_multi_node_recipe, directive
 
 try:
@@ -58,7 +58,7 @@ def test_two_node_tp8_pp2_job_for_taiwania2(tmp_path):
 
 
 def test_engine_id_in_job_matches_the_runner_with_ray(tmp_path):
-    from calibrate.runner import select_runs, with_backend
+    from calibrate.run.runner import select_runs, with_backend
 
     path = sweep_file(tmp_path, {"tp": [8], "pp": [2]})
     scripts = write_slurm_jobs(load_sweep(path), TAIWANIA2, "A", "P", tmp_path / "jobs")

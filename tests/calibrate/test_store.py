@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from calibrate.runner import run_sweep
-from calibrate.store import append_record, completed_run_ids, load_records, load_results
-from calibrate.sweep import load_sweep
+from calibrate.run.runner import run_sweep
+from calibrate.records.store import append_record, completed_run_ids, load_records, load_results
+from calibrate.records.sweep import load_sweep
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ROOT / "tests" / "fixtures" / "models" / "tiny-llama"
@@ -99,7 +99,7 @@ def test_runner_with_fake_engine_records_everything(tmp_path, fake_env, capsys):
     assert rec["engine_info"]["kv_cache_tokens"] == 256 * 16
     assert rec["provenance"]["engine_args"]["load_format"] == "dummy"
     assert rec["provenance"]["vllm_version"] == "0.0.0+fake"  # the fake package, not an installed vLLM
-    assert "calibrate.worker" in rec["provenance"]["command"]
+    assert "calibrate.run.worker" in rec["provenance"]["command"]
     assert (results.parent / "results.jsonl.logs" / f"{rec['engine_id']}.log").exists()
     err = capsys.readouterr().err
     assert "[6/6]" in err

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from calibrate.sweep import LengthDist, SweepError, load_sweep, parse_sweep
+from calibrate.records.sweep import LengthDist, SweepError, load_sweep, parse_sweep
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -107,7 +107,7 @@ def test_sweep_lengths_draw_through_the_one_distribution_type():
     run ids of recorded data depend on them staying put) come from simulator.workload.LengthDistribution."""
     import numpy as np
 
-    from calibrate.sweep import LengthDist
+    from calibrate.records.sweep import LengthDist
     from simulator.workload import LengthDistribution
 
     lognormal = LengthDist(dist="lognormal", mean=256, sigma=0.8, min=1, max=4000).distribution()

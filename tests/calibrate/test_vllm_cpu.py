@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from calibrate.runner import run_sweep
-from calibrate.store import load_records, load_results
-from calibrate.sweep import load_sweep
+from calibrate.run.runner import run_sweep
+from calibrate.records.store import load_records, load_results
+from calibrate.records.sweep import load_sweep
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ROOT / "tests" / "fixtures" / "models" / "tiny-llama"

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from perfmodel.simulate import save_trace
+from perfmodel.analysis.simulate import save_trace
 from simulator import (EngineConfig, LengthDistribution, LinearStepCost, arrival_times, load_trace, make_requests,
                        simulate)
 from simulator.metrics import weighted_percentile

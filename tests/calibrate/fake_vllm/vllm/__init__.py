@@ -1,7 +1,7 @@
-"""Fake vLLM for the worker subprocess in tests (see ../README.md): the subset calibrate.worker_offline uses.
+"""Fake vLLM for the worker subprocess in tests (see ../README.md): the subset calibrate.run.worker_offline uses.
 
-It logs the two KV-cache lines a real engine logs (calibrate.provenance.parse_engine_log reads them) and exposes
-the config objects calibrate.worker_offline.engine_facts reads.
+It logs the two KV-cache lines a real engine logs (calibrate.run.provenance.parse_engine_log reads them) and exposes
+the config objects calibrate.run.worker_offline.engine_facts reads.
 """
 import os
 import sys

@@ -1,0 +1,1 @@
+"""The price of a step: its cost (step) from the kernels, collectives (comm), memory plan and fitted coefficients."""

