@@ -13,6 +13,10 @@ the same order, so the results are the same (tested): a request is in the queue 
 stops after the step that ends at or after the next arrival. Long runs (more than `LONG_RUN_STEPS` steps
 expected before the next arrival) are costed with one array call; short ones one step at a time inline, each
 step's seconds looked up in a cache of the StepCost's answers (`MemoStepCost`).
+
+Served runs too (docs/online-model.md): with async scheduling an arrival waits, as in `Replica._admit_pending`,
+until the step scheduled after the latest step's start (it then lasts one more step, which runs alone); a
+request's first and last token are delayed by `token_delivery_s` per token of their step (`Replica._delivered`).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import numpy as np
 
 from simulator.batch import BatchStats, StepCost
 from simulator.config import EngineConfig
+from simulator.engine import _SAME_INSTANT_S, Replica
 from simulator.itl import ItlRecorder
 from simulator.request import RequestTable
 from simulator.running_set import RunningSet
@@ -82,7 +87,7 @@ class DirectReplica:
 
     def __init__(self, index: int, config: EngineConfig, cost: MemoStepCost, table: RequestTable,
                  itl: ItlRecorder, recorder: StepRecorder, on_finish: Callable[[int], None], *,
-                 max_macro_steps: int) -> None:
+                 max_macro_steps: int, token_delivery_s: float = 0.0) -> None:
         scheduler, strategy = make_scheduler(config, table, itl, 1)
         if strategy != "serial" or not isinstance(scheduler, RunningSet):
             raise ValueError(f"the open-loop driver runs the 'serial' strategy, not {strategy!r}")
@@ -95,6 +100,12 @@ class DirectReplica:
         self.max_macro_steps = max_macro_steps
         self.clock = 0.0
         self.last_stage_s = 0.0
+        self.table = table
+        self.token_delivery_s = token_delivery_s  # `_delivered`, as the SimPy Replica's
+        # Async scheduling: arrivals wait here, (arrival time, slot), as in `Replica._admit_pending`;
+        # last_start_s is when the latest step began
+        self._pending: list[tuple[float, int]] | None = [] if config.async_scheduling else None
+        self.last_start_s = float("-inf")
         # V0 keeps one block free after every decode step (`_run_free_blocks`), V1 none
         self._block_margin = scheduler.pool.num_free_blocks - scheduler._run_free_blocks()
         # the common V1 step inlined (`_mixed_step`): not with the options that make admission differ
@@ -106,23 +117,46 @@ class DirectReplica:
         sched = self.scheduler
         if at_s > self.clock and not sched.has_schedulable_work():
             self.clock = at_s
-        sched.waiting.append(slot)  # WaitingQueue.add_request
+        if self._pending is not None:
+            self._pending.append((at_s, slot))
+        else:
+            sched.waiting.append(slot)  # WaitingQueue.add_request
+
+    _delivered = Replica._delivered
+
+    def _admit_pending(self) -> None:
+        """`Replica._admit_pending` at the step scheduled at `clock` (every arrival by then submitted): the
+        arrivals by the latest step's start join, or all when nothing else is schedulable."""
+        sched = self.scheduler
+        cutoff = self.last_start_s + _SAME_INSTANT_S if sched.has_schedulable_work() else math.inf
+        pending, keep = self._pending, []
+        for arrived_s, slot in pending:
+            if arrived_s <= cutoff:
+                sched.waiting.append(slot)
+            else:
+                keep.append((arrived_s, slot))
+        self._pending = keep
 
     def advance(self, until_s: float) -> None:
         """Run every step scheduled before `until_s` (the next arrival; inf: until the work is done)."""
         sched, rec = self.scheduler, self.recorder
         fast_mixed = self._fast_mixed
         while self.clock < until_s:
+            limit = until_s
+            if self._pending:
+                self._admit_pending()
+                if self._pending:  # they join the step after this one: run this one alone
+                    limit = math.nextafter(self.clock, math.inf)
             if sched.waiting:
                 if fast_mixed and self._mixed_step():
                     continue
-                if self._decode_steps(until_s, sched._decoding_cohort()):
+                if self._decode_steps(limit, sched._decoding_cohort()):
                     continue
             elif not sched.prefilling and len(sched.ready) == 1:  # what _decoding_cohort asks, in short
                 cohort = sched.ready[0]
                 if not cohort.base:
                     return  # no work: nothing waiting, prefilling or decoding
-                if self._decode_steps(until_s, cohort):
+                if self._decode_steps(limit, cohort):
                     continue
             if not sched.has_schedulable_work():
                 return
@@ -137,6 +171,8 @@ class DirectReplica:
             rec.add_step(self.index, self.clock, end, stage_s, out.batch, sched.num_running, sched.num_waiting,
                          sched.pool.num_used_blocks)
             finished = sched.complete(out, end)
+            self._delivered(end, out.batch.num_sampled_tokens, out.prefill_ids, finished)
+            self.last_start_s = self.clock
             self.clock = end
             self.last_stage_s = stage_s
             for req in finished:
@@ -241,6 +277,8 @@ class DirectReplica:
                 merged.add(i, computed)
         if not n:
             sched.ready = [merged]  # (with n > 0 it already is [cohort])
+        self._delivered(end, num_seqs, admitted, finished)
+        self.last_start_s = clock
         self.clock = end
         self.last_stage_s = stage_s
         for req in finished:
@@ -275,6 +313,12 @@ class DirectReplica:
         end_s = end_s[:m]
         num_waiting = sched.num_waiting
         done, kv_sum, kv_max, _ = sched.commit_decode_run(end_s)
+        if self.token_delivery_s > 0:  # as the SimPy `_decode_run`: each in the step it finished in
+            finish_s = sched.table.finish_s
+            for req in done:
+                i = int(np.searchsorted(end_s, finish_s[req]))
+                self._delivered(float(end_s[i]), float(run.num_seqs[i]), last_ids=(req,))
+        self.last_start_s = float(end_s[-2]) if m > 1 else self.clock
         self.recorder.add_steps(self.index, self.clock, end_s, stage_s, None, None, num_waiting,
                                 sum_num_seqs=int(np.sum(run.num_seqs[:m])), kv_used_blocks_sum=kv_sum,
                                 kv_used_blocks_max=kv_max, kv_used_blocks=lambda: None)
@@ -308,6 +352,8 @@ class DirectReplica:
         kv_max = rec.kv_used_blocks_max
         stage_s = self.last_stage_s
         memo_get, add_gap, add_count = memo.get, gap_s.append, gap_count.append
+        delivery_s = self.token_delivery_s
+        start = clock
         while clock < until_s:
             need = residues[-counter % bs]
             if need > avail:
@@ -318,6 +364,7 @@ class DirectReplica:
             if stage_s is None:
                 stage_s = decode_step(n, ctx)
             end = clock + stage_s
+            start = clock
             used = cap - avail
             kv_sum += used
             if used > kv_max:
@@ -338,7 +385,7 @@ class DirectReplica:
                     del base[req]
                     cohort.sum_base -= b
                     residues[b % bs] -= 1
-                    finish_s[req] = end
+                    finish_s[req] = end + delivery_s * n if delivery_s > 0 else end  # Replica._delivered
                     avail += -(-finish_kv[req] // bs) - shared_blocks[req]
                     sched.num_running -= 1
                     pool.num_free_blocks = avail + margin  # for _may_prefill (V0 asks the pool)
@@ -361,6 +408,7 @@ class DirectReplica:
         pool.num_free_blocks = avail + margin
         cohort.counter = counter
         cohort.last_emit_s = last
+        self.last_start_s = start
         self.clock = clock
         self.last_stage_s = stage_s
         rec.num_steps += num_steps
@@ -372,13 +420,14 @@ class DirectReplica:
 
 def run_open_loop(stream, engine: EngineConfig, step_cost: StepCost, table: RequestTable, itl: ItlRecorder,
                   recorder: StepRecorder, collector, router, *, num_replicas: int, request_latency_s: float,
-                  max_macro_steps: int, check_chunk: Callable) -> list[DirectReplica]:
+                  max_macro_steps: int, check_chunk: Callable, token_delivery_s: float = 0.0) -> list[DirectReplica]:
     """Send every request of `stream` (a `simulator.stream.RequestStream`) to its replica in order and run the
     replicas to the end; return them. `router` picks a replica per request as `simulator.cluster.Router`;
     `check_chunk` validates each chunk before its requests are simulated."""
     cost = MemoStepCost(step_cost)
     replicas = [DirectReplica(r, engine, cost, table, itl, recorder, collector.on_finish,
-                              max_macro_steps=max_macro_steps) for r in range(num_replicas)]
+                              max_macro_steps=max_macro_steps, token_delivery_s=token_delivery_s)
+                for r in range(num_replicas)]
     latency = float(request_latency_s)
     outstanding = [0] * num_replicas  # the routers that may run here do not look at it
     round_robin, next_replica = router.name == "round_robin", 0  # Router.pick's round robin, inlined

@@ -106,12 +106,10 @@ def simulate(requests: Sequence[Request] | RequestStream, engine: EngineConfig, 
         raise ValueError("max_macro_steps must be >= 1")
     if not 0.0 <= token_delivery_s < float("inf"):
         raise ValueError(f"token_delivery_s must be finite and >= 0, got {token_delivery_s}")
-    # the open-loop driver has neither async scheduling's admission lag nor the delivery delay: the SimPy path
-    served = engine.async_scheduling or token_delivery_s > 0
-    if not served and _uses_open_loop(engine, step_cost, router, max_concurrency, record_timeline, macro_steps):
+    if _uses_open_loop(engine, step_cost, router, max_concurrency, record_timeline, macro_steps):
         stream = requests if isinstance(requests, RequestStream) else RequestStream.from_requests(requests)
         return _simulate_open_loop(stream, engine, step_cost, num_replicas, router, seed, max_macro_steps,
-                                   request_latency_s, keep_requests)
+                                   request_latency_s, keep_requests, token_delivery_s)
     if isinstance(requests, RequestStream):
         requests = requests.to_requests()
     table = RequestTable(requests)
@@ -150,7 +148,7 @@ def simulate(requests: Sequence[Request] | RequestStream, engine: EngineConfig, 
 
 def _simulate_open_loop(stream: RequestStream, engine: EngineConfig, step_cost: StepCost, num_replicas: int,
                         router: str, seed: int, max_macro_steps: int, request_latency_s: float,
-                        keep_requests: bool) -> SimResult:
+                        keep_requests: bool, token_delivery_s: float) -> SimResult:
     _check_common(len(stream), num_replicas)
     if not 0.0 <= request_latency_s < float("inf"):
         raise ValueError(f"request_latency_s must be finite and >= 0, got {request_latency_s}")
@@ -176,7 +174,7 @@ def _simulate_open_loop(stream: RequestStream, engine: EngineConfig, step_cost: 
     replicas = run_open_loop(stream, engine, step_cost, table, itl, recorder, collector,
                              Router(router, num_replicas, np.random.default_rng(seed)), num_replicas=num_replicas,
                              request_latency_s=request_latency_s, max_macro_steps=max_macro_steps,
-                             check_chunk=check_chunk)
+                             check_chunk=check_chunk, token_delivery_s=token_delivery_s)
     if collector.num_finished != len(stream):
         raise RuntimeError(f"simulation stalled: {collector.num_finished} of {len(stream)} requests finished")
     metrics = collector.metrics(

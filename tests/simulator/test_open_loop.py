@@ -63,6 +63,55 @@ def test_open_loop_equals_simpy(case):
         assert fast.metrics.num_preemptions > 0
 
 
+def _assert_same(fast, slow) -> None:
+    assert fast.metrics == slow.metrics
+    for field in dataclasses.fields(fast.requests):
+        np.testing.assert_array_equal(getattr(fast.requests, field.name), getattr(slow.requests, field.name))
+    order_f, order_s = np.lexsort((fast.itl_count, fast.itl_gap_s)), np.lexsort((slow.itl_count, slow.itl_gap_s))
+    np.testing.assert_array_equal(fast.itl_gap_s[order_f], slow.itl_gap_s[order_s])
+
+
+_SERVED = EngineConfig(max_num_seqs=32, max_num_batched_tokens=512, num_kv_blocks=2000, async_scheduling=True)
+SERVED_CASES = {  # async scheduling's admission lag and the token delivery delay (docs/online-model.md)
+    "async_low_rate": (_requests(300, 5.0, 7), _SERVED, {}),
+    "async_poisson": (_requests(500, 20.0, 8), _SERVED, {}),
+    "async_saturated": (_requests(400, 200.0, 9), _SERVED, {}),
+    "async_offline": (_requests(200, float("inf"), 10), _SERVED, {}),
+    "delivery_only": (_requests(400, 25.0, 11), dataclasses.replace(_SERVED, async_scheduling=False),
+                      dict(token_delivery_s=2e-4)),
+    "served_poisson": (_requests(500, 20.0, 12), _SERVED, dict(token_delivery_s=2e-4)),
+    "served_saturated": (_requests(400, 200.0, 13), _SERVED, dict(token_delivery_s=1e-4)),
+    "served_kv_pressure": (_requests(300, 40.0, 14), dataclasses.replace(_SERVED, max_num_batched_tokens=2048,
+                                                                         max_num_seqs=64, num_kv_blocks=300),
+                           dict(token_delivery_s=1e-4)),
+    "served_rr2_latency": (_requests(400, 30.0, 15), _SERVED,
+                           dict(num_replicas=2, request_latency_s=0.05, token_delivery_s=2e-4)),
+    "served_random_dp3": (_requests(400, 60.0, 16), dataclasses.replace(_SERVED, max_num_seqs=16),
+                          dict(num_replicas=3, router="random", seed=5, token_delivery_s=2e-4)),
+    "delivery_v0": (_requests(300, 25.0, 17), dataclasses.replace(_SERVED, scheduler="v0", num_kv_blocks=800, async_scheduling=False,
+                                                                max_num_batched_tokens=2048,
+                                                                enable_chunked_prefill=False),
+                  dict(token_delivery_s=2e-4)),
+    "served_long_runs": (_requests(60, 0.5, 18, output=(500, 2000)), _SERVED, dict(token_delivery_s=2e-4)),
+    "served_integer_ties": ([Request(i, float(i // 2), 16 + i % 7, 3 + i % 5) for i in range(60)],
+                            EngineConfig(max_num_seqs=4, max_num_batched_tokens=64, num_kv_blocks=64,
+                                         async_scheduling=True), dict(token_delivery_s=0.25)),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SERVED_CASES))
+def test_served_open_loop_equals_simpy(case):
+    reqs, cfg, kwargs = SERVED_CASES[case]
+    cost = LinearStepCost(fixed_s=1.0, per_prefill_token_s=0.0, per_decode_context_token_s=0.0,
+                          per_decode_token_s=0.0) if case == "served_integer_ties" else COST
+    assert _uses_open_loop(cfg, cost, kwargs.get("router", "round_robin"), None, False, True)
+    fast = simulate(reqs, cfg, cost, **kwargs)
+    slow = simulate(reqs, cfg, cost, macro_steps=False, **kwargs)  # SimPy, one step at a time
+    _assert_same(fast, slow)
+    if case == "served_kv_pressure":
+        assert fast.metrics.num_preemptions > 0
+
+
 def test_a_stream_gives_what_its_list_gives_and_keeps_no_requests_when_asked():
     reqs, cfg, _ = CASES["poisson"]
     listed = simulate(reqs, cfg, COST)
