@@ -106,6 +106,9 @@ class DirectReplica:
         # last_start_s is when the latest step began
         self._pending: list[tuple[float, int]] | None = [] if config.async_scheduling else None
         self.last_start_s = float("-inf")
+        # An arrival at `until_s` is seen by the step scheduled at `clock` only if until_s <= clock and, with async
+        # scheduling, the latest step began no earlier than until_s less this (inf: off; see `_sees`)
+        self._lag_s = _SAME_INSTANT_S if config.async_scheduling else math.inf
         # V0 keeps one block free after every decode step (`_run_free_blocks`), V1 none
         self._block_margin = scheduler.pool.num_free_blocks - scheduler._run_free_blocks()
         # the common V1 step inlined (`_mixed_step`): not with the options that make admission differ
@@ -137,16 +140,24 @@ class DirectReplica:
                 keep.append((arrived_s, slot))
         self._pending = keep
 
+    def _sees(self, until_s: float) -> bool:
+        """Whether the step scheduled now would see an arrival at `until_s` (`_admit_pending`'s rule): it has
+        arrived, and (async scheduling) it arrived by the latest step's start or nothing else is schedulable."""
+        if self.clock < until_s:
+            return False
+        return not (self.last_start_s + self._lag_s < until_s and self.scheduler.has_schedulable_work())
+
     def advance(self, until_s: float) -> None:
-        """Run every step scheduled before `until_s` (the next arrival; inf: until the work is done)."""
+        """Run every step scheduled before the next arrival, at `until_s`, is seen (`_sees`; inf: until the work is
+        done)."""
         sched, rec = self.scheduler, self.recorder
         fast_mixed = self._fast_mixed
-        while self.clock < until_s:
+        while not self._sees(until_s):
             limit = until_s
             if self._pending:
                 self._admit_pending()
-                if self._pending:  # they join the step after this one: run this one alone
-                    limit = math.nextafter(self.clock, math.inf)
+                if self._pending:  # not seen yet (the driver's arrivals are): a step at a time
+                    limit = -math.inf
             if sched.waiting:
                 if fast_mixed and self._mixed_step():
                     continue
@@ -310,6 +321,8 @@ class DirectReplica:
         m = run.num_steps
         if until_s < end_s[-1]:
             m = int(np.searchsorted(end_s, until_s, side="left")) + 1
+            if m < run.num_steps and (float(end_s[m - 2]) if m > 1 else self.clock) + self._lag_s < until_s:
+                m += 1  # async scheduling: the step after the arrival's does not see it either (`_sees`)
         end_s = end_s[:m]
         num_waiting = sched.num_waiting
         done, kv_sum, kv_max, _ = sched.commit_decode_run(end_s)
@@ -352,9 +365,9 @@ class DirectReplica:
         kv_max = rec.kv_used_blocks_max
         stage_s = self.last_stage_s
         memo_get, add_gap, add_count = memo.get, gap_s.append, gap_count.append
-        delivery_s = self.token_delivery_s
-        start = clock
-        while clock < until_s:
+        delivery_s, lag_s = self.token_delivery_s, self._lag_s
+        start = self.last_start_s
+        while clock < until_s or start + lag_s < until_s:  # `_sees`, where there is work
             need = residues[-counter % bs]
             if need > avail:
                 break
