@@ -130,9 +130,15 @@ class DirectReplica:
     def _admit_pending(self) -> None:
         """`Replica._admit_pending` at the step scheduled at `clock` (every arrival by then submitted): the
         arrivals by the latest step's start join, or all when nothing else is schedulable."""
-        sched = self.scheduler
-        cutoff = self.last_start_s + _SAME_INSTANT_S if sched.has_schedulable_work() else math.inf
-        pending, keep = self._pending, []
+        sched, pending = self.scheduler, self._pending
+        cutoff = self.last_start_s + _SAME_INSTANT_S
+        if pending[-1][0] <= cutoff:  # all of them (they came in order), whichever the cutoff: the usual case
+            sched.waiting.extend(slot for _, slot in pending)
+            pending.clear()
+            return
+        if not sched.has_schedulable_work():
+            cutoff = math.inf
+        keep = []
         for arrived_s, slot in pending:
             if arrived_s <= cutoff:
                 sched.waiting.append(slot)
@@ -152,7 +158,7 @@ class DirectReplica:
         done)."""
         sched, rec = self.scheduler, self.recorder
         fast_mixed = self._fast_mixed
-        while not self._sees(until_s):
+        while self.clock < until_s or not self._sees(until_s):  # (the first test is _sees's, inlined)
             limit = until_s
             if self._pending:
                 self._admit_pending()

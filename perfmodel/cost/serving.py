@@ -37,6 +37,9 @@ class GraphlessFloorStepCost:
 
     def __call__(self, batch: Any) -> Any:
         seconds = self.cost(batch)
+        if type(batch.num_seqs) is int:  # one step (the simulator asks millions): no arrays
+            tokens = batch.num_prefill_tokens + batch.num_decode_tokens
+            return max(seconds, self.floor_s) if tokens > self.max_graph_tokens else seconds
         tokens = np.asarray(batch.num_prefill_tokens) + np.asarray(batch.num_decode_tokens)
         if np.ndim(seconds) == 0:
             return max(seconds, self.floor_s) if tokens > self.max_graph_tokens else seconds
