@@ -131,13 +131,7 @@ class DirectReplica:
         """`Replica._admit_pending` at the step scheduled at `clock` (every arrival by then submitted): the
         arrivals by the latest step's start join, or all when nothing else is schedulable."""
         sched, pending = self.scheduler, self._pending
-        cutoff = self.last_start_s + _SAME_INSTANT_S
-        if pending[-1][0] <= cutoff:  # all of them (they came in order), whichever the cutoff: the usual case
-            sched.waiting.extend(slot for _, slot in pending)
-            pending.clear()
-            return
-        if not sched.has_schedulable_work():
-            cutoff = math.inf
+        cutoff = self.last_start_s + _SAME_INSTANT_S if sched.has_schedulable_work() else math.inf
         keep = []
         for arrived_s, slot in pending:
             if arrived_s <= cutoff:
@@ -160,10 +154,15 @@ class DirectReplica:
         fast_mixed = self._fast_mixed
         while self.clock < until_s or not self._sees(until_s):  # (the first test is _sees's, inlined)
             limit = until_s
-            if self._pending:
-                self._admit_pending()
-                if self._pending:  # not seen yet (the driver's arrivals are): a step at a time
-                    limit = -math.inf
+            pending = self._pending
+            if pending:
+                if pending[-1][0] <= self.last_start_s + _SAME_INSTANT_S:  # all seen (they came in order):
+                    sched.waiting.extend([slot for _, slot in pending])  # `_admit_pending`'s usual case
+                    pending.clear()
+                else:
+                    self._admit_pending()
+                    if self._pending:  # not seen yet (the driver's arrivals are): a step at a time
+                        limit = -math.inf
             if sched.waiting:
                 if fast_mixed and self._mixed_step():
                     continue
@@ -281,11 +280,13 @@ class DirectReplica:
             merged = sched._new_cohort(end)
         merged.last_emit_s = end
         first_token_s, finish_kv = t.first_token_s, t.finish_kv_tokens
+        delivery_s = self.token_delivery_s  # `Replica._delivered`, inlined: first and last tokens reach clients
+        first_s = end + delivery_s * num_seqs if delivery_s > 0 else end  # this much later
         for i in admitted:
             computed = target[i]
             t.num_computed_tokens[i] = computed
             if first_token_s[i] != first_token_s[i]:  # NaN: the first token
-                first_token_s[i] = end
+                first_token_s[i] = first_s
             else:                                     # first token after a recompute
                 itl.add(end - t.last_emit_s[i], 1)
             if computed == finish_kv[i]:
@@ -294,7 +295,10 @@ class DirectReplica:
                 merged.add(i, computed)
         if not n:
             sched.ready = [merged]  # (with n > 0 it already is [cohort])
-        self._delivered(end, num_seqs, admitted, finished)
+        if delivery_s > 0:
+            finish_s, delay_s = t.finish_s, delivery_s * num_seqs
+            for req in finished:
+                finish_s[req] += delay_s
         self.last_start_s = clock
         self.clock = end
         self.last_stage_s = stage_s
