@@ -161,8 +161,8 @@ class DirectReplica:
                     pending.clear()
                 else:
                     self._admit_pending()
-                    if self._pending:  # not seen yet (the driver's arrivals are): a step at a time
-                        limit = -math.inf
+                    if self._pending:  # not seen yet (the driver submits only seen ones): one step, then again
+                        limit = self.clock
             if sched.waiting:
                 if fast_mixed and self._mixed_step():
                     continue
