@@ -29,14 +29,19 @@ def usable(record: dict) -> bool:
 
 
 def main(out: str, *sources: str) -> int:
-    """Each kept record's own line, byte for byte; the last line of a run id decides (as ``latest_only``)."""
+    return copy_runs(usable, out, *sources)
+
+
+def copy_runs(keep, out: str, *sources: str) -> int:
+    """Each record that ``keep`` accepts, its own line byte for byte; the last line of a run id decides (as
+    ``latest_only``). scripts/select_quantized_runs.py copies with its own rule."""
     lines: dict[str, str] = {}
     for path in sources:
         for line in Path(path).read_text().splitlines():
             record = json.loads(line)
             lines.pop(record["run_id"], None)
             lines[record["run_id"]] = line
-    kept = {run_id: line for run_id, line in lines.items() if usable(json.loads(line))}
+    kept = {run_id: line for run_id, line in lines.items() if keep(json.loads(line))}
     write_text_atomic(out, "".join(line + "\n" for line in kept.values()))
     print(f"{len(kept)} runs -> {out}: " + ", ".join(kept))
     return 0

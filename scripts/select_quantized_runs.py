@@ -14,13 +14,12 @@ data/h200-sweep2/PROVENANCE.md, "GPTQ was NOT applied"). The newest record of ea
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from perfmodel.atomic import write_text_atomic  # noqa: E402
+from scripts.select_bf16_runs import copy_runs  # noqa: E402
 
 
 def quantization_applied(record: dict) -> bool:
@@ -39,17 +38,7 @@ def usable(record: dict) -> bool:
 
 
 def main(out: str, *sources: str) -> int:
-    """Each kept record's own line, byte for byte; the last line of a run id decides (as ``latest_only``)."""
-    lines: dict[str, str] = {}
-    for path in sources:
-        for line in Path(path).read_text().splitlines():
-            record = json.loads(line)
-            lines.pop(record["run_id"], None)
-            lines[record["run_id"]] = line
-    kept = {run_id: line for run_id, line in lines.items() if usable(json.loads(line))}
-    write_text_atomic(out, "".join(line + "\n" for line in kept.values()))
-    print(f"{len(kept)} runs -> {out}: " + ", ".join(kept))
-    return 0
+    return copy_runs(usable, out, *sources)
 
 
 if __name__ == "__main__":
