@@ -11,7 +11,8 @@ ROOT = Path(__file__).resolve().parent.parent
 OURS = ("perfmodel", "simulator", "calibrate", "hardware")
 
 
-def _imports(path: Path) -> set[str]:
+def _imports(path: Path, *, members: bool = False) -> set[str]:
+    """The absolute imports of ``path`` anywhere in it; ``members``: ``from a import b`` also as ``a.b``."""
     tree = ast.parse(path.read_text())
     names = set()
     for node in ast.walk(tree):
@@ -19,6 +20,8 @@ def _imports(path: Path) -> set[str]:
             names |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             names.add(node.module)
+            if members:
+                names |= {f"{node.module}.{alias.name}" for alias in node.names}
     return names
 
 
@@ -80,15 +83,7 @@ MODULES = {_module_name(p): p for package in OURS for p in _modules(package)}
 def _our_imports(path: Path) -> set[str]:
     """The modules of ours that ``path`` imports anywhere (function-level imports too: a lazy import still
     couples the two files), ``from package import module`` resolved to the module."""
-    tree = ast.parse(path.read_text())
-    found = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            found |= {alias.name for alias in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            found.add(node.module)
-            found |= {f"{node.module}.{alias.name}" for alias in node.names}
-    return {name for name in found if name in MODULES} - {_module_name(path)}
+    return {name for name in _imports(path, members=True) if name in MODULES} - {_module_name(path)}
 
 
 GRAPH = {name: _our_imports(path) for name, path in MODULES.items()}
