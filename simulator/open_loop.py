@@ -114,6 +114,13 @@ class DirectReplica:
         # the common V1 step inlined (`_mixed_step`): not with the options that make admission differ
         self._fast_mixed = (config.scheduler == "v1" and not config.enable_prefix_caching
                             and not config.long_prefill_token_threshold)
+        # what `_short_run` reads on every call and never changes (the lists and dicts are only ever updated in
+        # place), unpacked there in one go
+        pool = scheduler.pool
+        self._run_constants = (scheduler, pool, recorder, pool.block_size, self._block_margin,
+                               pool.num_blocks - self._block_margin, itl.gap_s.append, itl.count.append,
+                               cost.decode.get, cost.decode_step, table.finish_kv_tokens, table.finish_s,
+                               table.num_shared_blocks, on_finish, token_delivery_s, self._lag_s)
 
     def submit(self, slot: int, at_s: float) -> None:
         """A request reaches the replica at `at_s`; an idle replica wakes then."""
@@ -157,7 +164,10 @@ class DirectReplica:
             pending = self._pending
             if pending:
                 if pending[-1][0] <= self.last_start_s + _SAME_INSTANT_S:  # all seen (they came in order):
-                    sched.waiting.extend([slot for _, slot in pending])  # `_admit_pending`'s usual case
+                    if len(pending) == 1:  # `_admit_pending`'s usual case
+                        sched.waiting.append(pending[0][1])
+                    else:
+                        sched.waiting.extend([slot for _, slot in pending])
                     pending.clear()
                 else:
                     self._admit_pending()
@@ -353,29 +363,21 @@ class DirectReplica:
 
     def _short_run(self, cohort, until_s: float) -> bool:
         """Step the decodes one at a time (what `schedule` + `complete` do for a pure-decode step, inlined)."""
-        sched, pool, rec, cost = self.scheduler, self.scheduler.pool, self.recorder, self.cost
-        bs = pool.block_size
+        (sched, pool, rec, bs, margin, cap, add_gap, add_count, memo_get, decode_step, finish_kv, finish_s,
+         shared_blocks, on_finish, delivery_s, lag_s) = self._run_constants
         residues = cohort.residue_counts
-        margin = self._block_margin
-        gap_s, gap_count = self.itl.gap_s, self.itl.count
-        memo, decode_step = cost.decode, cost.decode_step
         clock, last, counter = self.clock, cohort.last_emit_s, cohort.counter
-        free, num_blocks = pool.num_free_blocks, pool.num_blocks
         n = len(cohort.base)
         total = cohort.sum_base + n * counter  # KV tokens of the cohort
         next_finish = cohort.next_finish_counter()
-        heap, base, on_finish = cohort.finish_heap, cohort.base, self.on_finish
-        t = sched.table
-        finish_kv, finish_s, shared_blocks = t.finish_kv_tokens, t.finish_s, t.num_shared_blocks
-        # locals for the loop: `avail` blocks may be opened (free less V0's margin), `cap - avail` are in use;
-        # the sequences summed per segment between finishes (n is constant within one)
-        avail, cap = free - margin, num_blocks - margin
+        heap, base = cohort.finish_heap, cohort.base
+        # `avail` blocks may be opened (free less V0's margin), `cap - avail` are in use; the sequences summed
+        # per segment between finishes (n is constant within one)
+        avail = pool.num_free_blocks - margin
         start_counter = seg_start = counter
         sum_seqs = kv_sum = 0
         kv_max = rec.kv_used_blocks_max
         stage_s = self.last_stage_s
-        memo_get, add_gap, add_count = memo.get, gap_s.append, gap_count.append
-        delivery_s, lag_s = self.token_delivery_s, self._lag_s
         start = self.last_start_s
         while clock < until_s or start + lag_s < until_s:  # `_sees`, where there is work
             need = residues[-counter % bs]

@@ -48,9 +48,10 @@ class RunningSet(WaitingQueue, ABC):
     def has_schedulable_work(self) -> bool:
         if self.waiting:
             return True
-        if any(c.base for c in self.ready):
-            return True
-        return any(i not in self.in_flight for i in self.prefilling)
+        for c in self.ready:  # (a loop, not any(): the simulator asks this once per arrival)
+            if c.base:
+                return True
+        return bool(self.prefilling) and any(i not in self.in_flight for i in self.prefilling)
 
     def _new_cohort(self, last_emit_s: float) -> DecodeCohort:
         return DecodeCohort(self.config.block_size, self.table.finish_kv_tokens, last_emit_s)
