@@ -22,7 +22,7 @@ request's first and last token are delayed by `token_delivery_s` per token of th
 from __future__ import annotations
 
 import math
-from heapq import heappop
+from heapq import heappop, heappush
 from typing import Callable
 
 import numpy as np
@@ -292,6 +292,7 @@ class DirectReplica:
         first_token_s, finish_kv = t.first_token_s, t.finish_kv_tokens
         delivery_s = self.token_delivery_s  # `Replica._delivered`, inlined: first and last tokens reach clients
         first_s = end + delivery_s * num_seqs if delivery_s > 0 else end  # this much later
+        base, residues, counter, cohort_bs = merged.base, merged.residue_counts, merged.counter, merged.block_size
         for i in admitted:
             computed = target[i]
             t.num_computed_tokens[i] = computed
@@ -301,8 +302,12 @@ class DirectReplica:
                 itl.add(end - t.last_emit_s[i], 1)
             if computed == finish_kv[i]:
                 sched._finish(i, end, finished)
-            else:
-                merged.add(i, computed)
+            else:  # merged.add(i, computed), inlined
+                b = computed - counter
+                base[i] = b
+                merged.sum_base += b
+                residues[b % cohort_bs] += 1
+                heappush(merged.finish_heap, (finish_kv[i] - b, i))
         if not n:
             sched.ready = [merged]  # (with n > 0 it already is [cohort])
         if delivery_s > 0:
