@@ -16,7 +16,8 @@ $PY -m perfmodel.cli calibrate uncertainty $H200 --hardware h200-sxm --profile p
     --transfer taiwania2-v100=taiwania2:data/taiwania/results.jsonl --transfer cpu=cpu-host:data/cpu/results.jsonl \
     --runs-csv docs/intervals-runs-h200-sxm.csv &
 $PY -m perfmodel.cli calibrate uncertainty data/taiwania/results.jsonl --hardware taiwania2 \
-    --profile perfmodel/profiles/v100-sxm2-32gb.yaml --transfer "h200=h200-sxm:$H200_CSV" \
+    --profile perfmodel/profiles/v100-sxm2-32gb.yaml --anchors data/anchors/v100-sxm2-32gb.yaml \
+    --transfer "h200=h200-sxm:$H200_CSV" \
     --runs-csv docs/intervals-runs-v100-sxm2-32gb.csv &
 wait
 $PY scripts/intervals_report.py --out docs/intervals.md --notes docs/intervals-notes.md docs/intervals-runs-h200-sxm.csv docs/intervals-runs-v100-sxm2-32gb.csv
