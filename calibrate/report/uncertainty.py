@@ -12,6 +12,10 @@ Measured on the profile's own data and on the other calibrated data sets, nothin
   one's coefficient term (its run's delta-method sd of the metric's step kind), for the locally weighted
   quantiles;
 * ``residuals.unseen_model``: leave-one-model-out residuals (absent with one model in the data);
+* ``residuals.model_transfer``: fits on some models predicting the others (``model_transfer``). A profile of one
+  model cannot measure them and may borrow another profile's (``borrowed_model_transfer``, named in
+  ``model_transfer_source``): its own k-fold residuals each plus every one of ``TRANSFER_QUANTILES`` quantiles of
+  the other's model-transfer and leave-one-model-out throughput residuals (``borrowed_transfer_pool``);
 * ``transfer``: the profile's coefficients predicting another calibrated data set (another GPU, vLLM engine
   generation and model family), one list of residuals per metric.
 
@@ -41,6 +45,8 @@ THROUGHPUTS = ("tokens_per_second", "output_tokens_per_second", "requests_per_se
 LATENCY_METRICS = tuple(f"{k}_s_{s}" for k in LATENCIES for s in LATENCY_STATS)
 DECODE_SPEED = "decode_tokens_per_s_per_request_mean"
 DIGITS = 4
+# Points of the borrowed model-transfer distribution each own k-fold residual is shifted by (borrowed_transfer_pool)
+TRANSFER_QUANTILES = 20
 
 
 def residual_rows(observations: Sequence[Observation], coefficients: Coefficients, covariance, *, cv: str,
@@ -119,10 +125,13 @@ def grouped_scales(rows: Sequence[dict]) -> dict:
 def build_section(*, observations: Sequence[Observation], cluster: ClusterSpec, coefficients: Coefficients,
                   prior: Coefficients, transfer: Sequence[tuple[str, ClusterSpec, Sequence[Observation]]] = (),
                   command: str = "", progress: Callable[[str], None] | None = None, workers: int | None = 1,
-                  anchors=None, model_transfer: bool = False) -> tuple[dict, pd.DataFrame]:
+                  anchors=None, model_transfer: bool = False,
+                  borrowed_model_transfer: tuple[str, dict] | None = None) -> tuple[dict, pd.DataFrame]:
     """(the ``uncertainty:`` section, the per-run rows of every cross-validation and transfer set). ``anchors``
     go to every fit (as ``calibrate fit --anchors``); ``model_transfer`` adds the residuals of
-    calibrate/fit/transfer.py's cases (fits on some models predicting the others) and the kernel paths of the runs."""
+    calibrate/fit/transfer.py's cases (fits on some models predicting the others) and the kernel paths of the runs;
+    ``borrowed_model_transfer`` = (name, another profile's ``residuals``) stands in for them where this profile's
+    runs are of one model (module docstring)."""
     if progress:
         progress(f"full fit on {len(observations)} runs for the covariance")
     fitter = CoefficientFitter(cluster, prior, anchors=anchors).fit(observations)
@@ -158,6 +167,13 @@ def build_section(*, observations: Sequence[Observation], cluster: ClusterSpec, 
         section["residuals"]["model_transfer"] = grouped(moved)
         section["kernel_paths"] = sorted({kernel_path(o.precision) for o in observations})
         rows += moved
+    if borrowed_model_transfer is not None and "model_transfer" not in section["residuals"]:
+        from perfmodel.uncertainty.intervals import kernel_path
+
+        source, residuals = borrowed_model_transfer
+        section["residuals"]["model_transfer"] = borrowed_transfer_pool(section["residuals"]["seen_model"], residuals)
+        section["model_transfer_source"] = source
+        section["kernel_paths"] = sorted({kernel_path(o.precision) for o in observations})
     for name, other_cluster, other in transfer:
         if progress:
             progress(f"transfer: {len(other)} runs of {name} with these coefficients")
@@ -169,6 +185,27 @@ def build_section(*, observations: Sequence[Observation], cluster: ClusterSpec, 
             "models": sorted({o.model_name for o in other}), "residuals": grouped(t_rows, by_regime=False)})
         rows += t_rows
     return section, pd.DataFrame(rows)
+
+
+def borrowed_transfer_pool(own: dict, borrowed: dict, points: int = TRANSFER_QUANTILES) -> dict:
+    """{regime: {metric: residuals}} of a new model on this profile's GPU, where its runs are of one model: the
+    error of a run unseen (``own``, its k-fold residuals) and the error of a model unseen (``borrowed``: another
+    profile's model-transfer and leave-one-model-out residuals of throughput) are taken as independent, so the
+    pool is their sum over every pair of an own residual and one of ``points`` quantiles of the borrowed ones (a
+    discretised convolution; the borrowed ones hold that profile's own k-fold error too, so it is on the wide
+    side). A throughput too high is a time too short: the borrowed residual enters time-like metrics negated."""
+    values = [v for pool in ("model_transfer", "unseen_model") for by_metric in (borrowed.get(pool) or {}).values()
+              for v in by_metric.get("tokens_per_second", [])]
+    if not values:
+        return {}
+    shifts = np.quantile(np.asarray(values, dtype=float), (np.arange(points) + 0.5) / points)
+    out: dict = {}
+    for regime_key, by_metric in own.items():
+        for metric, residuals in by_metric.items():
+            sign = 1.0 if "per_s" in metric else -1.0  # rates (tokens/s, decode speed) vs times
+            out.setdefault(regime_key, {})[metric] = [round(float(r + sign * t), DIGITS)
+                                                      for r in residuals for t in shifts]
+    return out
 
 
 def median_abs(rows: pd.DataFrame) -> dict[str, float]:

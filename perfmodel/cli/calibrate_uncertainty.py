@@ -24,6 +24,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     u.add_argument("--model-transfer", action="store_true",
                    help="also store the errors of fits on some models predicting the others (calibrate/fit/transfer.py; "
                         "the intervals of a model or kernel path the profile never saw)")
+    u.add_argument("--model-transfer-from", default=None, type=input_file("yaml"), metavar="PROFILE",
+                   help="a profile whose measured model transfer (its uncertainty section's model-transfer and "
+                        "leave-one-model-out residuals) stands in for this one's, whose runs are of one model")
     u.add_argument("--runs-csv", default=None, type=output_file, help="write every cross-validated/transferred run here (CSV)")
     u.add_argument("--workers", type=integer(1, max_workers()), default=None,
                    help="cross-validation folds fitted at once, one process each (default: one per core)")
@@ -57,6 +60,21 @@ def _transfer(spec: str):
     return name, cluster, observations
 
 
+def _borrowed_model_transfer(path: str) -> tuple[str, dict]:
+    """(the profile's name, its uncertainty section's residuals) for --model-transfer-from."""
+    import yaml
+
+    try:
+        document = yaml.safe_load(Path(path).read_text())
+    except yaml.YAMLError as exc:
+        raise UserError(f"--model-transfer-from {path}: not valid YAML ({exc.__class__.__name__})") from None
+    residuals = ((document or {}).get("uncertainty") or {}).get("residuals") if isinstance(document, dict) else None
+    if not isinstance(residuals, dict) or not residuals.get("model_transfer"):
+        raise UserError(f"--model-transfer-from {path}: the profile has no measured model transfer "
+                        "(uncertainty.residuals.model_transfer); write it with calibrate uncertainty --model-transfer")
+    return str(document.get("name") or Path(path).stem), residuals
+
+
 def cmd_uncertainty(args: argparse.Namespace) -> int:
     import yaml
 
@@ -69,9 +87,11 @@ def cmd_uncertainty(args: argparse.Namespace) -> int:
     prior = load_profile(args.prior).coefficients if args.prior else Coefficients()
     command = shlex.join(["perfmodel", "calibrate", *sys.argv[sys.argv.index("uncertainty"):]]) \
         if "uncertainty" in sys.argv else ""
+    borrowed = _borrowed_model_transfer(args.model_transfer_from) if args.model_transfer_from else None
     section, rows = build_section(observations=observations, cluster=cluster, coefficients=profile.coefficients,
                                   prior=prior, transfer=transfer, command=command, workers=args.workers,
                                   anchors=_anchors(args.anchors), model_transfer=args.model_transfer,
+                                  borrowed_model_transfer=borrowed,
                                   progress=lambda m: print(f"  {m}", file=sys.stderr, flush=True))
     document = yaml.safe_load(Path(args.profile).read_text())
     document["uncertainty"] = section

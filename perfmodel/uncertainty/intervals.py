@@ -28,7 +28,9 @@ sources:
 (b') **model transfer**: a model the profile was not fitted on, or a GEMM kernel path (``kernel_path``) none of
     its runs used, takes the residuals of fits on other models' runs predicting them (calibrate/fit/transfer.py,
     the cases of benchmarks/bench_transfer.py: fits on one model, and on the small models for the large ones)
-    pooled with the leave-one-model-out ones, where the profile stores them (``residuals.model_transfer``).
+    pooled with the leave-one-model-out ones, where the profile stores them (``residuals.model_transfer``). A
+    profile fitted on one model cannot measure that: it may carry another profile's, added to its own k-fold
+    residuals (``model_transfer_source`` names it; ``calibrate uncertainty --model-transfer-from``).
 (c) **transfer**: a profile used on another GPU (``Profile.status_for`` says "transferred") or another vLLM
     engine generation than it was fitted on uses the residuals of that profile predicting another calibrated
     data set (H200 -> Taiwania 2 V100 and back; the CPU set for a CPU), instead of (b).
@@ -268,9 +270,14 @@ class ResidualModel:
         new_kernel = bool(kernels) and kernel_path is not None and kernel_path not in kernels
         if (not seen or new_kernel) and cv.get("model_transfer"):
             what = f"model {model_name}" if not seen else f"kernel path {kernel_path}"
+            source = self.section.get("model_transfer_source")
+            if source:  # a profile of one model: another profile's measured model transfer (calibrate/report/uncertainty.py)
+                return (f"model-transfer measured on {source} ({what} not in the fit; this profile's runs are of "
+                        f"one model: its k-fold errors plus {source}'s errors of fits on other models predicting "
+                        f"them)", cv["model_transfer"])
             return (f"model-transfer ({what} not in the fit: fits on other models' runs predicting them, "
                     f"calibrate/fit/transfer.py, with leave-one-model-out)",
-                    _merged(cv["model_transfer"], cv.get("unseen_model") or {}))
+                    merged_pools(cv["model_transfer"], cv.get("unseen_model") or {}))
         if not seen and cv.get("unseen_model"):
             return "leave-one-model-out", cv["unseen_model"]
         if not seen and cv.get("seen_model"):  # one model in the fit: no data on another model's error
@@ -299,7 +306,7 @@ def kernel_path(precision) -> str:
     return precision.quant_kernel or "dense"
 
 
-def _merged(*pools: Mapping[str, Mapping[str, Sequence[float]]]) -> dict[str, dict[str, list[float]]]:
+def merged_pools(*pools: Mapping[str, Mapping[str, Sequence[float]]]) -> dict[str, dict[str, list[float]]]:
     """{regime: {metric: residuals}} pools concatenated regime by regime and metric by metric."""
     out: dict[str, dict[str, list[float]]] = {}
     for pool in pools:
