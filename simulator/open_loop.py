@@ -21,7 +21,9 @@ request's first and last token are delayed by `token_delivery_s` per token of th
 
 from __future__ import annotations
 
+import gc
 import math
+from contextlib import contextmanager
 from heapq import heappop, heappush
 from typing import Callable
 
@@ -454,6 +456,31 @@ def run_open_loop(stream, engine: EngineConfig, step_cost: StepCost, table: Requ
     """Send every request of `stream` (a `simulator.stream.RequestStream`) to its replica in order and run the
     replicas to the end; return them. `router` picks a replica per request as `simulator.cluster.Router`;
     `check_chunk` validates each chunk before its requests are simulated."""
+    with _without_cyclic_gc():
+        return _run_open_loop(stream, engine, step_cost, table, itl, recorder, collector, router,
+                              num_replicas=num_replicas, request_latency_s=request_latency_s,
+                              max_macro_steps=max_macro_steps, check_chunk=check_chunk,
+                              token_delivery_s=token_delivery_s)
+
+
+@contextmanager
+def _without_cyclic_gc():
+    """The cyclic garbage collector off for the run: the loop allocates millions of short-lived tuples (heap
+    entries, finished requests, cost-cache keys) and builds no reference cycles, so the collector's passes over the
+    live ones only cost time (1e6 served requests: 8.4-9.1 -> 8.0-8.1 s CPU, the same peak memory); reference
+    counting still frees everything as it goes."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _run_open_loop(stream, engine: EngineConfig, step_cost: StepCost, table: RequestTable, itl: ItlRecorder,
+                   recorder: StepRecorder, collector, router, *, num_replicas: int, request_latency_s: float,
+                   max_macro_steps: int, check_chunk: Callable, token_delivery_s: float = 0.0) -> list[DirectReplica]:
     cost = MemoStepCost(step_cost)
     replicas = [DirectReplica(r, engine, cost, table, itl, recorder, collector.on_finish,
                               max_macro_steps=max_macro_steps, token_delivery_s=token_delivery_s)
