@@ -22,12 +22,13 @@ delivery delay; 2026-12-07 UTC, load average 2.5-3.3): commit a894b91 `--scale -
 --repeat 3` 1e4 0.52 s wall (0.26 CPU) / 63 MB, 1e5 2.15 s (1.36) / 123 MB, 1e6 15.7 s (10.6 CPU) / 209 MB, time
 ratio 1e6 / 1e5 7.3; commit ffd2c8f `/usr/bin/time` 1e6 x3: 11.0, 11.2, 11.1 s wall (10.7-11.0 s CPU), 212 MB.
 Rebased on 1a05a23 (08:47 UTC, load 1.2-1.3): 11.4, 10.9, 10.7 s wall (10.5-11.2 s CPU), 212 MB; not yet <= 10 s.
-Then (2026-12-07 09:33-09:41 UTC, one single-threaded fit on the other core, load 0.4-1.6): 24620f1 9.96 and
-10.01 s wall (quiet); one sort per distribution (7c8863b) 9.67 s; _short_run's constants unpacked once and
-DecodeCohort.add inlined (c17c739) `--scale --repeat 3`: 1e4 0.23 s / 53 MB, 1e5 1.12 s / 110 MB, 1e6 8.80 s
-(8.75 CPU) / 183 MB, time ratio 1e6 / 1e5 7.9. Side by side in one run (`/usr/bin/time`, 1e6, the same venv):
-c17c739 8.65 s wall, 8.45 s CPU, 187 MB; the issue's a7dd90e 36.2 s wall, 35.0 s CPU, 1178 MB (4.2x faster,
-6.3x less memory); output byte-identical to 24620f1's.
+Then (2026-12-07 UTC, this machine with no other work of ours running unless said): 24620f1 9.96 and 10.01 s
+wall (09:33, quiet); one sort per distribution (7c8863b) 9.67 s; _short_run's constants unpacked once and
+DecodeCohort.add inlined (c17c739) 8.65-9.6 s over the next hour (the same binary varies ~10% with the host's load);
+the cyclic GC off during the open-loop run (619b5f3) `--scale --repeat 3` at 10:13: 1e4 0.23 s / 53 MB, 1e5
+1.09 s / 110 MB, 1e6 8.75 s (8.76 CPU) / 183 MB, time ratio 1e6 / 1e5 8.0; 2e6 once 16.3 s / 191 MB. Side by side
+in one run right after (`/usr/bin/time`, 1e6, the same venv): 619b5f3 8.92 s wall, 8.88 s CPU, 186 MB; the issue's
+a7dd90e 36.7 s wall, 35.8 s CPU, 1177 MB (4.1x faster, 6.3x less memory); output byte-identical to 24620f1's.
 The SimPy path it replaces (main at b0d3a3b, same machine, load 2.1-2.5): 53.0 s wall, 51.3 s CPU, 1234 MB; the two
 outputs differ only in the ITL percentiles (past 2**20 gaps a sketch: relative error <= 1e-4, seen <= 7e-5) and
 the ITL mean's last digits (a compensated sum); at 2e5 requests they are byte-identical.
