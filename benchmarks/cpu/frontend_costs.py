@@ -12,6 +12,10 @@ ignore_eos; the server runs with skip_tokenizer_init, so no detokenization), wit
   does) and OutputProcessor.add_request: part of the per-request cost (HTTP parsing, the input processor and the
   ZMQ send are not timed here).
 
+And what this project's client does with each chunk before it stamps the next one (calibrate/run/client.py
+``_read_stream`` on an asyncio StreamReader fed with the server's chunks, HTTP chunked framing included; the socket
+reads and event-loop wake-ups are not timed): the part of a token's delivery the measuring side adds.
+
     PYTHONPATH=$PWD .venv/bin/python benchmarks/cpu/frontend_costs.py [--streams 32] [--steps 200]
 
 Prints one JSON line (seconds). Needs vllm (the CPU wheel is enough); no GPU, no server.
@@ -87,6 +91,8 @@ def main() -> None:
         t3 = time.perf_counter()
         decode_s, process_s, chunk_s = decode_s + t1 - t0, process_s + t2 - t1, chunk_s + t3 - t2
     tokens = n * args.steps
+    client_s = _client_read_per_chunk_s(f"data: {chunk.model_dump_json(exclude_unset=True)}\n\n".encode(),
+                                        args.steps * n)
     print(json.dumps({
         "vllm_version": vllm.__version__, "cpu": platform.processor() or platform.machine(),
         "python": platform.python_version(), "streams": n, "steps": args.steps, "prompt_len": args.prompt_len,
@@ -94,7 +100,36 @@ def main() -> None:
         "per_token_stream_chunk_s": chunk_s / tokens,
         "per_token_total_s": (decode_s + process_s + chunk_s) / tokens,
         "per_request_validate_body_s": validate_s, "per_request_add_request_s": add_request_s,
+        "per_token_client_read_s": client_s,
         "measured_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}))
+
+
+def _client_read_per_chunk_s(event: bytes, num_chunks: int) -> float:
+    """Seconds per chunk of calibrate/run/client.py's ``_read_stream`` over one response of ``num_chunks`` SSE
+    events, each sent as one HTTP chunk, already in the reader's buffer."""
+    import asyncio
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    from calibrate.run.client import RequestResult, _read_stream
+
+    head = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+    framed = b"%x\r\n%s\r\n" % (len(event), event)
+    response = head + framed * num_chunks + b"0\r\n\r\n"
+
+    async def read() -> float:
+        reader = asyncio.StreamReader(limit=1 << 22)
+        reader.feed_data(response)
+        reader.feed_eof()
+        result = RequestResult(prompt_len=1, expected_output_len=num_chunks)
+        t = time.perf_counter()
+        await _read_stream(reader, result, t)
+        elapsed = time.perf_counter() - t
+        assert len(result.chunk_s) == num_chunks, "every chunk counted"
+        return elapsed / num_chunks
+
+    return min(asyncio.run(read()) for _ in range(3))
 
 
 if __name__ == "__main__":
