@@ -27,6 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--weight", type=float, default=None, help="weight of the anchors' penalties (default 1)")
     ap.add_argument("--no-anchors", action="store_true", help="no anchors: the online fit's pull toward the prior")
+    ap.add_argument("--anchors", default=str(ROOT / "data/anchors/v100-sxm2-32gb.yaml"),
+                    help="anchor set (default: the shipped V100 one)")
     ap.add_argument("--max-nfev", type=int, default=40, help="evaluations of each local fit (fit_online's default 40)")
     ap.add_argument("--workers", type=int, default=None, help="folds fitted at once (default: one per core)")
     args = ap.parse_args(argv)
@@ -43,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
 
     cluster, observations = load_observations(
         load_records(str(ROOT / "data/taiwania/results.jsonl"), latest_only=True), "taiwania2")
-    anchors = None if args.no_anchors else load_anchors(str(ROOT / "data/anchors/v100-sxm2-32gb.yaml"))
+    anchors = None if args.no_anchors else load_anchors(args.anchors)
     options = dict(anchors=anchors, regularization=args.weight)
 
     def medians(frame) -> str:
