@@ -21,13 +21,14 @@ the first prefill step of 1-4 such prompts. With PP 2 the runner has no ``Sampli
 The wheel is entered as ``v0_scheduler.py`` does. The runner itself is vLLM's ``ModelRunner``, built from a real
 ``VllmConfig``; to let it import and select XFormers without a GPU and with this venv's newer torch/triton:
 ``xformers`` is an empty fake (the metadata builder calls no xformers op); ``vllm._C`` (the CUDA op library, built
-for torch 2.5) is an empty module; ``triton`` is hidden (this venv's triton lacks what vllm/triton_utils imports;
-it only decides whether the prefix-prefill kernel is imported); the platform is vLLM's own ``NonNvmlCudaPlatform``
-(no NVML here), whose instance answers False to is_pin_memory_available (no CUDA allocator to pin with; the
-runner and ``SamplingTensors.from_lists`` ask it), with ``VLLM_ATTENTION_BACKEND=XFORMERS`` as
-CudaPlatformBase.get_attn_backend_cls picks for capability < 8.0; the model config is the Taiwania checkpoint's config.json without its quantization_config
-(GPTQ verification imports triton kernels; quantization does not enter input preparation). No vLLM Python is
-replaced or edited. ``gguf`` and ``nvidia-ml-py`` (imported by vLLM modules, not called) go in --deps.
+for torch 2.5) is an empty module; ``triton`` is hidden (this venv's triton lacks what vllm/triton_utils imports; it
+only decides whether the prefix-prefill kernel is imported); the platform is vLLM's own ``NonNvmlCudaPlatform`` (no
+NVML here), whose instance answers False to is_pin_memory_available (no CUDA allocator to pin with; the runner and
+``SamplingTensors.from_lists`` ask it), with ``VLLM_ATTENTION_BACKEND=XFORMERS`` as
+CudaPlatformBase.get_attn_backend_cls picks for capability < 8.0; the model config is the Taiwania checkpoint's
+config.json without its quantization_config (GPTQ verification imports triton kernels; quantization does not enter
+input preparation). No vLLM Python is replaced or edited. ``gguf`` and ``nvidia-ml-py`` (imported by vLLM modules,
+not called) go in --deps.
 
     pip install --no-deps --target /tmp/tr/v070 vllm-0.7.0-cp38-abi3-manylinux1_x86_64.whl
     pip install --no-deps --target /tmp/tr/v0deps gguf nvidia-ml-py
