@@ -177,14 +177,17 @@ ENGINE_ANCHORS: dict[str, dict[str, Anchor]] = {
     "v1": {},
     "v0": {
         "step_overhead_s": _a(5e-4, 5e-4, "vLLM CPU code timed here",
-                              "vLLM 0.7.0 V0 Scheduler.schedule() + per-group output processing (SingleStepOutputProcessor, "
-                              "RequestOutputFactory.create): 20 us per step (p10 line) on this CPU; the model runner's "
-                              "input preparation, graph launch and sampler need a GPU and are not timed: estimated "
-                              "0.5 ms with an sd as large. " + CPU_SCALING, _V0_SCHED),
-        "per_seq_overhead_s": _a(2e-5, 1.5e-5, "vLLM CPU code timed here",
-                                 "vLLM 0.7.0 V0 scheduling + output processing per running sequence: 13.6 us (p10 line, "
-                                 "1-256 sequences) on this CPU; plus ModelInputForGPUBuilder's per-sequence Python "
-                                 "(untimed, needs CUDA): 20 us, sd 15 us. " + CPU_SCALING, _V0_SCHED),
+                              "vLLM 0.7.0 V0 per step on this CPU (p10 lines): Scheduler.schedule() + output processing "
+                              "20 us (data/anchors/v0-scheduler.jsonl), the model runner's input preparation "
+                              "(ModelInputForGPUBuilder, XFormers metadata) 35 us, SamplingMetadata.prepare 14 us, "
+                              "SamplingTensors 21 us (data/anchors/v0-model-input.jsonl): 90 us timed; the host-to-GPU "
+                              "copies, graph launch, sampler kernels and their sync and the TP metadata broadcast need "
+                              "a GPU and are not timed: 0.5 ms with an sd as large. " + CPU_SCALING, _V0_SCHED),
+        "per_seq_overhead_s": _a(2.7e-5, 1.5e-5, "vLLM CPU code timed here",
+                                 "vLLM 0.7.0 V0 per running sequence on this CPU (p10 lines, 1-64 sequences): "
+                                 "scheduling + output processing 13.6 us (data/anchors/v0-scheduler.jsonl), input "
+                                 "preparation 11.4 us, SamplingMetadata.prepare 1.3 us, SamplingTensors 0.9 us "
+                                 "(data/anchors/v0-model-input.jsonl): 27 us. " + CPU_SCALING, _V0_SCHED),
     },
 }
 
