@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from array import array
+
 import numpy as np
 
 
@@ -15,8 +17,10 @@ class ItlRecorder:
     __slots__ = ("gap_s", "count", "run_end_s", "run_prev_s", "run_count")
 
     def __init__(self) -> None:
-        self.gap_s: list[float] = []
-        self.count: list[int] = []
+        # typed arrays, not lists: a gap is stored as 8 bytes, not a float object freed later, and numpy reads them
+        # without a conversion (millions of gaps in a long run)
+        self.gap_s = array("d")
+        self.count = array("q")
         self.run_end_s: list[np.ndarray] = []
         self.run_prev_s: list[float] = []
         self.run_count: list[int | np.ndarray] = []
@@ -53,5 +57,6 @@ class ItlRecorder:
 
     def clear(self) -> None:
         """Forget what was recorded (after it was taken with `arrays`); the lists are emptied in place."""
-        for values in (self.gap_s, self.count, self.run_end_s, self.run_prev_s, self.run_count):
+        del self.gap_s[:], self.count[:]
+        for values in (self.run_end_s, self.run_prev_s, self.run_count):
             values.clear()
