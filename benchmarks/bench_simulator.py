@@ -29,6 +29,9 @@ the cyclic GC off during the open-loop run (619b5f3) `--scale --repeat 3` at 10:
 1.09 s / 110 MB, 1e6 8.75 s (8.76 CPU) / 183 MB, time ratio 1e6 / 1e5 8.0; 2e6 once 16.3 s / 191 MB. Side by side
 in one run right after (`/usr/bin/time`, 1e6, the same venv): 619b5f3 8.92 s wall, 8.88 s CPU, 186 MB; the issue's
 a7dd90e 36.7 s wall, 35.8 s CPU, 1177 MB (4.1x faster, 6.3x less memory); output byte-identical to 24620f1's.
+ITL gaps in typed arrays (15c633a), 11:04 UTC `--scale --repeat 3`: 1e4 0.22 s / 52 MB, 1e5 1.03 s / 101 MB, 1e6
+8.01 s (8.01 CPU) / 176 MB, time ratio 7.8; side by side right after: 15c633a 8.44 s wall, 8.36 s CPU, 183 MB;
+a7dd90e 36.5 s, 35.4 s CPU, 1177 MB (4.3x faster, 6.4x less memory); output byte-identical to 24620f1's.
 The SimPy path it replaces (main at b0d3a3b, same machine, load 2.1-2.5): 53.0 s wall, 51.3 s CPU, 1234 MB; the two
 outputs differ only in the ITL percentiles (past 2**20 gaps a sketch: relative error <= 1e-4, seen <= 7e-5) and
 the ITL mean's last digits (a compensated sum); at 2e5 requests they are byte-identical.
