@@ -7,19 +7,17 @@ The step costs, memory and kernel coefficients stay the profile's (fitted on off
 (``calibrate.fit.online.fit_online``: mean TTFT, output tokens/s and per-request decode speed, log ratios, a weak
 pull toward the profile's values). The profile is rewritten with those coefficients (value, prior, stderr) and a
 ``serving:`` section: the data, the command's options, the in-sample and cross-validated errors (k-fold by run
-and leave one model out: each fold fitted on the other runs only).
+and leave one model out: each fold fitted on the other runs only; calibrate/report/serving.py).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
-import pandas as pd
 import yaml
 
-from calibrate.report.check import GROUPINGS, compare, summarize
 from calibrate.fit.offline import CoefficientFitter
 from calibrate.fit.online import SCAN_POINTS, fit_online, serving_coefficients
 from calibrate.fit.observations import Observation
@@ -27,13 +25,6 @@ from hardware.spec import ClusterSpec
 from perfmodel.atomic import write_text_atomic
 from perfmodel.cost.anchors import default_anchors, findings, load_anchors
 from perfmodel.cost.coefficients import Coefficients
-
-# The folds' second start scans fewer points than a full fit (SCAN_POINTS): three coefficients, a smooth
-# objective, and eight fits to run (on the 13 earlier H200 runs 8 points gave the 32-point fit's optimum)
-FOLD_SCAN_POINTS = 8
-REPORTED = ("ttft_s_mean", "ttft_s_median", "tpot_s_mean", "tpot_s_median", "itl_s_mean", "e2e_s_mean",
-            "output_tokens_per_second")
-
 
 @dataclass(frozen=True, kw_only=True)
 class ServingFit:
@@ -56,28 +47,6 @@ def fit_serving(observations: Sequence[Observation], cluster: ClusterSpec, start
     stderr_fitter = CoefficientFitter(cluster, start)  # its Gauss-Newton standard errors of this result
     stderr_fitter.step_result_, stderr_fitter._num_data = result, num_data
     return ServingFit(coefficients=coefficients, fitted=names, stderr=stderr_fitter._stderr(names), prior=start)
-
-
-def cross_validate_serving(observations: Sequence[Observation], cluster: ClusterSpec, start: Coefficients, by: str,
-                           *, progress: Callable[[str], None] | None = None) -> pd.DataFrame:
-    """Each group of ``GROUPINGS[by]`` predicted with serving coefficients fitted on the other groups only."""
-    key, frames = GROUPINGS[by], []
-    for group in sorted({key(o) for o in observations}):
-        train = [o for o in observations if key(o) != group]
-        test = [o for o in observations if key(o) == group]
-        if not train:
-            continue
-        if progress:
-            progress(f"leave-{by}-out: fitting without {group} ({len(train)} runs)")
-        fitted = fit_serving(train, cluster, start, scan_points=FOLD_SCAN_POINTS).coefficients
-        frames.append(compare(test, cluster, fitted, fold=f"leave-{by}-out:{group}"))
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-
-
-def error_summary(frame: pd.DataFrame) -> dict[str, Any]:
-    """Median and p90 APE of the reported metrics (the memory model's KV cache, as a user predicts)."""
-    return {s.metric: {"median_ape": round(s.median_ape, 4), "p90_ape": round(s.p90_ape, 4), "runs": s.num_runs}
-            for s in summarize(frame) if s.metric in REPORTED}
 
 
 def update_profile(path: str | Path, fit: ServingFit, *, source: str, options: dict[str, Any],

@@ -173,7 +173,8 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
 def cmd_fit_serving(args: argparse.Namespace) -> int:
     from calibrate.report.check import compare
-    from calibrate.fit.serving import cross_validate_serving, error_summary, fit_serving, update_profile
+    from calibrate.fit.serving import fit_serving, update_profile
+    from calibrate.report.serving import cross_validate_serving, error_summary
 
     cluster, observations = _load(args)
     online = [o for o in observations if o.mode == "online"
