@@ -2,7 +2,8 @@
 # Pre-registered blind predictions for issue 10 (Taiwania 2, vLLM 0.7.0, TP8 x PP2; see
 # sweeps/taiwania-preregistered.yaml), made before any of these runs' measurements is looked at.
 #
-#   scripts/preregister_taiwania.sh [OUT_DIR]        # default OUT_DIR: data/taiwania-preregistered
+#   scripts/preregister_taiwania.sh OUT_DIR          # a new folder: data/taiwania-preregistered-<date>
+#                                                      (an existing set is never written over)
 #   PERFMODEL=/path/to/perfmodel scripts/preregister_taiwania.sh   # another install (default .venv/bin/perfmodel)
 #   CHANGES=docs/FILE.md scripts/preregister_taiwania.sh   # README.md says what changed since the previous set
 #
@@ -19,7 +20,11 @@ cd "$(dirname "$0")/.."
 PERFMODEL=${PERFMODEL:-.venv/bin/perfmodel}
 PYTHON=${PYTHON:-$(dirname "$PERFMODEL")/python}
 SWEEP=${SWEEP:-sweeps/taiwania-preregistered.yaml}  # another sweep: only to test this script
-OUT=${1:-data/taiwania-preregistered}
+OUT=${1:?usage: scripts/preregister_taiwania.sh OUT_DIR (a new folder, e.g. data/taiwania-preregistered-$(date -u +%F))}
+if [ -e "$OUT/predictions.jsonl" ]; then
+  echo "error: $OUT already holds a pre-registered set; write a new one to a new folder" >&2
+  exit 2
+fi
 CHANGES=${CHANGES:-}  # a committed Markdown file: what changed in the model since the previous set (into README.md)
 HARDWARE=taiwania2
 VLLM_VERSION=0.7.0
@@ -147,7 +152,7 @@ in {elapsed_s:.0f} s. Profile: {"; ".join(profiles) or "none (every prediction f
 - `predict.log`: what `calibrate predict` printed.
 
 Earlier sets, made by earlier models and superseded, were never compared with a measurement either:
-`git log -- data/taiwania-preregistered/` lists each with the commit of the model that made it.
+each stays in its own folder (`data/taiwania-preregistered*/`), with the commit of the model that made it.
 """
 if changes:
     readme += f"""
