@@ -118,7 +118,7 @@ def test_model_transfer_from_a_profile_without_one_is_one_line(tmp_path):
     import sys
 
     bare = tmp_path / "bare.yaml"
-    bare.write_text("name: bare\nuncertainty:\n  residuals:\n    seen_model: {}\n")
+    bare.write_text("name: bare\ncoefficients: {}\nuncertainty:\n  residuals:\n    seen_model: {}\n")
     (tmp_path / "copy.yaml").write_text((ROOT / "perfmodel/profiles/v100-sxm2-32gb.yaml").read_text())
     out = subprocess.run([sys.executable, "-m", "perfmodel.cli", "calibrate", "uncertainty",
                           str(ROOT / "data/taiwania/results.jsonl"), "--hardware", "taiwania2",

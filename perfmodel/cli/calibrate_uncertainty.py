@@ -62,17 +62,14 @@ def _transfer(spec: str):
 
 def _borrowed_model_transfer(path: str) -> tuple[str, dict]:
     """(the profile's name, its uncertainty section's residuals) for --model-transfer-from."""
-    import yaml
+    from perfmodel.cost.coefficients import load_profile
 
-    try:
-        document = yaml.safe_load(Path(path).read_text())
-    except yaml.YAMLError as exc:
-        raise UserError(f"--model-transfer-from {path}: not valid YAML ({exc.__class__.__name__})") from None
-    residuals = ((document or {}).get("uncertainty") or {}).get("residuals") if isinstance(document, dict) else None
+    profile = load_profile(path)
+    residuals = (profile.uncertainty or {}).get("residuals")
     if not isinstance(residuals, dict) or not residuals.get("model_transfer"):
         raise UserError(f"--model-transfer-from {path}: the profile has no measured model transfer "
                         "(uncertainty.residuals.model_transfer); write it with calibrate uncertainty --model-transfer")
-    return str(document.get("name") or Path(path).stem), residuals
+    return profile.name, residuals
 
 
 def cmd_uncertainty(args: argparse.Namespace) -> int:
