@@ -56,7 +56,7 @@ class ItlRecorder:
         return np.concatenate(gaps), np.concatenate(counts)
 
     def clear(self) -> None:
-        """Forget what was recorded (after it was taken with `arrays`); the lists are emptied in place."""
+        """Forget what was recorded (after it was taken with `arrays`); the arrays and lists are emptied in place."""
         del self.gap_s[:], self.count[:]
         for values in (self.run_end_s, self.run_prev_s, self.run_count):
             values.clear()

@@ -450,19 +450,6 @@ class DirectReplica:
         return True
 
 
-def run_open_loop(stream, engine: EngineConfig, step_cost: StepCost, table: RequestTable, itl: ItlRecorder,
-                  recorder: StepRecorder, collector, router, *, num_replicas: int, request_latency_s: float,
-                  max_macro_steps: int, check_chunk: Callable, token_delivery_s: float = 0.0) -> list[DirectReplica]:
-    """Send every request of `stream` (a `simulator.stream.RequestStream`) to its replica in order and run the
-    replicas to the end; return them. `router` picks a replica per request as `simulator.cluster.Router`;
-    `check_chunk` validates each chunk before its requests are simulated."""
-    with _without_cyclic_gc():
-        return _run_open_loop(stream, engine, step_cost, table, itl, recorder, collector, router,
-                              num_replicas=num_replicas, request_latency_s=request_latency_s,
-                              max_macro_steps=max_macro_steps, check_chunk=check_chunk,
-                              token_delivery_s=token_delivery_s)
-
-
 @contextmanager
 def _without_cyclic_gc():
     """The cyclic garbage collector off for the run: the loop allocates millions of short-lived tuples (heap
@@ -478,9 +465,14 @@ def _without_cyclic_gc():
             gc.enable()
 
 
-def _run_open_loop(stream, engine: EngineConfig, step_cost: StepCost, table: RequestTable, itl: ItlRecorder,
-                   recorder: StepRecorder, collector, router, *, num_replicas: int, request_latency_s: float,
-                   max_macro_steps: int, check_chunk: Callable, token_delivery_s: float = 0.0) -> list[DirectReplica]:
+@_without_cyclic_gc()
+def run_open_loop(stream, engine: EngineConfig, step_cost: StepCost, table: RequestTable, itl: ItlRecorder,
+                  recorder: StepRecorder, collector, router, *, num_replicas: int, request_latency_s: float,
+                  max_macro_steps: int, check_chunk: Callable, token_delivery_s: float = 0.0) -> list[DirectReplica]:
+    """Send every request of `stream` (a `simulator.stream.RequestStream`) to its replica in order and run the
+    replicas to the end; return them. `router` picks a replica per request as `simulator.cluster.Router`;
+    `check_chunk` validates each chunk before its requests are simulated. Runs with the cyclic GC off
+    (`_without_cyclic_gc`)."""
     cost = MemoStepCost(step_cost)
     replicas = [DirectReplica(r, engine, cost, table, itl, recorder, collector.on_finish,
                               max_macro_steps=max_macro_steps, token_delivery_s=token_delivery_s)
