@@ -71,9 +71,9 @@ class StepCost(Protocol):
     `num_stages` is the pipeline-parallel size (1 without PP). Called with array fields, it must return an
     array of the same length (elementwise evaluation). It must be a pure function of the batch: the open-loop
     driver caches its answers for scalar steps (`simulator.open_loop.MemoStepCost`). Optional, for the V0 virtual engines
-    (`simulator.engine.Replica._run_virtual_engine`): `stage_split_s(batch)` -> (the CPU part of the stage time,
-    spent before a stage needs the previous stage's output; what only the last stage spends; the engine
-    thread's time per step outside the stages).
+    (`simulator.pipelining._virtual_engine`): `stage_split_s(batch)` -> (the CPU part of the stage time,
+    spent before a stage needs the previous stage's output; what only the last stage spends; the time the last
+    stage's result takes to reach the engine process, during which that stage takes no other batch).
     """
 
     num_stages: int

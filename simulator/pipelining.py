@@ -11,8 +11,9 @@ SimPy process body taking the `simulator.engine.Replica`. The scheduler registry
   `simulator.scheduler_v0.VirtualEngines`), each with one batch in flight; the batches of all of them share
   the stages, each stage taking them in the order they reach it. With `step_cost.stage_split_s`, a stage may
   start preparing a batch (the CPU part of its stage time) as soon as it is free and computes once the
-  previous stage is done, stages before the last skip what only the last spends (the LM head), and after the
-  last stage the batch passes the engine process's own thread, one for all virtual engines.
+  previous stage is done, stages before the last skip what only the last spends (the LM head), and the last
+  stage takes the next batch only once the previous one's result is back in the engine process (its lock is
+  held for the whole remote call).
 - "static" (static batching): one batch in flight, every stage in turn.
 
 Macro-steps ("serial"): when the next steps can only be pure decodes (nothing prefilling, nobody admissible
@@ -222,18 +223,20 @@ def virtual_engines(r: Replica):
     engines = r.scheduler
     assert isinstance(engines, VirtualEngines)
     stage_free_s = [r.env.now] * r.num_stages
-    host_free_s = [r.env.now]
     for v in range(len(engines.schedulers)):
-        r.env.process(_virtual_engine(r, v, stage_free_s, host_free_s))
+        r.env.process(_virtual_engine(r, v, stage_free_s))
     yield r.env.timeout(0)
 
 
-def _virtual_engine(r: Replica, v: int, stage_free_s: list[float], host_free_s: list[float]):
+def _virtual_engine(r: Replica, v: int, stage_free_s: list[float]):
     """Virtual engine `v`: schedule a batch, send it through every stage (each stage takes batches in the
-    order they reach it), then through the engine process's thread (`step_cost.stage_split_s`, if the cost
-    has it: one thread for all virtual engines, in the order their batches leave the last stage), apply
-    it, repeat; one batch in flight (vLLM 0.7.0 `AsyncLLMEngine.run_engine_loop` awaits each virtual
-    engine's step before starting its next)."""
+    order they reach it), then back to the engine process (`step_cost.stage_split_s`'s host time, if the cost
+    has it), apply it, repeat; one batch in flight (vLLM 0.7.0 `AsyncLLMEngine.run_engine_loop` awaits each
+    virtual engine's step before starting its next). The last stage is not free for the next batch until its
+    result is back: vLLM 0.7.0 `RayDistributedExecutor._driver_execute_model_async` holds a stage's lock
+    (`vllm.utils._run_task_with_lock`) around the whole remote `execute_model` call, and the last stage's call
+    returns only after sampling, i.e. after its GPU work; the next virtual engine's call to it is sent only
+    then."""
     env, cost, rec = r.env, r.step_cost, r.recorder
     split = getattr(cost, "stage_split_s", None)
     engines = r.scheduler
@@ -259,8 +262,8 @@ def _virtual_engine(r: Replica, v: int, stage_free_s: list[float], host_free_s: 
             compute_s = stage_s - prep_s - (last_only_s if s < last else 0.0)
             end = max(end, max(dispatch, stage_free_s[s]) + prep_s) + compute_s
             stage_free_s[s] = end
-        end = max(end, host_free_s[0]) + host_s
-        host_free_s[0] = end
+        end += host_s
+        stage_free_s[last] = end
         rec.add_step(r.index, env.now, end, stage_s, out.batch, engines.num_running, engines.num_waiting,
                      engines.num_used_blocks)
         yield env.timeout(end - env.now)

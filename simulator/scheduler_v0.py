@@ -31,9 +31,8 @@ Modelled (vLLM 0.7.0 `vllm/core/scheduler.py` `Scheduler._schedule_default`, FCF
   stage takes the StepCost's stage time for a batch, each stage serves batches in the order they reach it
   (vLLM 0.7.0 `RayDistributedExecutor._driver_execute_model_async` locks a stage per virtual engine). That
   call hands the request to every stage's driver at once, so a stage prepares its inputs while earlier
-  stages compute; the engine process's own work per step (scheduling, the calls, output processing, which V0
-  does not overlap when PP > 1: `ModelConfig.verify_async_output_proc`) is one thread for all virtual
-  engines (`simulator.engine.Replica._run_virtual_engine`).
+  stages compute; the lock of a stage is held for its whole remote call, so the last stage takes the next
+  batch only once the previous result is back in the engine process (`simulator.pipelining._virtual_engine`).
 
 Simplifications: swapping (only for beam search / `preemption_mode="swap"`), the scheduler delay factor (0 by
 default), multi-step scheduling, LoRA, prefix caching, and async output processing's one-step lag in seeing

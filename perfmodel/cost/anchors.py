@@ -106,7 +106,8 @@ DEFAULT_ANCHORS: dict[str, Anchor] = {
                                          "NCCL bus bandwidth vs link rate: protocol overheads of 10-40%"),
     "p2p_latency_s": _a(2e-5, 2e-5, "first principles", "one send/recv pair between pipeline stages"),
     "pp_step_overhead_s": _a(1e-3, 1e-3, "first principles",
-                             "V0 with PP: a Ray actor call per virtual engine step (about a millisecond)"),
+                             "V0 with PP: the round trip of a Ray actor call per virtual engine step (about a "
+                             "millisecond)"),
     "server_request_latency_s": _a(0.0, 5e-3, "first principles",
                                    "HTTP parse, tokenization and the engine client hand-off of one request"),
     "server_stream_token_s": _a(1.7e-5, 1.7e-5, "vLLM CPU code timed here",

@@ -99,11 +99,11 @@ class Coefficients:
     p2p_latency_s: float = _coef(
         2e-5, "latency of one pipeline-stage activation send", 0.0, 1e-2, group="pipeline_parallel")
     pp_step_overhead_s: float = _coef(
-        1e-3, "vLLM V0 with pipeline parallelism: engine-process time per step of a virtual engine that no stage "
-        "overlaps: the call to every stage's driver (Ray actors, vLLM 0.7.0 "
-        "RayDistributedExecutor._driver_execute_model_async) and output processing, which V0 does not overlap "
-        "with the next step when PP > 1 (ModelConfig.verify_async_output_proc); a Ray call takes about a "
-        "millisecond", 0.0, 0.05, group="pipeline_parallel")
+        1e-3, "vLLM V0 with pipeline parallelism: per step of a virtual engine, the round trip of the remote "
+        "execute_model call to the last stage's driver (a Ray actor) and the engine's handling of its result; the "
+        "stage's lock is held for the whole call (vLLM 0.7.0 RayDistributedExecutor._driver_execute_model_async, "
+        "vllm.utils._run_task_with_lock), so the last stage takes no other batch meanwhile; a Ray call takes "
+        "about a millisecond", 0.0, 0.05, group="pipeline_parallel")
     server_request_latency_s: float = _coef(
         0.0, "seconds from a client's send to the engine's queue under `vllm serve` (HTTP, tokenization, the "
         "server's engine client); in TTFT and E2E of served requests only. 0 by default: not known without "

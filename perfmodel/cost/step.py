@@ -17,8 +17,8 @@ rank prepares the batch's inputs itself. Expert GEMMs of an MoE layer run at ``f
 dense rates (vLLM's fused MoE kernel). Which kernel runs each weight matrix, and its formula, come from
 perfmodel.cost.kernels' table (e.g. the exllama GPTQ kernel on Volta reads int4 weights once per 8 rows and multiplies on
 the CUDA cores). Under vLLM V0 with pipeline parallelism every stage prepares the batch
-itself (the CPU part of its time) and the engine process adds its own thread's time per step, which the
-simulator shares among the virtual engines (``stage_split_s``).
+itself (the CPU part of its time) and the last stage's result takes ``pp_step_overhead_s`` to reach the engine
+process, during which that stage takes no other virtual engine's batch (``stage_split_s``).
 
 Every stage is costed as the most loaded one (most layers, plus the LM head); the engine's latency for a batch
 is ``num_stages`` stage times, its throughput one batch per stage time when enough batches are in flight.
@@ -213,7 +213,7 @@ class StepCostModel:
 
     def stage_split_s(self, batch: BatchLike) -> tuple[Any, Any, float]:
         """V0 with pipeline parallelism, seconds of one step: (the CPU part of each stage's time, the part only the
-        last stage spends, the engine process's own thread's time outside every stage); zeros otherwise.
+        last stage spends, the return of the last stage's result to the engine process); zeros otherwise.
 
         - Preparation: the per-step and per-sequence overheads. vLLM 0.7.0
           `RayDistributedExecutor._driver_execute_model_async` sends the request to every stage's driver at once,
@@ -221,8 +221,10 @@ class StepCostModel:
         - Last stage only: the LM head (vLLM 0.7.0's models build `lm_head` only where
           `get_pp_group().is_last_rank`, e.g. `Qwen2ForCausalLM`; the stage time is the most loaded stage's, and
           `get_pp_indices` gives the others no more layers).
-        - Engine thread: ``pp_step_overhead_s`` (calling the stages, output processing, which V0 does not overlap
-          with the next step when PP > 1, scheduling), one thread shared by the virtual engines."""
+        - Return: ``pp_step_overhead_s``, the Ray round trip of the last stage's `execute_model` call and the
+          engine's handling of it. `_driver_execute_model_async` holds each stage's lock
+          (`vllm.utils._run_task_with_lock`) around the whole remote call, and the last stage's returns only
+          after sampling: the stage takes no other virtual engine's batch until then."""
         if not self._host_serial:
             return 0.0, 0.0, 0.0
         host_s = self.coefficients.pp_step_overhead_s

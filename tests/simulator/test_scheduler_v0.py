@@ -212,7 +212,7 @@ def test_single_token_outputs_are_prefill_steps_only():
 
 
 class _HostToy:
-    """A toy pp=2 cost plus a CPU part of each stage's time and engine-thread time per step."""
+    """A toy pp=2 cost plus a CPU part of each stage's time and the return of the last stage's result."""
 
     def __init__(self, prep_s: float, host_s: float, **kwargs) -> None:
         self.cost = LinearStepCost(**kwargs)
@@ -226,10 +226,10 @@ class _HostToy:
         return self.prep_s, 0.0, self.host_s
 
 
-def test_virtual_engine_stages_prepare_in_parallel_then_the_engine_thread():
-    # stage time 1 s (+0.01 s per prefill token) of which 0.5 s is preparation; 0.3 s on the engine thread.
-    # prefill: stage 0 [0, 1.1]; stage 1 prepares [0, 0.5], computes [1.1, 1.7]; engine thread [1.7, 2.0].
-    # decode: stage 0 [2.0, 3.0]; stage 1 prepares [2.0, 2.5], computes [3.0, 3.5]; engine thread -> 3.8.
+def test_virtual_engine_stages_prepare_in_parallel_then_the_result_returns():
+    # stage time 1 s (+0.01 s per prefill token) of which 0.5 s is preparation; the result returns in 0.3 s.
+    # prefill: stage 0 [0, 1.1]; stage 1 prepares [0, 0.5], computes [1.1, 1.7]; returns [1.7, 2.0].
+    # decode: stage 0 [2.0, 3.0]; stage 1 prepares [2.0, 2.5], computes [3.0, 3.5]; returns -> 3.8.
     toy = _HostToy(0.5, 0.3, fixed_s=1.0, per_prefill_token_s=0.01, per_decode_context_token_s=0.0,
                    per_decode_token_s=0.0, num_stages=2)
     r = simulate([Request(0, 0.0, 10, 2)], v0(), toy)
@@ -237,10 +237,11 @@ def test_virtual_engine_stages_prepare_in_parallel_then_the_engine_thread():
     assert r.requests.finish_s.tolist() == pytest.approx([3.8])
 
 
-def test_virtual_engines_share_one_engine_thread():
-    # 1 s per stage, no preparation, 2 s on the engine thread: engine 0's prefill leaves stage 1 at 2 and
-    # takes the thread [2, 4]; engine 1's leaves stage 1 at 3 and waits for the thread: [4, 6].
+def test_last_stage_is_held_until_its_result_returns():
+    # 1 s per stage, no preparation, 2 s for the last stage's result to return (vLLM 0.7.0 holds the stage's lock
+    # for the whole remote call): engine 0's prefill leaves stage 1 at 2 and is back at 4, holding stage 1 until
+    # then; engine 1's left stage 0 at 2, so it computes on stage 1 [4, 5] and is back at 7.
     toy = _HostToy(0.0, 2.0, fixed_s=1.0, per_prefill_token_s=0.0, per_decode_context_token_s=0.0,
                    per_decode_token_s=0.0, num_stages=2)
     r = simulate([Request(0, 0.0, 10, 1), Request(1, 0.0, 10, 1)], v0(), toy)
-    assert r.requests.first_token_s.tolist() == pytest.approx([4.0, 6.0])
+    assert r.requests.first_token_s.tolist() == pytest.approx([4.0, 7.0])
