@@ -148,10 +148,11 @@ class Scenario:
         return layout
 
     def engine_config(self, num_kv_blocks: int, batching: str | None = None, *,
-                      served: bool = False) -> "EngineConfig":
+                      served: bool = False, pp: int = 1) -> "EngineConfig":
         """The simulator's limits for one replica with ``num_kv_blocks`` KV blocks (``batching`` overrides).
         ``served``: requests arrive while the engine runs, so async scheduling's admission lag applies
-        (offline, every request is queued before the first step: the lag changes nothing)."""
+        (offline, every request is queued before the first step: the lag changes nothing). ``pp``: the
+        replica's pipeline stages (V0 turns async output processing off with more than one)."""
         from simulator.config import EngineConfig
 
         e = self.engine
@@ -166,7 +167,9 @@ class Scenario:
                                 static_batch_size=static, scheduler=self.scheduler_generation(batching),
                                 enable_prefix_caching=e.enable_prefix_caching,
                                 async_scheduling=(served and e.async_scheduling and batching == "continuous"
-                                                  and self.scheduler_generation(batching) == "v1"))
+                                                  and self.scheduler_generation(batching) == "v1"),
+                                async_output_processing=(e.async_output_processing and pp == 1
+                                                         and batching == "continuous"))
         except ValueError as exc:
             raise UserError(str(exc)) from None
 
@@ -212,7 +215,7 @@ class Scenario:
                 raise UserError(f"{layout} does not fit {self.model.name} on {self.cluster.gpu.display_name}: "
                                 f"{plan.reason}{self._fitting_hint(layout)}")
             num_kv_blocks = plan.num_gpu_blocks
-        engine = self.engine_config(num_kv_blocks, batching, served=served)
+        engine = self.engine_config(num_kv_blocks, batching, served=served, pp=layout.pp)
         cost = self.step_cost(layout)
         c = self.profile.coefficients
         if served and c.server_graphless_layer_s > 0 and self.engine.engine_generation is EngineGeneration.V1:

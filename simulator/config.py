@@ -31,6 +31,12 @@ class EngineConfig:
         request that arrives during step k joins step k+2 at the earliest, or the next step when the step in
         flight has nothing else to run (`simulator.engine.Replica`). Continuous batching with scheduler "v1";
         with pipeline stages the pipelined loop already schedules ahead and adds no lag.
+    async_output_processing: vLLM V0's asynchronous output processing: a step's sampled tokens become request
+        outputs only while the engine's next step runs (vLLM 0.7.0 `LLMEngine.step` queues them in the context's
+        `output_queue` for the next step's `async_callback`), so every token, the first and the last included,
+        reaches the client at the end of the engine's next step, and a request is handed back then; when only
+        finished sequences are left the engine still runs that step for them (its "extra decode run"). One
+        stage, continuous batching (`simulator.engine.Replica`); inter-token gaps are recorded as sampled.
     """
 
     max_num_seqs: int
@@ -44,6 +50,7 @@ class EngineConfig:
     scheduler: str = "v1"
     enable_prefix_caching: bool = False
     async_scheduling: bool = False
+    async_output_processing: bool = False
 
     def __post_init__(self) -> None:
         for name in ("max_num_seqs", "max_num_batched_tokens", "num_kv_blocks", "block_size"):
@@ -73,6 +80,8 @@ class EngineConfig:
                              "(vLLM >= 0.8); turn it off for static batching or V0")
         if self.async_scheduling and (self.batching != "continuous" or self.scheduler != "v1"):
             raise ValueError("async_scheduling is modelled for continuous batching with the V1 scheduler only")
+        if self.async_output_processing and self.batching != "continuous":
+            raise ValueError("async_output_processing is modelled for continuous batching only")
         if self.scheduler == "v0":
             self._check_v0()
 

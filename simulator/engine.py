@@ -52,6 +52,13 @@ class Replica:
         self._last_step_start_s = float("-inf")
         self._virtual_wakes: list[simpy.Event | None] = []
         self.scheduler, self.strategy = make_scheduler(config, table, itl, self.num_stages)
+        if config.async_output_processing and self.strategy != "serial":
+            raise ValueError("async_output_processing is modelled with one pipeline stage only (vLLM V0 turns it "
+                             "off with pipeline parallelism)")
+        # Async output processing (see _lag): the requests whose first token, or last, the latest step sampled
+        self.output_lag = config.async_output_processing
+        self._lagged_first: list[int] = []
+        self._lagged_finished: list[int] = []
         if isinstance(self.scheduler, VirtualEngines):
             self._virtual_wakes = [None] * self.num_stages
         if config.async_scheduling and self.strategy == "serial":
@@ -118,6 +125,49 @@ class Replica:
                 t.first_token_s[req] = end_s + delay
         for req in last_ids:
             t.finish_s[req] += delay
+
+    def _lag(self, end_s: float, first_ids, finished: list[int], num_tokens: float) -> list[int]:
+        """Async output processing (`EngineConfig.async_output_processing`): a step ending at `end_s` delivers
+        what the step before it sampled, the first tokens of `_lagged_first` and the last ones of
+        `_lagged_finished` (their times become `end_s`), and keeps this step's (`first_ids` whose first token came
+        at `end_s`, and `finished`) for the next. Returns the requests to hand back now."""
+        t = self.table
+        first = self._lagged_first
+        done = self._lagged_finished
+        for req in first:
+            t.first_token_s[req] = end_s
+        for req in done:
+            t.finish_s[req] = end_s
+        self._lagged_first = [req for req in first_ids if t.first_token_s[req] == end_s]
+        self._lagged_finished = list(finished)
+        self._delivered(end_s, num_tokens, first, done)
+        return done
+
+    def _lag_run(self, end_s, finished: list[int], num_seqs) -> list[int]:
+        """`_lag` over a run of decode steps (`end_s`, each step's end; `num_seqs`, its sequences) in which
+        `finished` finished (each at its step's end, `finish_s`): the step after each finish delivers it; the
+        run's last step's finishes wait for the next step. Returns the requests to hand back at the run's end."""
+        import numpy as np
+
+        t = self.table
+        handed = self._lag(float(end_s[0]), (), [], float(num_seqs[0]))
+        by_step: dict[int, list[int]] = {}
+        for req in finished:
+            by_step.setdefault(int(np.searchsorted(end_s, t.finish_s[req])), []).append(req)
+        last = len(end_s) - 1
+        for i in sorted(by_step):
+            if i < last:
+                for req in by_step[i]:
+                    t.finish_s[req] = float(end_s[i + 1])
+                self._delivered(float(end_s[i + 1]), float(num_seqs[i + 1]), (), by_step[i])
+                handed.extend(by_step[i])
+            else:
+                self._lagged_finished.extend(by_step[i])
+        return handed
+
+    @property
+    def has_lagged_outputs(self) -> bool:
+        return bool(self._lagged_first or self._lagged_finished)
 
     def _notify(self) -> None:
         wake = self._wake

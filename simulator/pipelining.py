@@ -59,6 +59,9 @@ def serial(r: Replica):
     while True:
         r._admit_pending()
         if not sched.has_schedulable_work():
+            if r.output_lag and r.has_lagged_outputs:
+                clock = yield from _extra_step(r, clock)
+                continue
             yield r._sleep()
             r._wake = None
             clock = env.now
@@ -75,17 +78,45 @@ def serial(r: Replica):
         rec.add_step(r.index, clock, end, stage_s, out.batch, sched.num_running, sched.num_waiting,
                      sched.pool.num_used_blocks)
         if fused:
-            finished = sched.complete(out, end)
-            r._delivered(end, out.batch.num_sampled_tokens, out.prefill_ids, finished)
+            finished = _step_outputs(r, out, sched.complete(out, end), end)
             clock = yield from _decode_run(r, end, finished, stage_s)
             continue
         yield env.timeout(max(end - env.now, 0.0))
-        finished = sched.complete(out, end)
-        r._delivered(end, out.batch.num_sampled_tokens, out.prefill_ids, finished)
+        finished = _step_outputs(r, out, sched.complete(out, end), end)
         r._done(finished)
         clock = end
         if r.macro_steps:
             clock = yield from _decode_run(r, end, [], stage_s)
+
+
+def _step_outputs(r: Replica, out: SchedulerOutput, finished: list[int], end_s: float) -> list[int]:
+    """Deliver a step's first and last tokens (`Replica._delivered`, or a step later with async output
+    processing: `Replica._lag`); return the requests to hand back at `end_s`."""
+    if r.output_lag:
+        return r._lag(end_s, out.prefill_ids, finished, out.batch.num_sampled_tokens)
+    r._delivered(end_s, out.batch.num_sampled_tokens, out.prefill_ids, finished)
+    return finished
+
+
+def _extra_step(r: Replica, start_s: float):
+    """Async output processing with nothing left to schedule: vLLM 0.7.0's scheduler still runs the sequences
+    whose last token it has not seen processed (`Scheduler._schedule_running`: "an extra decode run"), so one
+    more decode step of them delivers what the previous step sampled. Returns its end."""
+    t = r.table
+    lagged = r._lagged_finished
+    n = len(lagged)
+    context = sum(t.finish_kv_tokens[req] + 1 for req in lagged)
+    start_s = end = max(start_s, r.env.now)
+    if n:  # else only first tokens wait (their requests wait for KV blocks): delivered now
+        batch = BatchStats(0, n, 0.0, 0, context, n, n)
+        stage_s = float(r.step_cost(batch))
+        end = start_s + stage_s
+        r.recorder.add_step(r.index, start_s, end, stage_s, batch, r.scheduler.num_running,
+                            r.scheduler.num_waiting, r.scheduler.pool.num_used_blocks)
+    if end > r.env.now:
+        yield r.env.timeout(end - r.env.now)
+    r._done(r._lag(end, (), [], n))
+    return end
 
 
 def _decode_run(r: Replica, start_s: float, finished: list[int], last_stage_s: float):
@@ -125,7 +156,9 @@ def _decode_run(r: Replica, start_s: float, finished: list[int], last_stage_s: f
     record = r.recorder.record
     done, kv_sum, kv_max, kv_per_step = sched.commit_decode_run(end_s, per_step_kv=record)
     r._last_step_start_s = float(end_s[-2]) if len(end_s) > 1 else start_s
-    if r.token_delivery_s > 0:
+    if r.output_lag:
+        done = r._lag_run(end_s, done, run.num_seqs)
+    elif r.token_delivery_s > 0:
         t = r.table
         for req in done:  # each in the step it finished in (the step's sampled tokens: its sequences)
             i = int(np.searchsorted(end_s, t.finish_s[req]))

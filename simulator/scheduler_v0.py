@@ -34,9 +34,13 @@ Modelled (vLLM 0.7.0 `vllm/core/scheduler.py` `Scheduler._schedule_default`, FCF
   stages compute; the lock of a stage is held for its whole remote call, so the last stage takes the next
   batch only once the previous result is back in the engine process (`simulator.pipelining._virtual_engine`).
 
+Async output processing (one stage): tokens reach the client a step late and, with nothing else to run, one
+more step runs for the finished sequences (`EngineConfig.async_output_processing`, `simulator.engine.Replica._lag`).
+A finished sequence's slot and KV blocks are freed when its last token is sampled, not a step later, and when
+other work is running the extra decode of a finished sequence is not added to that step.
+
 Simplifications: swapping (only for beam search / `preemption_mode="swap"`), the scheduler delay factor (0 by
-default), multi-step scheduling, LoRA, prefix caching, and async output processing's one-step lag in seeing
-finished sequences (vLLM 0.7.0 `Scheduler._schedule_running`'s "extra decode run") are not modelled.
+default), multi-step scheduling, LoRA and prefix caching are not modelled.
 """
 
 from __future__ import annotations

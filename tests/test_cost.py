@@ -143,12 +143,13 @@ def test_exllama_kernel_is_memory_bound_at_one_row_and_rereads_per_8_rows():
 
 
 def test_v0_pipeline_splits_cpu_and_engine_thread_time():
-    c = Coefficients(step_overhead_s=5e-3, per_seq_overhead_s=1e-4, pp_step_overhead_s=2e-3)
+    c = Coefficients(step_overhead_s=5e-3, per_seq_overhead_s=1e-4, pp_step_overhead_s=2e-3,
+                     pp_per_seq_overhead_s=5e-5)
     b = batch(decode=4, decode_ctx=4000, sampled=4, seqs=4)
     v0 = _v100_gptq_cost(Layout(tp=8, pp=2), c, engine_generation="v0", cuda_graph_batch_sizes=(1, 2, 4, 8))
     prep_s, last_only_s, host_s = v0.stage_split_s(b)
     assert prep_s == pytest.approx(5e-3 + 4 * 1e-4)  # every stage prepares the whole batch
-    assert host_s == pytest.approx(2e-3)
+    assert host_s == pytest.approx(2e-3 + 4 * 5e-5)  # the Ray call and each sequence's metadata in it
     assert last_only_s == pytest.approx(float(v0.lm_head_time_s(4)))
     assert v0.overhead_time_s(b) == pytest.approx(5.4e-3)
     v1 = _v100_gptq_cost(Layout(tp=8, pp=2), c)  # V1: every PP rank prepares the whole batch too

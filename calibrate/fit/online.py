@@ -51,8 +51,8 @@ ONLINE_FIT_METRICS = ("output_tokens_per_second", "ttft_s_mean", "decode_tokens_
 
 def uninformed_by_engine(observations: Sequence[Observation]) -> set[str]:
     """Coefficients none of the runs' engines pays: the all-reduce latency of the implementation vLLM picks for
-    none of their TP groups (``comm.custom_allreduce_applies``; both without TP), and ``pp_step_overhead_s``
-    without a V0 engine with pipeline parallelism."""
+    none of their TP groups (``comm.custom_allreduce_applies``; both without TP), and the pipeline's Ray call
+    (``pp_step_overhead_s``, ``pp_per_seq_overhead_s``) without a V0 engine with pipeline parallelism."""
     from perfmodel.cost import comm
     from perfmodel.layout import place
 
@@ -65,7 +65,7 @@ def uninformed_by_engine(observations: Sequence[Observation]) -> set[str]:
     if all(custom):
         skip.add("nccl_allreduce_latency_s")
     if not any(o.layout.pp > 1 and o.engine.engine_generation is EngineGeneration.V0 for o in observations):
-        skip.add("pp_step_overhead_s")
+        skip.update(("pp_step_overhead_s", "pp_per_seq_overhead_s"))
     return skip
 
 
@@ -88,7 +88,8 @@ def online_step_coefficients(observations: Sequence[Observation]) -> tuple[str, 
     # reads the weights) and p2p_latency_s (tens of microseconds beside the milliseconds of a step).
     names += kernel_coefficients(observations)
     skip = uninformed_by_engine(observations)
-    names += [n for n in ("allreduce_latency_s", "nccl_allreduce_latency_s", "pp_step_overhead_s") if n not in skip]
+    names += [n for n in ("allreduce_latency_s", "nccl_allreduce_latency_s", "pp_step_overhead_s",
+                          "pp_per_seq_overhead_s") if n not in skip]
     if any(o.engine.engine_generation is EngineGeneration.V0 and not o.engine.enforce_eager for o in observations):
         names.append("eager_layer_overhead_s")  # V0 prefill steps run without CUDA graphs
     return tuple(names)

@@ -87,9 +87,10 @@ def wave_time_s(step_cost, batch_size: int, input_len: int, output_len: int, max
         num_seqs=np.minimum(micro, np.ceil(chunks / input_len) + 1))
     prefill = step_cost(prefill_batch)
     time_s = float(np.sum(prefill)) * stages
-    split = getattr(step_cost, "stage_split_s", None)  # V0 with PP: the engine thread's time per step, outside
-    host_s = split(prefill_batch)[2] if split is not None else 0.0  # the stages (the same for every step)
-    time_s += host_s * steps
+    # V0 with PP: each step's result returns to the engine before the last stage takes another (stage_split_s)
+    split = getattr(step_cost, "stage_split_s", None)
+    if split is not None:
+        time_s += float(np.sum(split(prefill_batch)[2]))
     if output_len > 1:
         generated = np.arange(1, output_len)
         sampled = bool(decode_samples) and decode_samples < len(generated)
@@ -101,8 +102,9 @@ def wave_time_s(step_cost, batch_size: int, input_len: int, output_len: int, max
             prefill_context_tokens=np.zeros(n), decode_context_tokens=micro * (input_len + generated),
             num_sampled_tokens=np.full(n, micro), num_seqs=np.full(n, micro))
         decode_s = float(np.sum(step_cost(decode_batch)))
+        if split is not None:
+            decode_s += float(np.sum(split(decode_batch)[2])) / stages
         time_s += (decode_s * (output_len - 1) / n if sampled else decode_s) * stages
-        time_s += host_s * (output_len - 1)
     return time_s
 
 

@@ -64,6 +64,7 @@ def _a(value: float, sd: float, kind: str, source: str, data: str | None = None)
 
 _V1_SCHED = "data/anchors/v1-scheduler.jsonl"
 _V0_SCHED = "data/anchors/v0-scheduler.jsonl"
+_RAY_CALL = "data/anchors/ray-call.jsonl"
 
 DEFAULT_ANCHORS: dict[str, Anchor] = {
     "gemm_compute_efficiency": _a(0.80, 0.10, "kernel microbenchmark",
@@ -108,6 +109,8 @@ DEFAULT_ANCHORS: dict[str, Anchor] = {
     "pp_step_overhead_s": _a(1e-3, 1e-3, "first principles",
                              "V0 with PP: the round trip of a Ray actor call per virtual engine step (about a "
                              "millisecond)"),
+    "pp_per_seq_overhead_s": _a(8e-5, 8e-5, "first principles",
+                                "V0 with PP: each sequence's metadata (~8 KB) pickled into that Ray call"),
     "server_request_latency_s": _a(0.0, 5e-3, "first principles",
                                    "HTTP parse, tokenization and the engine client hand-off of one request"),
     "server_stream_token_s": _a(1.7e-5, 1.7e-5, "vLLM CPU code timed here",
@@ -189,6 +192,18 @@ ENGINE_ANCHORS: dict[str, dict[str, Anchor]] = {
                                  "scheduling + output processing 13.6 us (data/anchors/v0-scheduler.jsonl), input "
                                  "preparation 11.4 us, SamplingMetadata.prepare 1.3 us, SamplingTensors 0.9 us "
                                  "(data/anchors/v0-model-input.jsonl): 27 us. " + CPU_SCALING, _V0_SCHED),
+        "pp_step_overhead_s": _a(8e-4, 4e-4, "vLLM CPU code timed here",
+                                 "vLLM 0.7.0's per-step Ray call to the last pipeline stage (vLLM's own "
+                                 "_run_task_with_lock around execute_method.remote of a real ExecuteModelRequest, "
+                                 "returning a real SamplerOutput; Ray 2.60, both ends on this machine): 0.78-0.86 ms "
+                                 "per call in lines fitted to 1-64 sequences (0.71 ms with no payload; "
+                                 "data/anchors/ray-call.jsonl, benchmarks/anchors/ray_call.py). The hop between "
+                                 "two nodes is not in it. " + CPU_SCALING, _RAY_CALL),
+        "pp_per_seq_overhead_s": _a(8e-5, 4e-5, "vLLM CPU code timed here",
+                                    "the same call per sequence: 55-57 us up to 12 sequences (the request, ~8 KB "
+                                    "per sequence, goes inside the call) and 75-105 us from 13 on, where it passes "
+                                    "Ray's 100 KiB inline limit and goes through the object store (a step of "
+                                    "~1.5 ms there that a line does not have): 80 us. " + CPU_SCALING, _RAY_CALL),
     },
 }
 

@@ -104,6 +104,10 @@ class Coefficients:
         "stage's lock is held for the whole call (vLLM 0.7.0 RayDistributedExecutor._driver_execute_model_async, "
         "vllm.utils._run_task_with_lock), so the last stage takes no other batch meanwhile; a Ray call takes "
         "about a millisecond", 0.0, 0.05, group="pipeline_parallel")
+    pp_per_seq_overhead_s: float = _coef(
+        8e-5, "vLLM V0 with pipeline parallelism: per sequence of a virtual engine's step, what that Ray call "
+        "adds: vLLM 0.7.0 sends every sequence's full metadata each step (about 8 KB, token ids included) and "
+        "Ray pickles and unpickles it (benchmarks/anchors/ray_call.py)", 0.0, 2e-3, group="pipeline_parallel")
     server_request_latency_s: float = _coef(
         0.0, "seconds from a client's send to the engine's queue under `vllm serve` (HTTP, tokenization, the "
         "server's engine client); in TTFT and E2E of served requests only. 0 by default: not known without "

@@ -122,8 +122,8 @@ class StepCostModel:
         # hands messages over 8 MiB to NCCL; there the bandwidth term dominates and the latency is moot.)
         custom = comm.custom_allreduce_applies(cluster, layout.tp, placement.tp_spans_nodes)
         self._allreduce_call_s = coefficients.allreduce_latency_s if custom else coefficients.nccl_allreduce_latency_s
-        # V0 with PP: the engine process's per-step work (scheduling, calling the stages, output processing) is
-        # one thread shared by the virtual engines, outside every stage (see stage_split_s)
+        # V0 with PP: stages prepare their batches themselves and the last one's result makes a Ray round trip
+        # back to the engine process before that stage takes the next virtual engine's batch (see stage_split_s)
         self._host_serial = v0 and layout.pp > 1
         pp_bw, pp_latency = comm.p2p_link(cluster, placement.pp_spans_nodes) if layout.pp > 1 else (1.0, 0.0)
         self._pp_bw, self._pp_latency = pp_bw, pp_latency + coefficients.p2p_latency_s
@@ -221,18 +221,21 @@ class StepCostModel:
         - Last stage only: the LM head (vLLM 0.7.0's models build `lm_head` only where
           `get_pp_group().is_last_rank`, e.g. `Qwen2ForCausalLM`; the stage time is the most loaded stage's, and
           `get_pp_indices` gives the others no more layers).
-        - Return: ``pp_step_overhead_s``, the Ray round trip of the last stage's `execute_model` call and the
-          engine's handling of it. `_driver_execute_model_async` holds each stage's lock
+        - Return: ``pp_step_overhead_s`` plus ``pp_per_seq_overhead_s`` per sequence, the Ray round trip of the
+          last stage's `execute_model` call (its request carries every sequence's metadata) and the engine's
+          handling of it. `_driver_execute_model_async` holds each stage's lock
           (`vllm.utils._run_task_with_lock`) around the whole remote call, and the last stage's returns only
           after sampling: the stage takes no other virtual engine's batch until then."""
         if not self._host_serial:
             return 0.0, 0.0, 0.0
-        host_s = self.coefficients.pp_step_overhead_s
+        c = self.coefficients
         if type(batch.num_seqs) is int and type(batch.num_prefill_tokens) is int:  # the simulator's steps
             return (float(self._per_step(float(batch.num_seqs), float(batch.num_prefill_tokens))),
-                    float(self._lm_head_s(batch.num_sampled_tokens)), host_s)
+                    float(self._lm_head_s(batch.num_sampled_tokens)),
+                    c.pp_step_overhead_s + c.pp_per_seq_overhead_s * batch.num_seqs)
         f = _floats(batch)
-        return self._per_step(f.num_seqs, f.num_prefill_tokens), self.lm_head_time_s(f.num_sampled_tokens), host_s
+        return (self._per_step(f.num_seqs, f.num_prefill_tokens), self.lm_head_time_s(f.num_sampled_tokens),
+                c.pp_step_overhead_s + c.pp_per_seq_overhead_s * f.num_seqs)
 
     def _lm_head_s(self, num_sampled: int) -> float:
         """``lm_head_time_s`` of an integer count, cached per count (the simulator's scalar steps)."""

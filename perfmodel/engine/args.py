@@ -49,6 +49,14 @@ class EngineArgs:
                             "(raise it or lower --max-model-len)")
 
     @property
+    def async_output_processing(self) -> bool:
+        """Whether a V0 engine turns a step's tokens into outputs only during its next step (vLLM 0.7.0:
+        EngineArgs.disable_async_output_proc False by default; ModelConfig.verify_async_output_proc keeps it on a
+        CUDA GPU unless enforce_eager, CudaPlatform.is_async_output_supported, and turns it off with pipeline
+        parallelism, which `perfmodel.scenario.Scenario.engine_config` checks per layout)."""
+        return self.engine_generation is EngineGeneration.V0 and not self.enforce_eager
+
+    @property
     def async_scheduling(self) -> bool:
         """Whether the engine schedules the next step while the current one runs. vLLM 0.26 turns it on unless
         an option is incompatible (vllm/config/vllm.py VllmConfig.__post_init__: async_scheduling None -> True;
