@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+import numpy as np
 import simpy
 
 from simulator.batch import StepCost
@@ -147,8 +148,6 @@ class Replica:
         """`_lag` over a run of decode steps (`end_s`, each step's end; `num_seqs`, its sequences) in which
         `finished` finished (each at its step's end, `finish_s`): the step after each finish delivers it; the
         run's last step's finishes wait for the next step. Returns the requests to hand back at the run's end."""
-        import numpy as np
-
         t = self.table
         handed = self._lag(float(end_s[0]), (), [], float(num_seqs[0]))
         by_step: dict[int, list[int]] = {}
