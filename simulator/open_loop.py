@@ -111,11 +111,16 @@ class DirectReplica:
         # An arrival at `until_s` is seen by the step scheduled at `clock` only if until_s <= clock and, with async
         # scheduling, the latest step began no earlier than until_s less this (inf: off; see `_sees`)
         self._lag_s = _SAME_INSTANT_S if config.async_scheduling else math.inf
+        # V0's async output processing (`Replica._lag`): this step's first and last tokens, delivered by the next
+        self.output_lag = config.async_output_processing
+        self._lagged_first: list[int] = []
+        self._lagged_finished: list[int] = []
         # V0 keeps one block free after every decode step (`_run_free_blocks`), V1 none
         self._block_margin = scheduler.pool.num_free_blocks - scheduler._run_free_blocks()
-        # the common V1 step inlined (`_mixed_step`): not with the options that make admission differ
+        # the common V1 step inlined (`_mixed_step`): not with the options that make admission differ, nor with
+        # async output processing (V0 with chunked prefill runs the V1 model: `schedule` + `complete` and `_lag`)
         self._fast_mixed = (config.scheduler == "v1" and not config.enable_prefix_caching
-                            and not config.long_prefill_token_threshold)
+                            and not config.long_prefill_token_threshold and not config.async_output_processing)
         # what `_short_run` reads on every call and never changes (the lists and dicts are only ever updated in
         # place), unpacked there in one go
         pool = scheduler.pool
@@ -135,6 +140,25 @@ class DirectReplica:
             sched.waiting.append(slot)  # WaitingQueue.add_request
 
     _delivered = Replica._delivered
+    _lag = Replica._lag
+    _lag_run = Replica._lag_run
+
+    def _extra_step(self) -> None:
+        """`simulator.pipelining._extra_step`: nothing left to schedule but outputs to deliver, so the finished
+        sequences run one more decode step, which delivers them."""
+        sched, t = self.scheduler, self.table
+        lagged = self._lagged_finished
+        n = len(lagged)
+        end = self.clock
+        if n:
+            batch = BatchStats(0, n, 0.0, 0, sum(t.finish_kv_tokens[req] + 1 for req in lagged), n, n)
+            stage_s = float(self.cost(batch))
+            end = self.clock + stage_s
+            self.recorder.add_step(self.index, self.clock, end, stage_s, batch, sched.num_running, sched.num_waiting,
+                                   sched.pool.num_used_blocks)
+        self.clock = end
+        for req in self._lag(end, (), [], n):
+            self.on_finish(req)
 
     def _admit_pending(self) -> None:
         """`Replica._admit_pending` at the step scheduled at `clock` (every arrival by then submitted): the
@@ -182,11 +206,17 @@ class DirectReplica:
                     continue
             elif not sched.prefilling and len(sched.ready) == 1:  # what _decoding_cohort asks, in short
                 cohort = sched.ready[0]
-                if not cohort.base:
-                    return  # no work: nothing waiting, prefilling or decoding
+                if not cohort.base:  # no work: nothing waiting, prefilling or decoding
+                    if self.output_lag and (self._lagged_first or self._lagged_finished):
+                        self._extra_step()
+                        continue
+                    return
                 if self._decode_steps(limit, cohort):
                     continue
             if not sched.has_schedulable_work():
+                if self.output_lag and (self._lagged_first or self._lagged_finished):
+                    self._extra_step()
+                    continue
                 return
             out = sched.schedule()
             if out.is_empty:
@@ -199,7 +229,10 @@ class DirectReplica:
             rec.add_step(self.index, self.clock, end, stage_s, out.batch, sched.num_running, sched.num_waiting,
                          sched.pool.num_used_blocks)
             finished = sched.complete(out, end)
-            self._delivered(end, out.batch.num_sampled_tokens, out.prefill_ids, finished)
+            if self.output_lag:
+                finished = self._lag(end, out.prefill_ids, finished, out.batch.num_sampled_tokens)
+            else:
+                self._delivered(end, out.batch.num_sampled_tokens, out.prefill_ids, finished)
             self.last_start_s = self.clock
             self.clock = end
             self.last_stage_s = stage_s
@@ -353,7 +386,9 @@ class DirectReplica:
         end_s = end_s[:m]
         num_waiting = sched.num_waiting
         done, kv_sum, kv_max, _ = sched.commit_decode_run(end_s)
-        if self.token_delivery_s > 0:  # as the SimPy `_decode_run`: each in the step it finished in
+        if self.output_lag:
+            done = self._lag_run(end_s, done, run.num_seqs)
+        elif self.token_delivery_s > 0:  # as the SimPy `_decode_run`: each in the step it finished in
             finish_s = sched.table.finish_s
             for req in done:
                 i = int(np.searchsorted(end_s, finish_s[req]))
@@ -372,6 +407,7 @@ class DirectReplica:
         """Step the decodes one at a time (what `schedule` + `complete` do for a pure-decode step, inlined)."""
         (sched, pool, rec, bs, margin, cap, add_gap, add_count, memo_get, decode_step, finish_kv, finish_s,
          shared_blocks, on_finish, delivery_s, lag_s) = self._run_constants
+        lag = self.output_lag
         residues = cohort.residue_counts
         clock, last, counter = self.clock, cohort.last_emit_s, cohort.counter
         n = len(cohort.base)
@@ -396,6 +432,9 @@ class DirectReplica:
             if stage_s is None:
                 stage_s = decode_step(n, ctx)
             end = clock + stage_s
+            if lag and (self._lagged_first or self._lagged_finished):  # the previous step's outputs (Replica._lag)
+                for req in self._lag(end, (), [], n):
+                    on_finish(req)
             start = clock
             used = cap - avail
             kv_sum += used
@@ -417,11 +456,15 @@ class DirectReplica:
                     del base[req]
                     cohort.sum_base -= b
                     residues[b % bs] -= 1
-                    finish_s[req] = end + delivery_s * n if delivery_s > 0 else end  # Replica._delivered
                     avail += -(-finish_kv[req] // bs) - shared_blocks[req]
                     sched.num_running -= 1
                     pool.num_free_blocks = avail + margin  # for _may_prefill (V0 asks the pool)
-                    on_finish(req)
+                    if lag:  # delivered by the next step
+                        finish_s[req] = end
+                        self._lagged_finished.append(req)
+                    else:
+                        finish_s[req] = end + delivery_s * n if delivery_s > 0 else end  # Replica._delivered
+                        on_finish(req)
                 n = len(base)
                 if not n or ((sched.waiting or sched.prefilling) and sched._may_prefill()):
                     break

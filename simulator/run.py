@@ -76,11 +76,9 @@ def _validate(table: RequestTable, engine: EngineConfig, num_replicas: int) -> N
 def _uses_open_loop(engine: EngineConfig, step_cost: StepCost, router: str, max_concurrency: int | None,
                     record_timeline: bool, macro_steps: bool) -> bool:
     """Whether `simulator.open_loop` runs the simulation: arrivals known in advance, one stage, the serial
-    strategy, no timeline asked (the SimPy replicas record it), no async output processing (the SimPy replicas
-    model it)."""
+    strategy, no timeline asked (the SimPy replicas record it)."""
     return (max_concurrency is None and router in ("round_robin", "random") and macro_steps and not record_timeline
-            and int(getattr(step_cost, "num_stages", 1)) == 1 and SCHEDULERS[scheduler_key(engine)].strategy == "serial"
-            and not engine.async_output_processing)
+            and int(getattr(step_cost, "num_stages", 1)) == 1 and SCHEDULERS[scheduler_key(engine)].strategy == "serial")
 
 
 def simulate(requests: Sequence[Request] | RequestStream, engine: EngineConfig, step_cost: StepCost, *,

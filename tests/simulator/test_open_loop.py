@@ -43,6 +43,24 @@ CASES = {
     "integer_ties": ([Request(i, float(i // 2), 16 + i % 7, 3 + i % 5) for i in range(60)],
                      EngineConfig(max_num_seqs=4, max_num_batched_tokens=64, num_kv_blocks=64),
                      {}),
+    # V0's async output processing (simulator.engine.Replica._lag): tokens a step late, the extra step when idle
+    "v0_async_output": (_requests(300, 25.0, 4), EngineConfig(max_num_seqs=32, max_num_batched_tokens=2048,
+                                                              num_kv_blocks=800, scheduler="v0",
+                                                              enable_chunked_prefill=False,
+                                                              async_output_processing=True), {}),
+    "v0_async_output_low_rate": (_requests(200, 2.0, 19), EngineConfig(max_num_seqs=32, max_num_batched_tokens=2048,
+                                                                       num_kv_blocks=800, scheduler="v0",
+                                                                       enable_chunked_prefill=False,
+                                                                       async_output_processing=True), {}),
+    "v0_async_output_offline": (_requests(200, float("inf"), 20), EngineConfig(
+        max_num_seqs=64, max_num_batched_tokens=2048, num_kv_blocks=3000, scheduler="v0",
+        enable_chunked_prefill=False, async_output_processing=True), {}),
+    "v0_chunked_async_output": (_requests(300, 25.0, 23), EngineConfig(  # V0 with chunked prefill: the V1 model
+        max_num_seqs=32, max_num_batched_tokens=512, num_kv_blocks=800, async_output_processing=True),
+                                dict(num_replicas=2, request_latency_s=0.01)),
+    "v0_async_output_kv_pressure": (_requests(300, 40.0, 21), EngineConfig(
+        max_num_seqs=64, max_num_batched_tokens=2048, num_kv_blocks=300, scheduler="v0",
+        enable_chunked_prefill=False, async_output_processing=True), dict(num_replicas=2)),
 }
 
 
@@ -92,6 +110,9 @@ SERVED_CASES = {  # async scheduling's admission lag and the token delivery dela
                                                                 max_num_batched_tokens=2048,
                                                                 enable_chunked_prefill=False),
                   dict(token_delivery_s=2e-4)),
+    "delivery_v0_async_output": (_requests(300, 25.0, 22), dataclasses.replace(
+        _SERVED, scheduler="v0", num_kv_blocks=800, async_scheduling=False, max_num_batched_tokens=2048,
+        enable_chunked_prefill=False, async_output_processing=True), dict(token_delivery_s=2e-4)),
     "served_long_runs": (_requests(60, 0.5, 18, output=(500, 2000)), _SERVED, dict(token_delivery_s=2e-4)),
     "served_integer_ties": ([Request(i, float(i // 2), 16 + i % 7, 3 + i % 5) for i in range(60)],
                             EngineConfig(max_num_seqs=4, max_num_batched_tokens=64, num_kv_blocks=64,
