@@ -148,7 +148,7 @@ class Scenario:
         return layout
 
     def engine_config(self, num_kv_blocks: int, batching: str | None = None, *,
-                      served: bool = False, pp: int = 1) -> "EngineConfig":
+                      served: bool = False, pp: int) -> "EngineConfig":
         """The simulator's limits for one replica with ``num_kv_blocks`` KV blocks (``batching`` overrides).
         ``served``: requests arrive while the engine runs, so async scheduling's admission lag applies
         (offline, every request is queued before the first step: the lag changes nothing). ``pp``: the
@@ -308,3 +308,6 @@ class ScaledStepCost:
 
     def stage_split_s(self, batch: Any) -> tuple[Any, Any, Any]:
         return tuple(part * self.factor for part in self.cost.stage_split_s(batch))
+
+    def cpu_time_s(self, batch: Any) -> Any:
+        return self.cost.cpu_time_s(batch) * self.factor

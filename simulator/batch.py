@@ -73,7 +73,9 @@ class StepCost(Protocol):
     driver caches its answers for scalar steps (`simulator.open_loop.MemoStepCost`). Optional, for the V0 virtual engines
     (`simulator.pipelining._virtual_engine`): `stage_split_s(batch)` -> (the CPU part of the stage time,
     spent before a stage needs the previous stage's output; what only the last stage spends; the time the last
-    stage's result takes to reach the engine process, during which that stage takes no other batch).
+    stage's result takes to reach the engine process, during which that stage takes no other batch). Optional, for
+    async output processing (`EngineConfig.async_output_processing`): `cpu_time_s(batch)`, the seconds of a
+    step's CPU work before its GPU work is under way (0 without it).
     """
 
     num_stages: int

@@ -80,8 +80,9 @@ class EngineConfig:
                              "(vLLM >= 0.8); turn it off for static batching or V0")
         if self.async_scheduling and (self.batching != "continuous" or self.scheduler != "v1"):
             raise ValueError("async_scheduling is modelled for continuous batching with the V1 scheduler only")
-        if self.async_output_processing and self.batching != "continuous":
-            raise ValueError("async_output_processing is modelled for continuous batching only")
+        if self.async_output_processing and (self.batching != "continuous" or self.async_scheduling):
+            raise ValueError("async_output_processing (vLLM V0) is modelled for continuous batching without "
+                             "async_scheduling (vLLM V1) only")
         if self.scheduler == "v0":
             self._check_v0()
 

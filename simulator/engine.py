@@ -6,12 +6,12 @@ inputs, the wake-up of a sleeping process, the hand-back of finished requests.
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import simpy
 
-from simulator.batch import StepCost
+from simulator.batch import BatchStats, StepCost
 from simulator.config import EngineConfig
 from simulator.itl import ItlRecorder
 from simulator.pipelining import STRATEGIES
@@ -60,6 +60,7 @@ class Replica:
         self.output_lag = config.async_output_processing
         self._lagged_first: list[int] = []
         self._lagged_finished: list[int] = []
+        self._cpu_time_s = getattr(step_cost, "cpu_time_s", None)
         if isinstance(self.scheduler, VirtualEngines):
             self._virtual_wakes = [None] * self.num_stages
         if config.async_scheduling and self.strategy == "serial":
@@ -127,45 +128,83 @@ class Replica:
         for req in last_ids:
             t.finish_s[req] += delay
 
-    def _lag(self, end_s: float, first_ids, finished: list[int], num_tokens: float) -> list[int]:
-        """Async output processing (`EngineConfig.async_output_processing`): a step ending at `end_s` delivers
-        what the step before it sampled, the first tokens of `_lagged_first` and the last ones of
-        `_lagged_finished` (their times become `end_s`), and keeps this step's (`first_ids` whose first token came
-        at `end_s`, and `finished`) for the next. Returns the requests to hand back now."""
-        t = self.table
-        first = self._lagged_first
-        done = self._lagged_finished
-        for req in first:
-            t.first_token_s[req] = end_s
-        for req in done:
-            t.finish_s[req] = end_s
-        self._lagged_first = [req for req in first_ids if t.first_token_s[req] == end_s]
-        self._lagged_finished = list(finished)
-        self._delivered(end_s, num_tokens, first, done)
+    def _lag(self, end_s: float, deliver_s: float, first_ids: Sequence[int], finished: list[int],
+             num_tokens: float) -> list[int]:
+        """Async output processing (`EngineConfig.async_output_processing`): the step that ends at `end_s` delivers,
+        at `deliver_s` (its start plus its CPU part, `_delivery_s`), what the step before it sampled: the first
+        tokens of `_lagged_first` and the last ones of `_lagged_finished`; it keeps its own (`first_ids` whose first
+        token came at `end_s`, and `finished`) for the next. Returns the requests to hand back now.
+
+        vLLM 0.7.0 queues a step's sampler output (`LLMEngine.step`, `ctx.append_output`) and turns it into request
+        outputs in `async_callback`, which the next step's model runner calls once that step's forward is launched
+        (`ModelRunner.execute_model`); `MQLLMEngine` sends them from there (`_async_socket_engine_callback`)."""
+        done = self._deliver_lagged(deliver_s, num_tokens)
+        self._keep_lagged(end_s, first_ids, finished)
         return done
 
-    def _lag_run(self, end_s, finished: list[int], num_seqs) -> list[int]:
-        """`_lag` over a run of decode steps (`end_s`, each step's end; `num_seqs`, its sequences) in which
-        `finished` finished (each at its step's end, `finish_s`): the step after each finish delivers it; the
-        run's last step's finishes wait for the next step. Returns the requests to hand back at the run's end."""
+    def _deliver_lagged(self, deliver_s: float, num_tokens: float) -> list[int]:
+        """`_lag`'s first half: deliver the kept outputs at `deliver_s`; return the finished requests."""
         t = self.table
-        handed = self._lag(float(end_s[0]), (), [], float(num_seqs[0]))
+        first, done = self._lagged_first, self._lagged_finished
+        for req in first:
+            t.first_token_s[req] = deliver_s
+        for req in done:
+            t.finish_s[req] = deliver_s
+        self._lagged_first, self._lagged_finished = [], []
+        self._delivered(deliver_s, num_tokens, first, done)
+        return done
+
+    def _keep_lagged(self, end_s: float, first_ids: Sequence[int], finished: list[int]) -> None:
+        """`_lag`'s second half: keep the outputs of the step that ended at `end_s` for the next step."""
+        t = self.table
+        self._lagged_first = [req for req in first_ids if t.first_token_s[req] == end_s]
+        self._lagged_finished = list(finished)
+
+    def _delivery_s(self, start_s: float, end_s: float, batch: BatchStats) -> float:
+        """When a step from `start_s` to `end_s` delivers the previous step's outputs: after its CPU part
+        (`StepCost.cpu_time_s`, 0 without it), at most at its end."""
+        cpu_s = float(self._cpu_time_s(batch)) if self._cpu_time_s is not None else 0.0
+        return min(end_s, start_s + cpu_s)
+
+    def _lag_run(self, start_s: float, end_s: np.ndarray, finished: list[int], batch: BatchStats) -> list[int]:
+        """`_lag` over a run of decode steps from `start_s` (`end_s`, each step's end; `batch`, their BatchStats
+        arrays) in which `finished` finished (each at its step's end, `finish_s`): the step after each finish
+        delivers it; the run's last step's finishes wait for the next step. Returns the requests to hand back at
+        the run's end."""
+        t = self.table
+        m = len(end_s)
+        starts = np.concatenate(([start_s], end_s[:-1]))
+        cpu_s = (np.broadcast_to(np.asarray(self._cpu_time_s(batch), dtype=float), (len(batch.num_seqs),))[:m]
+                 if self._cpu_time_s is not None else np.zeros(m))
+        deliver_s = np.minimum(end_s, starts + cpu_s)
+        num_seqs = batch.num_seqs
+        handed = self._deliver_lagged(float(deliver_s[0]), float(num_seqs[0]))
         by_step: dict[int, list[int]] = {}
         for req in finished:
             by_step.setdefault(int(np.searchsorted(end_s, t.finish_s[req])), []).append(req)
-        last = len(end_s) - 1
         for i in sorted(by_step):
-            if i < last:
+            if i < m - 1:
                 for req in by_step[i]:
-                    t.finish_s[req] = float(end_s[i + 1])
-                self._delivered(float(end_s[i + 1]), float(num_seqs[i + 1]), (), by_step[i])
+                    t.finish_s[req] = float(deliver_s[i + 1])
+                self._delivered(float(deliver_s[i + 1]), float(num_seqs[i + 1]), (), by_step[i])
                 handed.extend(by_step[i])
             else:
                 self._lagged_finished.extend(by_step[i])
         return handed
 
+    def _extra_step_batch(self) -> BatchStats | None:
+        """The decode step vLLM 0.7.0 still runs for sequences whose last token it has not processed when nothing
+        else is left (`Scheduler._schedule_running`: "an extra decode run"); None when no sequence waits."""
+        lagged = self._lagged_finished
+        n = len(lagged)
+        if not n:
+            return None
+        finish_kv = self.table.finish_kv_tokens
+        return BatchStats(0, n, 0.0, 0, sum(finish_kv[req] + 1 for req in lagged), n, n)
+
     @property
     def has_lagged_outputs(self) -> bool:
+        """Async output processing: outputs sampled but not yet delivered."""
         return bool(self._lagged_first or self._lagged_finished)
 
     def _notify(self) -> None:

@@ -115,6 +115,7 @@ class DirectReplica:
         self.output_lag = config.async_output_processing
         self._lagged_first: list[int] = []
         self._lagged_finished: list[int] = []
+        self._cpu_time_s = getattr(cost.cost, "cpu_time_s", None)
         # V0 keeps one block free after every decode step (`_run_free_blocks`), V1 none
         self._block_margin = scheduler.pool.num_free_blocks - scheduler._run_free_blocks()
         # the common V1 step inlined (`_mixed_step`): not with the options that make admission differ, nor with
@@ -142,23 +143,26 @@ class DirectReplica:
     _delivered = Replica._delivered
     _lag = Replica._lag
     _lag_run = Replica._lag_run
+    _deliver_lagged = Replica._deliver_lagged
+    _keep_lagged = Replica._keep_lagged
+    _delivery_s = Replica._delivery_s
+    _extra_step_batch = Replica._extra_step_batch
+    has_lagged_outputs = Replica.has_lagged_outputs
 
     def _extra_step(self) -> None:
-        """`simulator.pipelining._extra_step`: nothing left to schedule but outputs to deliver, so the finished
-        sequences run one more decode step, which delivers them."""
-        sched, t = self.scheduler, self.table
-        lagged = self._lagged_finished
-        n = len(lagged)
-        end = self.clock
-        if n:
-            batch = BatchStats(0, n, 0.0, 0, sum(t.finish_kv_tokens[req] + 1 for req in lagged), n, n)
+        """`simulator.pipelining._extra_step`: nothing left to schedule but outputs to deliver."""
+        sched = self.scheduler
+        batch = self._extra_step_batch()
+        end = deliver_s = self.clock
+        if batch is not None:
             stage_s = float(self.cost(batch))
             end = self.clock + stage_s
+            deliver_s = self._delivery_s(self.clock, end, batch)
             self.recorder.add_step(self.index, self.clock, end, stage_s, batch, sched.num_running, sched.num_waiting,
                                    sched.pool.num_used_blocks)
-        self.clock = end
-        for req in self._lag(end, (), [], n):
+        for req in self._lag(end, deliver_s, (), [], batch.num_seqs if batch is not None else 0):
             self.on_finish(req)
+        self.clock = end
 
     def _admit_pending(self) -> None:
         """`Replica._admit_pending` at the step scheduled at `clock` (every arrival by then submitted): the
@@ -207,14 +211,14 @@ class DirectReplica:
             elif not sched.prefilling and len(sched.ready) == 1:  # what _decoding_cohort asks, in short
                 cohort = sched.ready[0]
                 if not cohort.base:  # no work: nothing waiting, prefilling or decoding
-                    if self.output_lag and (self._lagged_first or self._lagged_finished):
+                    if self.output_lag and self.has_lagged_outputs:
                         self._extra_step()
                         continue
                     return
                 if self._decode_steps(limit, cohort):
                     continue
             if not sched.has_schedulable_work():
-                if self.output_lag and (self._lagged_first or self._lagged_finished):
+                if self.output_lag and self.has_lagged_outputs:
                     self._extra_step()
                     continue
                 return
@@ -230,7 +234,8 @@ class DirectReplica:
                          sched.pool.num_used_blocks)
             finished = sched.complete(out, end)
             if self.output_lag:
-                finished = self._lag(end, out.prefill_ids, finished, out.batch.num_sampled_tokens)
+                finished = self._lag(end, self._delivery_s(self.clock, end, out.batch), out.prefill_ids, finished,
+                                     out.batch.num_sampled_tokens)
             else:
                 self._delivered(end, out.batch.num_sampled_tokens, out.prefill_ids, finished)
             self.last_start_s = self.clock
@@ -387,7 +392,7 @@ class DirectReplica:
         num_waiting = sched.num_waiting
         done, kv_sum, kv_max, _ = sched.commit_decode_run(end_s)
         if self.output_lag:
-            done = self._lag_run(end_s, done, run.num_seqs)
+            done = self._lag_run(self.clock, end_s, done, run.batch)
         elif self.token_delivery_s > 0:  # as the SimPy `_decode_run`: each in the step it finished in
             finish_s = sched.table.finish_s
             for req in done:
@@ -433,7 +438,8 @@ class DirectReplica:
                 stage_s = decode_step(n, ctx)
             end = clock + stage_s
             if lag and (self._lagged_first or self._lagged_finished):  # the previous step's outputs (Replica._lag)
-                for req in self._lag(end, (), [], n):
+                deliver_s = self._delivery_s(clock, end, BatchStats(0, n, 0.0, 0, ctx, n, n))
+                for req in self._deliver_lagged(deliver_s, n):
                     on_finish(req)
             start = clock
             used = cap - avail

@@ -77,45 +77,54 @@ def serial(r: Replica):
         r._last_step_start_s = clock
         rec.add_step(r.index, clock, end, stage_s, out.batch, sched.num_running, sched.num_waiting,
                      sched.pool.num_used_blocks)
+        if r.output_lag and r.has_lagged_outputs:  # the previous step's outputs, delivered during this one
+            deliver_s = r._delivery_s(clock, end, out.batch)
+            handed = r._deliver_lagged(deliver_s, out.batch.num_sampled_tokens)
+            if handed:
+                if not fused:  # (with every arrival known, when a request is handed back changes nothing)
+                    yield env.timeout(max(deliver_s - env.now, 0.0))
+                r._done(handed)
         if fused:
-            finished = _step_outputs(r, out, sched.complete(out, end), end)
+            finished = _step_outputs(r, out, sched.complete(out, end), clock, end)
             clock = yield from _decode_run(r, end, finished, stage_s)
             continue
         yield env.timeout(max(end - env.now, 0.0))
-        finished = _step_outputs(r, out, sched.complete(out, end), end)
+        finished = _step_outputs(r, out, sched.complete(out, end), clock, end)
         r._done(finished)
         clock = end
         if r.macro_steps:
             clock = yield from _decode_run(r, end, [], stage_s)
 
 
-def _step_outputs(r: Replica, out: SchedulerOutput, finished: list[int], end_s: float) -> list[int]:
-    """Deliver a step's first and last tokens (`Replica._delivered`, or a step later with async output
-    processing: `Replica._lag`); return the requests to hand back at `end_s`."""
+def _step_outputs(r: Replica, out: SchedulerOutput, finished: list[int], start_s: float, end_s: float) -> list[int]:
+    """Deliver a step's first and last tokens (`Replica._delivered`), or with async output processing keep them
+    for the next step (`Replica._keep_lagged`, delivered by `serial`); return the requests to hand back at
+    `end_s`."""
     if r.output_lag:
-        return r._lag(end_s, out.prefill_ids, finished, out.batch.num_sampled_tokens)
+        r._keep_lagged(end_s, out.prefill_ids, finished)
+        return []
     r._delivered(end_s, out.batch.num_sampled_tokens, out.prefill_ids, finished)
     return finished
 
 
 def _extra_step(r: Replica, start_s: float):
-    """Async output processing with nothing left to schedule: vLLM 0.7.0's scheduler still runs the sequences
-    whose last token it has not seen processed (`Scheduler._schedule_running`: "an extra decode run"), so one
-    more decode step of them delivers what the previous step sampled. Returns its end."""
-    t = r.table
-    lagged = r._lagged_finished
-    n = len(lagged)
-    context = sum(t.finish_kv_tokens[req] + 1 for req in lagged)
+    """Async output processing with nothing left to schedule: one more decode step of the sequences whose last
+    token is not delivered yet (`Replica._extra_step_batch`) delivers it. Returns its end."""
     start_s = end = max(start_s, r.env.now)
-    if n:  # else only first tokens wait (their requests wait for KV blocks): delivered now
-        batch = BatchStats(0, n, 0.0, 0, context, n, n)
+    batch = r._extra_step_batch()
+    deliver_s = start_s
+    if batch is not None:  # else only first tokens wait (their requests wait for KV blocks): delivered now
         stage_s = float(r.step_cost(batch))
         end = start_s + stage_s
+        deliver_s = r._delivery_s(start_s, end, batch)
         r.recorder.add_step(r.index, start_s, end, stage_s, batch, r.scheduler.num_running,
                             r.scheduler.num_waiting, r.scheduler.pool.num_used_blocks)
+    handed = r._lag(end, deliver_s, (), [], batch.num_seqs if batch is not None else 0)
+    if deliver_s > r.env.now:
+        yield r.env.timeout(deliver_s - r.env.now)
+    r._done(handed)
     if end > r.env.now:
         yield r.env.timeout(end - r.env.now)
-    r._done(r._lag(end, (), [], n))
     return end
 
 
@@ -133,7 +142,9 @@ def _decode_run(r: Replica, start_s: float, finished: list[int], last_stage_s: f
         if last_stage_s > 0:
             max_steps = min(max_steps, 2 * int((arrival - start_s) / last_stage_s) + 8)
     run = None
-    if arrival > start_s and not r._pending:  # a waiting arrival (async scheduling) joins the step after next
+    # a waiting arrival (async scheduling) joins the step after next; a finish not yet delivered (async output
+    # processing) is handed back during the next step, which a closed loop must see on its own
+    if arrival > start_s and not r._pending and (known or not r._lagged_finished):
         run = sched.plan_decode_run(max_steps, through_finishes=known)
         if run is not None and run.num_steps < 2 and not finished:
             run = None  # a single step: leave it to the scheduler
@@ -157,7 +168,7 @@ def _decode_run(r: Replica, start_s: float, finished: list[int], last_stage_s: f
     done, kv_sum, kv_max, kv_per_step = sched.commit_decode_run(end_s, per_step_kv=record)
     r._last_step_start_s = float(end_s[-2]) if len(end_s) > 1 else start_s
     if r.output_lag:
-        done = r._lag_run(end_s, done, run.num_seqs)
+        done = r._lag_run(start_s, end_s, done, run.batch)
     elif r.token_delivery_s > 0:
         t = r.table
         for req in done:  # each in the step it finished in (the step's sampled tokens: its sequences)

@@ -142,7 +142,7 @@ def test_exllama_kernel_is_memory_bound_at_one_row_and_rereads_per_8_rows():
     assert nine == pytest.approx(2 * one, rel=0.03)
 
 
-def test_v0_pipeline_splits_cpu_and_engine_thread_time():
+def test_v0_pipeline_splits_cpu_time_and_the_result_s_return():
     c = Coefficients(step_overhead_s=5e-3, per_seq_overhead_s=1e-4, pp_step_overhead_s=2e-3,
                      pp_per_seq_overhead_s=5e-5)
     b = batch(decode=4, decode_ctx=4000, sampled=4, seqs=4)

@@ -17,8 +17,8 @@ from perfmodel.scenario import Scenario
 ])
 def test_async_scheduling_follows_the_release(options, expected):
     scenario = Scenario.build(model="llama-3.1-8b", hardware="h200-sxm", **options)
-    assert scenario.engine_config(1000, served=True).async_scheduling is expected
-    assert scenario.engine_config(1000).async_scheduling is False  # offline: all queued before the first step
+    assert scenario.engine_config(1000, served=True, pp=1).async_scheduling is expected
+    assert scenario.engine_config(1000, pp=1).async_scheduling is False  # offline: all queued before the first step
 
 
 def test_steps_beyond_the_largest_cuda_graph_take_at_least_the_floor():

@@ -87,10 +87,11 @@ def wave_time_s(step_cost, batch_size: int, input_len: int, output_len: int, max
         num_seqs=np.minimum(micro, np.ceil(chunks / input_len) + 1))
     prefill = step_cost(prefill_batch)
     time_s = float(np.sum(prefill)) * stages
-    # V0 with PP: each step's result returns to the engine before the last stage takes another (stage_split_s)
+    # V0 with PP: each micro-batch's result returns to the engine before the last stage takes the next one
+    # (stage_split_s), so a round through the pipeline takes stages x (stage time + that return)
     split = getattr(step_cost, "stage_split_s", None)
     if split is not None:
-        time_s += float(np.sum(split(prefill_batch)[2]))
+        time_s += float(np.sum(split(prefill_batch)[2])) * stages
     if output_len > 1:
         generated = np.arange(1, output_len)
         sampled = bool(decode_samples) and decode_samples < len(generated)
@@ -103,7 +104,7 @@ def wave_time_s(step_cost, batch_size: int, input_len: int, output_len: int, max
             num_sampled_tokens=np.full(n, micro), num_seqs=np.full(n, micro))
         decode_s = float(np.sum(step_cost(decode_batch)))
         if split is not None:
-            decode_s += float(np.sum(split(decode_batch)[2])) / stages
+            decode_s += float(np.sum(split(decode_batch)[2]))
         time_s += (decode_s * (output_len - 1) / n if sampled else decode_s) * stages
     return time_s
 

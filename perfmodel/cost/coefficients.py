@@ -107,7 +107,9 @@ class Coefficients:
     pp_per_seq_overhead_s: float = _coef(
         8e-5, "vLLM V0 with pipeline parallelism: per sequence of a virtual engine's step, what that Ray call "
         "adds: vLLM 0.7.0 sends every sequence's full metadata each step (about 8 KB, token ids included) and "
-        "Ray pickles and unpickles it (benchmarks/anchors/ray_call.py)", 0.0, 2e-3, group="pipeline_parallel")
+        "Ray pickles and unpickles it (benchmarks/anchors/ray_call.py; timed at 498 + 64 tokens: the payload grows "
+        "with the context, and past Ray's 100 KiB inline limit a call costs ~1.5 ms more, neither modelled; with "
+        "PP > 2 the middle stages' calls are not modelled either)", 0.0, 2e-3, group="pipeline_parallel")
     server_request_latency_s: float = _coef(
         0.0, "seconds from a client's send to the engine's queue under `vllm serve` (HTTP, tokenization, the "
         "server's engine client); in TTFT and E2E of served requests only. 0 by default: not known without "

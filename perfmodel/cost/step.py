@@ -211,7 +211,14 @@ class StepCostModel:
         f = _floats(batch)
         return self._overhead(f.num_seqs, f.num_prefill_tokens)
 
-    def stage_split_s(self, batch: BatchLike) -> tuple[Any, Any, float]:
+    def cpu_time_s(self, batch: BatchLike) -> Any:
+        """Seconds of a step's CPU work before its GPU work is under way (the simulator's async output processing
+        delivers the previous step's tokens then): ``overhead_time_s`` of a scalar step without numpy."""
+        if type(batch.num_seqs) is int and type(batch.num_prefill_tokens) is int:
+            return float(self._overhead(float(batch.num_seqs), float(batch.num_prefill_tokens)))
+        return self.overhead_time_s(batch)
+
+    def stage_split_s(self, batch: BatchLike) -> tuple[Any, Any, Any]:
         """V0 with pipeline parallelism, seconds of one step: (the CPU part of each stage's time, the part only the
         last stage spends, the return of the last stage's result to the engine process); zeros otherwise.
 

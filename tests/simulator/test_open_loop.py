@@ -14,6 +14,19 @@ from simulator.stream import RequestStream
 COST = LinearStepCost()
 
 
+class _WithCpu:
+    """COST whose steps spend their first 2 ms on the CPU (`StepCost.cpu_time_s`), when async output processing
+    delivers the previous step's tokens."""
+
+    num_stages = 1
+
+    def __call__(self, batch):
+        return COST(batch)
+
+    def cpu_time_s(self, batch):
+        return np.full(np.shape(batch.num_seqs), 2e-3)
+
+
 def _requests(n: int, rate: float, seed: int = 0, *, prompt=(50, 400), output=(1, 300)) -> list[Request]:
     rng = np.random.default_rng(seed)
     return make_requests(n, LengthDistribution.uniform(*prompt), LengthDistribution.uniform(*output), rng,
@@ -68,7 +81,7 @@ CASES = {
 def test_open_loop_equals_simpy(case):
     reqs, cfg, kwargs = CASES[case]
     cost = LinearStepCost(fixed_s=1.0, per_prefill_token_s=0.0, per_decode_context_token_s=0.0,
-                          per_decode_token_s=0.0) if case == "integer_ties" else COST
+                          per_decode_token_s=0.0) if case == "integer_ties" else _WithCpu() if "async" in case else COST
     assert _uses_open_loop(cfg, cost, kwargs.get("router", "round_robin"), None, False, True)
     fast = simulate(reqs, cfg, cost, **kwargs)
     slow = simulate(reqs, cfg, cost, macro_steps=False, **kwargs)  # SimPy, one step at a time
@@ -124,7 +137,8 @@ SERVED_CASES = {  # async scheduling's admission lag and the token delivery dela
 def test_served_open_loop_equals_simpy(case):
     reqs, cfg, kwargs = SERVED_CASES[case]
     cost = LinearStepCost(fixed_s=1.0, per_prefill_token_s=0.0, per_decode_context_token_s=0.0,
-                          per_decode_token_s=0.0) if case == "served_integer_ties" else COST
+                          per_decode_token_s=0.0) if case == "served_integer_ties" else (
+        _WithCpu() if "async_output" in case else COST)
     assert _uses_open_loop(cfg, cost, kwargs.get("router", "round_robin"), None, False, True)
     fast = simulate(reqs, cfg, cost, **kwargs)
     slow = simulate(reqs, cfg, cost, macro_steps=False, **kwargs)  # SimPy, one step at a time
