@@ -60,32 +60,19 @@ from pathlib import Path
 
 ANCHORS_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(ANCHORS_DIR))
-from v0_model_input import MAX_MODEL_LEN, stats  # noqa: E402
+from v0_model_input import MAX_MODEL_LEN, apply_samples, running_scheduler, sampled, stats  # noqa: E402
 from v0_scheduler import BLOCK_SIZE, enter_wheel  # noqa: E402
 from v1_scheduler import line_fit, provenance  # noqa: E402
 
 NUM_RUNNING = (1, 2, 4, 8, 12, 13, 16, 32, 64)  # 12 -> 13 crosses Ray's inline limit here
 
 
-def sampled(seq_id: int):
-    from vllm.sequence import CompletionSequenceGroupOutput, Logprob, SequenceOutput
-
-    token = 1000 + seq_id % 7
-    return CompletionSequenceGroupOutput([SequenceOutput(seq_id, token, {token: Logprob(math.inf)})], None)
-
-
 def decode_step(num_running: int, prompt_len: int, num_generated: int):
     """The ExecuteModelRequest of the ``num_generated``-th decode step of ``num_running`` sequences, as
     ``step_async`` builds it, and the last stage's answer to it (one SamplerOutput, one sample per group)."""
     from vllm.config import CacheConfig, SchedulerConfig
-    from vllm.core.scheduler import Scheduler
-    from vllm.engine.output_processor.single_step import SingleStepOutputProcessor
-    from vllm.engine.output_processor.stop_checker import StopChecker
-    from vllm.entrypoints.openai.protocol import CompletionRequest
-    from vllm.inputs import token_inputs
     from vllm.model_executor.layers.sampler import SamplerOutput
-    from vllm.sequence import ExecuteModelRequest, Sequence, SequenceGroup
-    from vllm.utils import Counter
+    from vllm.sequence import ExecuteModelRequest
 
     # the Taiwania configuration of v0_model_input.make_runner: chunked prefill off, budget = max_model_len
     config = SchedulerConfig(runner_type="generate", max_num_batched_tokens=MAX_MODEL_LEN, max_num_seqs=256,
@@ -93,15 +80,7 @@ def decode_step(num_running: int, prompt_len: int, num_generated: int):
     cache = CacheConfig(block_size=BLOCK_SIZE, gpu_memory_utilization=0.9, swap_space=0, cache_dtype="auto")
     cache.num_gpu_blocks = num_running * (prompt_len + num_generated + 64) // BLOCK_SIZE + 64
     cache.num_cpu_blocks = 0
-    scheduler = Scheduler(config, cache, None)
-    processor = SingleStepOutputProcessor(config, None, [scheduler], Counter(),
-                                          StopChecker(MAX_MODEL_LEN, lambda seq: None))
-    params = CompletionRequest(model="m", prompt="x", max_tokens=num_generated + 64, ignore_eos=True
-                               ).to_sampling_params(num_generated + 64, None, {})
-    for i in range(num_running):
-        seq = Sequence(i, token_inputs([(i * 31 + j) % 30000 for j in range(prompt_len)]), BLOCK_SIZE)
-        scheduler.add_seq_group(SequenceGroup(request_id=str(i), seqs=[seq], arrival_time=time.time(),
-                                              sampling_params=params))
+    scheduler, processor = running_scheduler(num_running, prompt_len, num_generated + 64, config, cache)
     decodes = 0
     while True:
         metadata, outputs, _ = scheduler.schedule()
@@ -114,12 +93,9 @@ def decode_step(num_running: int, prompt_len: int, num_generated: int):
                     virtual_engine=0, num_lookahead_slots=outputs.num_lookahead_slots,
                     running_queue_size=outputs.running_queue_size, finished_requests_ids=[],
                     last_sampled_token_ids=None)
-                return request, [SamplerOutput(outputs=[sampled(next(iter(m.seq_data))) for m in metadata])]
-        for meta, scheduled in zip(metadata, outputs.scheduled_seq_groups):
-            group = scheduled.seq_group
-            group.update_num_computed_tokens(meta.token_chunk_size or 0)
-            if meta.do_sample:
-                processor.process_outputs(group, [sampled(group.seqs[0].seq_id)], False)
+                return request, [SamplerOutput(outputs=[sampled(next(iter(m.seq_data)), math.inf)
+                                                        for m in metadata])]
+        apply_samples(processor, metadata, outputs, math.inf)
 
 
 class LastStageDriver:

@@ -94,46 +94,61 @@ def make_runner(model_dir: Path):
     return ModelRunner(config, kv_cache_dtype="auto", is_driver_worker=True)
 
 
-def scheduled_batch(num_seqs: int, prompt_len: int, want_decode: bool, scheduler_config, cache_config):
-    """The seq_group_metadata_list that vLLM 0.7.0's Scheduler.schedule() hands the runner: the first prefill step,
-    or the first decode step with all ``num_seqs`` running (sampled tokens appended as the output processor does)."""
-    from copy import copy
+def sampled(seq_id: int, logprob: float = 0.0):
+    """One sampled token of a sequence (its id picked from the sequence's), as the sampler hands it on."""
+    from vllm.sequence import CompletionSequenceGroupOutput, Logprob, SequenceOutput
 
+    token = 1000 + seq_id % 7
+    return CompletionSequenceGroupOutput([SequenceOutput(seq_id, token, {token: Logprob(logprob)})], None)
+
+
+def running_scheduler(num_seqs: int, prompt_len: int, max_tokens: int, scheduler_config, cache_config):
+    """vLLM 0.7.0's Scheduler holding ``num_seqs`` requests of ``prompt_len``-token prompts with the sampling
+    parameters of an OpenAI completion request (ignore_eos), and the output processor that appends their tokens."""
     from vllm.core.scheduler import Scheduler
     from vllm.engine.output_processor.single_step import SingleStepOutputProcessor
     from vllm.engine.output_processor.stop_checker import StopChecker
     from vllm.entrypoints.openai.protocol import CompletionRequest
     from vllm.inputs import token_inputs
-    from vllm.sequence import CompletionSequenceGroupOutput, Logprob, Sequence, SequenceGroup, SequenceOutput
+    from vllm.sequence import Sequence, SequenceGroup
     from vllm.utils import Counter
 
-    cache = copy(cache_config)
-    cache.num_gpu_blocks = num_seqs * (prompt_len + 64) // BLOCK_SIZE + 64
-    cache.num_cpu_blocks = 0
-    sched_config = copy(scheduler_config)
-    scheduler = Scheduler(sched_config, cache, None)
-    processor = SingleStepOutputProcessor(sched_config, None, [scheduler], Counter(),
+    scheduler = Scheduler(scheduler_config, cache_config, None)
+    processor = SingleStepOutputProcessor(scheduler_config, None, [scheduler], Counter(),
                                           StopChecker(MAX_MODEL_LEN, lambda seq: None))
-    params = CompletionRequest(model="m", prompt="x", max_tokens=128, ignore_eos=True).to_sampling_params(
-        128, None, {})
+    params = CompletionRequest(model="m", prompt="x", max_tokens=max_tokens, ignore_eos=True).to_sampling_params(
+        max_tokens, None, {})
     for i in range(num_seqs):
         seq = Sequence(i, token_inputs([(i * 31 + j) % 30000 for j in range(prompt_len)]), BLOCK_SIZE)
         scheduler.add_seq_group(SequenceGroup(request_id=str(i), seqs=[seq], arrival_time=time.time(),
                                               sampling_params=params))
+    return scheduler, processor
+
+
+def apply_samples(processor, metadata, outputs, logprob: float = 0.0) -> None:
+    """What the engine does with a step's samples: count the computed tokens, append each sampled token."""
+    for meta, scheduled in zip(metadata, outputs.scheduled_seq_groups):
+        group = scheduled.seq_group
+        group.update_num_computed_tokens(meta.token_chunk_size or 0)
+        if meta.do_sample:
+            processor.process_outputs(group, [sampled(group.seqs[0].seq_id, logprob)], False)
+
+
+def scheduled_batch(num_seqs: int, prompt_len: int, want_decode: bool, scheduler_config, cache_config):
+    """The seq_group_metadata_list that vLLM 0.7.0's Scheduler.schedule() hands the runner: the first prefill step,
+    or the first decode step with all ``num_seqs`` running (sampled tokens appended as the output processor does)."""
+    from copy import copy
+
+    cache = copy(cache_config)
+    cache.num_gpu_blocks = num_seqs * (prompt_len + 64) // BLOCK_SIZE + 64
+    cache.num_cpu_blocks = 0
+    scheduler, processor = running_scheduler(num_seqs, prompt_len, 128, copy(scheduler_config), cache)
     for _ in range(num_seqs + 8):
         metadata, outputs, _ = scheduler.schedule()
         decode = outputs.num_prefill_groups == 0
         if decode == want_decode and (not decode or len(metadata) == num_seqs):
             return metadata
-        for meta, scheduled in zip(metadata, outputs.scheduled_seq_groups):
-            group = scheduled.seq_group
-            group.update_num_computed_tokens(meta.token_chunk_size or 0)
-            if meta.do_sample:
-                seq = group.seqs[0]
-                token = 1000 + seq.seq_id % 7
-                sample = CompletionSequenceGroupOutput([SequenceOutput(seq.seq_id, token, {token: Logprob(0.0)})],
-                                                       None)
-                processor.process_outputs(group, [sample], False)
+        apply_samples(processor, metadata, outputs)
     raise RuntimeError(f"no {'decode' if want_decode else 'prefill'} step of {num_seqs} sequences")
 
 
