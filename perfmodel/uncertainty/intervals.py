@@ -277,7 +277,7 @@ class ResidualModel:
                         f"them)", cv["model_transfer"])
             return (f"model-transfer ({what} not in the fit: fits on other models' runs predicting them, "
                     f"calibrate/fit/transfer.py, with leave-one-model-out)",
-                    merged_pools(cv["model_transfer"], cv.get("unseen_model") or {}))
+                    _merged(cv["model_transfer"], cv.get("unseen_model") or {}))
         if not seen and cv.get("unseen_model"):
             return "leave-one-model-out", cv["unseen_model"]
         if not seen and cv.get("seen_model"):  # one model in the fit: no data on another model's error
@@ -306,7 +306,7 @@ def kernel_path(precision) -> str:
     return precision.quant_kernel or "dense"
 
 
-def merged_pools(*pools: Mapping[str, Mapping[str, Sequence[float]]]) -> dict[str, dict[str, list[float]]]:
+def _merged(*pools: Mapping[str, Mapping[str, Sequence[float]]]) -> dict[str, dict[str, list[float]]]:
     """{regime: {metric: residuals}} pools concatenated regime by regime and metric by metric."""
     out: dict[str, dict[str, list[float]]] = {}
     for pool in pools:
