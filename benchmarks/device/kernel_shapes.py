@@ -11,7 +11,11 @@ Llama-3.1-70B at TP 1, and row counts m from 1 to 8192, the kernels vLLM calls f
   * FP8 W8A8 ``cutlass_scaled_mm`` with per-tensor and per-token x per-channel scales, and the activation
     quantisation ``scaled_fp8_quant`` (dynamic per-tensor and per-token) on its own,
   * FlashAttention (vllm.vllm_flash_attn ``flash_attn_varlen_func``, FA3 on Hopper, as vLLM's FLASH_ATTN backend
-    calls it: paged KV, block size 16, block table): decode (one query token per sequence) and causal prefill.
+    calls it: paged KV, block size 16, block table): decode (one query token per sequence) and causal prefill,
+  * the elementwise kernels of a decoder layer, vLLM's own CUDA ops as its custom-op layers call them (fp16):
+    ``rms_norm``, ``fused_add_rms_norm`` (RMSNorm), ``silu_and_mul`` (SiluAndMul), ``rotary_embedding``
+    (RotaryEmbedding, neox style) and ``reshape_and_cache_flash`` (the KV cache write), over the hidden and
+    per-GPU intermediate widths and head layouts of the models above and of Qwen2.5-72B / Llama-3.1-405B at TP 8.
 
 How to run (the GPU machine needs only torch and vLLM; no weights, no network):
 
@@ -79,7 +83,15 @@ GPU_HZ = 2.0e9  # torch.cuda._sleep counts GPU cycles; Hopper boosts to ~1.98 GH
 EST_HBM_BYTES_PER_S, EST_FLOP_PER_S, EST_OVERHEAD_S, EST_LAUNCH_S = 4.0e12, 6.0e14, 0.004, 25e-6
 
 FAMILIES = ("cublas_bf16", "cublas_fp16", "gptq_exllama", "gptq_alt", "gptq_marlin", "awq_marlin",
-            "fp8_cutlass_tensor", "fp8_cutlass_channel", "fp8_quant", "attn_decode", "attn_prefill")
+            "fp8_cutlass_tensor", "fp8_cutlass_channel", "fp8_quant", "attn_decode", "attn_prefill", "elementwise")
+# elementwise kernels: hidden sizes (Qwen2.5-7B, Llama-3.1-8B, Qwen2.5-32B, 70B/72B, Llama-3.1-405B); the MLP's
+# per-GPU intermediate widths (Qwen2.5-72B GPTQ's padded 29696 at TP 8 and 4, then the four models at TP 1);
+# (query, KV) heads per GPU (Qwen2.5-72B at TP 8 and 4, Qwen2.5-7B, Llama-3.1-8B, Llama-3.1-70B)
+NORM_WIDTHS = (3584, 4096, 5120, 8192, 16384)
+MLP_WIDTHS = (3712, 7424, 14336, 18944, 27648, 28672)
+ROTARY_HEADS = ((8, 1), (16, 2), (28, 4), (32, 8), (64, 8))
+CACHE_KV_HEADS = (1, 8)
+ROTARY_MAX_POSITION = 4096
 
 
 # ----------------------------------------------------------------------------------------------- the plan
@@ -147,6 +159,38 @@ def attention_cases(families) -> list[dict]:
     return cases
 
 
+def elementwise_cases(rows) -> list[dict]:
+    """One case per (op, width or head layout, rows): ``mode`` names the op, ``k`` the row width it works on."""
+    cases = []
+    for op, widths in (("rms_norm", NORM_WIDTHS), ("fused_add_rms_norm", NORM_WIDTHS), ("silu_and_mul", MLP_WIDTHS)):
+        cases += [{"family": "elementwise", "mode": op, "k": w, "m": m, "dtype": "float16"}
+                  for w in widths for m in rows]
+    for hq, hkv in ROTARY_HEADS:
+        cases += [{"family": "elementwise", "mode": "rotary_embedding", "k": (hq + hkv) * 128, "q_heads": hq,
+                   "kv_heads": hkv, "head_dim": 128, "m": m, "dtype": "float16"} for m in rows]
+    for hkv in CACHE_KV_HEADS:
+        cases += [{"family": "elementwise", "mode": "reshape_and_cache_flash", "k": 2 * hkv * 128, "kv_heads": hkv,
+                   "head_dim": 128, "m": m, "dtype": "float16"} for m in rows]
+    return cases
+
+
+def elementwise_bytes(it: dict) -> int:
+    """Bytes an elementwise call reads and writes (fp16 elements; the norm weight, the positions, cos/sin rows and
+    slot indices are counted; in-place ops read and write their tensors)."""
+    m, w, op = it["m"], it["k"], it["mode"]
+    if op == "rms_norm":
+        return 2 * (2 * m * w) + 2 * w
+    if op == "fused_add_rms_norm":
+        return 2 * (4 * m * w) + 2 * w
+    if op == "silu_and_mul":
+        return 2 * (3 * m * w)
+    if op == "rotary_embedding":
+        return 2 * (2 * m * w) + 2 * m * it["head_dim"] + 8 * m
+    if op == "reshape_and_cache_flash":
+        return 2 * (2 * m * w) + 8 * m
+    raise ValueError(op)
+
+
 def attention_cost(c: dict) -> tuple[int, int]:
     """(bytes, flops) of one call: KV read once, q, out; QK^T and PV (causal prefill: half the square)."""
     b, ctx, ql, hq, hkv, d = c["batch"], c["context"], c["q_len"], c["q_heads"], c["kv_heads"], c["head_dim"]
@@ -167,6 +211,8 @@ def plan(args) -> list[dict]:
     fams = [f for f in FAMILIES if f in args.families]
     rows = args.rows
     items = [dict(c) for c in attention_cases(fams)]
+    if "elementwise" in fams:
+        items += elementwise_cases(rows)
     if "fp8_quant" in fams:
         for k in sorted({s["k"] for s in weight_shapes(args.models)}):
             for mode in ("dynamic_per_tensor", "dynamic_per_token"):
@@ -181,7 +227,8 @@ def plan(args) -> list[dict]:
     for it in items:
         it["key"] = case_key(it)
         it["kernel"] = it["family"]
-        it["variant_key"] = f"{it['family']}|act_order={it.get('act_order')}"
+        it["variant_key"] = (f"elementwise|{it['mode']}" if it["family"] == "elementwise"
+                             else f"{it['family']}|act_order={it.get('act_order')}")
         if "n" in it:  # GEMM: one weight preparation serves all m of a (kernel, shape)
             it["group_key"] = f"{it['family']}|k={it['k']}|n={it['n']}|act_order={it['act_order']}"
     return items
@@ -193,6 +240,8 @@ def cost(it: dict) -> tuple[int, int]:
         return attention_cost(it)
     if fam == "fp8_quant":
         return 2 * it["m"] * it["k"] + it["m"] * it["k"] + 4 * it["m"], 0
+    if fam == "elementwise":
+        return elementwise_bytes(it), 0
     return (gemm_bytes(fam, it["k"], it["n"], it["m"], it["group_size"], it["act_order"]),
             2 * it["m"] * it["k"] * it["n"])
 
@@ -500,6 +549,54 @@ def run_quant(torch, ops, timer, out, it, dev) -> None:
                "flop_per_s": 0.0, "utc": utc()})
 
 
+def prepare_elementwise(torch, ops, it: dict, dev):
+    """(make(copy index) -> the op's tensors, call(tensors)) for one elementwise case, as vLLM's layers call the
+    ops: layernorm.py RMSNorm.forward_cuda, activation.py SiluAndMul.forward_cuda (torch.ops._C.silu_and_mul),
+    rotary_embedding.py RotaryEmbedding.forward_cuda, the FLASH_ATTN backend's KV cache write."""
+    dt = getattr(torch, it["dtype"])
+    m, w, op = it["m"], it["k"], it["mode"]
+    rand = lambda *shape: torch.randn(*shape, device=dev, dtype=dt)  # noqa: E731
+    if op in ("rms_norm", "fused_add_rms_norm"):
+        weight = rand(w)
+        if op == "rms_norm":
+            fn = ops.rms_norm
+            return (lambda: (torch.empty(m, w, device=dev, dtype=dt), rand(m, w)),
+                    lambda t: fn(t[0], t[1], weight, 1e-6))
+        fn = ops.fused_add_rms_norm
+        return lambda: (rand(m, w), rand(m, w)), lambda t: fn(t[0], t[1], weight, 1e-6)
+    if op == "silu_and_mul":
+        fn = torch.ops._C.silu_and_mul
+        return lambda: (torch.empty(m, w, device=dev, dtype=dt), rand(m, 2 * w)), lambda t: fn(t[0], t[1])
+    if op == "rotary_embedding":
+        hq, hkv, d = it["q_heads"], it["kv_heads"], it["head_dim"]
+        cache = rand(ROTARY_MAX_POSITION, d)
+        positions = torch.randint(0, ROTARY_MAX_POSITION, (m,), device=dev, dtype=torch.int64)
+        fn = ops.rotary_embedding
+        return (lambda: (rand(m, hq * d), rand(m, hkv * d)),
+                lambda t: fn(positions, t[0], t[1], d, cache, True))
+    if op == "reshape_and_cache_flash":
+        hkv, d = it["kv_heads"], it["head_dim"]
+        blocks = -(-m // BLOCK_SIZE)
+        slots = torch.arange(m, device=dev, dtype=torch.int64)
+        scale = torch.ones(1, device=dev, dtype=torch.float32)
+        fn = ops.reshape_and_cache_flash
+        return (lambda: (rand(m, hkv, d), rand(m, hkv, d), rand(blocks, BLOCK_SIZE, hkv, d),
+                         rand(blocks, BLOCK_SIZE, hkv, d)),
+                lambda t: fn(t[0], t[1], t[2], t[3], slots, "auto", scale, scale))
+    raise ValueError(op)
+
+
+def run_elementwise(torch, ops, timer, out, it, dev) -> None:
+    make, call = prepare_elementwise(torch, ops, it, dev)
+    nb, _ = cost(it)
+    copies = timer.copies(nb)
+    tensors = [make() for _ in range(copies)]
+    r = timer.measure(lambda i: call(tensors[i]), copies)
+    out.write({"record": "measurement", **it, **r, "bytes": nb, "flops": 0, "bytes_per_s": nb / r["median_s"],
+               "flop_per_s": 0.0, "utc": utc()})
+    del tensors
+
+
 # ----------------------------------------------------------------------------------------------- attention
 def flash_attn():
     """(flash_attn_varlen_func, fa_version) as vLLM's FLASH_ATTN backend picks them on this GPU."""
@@ -633,12 +730,12 @@ def child(args) -> int:
                     torch.cuda.empty_cache()
                     check_context(torch)
                 i += 1
-            elif fam == "fp8_quant":
+            elif fam in ("fp8_quant", "elementwise"):
                 inflight(it)
                 try:
                     if ops is None:
                         raise RuntimeError("vllm._custom_ops did not import")
-                    run_quant(torch, ops, timer, out, it, dev)
+                    (run_quant if fam == "fp8_quant" else run_elementwise)(torch, ops, timer, out, it, dev)
                 except Exception as e:  # noqa: BLE001
                     out.error(it, "measure", e)
                     check_context(torch)
