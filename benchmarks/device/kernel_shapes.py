@@ -56,16 +56,22 @@ import sys
 import time
 import traceback
 
-# hidden, intermediate, attention heads, KV heads, head_dim: perfmodel/catalog/<name>.json (HF config.json)
+# hidden, intermediate, attention heads, KV heads, head_dim: perfmodel/catalog/<name>.json (HF config.json); the
+# "-tpN" entries are one GPU's share of Qwen2.5-72B-Instruct-GPTQ-Int4 (data/taiwania: intermediate 29696, 64 heads,
+# 8 KV heads) at TP N, the Taiwania layouts' matrices (not run by default: --models names them)
 MODELS = {
     "llama-3.1-8b": (4096, 14336, 32, 8, 128),
     "qwen2.5-7b": (3584, 18944, 28, 4, 128),
     "qwen2.5-32b": (5120, 27648, 40, 8, 128),
     "llama-3.1-70b": (8192, 28672, 64, 8, 128),
+    "qwen2.5-72b-tp8": (8192, 3712, 8, 1, 128),
+    "qwen2.5-72b-tp4": (8192, 7424, 16, 2, 128),
 }
+DEFAULT_MODELS = ("llama-3.1-8b", "qwen2.5-7b", "qwen2.5-32b", "llama-3.1-70b")
 ROWS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
 GROUP_SIZE = 128
-REFERENCE_SHAPES = {"llama-3.1-8b", "llama-3.1-70b"}  # cuBLAS is timed on these models' matrices only
+# cuBLAS is timed on these models' matrices only
+REFERENCE_SHAPES = {"llama-3.1-8b", "llama-3.1-70b", "qwen2.5-72b-tp8", "qwen2.5-72b-tp4"}
 # attention: (query heads, KV heads) of Llama-3.1-8B, Llama-3.1-70B at TP 1 and Qwen2.5-7B; head_dim 128
 HEAD_LAYOUTS = ((32, 8), (64, 8), (28, 4))
 DECODE_BATCHES = (1, 8, 32, 128)
@@ -940,7 +946,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--budget-s", type=float, default=240.0)
     p.add_argument("--dry-run", action="store_true", help="print the plan and a time estimate; no CUDA")
     p.add_argument("--families", default=",".join(FAMILIES), help=f"comma list of {FAMILIES}")
-    p.add_argument("--models", default=",".join(MODELS))
+    p.add_argument("--models", default=",".join(DEFAULT_MODELS), help=f"comma list of {tuple(MODELS)}")
     p.add_argument("--rows", default=",".join(map(str, ROWS)))
     p.add_argument("--max-restarts", type=int, default=5)
     p.add_argument("--signatures-from", default=None,
