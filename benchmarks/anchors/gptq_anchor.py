@@ -107,6 +107,19 @@ def main(argv: list[str] | None = None) -> int:
                     if rest > 0:
                         out[tag]["alt_reconstruct_memory_efficiency_m16_64"].append(
                             (INT4_BYTES_PER_WEIGHT + ALT_GATHER_BYTES_PER_WEIGHT) * p / (rest * hbm))
+        # above 50 rows: reconstruct_exllama (int4 in, fp16 out) + cuBLAS fp16 on the same shape and rows, so the
+        # difference from cuBLAS's own time is the reconstruct pass; per shape, the median over the row counts
+        for k, n in shapes("gptq_exllama", act):
+            p = k * n
+            per_m = [(INT4_BYTES_PER_WEIGHT + 2.0) * p / ((t[("gptq_exllama", act, k, n, m)] - c) * hbm)
+                     for m in sorted({m for (f, a, kk, nn, m) in t if f == "gptq_exllama" and (kk, nn) == (k, n)})
+                     if m > EXLLAMA_MAX_ROWS and (c := t.get(("cublas_fp16", False, k, n, m)))
+                     and t[("gptq_exllama", act, k, n, m)] > c]
+            c1 = t.get(("cublas_fp16", False, k, n, 1))
+            if per_m and c1:
+                e_rec = float(np.median(per_m))
+                out[tag]["exllama_reconstruct_memory_efficiency_m64_up"].append(e_rec)
+                out[tag]["exllama_reconstruct_over_cublas_m1"].append(e_rec / (2.0 * p / (c1 * hbm)))
         simt = 2.0 * gpu.peak_flops_per_s["float32"]  # half2 FMAs on the CUDA cores (perfmodel.cost.step)
         for k, n in shapes("gptq_exllama", act):
             for m in (16, 32):
