@@ -184,3 +184,30 @@ def test_fused_moe_efficiency_slows_the_expert_gemms_only():
         assert slow.gemm_time_s(m) - full.gemm_time_s(m) == pytest.approx(expert_s, rel=1e-9)
     dense = [StepCostModel(LLAMA8, H200, Layout(tp=1), PREC, c).gemm_time_s(64) for c in (IDEAL, half)]
     assert dense[0] == dense[1]
+
+
+QWEN72_GPTQ = Path(__file__).parents[1] / "data/taiwania/qwen2.5-72b-instruct-gptq-int4"
+
+
+def test_v0_elementwise_kernels_move_hand_counted_bytes_and_v1_leaves_them_to_inductor():
+    from perfmodel.cost.step import elementwise_layer
+    from perfmodel.engine.releases import EngineGeneration
+
+    v100 = load_hardware("taiwania2")
+    qwen = load_model(str(QWEN72_GPTQ))
+    p = resolve_precision(qwen, v100.gpu, quantization="gptq")
+    # per layer and token on one GPU at TP8 (fp16): two fused add+RMSNorms read and write hidden and residual
+    # (2 x 4 x 8192), rotary on 8 query + 1 KV heads of 128 in place (2 x 9 x 128), the KV cache write reads and
+    # writes 1 K and 1 V head (2 x 128 x 2), SiLU-and-mul reads gate and up and writes 29696 / 8 (3 x 3712)
+    elements = 2 * 4 * 8192 + 2 * 9 * 128 + 2 * 128 * 2 + 3 * 3712
+    layer = elementwise_layer(qwen, p, tp=8)
+    assert layer.kernels == 5 and layer.bytes_per_token == pytest.approx(2 * elements)
+    c = Coefficients(elementwise_memory_efficiency=0.5, elementwise_kernel_fixed_s=3e-6)
+    v0 = StepCostModel(qwen, v100, Layout(tp=8), p, c, engine_generation=EngineGeneration.V0)
+    assert v0.elementwise_time_s(498) == pytest.approx(5 * 3e-6 + 498 * 2 * elements / (0.5 * 900e9))
+    step = batch(prefill=498, pairs=498 * 499 / 2, prefill_ctx=498, sampled=1, seqs=1)
+    assert v0.breakdown(step)["elementwise_s"] == pytest.approx(80 * v0.elementwise_time_s(498))
+    assert v0(step) == pytest.approx(sum(v0.breakdown(step).values()))
+    v1 = StepCostModel(qwen, v100, Layout(tp=8), p, c, engine_generation=EngineGeneration.V1)
+    assert v1.breakdown(step)["elementwise_s"] == 0.0
+    assert v0(step) - v1(step) == pytest.approx(80 * v0.elementwise_time_s(498))

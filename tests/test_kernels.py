@@ -85,7 +85,8 @@ def test_families_used_and_kernel_coefficients_drive_the_fits():
     used = [f.name for f in kernels.families_used(qwen, p, tp=8)]
     assert used == ["gptq_exllama"]  # every decoder-layer GEMM is quantized (the LM head is costed apart)
     obs = _Obs(model=qwen, precision=p, layout=Layout(tp=8))
-    assert kernel_coefficients([obs]) == ("exllama_memory_efficiency", "exllama_compute_efficiency", "exllama_kernel_fixed_s")
+    assert kernel_coefficients([obs]) == ("exllama_memory_efficiency", "exllama_compute_efficiency",
+                                          "exllama_kernel_fixed_s", "exllama_reconstruct_memory_efficiency")
     llama = load_model("llama-3.1-8b")
     dense = _Obs(model=llama, precision=resolve_precision(llama, H200.gpu), layout=Layout(tp=1))
     assert kernel_coefficients([dense]) == ()
@@ -170,8 +171,10 @@ def test_alt_coefficient_is_fitted_when_runs_use_it_and_noted_when_not():
     p = resolve_precision(model, V100.gpu)
     assert kernel_coefficients([_Obs(model=model, precision=p, layout=Layout(tp=8, pp=2))]) == (
         "gptq_alt_memory_efficiency", "exllama_memory_efficiency", "exllama_compute_efficiency",
-        "exllama_kernel_fixed_s")
-    assert kernel_coefficients([_Obs(model=model, precision=p, layout=Layout(tp=1, pp=16))]) == ("exllama_memory_efficiency", "exllama_compute_efficiency", "exllama_kernel_fixed_s")
+        "exllama_kernel_fixed_s", "exllama_reconstruct_memory_efficiency")
+    assert kernel_coefficients([_Obs(model=model, precision=p, layout=Layout(tp=1, pp=16))]) == (
+        "exllama_memory_efficiency", "exllama_compute_efficiency", "exllama_kernel_fixed_s",
+        "exllama_reconstruct_memory_efficiency")
     assert "gptq_alt_memory_efficiency" not in default_profile("v100-sxm2-32gb").fitted
     assert Coefficients().gptq_alt_memory_efficiency == 0.5  # the prior predictions use until a refit
 
@@ -304,3 +307,16 @@ def test_exllama_cost_adds_its_fixed_time_per_call_and_runs_its_multiply_at_its_
     # above 50 rows (dequantize + cuBLAS) no exllama launch: the fixed time is not paid
     assert kernels.exllama_cost(g, 64, r) == pytest.approx(
         kernels.exllama_cost(g, 64, _rates(exllama_memory_efficiency=0.5, exllama_compute_efficiency=0.25)))
+
+
+def test_exllama_above_50_rows_reconstructs_at_its_own_efficiency_then_multiplies_with_cublas():
+    # gate_up of Qwen2.5-72B-GPTQ at TP8 on a V100: 8192 x 7424 int4 weights, a 498-token prompt
+    params = 8192 * 7424
+    g = _Gemm(flops_per_token=2 * params, weight_bytes=params * (4 + 20 / 128) / 8, params=params,
+              activation_bytes_per_token=2 * (8192 + 7424))
+    r = _rates(exllama_reconstruct_memory_efficiency=0.25)
+    reconstruct = (g.weight_bytes + 2 * params) / (0.25 * 900e9)  # int4 in, fp16 out
+    gemm = max(498 * 2 * params / 125e12, (2 * params + 498 * g.activation_bytes_per_token) / 900e9)
+    assert kernels.exllama_cost(g, 498, r) == pytest.approx(reconstruct + gemm)
+    # the quantized kernel's rows (<= 50) do not reconstruct
+    assert kernels.exllama_cost(g, 50, r) == kernels.exllama_cost(g, 50, _rates(exllama_reconstruct_memory_efficiency=0.9))

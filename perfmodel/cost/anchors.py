@@ -95,7 +95,15 @@ DEFAULT_ANCHORS: dict[str, Anchor] = {
                                        "RMSNorms, two residual adds, rotary, SiLU-and-mul): ~10 hidden + 3 intermediate "
                                        "elements read and written per layer, 2 bytes each, at 70% of HBM bandwidth: 1.6 us "
                                        "per token for Llama-3.1-8B on an H200, about 3x that for Llama-3.1-70B on TP4; "
-                                       "one constant for every model, so the sd is as large as the value"),
+                                       "one constant for every model, so the sd is as large as the value (V1, whose "
+                                       "Inductor fuses these ops; a V0 engine prices them as an operator)"),
+    "elementwise_memory_efficiency": _a(0.70, 0.20, "first principles",
+                                        "V0's fused_add_rms_norm, rotary_embedding, reshape_and_cache and silu_and_mul "
+                                        "stream activations once each: like a copy, below its ~0.9 of HBM (not used by "
+                                        "V1 engines)"),
+    "elementwise_kernel_fixed_s": _a(2.5e-6, 1.5e-6, "first principles",
+                                     "a small kernel inside a CUDA graph or a queue of launches: ~1 us between kernels "
+                                     "plus ramp-up and tail of a few blocks (not used by V1 engines)"),
     "eager_layer_overhead_s": _a(6e-5, 3e-5, "first principles",
                                  "about a dozen kernel launches per decoder layer at ~5 us each without CUDA graphs"),
     "allreduce_latency_s": _a(1e-5, 1e-5, "first principles",
@@ -124,6 +132,14 @@ DEFAULT_ANCHORS: dict[str, Anchor] = {
                                     "the exllama int4 kernel dequantizes in registers while streaming: below a copy"),
     "exllama_reread_fraction": _a(1.0, 0.5, "first principles",
                                   "each 8-row chunk is a block of one launch (q_gemm.cu gridDim.y); L2 may serve part"),
+    "exllama_reconstruct_memory_efficiency": _a(0.61, 0.12, "kernel microbenchmark",
+                                                "vLLM's ops.gptq_gemm (exllama) above 50 rows on a lent H100 SXM, 8 "
+                                                "weight shapes, m = 64-8192: its time minus cuBLAS fp16's at the same "
+                                                "shape and rows is reconstruct_exllama, which moves int4 weights in "
+                                                "and fp16 out at 0.57 of HBM, 0.77 +- 0.12 of cuBLAS fp16 GEMV's rate "
+                                                "(benchmarks/anchors/gptq_anchor.py); times a memory efficiency of "
+                                                "0.8",
+                                                "data/anchors/h100-gptq-anchor.json"),
     "exllama_compute_efficiency": _a(0.24, 0.05, "kernel microbenchmark",
                                      "vLLM's exllama ops.gptq_gemm at 16-32 rows on a lent H100 SXM, 16 weight "
                                      "shapes: 29-32 TFLOP/s (median), 0.24 of 2 x 66.9 TFLOP/s FP32",
@@ -180,6 +196,11 @@ DEFAULT_ANCHORS: dict[str, Anchor] = {
 ENGINE_ANCHORS: dict[str, dict[str, Anchor]] = {
     "v1": {},
     "v0": {
+        "per_prefill_token_overhead_s": _a(0.0, 5e-7, "first principles",
+                                           "host work per prefill token outside the timed input preparation (a "
+                                           "prompt's ModelInputForGPUBuilder work, 91 us, is timed per prompt: "
+                                           "data/anchors/v0-model-input.jsonl); V0's elementwise kernels have their "
+                                           "own operator (elementwise_memory_efficiency): nothing is known to remain"),
         "step_overhead_s": _a(5e-4, 5e-4, "vLLM CPU code timed here",
                               "vLLM 0.7.0 V0 per step on this CPU (p10 lines): Scheduler.schedule() + output processing "
                               "20 us (data/anchors/v0-scheduler.jsonl), the model runner's input preparation "

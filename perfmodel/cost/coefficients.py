@@ -26,6 +26,8 @@ from perfmodel.errors import UserError
 GROUPS = {
     "step": "efficiencies and per-step overheads of one GPU, fitted on offline elapsed times",
     "prefill": "per-prefill-token overhead; calibrate/fit/offline.py leaves it at its default (no fit of it yet)",
+    "elementwise": "vLLM V0's elementwise kernels of a decoder layer (norms, rotary, KV cache write, activation); "
+                   "left at their anchors (one model's runs cannot separate them from the GEMM and step terms)",
     "eager": "overhead without CUDA graphs; fitted when the runs include --enforce-eager engines",
     "tensor_parallel": "all-reduce terms; fitted when the runs include TP > 1",
     "pipeline_parallel": "stage-to-stage send latency; fitted when the runs include PP > 1",
@@ -79,8 +81,15 @@ class Coefficients:
         2e-5, "CPU time per scheduled sequence per step (input tensors, sampling, output processing)", 0.0, 1e-3,
         group="step")
     per_prefill_token_overhead_s: float = _coef(
-        0.0, "time per prefill token not explained by the operators (embedding, rotary, norms, activations "
-        "on long inputs); 0 by default", 0.0, 1e-5, group="prefill")
+        0.0, "time per prefill token not explained by the operators (the elementwise kernels are one: "
+        "elementwise_memory_efficiency); 0 by default", 0.0, 1e-5, group="prefill")
+    elementwise_memory_efficiency: float = _coef(
+        0.70, "vLLM V0: fraction of HBM bandwidth its elementwise kernels of a decoder layer reach (RMSNorm fused "
+        "with the residual add, rotary embedding, the KV cache write, SiLU-and-mul): each streams the step's "
+        "activations once (perfmodel.cost.step.elementwise_layer; V1 fuses them)", 0.05, 1.0, group="elementwise")
+    elementwise_kernel_fixed_s: float = _coef(
+        2.5e-6, "vLLM V0: time of one elementwise kernel of a decoder layer on a tiny batch (launch to end inside a "
+        "CUDA graph or a stream of queued launches); a layer runs about five of them", 0.0, 5e-5, group="elementwise")
     eager_layer_overhead_s: float = _coef(
         6e-5, "extra time per decoder layer per step without CUDA graphs (--enforce-eager): about a dozen "
         "kernel launches of ~5 us each", 0.0, 1e-3, group="eager")
@@ -135,6 +144,10 @@ class Coefficients:
         "exllama GPTQ kernel: the chunks are blocks of one launch (q_gemm.cu gemm_half_q_half_cuda_part, gridDim.y), "
         "so L2 may serve part of the re-reads; 1 = every chunk reads from HBM", 0.0, 1.0,
         group="kernel_gptq_exllama")
+    exllama_reconstruct_memory_efficiency: float = _coef(
+        0.5, "fraction of HBM bandwidth vLLM's reconstruct_exllama kernel reaches when the exllama GPTQ path takes more "
+        "than 50 rows (q_gemm.cu gemm_half_q_half_cuda: read the int4 weights, write them as an fp16 matrix for "
+        "cuBLAS, every step)", 0.05, 1.0, group="kernel_gptq_exllama")
     exllama_compute_efficiency: float = _coef(
         0.8, "fraction of the CUDA cores' half2 FMA peak (2 x the FP32 datasheet rate) the exllama GPTQ kernel's "
         "multiply reaches (it runs on CUDA cores, not tensor cores, and dequantizes every weight again for each "

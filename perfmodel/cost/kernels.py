@@ -166,7 +166,7 @@ def exllama_cost(g: Any, m: Any, r: GemmRates) -> Any:
     kernel, whose blocks take 8 rows each and read the int4 weights (at ``exllama_memory_efficiency``): each chunk
     after the first reads ``exllama_reread_fraction`` of them again from HBM; it multiplies with half2 FMAs on the
     CUDA cores, not the tensor cores. More rows, the weights are dequantized to an fp16 matrix (read int4, write
-    fp16) and cuBLAS multiplies with it."""
+    fp16; reconstruct_exllama, at ``exllama_reconstruct_memory_efficiency``) and cuBLAS multiplies with it."""
     import numpy as np
 
     c = r.coefficients
@@ -177,13 +177,14 @@ def exllama_cost(g: Any, m: Any, r: GemmRates) -> Any:
     simt_rate = r.simt_flops_per_s * c.exllama_compute_efficiency if r.simt_flops_per_s else r.flops_per_s
     small = (np.maximum(m * g.flops_per_token / simt_rate, (reads * g.weight_bytes + act) / quantized_rate)
              + c.exllama_kernel_fixed_s)  # one launch per weight matrix: its fixed part (coefficients.py)
-    large = _dequantize_s(g, r) + _fp16_gemm_s(g, m, r)
+    large = (_dequantize_s(g, r.hbm_bytes_per_s * c.exllama_reconstruct_memory_efficiency)
+             + _fp16_gemm_s(g, m, r))
     return np.where(np.asarray(m) <= EXLLAMA_MAX_ROWS, small, large)
 
 
-def _dequantize_s(g: Any, r: GemmRates) -> Any:
+def _dequantize_s(g: Any, bytes_per_s: Any) -> Any:
     """A streaming dequantize pass: read the quantized weights, write them as an fp16 matrix (2 B per weight)."""
-    return (g.weight_bytes + 2.0 * g.params) / r.bytes_per_s
+    return (g.weight_bytes + 2.0 * g.params) / bytes_per_s
 
 
 def _fp16_gemm_s(g: Any, m: Any, r: GemmRates) -> Any:
@@ -234,7 +235,7 @@ def awq_cost(g: Any, m: Any, r: GemmRates) -> Any:
     multiplies with it: a streaming pass (int4 read, fp16 write) then a GEMM reading 2 B per weight."""
     import numpy as np
 
-    large = _dequantize_s(g, r) + _fp16_gemm_s(g, m, r)
+    large = _dequantize_s(g, r.bytes_per_s) + _fp16_gemm_s(g, m, r)
     return np.where(np.asarray(m) >= AWQ_MATMUL_MIN_ROWS, large, dense_cost(g, m, r))
 
 
@@ -272,7 +273,8 @@ KERNELS: tuple[KernelFamily, ...] = (
         name="gptq_exllama", label="the exllama GPTQ kernel",
         what="gptq.py GPTQLinearMethod: ops.gptq_gemm (exllama-derived), float16 only, cc >= 6.0",
         selects=lambda f: f.quantized and f.method == "gptq", cost=exllama_cost,
-        fitted=("exllama_memory_efficiency", "exllama_compute_efficiency", "exllama_kernel_fixed_s")),
+        fitted=("exllama_memory_efficiency", "exllama_compute_efficiency", "exllama_kernel_fixed_s",
+                "exllama_reconstruct_memory_efficiency")),
     KernelFamily(
         name="machete",
         what="MacheteLinearKernel: symmetric int4/int8, group -1/128, cc >= 9.0; act-order only where TP leaves "

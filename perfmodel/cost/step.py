@@ -136,6 +136,10 @@ class StepCostModel:
                                              if kernels.kv_cache_coefficients(precision)
                                              else coefficients.attention_memory_efficiency)
         self._has_experts = any(g.num_experts > 1 for g in self._gemms)
+        # V0 runs vLLM's elementwise CUDA ops one kernel each; V1 compiles the model and Inductor fuses that work
+        # into its own kernels, which the fitted per-prefill-token time stands for (elementwise_layer says where)
+        self._elementwise = elementwise_layer(model, precision, layout.tp) if v0 else NO_ELEMENTWISE
+        self._elementwise_rate = self._hbm * coefficients.elementwise_memory_efficiency
 
     # -- the operators, per GPU, seconds -------------------------------------------------------------------
     def _compute_efficiency(self, num_tokens: Any) -> Any:
@@ -183,6 +187,12 @@ class StepCostModel:
         flops_rate, bytes_rate = self._attn_flops_rate, self._attn_bytes_rate
         return (maximum(prefill_flops / flops_rate, prefill_bytes / bytes_rate)
                 + maximum(decode_flops / flops_rate, decode_bytes / bytes_rate))
+
+    def elementwise_time_s(self, num_tokens: Any) -> Any:
+        """vLLM's elementwise kernels of one decoder layer: each a fixed time plus its activation bytes."""
+        e = self._elementwise
+        return (e.kernels * self.coefficients.elementwise_kernel_fixed_s
+                + num_tokens * e.bytes_per_token / self._elementwise_rate)
 
     def allreduce_time_s(self, num_tokens: Any) -> Any:
         """Two TP all-reduces of the hidden states per layer (plus, under expert parallelism with DP replicas,
@@ -292,6 +302,7 @@ class StepCostModel:
         return {
             "gemm_s": self._layers * self.gemm_time_s(graph_tokens),
             "attention_s": self._layers * self.attention_time_s(batch),
+            "elementwise_s": self._layers * self.elementwise_time_s(graph_tokens),
             "allreduce_s": self._layers * self.allreduce_time_s(graph_tokens),
             "lm_head_s": self.lm_head_time_s(batch.num_sampled_tokens),
             "pipeline_send_s": self.pipeline_send_time_s(tokens),
@@ -345,14 +356,16 @@ class StepCostModel:
         if cache is None:
             graph_tokens = int(self._graph_tokens(num_prefill, num_decode))
             cache = self._scalar_cache[key] = (self._layers * self.gemm_time_s(graph_tokens),
+                                               self._layers * self.elementwise_time_s(graph_tokens),
                                                self._layers * self.allreduce_time_s(graph_tokens),
                                                self.pipeline_send_time_s(tokens))
-        gemm_s, allreduce_s, send_s = cache
+        gemm_s, elementwise_s, allreduce_s, send_s = cache
         lm_head_s = self._lm_head_s(num_sampled)
         attention = self._attention(float(pairs), float(prefill_context), float(num_prefill), float(decode_context),
                                     float(num_decode), max, min)
         overhead_s = self._overhead(float(num_seqs), float(num_prefill))
-        return float(0 + gemm_s + self._layers * attention + allreduce_s + lm_head_s + send_s + overhead_s)
+        return float(0 + gemm_s + self._layers * attention + elementwise_s + allreduce_s + lm_head_s + send_s
+                     + overhead_s)
 
 
 def _floats(batch: BatchLike) -> Any:
@@ -423,6 +436,40 @@ def _expert_parallel_comm_s(cost: "StepCostModel", num_tokens: Any) -> Any:
 
 
 # ---- end of expert parallelism -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ElementwiseLayer:
+    """vLLM's elementwise kernels of one decoder layer on one GPU: how many, and the bytes they move per token."""
+
+    kernels: int
+    bytes_per_token: float
+
+
+NO_ELEMENTWISE = ElementwiseLayer(kernels=0, bytes_per_token=0.0)
+
+
+def elementwise_layer(model: ModelShape, precision: Precision, tp: int) -> ElementwiseLayer:
+    """The elementwise kernels vLLM's V0 engine runs between a layer's GEMMs and attention. vLLM 0.7.0 compiles
+    nothing by default (config.py CompilationConfig.level 0), so every CustomOp runs its own CUDA kernel
+    (custom_op.py CustomOp.default_on: on below CompilationLevel.PIECEWISE); V1 compiles the model with Inductor,
+    which turns these ops off and fuses their work into generated kernels. Per layer (vLLM 0.7.0 llama.py
+    LlamaDecoderLayer.forward, LlamaAttention.forward): each RMSNorm fused with the residual add
+    (layernorm.py, ``fused_add_rms_norm``: reads the hidden states and the residual, writes both), the rotary
+    embedding of this GPU's query and key heads (in place), the KV cache write (``reshape_and_cache``: reads K
+    and V, writes them into the cache) and SiLU-and-mul (activation.py: reads gate and up, writes their product),
+    for each expert a token visits in an MoE layer. Qwen3's per-head Q/K norms read and write those heads once
+    more. Residual adds outside the fused norm, biases and the embedding are left out."""
+    act, kv = precision.activation_bytes, precision.kv_bytes_per_element
+    q_heads, kv_heads = model.num_attention_heads / tp, kv_heads_per_gpu(model, tp)
+    visits = max(1, model.num_experts_per_tok)
+    norms = model.num_norms_per_layer * 4.0 * model.hidden_size * act
+    rotary = 2.0 * (q_heads + kv_heads) * model.head_dim * act
+    cache = 2.0 * kv_heads * model.head_dim * (act + kv)
+    mlp = 3.0 * model.intermediate_size / tp * visits * act
+    qk_norm = rotary if model.qk_norm else 0.0
+    kernels = model.num_norms_per_layer + 3 + (1 if model.qk_norm else 0)
+    return ElementwiseLayer(kernels=kernels, bytes_per_token=norms + rotary + cache + mlp + qk_norm)
 
 
 def _layer_gemms(model: ModelShape, precision: Precision, tp: int) -> tuple[_Gemm, ...]:
