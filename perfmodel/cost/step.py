@@ -7,8 +7,10 @@ For a step that computes ``m`` tokens (prefill chunks plus one token per decodin
 GEMMs (QKV, O, gate/up, down; MoE experts) read their weights once per step and do ``2 * m * in * out / TP``
 FLOPs; their compute efficiency grows with the batch, ``eff(m) = eff_max * m / (m + m_half)``. Prefill attention
 does ``4 * pairs * head_dim`` FLOPs per head over its query-key pairs; decode attention reads every decoding
-sequence's K and V. The LM head runs only for the sampled tokens, on the last stage. A TP group all-reduces the
-hidden states twice per layer (ring, alpha-beta over the group's real link); pipeline stages pass activations to
+sequence's K and V. Under vLLM V0 the elementwise kernels of a layer (norms, rotary, KV cache write, activation)
+are an operator of their own (``elementwise_layer``); V1's compiled graph fuses them, and its fitted
+per-prefill-token time stands for them. The LM head runs only for the sampled tokens, on the last stage. A TP
+group all-reduces the hidden states twice per layer (ring, alpha-beta over the group's real link); pipeline stages pass activations to
 the next stage; each all-reduce also pays a fixed per-call latency (launch and synchronisation), vLLM's own
 all-reduce's or NCCL's, whichever vLLM picks for the group (``comm.custom_allreduce_applies``). Fixed per-step
 and per-sequence overheads cover scheduling, input preparation and sampling, plus a per-layer launch cost
