@@ -198,16 +198,32 @@ def test_v0_elementwise_kernels_move_hand_counted_bytes_and_v1_leaves_them_to_in
     p = resolve_precision(qwen, v100.gpu, quantization="gptq")
     # per layer and token on one GPU at TP8 (fp16): two fused add+RMSNorms read and write hidden and residual
     # (2 x 4 x 8192), rotary on 8 query + 1 KV heads of 128 in place (2 x 9 x 128), the KV cache write reads and
-    # writes 1 K and 1 V head (2 x 128 x 2), SiLU-and-mul reads gate and up and writes 29696 / 8 (3 x 3712)
-    elements = 2 * 4 * 8192 + 2 * 9 * 128 + 2 * 128 * 2 + 3 * 3712
+    # writes 1 K and 1 V head (2 x 128 x 2), the attention output copy (2 x 8 x 128), SiLU-and-mul reads gate and
+    # up and writes 29696 / 8 (3 x 3712), GPTQ adds the QKV bias in place (2 x (8 + 2) x 128)
+    elements = 2 * 4 * 8192 + 2 * 9 * 128 + 2 * 128 * 2 + 2 * 8 * 128 + 3 * 3712 + 2 * 10 * 128
     layer = elementwise_layer(qwen, p, tp=8)
-    assert layer.kernels == 5 and layer.bytes_per_token == pytest.approx(2 * elements)
+    assert layer.kernels == 7 and layer.bytes_per_token == pytest.approx(2 * elements)
     c = Coefficients(elementwise_memory_efficiency=0.5, elementwise_kernel_fixed_s=3e-6)
     v0 = StepCostModel(qwen, v100, Layout(tp=8), p, c, engine_generation=EngineGeneration.V0)
-    assert v0.elementwise_time_s(498) == pytest.approx(5 * 3e-6 + 498 * 2 * elements / (0.5 * 900e9))
+    assert v0.elementwise_time_s(498) == pytest.approx(7 * 3e-6 + 498 * 2 * elements / (0.5 * 900e9))
     step = batch(prefill=498, pairs=498 * 499 / 2, prefill_ctx=498, sampled=1, seqs=1)
     assert v0.breakdown(step)["elementwise_s"] == pytest.approx(80 * v0.elementwise_time_s(498))
     assert v0(step) == pytest.approx(sum(v0.breakdown(step).values()))
     v1 = StepCostModel(qwen, v100, Layout(tp=8), p, c, engine_generation=EngineGeneration.V1)
     assert v1.breakdown(step)["elementwise_s"] == 0.0
     assert v0(step) - v1(step) == pytest.approx(80 * v0.elementwise_time_s(498))
+
+
+def test_cohere_norms_without_the_residual_and_adds_it_in_two_eager_adds():
+    from perfmodel.cost.step import elementwise_layer
+
+    v100 = load_hardware("taiwania2")
+    cr = load_model("command-r-plus-gptq")
+    p = resolve_precision(cr, v100.gpu)
+    assert cr.parallel_attn_mlp and cr.qk_norm and cr.num_norms_per_layer == 1
+    q, kv, d = cr.num_attention_heads / 8, max(1, cr.num_kv_heads // 8), cr.head_dim
+    # one LayerNorm (read, write), two adds (2 read + 1 write each), rotary and the Q/K norms on q + kv heads, the
+    # cache write, the attention output copy, SiLU-and-mul; no QKV bias
+    elements = (2 + 6) * cr.hidden_size + 2 * 2 * (q + kv) * d + 2 * kv * d * 2 + 2 * q * d + 3 * cr.intermediate_size / 8
+    layer = elementwise_layer(cr, p, tp=8)
+    assert layer.kernels == 1 + 2 + 4 + 2 and layer.bytes_per_token == pytest.approx(2 * elements)

@@ -120,6 +120,11 @@ def main(argv: list[str] | None = None) -> int:
                 e_rec = float(np.median(per_m))
                 out[tag]["exllama_reconstruct_memory_efficiency_m64_up"].append(e_rec)
                 out[tag]["exllama_reconstruct_over_cublas_m1"].append(e_rec / (2.0 * p / (c1 * hbm)))
+                # against cuBLAS's streaming rate without its fixed time per call (the launch fit's), as the
+                # exllama kernel's own ratio is taken: the transferable quantity (small matrices' single-row
+                # rates are mostly launch time)
+                out[tag]["exllama_reconstruct_over_cublas_streaming"].append(
+                    e_rec / fits[tag]["cublas_fp16"]["memory_efficiency"])
         simt = 2.0 * gpu.peak_flops_per_s["float32"]  # half2 FMAs on the CUDA cores (perfmodel.cost.step)
         for k, n in shapes("gptq_exllama", act):
             for m in (16, 32):

@@ -24,6 +24,8 @@ all-reduce terms; no PP>1, no ``p2p_latency_s``.
 
 from __future__ import annotations
 
+import dataclasses
+
 import math
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -106,6 +108,9 @@ class CoefficientFitter:
     # -- public ----------------------------------------------------------------------------------------------
     def fit(self, observations: Sequence[Observation]) -> "CoefficientFitter":
         coefficients = self.prior
+        if self.anchors is not None:  # never fitted (GROUPS): they take their anchors' values
+            coefficients = dataclasses.replace(coefficients, **{
+                n: self.anchors[n].value for n in Coefficients.group("elementwise")})
         self.memory_result_ = None
         if self.fit_memory and any(measured_kv_bytes(o) for o in observations):
             coefficients, self.memory_result_ = self._fit_memory(observations, coefficients)

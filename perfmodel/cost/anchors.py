@@ -97,13 +97,15 @@ DEFAULT_ANCHORS: dict[str, Anchor] = {
                                        "per token for Llama-3.1-8B on an H200, about 3x that for Llama-3.1-70B on TP4; "
                                        "one constant for every model, so the sd is as large as the value (V1, whose "
                                        "Inductor fuses these ops; a V0 engine prices them as an operator)"),
-    "elementwise_memory_efficiency": _a(0.70, 0.20, "first principles",
+    "elementwise_memory_efficiency": _a(0.77, 0.20, "kernel microbenchmark",
                                         "V0's fused_add_rms_norm, rotary_embedding, reshape_and_cache and silu_and_mul "
-                                        "stream activations once each: like a copy, below its ~0.9 of HBM (not used by "
-                                        "V1 engines)"),
-    "elementwise_kernel_fixed_s": _a(2.5e-6, 1.5e-6, "first principles",
-                                     "a small kernel inside a CUDA graph or a queue of launches: ~1 us between kernels "
-                                     "plus ramp-up and tail of a few blocks (not used by V1 engines)"),
+                                        "on a lent H100: a Qwen2.5-72B TP8 layer's bytes at 0.96 of cuBLAS fp16's "
+                                        "streaming rate (data/anchors/h100-elementwise-anchor.json), times a streaming "
+                                        "efficiency of 0.8 (not used by V1 engines)",
+                                        "data/anchors/h100-elementwise-anchor.json"),
+    "elementwise_kernel_fixed_s": _a(3e-6, 1.5e-6, "kernel microbenchmark",
+                                     "the same ops at one row on the H100: 2.8-6.5 us per call, median 3.15 us "
+                                     "(not used by V1 engines)", "data/anchors/h100-elementwise-anchor.json"),
     "eager_layer_overhead_s": _a(6e-5, 3e-5, "first principles",
                                  "about a dozen kernel launches per decoder layer at ~5 us each without CUDA graphs"),
     "allreduce_latency_s": _a(1e-5, 1e-5, "first principles",
@@ -132,14 +134,14 @@ DEFAULT_ANCHORS: dict[str, Anchor] = {
                                     "the exllama int4 kernel dequantizes in registers while streaming: below a copy"),
     "exllama_reread_fraction": _a(1.0, 0.5, "first principles",
                                   "each 8-row chunk is a block of one launch (q_gemm.cu gridDim.y); L2 may serve part"),
-    "exllama_reconstruct_memory_efficiency": _a(0.61, 0.12, "kernel microbenchmark",
-                                                "vLLM's ops.gptq_gemm (exllama) above 50 rows on a lent H100 SXM, 8 "
-                                                "weight shapes, m = 64-8192: its time minus cuBLAS fp16's at the same "
-                                                "shape and rows is reconstruct_exllama, which moves int4 weights in "
-                                                "and fp16 out at 0.57 of HBM, 0.77 +- 0.12 of cuBLAS fp16 GEMV's rate "
-                                                "(benchmarks/anchors/gptq_anchor.py); times a memory efficiency of "
+    "exllama_reconstruct_memory_efficiency": _a(0.45, 0.15, "kernel microbenchmark",
+                                                "vLLM's ops.gptq_gemm (exllama) above 50 rows on a lent H100 SXM: its "
+                                                "time minus cuBLAS fp16's on the same shape and rows (reconstruct_exllama, "
+                                                "int4 in, fp16 out) runs at 0.44 (Qwen2.5-72B's TP-split matrices) to "
+                                                "0.66 (whole ones) of cuBLAS's streaming rate "
+                                                "(benchmarks/anchors/gptq_anchor.py); times a streaming efficiency of "
                                                 "0.8",
-                                                "data/anchors/h100-gptq-anchor.json"),
+                                                "data/anchors/h100-gptq-anchor-qwen72b.json"),
     "exllama_compute_efficiency": _a(0.24, 0.05, "kernel microbenchmark",
                                      "vLLM's exllama ops.gptq_gemm at 16-32 rows on a lent H100 SXM, 16 weight "
                                      "shapes: 29-32 TFLOP/s (median), 0.24 of 2 x 66.9 TFLOP/s FP32",

@@ -456,22 +456,36 @@ def elementwise_layer(model: ModelShape, precision: Precision, tp: int) -> Eleme
     nothing by default (config.py CompilationConfig.level 0), so every CustomOp runs its own CUDA kernel
     (custom_op.py CustomOp.default_on: on below CompilationLevel.PIECEWISE); V1 compiles the model with Inductor,
     which turns these ops off and fuses their work into generated kernels. Per layer (vLLM 0.7.0 llama.py
-    LlamaDecoderLayer.forward, LlamaAttention.forward): each RMSNorm fused with the residual add
-    (layernorm.py, ``fused_add_rms_norm``: reads the hidden states and the residual, writes both), the rotary
-    embedding of this GPU's query and key heads (in place), the KV cache write (``reshape_and_cache``: reads K
-    and V, writes them into the cache) and SiLU-and-mul (activation.py: reads gate and up, writes their product),
-    for each expert a token visits in an MoE layer. Qwen3's per-head Q/K norms read and write those heads once
-    more. Residual adds outside the fused norm, biases and the embedding are left out."""
+    LlamaDecoderLayer.forward, LlamaAttention.forward): each RMSNorm fused with the residual add (layernorm.py,
+    ``fused_add_rms_norm``: reads the hidden states and the residual, writes both), the rotary embedding of this
+    GPU's query and key heads (in place), the KV cache write (``reshape_and_cache``: reads K and V, writes them
+    into the cache), the attention backend's copy of its result into the layer's output (xformers.py
+    XFormersImpl.forward, ``output[:n] = out``; counted for every V0 backend) and SiLU-and-mul (activation.py:
+    reads gate and up, writes their product), for each expert a token visits in an MoE layer. A quantized QKV with
+    a bias adds it in place (gptq.py / awq.py ``apply``: ``output.add_(bias)``; an unquantized one fuses it into
+    cuBLAS). Cohere (commandr.py CohereDecoderLayer.forward) norms without the residual (a compiled LayerNorm)
+    and adds residual, attention and MLP in two eager adds; per-head Q/K norms (Cohere's use_qk_norm, Qwen3) read
+    and write those heads once more, in a kernel each for Q and K. Gemma-2's extra norms are counted as fused ones."""
     act, kv = precision.activation_bytes, precision.kv_bytes_per_element
     q_heads, kv_heads = model.num_attention_heads / tp, kv_heads_per_gpu(model, tp)
     visits = max(1, model.num_experts_per_tok)
-    norms = model.num_norms_per_layer * 4.0 * model.hidden_size * act
+    hidden = model.hidden_size * act
+    if model.parallel_attn_mlp:
+        norms = model.num_norms_per_layer * 2.0 * hidden + 2 * 3.0 * hidden
+        kernels = model.num_norms_per_layer + 2
+    else:
+        norms = model.num_norms_per_layer * 4.0 * hidden
+        kernels = model.num_norms_per_layer
     rotary = 2.0 * (q_heads + kv_heads) * model.head_dim * act
     cache = 2.0 * kv_heads * model.head_dim * (act + kv)
+    attention_out = 2.0 * q_heads * model.head_dim * act
     mlp = 3.0 * model.intermediate_size / tp * visits * act
     qk_norm = rotary if model.qk_norm else 0.0
-    kernels = model.num_norms_per_layer + 3 + (1 if model.qk_norm else 0)
-    return ElementwiseLayer(kernels=kernels, bytes_per_token=norms + rotary + cache + mlp + qk_norm)
+    bias = (2.0 * (q_heads + 2 * kv_heads) * model.head_dim * act
+            if model.qkv_bias and precision.quantization else 0.0)
+    kernels += 4 + (2 if model.qk_norm else 0) + (1 if bias else 0)
+    return ElementwiseLayer(kernels=kernels,
+                            bytes_per_token=norms + rotary + cache + attention_out + mlp + qk_norm + bias)
 
 
 def _layer_gemms(model: ModelShape, precision: Precision, tp: int) -> tuple[_Gemm, ...]:

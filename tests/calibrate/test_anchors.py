@@ -99,3 +99,14 @@ def test_no_fitted_coefficient_of_the_refitted_h200_profile_sits_at_a_bound():
         lower, upper = Coefficients.bounds(name)
         value = getattr(profile.coefficients, name)
         assert lower + 1e-6 * (upper - lower) < value < upper - 1e-6 * (upper - lower), name
+
+
+def test_never_fitted_elementwise_coefficients_take_their_anchors_values():
+    from hardware import load_hardware
+
+    anchors = load_anchors(ROOT / "data/anchors/v100-sxm2-32gb.yaml")
+    fitter = CoefficientFitter(load_hardware("taiwania2"), anchors=anchors).fit([])
+    for name in Coefficients.group("elementwise"):
+        assert getattr(fitter.coefficients_, name) == anchors[name].value != getattr(Coefficients(), name)
+    profile = load_profile(PROFILES / "v100-sxm2-32gb.yaml").coefficients
+    assert profile.elementwise_memory_efficiency == anchors["elementwise_memory_efficiency"].value
