@@ -51,7 +51,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import math
 import os
 import sys
@@ -62,7 +61,7 @@ ANCHORS_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(ANCHORS_DIR))
 from v0_model_input import MAX_MODEL_LEN, apply_samples, running_scheduler, sampled, stats  # noqa: E402
 from v0_scheduler import BLOCK_SIZE, enter_wheel  # noqa: E402
-from v1_scheduler import line_fit, provenance  # noqa: E402
+from v1_scheduler import line_fit, provenance, write_rows  # noqa: E402
 
 NUM_RUNNING = (1, 2, 4, 8, 12, 13, 16, 32, 64)  # 12 -> 13 crosses Ray's inline limit here
 
@@ -178,8 +177,7 @@ def main(argv: list[str] | None = None) -> int:
                      "per_seq_s_from_p10": b_p10, **prov})
         print(f"fit {which} ({rows[-1]['num_running']}): {1e6 * a:.1f} us per call + {1e6 * b:.2f} us per sequence "
               f"(medians); p10 {1e6 * a_p10:.1f} + {1e6 * b_p10:.2f}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    write_rows(args.out, rows)
     return 0
 
 

@@ -50,7 +50,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from v0_scheduler import BLOCK_SIZE, enter_wheel  # noqa: E402
-from v1_scheduler import line_fit, provenance  # noqa: E402
+from v1_scheduler import line_fit, provenance, write_rows  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 TAIWANIA_CONFIG = ROOT / "data/taiwania/qwen2.5-72b-instruct-gptq-int4/config.json"
@@ -223,8 +223,7 @@ def main(argv: list[str] | None = None) -> int:
                             for i, k in enumerate(("per_step_s", "per_seq_s"))}, **prov})
             print(f"fit {part} {what}: {1e6 * fit['p10_s'][0]:.1f} us per step + {1e6 * fit['p10_s'][1]:.2f} us "
                   f"per sequence (p10); medians {1e6 * fit['median_s'][0]:.1f} + {1e6 * fit['median_s'][1]:.2f}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    write_rows(args.out, rows)
     return 0
 
 

@@ -21,7 +21,6 @@ preparation (``ModelInputForGPUBuilder``) ends in CUDA tensors and the sampler r
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -30,7 +29,7 @@ import types
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from v1_scheduler import BATCH_SIZES, line_fit, provenance  # noqa: E402
+from v1_scheduler import BATCH_SIZES, line_fit, provenance, write_rows  # noqa: E402
 
 BLOCK_SIZE = 16
 
@@ -112,8 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     rows.append({"anchor": "v0_engine_step_fit", "per_step_s": a, "per_seq_s": b, "statistic": "p10",
                  "per_step_s_from_medians": a_median, "per_seq_s_from_medians": b_median, **prov})
     print(f"fit: {1e6 * a:.1f} us per step + {1e6 * b:.2f} us per running sequence")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    write_rows(args.out, rows)
     return 0
 
 

@@ -102,6 +102,12 @@ def line_fit(rows: list[dict], key: str = "p10_s") -> tuple[float, float]:
     return float(a), float(b)
 
 
+def write_rows(path: Path, rows: list[dict]) -> None:
+    """The records as JSON lines (the anchor scripts' output format), the folder made when missing."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
 def provenance(vllm_version: str | None = None) -> dict:
     """Command, commit, UTC time and CPU of this measurement; the vLLM version (the installed one by default)."""
     if vllm_version is None:
@@ -134,8 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = {"anchor": "v1_scheduler_fit", "per_step_s": a, "per_seq_s": b, "statistic": "p10",
                "per_step_s_from_medians": a_median, "per_seq_s_from_medians": b_median, **prov}
     print(f"fit: {1e6 * a:.1f} us per step + {1e6 * b:.2f} us per running sequence")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("".join(json.dumps(r) + "\n" for r in [*rows, summary]))
+    write_rows(args.out, [*rows, summary])
     return 0
 
 
