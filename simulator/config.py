@@ -33,10 +33,11 @@ class EngineConfig:
         with pipeline stages the pipelined loop already schedules ahead and adds no lag.
     async_output_processing: vLLM V0's asynchronous output processing: a step's sampled tokens become request
         outputs only while the engine's next step runs (vLLM 0.7.0 `LLMEngine.step` queues them in the context's
-        `output_queue` for the next step's `async_callback`), so every token, the first and the last included,
-        reaches the client at the end of the engine's next step, and a request is handed back then; when only
-        finished sequences are left the engine still runs that step for them (its "extra decode run"). One
-        stage, continuous batching (`simulator.engine.Replica`); inter-token gaps are recorded as sampled.
+        `output_queue` for the next step's `async_callback`, which `ModelRunner.execute_model` calls once that
+        step's forward is launched), so every token, the first and the last included, reaches the client after
+        the next step's CPU part (`StepCost.cpu_time_s`), and a request is handed back then; when only finished
+        sequences are left the engine still runs that step for them (its "extra decode run"). One stage,
+        continuous batching (`simulator.engine.Replica._lag`); inter-token gaps are recorded as sampled.
     """
 
     max_num_seqs: int

@@ -192,15 +192,25 @@ class Replica:
                 self._lagged_finished.extend(by_step[i])
         return handed
 
-    def _extra_step_batch(self) -> BatchStats | None:
-        """The decode step vLLM 0.7.0 still runs for sequences whose last token it has not processed when nothing
-        else is left (`Scheduler._schedule_running`: "an extra decode run"); None when no sequence waits."""
+    def _extra_step_outputs(self, start_s: float, step_cost: StepCost) -> tuple[float, float, list[int]]:
+        """Async output processing with nothing left to schedule: the decode step vLLM 0.7.0 still runs for
+        sequences whose last token it has not processed (`Scheduler._schedule_running`: "an extra decode run"),
+        costed with `step_cost` and recorded from `start_s`; it delivers what the step before sampled. Without such
+        sequences (only first tokens wait, their requests waiting for KV blocks) no step runs and they are
+        delivered at `start_s`. Returns (its end, the delivery time, the requests to hand back then)."""
         lagged = self._lagged_finished
         n = len(lagged)
-        if not n:
-            return None
-        finish_kv = self.table.finish_kv_tokens
-        return BatchStats(0, n, 0.0, 0, sum(finish_kv[req] + 1 for req in lagged), n, n)
+        end = deliver_s = start_s
+        if n:
+            finish_kv = self.table.finish_kv_tokens
+            batch = BatchStats(0, n, 0.0, 0, sum(finish_kv[req] + 1 for req in lagged), n, n)
+            stage_s = float(step_cost(batch))
+            end = start_s + stage_s
+            deliver_s = self._delivery_s(start_s, end, batch)
+            sched = self.scheduler
+            self.recorder.add_step(self.index, start_s, end, stage_s, batch, sched.num_running, sched.num_waiting,
+                                   sched.pool.num_used_blocks)
+        return end, deliver_s, self._lag(end, deliver_s, (), [], n)
 
     @property
     def has_lagged_outputs(self) -> bool:

@@ -146,21 +146,13 @@ class DirectReplica:
     _deliver_lagged = Replica._deliver_lagged
     _keep_lagged = Replica._keep_lagged
     _delivery_s = Replica._delivery_s
-    _extra_step_batch = Replica._extra_step_batch
+    _extra_step_outputs = Replica._extra_step_outputs
     has_lagged_outputs = Replica.has_lagged_outputs
 
     def _extra_step(self) -> None:
         """`simulator.pipelining._extra_step`: nothing left to schedule but outputs to deliver."""
-        sched = self.scheduler
-        batch = self._extra_step_batch()
-        end = deliver_s = self.clock
-        if batch is not None:
-            stage_s = float(self.cost(batch))
-            end = self.clock + stage_s
-            deliver_s = self._delivery_s(self.clock, end, batch)
-            self.recorder.add_step(self.index, self.clock, end, stage_s, batch, sched.num_running, sched.num_waiting,
-                                   sched.pool.num_used_blocks)
-        for req in self._lag(end, deliver_s, (), [], batch.num_seqs if batch is not None else 0):
+        end, _, handed = self._extra_step_outputs(self.clock, self.cost)
+        for req in handed:
             self.on_finish(req)
         self.clock = end
 

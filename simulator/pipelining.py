@@ -108,18 +108,9 @@ def _step_outputs(r: Replica, out: SchedulerOutput, finished: list[int], start_s
 
 
 def _extra_step(r: Replica, start_s: float):
-    """Async output processing with nothing left to schedule: one more decode step of the sequences whose last
-    token is not delivered yet (`Replica._extra_step_batch`) delivers it. Returns its end."""
-    start_s = end = max(start_s, r.env.now)
-    batch = r._extra_step_batch()
-    deliver_s = start_s
-    if batch is not None:  # else only first tokens wait (their requests wait for KV blocks): delivered now
-        stage_s = float(r.step_cost(batch))
-        end = start_s + stage_s
-        deliver_s = r._delivery_s(start_s, end, batch)
-        r.recorder.add_step(r.index, start_s, end, stage_s, batch, r.scheduler.num_running,
-                            r.scheduler.num_waiting, r.scheduler.pool.num_used_blocks)
-    handed = r._lag(end, deliver_s, (), [], batch.num_seqs if batch is not None else 0)
+    """Async output processing with nothing left to schedule: `Replica._extra_step_outputs` from `start_s` (or
+    now), handing its requests back at its delivery time. Returns its end."""
+    end, deliver_s, handed = r._extra_step_outputs(max(start_s, r.env.now), r.step_cost)
     if deliver_s > r.env.now:
         yield r.env.timeout(deliver_s - r.env.now)
     r._done(handed)

@@ -34,8 +34,8 @@ Modelled (vLLM 0.7.0 `vllm/core/scheduler.py` `Scheduler._schedule_default`, FCF
   stages compute; the lock of a stage is held for its whole remote call, so the last stage takes the next
   batch only once the previous result is back in the engine process (`simulator.pipelining._virtual_engine`).
 
-Async output processing (one stage): tokens reach the client a step late and, with nothing else to run, one
-more step runs for the finished sequences (`EngineConfig.async_output_processing`, `simulator.engine.Replica._lag`).
+Async output processing (one stage): tokens reach the client during the next step, after its CPU part, and,
+with nothing else to run, one more step runs for the finished sequences (`EngineConfig.async_output_processing`, `simulator.engine.Replica._lag`).
 A finished sequence's slot and KV blocks are freed when its last token is sampled, not a step later, and when
 other work is running the extra decode of a finished sequence is not added to that step.
 
