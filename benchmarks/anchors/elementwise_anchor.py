@@ -29,7 +29,8 @@ from gptq_anchor import robust_sd, summary  # noqa: E402
 from v1_scheduler import provenance  # noqa: E402
 
 MIN_ROWS_FOR_SLOPE = 256
-# bytes per token of each op in a Qwen2.5-72B decoder layer at TP 8, fp16 (tests/test_cost.py counts them)
+# bytes per token of each timed op in a Qwen2.5-72B decoder layer at TP 8, fp16 (perfmodel.cost.step.elementwise_layer
+# also counts GPTQ's QKV bias add and the attention output copy, 5% more bytes, which the table did not time)
 QWEN72_TP8_MIX = {("fused_add_rms_norm", 8192): 2 * 2 * 4 * 8192, ("rotary_embedding", 1152): 2 * 2 * 1152,
                   ("reshape_and_cache_flash", 256): 2 * 2 * 256, ("silu_and_mul", 3712): 2 * 3 * 3712}
 

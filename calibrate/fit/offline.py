@@ -24,8 +24,6 @@ all-reduce terms; no PP>1, no ``p2p_latency_s``.
 
 from __future__ import annotations
 
-import dataclasses
-
 import math
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -109,7 +107,7 @@ class CoefficientFitter:
     def fit(self, observations: Sequence[Observation]) -> "CoefficientFitter":
         coefficients = self.prior
         if self.anchors is not None:  # never fitted (GROUPS): they take their anchors' values
-            coefficients = dataclasses.replace(coefficients, **{
+            coefficients = coefficients.replace(**{
                 n: self.anchors[n].value for n in Coefficients.group("elementwise")})
         self.memory_result_ = None
         if self.fit_memory and any(measured_kv_bytes(o) for o in observations):
