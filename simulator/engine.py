@@ -77,15 +77,23 @@ class Replica:
         """A request arrives now."""
         self._num_arrived += 1
         if isinstance(self.scheduler, VirtualEngines):
-            wake = self._virtual_wakes[self.scheduler.add_request(req)]
-            if wake is not None and not wake.triggered:
-                wake.succeed()
+            self.scheduler.arrivals.append(req)
+            if not any(self.scheduler.busy):  # every virtual engine idle: the engine loop wakes on this arrival
+                self._admit_arrivals()
             return
         if self._pending is not None:
             self._pending.append((self.env.now, req))
         else:
             self.scheduler.add_request(req)
         self._notify()
+
+    def _admit_arrivals(self) -> None:
+        """V0 with pipeline parallelism: the waiting arrivals go to the virtual engines' schedulers now, and the idle
+        engines that got requests start (`VirtualEngines.admit_arrivals`)."""
+        for v in self.scheduler.admit_arrivals():
+            wake = self._virtual_wakes[v]
+            if wake is not None and not wake.triggered:
+                wake.succeed()
 
     def _admit_pending(self) -> None:
         """Async scheduling: hand the scheduler the arrivals it could see before the step it schedules now.

@@ -8,7 +8,8 @@ SimPy process body taking the `simulator.engine.Replica`. The scheduler registry
   isolated batch takes `num_stages x` its stage time; its requests can be scheduled again only when it has
   left the last stage. With too few requests to fill every stage, the pipeline idles (the bubble).
 - "virtual_engines" (V0 with `num_stages > 1`): one scheduler per stage (vLLM's virtual engines,
-  `simulator.scheduler_v0.VirtualEngines`), each with one batch in flight; the batches of all of them share
+  `simulator.scheduler_v0.VirtualEngines`), each with one batch in flight, taking the arrivals waiting for a
+  scheduler when its next step begins; the batches of all of them share
   the stages, each stage taking them in the order they reach it. With `step_cost.stage_split_s`, a stage may
   start preparing a batch (the CPU part of its stage time) as soon as it is free and computes once the
   previous stage is done, stages before the last skip what only the last spends (the LM head), and the last
@@ -278,11 +279,18 @@ def _virtual_engine(r: Replica, v: int, stage_free_s: list[float]):
     assert isinstance(engines, VirtualEngines)
     sched = engines.schedulers[v]
     while True:
+        if engines.has_unfinished(v):  # its next step begins: the arrivals since the last step start go in first
+            r._admit_arrivals()
         if not sched.has_schedulable_work():
-            r._virtual_wakes[v] = env.event()
-            yield r._virtual_wakes[v]
-            r._virtual_wakes[v] = None
+            engines.busy[v] = False
+            if not any(engines.busy) and engines.arrivals:  # the last busy engine went idle with arrivals waiting
+                r._admit_arrivals()
+            if not engines.busy[v]:
+                r._virtual_wakes[v] = env.event()
+                yield r._virtual_wakes[v]
+                r._virtual_wakes[v] = None
             continue
+        engines.busy[v] = True
         out = sched.schedule()
         if out.is_empty:
             if out.preempted_ids:

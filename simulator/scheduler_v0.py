@@ -25,7 +25,9 @@ Modelled (vLLM 0.7.0 `vllm/core/scheduler.py` `Scheduler._schedule_default`, FCF
 - Pipeline parallelism (`VirtualEngines`): vLLM 0.7.0 `vllm/engine/llm_engine.py` `LLMEngine.__init__` makes
   one Scheduler per pipeline stage ("virtual engine"), each with num_gpu_blocks // pp KV blocks
   (`Scheduler.__init__`) and the full `max_num_seqs`; `LLMEngine._add_processed_request` gives a new request
-  to the scheduler with the fewest unfinished requests (waiting + running), the lowest index on ties.
+  to the scheduler with the fewest unfinished requests (waiting + running), the lowest index on ties, at the
+  moment it is handed over: `AsyncLLMEngine.engine_step` hands over the arrivals when a virtual engine's step
+  begins, or `run_engine_loop` when every virtual engine is idle (`VirtualEngines.admit_arrivals`).
   `AsyncLLMEngine.run_engine_loop` keeps one step per virtual engine in flight, so each virtual engine runs
   its own batches one at a time through the shared stages (see `simulator.engine.Replica`). Simplified: every
   stage takes the StepCost's stage time for a batch, each stage serves batches in the order they reach it
@@ -187,6 +189,11 @@ class VirtualEngines:
                              "stages, each of which V0 gives num_kv_blocks // pp blocks")
         engine_config = replace(config, num_kv_blocks=per_engine)
         self.schedulers = [make(engine_config, table, itl) for _ in range(num_stages)]
+        # vLLM 0.7.0 AsyncLLMEngine: arrivals wait in its RequestTracker until a virtual engine's step begins
+        # (`engine_step` first hands every new request to `add_request_async`), or, with every virtual engine idle,
+        # until `run_engine_loop` wakes on the first of them; `busy[v]`: engine v has a step under way
+        self.arrivals: list[int] = []
+        self.busy = [False] * num_stages
 
     def add_request(self, req: int) -> int:
         """Give `req` to the least loaded scheduler; return its index."""
@@ -194,6 +201,22 @@ class VirtualEngines:
         index = loads.index(min(loads))
         self.schedulers[index].add_request(req)
         return index
+
+    def has_unfinished(self, v: int) -> bool:
+        s = self.schedulers[v]
+        return bool(s.num_waiting + s.num_running)
+
+    def admit_arrivals(self) -> list[int]:
+        """Hand the tracker's arrivals, in order, each to the least loaded scheduler at that moment; return the idle
+        engines that now have requests (vLLM 0.7.0 `run_engine_loop` starts a step for an idle virtual engine as
+        soon as `has_unfinished_requests_for_virtual_engine` is true)."""
+        for req in self.arrivals:
+            self.add_request(req)
+        self.arrivals.clear()
+        woken = [v for v in range(len(self.schedulers)) if not self.busy[v] and self.has_unfinished(v)]
+        for v in woken:
+            self.busy[v] = True
+        return woken
 
     @property
     def num_waiting(self) -> int:

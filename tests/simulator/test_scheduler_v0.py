@@ -152,6 +152,24 @@ def test_pp_virtual_engines_hand_worked():
     assert r1.requests.first_token_s.tolist() == pytest.approx([2.4, 2.4])
 
 
+def test_pp_arrivals_wait_for_a_virtual_engine_step_to_begin():
+    # vLLM 0.7.0 AsyncLLMEngine hands new requests to the schedulers only when a virtual engine's step begins
+    # (engine_step), or at once when every virtual engine is idle. 1 s per stage + 0.01 s per prefill token.
+    toy2 = LinearStepCost(fixed_s=1.0, per_prefill_token_s=0.01, per_decode_context_token_s=0.0,
+                          per_decode_token_s=0.0, num_stages=2)
+    # A (engine 0) prefills on stage 0 [0, 1.1], stage 1 [1.1, 2.2]. B arrives at 0.5 and waits: engine 1 is idle
+    # but engine 0's step is under way; at 2.2 engine 0's next step begins, B goes to engine 1 (the least loaded).
+    # Engine 0 decodes A on stage 0 [2.2, 3.2]; B's prefill follows [3.2, 4.3], then stage 1 [4.3, 5.4].
+    reqs = [Request(0, 0.0, 10, 3), Request(1, 0.5, 10, 3)]
+    r = simulate(reqs, v0(), toy2)
+    assert r.requests.first_token_s.tolist() == pytest.approx([2.2, 5.4])
+    assert r.requests.finish_s.tolist() == pytest.approx([6.4, 9.4])
+    # A finishes with its prefill at 2.2: engine 0 goes idle with B waiting, and the engine loop takes B at once.
+    reqs = [Request(0, 0.0, 10, 1), Request(1, 0.5, 10, 1)]
+    r = simulate(reqs, v0(), toy2)
+    assert r.requests.first_token_s.tolist() == pytest.approx([2.2, 4.4])
+
+
 def test_virtual_engines_split_the_blocks_and_take_the_least_loaded():
     table = RequestTable(requests_from_arrays(np.zeros(4), [10] * 4, [2] * 4))
     engines = VirtualEngines(v0(num_kv_blocks=65), table, ItlRecorder(), num_stages=2)
