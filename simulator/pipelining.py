@@ -283,12 +283,11 @@ def _virtual_engine(r: Replica, v: int, stage_free_s: list[float]):
             r._admit_arrivals()
         if not sched.has_schedulable_work():
             engines.busy[v] = False
-            if not any(engines.busy) and engines.arrivals:  # the last busy engine went idle with arrivals waiting
-                r._admit_arrivals()
-            if not engines.busy[v]:
-                r._virtual_wakes[v] = env.event()
-                yield r._virtual_wakes[v]
-                r._virtual_wakes[v] = None
+            r._virtual_wakes[v] = env.event()
+            if not any(engines.busy) and engines.arrivals:  # the last busy engine went idle with arrivals waiting:
+                r._admit_arrivals()  # the engine loop starts the engines' steps in index order (the wakes' order)
+            yield r._virtual_wakes[v]
+            r._virtual_wakes[v] = None
             continue
         engines.busy[v] = True
         out = sched.schedule()

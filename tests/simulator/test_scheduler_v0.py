@@ -168,6 +168,12 @@ def test_pp_arrivals_wait_for_a_virtual_engine_step_to_begin():
     reqs = [Request(0, 0.0, 10, 1), Request(1, 0.5, 10, 1)]
     r = simulate(reqs, v0(), toy2)
     assert r.requests.first_token_s.tolist() == pytest.approx([2.2, 4.4])
+    # Engine 1 is the last to go idle (3.3) with X (2.5, 50 tokens) and Y (2.6) waiting: X goes to engine 0, Y to
+    # engine 1, and the engine loop starts engine 0's step first (run_engine_loop creates the steps in index
+    # order): X on stage 0 [3.3, 4.8], stage 1 [4.8, 6.3]; Y on stage 0 [4.8, 5.9], stage 1 [6.3, 7.4].
+    reqs = [Request(0, 0.0, 10, 1), Request(1, 0.0, 10, 1), Request(2, 2.5, 50, 1), Request(3, 2.6, 10, 1)]
+    r = simulate(reqs, v0(), toy2)
+    assert r.requests.first_token_s.tolist() == pytest.approx([2.2, 3.3, 6.3, 7.4])
 
 
 def test_virtual_engines_split_the_blocks_and_take_the_least_loaded():
