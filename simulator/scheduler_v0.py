@@ -197,19 +197,25 @@ class VirtualEngines:
 
     def add_request(self, req: int) -> int:
         """Give `req` to the least loaded scheduler; return its index."""
-        loads = [s.num_waiting + s.num_running for s in self.schedulers]
+        loads = [self.num_unfinished(v) for v in range(len(self.schedulers))]
         index = loads.index(min(loads))
         self.schedulers[index].add_request(req)
         return index
 
-    def has_unfinished(self, v: int) -> bool:
+    def num_unfinished(self, v: int) -> int:
+        """Engine v's requests waiting or running (vLLM's `get_num_unfinished_seq_groups`)."""
         s = self.schedulers[v]
-        return bool(s.num_waiting + s.num_running)
+        return s.num_waiting + s.num_running
+
+    def has_unfinished(self, v: int) -> bool:
+        return self.num_unfinished(v) > 0
 
     def admit_arrivals(self) -> list[int]:
         """Hand the tracker's arrivals, in order, each to the least loaded scheduler at that moment; return the idle
         engines that now have requests (vLLM 0.7.0 `run_engine_loop` starts a step for an idle virtual engine as
         soon as `has_unfinished_requests_for_virtual_engine` is true)."""
+        if not self.arrivals:  # (every step start asks) an idle engine holds no request: none to wake
+            return []
         for req in self.arrivals:
             self.add_request(req)
         self.arrivals.clear()
