@@ -8,6 +8,10 @@ Llama-3.1-70B at TP 1, and row counts m from 1 to 8192, the kernels vLLM calls f
     use_exllama False, vLLM's path when exllama is off: an "alt" kernel for m <= 8, dequantise + cuBLAS above),
     and Marlin ``_C.gptq_marlin_gemm`` (weights through ``gptq_marlin_repack``), each without and with act-order,
   * AWQ int4 through awq_marlin (the same ``gptq_marlin_gemm`` op, uint4 with zero points),
+  * Machete (``ops.machete_mm`` on weights through ``machete_prepack_B``; Hopper only), the kernel vLLM 0.26 picks
+    first on Hopper for GPTQ (uint4b8, without and with act-order: the activations' columns permuted by
+    ``ops.permute_cols`` per call) and AWQ (uint4 with zero points) checkpoints, as
+    vllm/model_executor/kernels/linear/mixed_precision/machete.py ``MacheteLinearKernel`` prepares and calls it,
   * FP8 W8A8 ``cutlass_scaled_mm`` with per-tensor and per-token x per-channel scales, and the activation
     quantisation ``scaled_fp8_quant`` (dynamic per-tensor and per-token) on its own,
   * FlashAttention (vllm.vllm_flash_attn ``flash_attn_varlen_func``, FA3 on Hopper, as vLLM's FLASH_ATTN backend
@@ -89,7 +93,7 @@ GPU_HZ = 2.0e9  # torch.cuda._sleep counts GPU cycles; Hopper boosts to ~1.98 GH
 EST_HBM_BYTES_PER_S, EST_FLOP_PER_S, EST_OVERHEAD_S, EST_LAUNCH_S = 4.0e12, 6.0e14, 0.004, 25e-6
 
 FAMILIES = ("cublas_bf16", "cublas_fp16", "gptq_exllama", "gptq_alt", "gptq_marlin", "awq_marlin",
-            "fp8_cutlass_tensor", "fp8_cutlass_channel", "fp8_quant", "attn_decode", "attn_prefill", "elementwise")
+            "machete_gptq", "machete_awq", "fp8_cutlass_tensor", "fp8_cutlass_channel", "fp8_quant", "attn_decode", "attn_prefill", "elementwise")
 # elementwise kernels: hidden sizes (Qwen2.5-7B, Llama-3.1-8B, Qwen2.5-32B, 70B/72B, Llama-3.1-405B); the MLP's
 # per-GPU intermediate widths (Qwen2.5-72B GPTQ's padded 29696 at TP 8 and 4, then the four models at TP 1);
 # (query, KV) heads per GPU (Qwen2.5-72B at TP 8 and 4, Qwen2.5-7B, Llama-3.1-8B, Llama-3.1-70B)
@@ -121,10 +125,10 @@ def gemm_variants(families) -> list[dict]:
         if fam in ("cublas_bf16", "cublas_fp16"):
             dtype = {"cublas_bf16": "bfloat16", "cublas_fp16": "float16"}[fam]
             v.append({"family": fam, "dtype": dtype, "act_order": False, "group_size": None})
-        elif fam in ("gptq_exllama", "gptq_alt", "gptq_marlin"):
+        elif fam in ("gptq_exllama", "gptq_alt", "gptq_marlin", "machete_gptq"):
             for ao in (False, True):
                 v.append({"family": fam, "dtype": "float16", "act_order": ao, "group_size": GROUP_SIZE})
-        elif fam == "awq_marlin":
+        elif fam in ("awq_marlin", "machete_awq"):
             v.append({"family": fam, "dtype": "float16", "act_order": False, "group_size": GROUP_SIZE})
         elif fam in ("fp8_cutlass_tensor", "fp8_cutlass_channel"):
             v.append({"family": fam, "dtype": "bfloat16", "act_order": False, "group_size": None})
@@ -144,6 +148,8 @@ def gemm_bytes(fam: str, k: int, n: int, m: int, group_size: int | None, act_ord
         w = k * n // 2 + 2 * groups * n
         if fam in ("gptq_exllama", "gptq_alt", "awq_marlin"):
             w += groups * n // 2
+        if fam == "machete_awq":  # zero points pre-multiplied by the scales, fp16 (MacheteLinearKernel)
+            w += 2 * groups * n
         if act_order or fam in ("gptq_alt",):
             w += 4 * k
     return w + act * m * k + out * m * n
@@ -448,6 +454,8 @@ def prepare_gemm(torch, ops, v: dict, k: int, n: int, dev, sms: int):
                 return fn(**{**kwargs, a_name: x, w_name: ws[i]})
             return launch
         return make, qweight, k * n // 2, notes
+    if fam.startswith("machete"):
+        return prepare_machete(torch, ops, fam, scales, groups, ao, k, n, g, dev, rnd, notes)
     # Marlin (vllm/model_executor/layers/quantization/utils/marlin_utils.py apply_gptq_marlin_linear and
     # apply_awq_marlin_linear call ops.gptq_marlin_gemm; kernels/mixed_precision/marlin.py prepares weights)
     from vllm.scalar_type import scalar_types
@@ -480,6 +488,41 @@ def prepare_gemm(torch, ops, v: dict, k: int, n: int, dev, sms: int):
     def make(ws):
         def launch(x, i):
             return fn(**{**kwargs, a_name: x, w_name: ws[i], "size_m": x.shape[0]})
+        return launch
+    return make, qweight, k * n // 2, notes
+
+
+def prepare_machete(torch, ops, fam, scales, groups, ao, k, n, g, dev, rnd, notes):
+    """MacheteLinearKernel (vLLM 0.26, kernels/linear/mixed_precision/machete.py): the packed int4 weight (k/8, n)
+    made column-major and prepacked; GPTQ uint4b8 without zero points, AWQ uint4 with fp16 zero points holding
+    -scale x zero; act-order (full input only) permutes the weight's rows once and the activations' columns per
+    call with ops.permute_cols (fp16, k % 8 == 0)."""
+    from vllm.scalar_type import scalar_types
+    if not all(hasattr(ops, f) for f in ("machete_mm", "machete_prepack_B")):
+        raise Unsupported("vllm._custom_ops has no machete_mm / machete_prepack_B")
+    awq = fam == "machete_awq"
+    b_type = scalar_types.uint4 if awq else scalar_types.uint4b8
+    packed = rnd(k // 8, n)
+    qweight = call_bound(ops.machete_prepack_B, {"b_q_weight": packed.t().contiguous().t(), "a_type": torch.float16,
+                                                 "b_type": b_type, "group_scales_type": torch.float16})
+    zeros = None
+    if awq:
+        zeros = (-scales * torch.randint(0, 16, (groups, n), device=dev).to(torch.float16)).contiguous()
+    perm = torch.randperm(k, device=dev).to(torch.int32) if ao else None
+    values = {"b_type": b_type, "b_group_scales": scales, "b_group_zeros": zeros, "b_group_size": g}
+    notes["op"] = "machete_mm"
+    mm, permute = ops.machete_mm, getattr(ops, "permute_cols", None)
+    if ao and permute is None:
+        raise Unsupported("vllm._custom_ops has no permute_cols")
+
+    kwargs, missing = bind(mm, {**values, "a": None, "b_q": None})
+    notes["unbound_args"] = missing
+
+    def make(ws):
+        def launch(x, i):
+            if perm is not None:
+                x = permute(x, perm)
+            return mm(**{**kwargs, "a": x, "b_q": ws[i]})
         return launch
     return make, qweight, k * n // 2, notes
 
@@ -817,7 +860,8 @@ def ops_from_source(path: str):
     for node in tree.body:
         if isinstance(node, ast.FunctionDef) and node.name in (
                 "gptq_gemm", "gptq_shuffle", "gptq_marlin_gemm", "marlin_gemm", "gptq_marlin_repack",
-                "awq_marlin_repack", "cutlass_scaled_mm", "scaled_fp8_quant"):
+                "awq_marlin_repack", "cutlass_scaled_mm", "scaled_fp8_quant", "machete_mm", "machete_prepack_B",
+                "permute_cols"):
             node.decorator_list = []
             node.body = [ast.Pass()]
             code = compile(ast.fix_missing_locations(ast.Module(body=[node], type_ignores=[])), path, "exec")
@@ -840,6 +884,9 @@ def fake_ops(torch, real_ops, device, verbose=True):
         "marlin_gemm": lambda a: out2(a, a["size_m"], a["size_n"], a["a"].dtype),
         "gptq_marlin_repack": lambda a: out2(a, a["size_k"] // 16, a["size_n"] * 2, torch.int32),
         "awq_marlin_repack": lambda a: out2(a, a["size_k"] // 16, a["size_n"] * 2, torch.int32),
+        "machete_mm": lambda a: out2(a, a["a"].shape[0], a["b_q"].shape[1], a["a"].dtype),
+        "machete_prepack_B": lambda a: torch.empty_like(a["b_q_weight"], memory_format=torch.contiguous_format),
+        "permute_cols": lambda a: torch.empty_like(a["a"]),
         "cutlass_scaled_mm": lambda a: out2(a, a["a"].shape[0], a["b"].shape[1], a["out_dtype"]),
         "scaled_fp8_quant": lambda a: (torch.empty_like(a["input"], dtype=torch.float8_e4m3fn),
                                        out2(a, a["input"].shape[0] if a["use_per_token_if_dynamic"] else 1, 1,
