@@ -271,8 +271,8 @@ class Scenario:
 
         fitted, name = set(self.profile.fitted), self.profile.name
         used = kernels.families_used(self.model, self.precision, tp=None)  # any layout predict may rank
-        notes = [f"profile {name} was fitted on no run of {kernels.family_name(family)}: {coef} is its prior "
-                 f"({getattr(self.profile.coefficients, coef):g}), not a measurement"
+        notes = [f"profile {name} was fitted on no run of {kernels.family_name(family)}: {coef} = "
+                 f"{getattr(self.profile.coefficients, coef):g} is {self._unfitted_source(coef)}"
                  for family in used for coef in family.fitted if coef not in fitted]
         for family in used:
             if family.quantized and not family.fitted:  # priced at the dense GEMM coefficients (perfmodel.cost.kernels)
@@ -280,6 +280,13 @@ class Scenario:
                              f"efficiencies profile {name} fitted on unquantized weights (how far that is off for "
                              f"Marlin, Machete and FP8 on the H200: data/h200-sweep2/README.md)")
         return tuple(notes)
+
+    def _unfitted_source(self, coef: str) -> str:
+        """What an unfitted coefficient's value is: its anchor (an anchored fit puts it there) or a generic prior."""
+        value, kind = self.profile.anchors.get(coef, (None, ""))
+        if value is not None and value == getattr(self.profile.coefficients, coef):
+            return f"its anchor ({kind}), not fitted on a run" if kind else "its anchor, not fitted on a run"
+        return "its prior, not a measurement"
 
     @property
     def max_model_len(self) -> int:

@@ -54,12 +54,13 @@ def test_calibrate_predict_of_an_online_run_equals_simulate(tmp_path, rate):
 def test_kernels_the_profile_never_measured_are_named():
     """Mixtral on Taiwania 2: the V100 profile saw no MoE run; on the H200 the fused MoE kernel is fitted."""
     v100 = Scenario.build(model="mixtral-8x7b", hardware="taiwania2")
-    assert any("fused_moe_efficiency is its prior" in n for n in v100.unmeasured_kernel_notes)
+    assert any("fused_moe_efficiency = 1 is its anchor" in n for n in v100.unmeasured_kernel_notes)
     assert Scenario.build(model="mixtral-8x7b", hardware="hgx-h200").unmeasured_kernel_notes == ()
     assert Scenario.build(model="qwen2.5-72b", hardware="taiwania2", quantization="gptq").unmeasured_kernel_notes == ()
     # the act-order 405B export: TP splits its row-parallel layers' input onto the alt path, which no run fitted
     (alt,) = Scenario.build(model="llama-3.1-405b-gptq-int4", hardware="taiwania2").unmeasured_kernel_notes
-    assert "act-order (alt) kernel: gptq_alt_memory_efficiency is its prior (0.5)" in alt
+    assert ("act-order (alt) kernel: gptq_alt_memory_efficiency = 0.45 is its anchor (kernel microbenchmark), "
+            "not fitted on a run") in alt
     assert Scenario.build(model="llama-3.1-8b", hardware="hgx-h200").unmeasured_kernel_notes == ()
     (awq,) = Scenario.build(model="llama-3.1-8b", hardware="hgx-h200", quantization="awq").unmeasured_kernel_notes
     assert "no coefficient of its own" in awq

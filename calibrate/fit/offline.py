@@ -105,25 +105,27 @@ class CoefficientFitter:
 
     # -- public ----------------------------------------------------------------------------------------------
     def fit(self, observations: Sequence[Observation]) -> "CoefficientFitter":
-        coefficients = self.prior
-        if self.anchors is not None:  # never fitted (GROUPS): they take their anchors' values
-            coefficients = coefficients.replace(**{
-                n: self.anchors[n].value for n in Coefficients.group("elementwise")})
-        self.memory_result_ = None
-        if self.fit_memory and any(measured_kv_bytes(o) for o in observations):
-            coefficients, self.memory_result_ = self._fit_memory(observations, coefficients)
+        from calibrate.fit.online import fit_online, online_step_coefficients
+
         offline = [o for o in observations if o.mode == "offline" and o.measured.get("elapsed_s")]
-        names = tuple(self.step_names or informed_step_coefficients(offline, anchored=self.anchors is not None))
+        online = [o for o in observations if o.mode == "online"]
+        if offline:
+            names = tuple(self.step_names or informed_step_coefficients(offline, anchored=self.anchors is not None))
+        else:  # online runs only (the Taiwania 2 log): fit by re-simulating them
+            names = tuple(self.step_names or online_step_coefficients(online))
+        fit_memory = self.fit_memory and any(measured_kv_bytes(o) for o in observations)
+        coefficients = self.prior
+        if self.anchors is not None:
+            coefficients = coefficients.replace(**self._unfitted_at_anchors(names, fit_memory, bool(offline)))
+        self.memory_result_ = None
+        if fit_memory:
+            coefficients, self.memory_result_ = self._fit_memory(observations, coefficients)
         self.step_result_ = None
         if offline and names:
             for _ in range(self.outer_iterations):
                 traces = [self._trace(o, coefficients) for o in offline]
                 coefficients, self.step_result_ = self._fit_steps(traces, coefficients, names)
-        elif not offline:  # online runs only (the Taiwania 2 log): fit by re-simulating them
-            from calibrate.fit.online import fit_online, online_step_coefficients
-
-            online = [o for o in observations if o.mode == "online"]
-            names = tuple(self.step_names or online_step_coefficients(online))
+        elif not offline:
             if online and names:
                 coefficients, self.step_result_, self._num_data = fit_online(
                     online, coefficients, self.prior, names, regularization=self._online_regularization,
@@ -140,6 +142,15 @@ class CoefficientFitter:
         else:
             self.findings_ = []
         return self
+
+    def _unfitted_at_anchors(self, names: Sequence[str], fit_memory: bool, offline: bool) -> dict[str, float]:
+        """Every anchored coefficient these runs do not fit takes its anchor's value, so that a profile carries
+        no generic default where a measurement exists (docs/anchors.md); after an offline fit the server's terms
+        are left to ``calibrate fit-serving``, which fits them on the online runs."""
+        kept = set(names) | (set(Coefficients.group("memory")) if fit_memory else set())
+        if offline:
+            kept |= set(Coefficients.group("serving"))
+        return {n: a.value for n, a in self.anchors.items() if n not in kept}
 
     # -- memory ----------------------------------------------------------------------------------------------
     def _fit_memory(self, observations: Sequence[Observation], prior: Coefficients):

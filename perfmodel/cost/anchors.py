@@ -151,28 +151,31 @@ DEFAULT_ANCHORS: dict[str, Anchor] = {
                                  "time = 9.5 us + weight bytes at 0.80 of HBM (benchmarks/anchors/gptq_anchor.py); "
                                  "sd for another GPU's clocks and SM count",
                                  "data/anchors/h100-gptq-anchor.json"),
-    "gptq_alt_memory_efficiency": _a(0.5, 0.25, "first principles",
-                                     "vLLM's GPTQ alt kernel / reconstruct + cuBLAS for act-order layers split by TP: "
-                                     "the same SIMT int4 streaming as the exllama kernel, plus per-group scale "
-                                     "gathers (g_idx); no kernel table yet (benchmarks/device/kernel_shapes.py)"),
-    # Quantized families on Hopper, from vLLM 0.26's own kernels timed on an H100 SXM (data/h100-kernels/README.md:
-    # medians over 16 weight matrices). Machete itself was not timed; its Hopper sibling Marlin stands in, with a
-    # wider sd (Machete loads tiles with TMA and computes with wgmma, Marlin does neither).
-    "machete_memory_efficiency": _a(0.55, 0.2, "kernel microbenchmark",
-                                    "GPTQ-Marlin int4 reads weights at 1,587 GB/s at m <= 16 on an H100 (0.47 of "
-                                    "3.35 TB/s); Machete assumed a little faster",
-                                    "data/h100-kernels/kernels.jsonl"),
-    "machete_compute_efficiency": _a(0.7, 0.3, "kernel microbenchmark",
-                                     "GPTQ-Marlin at m = 8192 on an H100: 374 TFLOP/s against cuBLAS bf16's 768 "
-                                     "(0.49 of dense); Machete's wgmma assumed nearer dense",
-                                     "data/h100-kernels/kernels.jsonl"),
-    "awq_marlin_memory_efficiency": _a(0.55, 0.2, "kernel microbenchmark",
-                                       "AWQ-Marlin int4 with zero points reads weights at 1,599 GB/s at m <= 16 on an "
-                                       "H100 (0.48 of 3.35 TB/s); on Hopper vLLM 0.26 runs Machete, as above",
-                                       "data/h100-kernels/kernels.jsonl"),
-    "awq_marlin_compute_efficiency": _a(0.7, 0.3, "kernel microbenchmark",
-                                        "AWQ-Marlin at m = 8192 on an H100: 357 TFLOP/s against cuBLAS bf16's 768",
-                                        "data/h100-kernels/kernels.jsonl"),
+    "gptq_alt_memory_efficiency": _a(0.55, 0.3, "kernel microbenchmark",
+                                     "vLLM's GPTQ GEMM with exllama off (alt kernel, act-order g_idx) on a lent H100 "
+                                     "SXM, 16 shapes, in the alt formula's bytes (kernels.gptq_alt_cost): 0.75 of HBM "
+                                     "at m = 1 and 0.49 at m = 2-8 (benchmarks/anchors/gptq_anchor.py); sd: the "
+                                     "per-shape spread",
+                                     "data/anchors/h100-gptq-anchor.json"),
+    # Quantized families on Hopper: vLLM 0.26's Machete op timed on an H100 SXM (data/h100-machete/README.md: 16
+    # weight matrices, rows 1-8192), reduced through perfmodel's own Machete cost (benchmarks/anchors/machete_anchor.py;
+    # sd: the spread of per-shape fits). On Hopper vLLM 0.26 runs AWQ checkpoints on Machete too, with zero points.
+    "machete_memory_efficiency": _a(0.35, 0.18, "kernel microbenchmark",
+                                    "vLLM's machete_mm, GPTQ int4 g128, reads its weights at 1.2 TB/s up to 64 rows "
+                                    "on an H100 (0.35 of 3.35 TB/s in the Machete cost's fit)",
+                                    "data/anchors/h100-machete-anchor.json"),
+    "machete_compute_efficiency": _a(0.99, 0.06, "kernel microbenchmark",
+                                     "vLLM's machete_mm, GPTQ int4 g128, on an H100: 0.99 of cuBLAS fp16's rate at "
+                                     "the same rows (730 against 749 TFLOP/s at m = 8192)",
+                                     "data/anchors/h100-machete-anchor.json"),
+    "awq_marlin_memory_efficiency": _a(0.35, 0.17, "kernel microbenchmark",
+                                       "vLLM's machete_mm with AWQ zero points (what awq_marlin runs on Hopper) reads "
+                                       "its weights at 1.2 TB/s up to 64 rows on an H100 (0.35 of 3.35 TB/s)",
+                                       "data/anchors/h100-machete-anchor.json"),
+    "awq_marlin_compute_efficiency": _a(0.98, 0.06, "kernel microbenchmark",
+                                        "vLLM's machete_mm with AWQ zero points on an H100: 0.98 of cuBLAS fp16's "
+                                        "rate at the same rows (714 against 749 TFLOP/s at m = 8192)",
+                                        "data/anchors/h100-machete-anchor.json"),
     "fp8_w8a8_compute_efficiency": _a(0.89, 0.1, "kernel microbenchmark",
                                       "cutlass_scaled_mm fp8 (per-token x per-channel) at m = 8192 on an H100: 1,366 "
                                       "TFLOP/s = 0.69 of 1,979; cuBLAS bf16 768 = 0.78 of 989: ratio 0.89",

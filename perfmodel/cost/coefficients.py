@@ -261,6 +261,8 @@ class Profile:
     path: str | None = None
     # the profile's ``uncertainty:`` section (perfmodel.uncertainty.intervals reads it; calibrate/report/uncertainty.py writes it)
     uncertainty: Any = field(default=None, compare=False, repr=False)
+    # coefficient -> (anchor value, anchor kind), from each coefficient's ``anchor:`` entry (anchored fits write them)
+    anchors: dict[str, tuple[float, str]] = field(default_factory=dict, compare=False, repr=False)
 
     def status_for(self, gpu_name: str) -> str:
         """'calibrated', 'transferred' (fitted on another GPU) or 'default' (no fit at all)."""
@@ -291,6 +293,8 @@ def load_profile(path: str | Path) -> Profile:
     if unknown:
         raise UserError(f"calibration profile {path}: unknown coefficients {unknown}; "
                         f"known: {', '.join(Coefficients.names())}")
+    anchors = {k: (v["anchor"].get("value"), str(v["anchor"].get("kind", "")))
+               for k, v in values.items() if isinstance(v, dict) and isinstance(v.get("anchor"), dict)}
     values = {k: (v["value"] if isinstance(v, dict) else v) for k, v in values.items()}
     try:
         coefficients = Coefficients(**{k: float(v) for k, v in values.items()})
@@ -298,7 +302,8 @@ def load_profile(path: str | Path) -> Profile:
         raise UserError(f"calibration profile {path}: {exc}") from None
     return Profile(name=str(data.get("name", path.stem)), gpu=data.get("gpu"), coefficients=coefficients,
                    fitted=tuple(data.get("fitted", ())), source=str(data.get("source", path)), path=str(path),
-                   uncertainty=data.get("uncertainty") or None)
+                   uncertainty=data.get("uncertainty") or None,
+                   anchors={k: (float(v), kind) for k, (v, kind) in anchors.items() if isinstance(v, (int, float))})
 
 
 def shipped_profile_path(gpu_name: str) -> Path | None:
