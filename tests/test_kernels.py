@@ -23,11 +23,12 @@ GPTQ = dict(method="gptq", weight_bits=4, group_size=128, desc_act=False)
     (KernelFacts(cc=7.0, **GPTQ), "gptq_exllama"),
     (KernelFacts(cc=9.0, **{**GPTQ, "method": "gptq_marlin"}), "machete"),
     (KernelFacts(cc=9.0, **{**GPTQ, "method": "gptq_marlin", "desc_act": True}), "machete"),  # TP decides per layer
-    (KernelFacts(cc=9.0, **{**GPTQ, "method": "gptq_marlin", "group_size": 64}), "gptq_marlin"),
+    (KernelFacts(cc=9.0, **{**GPTQ, "method": "gptq_marlin", "group_size": 32}), "marlin_hopper"),
     (KernelFacts(cc=8.0, **{**GPTQ, "method": "gptq_marlin"}), "gptq_marlin"),
     (KernelFacts(cc=8.0, method="compressed-tensors", scheme="W4A16", group_size=128), "gptq_marlin"),
     (KernelFacts(cc=7.5, method="awq", group_size=128), "awq"),
-    (KernelFacts(cc=8.0, method="awq_marlin", group_size=128), "awq_marlin"),
+    (KernelFacts(cc=8.0, method="awq_marlin", group_size=128), "gptq_marlin"),  # Marlin with zero points
+    (KernelFacts(cc=9.0, method="awq_marlin", group_size=128), "awq_marlin"),  # Machete with zero points
     (KernelFacts(cc=9.0, method="fp8", scheme="FP8_W8A8"), "fp8_w8a8"),
     (KernelFacts(cc=8.9, method="fp8", scheme="FP8_W8A8"), "fp8_w8a8"),
     (KernelFacts(cc=8.0, method="fp8", scheme="FP8_W8A8"), "fp8_marlin"),
@@ -116,7 +117,7 @@ ACT_ORDER = KernelFacts(cc=7.0, **{**GPTQ, "desc_act": True})
     (KernelFacts(cc=7.0, **{**GPTQ, "desc_act": True, "group_size": -1}).for_layer(
         parallel="row", tp=8, num_experts=1, quantized=True), "gptq_exllama"),
     (KernelFacts(cc=9.0, **{**GPTQ, "method": "gptq_marlin", "desc_act": True}).for_layer(
-        parallel="row", tp=8, num_experts=1, quantized=True), "gptq_marlin"),
+        parallel="row", tp=8, num_experts=1, quantized=True), "marlin_hopper"),
     (KernelFacts(cc=9.0, **{**GPTQ, "method": "gptq_marlin", "desc_act": True}).for_layer(
         parallel="column", tp=8, num_experts=1, quantized=True), "machete"),
 ])

@@ -31,7 +31,7 @@ from v1_scheduler import provenance  # noqa: E402
 
 # family in the timings -> (the profile's coefficient prefix, tiles padded as the model pads them)
 FAMILIES = {"machete_gptq": ("machete", True), "machete_awq": ("machete", True),
-            "gptq_marlin": ("gptq_marlin", False), "awq_marlin": ("awq_marlin", False)}
+            "gptq_marlin": ("marlin", False), "awq_marlin": ("marlin", False)}  # both time Marlin (data/h100-kernels)
 
 
 def padded_rows(family: str, m: np.ndarray, k: np.ndarray, n: np.ndarray) -> np.ndarray:

@@ -168,6 +168,16 @@ DEFAULT_ANCHORS: dict[str, Anchor] = {
                                      "vLLM's machete_mm, GPTQ int4 g128, on an H100: 0.99 of cuBLAS fp16's rate at "
                                      "the same rows (730 against 749 TFLOP/s at m = 8192)",
                                      "data/anchors/h100-machete-anchor.json"),
+    "marlin_memory_efficiency": _a(0.43, 0.2, "kernel microbenchmark",
+                                   "vLLM 0.26's Marlin op (gptq_marlin_gemm, GPTQ int4 g128) on a lent H100 SXM, 16 "
+                                   "shapes: weights at 1.59 TB/s up to 16 rows, falling to 0.86 TB/s at 64 (0.43 of "
+                                   "3.35 TB/s in the cost's fit; AWQ-Marlin 0.44)",
+                                   "data/anchors/h100-marlin-anchor.json"),
+    "marlin_compute_efficiency": _a(0.5, 0.2, "kernel microbenchmark",
+                                    "the same op at up to 8192 rows: 0.50 of cuBLAS fp16's rate on the H100 (374 "
+                                    "against 748 TFLOP/s; AWQ-Marlin 0.48); sd widened from the shapes' 0.03 for "
+                                    "another Hopper part's clocks and SM count",
+                                    "data/anchors/h100-marlin-anchor.json"),
     "awq_marlin_memory_efficiency": _a(0.35, 0.17, "kernel microbenchmark",
                                        "vLLM's machete_mm with AWQ zero points (what awq_marlin runs on Hopper) reads "
                                        "its weights at 1.2 TB/s up to 64 rows on an H100 (0.35 of 3.35 TB/s)",

@@ -42,6 +42,8 @@ GROUPS = {
                         "an MoE model",
     "kernel_machete": "the Machete mixed-precision GEMM (int4 weights, 16-bit activations; Hopper); fitted when the "
                       "runs use it",
+    "kernel_marlin": "the Marlin mixed-precision GEMM on Hopper (int4 weights, 16-bit activations), where Machete "
+                     "refuses (act-order GPTQ layers whose input TP splits); fitted when the runs use it",
     "kernel_awq_marlin": "the kernel vLLM's awq_marlin method runs (perfmodel.cost.kernels row awq_marlin); fitted when "
                          "the runs use it",
     "kernel_fp8_w8a8": "CUTLASS scaled_mm on fp8 weights and activations; fitted when the runs use it",
@@ -181,6 +183,15 @@ class Coefficients:
         1.0, "speed of the Machete GEMM's tensor-core math relative to a dense 16-bit GEMM at the same rows "
         "(the weights are dequantized to 16 bits in registers before each wgmma); 1 = as fast as dense",
         0.2, 1.5, group="kernel_machete")
+    marlin_memory_efficiency: float = _coef(
+        0.43, "fraction of datasheet HBM bandwidth the Marlin GEMM's int4 weight reads reach (scales, zero points "
+        "and act-order's g_idx included in weight_bytes_per_param's sense). Prior: vLLM 0.26's Marlin op timed on an "
+        "H100 (data/anchors/h100-marlin-anchor.json)", 0.1, 1.0, group="kernel_marlin")
+    marlin_compute_efficiency: float = _coef(
+        0.50, "speed of the Marlin GEMM's tensor-core math relative to a dense 16-bit GEMM at the same rows (Marlin "
+        "issues Ampere's mma.sync, not Hopper's wgmma). Prior: the H100 timing, 0.50 of cuBLAS fp16 (on Hopper "
+        "only: below Hopper the Marlin row is priced at the dense GEMM rates)",
+        0.2, 1.5, group="kernel_marlin")
     awq_marlin_memory_efficiency: float = _coef(
         0.85, "fraction of datasheet HBM bandwidth the awq_marlin method's GEMM reaches reading int4 weights, "
         "scales and zero points. On Hopper vLLM 0.26 runs it on Machete with zero points "

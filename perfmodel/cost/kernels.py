@@ -285,16 +285,26 @@ KERNELS: tuple[KernelFamily, ...] = (
                                tile_rows=machete_tile_rows),
         fitted=("machete_memory_efficiency", "machete_compute_efficiency")),
     KernelFamily(
+        name="marlin_hopper", label="the Marlin kernel on Hopper",
+        what="MarlinLinearKernel where Machete refuses on Hopper (act-order with the input split by TP, group "
+             "sizes Machete does not take): the kernel timed on the H100 (data/h100-kernels), its own coefficients",
+        selects=lambda f: f.quantized and _mixed_precision(f) and f.cc >= 9.0,
+        cost=scaled_dense_cost("marlin_memory_efficiency", "marlin_compute_efficiency"),
+        fitted=("marlin_memory_efficiency", "marlin_compute_efficiency")),
+    KernelFamily(
         name="gptq_marlin",
-        what="MarlinLinearKernel: symmetric int4/int8 weights, float16/bfloat16, cc >= 8.0",
-        selects=lambda f: f.quantized and _mixed_precision(f), cost=dense_cost),
+        what="MarlinLinearKernel below Hopper (cc 8.x): GPTQ, and AWQ with zero points (vLLM 0.26 AutoAWQMarlinLinearMethod "
+             "through choose_mp_linear_kernel), int4/int8 weights, float16/bfloat16; not timed on an Ampere GPU here",
+        selects=lambda f: f.quantized and (_mixed_precision(f) or (f.method == "awq_marlin" and f.cc < 9.0)),
+        cost=dense_cost),
     KernelFamily(
         name="awq", what="awq.py AWQLinearMethod: ops.awq_gemm below 256 rows, awq_dequantize + torch.matmul "
                           "from 256, float16 only, cc >= 7.5",
         selects=lambda f: f.quantized and f.method == "awq", cost=awq_cost),
     KernelFamily(
-        name="awq_marlin", what="awq_marlin.py: Marlin with zero points, float16/bfloat16, cc >= 8.0",
-        selects=lambda f: f.quantized and f.method == "awq_marlin",
+        name="awq_marlin", what="the awq_marlin method on Hopper: vLLM 0.26's AutoAWQMarlinLinearMethod through "
+                                 "choose_mp_linear_kernel, Machete with zero points (below cc 9.0: the Marlin row)",
+        selects=lambda f: f.quantized and f.method == "awq_marlin" and f.cc >= 9.0,
         cost=scaled_dense_cost("awq_marlin_memory_efficiency", "awq_marlin_compute_efficiency"),
         fitted=("awq_marlin_memory_efficiency", "awq_marlin_compute_efficiency")),
     KernelFamily(
