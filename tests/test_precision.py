@@ -221,7 +221,9 @@ def test_bfloat16_gptq_checkpoint_on_exllama_is_refused():
 
 def test_awq_checkpoint():
     model = _checkpoint(AWQ)
-    assert _kernel(resolve_precision(model, A100_CC80)) == ("int4", "awq_marlin", "awq_marlin", "float16")
+    # below Hopper vLLM 0.26 runs the awq_marlin method on Marlin with zero points (choose_mp_linear_kernel)
+    assert _kernel(resolve_precision(model, A100_CC80)) == ("int4", "awq_marlin", "gptq_marlin", "float16")
+    assert _kernel(resolve_precision(model, H100_CC90)) == ("int4", "awq_marlin", "awq_marlin", "float16")
     assert resolve_precision(model, A100_CC80, quantization="awq").quant_kernel == "awq"
     with pytest.raises(UserError, match="awq"):
         resolve_precision(model, V100_CC70)

@@ -88,11 +88,13 @@ class CoefficientFitter:
 
     def __init__(self, cluster: ClusterSpec, prior: Coefficients | None = None, *, step_names: Sequence[str] | None = None,
                  fit_memory: bool = True, regularization: float | None = None, outer_iterations: int = 2,
-                 progress: Callable[[str], None] | None = None, anchors=None) -> None:
+                 progress: Callable[[str], None] | None = None, anchors=None,
+                 prior_fitted: Sequence[str] = ()) -> None:
         self.cluster = cluster
         self.prior = prior or Coefficients()
         # perfmodel.cost.anchors mapping: the priors become the anchors' (``regularization`` then weighs them, default 1)
         self.anchors = anchors
+        self.prior_fitted = tuple(prior_fitted)  # fitted in the prior profile (--prior): never reset to anchors
         if anchors is not None and regularization is None:
             regularization = 1.0
         self.step_names = step_names
@@ -116,7 +118,7 @@ class CoefficientFitter:
         fit_memory = self.fit_memory and any(measured_kv_bytes(o) for o in observations)
         coefficients = self.prior
         if self.anchors is not None:
-            coefficients = coefficients.replace(**self._unfitted_at_anchors(names, fit_memory, bool(offline)))
+            coefficients = coefficients.replace(**self._unfitted_at_anchors(names, fit_memory))
         self.memory_result_ = None
         if fit_memory:
             coefficients, self.memory_result_ = self._fit_memory(observations, coefficients)
@@ -143,13 +145,13 @@ class CoefficientFitter:
             self.findings_ = []
         return self
 
-    def _unfitted_at_anchors(self, names: Sequence[str], fit_memory: bool, offline: bool) -> dict[str, float]:
+    def _unfitted_at_anchors(self, names: Sequence[str], fit_memory: bool) -> dict[str, float]:
         """Every anchored coefficient these runs do not fit takes its anchor's value, so that a profile carries
-        no generic default where a measurement exists (docs/anchors.md); after an offline fit the server's terms
-        are left to ``calibrate fit-serving``, which fits them on the online runs."""
-        kept = set(names) | (set(Coefficients.group("memory")) if fit_memory else set())
-        if offline:
-            kept |= set(Coefficients.group("serving"))
+        no generic default where a measurement exists (docs/anchors.md). Kept as they are: the server's terms,
+        which ``calibrate fit-serving`` fits (their anchors were timed on V1's server, not V0's), and whatever the
+        prior profile fitted."""
+        kept = (set(names) | set(self.prior_fitted) | set(Coefficients.group("serving"))
+                | (set(Coefficients.group("memory")) if fit_memory else set()))
         return {n: a.value for n, a in self.anchors.items() if n not in kept}
 
     # -- memory ----------------------------------------------------------------------------------------------

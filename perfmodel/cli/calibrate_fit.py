@@ -142,13 +142,15 @@ def cmd_fit(args: argparse.Namespace) -> int:
     from calibrate.report.check import compare, summarize
     from calibrate.fit.offline import CoefficientFitter
     from calibrate.fit.profile_io import profile_document, write_yaml_atomic
+    from perfmodel.cost.coefficients import load_profile
 
     cluster, observations = _load(args)
     prior = _prior(args.prior)
     _progress(f"fitting {len(observations)} runs on {cluster.gpu.name}")
     anchors = _anchors(args)
+    prior_fitted = load_profile(args.prior).fitted if args.prior else ()
     fitter = CoefficientFitter(cluster, prior, regularization=args.regularization, progress=_progress,
-                               anchors=anchors).fit(observations)
+                               anchors=anchors, prior_fitted=prior_fitted).fit(observations)
     frame = compare(observations, cluster, fitter.coefficients_)
     summary = {s.metric: {"median_ape": round(s.median_ape, 4), "p90_ape": round(s.p90_ape, 4), "runs": s.num_runs}
                for s in summarize(frame)}

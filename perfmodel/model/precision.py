@@ -252,7 +252,7 @@ def _check_kernel(kernel: str, q: CheckpointQuantization, peaks: Mapping[str, fl
     if kernel == "machete" and q.desc_act:
         notes.append("act-order (desc_act) weights: Machete runs the layers whose input TP leaves whole, Marlin "
                      "the row-parallel ones when TP > 1 (vLLM 0.7.0 MacheteLinearKernel.can_implement)")
-    elif kernel == "gptq_marlin":  # choose_mp_linear_kernel fell through Machete
+    elif kernel in ("gptq_marlin", "marlin_hopper"):  # choose_mp_linear_kernel fell through Machete
         if q.group_size not in _MARLIN_GROUP_SIZES:
             raise UserError(f"group size {q.group_size} is not supported by Marlin (vLLM 0.7.0 supports "
                             f"{', '.join(map(str, _MARLIN_GROUP_SIZES))})")
