@@ -29,6 +29,7 @@ GPTQ = dict(method="gptq", weight_bits=4, group_size=128, desc_act=False)
     (KernelFacts(cc=7.5, method="awq", group_size=128), "awq"),
     (KernelFacts(cc=8.0, method="awq_marlin", group_size=128), "gptq_marlin"),  # Marlin with zero points
     (KernelFacts(cc=9.0, method="awq_marlin", group_size=128), "awq_marlin"),  # Machete with zero points
+    (KernelFacts(cc=9.0, method="awq_marlin", group_size=32), "marlin_hopper"),  # a group size Machete refuses
     (KernelFacts(cc=9.0, method="fp8", scheme="FP8_W8A8"), "fp8_w8a8"),
     (KernelFacts(cc=8.9, method="fp8", scheme="FP8_W8A8"), "fp8_w8a8"),
     (KernelFacts(cc=8.0, method="fp8", scheme="FP8_W8A8"), "fp8_marlin"),

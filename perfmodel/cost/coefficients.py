@@ -304,7 +304,11 @@ def load_profile(path: str | Path) -> Profile:
     if unknown:
         raise UserError(f"calibration profile {path}: unknown coefficients {unknown}; "
                         f"known: {', '.join(Coefficients.names())}")
-    anchors = {k: (v["anchor"].get("value"), str(v["anchor"].get("kind", "")))
+    no_value = sorted(k for k, v in values.items() if isinstance(v, dict) and "value" not in v)
+    if no_value:
+        raise UserError(f"calibration profile {path}: coefficients {no_value} have no 'value'; give each a number "
+                        f"or a mapping with 'value'")
+    anchors = {k: (_number(v["anchor"].get("value")), str(v["anchor"].get("kind", "")))
                for k, v in values.items() if isinstance(v, dict) and isinstance(v.get("anchor"), dict)}
     values = {k: (v["value"] if isinstance(v, dict) else v) for k, v in values.items()}
     try:
@@ -314,7 +318,15 @@ def load_profile(path: str | Path) -> Profile:
     return Profile(name=str(data.get("name", path.stem)), gpu=data.get("gpu"), coefficients=coefficients,
                    fitted=tuple(data.get("fitted", ())), source=str(data.get("source", path)), path=str(path),
                    uncertainty=data.get("uncertainty") or None,
-                   anchors={k: (float(v), kind) for k, (v, kind) in anchors.items() if isinstance(v, (int, float))})
+                   anchors={k: (v, kind) for k, (v, kind) in anchors.items() if v is not None})
+
+
+def _number(value: Any) -> float | None:
+    """An anchor's value as a float (YAML reads 1e-5 without a dot as text), None where it is not a number."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
 
 
 def shipped_profile_path(gpu_name: str) -> Path | None:

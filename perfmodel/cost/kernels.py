@@ -287,8 +287,10 @@ KERNELS: tuple[KernelFamily, ...] = (
     KernelFamily(
         name="marlin_hopper", label="the Marlin kernel on Hopper",
         what="MarlinLinearKernel where Machete refuses on Hopper (act-order with the input split by TP, group "
-             "sizes Machete does not take): the kernel timed on the H100 (data/h100-kernels), its own coefficients",
-        selects=lambda f: f.quantized and _mixed_precision(f) and f.cc >= 9.0,
+             "sizes Machete does not take, GPTQ or AWQ): the kernel timed on the H100 (data/h100-kernels), its own "
+             "coefficients",
+        selects=lambda f: (f.quantized and f.cc >= 9.0 and (_mixed_precision(f) or (
+            f.method == "awq_marlin" and f.group_size not in MACHETE_GROUP_SIZES))),
         cost=scaled_dense_cost("marlin_memory_efficiency", "marlin_compute_efficiency"),
         fitted=("marlin_memory_efficiency", "marlin_compute_efficiency")),
     KernelFamily(
@@ -304,7 +306,8 @@ KERNELS: tuple[KernelFamily, ...] = (
     KernelFamily(
         name="awq_marlin", what="the awq_marlin method on Hopper: vLLM 0.26's AutoAWQMarlinLinearMethod through "
                                  "choose_mp_linear_kernel, Machete with zero points (below cc 9.0: the Marlin row)",
-        selects=lambda f: f.quantized and f.method == "awq_marlin" and f.cc >= 9.0,
+        selects=lambda f: (f.quantized and f.method == "awq_marlin" and f.cc >= 9.0
+                           and f.group_size in MACHETE_GROUP_SIZES),
         cost=scaled_dense_cost("awq_marlin_memory_efficiency", "awq_marlin_compute_efficiency"),
         fitted=("awq_marlin_memory_efficiency", "awq_marlin_compute_efficiency")),
     KernelFamily(

@@ -110,3 +110,16 @@ def test_never_fitted_elementwise_coefficients_take_their_anchors_values():
         assert getattr(fitter.coefficients_, name) == anchors[name].value != getattr(Coefficients(), name)
     profile = load_profile(PROFILES / "v100-sxm2-32gb.yaml").coefficients
     assert profile.elementwise_memory_efficiency == anchors["elementwise_memory_efficiency"].value
+
+
+def test_hand_written_profiles_read_their_anchors_and_refuse_an_entry_without_a_value(tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text("coefficients:\n"
+                    "  step_overhead_s: {value: 0.001, anchor: {value: 1e-5, kind: measured log}}\n"
+                    "  per_seq_overhead_s: {value: 0.00002, anchor: {value: n/a}}\n"
+                    "  memory_efficiency: 0.7\n")
+    profile = load_profile(path)
+    assert profile.anchors == {"step_overhead_s": (1e-5, "measured log")}  # YAML's text '1e-5' read as a number
+    path.write_text("coefficients:\n  step_overhead_s: {anchor: {value: 0.001}}\n")
+    with pytest.raises(UserError, match=r"\['step_overhead_s'\] have no 'value'"):
+        load_profile(path)
