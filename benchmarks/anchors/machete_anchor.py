@@ -39,7 +39,7 @@ def padded_rows(family: str, m: np.ndarray, k: np.ndarray, n: np.ndarray) -> np.
         return m
     from perfmodel.cost.kernels import machete_tile_rows
 
-    tiles = np.array([float(machete_tile_rows(mi, ki, ni)) for mi, ki, ni in zip(m, k, n)])
+    tiles = machete_tile_rows(m, k, n)  # elementwise over arrays of m, k and n
     return np.ceil(m / tiles) * tiles
 
 
