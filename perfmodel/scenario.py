@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from hardware import load_hardware, with_nodes
 from hardware.spec import ClusterSpec
+from perfmodel.cost import kernels
 from perfmodel.cost.coefficients import Coefficients, Profile, default_profile, load_profile
 from perfmodel.cost.step import StepCostModel
 from perfmodel.engine.args import DEFAULT_VLLM_VERSION, EngineArgs, default_engine_args
@@ -83,7 +84,7 @@ class Scenario:
         if options.expert_parallel and not shape.has_expert_gemms:
             raise UserError(f"--enable-expert-parallel needs a mixture-of-experts model; {shape.name} is dense")
         precision = resolve_precision(shape, cluster.gpu, dtype=options.dtype, quantization=options.quantization,
-                                      kv_cache_dtype=options.kv_cache_dtype)
+                                      kv_cache_dtype=options.kv_cache_dtype, vllm_version=_release(options, cluster))
         if profile is None:
             profile = load_profile(options.calibration) if options.calibration else default_profile(cluster.gpu.name)
         engine = _resolve_engine(options, shape, cluster)
@@ -121,6 +122,9 @@ class Scenario:
         """vLLM's memory plan of one replica: weights, activations, KV blocks (host blocks under offload)."""
         layout = self.expert_layout(layout)
         plan = memory_plan(self.model, self.cluster, layout, self.precision, self.engine, self.profile.coefficients)
+        problem = kernels.layout_problem(self.model, self.precision, layout.tp)
+        if problem:  # vLLM fails at load time: the layout runs nowhere, whatever the memory says
+            return dataclasses.replace(plan, fits=False, reason=problem)
         if self.kv_offload:
             plan = with_offload(plan, layout, self.cluster, self.engine.block_size, self.kv_offload_host_fraction)
         return plan
@@ -281,6 +285,23 @@ class Scenario:
                              f"Marlin, Machete and FP8 on the H200: data/h200-sweep2/README.md)")
         return tuple(notes)
 
+    @property
+    def release_notes(self) -> tuple[str, ...]:
+        """One line when the modelled vLLM release is not among those of the profile's runs: its defaults and kernel
+        choice are that release's, but the speed of its engine code is the fitted releases', and the interval does
+        not cover the difference (no measurement of it)."""
+        from perfmodel.engine.releases import parse_release
+
+        fitted = self.profile.vllm_versions
+        release = self.engine.vllm_version
+        if not fitted or not self.profile.fitted or "?" in fitted:
+            return ()
+        if any(parse_release(v) == parse_release(release) for v in fitted):
+            return ()
+        return (f"profile {self.profile.name} was fitted on runs of vLLM {', '.join(fitted)}, not {release}: "
+                f"{release}'s defaults and kernel choice are modelled, its engine code runs at the fitted "
+                "releases' speed, and the interval does not include the difference",)
+
     def _unfitted_source(self, coef: str) -> str:
         """What an unfitted coefficient's value is: its anchor (an anchored fit puts it there) or a generic prior."""
         value, kind = self.profile.anchors.get(coef, (None, ""))
@@ -294,9 +315,14 @@ class Scenario:
         return self.engine.max_model_len or self.model.max_position_embeddings
 
 
+def _release(options: ScenarioOptions, cluster: ClusterSpec) -> str:
+    """The vLLM release modelled: the user's version, else the cluster's, else perfmodel's."""
+    return options.vllm_version or cluster.vllm_version or DEFAULT_VLLM_VERSION
+
+
 def _resolve_engine(options: ScenarioOptions, shape: ModelShape, cluster: ClusterSpec) -> EngineArgs:
-    """The engine the release runs on this GPU: the user's version, else the cluster's, else perfmodel's."""
-    version = options.vllm_version or cluster.vllm_version or DEFAULT_VLLM_VERSION
+    """The engine the release runs on this GPU (``_release``)."""
+    version = _release(options, cluster)
     return default_engine_args(cluster.gpu.memory_bytes, entry_point=options.entry_point, vllm_version=version,
                                model_max_len=shape.max_position_embeddings, gpu_name=cluster.gpu.display_name,
                                compute_capability=float(cluster.gpu.compute_capability), **options.engine_overrides())

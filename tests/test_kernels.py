@@ -128,7 +128,7 @@ def test_layer_kernel_depends_on_act_order_and_the_tp_split(facts, family):
 
 def test_the_405b_export_runs_row_parallel_layers_on_the_alt_path_at_tp8():
     model = load_model("llama-3.1-405b-gptq-int4")
-    p = resolve_precision(model, V100.gpu)
+    p = resolve_precision(model, V100.gpu, vllm_version="0.7.0")
     assert p.quant_kernel == "gptq_exllama"  # the method's kernel; TP decides per layer
     assert [f.name for f in kernels.families_used(model, p, tp=8)] == ["gptq_alt", "gptq_exllama"]
     assert [f.name for f in kernels.families_used(model, p, tp=1)] == ["gptq_exllama"]
@@ -170,7 +170,7 @@ def test_alt_coefficient_is_fitted_when_runs_use_it_and_noted_when_not():
     from perfmodel.cost.coefficients import default_profile
 
     model = load_model("llama-3.1-405b-gptq-int4")
-    p = resolve_precision(model, V100.gpu)
+    p = resolve_precision(model, V100.gpu, vllm_version="0.7.0")
     assert kernel_coefficients([_Obs(model=model, precision=p, layout=Layout(tp=8, pp=2))]) == (
         "gptq_alt_memory_efficiency", "exllama_memory_efficiency", "exllama_compute_efficiency",
         "exllama_kernel_fixed_s", "exllama_reconstruct_memory_efficiency")
@@ -289,7 +289,7 @@ def test_awq_is_awq_gemm_below_256_rows_and_dequantize_plus_matmul_from_256():
 
 def test_forced_awq_on_an_a100_runs_the_awq_row_at_the_dense_coefficients():
     model = load_model("llama-3.1-70b")
-    p = resolve_precision(model, load_hardware("a100-sxm4-40gb").gpu, quantization="awq")
+    p = resolve_precision(model, load_hardware("a100-sxm4-40gb").gpu, quantization="awq", vllm_version="0.7.0")
     assert p.quant_kernel == "awq"
     used = kernels.families_used(model, p, tp=4)
     assert [f.name for f in used] == ["awq"]  # every decoder linear layer
@@ -322,3 +322,10 @@ def test_exllama_above_50_rows_reconstructs_at_its_own_efficiency_then_multiplie
     assert kernels.exllama_cost(g, 498, r) == pytest.approx(reconstruct + gemm)
     # the quantized kernel's rows (<= 50) do not reconstruct
     assert kernels.exllama_cost(g, 50, r) == kernels.exllama_cost(g, 50, _rates(exllama_reconstruct_memory_efficiency=0.9))
+
+
+def test_the_default_release_of_the_kernel_table_is_perfmodels():
+    from perfmodel.engine.args import DEFAULT_VLLM_VERSION
+    from perfmodel.engine.releases import parse_release
+
+    assert kernels.DEFAULT_RELEASE == parse_release(DEFAULT_VLLM_VERSION)

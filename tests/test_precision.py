@@ -84,18 +84,18 @@ def test_int8_w8a8(llama):
         resolve_precision(llama, {**V100, "int8": 62e12}, quantization="int8")
 
 
-def test_int4_weight_only(llama):
-    p = resolve_precision(llama, A100, quantization="awq_marlin")
+def test_int4_weight_only_under_0_7_0(llama):
+    p = resolve_precision(llama, A100, quantization="awq_marlin", vllm_version="0.7.0")
     assert p.weight_dtype == "int4" and p.gemm_flops_dtype == "bfloat16"
     assert p.weight_bytes_per_param == pytest.approx(0.5195, abs=1e-4)  # (4 + 20/128) / 8
     # plain gptq/awq kernels take float16 only
-    assert resolve_precision(llama, A100, quantization="gptq").activation_dtype == "float16"
+    assert resolve_precision(llama, A100, quantization="gptq", vllm_version="0.7.0").activation_dtype == "float16"
     with pytest.raises(UserError, match="float16"):
-        resolve_precision(llama, A100, dtype="bfloat16", quantization="awq")
+        resolve_precision(llama, A100, dtype="bfloat16", quantization="awq", vllm_version="0.7.0")
     # V100: gptq's exllama kernel runs, AWQ and Marlin do not
-    assert resolve_precision(llama, V100, quantization="gptq").gemm_flops_dtype == "float16"
+    assert resolve_precision(llama, V100, quantization="gptq", vllm_version="0.7.0").gemm_flops_dtype == "float16"
     with pytest.raises(UserError, match="awq"):
-        resolve_precision(llama, V100, quantization="awq")
+        resolve_precision(llama, V100, quantization="awq", vllm_version="0.7.0")
 
 
 def test_weight_bytes(llama):
@@ -162,13 +162,13 @@ def _kernel(p):
     return p.weight_dtype, p.quantization, p.quant_kernel, p.gemm_flops_dtype
 
 
-def test_gptq_checkpoint_is_int4_without_a_flag():
+def test_gptq_checkpoint_is_int4_without_a_flag_under_0_7_0():
     model = load_model(FIXTURES / "llama-3.1-405b-gptq-int4")
-    v100 = resolve_precision(model, V100_CC70)
+    v100 = resolve_precision(model, V100_CC70, vllm_version="0.7.0")
     assert _kernel(v100) == ("int4", "gptq", "gptq_exllama", "float16")
     assert v100.activation_dtype == "float16" and v100.group_size == 128 and v100.quant_source == "checkpoint"
-    assert _kernel(resolve_precision(model, A100_CC80)) == ("int4", "gptq_marlin", "gptq_marlin", "float16")
-    h100 = resolve_precision(model, H100_CC90)  # act-order: Machete where TP leaves a layer's input whole
+    assert _kernel(resolve_precision(model, A100_CC80, vllm_version="0.7.0")) == ("int4", "gptq_marlin", "gptq_marlin", "float16")
+    h100 = resolve_precision(model, H100_CC90, vllm_version="0.7.0")  # act-order: Machete where TP leaves a layer's input whole
     assert _kernel(h100) == ("int4", "gptq_marlin", "machete", "float16")
     assert any("converts" in note for note in h100.notes) and any("desc_act" in note for note in h100.notes)
     # 401.6e9 linear weights at (4 + 20/128)/8 bytes + 4.2e9 embedding/LM head/norm parameters in fp16
@@ -184,49 +184,49 @@ def test_act_order_gptq_on_hopper_uses_machete_where_tp_leaves_the_input_whole()
     assert p.quant_kernel == "machete" and any("desc_act" in note for note in p.notes)
 
 
-def test_explicit_gptq_forces_exllama_and_marlin_spellings_convert():
+def test_explicit_gptq_forces_exllama_and_marlin_spellings_convert_under_0_7_0():
     model = load_model("llama-3.1-405b-gptq-int4")
-    assert resolve_precision(model, A100_CC80, quantization="gptq").quant_kernel == "gptq_exllama"
-    assert resolve_precision(model, A100_CC80, quantization="marlin").quantization == "gptq_marlin"
-    assert resolve_precision(model, A100_CC80, quantization="GPTQ_Marlin").quant_kernel == "gptq_marlin"
+    assert resolve_precision(model, A100_CC80, quantization="gptq", vllm_version="0.7.0").quant_kernel == "gptq_exllama"
+    assert resolve_precision(model, A100_CC80, quantization="marlin", vllm_version="0.7.0").quantization == "gptq_marlin"
+    assert resolve_precision(model, A100_CC80, quantization="GPTQ_Marlin", vllm_version="0.7.0").quant_kernel == "gptq_marlin"
 
 
-def test_conflicting_quantization_is_refused():
+def test_conflicting_quantization_is_refused_under_0_7_0():
     model = load_model("llama-3.1-405b-gptq-int4")
     with pytest.raises(UserError, match="gptq checkpoint but --quantization awq"):
-        resolve_precision(model, A100_CC80, quantization="awq")
+        resolve_precision(model, A100_CC80, quantization="awq", vllm_version="0.7.0")
     # Marlin cannot convert on V100, so vLLM sees gptq != gptq_marlin
     with pytest.raises(UserError, match="8.0"):
-        resolve_precision(model, V100_CC70, quantization="gptq_marlin")
+        resolve_precision(model, V100_CC70, quantization="gptq_marlin", vllm_version="0.7.0")
     with pytest.raises(UserError, match="fp8"):
-        resolve_precision(model, H100_CC90, quantization="fp8")
+        resolve_precision(model, H100_CC90, quantization="fp8", vllm_version="0.7.0")
 
 
-def test_gptq_marlin_needs_every_key():
+def test_gptq_marlin_needs_every_key_under_0_7_0():
     no_sym = _checkpoint({k: v for k, v in GPTQ.items() if k != "sym"})  # GPTQConfig does not need sym
-    assert resolve_precision(no_sym, A100_CC80).quant_kernel == "gptq_exllama"
+    assert resolve_precision(no_sym, A100_CC80, vllm_version="0.7.0").quant_kernel == "gptq_exllama"
     with pytest.raises(UserError, match="lacks desc_act"):
         _checkpoint({k: v for k, v in GPTQ.items() if k != "desc_act"})
     asym = _checkpoint({**GPTQ, "sym": False})
-    assert resolve_precision(asym, H100_CC90).quantization == "gptq"
+    assert resolve_precision(asym, H100_CC90, vllm_version="0.7.0").quantization == "gptq"
 
 
-def test_bfloat16_gptq_checkpoint_on_exllama_is_refused():
+def test_bfloat16_gptq_checkpoint_on_exllama_is_refused_under_0_7_0():
     model = _checkpoint(GPTQ, torch_dtype="bfloat16")
-    assert resolve_precision(model, A100_CC80).activation_dtype == "bfloat16"  # Marlin takes bfloat16
+    assert resolve_precision(model, A100_CC80, vllm_version="0.7.0").activation_dtype == "bfloat16"  # Marlin takes bfloat16
     with pytest.raises(UserError, match="float16"):
-        resolve_precision(model, A100_CC80, quantization="gptq")
-    assert resolve_precision(model, A100_CC80, dtype="float16", quantization="gptq").activation_dtype == "float16"
+        resolve_precision(model, A100_CC80, quantization="gptq", vllm_version="0.7.0")
+    assert resolve_precision(model, A100_CC80, dtype="float16", quantization="gptq", vllm_version="0.7.0").activation_dtype == "float16"
 
 
-def test_awq_checkpoint():
+def test_awq_checkpoint_under_0_7_0():
     model = _checkpoint(AWQ)
-    # below Hopper vLLM 0.26 runs the awq_marlin method on Marlin with zero points (choose_mp_linear_kernel)
-    assert _kernel(resolve_precision(model, A100_CC80)) == ("int4", "awq_marlin", "gptq_marlin", "float16")
-    assert _kernel(resolve_precision(model, H100_CC90)) == ("int4", "awq_marlin", "awq_marlin", "float16")
-    assert resolve_precision(model, A100_CC80, quantization="awq").quant_kernel == "awq"
+    # vLLM 0.7.0's AWQMarlinLinearMethod calls apply_awq_marlin_linear: Marlin on every GPU, Hopper included
+    assert _kernel(resolve_precision(model, A100_CC80, vllm_version="0.7.0")) == ("int4", "awq_marlin", "gptq_marlin", "float16")
+    assert _kernel(resolve_precision(model, H100_CC90, vllm_version="0.7.0")) == ("int4", "awq_marlin", "marlin_hopper", "float16")
+    assert resolve_precision(model, A100_CC80, quantization="awq", vllm_version="0.7.0").quant_kernel == "awq"
     with pytest.raises(UserError, match="awq"):
-        resolve_precision(model, V100_CC70)
+        resolve_precision(model, V100_CC70, vllm_version="0.7.0")
 
 
 def test_fp8_checkpoint():
@@ -279,3 +279,54 @@ def test_v100_runs_float16_only(llama, method):
         return
     assert (p.activation_dtype, p.gemm_flops_dtype, p.kv_cache_dtype) == ("float16",) * 3
     assert p.quant_kernel == "gptq_exllama"  # the only quantized kernel vLLM 0.7.0 runs on Volta
+
+
+# ---- kernel choice by release (perfmodel.cost.kernels *_FROM, each read from the wheels; docs/kernels.md) ----
+
+def test_gptq_under_vllm_0_26_is_autogptq_whatever_the_flag():
+    # vLLM 0.22.0+: gptq, gptq_marlin, auto_gptq all map to AutoGPTQConfig, whose kernel choose_mp_linear_kernel
+    # picks per layer (Machete on Hopper, Marlin below it, exllama below compute capability 7.5)
+    model = load_model("llama-3.1-405b-gptq-int4")
+    for flag in (None, "gptq", "gptq_marlin", "auto_gptq"):
+        assert _kernel(resolve_precision(model, H100_CC90, quantization=flag)) == ("int4", "auto_gptq", "machete", "float16")
+        assert _kernel(resolve_precision(model, A100_CC80, quantization=flag))[1:3] == ("auto_gptq", "gptq_marlin")
+    v100 = resolve_precision(model, V100_CC70)
+    assert _kernel(v100) == ("int4", "auto_gptq", "gptq_exllama", "float16")
+    # the last release before AutoGPTQ keeps 0.7.0's rule: an explicit gptq forces the exllama kernel
+    assert resolve_precision(model, H100_CC90, quantization="gptq", vllm_version="0.21.0").quant_kernel == "gptq_exllama"
+    assert resolve_precision(model, H100_CC90, quantization="gptq", vllm_version="0.22.0").quant_kernel == "machete"
+    with pytest.raises(UserError, match="auto_gptq is a vLLM 0.22.0 method"):
+        resolve_precision(model, H100_CC90, quantization="auto_gptq", vllm_version="0.7.0")
+
+
+def test_awq_by_release():
+    model = _checkpoint(AWQ)
+    # -q awq: AWQ GEMM until 0.23, AutoAWQ (Machete with zero points on Hopper) from 0.24.0
+    assert resolve_precision(model, H100_CC90, quantization="awq", vllm_version="0.23.0").quant_kernel == "awq"
+    assert _kernel(resolve_precision(model, H100_CC90, quantization="awq")) == ("int4", "auto_awq", "awq_marlin", "float16")
+    # awq_marlin on Hopper: Marlin until 0.18.1, through choose_mp_linear_kernel (Machete) from 0.19.0
+    assert resolve_precision(model, H100_CC90, vllm_version="0.18.1").quant_kernel == "marlin_hopper"
+    assert resolve_precision(model, H100_CC90, vllm_version="0.19.0").quant_kernel == "awq_marlin"
+    assert resolve_precision(model, A100_CC80).quant_kernel == "gptq_marlin"
+
+
+def test_marlin_from_compute_capability_7_5_and_machete_group_64_by_release():
+    t4 = SimpleNamespace(peak_flops_per_s={"float32": 8.1e12, "float16": 65e12, "int8": 130e12}, display_name="T4",
+                         compute_capability="7.5")
+    model = _checkpoint(GPTQ)
+    assert resolve_precision(model, t4, vllm_version="0.13.0").quant_kernel == "gptq_exllama"
+    assert _kernel(resolve_precision(model, t4, vllm_version="0.14.0"))[1:3] == ("gptq_marlin", "gptq_marlin")
+    assert _kernel(resolve_precision(model, t4))[1:3] == ("auto_gptq", "gptq_marlin")
+    g64 = _checkpoint({**GPTQ, "group_size": 64})
+    assert resolve_precision(g64, H100_CC90, vllm_version="0.9.1").quant_kernel == "marlin_hopper"
+    assert resolve_precision(g64, H100_CC90, vllm_version="0.9.2").quant_kernel == "machete"
+
+
+def test_act_order_gptq_split_by_tp_has_no_kernel_below_7_5_under_autogptq():
+    from perfmodel.cost import kernels
+
+    model = load_model("llama-3.1-405b-gptq-int4")  # desc_act true
+    p = resolve_precision(model, V100_CC70)
+    assert kernels.layout_problem(model, p, 1) == ""
+    assert "no kernel for act-order auto_gptq weights" in kernels.layout_problem(model, p, 8)
+    assert kernels.layout_problem(model, resolve_precision(model, V100_CC70, vllm_version="0.7.0"), 8) == ""

@@ -62,8 +62,11 @@ def test_kernels_the_profile_never_measured_are_named():
     assert ("act-order (alt) kernel: gptq_alt_memory_efficiency = 0.45 is its anchor (kernel microbenchmark), "
             "not fitted on a run") in alt
     assert Scenario.build(model="llama-3.1-8b", hardware="hgx-h200").unmeasured_kernel_notes == ()
-    (awq,) = Scenario.build(model="llama-3.1-8b", hardware="hgx-h200", quantization="awq").unmeasured_kernel_notes
+    # -q awq runs ops.awq_gemm before vLLM 0.24.0 (no coefficient of its own), AutoAWQ's Machete from 0.24.0 (fitted)
+    (awq,) = Scenario.build(model="llama-3.1-8b", hardware="hgx-h200", quantization="awq",
+                            vllm_version="0.23.0").unmeasured_kernel_notes
     assert "no coefficient of its own" in awq
+    assert Scenario.build(model="llama-3.1-8b", hardware="hgx-h200", quantization="awq").unmeasured_kernel_notes == ()
 
 
 def test_a_gpu_without_a_profile_borrows_the_one_of_the_nearest_architecture():
@@ -73,3 +76,13 @@ def test_a_gpu_without_a_profile_borrows_the_one_of_the_nearest_architecture():
     assert {g: _nearest_calibrated_gpu(g) for g in ("h100-sxm", "a100-sxm4-80gb", "cpu", "my-own.yaml")} == {
         "h100-sxm": "h200-sxm", "a100-sxm4-80gb": "h200-sxm", "cpu": "h200-sxm", "my-own.yaml": "h200-sxm"}
     assert default_profile("v100-sxm2-32gb").gpu == "v100-sxm2-32gb"  # its own
+
+
+def test_a_release_the_profile_never_ran_is_named_in_a_note():
+    fitted = Scenario.build(model="llama-3.1-8b", hardware="h200-sxm")
+    assert fitted.profile.vllm_versions == ("0.26.0",) and fitted.release_notes == ()
+    assert Scenario.build(model="llama-3.1-8b", hardware="h200-sxm", vllm_version="0.26").release_notes == ()
+    other = Scenario.build(model="llama-3.1-8b", hardware="h200-sxm", vllm_version="0.19.1")
+    (note,) = other.release_notes
+    assert "fitted on runs of vLLM 0.26.0, not 0.19.1" in note and "interval does not include" in note
+    assert Scenario.build(model="qwen2.5-72b", quantization="gptq", hardware="taiwania2").release_notes == ()

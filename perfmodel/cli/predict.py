@@ -90,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"{net['nodes']} nodes of {scenario.cluster.gpus_per_node} GPUs joined by {link['name'] if link else 'nothing'}"
               + (f" ({scenario.cluster.nics_per_node} x {link['bandwidth_bytes_per_s'] / 1e9:g} GB/s per node)"
                  if link else "") + ("" if scenario.tp_across_nodes else "; TP groups stay inside a node"))
-    for note in (*scenario.precision.notes, *scenario.unmeasured_kernel_notes):
+    for note in (*scenario.precision.notes, *scenario.unmeasured_kernel_notes, *scenario.release_notes):
         print(f"note: {note}")
     rows = [{"rank": i if p.fits else "-", **p.__dict__, "layout": str(scenario.expert_layout(p.layout)),
              **(placement(scenario, p) if args.nodes is not None else {}),

@@ -274,6 +274,8 @@ class Profile:
     uncertainty: Any = field(default=None, compare=False, repr=False)
     # coefficient -> (anchor value, anchor kind), from each coefficient's ``anchor:`` entry (anchored fits write them)
     anchors: dict[str, tuple[float, str]] = field(default_factory=dict, compare=False, repr=False)
+    # the vLLM releases of the runs it was fitted on (``data.vllm_versions``; empty: not recorded)
+    vllm_versions: tuple[str, ...] = field(default=(), compare=False, repr=False)
 
     def status_for(self, gpu_name: str) -> str:
         """'calibrated', 'transferred' (fitted on another GPU) or 'default' (no fit at all)."""
@@ -318,7 +320,9 @@ def load_profile(path: str | Path) -> Profile:
     return Profile(name=str(data.get("name", path.stem)), gpu=data.get("gpu"), coefficients=coefficients,
                    fitted=tuple(data.get("fitted", ())), source=str(data.get("source", path)), path=str(path),
                    uncertainty=data.get("uncertainty") or None,
-                   anchors={k: (v, kind) for k, (v, kind) in anchors.items() if v is not None})
+                   anchors={k: (v, kind) for k, (v, kind) in anchors.items() if v is not None},
+                   vllm_versions=tuple(str(v) for v in ((data.get("data") or {}).get("vllm_versions") or ())
+                                       if isinstance(data.get("data"), dict)))
 
 
 def _number(value: Any) -> float | None:

@@ -24,6 +24,18 @@ from typing import TYPE_CHECKING, Any, Callable
 if TYPE_CHECKING:  # the cost functions take cost._Gemm-like objects and GemmRates
     from perfmodel.cost.coefficients import Coefficients
 
+# vLLM releases whose kernel choice differs, each boundary read from that release's wheel and the one before it
+# (docs/kernels.md, "Kernel choice by release"); a release is (major, minor, patch)
+DEFAULT_RELEASE = (0, 26, 0)  # perfmodel.engine.args.DEFAULT_VLLM_VERSION (tests/test_kernels.py checks it)
+MACHETE_GROUP_64_FROM = (0, 9, 2)  # utils/machete_utils.py query_machete_supported_group_sizes: -1/64/128 with
+#                                    16-bit activations (0.9.1: MACHETE_SUPPORTED_GROUP_SIZES = [-1, 128])
+MARLIN_CC_75_FROM = (0, 14, 0)  # gptq_marlin.py / awq_marlin.py get_min_capability 75 (0.13.0: 80)
+AWQ_MARLIN_MP_FROM = (0, 19, 0)  # awq_marlin.py builds its layers through choose_mp_linear_kernel, Machete first
+#                                  on Hopper (0.18.1: apply_awq_marlin_linear, Marlin only)
+AUTO_GPTQ_FROM = (0, 22, 0)  # quantization/__init__.py method_to_config: gptq, gptq_marlin, auto_gptq ->
+#                              AutoGPTQConfig, kernels by choose_mp_linear_kernel (0.21.0: GPTQConfig, GPTQMarlinConfig)
+AUTO_AWQ_FROM = (0, 24, 0)  # ... awq, awq_marlin, auto_awq -> AutoAWQConfig (0.23.0: AWQConfig, AWQMarlinConfig)
+
 
 @dataclass(frozen=True, kw_only=True)
 class KernelFacts:
@@ -31,17 +43,20 @@ class KernelFacts:
 
     ``method`` is the vLLM quantization method that runs (``gptq``, ``gptq_marlin``, ``awq``, ``fp8``, ...; None
     unquantized), ``scheme`` the checkpoint's scheme (``W4A16``, ``FP8_W8A8``, ...; ``CheckpointQuantization``),
-    ``cc`` the GPU's compute capability. ``input_split``: tensor parallelism splits the layer's input features
-    (a row-parallel layer with TP > 1: vLLM's ``input_size != input_size_per_partition``). ``num_experts`` > 1:
-    the expert GEMMs of an MoE layer. ``quantized``: the layer's weights are stored quantized (embeddings, the
-    LM head and the MoE router never are)."""
+    ``cc`` the GPU's compute capability, ``release`` the vLLM release (its kernel choice changed between
+    releases: the ``*_FROM`` constants below). ``input_split``: tensor parallelism splits the layer's input
+    features (a row-parallel layer with TP > 1: vLLM's ``input_size != input_size_per_partition``).
+    ``num_experts`` > 1: the expert GEMMs of an MoE layer. ``quantized``: the layer's weights are stored quantized
+    (embeddings, the LM head and the MoE router never are)."""
 
     method: str | None = None
+    release: tuple[int, int, int] = DEFAULT_RELEASE
     scheme: str | None = None
     cc: float = 9.0
     weight_bits: int | None = None
     group_size: int | None = None
     desc_act: bool | None = None
+    sym: bool | None = None  # GPTQ symmetric weights (no zero points)
     input_split: bool = False
     num_experts: int = 1
     quantized: bool = True
@@ -247,14 +262,50 @@ def fused_moe_cost(inner: Any, r: GemmRates) -> Any:
 
 # ---- the table --------------------------------------------------------------------------------------------------
 
-MARLIN_GROUP_SIZES = (-1, 32, 64, 128)  # vLLM 0.7.0 utils/marlin_utils.py MARLIN_SUPPORTED_GROUP_SIZES
-MACHETE_GROUP_SIZES = (-1, 128)  # ... utils/machete_utils.py MACHETE_SUPPORTED_GROUP_SIZES
+MARLIN_GROUP_SIZES = (-1, 32, 64, 128)  # vLLM 0.7.0 utils/marlin_utils.py MARLIN_SUPPORTED_GROUP_SIZES (0.26 too)
 _WNA16 = ("W4A16", "W8A16")
 
 
+def machete_group_sizes(release: tuple[int, int, int]) -> tuple[int, ...]:
+    """Group sizes Machete takes with 16-bit activations (``MACHETE_GROUP_64_FROM``)."""
+    return (-1, 64, 128) if release >= MACHETE_GROUP_64_FROM else (-1, 128)
+
+
+def marlin_min_cc(release: tuple[int, int, int]) -> float:
+    """The compute capability Marlin needs (``MARLIN_CC_75_FROM``)."""
+    return 7.5 if release >= MARLIN_CC_75_FROM else 8.0
+
+
 def _mixed_precision(f: KernelFacts) -> bool:
-    """gptq_marlin and compressed-tensors WNA16 go through choose_mp_linear_kernel (Machete, then Marlin)."""
-    return f.method == "gptq_marlin" or f.scheme in _WNA16
+    """GPTQ through choose_mp_linear_kernel (Machete, then Marlin, then exllama): the gptq_marlin method (0.7.0 on),
+    AutoGPTQ (from ``AUTO_GPTQ_FROM``) and compressed-tensors WNA16."""
+    return f.method in ("gptq_marlin", "auto_gptq") or f.scheme in _WNA16
+
+
+def _awq_mixed_precision(f: KernelFacts) -> bool:
+    """AWQ (zero points) through choose_mp_linear_kernel: AutoAWQ, and awq_marlin from ``AWQ_MARLIN_MP_FROM``."""
+    return f.method == "auto_awq" or (f.method == "awq_marlin" and f.release >= AWQ_MARLIN_MP_FROM)
+
+
+def _machete_takes(f: KernelFacts) -> bool:
+    """MacheteLinearKernel.can_implement: Hopper, its group sizes, act-order only where TP leaves the input whole."""
+    return (f.cc >= 9.0 and f.group_size in machete_group_sizes(f.release)
+            and not (f.desc_act and f.input_split))
+
+
+def _marlin_takes(f: KernelFacts) -> bool:
+    """The Marlin methods (GPTQ through choose_mp_linear_kernel, awq_marlin) where Machete did not take the layer:
+    MarlinLinearKernel's capability and group sizes."""
+    return ((_mixed_precision(f) or f.method in ("awq_marlin", "auto_awq")) and f.cc >= marlin_min_cc(f.release)
+            and f.group_size in MARLIN_GROUP_SIZES)
+
+
+def _exllama_takes(f: KernelFacts) -> bool:
+    """The gptq method (0.7.0's GPTQLinearMethod: exllama, or alt above), or, for AutoGPTQ where Machete and Marlin
+    refuse, ExllamaLinearKernel.can_implement (vLLM 0.26 mixed_precision/exllama.py: a group size > 0, symmetric
+    weights (uint4b8/uint8b128), float16, no act-order where TP splits the input)."""
+    return f.method == "gptq" or (f.method == "auto_gptq" and (f.group_size or 0) > 0 and f.sym is not False
+                                  and not (f.desc_act and f.input_split))
 
 
 KERNELS: tuple[KernelFamily, ...] = (
@@ -270,46 +321,44 @@ KERNELS: tuple[KernelFamily, ...] = (
                            and f.input_split),
         cost=gptq_alt_cost, fitted=("gptq_alt_memory_efficiency",)),
     KernelFamily(
-        name="gptq_exllama", label="the exllama GPTQ kernel",
-        what="gptq.py GPTQLinearMethod: ops.gptq_gemm (exllama-derived), float16 only, cc >= 6.0",
-        selects=lambda f: f.quantized and f.method == "gptq", cost=exllama_cost,
-        fitted=("exllama_memory_efficiency", "exllama_compute_efficiency", "exllama_kernel_fixed_s",
-                "exllama_reconstruct_memory_efficiency")),
-    KernelFamily(
         name="machete",
-        what="MacheteLinearKernel: symmetric int4/int8, group -1/128, cc >= 9.0; act-order only where TP leaves "
-             "the input whole (MacheteLinearKernel.can_implement)",
-        selects=lambda f: (f.quantized and _mixed_precision(f) and f.cc >= 9.0
-                           and f.group_size in MACHETE_GROUP_SIZES and not (f.desc_act and f.input_split)),
+        what="MacheteLinearKernel: symmetric int4/int8, group -1/128 (and 64 from vLLM 0.9.2), cc >= 9.0; act-order "
+             "only where TP leaves the input whole (MacheteLinearKernel.can_implement)",
+        selects=lambda f: f.quantized and _mixed_precision(f) and _machete_takes(f),
         cost=scaled_dense_cost("machete_memory_efficiency", "machete_compute_efficiency",
                                tile_rows=machete_tile_rows),
         fitted=("machete_memory_efficiency", "machete_compute_efficiency")),
     KernelFamily(
+        name="awq_marlin", what="AWQ on Hopper through choose_mp_linear_kernel (awq_marlin from vLLM 0.19.0, AutoAWQ "
+                                 "from 0.24.0): Machete with zero points",
+        selects=lambda f: f.quantized and _awq_mixed_precision(f) and _machete_takes(f),
+        cost=scaled_dense_cost("awq_marlin_memory_efficiency", "awq_marlin_compute_efficiency"),
+        fitted=("awq_marlin_memory_efficiency", "awq_marlin_compute_efficiency")),
+    KernelFamily(
         name="marlin_hopper", label="the Marlin kernel on Hopper",
-        what="MarlinLinearKernel where Machete refuses on Hopper (act-order with the input split by TP, group "
-             "sizes Machete does not take, GPTQ or AWQ): the kernel timed on the H100 (data/h100-kernels), its own "
-             "coefficients",
-        selects=lambda f: (f.quantized and f.cc >= 9.0 and (_mixed_precision(f) or (
-            f.method == "awq_marlin" and f.group_size not in MACHETE_GROUP_SIZES))),
+        what="MarlinLinearKernel on Hopper where Machete refuses (act-order with the input split by TP, group sizes "
+             "Machete does not take), and AWQ Marlin before vLLM 0.19.0 (apply_awq_marlin_linear): the kernel "
+             "timed on the H100 (data/h100-kernels), its own coefficients",
+        selects=lambda f: f.quantized and f.cc >= 9.0 and _marlin_takes(f),
         cost=scaled_dense_cost("marlin_memory_efficiency", "marlin_compute_efficiency"),
         fitted=("marlin_memory_efficiency", "marlin_compute_efficiency")),
     KernelFamily(
         name="gptq_marlin",
-        what="MarlinLinearKernel below Hopper (cc 8.x): GPTQ, and AWQ with zero points (vLLM 0.26 AutoAWQMarlinLinearMethod "
-             "through choose_mp_linear_kernel), int4/int8 weights, float16/bfloat16; not timed on an Ampere GPU here",
-        selects=lambda f: f.quantized and (_mixed_precision(f) or (f.method == "awq_marlin" and f.cc < 9.0)),
+        what="MarlinLinearKernel below Hopper (cc 8.x; 7.5 from vLLM 0.14.0): GPTQ, and AWQ with zero points, "
+             "int4/int8 weights, float16/bfloat16; not timed on an Ampere GPU here",
+        selects=lambda f: f.quantized and _marlin_takes(f),
         cost=dense_cost),
     KernelFamily(
-        name="awq", what="awq.py AWQLinearMethod: ops.awq_gemm below 256 rows, awq_dequantize + torch.matmul "
-                          "from 256, float16 only, cc >= 7.5",
-        selects=lambda f: f.quantized and f.method == "awq", cost=awq_cost),
+        name="gptq_exllama", label="the exllama GPTQ kernel",
+        what="gptq.py GPTQLinearMethod (before vLLM 0.22.0), or AutoGPTQ's ExllamaLinearKernel where Machete and "
+             "Marlin refuse: ops.gptq_gemm (exllama-derived), float16 only, cc >= 6.0",
+        selects=lambda f: f.quantized and _exllama_takes(f), cost=exllama_cost,
+        fitted=("exllama_memory_efficiency", "exllama_compute_efficiency", "exllama_kernel_fixed_s",
+                "exllama_reconstruct_memory_efficiency")),
     KernelFamily(
-        name="awq_marlin", what="the awq_marlin method on Hopper: vLLM 0.26's AutoAWQMarlinLinearMethod through "
-                                 "choose_mp_linear_kernel, Machete with zero points (below cc 9.0: the Marlin row)",
-        selects=lambda f: (f.quantized and f.method == "awq_marlin" and f.cc >= 9.0
-                           and f.group_size in MACHETE_GROUP_SIZES),
-        cost=scaled_dense_cost("awq_marlin_memory_efficiency", "awq_marlin_compute_efficiency"),
-        fitted=("awq_marlin_memory_efficiency", "awq_marlin_compute_efficiency")),
+        name="awq", what="awq.py AWQLinearMethod (-q awq before vLLM 0.24.0): ops.awq_gemm below 256 rows, "
+                          "awq_dequantize + torch.matmul from 256, float16 only, cc >= 7.5",
+        selects=lambda f: f.quantized and f.method == "awq", cost=awq_cost),
     KernelFamily(
         name="fp8_w8a8", what="CUTLASS scaled_mm on fp8 weights and activations, cc >= 8.9", w8a8_dtype="fp8",
         selects=lambda f: f.quantized and f.scheme == "FP8_W8A8" and f.cc >= 8.9,
@@ -378,6 +427,23 @@ def layer_facts(precision: Any, linear: Any, tp: int) -> tuple[KernelFacts, str 
     facts = (base or KernelFacts()).for_layer(parallel=linear.parallel, tp=tp, num_experts=max(1, linear.num_experts),
                                               quantized=quantized)
     return facts, forced
+
+
+def layout_problem(model: Any, precision: Any, tp: int) -> str:
+    """Why vLLM finds no kernel for some quantized layer of the model at this TP degree ('' when every layer has
+    one): choose_mp_linear_kernel raises "Failed to find a kernel" (vLLM 0.26 kernels/linear/__init__.py), e.g.
+    AutoGPTQ act-order weights below compute capability 7.5 in a layer whose input TP splits (Marlin needs 7.5,
+    ExllamaLinearKernel and TritonW4A16LinearKernel refuse g_idx there)."""
+    if precision.kernel_facts is None or not precision.quant_kernel:
+        return ""
+    for linear in model.linear_layers():
+        facts, _ = layer_facts(precision, linear, tp)
+        if facts.quantized and not select(dataclasses.replace(facts, num_experts=1)).quantized:
+            what = "act-order " if facts.desc_act else ""
+            release = ".".join(map(str, facts.release))
+            return (f"vLLM {release} has no kernel for {what}{facts.method} weights of {linear.name} at TP {tp} on "
+                    f"compute capability {facts.cc:g} (choose_mp_linear_kernel finds none)")
+    return ""
 
 
 # Attention on an fp8 KV cache is no linear layer's family, but has its own coefficient, fitted like theirs

@@ -21,7 +21,11 @@ Activation dtype (vLLM documentation and source, 2024-2025):
   fp8 cache path (uncertain for old V0 releases, which had a software conversion).
 
 Quantization follows vLLM 0.7.0 (``vllm/config.py`` ``ModelConfig._verify_quantization`` and
-``VllmConfig._get_quantization_config``; ``vllm/model_executor/layers/quantization/``):
+``VllmConfig._get_quantization_config``; ``vllm/model_executor/layers/quantization/``), with the later releases'
+changes where ``vllm_version`` names one (perfmodel.cost.kernels ``*_FROM``; docs/kernels.md "Kernel choice by
+release"): Marlin from compute capability 7.5 (0.14.0), and from 0.22.0 / 0.24.0 every GPTQ / AWQ spelling is
+vLLM's AutoGPTQ / AutoAWQ method (``auto_gptq`` / ``auto_awq``), whose kernel is chosen per layer, so an explicit
+``gptq`` / ``awq`` no longer forces the older kernel. In 0.7.0:
 - A checkpoint with a ``quantization_config`` is quantized without any flag. A GPTQ checkpoint runs as
   ``gptq_marlin`` and an AWQ one as ``awq_marlin`` when Marlin can take it (compute capability >= 8.0,
   bits/sym/group size Marlin supports, every key present: ``GPTQMarlinConfig.is_gptq_marlin_compatible``,
@@ -66,7 +70,11 @@ _DTYPE_ALIASES = {"half": "float16", "float16": "float16", "bfloat16": "bfloat16
 _FP8_KV = ("fp8", "fp8_e4m3", "fp8_e5m2")
 # vLLM 0.7.0's spellings (QUANTIZATION_METHODS) that perfmodel models, plus its own what-if "int8".
 QUANTIZATION_CHOICES = ("gptq", "gptq_marlin", "marlin", "awq", "awq_marlin", "fp8", "fbgemm_fp8",
-                        "compressed-tensors", "int8")
+                        "compressed-tensors", "int8", "auto_gptq", "auto_awq")
+# vLLM's AutoGPTQ / AutoAWQ methods (perfmodel.cost.kernels AUTO_GPTQ_FROM, AUTO_AWQ_FROM): the names each takes
+# (AutoGPTQConfig / AutoAWQConfig.override_quantization_method, vLLM 0.26)
+_AUTO = {"auto_gptq": ("gptq", ("gptq", "gptq_marlin", "auto_gptq", "marlin"), kernels.AUTO_GPTQ_FROM),
+         "auto_awq": ("awq", ("awq", "awq_marlin", "auto_awq", "marlin"), kernels.AUTO_AWQ_FROM)}
 DTYPE_CHOICES = ("auto", "half", "float16", "bfloat16", "float", "float32")  # vLLM's --dtype spellings
 KV_CACHE_DTYPE_CHOICES = ("auto", *_FP8_KV)
 # Parameters a quantized checkpoint leaves in the activation dtype.
@@ -79,13 +87,14 @@ _MARLIN_GROUP_SIZES = kernels.MARLIN_GROUP_SIZES
 _FP16_ONLY_KERNELS = ("gptq_exllama", "awq")
 # get_min_capability of each method's config class (compressed-tensors: of its scheme, see _min_capability).
 _MIN_CAPABILITY = {"gptq": 6.0, "awq": 7.5, "gptq_marlin": 8.0, "awq_marlin": 8.0, "fp8": 8.0,
-                   "fbgemm_fp8": 8.0, "int8": 7.5}
+                   "fbgemm_fp8": 8.0, "int8": 7.5, "auto_gptq": 6.0, "auto_awq": 7.5}
 # What -q means on an unquantized checkpoint (see the module docstring).
 _GPTQ_WHAT_IF = CheckpointQuantization(method="gptq", weight_bits=4, group_size=INT4_GROUP_SIZE,
                                        desc_act=False, sym=True)
 _AWQ_WHAT_IF = CheckpointQuantization(method="awq", weight_bits=4, group_size=INT4_GROUP_SIZE, zero_point=True)
 _WHAT_IF = {"gptq": _GPTQ_WHAT_IF, "gptq_marlin": _GPTQ_WHAT_IF, "marlin": _GPTQ_WHAT_IF,
             "awq": _AWQ_WHAT_IF, "awq_marlin": _AWQ_WHAT_IF,
+            "auto_gptq": _GPTQ_WHAT_IF, "auto_awq": _AWQ_WHAT_IF,
             "fp8": CheckpointQuantization(method="fp8", weight_bits=8, scheme="FP8_W8A8"),
             "int8": CheckpointQuantization(method="int8", weight_bits=8, scheme="INT8_W8A8")}
 
@@ -196,10 +205,25 @@ class _Quant:
     w8a8_dtype: str | None = None  # "fp8" | "int8" when activations are quantized too
 
 
-def _marlin_override(q: CheckpointQuantization, user: str | None, cc: float) -> str | None:
-    """vLLM 0.7.0 ``GPTQMarlinConfig`` / ``AWQMarlinConfig.override_quantization_method``: the Marlin
-    method a GPTQ/AWQ checkpoint is converted to, or None."""
-    if cc < 8.0 or q.group_size not in _MARLIN_GROUP_SIZES:
+def _auto_method(checkpoint_method: str, user: str | None, release: tuple[int, int, int]) -> str | None:
+    """From ``AUTO_GPTQ_FROM`` / ``AUTO_AWQ_FROM``: AutoGPTQ / AutoAWQ take a GPTQ / AWQ checkpoint with no flag or
+    any of their names (``override_quantization_method``, no compatibility check: the kernel is chosen per layer),
+    or None."""
+    for auto, (method, names, since) in _AUTO.items():
+        if release >= since and checkpoint_method == method and (user is None or user in names):
+            return auto
+    return None
+
+
+def _marlin_override(q: CheckpointQuantization, user: str | None, cc: float,
+                     release: tuple[int, int, int]) -> str | None:
+    """The method a GPTQ/AWQ checkpoint is converted to, or None: AutoGPTQ/AutoAWQ in the releases that have them,
+    else vLLM 0.7.0's ``GPTQMarlinConfig`` / ``AWQMarlinConfig.override_quantization_method`` (Marlin from
+    compute capability 8.0, 7.5 from vLLM 0.14.0)."""
+    auto = _auto_method(q.method, user, release)
+    if auto is not None:
+        return auto
+    if cc < kernels.marlin_min_cc(release) or q.group_size not in _MARLIN_GROUP_SIZES:
         return None
     if (q.method == "gptq" and user in (None, "marlin", "gptq_marlin") and q.sym is True
             and q.desc_act is not None and q.weight_bits in (4, 8)):
@@ -209,20 +233,26 @@ def _marlin_override(q: CheckpointQuantization, user: str | None, cc: float) -> 
     return None
 
 
-def _choose_method(model: ModelShape, user: str | None, cc: float, name: str) -> _Quant | None:
+def _choose_method(model: ModelShape, user: str | None, cc: float, name: str,
+                   release: tuple[int, int, int]) -> _Quant | None:
     """Which vLLM quantization method runs, as ``ModelConfig._verify_quantization`` decides it."""
     q = model.checkpoint_quantization
     if user is not None and user not in QUANTIZATION_CHOICES:
         raise UserError(f"unknown --quantization '{user}'; choose one of {', '.join(QUANTIZATION_CHOICES)}")
+    if user in _AUTO and release < _AUTO[user][2]:
+        since = ".".join(map(str, _AUTO[user][2]))
+        raise UserError(f"--quantization {user} is a vLLM {since} method; this release has none: use "
+                        f"{_AUTO[user][0]} or {_AUTO[user][0]}_marlin, or --vllm-version {since} or later")
     if q is None:
         if user is None:
             return None
         if user not in _WHAT_IF:
             raise UserError(f"--quantization {user} needs a checkpoint whose config.json has a matching "
                             f"quantization_config; {model.name} has none (use gptq, awq, fp8 or int8)")
-        method = "gptq_marlin" if user == "marlin" else user
-        return _Quant(method=method, checkpoint=_WHAT_IF[user], source="flag")
-    override = _marlin_override(q, user, cc)
+        what_if = _WHAT_IF[user]
+        method = _auto_method(what_if.method, user, release) or ("gptq_marlin" if user == "marlin" else user)
+        return _Quant(method=method, checkpoint=what_if, source="flag")
+    override = _marlin_override(q, user, cc, release)
     if override is not None:
         return _Quant(method=override, checkpoint=q, source="checkpoint")
     if user is None or user == q.method:
@@ -233,17 +263,19 @@ def _choose_method(model: ModelShape, user: str | None, cc: float, name: str) ->
                     f"refuses the mismatch{why}); drop --quantization or use {q.method}")
 
 
-def _min_capability(quant: _Quant) -> float:
+def _min_capability(quant: _Quant, release: tuple[int, int, int]) -> float:
     """``get_min_capability`` of the method (compressed-tensors: of its scheme; FP8 W8A8 falls back to W8A16)."""
+    if quant.method in ("gptq_marlin", "awq_marlin"):
+        return kernels.marlin_min_cc(release)
     if quant.method != "compressed-tensors":
         return _MIN_CAPABILITY[quant.method]
     return 7.5 if quant.checkpoint.scheme == "INT8_W8A8" else 8.0
 
 
-def _kernel_facts(quant: _Quant, cc: float) -> kernels.KernelFacts:
+def _kernel_facts(quant: _Quant, cc: float, release: tuple[int, int, int]) -> kernels.KernelFacts:
     q = quant.checkpoint
     return kernels.KernelFacts(method=quant.method, scheme=q.scheme, cc=cc, weight_bits=q.weight_bits,
-                               group_size=q.group_size, desc_act=q.desc_act)
+                               group_size=q.group_size, desc_act=q.desc_act, sym=q.sym, release=release)
 
 
 def _check_kernel(kernel: str, q: CheckpointQuantization, peaks: Mapping[str, float], cc: float, name: str,
@@ -267,17 +299,23 @@ def _check_kernel(kernel: str, q: CheckpointQuantization, peaks: Mapping[str, fl
 
 
 def _pick_kernel(quant: _Quant, peaks: Mapping[str, float], cc: float, name: str,
-                 notes: list[str]) -> _Quant:
+                 notes: list[str], release: tuple[int, int, int]) -> _Quant:
     """The kernel of the chosen method (perfmodel.cost.kernels' table), after the capability check."""
-    need = _min_capability(quant)
+    need = _min_capability(quant, release)
     label = quant.method if quant.method != "compressed-tensors" else f"compressed-tensors {quant.checkpoint.scheme}"
     if cc < need:
         if quant.checkpoint.scheme in ("FP8_W8A8", "FP8_W8A16"):
             raise UserError(f"{name} does not support fp8 (vLLM 0.7.0 needs compute capability 8.0: W8A8 "
                             "from 8.9, weight-only FP8 Marlin from 8.0); use --quantization gptq or none")
-        raise UserError(f"{name} (compute capability {cc:.1f}) cannot run {label}; vLLM 0.7.0 needs {need:.1f} "
+        version = ".".join(map(str, release))
+        raise UserError(f"{name} (compute capability {cc:.1f}) cannot run {label}; vLLM {version} needs {need:.1f} "
                         "or newer (GPTQ's exllama kernel runs from 6.0)")
-    kernel = kernels.method_kernel(_kernel_facts(quant, cc))
+    kernel = kernels.method_kernel(_kernel_facts(quant, cc, release))
+    if not kernel:  # choose_mp_linear_kernel: "Failed to find a kernel that can implement ..."
+        q = quant.checkpoint
+        raise UserError(f"vLLM {'.'.join(map(str, release))} has no kernel for {label} weights of {q.weight_bits} "
+                        f"bits, group size {q.group_size} on {name} (compute capability {cc:.1f}); use another "
+                        "checkpoint or release")
     _check_kernel(kernel, quant.checkpoint, peaks, cc, name, notes)
     w8a8 = kernels.BY_NAME[kernel].w8a8_dtype if kernel else None
     return _Quant(method=quant.method, checkpoint=quant.checkpoint, source=quant.source, kernel=kernel,
@@ -301,7 +339,7 @@ def _quant_activation(model: ModelShape, quant: _Quant, activation: str, dtype: 
         raise UserError(f"--quantization {quant.method} needs float16 or bfloat16 activations, not float32")
     if quant.kernel not in _FP16_ONLY_KERNELS or activation == "float16":
         return activation
-    marlin = "gptq_marlin" if quant.method == "gptq" else "awq_marlin"
+    marlin = "gptq_marlin" if quant.method in ("gptq", "auto_gptq") else "awq_marlin"
     if quant.source == "checkpoint" or dtype != "auto" or model.architecture == "Gemma2ForCausalLM":
         raise UserError(f"the {quant.method} kernel runs only with float16 activations, not {activation} for "
                         f"{model.name} (vLLM 0.7.0 refuses it); use --dtype float16 or --quantization {marlin}")
@@ -332,26 +370,31 @@ def resolve_precision(
     kv_cache_dtype: str = "auto",
     *,
     gpu_name: str | None = None,
+    vllm_version: str | None = None,
 ) -> Precision:
     """Resolve vLLM's ``--dtype``, ``--quantization`` and ``--kv-cache-dtype`` for a GPU.
 
     ``gpu`` is a ``hardware.spec.GpuSpec`` or a plain mapping of ``peak_flops_per_s``
     (dtype -> FLOP/s; a missing key = unsupported); ``gpu_name`` overrides the name used in
     messages. The checkpoint's own quantization comes from ``model.checkpoint_quantization``;
-    ``quantization`` only overrides it where vLLM 0.7.0 allows (module docstring). Raises
-    :class:`UserError` for combinations the GPU or vLLM cannot run.
+    ``quantization`` only overrides it where vLLM allows (module docstring); ``vllm_version`` is the release whose
+    kernel choice applies (default: perfmodel's, ``kernels.DEFAULT_RELEASE``). Raises :class:`UserError` for
+    combinations the GPU or vLLM cannot run.
     """
+    from perfmodel.engine.releases import parse_release
+
+    release = parse_release(vllm_version) if vllm_version else kernels.DEFAULT_RELEASE
     peaks, name, cc = _gpu_facts(gpu, gpu_name)
     dtype = str(dtype).lower()
     activation, notes = _activation_dtype(model, dtype, peaks, name)
-    quant = _choose_method(model, quantization.lower() if quantization else None, cc, name)
+    quant = _choose_method(model, quantization.lower() if quantization else None, cc, name, release)
     if quant is None:
         weight_dtype, bytes_per_param, gemm = activation, float(_DTYPE_BYTES[activation]), activation
     else:
         if quant.source == "checkpoint" and quant.method != model.checkpoint_quantization.method:
             notes.append(f"{model.checkpoint_quantization.method} checkpoint runs as {quant.method} "
                          "(vLLM converts it at load time)")
-        quant = _pick_kernel(quant, peaks, cc, name, notes)
+        quant = _pick_kernel(quant, peaks, cc, name, notes, release)
         activation = _quant_activation(model, quant, activation, dtype, notes)
         q = quant.checkpoint
         weight_dtype = "fp8" if q.scheme in ("FP8_W8A8", "FP8_W8A16") else f"int{q.weight_bits}"
@@ -371,5 +414,5 @@ def resolve_precision(
         group_size=quant.checkpoint.group_size if quant else None,
         quant_source=quant.source if quant else None,
         notes=tuple(notes),
-        kernel_facts=_kernel_facts(quant, cc) if quant else None,
+        kernel_facts=_kernel_facts(quant, cc, release) if quant else None,
     )
