@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any
 
 from hardware import load_hardware, with_nodes
 from hardware.spec import ClusterSpec
-from perfmodel.cost import kernels
 from perfmodel.cost.coefficients import Coefficients, Profile, default_profile, load_profile
 from perfmodel.cost.step import StepCostModel
 from perfmodel.engine.args import DEFAULT_VLLM_VERSION, EngineArgs, default_engine_args
@@ -122,9 +121,6 @@ class Scenario:
         """vLLM's memory plan of one replica: weights, activations, KV blocks (host blocks under offload)."""
         layout = self.expert_layout(layout)
         plan = memory_plan(self.model, self.cluster, layout, self.precision, self.engine, self.profile.coefficients)
-        problem = kernels.layout_problem(self.model, self.precision, layout.tp)
-        if problem:  # vLLM fails at load time: the layout runs nowhere, whatever the memory says
-            return dataclasses.replace(plan, fits=False, reason=problem)
         if self.kv_offload:
             plan = with_offload(plan, layout, self.cluster, self.engine.block_size, self.kv_offload_host_fraction)
         return plan

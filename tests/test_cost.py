@@ -127,7 +127,7 @@ def test_higher_bandwidth_is_never_slower(decode, context, prefill, scale, tp):
 def _v100_gptq_cost(layout: Layout, coefficients: Coefficients = IDEAL, **kwargs) -> StepCostModel:
     cluster = load_hardware("taiwania2")
     model = load_model(str(Path(__file__).parents[1] / "data/taiwania/qwen2.5-72b-instruct-gptq-int4"))
-    precision = resolve_precision(model, cluster.gpu)
+    precision = resolve_precision(model, cluster.gpu, vllm_version="0.7.0")
     assert precision.quant_kernel == "gptq_exllama"
     return StepCostModel(model, cluster, layout, precision, coefficients, **kwargs)
 
@@ -195,7 +195,7 @@ def test_v0_elementwise_kernels_move_hand_counted_bytes_and_v1_leaves_them_to_in
 
     v100 = load_hardware("taiwania2")
     qwen = load_model(str(QWEN72_GPTQ))
-    p = resolve_precision(qwen, v100.gpu, quantization="gptq")
+    p = resolve_precision(qwen, v100.gpu, quantization="gptq", vllm_version="0.7.0")
     # per layer and token on one GPU at TP8 (fp16): two fused add+RMSNorms read and write hidden and residual
     # (2 x 4 x 8192), rotary on 8 query + 1 KV heads of 128 in place (2 x 9 x 128), the KV cache write reads and
     # writes 1 K and 1 V head (2 x 128 x 2), the attention output copy (2 x 8 x 128), SiLU-and-mul reads gate and
@@ -219,7 +219,7 @@ def test_cohere_norms_without_the_residual_and_adds_it_in_two_eager_adds():
 
     v100 = load_hardware("taiwania2")
     cr = load_model("command-r-plus-gptq")
-    p = resolve_precision(cr, v100.gpu)
+    p = resolve_precision(cr, v100.gpu, vllm_version="0.7.0")
     assert cr.parallel_attn_mlp and cr.qk_norm and cr.num_norms_per_layer == 1
     q, kv, d = cr.num_attention_heads / 8, max(1, cr.num_kv_heads // 8), cr.head_dim
     # one LayerNorm (read, write), two adds (2 read + 1 write each), rotary and the Q/K norms on q + kv heads, the

@@ -20,7 +20,7 @@ GPTQ = dict(method="gptq", weight_bits=4, group_size=128, desc_act=False)
 
 
 @pytest.mark.parametrize("facts, kernel", [
-    (KernelFacts(cc=7.0, **GPTQ), "gptq_exllama"),
+    (KernelFacts(cc=7.0, release=(0, 7, 0), **GPTQ), "gptq_exllama"),
     (KernelFacts(cc=9.0, **{**GPTQ, "method": "gptq_marlin"}), "machete"),
     (KernelFacts(cc=9.0, **{**GPTQ, "method": "gptq_marlin", "desc_act": True}), "machete"),  # TP decides per layer
     (KernelFacts(cc=9.0, **{**GPTQ, "method": "gptq_marlin", "group_size": 32}), "marlin_hopper"),
@@ -58,7 +58,7 @@ def test_every_fitted_coefficient_is_a_coefficient_with_a_kernel_group():
 
 def test_precision_quant_kernel_is_the_tables_choice():
     qwen = load_model(str(ROOT / "data/taiwania/qwen2.5-72b-instruct-gptq-int4"))
-    p = resolve_precision(qwen, V100.gpu)
+    p = resolve_precision(qwen, V100.gpu, vllm_version="0.7.0")
     assert p.quant_kernel == "gptq_exllama" == method_kernel(p.kernel_facts)
     assert p.kernel_facts.cc == 7.0 and p.kernel_facts.desc_act is False
 
@@ -83,7 +83,7 @@ def test_families_used_and_kernel_coefficients_drive_the_fits():
     from calibrate.fit.online import kernel_coefficients
 
     qwen = load_model(str(ROOT / "data/taiwania/qwen2.5-72b-instruct-gptq-int4"))
-    p = resolve_precision(qwen, V100.gpu)
+    p = resolve_precision(qwen, V100.gpu, vllm_version="0.7.0")
     used = [f.name for f in kernels.families_used(qwen, p, tp=8)]
     assert used == ["gptq_exllama"]  # every decoder-layer GEMM is quantized (the LM head is costed apart)
     obs = _Obs(model=qwen, precision=p, layout=Layout(tp=8))
@@ -107,7 +107,7 @@ class _Obs:
 
 # ---- the act-order GPTQ path under TP (vLLM 0.7.0 gptq.py ExllamaState; q_gemm.cu gemm_half_q_half_cuda) ----
 
-ACT_ORDER = KernelFacts(cc=7.0, **{**GPTQ, "desc_act": True})
+ACT_ORDER = KernelFacts(cc=7.0, release=(0, 7, 0), **{**GPTQ, "desc_act": True})
 
 
 @pytest.mark.parametrize("facts, family", [

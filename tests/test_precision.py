@@ -269,14 +269,17 @@ def test_choices_spell_vllm_methods():
         assert method in QUANTIZATION_CHOICES
 
 
+@pytest.mark.parametrize("version", ["0.7.0", "0.26"])
 @pytest.mark.parametrize("method", QUANTIZATION_CHOICES)
-def test_v100_runs_float16_only(llama, method):
-    """V100 (cc 7.0): whatever the flag, either a clear refusal or float16 everywhere."""
+def test_v100_runs_float16_only(llama, method, version):
+    """V100 (cc 7.0): whatever the flag, either a clear refusal or float16 everywhere; vLLM 0.7.0 runs GPTQ on
+    the exllama kernel there, 0.26 nothing quantized (AutoGPTQ needs Marlin, AWQ 7.5, int8 W8A8 int8 cores)."""
     try:
-        p = resolve_precision(llama, V100_CC70, quantization=method)
+        p = resolve_precision(llama, V100_CC70, quantization=method, vllm_version=version)
     except UserError as exc:
         assert "\n" not in str(exc)
         return
+    assert version == "0.7.0"
     assert (p.activation_dtype, p.gemm_flops_dtype, p.kv_cache_dtype) == ("float16",) * 3
     assert p.quant_kernel == "gptq_exllama"  # the only quantized kernel vLLM 0.7.0 runs on Volta
 
@@ -290,8 +293,10 @@ def test_gptq_under_vllm_0_26_is_autogptq_whatever_the_flag():
     for flag in (None, "gptq", "gptq_marlin", "auto_gptq"):
         assert _kernel(resolve_precision(model, H100_CC90, quantization=flag)) == ("int4", "auto_gptq", "machete", "float16")
         assert _kernel(resolve_precision(model, A100_CC80, quantization=flag))[1:3] == ("auto_gptq", "gptq_marlin")
-    v100 = resolve_precision(model, V100_CC70)
-    assert _kernel(v100) == ("int4", "auto_gptq", "gptq_exllama", "float16")
+    # AutoGPTQLinearMethod verifies Marlin for every layer: below compute capability 7.5 vLLM stops at load
+    with pytest.raises(UserError, match="AutoGPTQ needs Marlin.*--vllm-version 0.21 or earlier"):
+        resolve_precision(model, V100_CC70)
+    assert resolve_precision(model, V100_CC70, vllm_version="0.21.0").quant_kernel == "gptq_exllama"
     # the last release before AutoGPTQ keeps 0.7.0's rule: an explicit gptq forces the exllama kernel
     assert resolve_precision(model, H100_CC90, quantization="gptq", vllm_version="0.21.0").quant_kernel == "gptq_exllama"
     assert resolve_precision(model, H100_CC90, quantization="gptq", vllm_version="0.22.0").quant_kernel == "machete"
@@ -322,11 +327,19 @@ def test_marlin_from_compute_capability_7_5_and_machete_group_64_by_release():
     assert resolve_precision(g64, H100_CC90, vllm_version="0.9.2").quant_kernel == "machete"
 
 
-def test_act_order_gptq_split_by_tp_has_no_kernel_below_7_5_under_autogptq():
-    from perfmodel.cost import kernels
+def test_autogptq_refuses_what_its_type_map_lacks_and_act_order_with_one_group_is_none():
+    with pytest.raises(UserError, match="4- or 8-bit symmetric GPTQ only"):
+        resolve_precision(_checkpoint({**GPTQ, "sym": False}), H100_CC90)
+    assert resolve_precision(_checkpoint({**GPTQ, "sym": False}), H100_CC90, vllm_version="0.21.0").quantization == "gptq"
+    # desc_act with group_size -1 is cleared (AutoGPTQConfig.__init__, 0.7.0 GPTQMarlinConfig.__init__): Machete
+    # runs the row-parallel layers too
+    per_channel = resolve_precision(_checkpoint({**GPTQ, "group_size": -1, "desc_act": True}), H100_CC90)
+    assert per_channel.kernel_facts.desc_act is False and per_channel.quant_kernel == "machete"
 
-    model = load_model("llama-3.1-405b-gptq-int4")  # desc_act true
-    p = resolve_precision(model, V100_CC70)
-    assert kernels.layout_problem(model, p, 1) == ""
-    assert "no kernel for act-order auto_gptq weights" in kernels.layout_problem(model, p, 8)
-    assert kernels.layout_problem(model, resolve_precision(model, V100_CC70, vllm_version="0.7.0"), 8) == ""
+
+def test_autoawq_without_zero_points_runs_awq_gemm_in_bfloat16_too():
+    model = _checkpoint({**AWQ, "zero_point": False}, torch_dtype="bfloat16")
+    p = resolve_precision(model, H100_CC90)
+    assert _kernel(p) == ("int4", "auto_awq", "awq", "bfloat16")  # AutoAWQLinearMethod takes bfloat16
+    with pytest.raises(UserError, match="4-bit AWQ only"):
+        resolve_precision(_checkpoint({**AWQ, "bits": 8}), H100_CC90)

@@ -57,6 +57,7 @@ class KernelFacts:
     group_size: int | None = None
     desc_act: bool | None = None
     sym: bool | None = None  # GPTQ symmetric weights (no zero points)
+    zero_point: bool | None = None  # AWQ zero points
     input_split: bool = False
     num_experts: int = 1
     quantized: bool = True
@@ -271,6 +272,9 @@ def machete_group_sizes(release: tuple[int, int, int]) -> tuple[int, ...]:
     return (-1, 64, 128) if release >= MACHETE_GROUP_64_FROM else (-1, 128)
 
 
+MARLIN_MIN_CC_AUTO = 7.5  # AutoGPTQ (from AUTO_GPTQ_FROM) verifies Marlin for every layer: marlin_min_cc of 0.22+
+
+
 def marlin_min_cc(release: tuple[int, int, int]) -> float:
     """The compute capability Marlin needs (``MARLIN_CC_75_FROM``)."""
     return 7.5 if release >= MARLIN_CC_75_FROM else 8.0
@@ -282,9 +286,17 @@ def _mixed_precision(f: KernelFacts) -> bool:
     return f.method in ("gptq_marlin", "auto_gptq") or f.scheme in _WNA16
 
 
+def _awq_marlin(f: KernelFacts) -> bool:
+    """AWQ on Marlin/Machete: the awq_marlin method, or AutoAWQ where ``check_marlin_supported`` takes the weights
+    (zero points, a Marlin group size; vLLM 0.26 auto_awq.py AutoAWQConfig.get_quant_method, else its
+    AutoAWQLinearMethod: the awq row)."""
+    return f.method == "awq_marlin" or (f.method == "auto_awq" and bool(f.zero_point)
+                                        and f.group_size in MARLIN_GROUP_SIZES)
+
+
 def _awq_mixed_precision(f: KernelFacts) -> bool:
     """AWQ (zero points) through choose_mp_linear_kernel: AutoAWQ, and awq_marlin from ``AWQ_MARLIN_MP_FROM``."""
-    return f.method == "auto_awq" or (f.method == "awq_marlin" and f.release >= AWQ_MARLIN_MP_FROM)
+    return _awq_marlin(f) and (f.method == "auto_awq" or f.release >= AWQ_MARLIN_MP_FROM)
 
 
 def _machete_takes(f: KernelFacts) -> bool:
@@ -296,16 +308,8 @@ def _machete_takes(f: KernelFacts) -> bool:
 def _marlin_takes(f: KernelFacts) -> bool:
     """The Marlin methods (GPTQ through choose_mp_linear_kernel, awq_marlin) where Machete did not take the layer:
     MarlinLinearKernel's capability and group sizes."""
-    return ((_mixed_precision(f) or f.method in ("awq_marlin", "auto_awq")) and f.cc >= marlin_min_cc(f.release)
+    return ((_mixed_precision(f) or _awq_marlin(f)) and f.cc >= marlin_min_cc(f.release)
             and f.group_size in MARLIN_GROUP_SIZES)
-
-
-def _exllama_takes(f: KernelFacts) -> bool:
-    """The gptq method (0.7.0's GPTQLinearMethod: exllama, or alt above), or, for AutoGPTQ where Machete and Marlin
-    refuse, ExllamaLinearKernel.can_implement (vLLM 0.26 mixed_precision/exllama.py: a group size > 0, symmetric
-    weights (uint4b8/uint8b128), float16, no act-order where TP splits the input)."""
-    return f.method == "gptq" or (f.method == "auto_gptq" and (f.group_size or 0) > 0 and f.sym is not False
-                                  and not (f.desc_act and f.input_split))
 
 
 KERNELS: tuple[KernelFamily, ...] = (
@@ -350,15 +354,16 @@ KERNELS: tuple[KernelFamily, ...] = (
         cost=dense_cost),
     KernelFamily(
         name="gptq_exllama", label="the exllama GPTQ kernel",
-        what="gptq.py GPTQLinearMethod (before vLLM 0.22.0), or AutoGPTQ's ExllamaLinearKernel where Machete and "
-             "Marlin refuse: ops.gptq_gemm (exllama-derived), float16 only, cc >= 6.0",
-        selects=lambda f: f.quantized and _exllama_takes(f), cost=exllama_cost,
+        what="gptq.py GPTQLinearMethod (the gptq method, before vLLM 0.22.0): ops.gptq_gemm (exllama-derived), "
+             "float16 only, cc >= 6.0 (AutoGPTQ never reaches vLLM's Exllama kernel on CUDA: it verifies Marlin first)",
+        selects=lambda f: f.quantized and f.method == "gptq", cost=exllama_cost,
         fitted=("exllama_memory_efficiency", "exllama_compute_efficiency", "exllama_kernel_fixed_s",
                 "exllama_reconstruct_memory_efficiency")),
     KernelFamily(
-        name="awq", what="awq.py AWQLinearMethod (-q awq before vLLM 0.24.0): ops.awq_gemm below 256 rows, "
-                          "awq_dequantize + torch.matmul from 256, float16 only, cc >= 7.5",
-        selects=lambda f: f.quantized and f.method == "awq", cost=awq_cost),
+        name="awq", what="awq.py AWQLinearMethod (-q awq before vLLM 0.24.0; from 0.24.0 AutoAWQLinearMethod where "
+                          "Marlin does not take the weights): ops.awq_gemm below 256 rows, awq_dequantize + "
+                          "torch.matmul from 256, cc >= 7.5",
+        selects=lambda f: f.quantized and f.method in ("awq", "auto_awq"), cost=awq_cost),
     KernelFamily(
         name="fp8_w8a8", what="CUTLASS scaled_mm on fp8 weights and activations, cc >= 8.9", w8a8_dtype="fp8",
         selects=lambda f: f.quantized and f.scheme == "FP8_W8A8" and f.cc >= 8.9,
@@ -427,23 +432,6 @@ def layer_facts(precision: Any, linear: Any, tp: int) -> tuple[KernelFacts, str 
     facts = (base or KernelFacts()).for_layer(parallel=linear.parallel, tp=tp, num_experts=max(1, linear.num_experts),
                                               quantized=quantized)
     return facts, forced
-
-
-def layout_problem(model: Any, precision: Any, tp: int) -> str:
-    """Why vLLM finds no kernel for some quantized layer of the model at this TP degree ('' when every layer has
-    one): choose_mp_linear_kernel raises "Failed to find a kernel" (vLLM 0.26 kernels/linear/__init__.py), e.g.
-    AutoGPTQ act-order weights below compute capability 7.5 in a layer whose input TP splits (Marlin needs 7.5,
-    ExllamaLinearKernel and TritonW4A16LinearKernel refuse g_idx there)."""
-    if precision.kernel_facts is None or not precision.quant_kernel:
-        return ""
-    for linear in model.linear_layers():
-        facts, _ = layer_facts(precision, linear, tp)
-        if facts.quantized and not select(dataclasses.replace(facts, num_experts=1)).quantized:
-            what = "act-order " if facts.desc_act else ""
-            release = ".".join(map(str, facts.release))
-            return (f"vLLM {release} has no kernel for {what}{facts.method} weights of {linear.name} at TP {tp} on "
-                    f"compute capability {facts.cc:g} (choose_mp_linear_kernel finds none)")
-    return ""
 
 
 # Attention on an fp8 KV cache is no linear layer's family, but has its own coefficient, fitted like theirs

@@ -25,7 +25,10 @@ Quantization follows vLLM 0.7.0 (``vllm/config.py`` ``ModelConfig._verify_quanti
 changes where ``vllm_version`` names one (perfmodel.cost.kernels ``*_FROM``; docs/kernels.md "Kernel choice by
 release"): Marlin from compute capability 7.5 (0.14.0), and from 0.22.0 / 0.24.0 every GPTQ / AWQ spelling is
 vLLM's AutoGPTQ / AutoAWQ method (``auto_gptq`` / ``auto_awq``), whose kernel is chosen per layer, so an explicit
-``gptq`` / ``awq`` no longer forces the older kernel. In 0.7.0:
+``gptq`` / ``awq`` no longer forces the older kernel; AutoGPTQ takes 4/8-bit symmetric weights only and verifies
+Marlin for every layer (compute capability 7.5, Marlin's group sizes), so GPTQ below 7.5 needs a release before
+0.22; AutoAWQ takes 4-bit weights, on Marlin/Machete with zero points and a Marlin group size, else on
+``awq_gemm`` (bfloat16 allowed). In 0.7.0:
 - A checkpoint with a ``quantization_config`` is quantized without any flag. A GPTQ checkpoint runs as
   ``gptq_marlin`` and an AWQ one as ``awq_marlin`` when Marlin can take it (compute capability >= 8.0,
   bits/sym/group size Marlin supports, every key present: ``GPTQMarlinConfig.is_gptq_marlin_compatible``,
@@ -68,7 +71,7 @@ _DTYPE_BYTES = {"float16": 2, "bfloat16": 2, "float32": 4}
 _DTYPE_ALIASES = {"half": "float16", "float16": "float16", "bfloat16": "bfloat16",
                   "float": "float32", "float32": "float32"}
 _FP8_KV = ("fp8", "fp8_e4m3", "fp8_e5m2")
-# vLLM 0.7.0's spellings (QUANTIZATION_METHODS) that perfmodel models, plus its own what-if "int8".
+# vLLM's spellings (QUANTIZATION_METHODS; auto_* from 0.22.0 / 0.24.0) that perfmodel models, plus its what-if "int8".
 QUANTIZATION_CHOICES = ("gptq", "gptq_marlin", "marlin", "awq", "awq_marlin", "fp8", "fbgemm_fp8",
                         "compressed-tensors", "int8", "auto_gptq", "auto_awq")
 # vLLM's AutoGPTQ / AutoAWQ methods (perfmodel.cost.kernels AUTO_GPTQ_FROM, AUTO_AWQ_FROM): the names each takes
@@ -80,11 +83,10 @@ KV_CACHE_DTYPE_CHOICES = ("auto", *_FP8_KV)
 # Parameters a quantized checkpoint leaves in the activation dtype.
 UNQUANTIZED_PARAMS = ("embed_tokens", "lm_head", "norms", "biases", "router")
 
-# The kernels that run quantized linear layers in vLLM 0.7.0 (perfmodel.cost.kernels' table), with their minimum compute
-# capability.
+# The kernels that run quantized linear layers (perfmodel.cost.kernels' table).
 QUANT_KERNELS: dict[str, str] = kernels.QUANT_KERNELS
 _MARLIN_GROUP_SIZES = kernels.MARLIN_GROUP_SIZES
-_FP16_ONLY_KERNELS = ("gptq_exllama", "awq")
+_FP16_ONLY_METHODS = ("gptq", "awq")  # get_supported_act_dtypes: float16 only (AutoGPTQ/AutoAWQ take bfloat16)
 # get_min_capability of each method's config class (compressed-tensors: of its scheme, see _min_capability).
 _MIN_CAPABILITY = {"gptq": 6.0, "awq": 7.5, "gptq_marlin": 8.0, "awq_marlin": 8.0, "fp8": 8.0,
                    "fbgemm_fp8": 8.0, "int8": 7.5, "auto_gptq": 6.0, "auto_awq": 7.5}
@@ -257,10 +259,33 @@ def _choose_method(model: ModelShape, user: str | None, cc: float, name: str,
         return _Quant(method=override, checkpoint=q, source="checkpoint")
     if user is None or user == q.method:
         return _Quant(method=q.method, checkpoint=q, source="checkpoint")
-    why = (f"; Marlin needs compute capability 8.0 and {name} has {cc:.1f}"
-           if user in ("marlin", "gptq_marlin", "awq_marlin") and cc < 8.0 else "")
-    raise UserError(f"{model.name} is a {q.method} checkpoint but --quantization {user} was given (vLLM 0.7.0 "
-                    f"refuses the mismatch{why}); drop --quantization or use {q.method}")
+    need = kernels.marlin_min_cc(release)
+    why = (f"; Marlin needs compute capability {need:.1f} and {name} has {cc:.1f}"
+           if user in ("marlin", "gptq_marlin", "awq_marlin") and cc < need else "")
+    raise UserError(f"{model.name} is a {q.method} checkpoint but --quantization {user} was given (vLLM "
+                    f"{_version(release)} refuses the mismatch{why}); drop --quantization or use {q.method}")
+
+
+def _version(release: tuple[int, int, int]) -> str:
+    return ".".join(map(str, release))
+
+
+def _check_auto(quant: _Quant, cc: float, name: str, release: tuple[int, int, int]) -> None:
+    """What AutoGPTQ / AutoAWQ refuse at load time (vLLM 0.26 auto_gptq.py AutoGPTQConfig.__init__ TYPE_MAP,
+    AutoGPTQLinearMethod.__init__ verify_marlin_supported; auto_awq.py AutoAWQConfig TYPE_MAP)."""
+    q, v = quant.checkpoint, _version(release)
+    if quant.method == "auto_gptq":
+        if (q.weight_bits, q.sym) not in ((4, True), (8, True)):
+            kind = "symmetric" if q.sym else "asymmetric"
+            raise UserError(f"vLLM {v}'s AutoGPTQ takes 4- or 8-bit symmetric GPTQ only; this checkpoint is "
+                            f"{q.weight_bits}-bit {kind}: use --vllm-version 0.21 or earlier (its gptq method)")
+        if cc < kernels.MARLIN_MIN_CC_AUTO or q.group_size not in _MARLIN_GROUP_SIZES:
+            raise UserError(f"vLLM {v}'s AutoGPTQ needs Marlin for every layer (compute capability 7.5 or newer, "
+                            f"group size -1/32/64/128); {name} has {cc:.1f} and the checkpoint group size "
+                            f"{q.group_size}: use --vllm-version 0.21 or earlier, whose gptq method runs the "
+                            "exllama kernel")
+    elif quant.method == "auto_awq" and q.weight_bits != 4:
+        raise UserError(f"vLLM {v}'s AutoAWQ takes 4-bit AWQ only; this checkpoint is {q.weight_bits}-bit")
 
 
 def _min_capability(quant: _Quant, release: tuple[int, int, int]) -> float:
@@ -274,8 +299,11 @@ def _min_capability(quant: _Quant, release: tuple[int, int, int]) -> float:
 
 def _kernel_facts(quant: _Quant, cc: float, release: tuple[int, int, int]) -> kernels.KernelFacts:
     q = quant.checkpoint
+    # act-order with one group per column is no act-order (GPTQMarlinConfig / AutoGPTQConfig.__init__ clear it)
+    desc_act = False if q.group_size == -1 and quant.method in ("gptq_marlin", "auto_gptq") else q.desc_act
     return kernels.KernelFacts(method=quant.method, scheme=q.scheme, cc=cc, weight_bits=q.weight_bits,
-                               group_size=q.group_size, desc_act=q.desc_act, sym=q.sym, release=release)
+                               group_size=q.group_size, desc_act=desc_act, sym=q.sym,
+                               zero_point=q.zero_point, release=release)
 
 
 def _check_kernel(kernel: str, q: CheckpointQuantization, peaks: Mapping[str, float], cc: float, name: str,
@@ -283,10 +311,10 @@ def _check_kernel(kernel: str, q: CheckpointQuantization, peaks: Mapping[str, fl
     """What vLLM refuses or warns about once the kernel is chosen (perfmodel.cost.kernels selects it)."""
     if kernel == "machete" and q.desc_act:
         notes.append("act-order (desc_act) weights: Machete runs the layers whose input TP leaves whole, Marlin "
-                     "the row-parallel ones when TP > 1 (vLLM 0.7.0 MacheteLinearKernel.can_implement)")
+                     "the row-parallel ones when TP > 1 (MacheteLinearKernel.can_implement)")
     elif kernel in ("gptq_marlin", "marlin_hopper"):  # choose_mp_linear_kernel fell through Machete
         if q.group_size not in _MARLIN_GROUP_SIZES:
-            raise UserError(f"group size {q.group_size} is not supported by Marlin (vLLM 0.7.0 supports "
+            raise UserError(f"group size {q.group_size} is not supported by Marlin (vLLM supports "
                             f"{', '.join(map(str, _MARLIN_GROUP_SIZES))})")
     elif kernel == "fp8_w8a8" and "fp8" not in peaks:
         raise UserError(f"{name}: compute capability {cc:.1f} runs fp8 W8A8 but its catalog entry has no "
@@ -307,13 +335,14 @@ def _pick_kernel(quant: _Quant, peaks: Mapping[str, float], cc: float, name: str
         if quant.checkpoint.scheme in ("FP8_W8A8", "FP8_W8A16"):
             raise UserError(f"{name} does not support fp8 (vLLM 0.7.0 needs compute capability 8.0: W8A8 "
                             "from 8.9, weight-only FP8 Marlin from 8.0); use --quantization gptq or none")
-        version = ".".join(map(str, release))
-        raise UserError(f"{name} (compute capability {cc:.1f}) cannot run {label}; vLLM {version} needs {need:.1f} "
-                        "or newer (GPTQ's exllama kernel runs from 6.0)")
+        exllama = " (GPTQ's exllama kernel runs from 6.0 before vLLM 0.22)" if "gptq" in label else ""
+        raise UserError(f"{name} (compute capability {cc:.1f}) cannot run {label}; vLLM {_version(release)} needs "
+                        f"{need:.1f} or newer{exllama}")
+    _check_auto(quant, cc, name, release)
     kernel = kernels.method_kernel(_kernel_facts(quant, cc, release))
     if not kernel:  # choose_mp_linear_kernel: "Failed to find a kernel that can implement ..."
         q = quant.checkpoint
-        raise UserError(f"vLLM {'.'.join(map(str, release))} has no kernel for {label} weights of {q.weight_bits} "
+        raise UserError(f"vLLM {_version(release)} has no kernel for {label} weights of {q.weight_bits} "
                         f"bits, group size {q.group_size} on {name} (compute capability {cc:.1f}); use another "
                         "checkpoint or release")
     _check_kernel(kernel, quant.checkpoint, peaks, cc, name, notes)
@@ -337,12 +366,12 @@ def _quant_activation(model: ModelShape, quant: _Quant, activation: str, dtype: 
     """The activation dtype the kernel accepts (``get_supported_act_dtypes``)."""
     if activation == "float32":
         raise UserError(f"--quantization {quant.method} needs float16 or bfloat16 activations, not float32")
-    if quant.kernel not in _FP16_ONLY_KERNELS or activation == "float16":
+    if quant.method not in _FP16_ONLY_METHODS or activation == "float16":
         return activation
-    marlin = "gptq_marlin" if quant.method in ("gptq", "auto_gptq") else "awq_marlin"
+    marlin = "gptq_marlin" if quant.method == "gptq" else "awq_marlin"
     if quant.source == "checkpoint" or dtype != "auto" or model.architecture == "Gemma2ForCausalLM":
         raise UserError(f"the {quant.method} kernel runs only with float16 activations, not {activation} for "
-                        f"{model.name} (vLLM 0.7.0 refuses it); use --dtype float16 or --quantization {marlin}")
+                        f"{model.name} (vLLM refuses it); use --dtype float16 or --quantization {marlin}")
     notes.append(f"--quantization {quant.method} kernels take float16: activations run in float16")
     return "float16"
 
