@@ -26,7 +26,8 @@ How to run (the GPU machine needs only torch and vLLM; no weights, no network):
     PYTHONPATH=/tmp/site python3 benchmarks/device/kernel_shapes.py --out $OUT/kernels.jsonl --budget-s 240
     python3 benchmarks/device/kernel_shapes.py --dry-run          # anywhere: the plan and a time estimate
 
-``--families``, ``--models`` and ``--rows`` (comma lists) narrow the plan. With torch and an importable vLLM
+``--families``, ``--models`` and ``--rows`` (comma lists) narrow the plan; ``--machete-group-sizes`` (64, 128) and
+``--machete-dtypes`` (float16, bfloat16) widen the Machete families'. With torch and an importable vLLM
 (e.g. the CPU build), ``--dry-run`` also runs every GEMM preparation and launch on the meta device against the
 installed op signatures; ``--signatures-from path/to/vllm/_custom_ops.py`` checks against another release's
 source instead. The op wrappers are called by parameter name, so that the releases' differing signatures bind:
@@ -118,18 +119,24 @@ def weight_shapes(models) -> list[dict]:
     return list(found.values())
 
 
-def gemm_variants(families) -> list[dict]:
-    """Each GEMM kernel configuration: family, dtype, act_order, op options."""
+def gemm_variants(families, machete_group_sizes=(GROUP_SIZE,), machete_dtypes=("float16",)) -> list[dict]:
+    """Each GEMM kernel configuration: family, dtype, act_order, op options (Machete's over its group sizes and
+    activation dtypes: vLLM 0.26 takes -1/64/128 with 16-bit activations, utils/machete_utils.py)."""
     v = []
     for fam in families:
         if fam in ("cublas_bf16", "cublas_fp16"):
             dtype = {"cublas_bf16": "bfloat16", "cublas_fp16": "float16"}[fam]
             v.append({"family": fam, "dtype": dtype, "act_order": False, "group_size": None})
-        elif fam in ("gptq_exllama", "gptq_alt", "gptq_marlin", "machete_gptq"):
+        elif fam in ("gptq_exllama", "gptq_alt", "gptq_marlin"):
             for ao in (False, True):
                 v.append({"family": fam, "dtype": "float16", "act_order": ao, "group_size": GROUP_SIZE})
-        elif fam in ("awq_marlin", "machete_awq"):
+        elif fam == "awq_marlin":
             v.append({"family": fam, "dtype": "float16", "act_order": False, "group_size": GROUP_SIZE})
+        elif fam in ("machete_gptq", "machete_awq"):
+            for dtype in machete_dtypes:
+                for g in machete_group_sizes:
+                    for ao in ((False, True) if fam == "machete_gptq" else (False,)):
+                        v.append({"family": fam, "dtype": dtype, "act_order": ao, "group_size": g})
         elif fam in ("fp8_cutlass_tensor", "fp8_cutlass_channel"):
             v.append({"family": fam, "dtype": "bfloat16", "act_order": False, "group_size": None})
     return v
@@ -214,6 +221,9 @@ def attention_cost(c: dict) -> tuple[int, int]:
 
 def case_key(rec: dict) -> str:
     fields = ("family", "k", "n", "m", "act_order", "q_heads", "kv_heads", "batch", "context", "q_len", "mode")
+    if rec.get("family", "").startswith("machete") and (rec.get("dtype"), rec.get("group_size")) != ("float16",
+                                                                                                     GROUP_SIZE):
+        fields += ("dtype", "group_size")  # the variants beyond the default; default keys stay as before
     return "|".join(f"{f}={rec.get(f)}" for f in fields if f in rec)
 
 
@@ -231,7 +241,7 @@ def plan(args) -> list[dict]:
                 for m in rows:
                     items.append({"family": "fp8_quant", "mode": mode, "k": k, "m": m, "dtype": "bfloat16"})
     for s in weight_shapes(args.models):
-        for v in gemm_variants(fams):
+        for v in gemm_variants(fams, args.machete_group_sizes, args.machete_dtypes):
             if v["family"].startswith("cublas") and not s["reference"]:
                 continue
             for m in rows:
@@ -243,6 +253,8 @@ def plan(args) -> list[dict]:
                              else f"{it['family']}|act_order={it.get('act_order')}")
         if "n" in it:  # GEMM: one weight preparation serves all m of a (kernel, shape)
             it["group_key"] = f"{it['family']}|k={it['k']}|n={it['n']}|act_order={it['act_order']}"
+            if it["key"].endswith(f"group_size={it.get('group_size')}"):
+                it["group_key"] += f"|dtype={it['dtype']}|group_size={it['group_size']}"
     return items
 
 
@@ -421,7 +433,7 @@ def prepare_gemm(torch, ops, v: dict, k: int, n: int, dev, sms: int):
     # int4 GPTQ / AWQ, group g
     groups = k // g
     i32 = torch.int32
-    scales = (torch.rand(groups, n, device=dev, dtype=torch.float16) * 0.01)
+    scales = (torch.rand(groups, n, device=dev, dtype=getattr(torch, v["dtype"])) * 0.01)
     rnd = lambda *shape: torch.randint(-2**31, 2**31 - 1, shape, device=dev, dtype=i32)  # noqa: E731
     if ao:  # GPTQ act-order: each input row's group, a random permutation of i // g
         g_idx = (torch.arange(k, device=dev, dtype=i32) // g)[torch.randperm(k, device=dev)].contiguous()
@@ -503,11 +515,12 @@ def prepare_machete(torch, ops, fam, scales, groups, ao, k, n, g, dev, rnd, note
     awq = fam == "machete_awq"
     b_type = scalar_types.uint4 if awq else scalar_types.uint4b8
     packed = rnd(k // 8, n)
-    qweight = call_bound(ops.machete_prepack_B, {"b_q_weight": packed.t().contiguous().t(), "a_type": torch.float16,
-                                                 "b_type": b_type, "group_scales_type": torch.float16})
+    act = scales.dtype  # the activations' 16-bit type: scales and zero points share it (MacheteLinearKernel)
+    qweight = call_bound(ops.machete_prepack_B, {"b_q_weight": packed.t().contiguous().t(), "a_type": act,
+                                                 "b_type": b_type, "group_scales_type": act})
     zeros = None
     if awq:
-        zeros = (-scales * torch.randint(0, 16, (groups, n), device=dev).to(torch.float16)).contiguous()
+        zeros = (-scales * torch.randint(0, 16, (groups, n), device=dev).to(act)).contiguous()
     perm = torch.randperm(k, device=dev).to(torch.int32) if ao else None
     values = {"b_type": b_type, "b_group_scales": scales, "b_group_zeros": zeros, "b_group_size": g}
     notes["op"] = "machete_mm"
@@ -924,7 +937,7 @@ def meta_check(torch, real_ops, args) -> int:
     fams = [f for f in FAMILIES if f in args.families]
     failures = 0
     for si, s in enumerate(weight_shapes(args.models)):
-        for v in gemm_variants(fams):
+        for v in gemm_variants(fams, args.machete_group_sizes, args.machete_dtypes):
             k, n = s["k"], s["n"]
             try:
                 make, base, nbytes, notes = prepare_gemm(torch, fake, v, k, n, meta, 132)
@@ -964,7 +977,9 @@ def parent(args) -> int:
         cmd = (CHILD_PREFIX or [sys.executable, os.path.abspath(__file__)]) + [
             "--child", "--deadline-epoch", str(deadline)]
         cmd += ["--out", args.out, "--families", ",".join(args.families), "--models", ",".join(args.models),
-                "--rows", ",".join(map(str, args.rows))] + (["--resume"] if resume else [])
+                "--rows", ",".join(map(str, args.rows)),
+                "--machete-group-sizes", ",".join(map(str, args.machete_group_sizes)),
+                "--machete-dtypes", ",".join(args.machete_dtypes)] + (["--resume"] if resume else [])
         print(f"[{utc()}] child attempt {attempt}: {' '.join(cmd)}", flush=True)
         try:
             rc = subprocess.run(cmd, timeout=max(10.0, deadline - time.time() + 60)).returncode
@@ -995,6 +1010,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--families", default=",".join(FAMILIES), help=f"comma list of {FAMILIES}")
     p.add_argument("--models", default=",".join(DEFAULT_MODELS), help=f"comma list of {tuple(MODELS)}")
     p.add_argument("--rows", default=",".join(map(str, ROWS)))
+    p.add_argument("--machete-group-sizes", default=str(GROUP_SIZE),
+                   help="comma list of group sizes for the machete families (vLLM 0.26 takes -1, 64, 128)")
+    p.add_argument("--machete-dtypes", default="float16", help="comma list: float16, bfloat16 (machete families)")
     p.add_argument("--max-restarts", type=int, default=5)
     p.add_argument("--signatures-from", default=None,
                    help="--dry-run: check the calls against this vllm/_custom_ops.py source instead of the import")
@@ -1005,9 +1023,13 @@ def main(argv: list[str] | None = None) -> int:
     args.families = [f for f in args.families.split(",") if f]
     args.models = [m for m in args.models.split(",") if m]
     args.rows = tuple(int(r) for r in args.rows.split(",") if r)
+    args.machete_group_sizes = tuple(int(g) for g in args.machete_group_sizes.split(",") if g)
+    args.machete_dtypes = tuple(d for d in args.machete_dtypes.split(",") if d)
     bad = [f for f in args.families if f not in FAMILIES] + [m for m in args.models if m not in MODELS]
+    bad += [g for g in args.machete_group_sizes if g not in (64, 128)]
+    bad += [d for d in args.machete_dtypes if d not in ("float16", "bfloat16")]
     if bad:
-        p.error(f"unknown families/models: {bad}")
+        p.error(f"unknown families/models/group sizes/dtypes: {bad}")
     if args.dry_run:
         return dry_run(args)
     if args.child:
