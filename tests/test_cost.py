@@ -94,6 +94,16 @@ def test_pipeline_stage_has_its_share_of_layers():
     assert two.breakdown(b)["pipeline_send_s"] > 0
 
 
+def test_a_stage_sends_the_hidden_states_and_the_residual():
+    from perfmodel.cost import comm
+
+    two = StepCostModel(LLAMA8, H200, Layout(tp=1, pp=2), PREC, Coefficients())
+    b = batch(prefill=1000, pairs=1000 * 1001 / 2, prefill_ctx=1000, sampled=1, seqs=1)
+    vector_bytes = 1000 * LLAMA8.hidden_size * PREC.activation_bytes
+    assert two.breakdown(b)["pipeline_send_s"] == pytest.approx(
+        comm.p2p_time_s(2 * vector_bytes, two._pp_bw, two._pp_latency))
+
+
 def test_eager_mode_costs_more():
     b = batch(decode=8, decode_ctx=8 * 100, sampled=8, seqs=8)
     graphs = StepCostModel(LLAMA8, H200, Layout(tp=1), PREC, Coefficients())(b)

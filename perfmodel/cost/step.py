@@ -46,6 +46,9 @@ from perfmodel.model.precision import Precision
 from perfmodel.engine.releases import EngineGeneration
 
 
+PIPELINE_TENSORS_PER_TOKEN = 2  # hidden states + residual (StepCostModel.pipeline_send_time_s)
+
+
 class BatchLike(Protocol):
     """What the cost reads of a step (``simulator.BatchStats`` has these fields)."""
 
@@ -214,9 +217,15 @@ class StepCostModel:
         return np.maximum(compute, self._lm_head_bytes / (self._hbm * c.memory_efficiency))
 
     def pipeline_send_time_s(self, num_tokens: Any) -> Any:
+        """A stage's output to the next: the hidden states and the residual stream, each a hidden vector per token
+        (vLLM's decoder models return ``IntermediateTensors({"hidden_states", "residual"})`` on a stage that is
+        not the last: 0.7.0 and 0.26 ``LlamaModel.forward``, ``Qwen2Model.forward``; the TP ranks send a slice each
+        and the receiver all-gathers, ``send_tensor_dict(..., all_gather_group=get_tp_group())``, so the link
+        carries both vectors once)."""
         if self.layout.pp == 1:
             return 0.0
-        return comm.p2p_time_s(num_tokens * self._hidden_bytes, self._pp_bw, self._pp_latency)
+        return comm.p2p_time_s(num_tokens * PIPELINE_TENSORS_PER_TOKEN * self._hidden_bytes, self._pp_bw,
+                               self._pp_latency)
 
     def overhead_time_s(self, batch: BatchLike) -> Any:
         """CPU and launch time of a step, paid in full by every pipeline stage."""
