@@ -290,9 +290,12 @@ class Scenario:
 
         fitted = self.profile.vllm_versions
         release = self.engine.vllm_version
-        if not fitted or not self.profile.fitted or "?" in fitted:
+        if not fitted or not self.profile.fitted:
             return ()
-        if any(parse_release(v) == parse_release(release) for v in fitted):
+        try:
+            if any(parse_release(v) == parse_release(release) for v in fitted):
+                return ()
+        except UserError:  # a profile that does not record its releases as versions says nothing about them
             return ()
         return (f"profile {self.profile.name} was fitted on runs of vLLM {', '.join(fitted)}, not {release}: "
                 f"{release}'s defaults and kernel choice are modelled, its engine code runs at the fitted "

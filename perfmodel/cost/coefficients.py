@@ -321,8 +321,13 @@ def load_profile(path: str | Path) -> Profile:
                    fitted=tuple(data.get("fitted", ())), source=str(data.get("source", path)), path=str(path),
                    uncertainty=data.get("uncertainty") or None,
                    anchors={k: (v, kind) for k, (v, kind) in anchors.items() if v is not None},
-                   vllm_versions=tuple(str(v) for v in ((data.get("data") or {}).get("vllm_versions") or ())
-                                       if isinstance(data.get("data"), dict)))
+                   vllm_versions=_fitted_releases(data.get("data")))
+
+
+def _fitted_releases(section: Any) -> tuple[str, ...]:
+    """The ``data.vllm_versions`` list of a profile, as text; () where it is missing or not a list."""
+    versions = section.get("vllm_versions") if isinstance(section, dict) else None
+    return tuple(str(v) for v in versions) if isinstance(versions, list) else ()
 
 
 def _number(value: Any) -> float | None:
