@@ -102,6 +102,23 @@ def test_a_stage_sends_the_hidden_states_and_the_residual():
     vector_bytes = 1000 * LLAMA8.hidden_size * PREC.activation_bytes
     assert two.breakdown(b)["pipeline_send_s"] == pytest.approx(
         comm.p2p_time_s(2 * vector_bytes, two._pp_bw, two._pp_latency))
+    # TP 2: each rank sends half on its own link, then the receiving pair all-gathers the whole
+    tp2 = StepCostModel(LLAMA8, H200, Layout(tp=2, pp=2), PREC, Coefficients())
+    gather = comm.allgather_time_s(2 * vector_bytes, 2, tp2._tp_bw, tp2._tp_hop_latency,
+                                   Coefficients().allreduce_bandwidth_efficiency)
+    assert tp2.breakdown(b)["pipeline_send_s"] == pytest.approx(
+        comm.p2p_time_s(vector_bytes, tp2._pp_bw, tp2._pp_latency) + gather)
+    assert 0 < gather < comm.allreduce_time_s(2 * vector_bytes, 2, tp2._tp_bw, tp2._tp_hop_latency)
+
+
+def test_pipeline_slices_cross_nodes_on_the_nodes_nics():
+    from perfmodel.cost import comm
+
+    taiwania = load_hardware("taiwania2")  # one EDR port per node: the 8 slices share it
+    assert comm.pipeline_send_paths(taiwania, 8, spans_nodes=True) == 1
+    assert comm.pipeline_send_paths(taiwania, 4, spans_nodes=False) == 4
+    assert comm.pipeline_send_paths(load_hardware("hgx-h200"), 8, spans_nodes=True) == min(
+        8, load_hardware("hgx-h200").nics_per_node)
 
 
 def test_eager_mode_costs_more():

@@ -75,7 +75,7 @@ def test_predict_json_and_table_print_the_same_command(capsys):
     assert flag(words, "-tp") == str(best["tp"]) and flag(words, "-pp") == str(best["pp"])
     assert main(argv) == 0
     out = capsys.readouterr().out
-    assert f"): {command}\n" in out and "note: --quantization gptq needs a gptq checkpoint" in out
+    assert f"): {command}\n" in out and "note: --quantization gptq needs a GPTQ checkpoint" in out
 
 
 def test_pinned_layout_is_the_one_served(capsys):

@@ -219,10 +219,15 @@ def attention_cost(c: dict) -> tuple[int, int]:
     return kv + qo, 4 * pairs * hq * d
 
 
+def _machete_variant(rec: dict) -> bool:
+    """A Machete configuration other than the default float16 group 128 (--machete-dtypes, --machete-group-sizes)."""
+    return (rec.get("family", "").startswith("machete")
+            and (rec.get("dtype"), rec.get("group_size")) != ("float16", GROUP_SIZE))
+
+
 def case_key(rec: dict) -> str:
     fields = ("family", "k", "n", "m", "act_order", "q_heads", "kv_heads", "batch", "context", "q_len", "mode")
-    if rec.get("family", "").startswith("machete") and (rec.get("dtype"), rec.get("group_size")) != ("float16",
-                                                                                                     GROUP_SIZE):
+    if _machete_variant(rec):
         fields += ("dtype", "group_size")  # the variants beyond the default; default keys stay as before
     return "|".join(f"{f}={rec.get(f)}" for f in fields if f in rec)
 
@@ -253,7 +258,7 @@ def plan(args) -> list[dict]:
                              else f"{it['family']}|act_order={it.get('act_order')}")
         if "n" in it:  # GEMM: one weight preparation serves all m of a (kernel, shape)
             it["group_key"] = f"{it['family']}|k={it['k']}|n={it['n']}|act_order={it['act_order']}"
-            if it["key"].endswith(f"group_size={it.get('group_size')}"):
+            if _machete_variant(it):
                 it["group_key"] += f"|dtype={it['dtype']}|group_size={it['group_size']}"
     return items
 
@@ -1011,7 +1016,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--models", default=",".join(DEFAULT_MODELS), help=f"comma list of {tuple(MODELS)}")
     p.add_argument("--rows", default=",".join(map(str, ROWS)))
     p.add_argument("--machete-group-sizes", default=str(GROUP_SIZE),
-                   help="comma list of group sizes for the machete families (vLLM 0.26 takes -1, 64, 128)")
+                   help="comma list of group sizes for the machete families: 64, 128 (vLLM 0.26 also takes -1, "
+                        "per channel, not timed here)")
     p.add_argument("--machete-dtypes", default="float16", help="comma list: float16, bfloat16 (machete families)")
     p.add_argument("--max-restarts", type=int, default=5)
     p.add_argument("--signatures-from", default=None,
@@ -1022,8 +1028,11 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     args.families = [f for f in args.families.split(",") if f]
     args.models = [m for m in args.models.split(",") if m]
-    args.rows = tuple(int(r) for r in args.rows.split(",") if r)
-    args.machete_group_sizes = tuple(int(g) for g in args.machete_group_sizes.split(",") if g)
+    try:
+        args.rows = tuple(int(r) for r in args.rows.split(",") if r)
+        args.machete_group_sizes = tuple(int(g) for g in args.machete_group_sizes.split(",") if g)
+    except ValueError as exc:
+        p.error(f"--rows and --machete-group-sizes take comma-separated integers: {exc}")
     args.machete_dtypes = tuple(d for d in args.machete_dtypes.split(",") if d)
     bad = [f for f in args.families if f not in FAMILIES] + [m for m in args.models if m not in MODELS]
     bad += [g for g in args.machete_group_sizes if g not in (64, 128)]

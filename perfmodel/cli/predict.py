@@ -78,7 +78,8 @@ def run(args: argparse.Namespace) -> int:
             layouts = [{**row, "ep": scenario.expert_layout(p.layout).ep} for row, p in zip(layouts, predictions)]
         print(dumps_json({**out, "workload": scenario.workload, "engine": scenario.engine,
                           "precision": scenario.precision, "profile": scenario.profile.name,
-                          "vllm_serve_command": dep.command if dep else None, "layouts": layouts}))
+                          "vllm_serve_command": dep.command if dep else None, "notes": list(scenario.notes),
+                          "layouts": layouts}))
         return 0
     if args.format == "csv":
         print(dumps_csv([csv_row(p.__dict__, iv, PREDICT_FIGURES) for p, iv in zip(predictions, intervals)]), end="")
@@ -90,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"{net['nodes']} nodes of {scenario.cluster.gpus_per_node} GPUs joined by {link['name'] if link else 'nothing'}"
               + (f" ({scenario.cluster.nics_per_node} x {link['bandwidth_bytes_per_s'] / 1e9:g} GB/s per node)"
                  if link else "") + ("" if scenario.tp_across_nodes else "; TP groups stay inside a node"))
-    for note in (*scenario.precision.notes, *scenario.unmeasured_kernel_notes, *scenario.release_notes):
+    for note in scenario.notes:
         print(f"note: {note}")
     rows = [{"rank": i if p.fits else "-", **p.__dict__, "layout": str(scenario.expert_layout(p.layout)),
              **(placement(scenario, p) if args.nodes is not None else {}),

@@ -138,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
                           "batching": scenario.batching, "kv_offload": scenario.kv_offload,
                           "engine": scenario.engine, "workload": workload_dict(args, len(requests)),
                           "metrics": with_interval(m.to_dict(), iv), "vllm_benchmark": m.to_vllm_dict(),
-                          "timeline_files": [str(p) for p in written]}))
+                          "timeline_files": [str(p) for p in written], "notes": list(scenario.notes)}))
         return 0
     if args.format == "csv":
         from perfmodel.uncertainty.intervals import SIMULATE_FIGURES
@@ -147,6 +147,8 @@ def run(args: argparse.Namespace) -> int:
                                  SIMULATE_FIGURES)]), end="")
         return 0
     print(header(args, scenario, layout, requests, scenario.batching))
+    for note in scenario.notes:
+        print(f"note: {note}")
     print()
     print(table(_throughput_rows(m, iv), (("name", "throughput"), ("value", "value"))))
     print()

@@ -69,6 +69,20 @@ def allreduce_time_s(
     return float(time) if time.ndim == 0 else time
 
 
+def allgather_time_s(num_bytes, group_size: int, bandwidth_bytes_per_s: float, latency_s: float,
+                     bandwidth_efficiency: float = 1.0):
+    """Ring all-gather of a buffer of ``num_bytes`` (the gathered size) over a group: the all-gather half of
+    :func:`allreduce_time_s`, ``(n-1)·α + (n-1)/n · num_bytes / (β·eff)``."""
+    return 0.5 * allreduce_time_s(num_bytes, group_size, bandwidth_bytes_per_s, latency_s, bandwidth_efficiency)
+
+
+def pipeline_send_paths(cluster: ClusterSpec, tp: int, spans_nodes: bool) -> int:
+    """Links the TP ranks' slices of a stage's output travel on at once (vLLM's ``send_tensor_dict`` with
+    ``all_gather_group``: each rank sends 1/TP to its peer in the next stage): inside a node each rank its own
+    (:func:`p2p_link`), across nodes the node's NICs, at most one per rank."""
+    return max(1, min(tp, cluster.nics_per_node)) if spans_nodes else tp
+
+
 def p2p_time_s(num_bytes, bandwidth_bytes_per_s: float, latency_s: float):
     """Point-to-point send time: ``α + num_bytes/β`` (seconds); zero for an empty message.
 

@@ -272,9 +272,6 @@ def machete_group_sizes(release: tuple[int, int, int]) -> tuple[int, ...]:
     return (-1, 64, 128) if release >= MACHETE_GROUP_64_FROM else (-1, 128)
 
 
-MARLIN_MIN_CC_AUTO = 7.5  # AutoGPTQ (from AUTO_GPTQ_FROM) verifies Marlin for every layer: marlin_min_cc of 0.22+
-
-
 def marlin_min_cc(release: tuple[int, int, int]) -> float:
     """The compute capability Marlin needs (``MARLIN_CC_75_FROM``)."""
     return 7.5 if release >= MARLIN_CC_75_FROM else 8.0
@@ -347,7 +344,7 @@ KERNELS: tuple[KernelFamily, ...] = (
         cost=scaled_dense_cost("marlin_memory_efficiency", "marlin_compute_efficiency"),
         fitted=("marlin_memory_efficiency", "marlin_compute_efficiency")),
     KernelFamily(
-        name="gptq_marlin",
+        name="gptq_marlin", label="the Marlin kernel (below Hopper)",
         what="MarlinLinearKernel below Hopper (cc 8.x; 7.5 from vLLM 0.14.0): GPTQ, and AWQ with zero points, "
              "int4/int8 weights, float16/bfloat16; not timed on an Ampere GPU here",
         selects=lambda f: f.quantized and _marlin_takes(f),

@@ -132,6 +132,7 @@ class StepCostModel:
         self._host_serial = v0 and layout.pp > 1
         pp_bw, pp_latency = comm.p2p_link(cluster, placement.pp_spans_nodes) if layout.pp > 1 else (1.0, 0.0)
         self._pp_bw, self._pp_latency = pp_bw, pp_latency + coefficients.p2p_latency_s
+        self._pp_paths = comm.pipeline_send_paths(cluster, layout.tp, placement.pp_spans_nodes)
         self._gemm_cache: dict[int, float] = {}
         self._scalar_cache: dict[tuple[int, bool], tuple[float, float, float]] = {}
         self._lm_head_cache: dict[int, float] = {}
@@ -218,14 +219,18 @@ class StepCostModel:
 
     def pipeline_send_time_s(self, num_tokens: Any) -> Any:
         """A stage's output to the next: the hidden states and the residual stream, each a hidden vector per token
-        (vLLM's decoder models return ``IntermediateTensors({"hidden_states", "residual"})`` on a stage that is
-        not the last: 0.7.0 and 0.26 ``LlamaModel.forward``, ``Qwen2Model.forward``; the TP ranks send a slice each
-        and the receiver all-gathers, ``send_tensor_dict(..., all_gather_group=get_tp_group())``, so the link
-        carries both vectors once)."""
+        (every decoder model vLLM 0.7.0 and 0.26 runs returns ``IntermediateTensors({"hidden_states",
+        "residual"})`` on a stage that is not the last, e.g. ``LlamaModel.forward``). ``send_tensor_dict(...,
+        all_gather_group=get_tp_group())`` has each TP rank send 1/TP of both to its peer, on
+        ``comm.pipeline_send_paths`` links at once, and the receiving TP group all-gathers them."""
         if self.layout.pp == 1:
             return 0.0
-        return comm.p2p_time_s(num_tokens * PIPELINE_TENSORS_PER_TOKEN * self._hidden_bytes, self._pp_bw,
-                               self._pp_latency)
+        total = num_tokens * PIPELINE_TENSORS_PER_TOKEN * self._hidden_bytes
+        send = comm.p2p_time_s(total / self._pp_paths, self._pp_bw, self._pp_latency)
+        if self.layout.tp == 1:
+            return send
+        return send + comm.allgather_time_s(total, self.layout.tp, self._tp_bw, self._tp_hop_latency,
+                                            self.coefficients.allreduce_bandwidth_efficiency)
 
     def overhead_time_s(self, batch: BatchLike) -> Any:
         """CPU and launch time of a step, paid in full by every pipeline stage."""

@@ -58,13 +58,20 @@ class Deployment:
                 f"--port {BASE_PORT + r}" for r in range(self.replicas_per_node)]
 
 
+# the checkpoint format a quantization method loads (vLLM's method names)
+_CHECKPOINT_FORMAT = {"gptq": "GPTQ", "gptq_marlin": "GPTQ", "auto_gptq": "GPTQ", "awq": "AWQ", "awq_marlin": "AWQ",
+                      "auto_awq": "AWQ", "int8": "INT8 W8A8"}
+
+
 def checkpoint_note(scenario: "Scenario", model_spec: str) -> str | None:
     """A catalog model quantized by flag names an unquantized HF checkpoint: vLLM needs the quantized one."""
     from perfmodel.model.shape import _catalog_name
 
     if scenario.precision.quant_source == "flag" and _catalog_name(model_spec) == model_spec.strip().lower():
-        return (f"--quantization {scenario.precision.quantization} needs a {scenario.precision.quantization} "
-                f"checkpoint: replace {serve_model_id(model_spec)} by its HF id or directory")
+        method = scenario.precision.quantization
+        checkpoint = _CHECKPOINT_FORMAT.get(method, method)
+        return (f"--quantization {method} needs a {checkpoint} checkpoint: replace {serve_model_id(model_spec)} "
+                "by its HF id or directory")
     return None
 
 

@@ -56,6 +56,7 @@ from typing import Any, Mapping
 
 from perfmodel.cost import kernels
 from perfmodel.model.checkpoint import CheckpointQuantization
+from perfmodel.engine.releases import parse_release
 from perfmodel.errors import UserError
 from perfmodel.model.shape import ModelShape
 
@@ -242,8 +243,8 @@ def _choose_method(model: ModelShape, user: str | None, cc: float, name: str,
     if user is not None and user not in QUANTIZATION_CHOICES:
         raise UserError(f"unknown --quantization '{user}'; choose one of {', '.join(QUANTIZATION_CHOICES)}")
     if user in _AUTO and release < _AUTO[user][2]:
-        since = ".".join(map(str, _AUTO[user][2]))
-        raise UserError(f"--quantization {user} is a vLLM {since} method; this release has none: use "
+        since = _version(_AUTO[user][2])
+        raise UserError(f"--quantization {user} is a vLLM {since} method; vLLM {_version(release)} has none: use "
                         f"{_AUTO[user][0]} or {_AUTO[user][0]}_marlin, or --vllm-version {since} or later")
     if q is None:
         if user is None:
@@ -274,18 +275,23 @@ def _check_auto(quant: _Quant, cc: float, name: str, release: tuple[int, int, in
     """What AutoGPTQ / AutoAWQ refuse at load time (vLLM 0.26 auto_gptq.py AutoGPTQConfig.__init__ TYPE_MAP,
     AutoGPTQLinearMethod.__init__ verify_marlin_supported; auto_awq.py AutoAWQConfig TYPE_MAP)."""
     q, v = quant.checkpoint, _version(release)
+    weights = "this checkpoint is" if quant.source == "checkpoint" else "the weights are"
+    older = "use --vllm-version 0.21 or earlier, whose gptq method runs the exllama kernel"
     if quant.method == "auto_gptq":
         if (q.weight_bits, q.sym) not in ((4, True), (8, True)):
             kind = "symmetric" if q.sym else "asymmetric"
-            raise UserError(f"vLLM {v}'s AutoGPTQ takes 4- or 8-bit symmetric GPTQ only; this checkpoint is "
-                            f"{q.weight_bits}-bit {kind}: use --vllm-version 0.21 or earlier (its gptq method)")
-        if cc < kernels.MARLIN_MIN_CC_AUTO or q.group_size not in _MARLIN_GROUP_SIZES:
-            raise UserError(f"vLLM {v}'s AutoGPTQ needs Marlin for every layer (compute capability 7.5 or newer, "
-                            f"group size -1/32/64/128); {name} has {cc:.1f} and the checkpoint group size "
-                            f"{q.group_size}: use --vllm-version 0.21 or earlier, whose gptq method runs the "
-                            "exllama kernel")
+            raise UserError(f"vLLM {v}'s AutoGPTQ takes 4- or 8-bit symmetric GPTQ only; {weights} "
+                            f"{q.weight_bits}-bit {kind}: {older}")
+        need = kernels.marlin_min_cc(release)
+        if cc < need:
+            raise UserError(f"vLLM {v}'s AutoGPTQ needs Marlin for every layer, which needs compute capability "
+                            f"{need:.1f}; {name} has {cc:.1f}: {older}")
+        if q.group_size not in _MARLIN_GROUP_SIZES:
+            raise UserError(f"vLLM {v}'s AutoGPTQ needs Marlin for every layer, which takes group sizes "
+                            f"{', '.join(map(str, _MARLIN_GROUP_SIZES))}; {weights} of group size {q.group_size}: "
+                            f"{older}")
     elif quant.method == "auto_awq" and q.weight_bits != 4:
-        raise UserError(f"vLLM {v}'s AutoAWQ takes 4-bit AWQ only; this checkpoint is {q.weight_bits}-bit")
+        raise UserError(f"vLLM {v}'s AutoAWQ takes 4-bit AWQ only; {weights} {q.weight_bits}-bit")
 
 
 def _min_capability(quant: _Quant, release: tuple[int, int, int]) -> float:
@@ -312,10 +318,6 @@ def _check_kernel(kernel: str, q: CheckpointQuantization, peaks: Mapping[str, fl
     if kernel == "machete" and q.desc_act:
         notes.append("act-order (desc_act) weights: Machete runs the layers whose input TP leaves whole, Marlin "
                      "the row-parallel ones when TP > 1 (MacheteLinearKernel.can_implement)")
-    elif kernel in ("gptq_marlin", "marlin_hopper"):  # choose_mp_linear_kernel fell through Machete
-        if q.group_size not in _MARLIN_GROUP_SIZES:
-            raise UserError(f"group size {q.group_size} is not supported by Marlin (vLLM supports "
-                            f"{', '.join(map(str, _MARLIN_GROUP_SIZES))})")
     elif kernel == "fp8_w8a8" and "fp8" not in peaks:
         raise UserError(f"{name}: compute capability {cc:.1f} runs fp8 W8A8 but its catalog entry has no "
                         "fp8 peak_flops_per_s; add it")
@@ -410,8 +412,6 @@ def resolve_precision(
     kernel choice applies (default: perfmodel's, ``kernels.DEFAULT_RELEASE``). Raises :class:`UserError` for
     combinations the GPU or vLLM cannot run.
     """
-    from perfmodel.engine.releases import parse_release
-
     release = parse_release(vllm_version) if vllm_version else kernels.DEFAULT_RELEASE
     peaks, name, cc = _gpu_facts(gpu, gpu_name)
     dtype = str(dtype).lower()
