@@ -105,3 +105,22 @@ def test_a_profile_with_odd_release_records_notes_only_the_releases_it_names(tmp
         scenario = Scenario.build(model="llama-3.1-8b", hardware="h200-sxm", calibration=str(path),
                                   vllm_version="0.19.1")
         assert bool(scenario.release_notes) is noted  # a run without its release ("?") does not hide the rest
+
+
+@pytest.mark.parametrize("argv", [
+    ["predict", "--hardware", "h200-sxm", "-m", "llama-3.1-8b", "--gpus", "1", "--vllm-version", "0.19.1"],
+    ["simulate", "--hardware", "h200-sxm", "-m", "llama-3.1-8b", "--num-prompts", "20", "--vllm-version", "0.19.1"],
+    ["compare", "--hardware", "h200-sxm", "-m", "llama-3.1-8b", "--num-prompts", "20", "--vllm-version", "0.19.1"],
+    ["pareto", "--hardware", "h200-sxm", "-m", "llama-3.1-8b", "--gpus", "1", "--max-num-seqs-list", "1,4",
+     "--vllm-version", "0.19.1"],
+])
+def test_the_commands_print_the_release_note_in_text_and_json(argv, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # compare and pareto may draw a plot beside the working directory
+    for fmt in ("table", "json"):
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            assert main([*argv, "--format", fmt]) == 0
+        text = out.getvalue()
+        notes = json.loads(text)["notes"] if fmt == "json" else [
+            line[len("note: "):] for line in text.splitlines() if line.startswith("note: ")]
+        assert any("fitted on runs of vLLM 0.26.0, not 0.19.1" in n for n in notes), (argv[0], fmt)

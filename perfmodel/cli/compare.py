@@ -77,7 +77,8 @@ def run(args: argparse.Namespace) -> int:
                           "workload": workload_dict(args, len(requests)),
                           "continuous": with_interval(c.to_dict(), intervals["continuous"]),
                           "static": with_interval(s.to_dict(), intervals["static"]),
-                          "throughput_ratio": c.tokens_per_second / s.tokens_per_second, "plot": plot_note}))
+                          "throughput_ratio": c.tokens_per_second / s.tokens_per_second, "plot": plot_note,
+                          "notes": list(scenario.notes)}))
         return 0
     if args.format == "csv":
         from perfmodel.uncertainty.intervals import SIMULATE_FIGURES
@@ -86,6 +87,8 @@ def run(args: argparse.Namespace) -> int:
                          for name, r in results.items()]), end="")
         return 0
     print(header(args, scenario, layout, requests, "continuous vs static"))
+    for note in scenario.notes:
+        print(f"note: {note}")
     print()
     from perfmodel.uncertainty.intervals import plus_minus
 

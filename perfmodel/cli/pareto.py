@@ -59,12 +59,14 @@ def run(args: argparse.Namespace) -> int:
     if args.format == "json":
         print(dumps_json({"model": scenario.model.name, "hardware": scenario.cluster.name, "gpus": args.gpus,
                           "input_len": args.input_len, "output_len": args.output_len, "engine": scenario.engine,
-                          "points": shown, "plot": plot_note or None}))
+                          "points": shown, "plot": plot_note or None, "notes": list(scenario.notes)}))
         return 0
     if args.format == "csv":
         print(dumps_csv([p.__dict__ for p in shown]), end="")
         return 0
     print(title)
+    for note in scenario.notes:
+        print(f"note: {note}")
     rows = [{**p.__dict__, "frontier": "*" if p.on_frontier else "", "layout": str(p.layout),
              "ttft_ms": p.ttft_s_median * 1e3, "tpot_ms": p.tpot_s_median * 1e3} for p in shown]
     print(table(rows, PARETO_COLUMNS))
