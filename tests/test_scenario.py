@@ -113,6 +113,8 @@ def test_a_profile_with_odd_release_records_notes_only_the_releases_it_names(tmp
     ["compare", "--hardware", "h200-sxm", "-m", "llama-3.1-8b", "--num-prompts", "20", "--vllm-version", "0.19.1"],
     ["pareto", "--hardware", "h200-sxm", "-m", "llama-3.1-8b", "--gpus", "1", "--max-num-seqs-list", "1,4",
      "--vllm-version", "0.19.1"],
+    ["plan", "--hardware", "h200-sxm", "-m", "llama-3.1-8b", "--request-rate", "1", "--gpus-max", "1",
+     "--num-prompts", "30", "--vllm-version", "0.19.1"],
 ])
 def test_the_commands_print_the_release_note_in_text_and_json(argv, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # compare and pareto may draw a plot beside the working directory

@@ -71,6 +71,7 @@ class PlanResult:
     engine: EngineArgs  # the engine every layout was simulated with, as resolved (vLLM's defaults filled in)
     confidence: float | None = None  # plan on the interval's ends at this level (None: the point estimate)
     point_estimate_gpus: int | None = None  # what the point estimate alone would have chosen, with confidence
+    notes: tuple[str, ...] = ()  # the scenario's notes (Scenario.notes)
 
     @property
     def gpus(self) -> int | None:
@@ -153,7 +154,7 @@ def plan_capacity(*, request_rate: float, ttft_s_p99_target: float | None = None
     return PlanResult(request_rate=request_rate, ttft_s_p99_target=ttft_s_p99_target,
                       tpot_s_p99_target=tpot_s_p99_target, gpus_max=gpus_max, num_requests=n, best=best,
                       trials=tuple(trials), message=message, engine=scenario.engine, confidence=confidence,
-                      point_estimate_gpus=point_gpus if confidence is not None else None)
+                      point_estimate_gpus=point_gpus if confidence is not None else None, notes=scenario.notes)
 
 
 def _planned_scenario(options: ScenarioOptions | None, scenario_options: dict, inputs: LengthDistribution,

@@ -96,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
                                                              "num_requests", "message", "confidence",
                                                              "point_estimate_gpus")},
                           "gpus": result.gpus, "engine": result.engine, "best": result.best,
-                          "trials": list(result.trials)}))
+                          "trials": list(result.trials), "notes": list(result.notes)}))
         return 0 if result.best else NONE_SUSTAINS
     from perfmodel.analysis.plan_trial import PLAN_FIGURES
     from perfmodel.uncertainty.intervals import Interval, plus_minus
@@ -113,6 +113,8 @@ def run(args: argparse.Namespace) -> int:
              "tpot_ms_p99": plus_minus(t.tpot_s_p99, interval(t), "tpot_s_p99", 1e3)} for t in result.trials]
     print(f"plan: {args.model} on {args.hardware}, {args.request_rate:g} req/s, {result.num_requests} simulated "
           f"requests per layout (seed {args.seed})")
+    for note in result.notes:
+        print(f"note: {note}")
     print(table(rows, PLAN_COLUMNS))
     from perfmodel.analysis.steady_state import SUSTAIN_FRACTION
 
