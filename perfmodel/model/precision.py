@@ -56,7 +56,7 @@ from typing import Any, Mapping
 
 from perfmodel.cost import kernels
 from perfmodel.model.checkpoint import CheckpointQuantization
-from perfmodel.engine.releases import parse_release
+from perfmodel.engine.releases import parse_release, release_text
 from perfmodel.errors import UserError
 from perfmodel.model.shape import ModelShape
 
@@ -89,7 +89,7 @@ QUANT_KERNELS: dict[str, str] = kernels.QUANT_KERNELS
 _MARLIN_GROUP_SIZES = kernels.MARLIN_GROUP_SIZES
 _FP16_ONLY_METHODS = ("gptq", "awq")  # get_supported_act_dtypes: float16 only (AutoGPTQ/AutoAWQ take bfloat16)
 # get_min_capability of each method's config class (compressed-tensors: of its scheme, see _min_capability).
-_MIN_CAPABILITY = {"gptq": 6.0, "awq": 7.5, "gptq_marlin": 8.0, "awq_marlin": 8.0, "fp8": 8.0,
+_MIN_CAPABILITY = {"gptq": 6.0, "awq": 7.5, "fp8": 8.0,  # gptq_marlin / awq_marlin: kernels.marlin_min_cc
                    "fbgemm_fp8": 8.0, "int8": 7.5, "auto_gptq": 6.0, "auto_awq": 7.5}
 # What -q means on an unquantized checkpoint (see the module docstring).
 _GPTQ_WHAT_IF = CheckpointQuantization(method="gptq", weight_bits=4, group_size=INT4_GROUP_SIZE,
@@ -243,8 +243,8 @@ def _choose_method(model: ModelShape, user: str | None, cc: float, name: str,
     if user is not None and user not in QUANTIZATION_CHOICES:
         raise UserError(f"unknown --quantization '{user}'; choose one of {', '.join(QUANTIZATION_CHOICES)}")
     if user in _AUTO and release < _AUTO[user][2]:
-        since = _version(_AUTO[user][2])
-        raise UserError(f"--quantization {user} is a vLLM {since} method; vLLM {_version(release)} has none: use "
+        since = release_text(_AUTO[user][2])
+        raise UserError(f"--quantization {user} is a vLLM {since} method; vLLM {release_text(release)} has none: use "
                         f"{_AUTO[user][0]} or {_AUTO[user][0]}_marlin, or --vllm-version {since} or later")
     if q is None:
         if user is None:
@@ -264,17 +264,13 @@ def _choose_method(model: ModelShape, user: str | None, cc: float, name: str,
     why = (f"; Marlin needs compute capability {need:.1f} and {name} has {cc:.1f}"
            if user in ("marlin", "gptq_marlin", "awq_marlin") and cc < need else "")
     raise UserError(f"{model.name} is a {q.method} checkpoint but --quantization {user} was given (vLLM "
-                    f"{_version(release)} refuses the mismatch{why}); drop --quantization or use {q.method}")
-
-
-def _version(release: tuple[int, int, int]) -> str:
-    return ".".join(map(str, release))
+                    f"{release_text(release)} refuses the mismatch{why}); drop --quantization or use {q.method}")
 
 
 def _check_auto(quant: _Quant, cc: float, name: str, release: tuple[int, int, int]) -> None:
     """What AutoGPTQ / AutoAWQ refuse at load time (vLLM 0.26 auto_gptq.py AutoGPTQConfig.__init__ TYPE_MAP,
     AutoGPTQLinearMethod.__init__ verify_marlin_supported; auto_awq.py AutoAWQConfig TYPE_MAP)."""
-    q, v = quant.checkpoint, _version(release)
+    q, v = quant.checkpoint, release_text(release)
     weights = "this checkpoint is" if quant.source == "checkpoint" else "the weights are"
     older = "use --vllm-version 0.21 or earlier, whose gptq method runs the exllama kernel"
     if quant.method == "auto_gptq":
@@ -338,13 +334,13 @@ def _pick_kernel(quant: _Quant, peaks: Mapping[str, float], cc: float, name: str
             raise UserError(f"{name} does not support fp8 (vLLM 0.7.0 needs compute capability 8.0: W8A8 "
                             "from 8.9, weight-only FP8 Marlin from 8.0); use --quantization gptq or none")
         exllama = " (GPTQ's exllama kernel runs from 6.0 before vLLM 0.22)" if "gptq" in label else ""
-        raise UserError(f"{name} (compute capability {cc:.1f}) cannot run {label}; vLLM {_version(release)} needs "
+        raise UserError(f"{name} (compute capability {cc:.1f}) cannot run {label}; vLLM {release_text(release)} needs "
                         f"{need:.1f} or newer{exllama}")
     _check_auto(quant, cc, name, release)
     kernel = kernels.method_kernel(_kernel_facts(quant, cc, release))
     if not kernel:  # choose_mp_linear_kernel: "Failed to find a kernel that can implement ..."
         q = quant.checkpoint
-        raise UserError(f"vLLM {_version(release)} has no kernel for {label} weights of {q.weight_bits} "
+        raise UserError(f"vLLM {release_text(release)} has no kernel for {label} weights of {q.weight_bits} "
                         f"bits, group size {q.group_size} on {name} (compute capability {cc:.1f}); use another "
                         "checkpoint or release")
     _check_kernel(kernel, quant.checkpoint, peaks, cc, name, notes)
