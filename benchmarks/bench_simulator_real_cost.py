@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
                               output_len=length_distribution("lognormal", 200, 0.6), num_prompts=args.num_prompts,
                               request_rate=rate, seed=args.seed)
     t_gen = time.perf_counter() - t0
-    engine = scenario.engine_config(scenario.memory(layout).num_gpu_blocks, pp=layout.pp)
+    engine = scenario.engine_config(scenario.memory(layout).num_gpu_blocks, pp=layout.pp, tp=layout.tp)
     cost = scenario.step_cost(layout)
 
     t0 = time.perf_counter()

@@ -148,11 +148,12 @@ class Scenario:
         return layout
 
     def engine_config(self, num_kv_blocks: int, batching: str | None = None, *,
-                      served: bool = False, pp: int) -> "EngineConfig":
+                      served: bool = False, pp: int, tp: int = 1) -> "EngineConfig":
         """The simulator's limits for one replica with ``num_kv_blocks`` KV blocks (``batching`` overrides).
         ``served``: requests arrive while the engine runs, so async scheduling's admission lag applies
-        (offline, every request is queued before the first step: the lag changes nothing). ``pp``: the
-        replica's pipeline stages (V0 turns async output processing off with more than one)."""
+        (offline, every request is queued before the first step: the lag changes nothing). ``pp``, ``tp``: the
+        replica's pipeline stages (V0 turns async output processing off with more than one) and TP size (V0's
+        workers stop and restart their loops around idle periods: ``worker_loop_*`` coefficients)."""
         from simulator.config import EngineConfig
 
         e = self.engine
@@ -160,6 +161,14 @@ class Scenario:
         static = None
         if batching == "static" and self.static_batch_size is not None:
             static = min(self.static_batch_size, e.max_num_seqs)
+        stop_s = restart_s = 0.0
+        workers = tp * pp - pp  # non-driver workers: every stage's first rank drives it
+        # (V0 with chunked prefill and PP > 1 runs the V1 pipeline model, which does not stop the loops)
+        if (e.engine_generation is EngineGeneration.V0 and batching == "continuous" and tp * pp > 1
+                and (pp == 1 or self.scheduler_generation(batching) == "v0")):
+            c = self.profile.coefficients
+            restart_s = c.worker_loop_fixed_s + workers * c.worker_loop_per_worker_s
+            stop_s = restart_s + (pp - 1) * c.worker_loop_per_stage_s
         try:
             return EngineConfig(max_num_seqs=e.max_num_seqs, max_num_batched_tokens=e.max_num_batched_tokens,
                                 num_kv_blocks=num_kv_blocks, block_size=e.block_size,
@@ -169,7 +178,8 @@ class Scenario:
                                 async_scheduling=(served and e.async_scheduling and batching == "continuous"
                                                   and self.scheduler_generation(batching) == "v1"),
                                 async_output_processing=(e.async_output_processing and pp == 1
-                                                         and batching == "continuous"))
+                                                         and batching == "continuous"),
+                                idle_stop_s=stop_s, idle_restart_s=restart_s)
         except ValueError as exc:
             raise UserError(str(exc)) from None
 
@@ -215,7 +225,7 @@ class Scenario:
                 raise UserError(f"{layout} does not fit {self.model.name} on {self.cluster.gpu.display_name}: "
                                 f"{plan.reason}{self._fitting_hint(layout)}")
             num_kv_blocks = plan.num_gpu_blocks
-        engine = self.engine_config(num_kv_blocks, batching, served=served, pp=layout.pp)
+        engine = self.engine_config(num_kv_blocks, batching, served=served, pp=layout.pp, tp=layout.tp)
         cost = self.step_cost(layout)
         c = self.profile.coefficients
         if served and c.server_graphless_layer_s > 0 and self.engine.engine_generation is EngineGeneration.V1:

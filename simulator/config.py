@@ -38,6 +38,13 @@ class EngineConfig:
         the next step's CPU part (`StepCost.cpu_time_s`), and a request is handed back then; when only finished
         sequences are left the engine still runs that step for them (its "extra decode run"). One stage,
         continuous batching (`simulator.engine.Replica._lag`); inter-token gaps are recorded as sampled.
+    idle_stop_s, idle_restart_s: vLLM V0's distributed executors stop their workers' execution loop whenever the
+        engine has no unfinished request, and start it again with the next step (vLLM 0.7.0
+        `LLMEngine.step` / `AsyncLLMEngine.run_engine_loop` -> `stop_remote_worker_execution_loop(_async)`;
+        `DistributedExecutorBase.execute_model(_async)` -> `start_worker_execution_loop` on every non-driver
+        worker). The engine takes no request for `idle_stop_s` after its last step, and the first step after a
+        stop (the very first step included) lasts `idle_restart_s` longer. 0: no such workers (one GPU, V1). With
+        one stage (either scheduler: V0 with chunked prefill runs the "v1" one) or V0's virtual engines.
     """
 
     max_num_seqs: int
@@ -52,6 +59,8 @@ class EngineConfig:
     enable_prefix_caching: bool = False
     async_scheduling: bool = False
     async_output_processing: bool = False
+    idle_stop_s: float = 0.0
+    idle_restart_s: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("max_num_seqs", "max_num_batched_tokens", "num_kv_blocks", "block_size"):
@@ -83,6 +92,13 @@ class EngineConfig:
             raise ValueError("async_scheduling is modelled for continuous batching with the V1 scheduler only")
         if self.async_output_processing and (self.batching != "continuous" or self.async_scheduling):
             raise ValueError("async_output_processing (vLLM V0) is modelled for continuous batching without "
+                             "async_scheduling (vLLM V1) only")
+        for name in ("idle_stop_s", "idle_restart_s"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and 0.0 <= value < float("inf")):
+                raise ValueError(f"EngineConfig.{name} must be a finite number of seconds >= 0, got {value!r}")
+        if (self.idle_stop_s or self.idle_restart_s) and (self.batching != "continuous" or self.async_scheduling):
+            raise ValueError("idle_stop_s / idle_restart_s model vLLM V0's worker loops: continuous batching without "
                              "async_scheduling (vLLM V1) only")
         if self.scheduler == "v0":
             self._check_v0()

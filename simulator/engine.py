@@ -63,6 +63,12 @@ class Replica:
         self._cpu_time_s = getattr(step_cost, "cpu_time_s", None)
         if isinstance(self.scheduler, VirtualEngines):
             self._virtual_wakes = [None] * self.num_stages
+        if (config.idle_stop_s or config.idle_restart_s) and self.strategy not in ("serial", "virtual_engines"):
+            raise ValueError("idle_stop_s / idle_restart_s are modelled with one stage or V0's virtual engines only")
+        # V0's worker loops (EngineConfig.idle_stop_s): stopped until the first step; _stopping while a stop runs
+        self.loops_running = False
+        self._stopping = False
+        self._arrived_by_step_start = 0  # _num_arrived when the latest step began (_step_left_nothing)
         if config.async_scheduling and self.strategy == "serial":
             self._pending = []
         body = STRATEGIES[self.strategy](self)
@@ -78,7 +84,7 @@ class Replica:
         self._num_arrived += 1
         if isinstance(self.scheduler, VirtualEngines):
             self.scheduler.arrivals.append(req)
-            if not any(self.scheduler.busy):  # every virtual engine idle: the engine loop wakes on this arrival
+            if not any(self.scheduler.busy) and not self._stopping:  # every engine idle: the loop wakes on this
                 self._admit_arrivals()
             return
         if self._pending is not None:
@@ -224,6 +230,22 @@ class Replica:
     def has_lagged_outputs(self) -> bool:
         """Async output processing: outputs sampled but not yet delivered."""
         return bool(self._lagged_first or self._lagged_finished)
+
+    def _step_left_nothing(self) -> bool:
+        """One stage: whether the latest step left the engine nothing unfinished of what it had when the step began
+        (vLLM 0.7.0 `LLMEngine.step` stops the workers' loops then; `MQLLMEngine` adds the requests that came
+        meanwhile only after the step): nothing running, no outputs held for the next step, and every waiting
+        request arrived during the step."""
+        sched = self.scheduler
+        return (not (self.output_lag and self.has_lagged_outputs) and sched.num_running == 0
+                and len(sched.waiting) <= self._num_arrived - self._arrived_by_step_start)
+
+    def _restart_s(self) -> float:
+        """The extra time of a step that starts the workers' loops again (`EngineConfig.idle_restart_s`), else 0."""
+        if self.loops_running:
+            return 0.0
+        self.loops_running = True
+        return self.config.idle_restart_s
 
     def _notify(self) -> None:
         wake = self._wake

@@ -94,6 +94,9 @@ class DirectReplica:
         if strategy != "serial" or not isinstance(scheduler, RunningSet):
             raise ValueError(f"the open-loop driver runs the 'serial' strategy, not {strategy!r}")
         self.index = index
+        self.config = config
+        self.loops_running = False  # V0's worker loops (EngineConfig.idle_stop_s), as the SimPy Replica's
+        self._num_arrived = self._arrived_by_step_start = 0
         self.scheduler = scheduler
         self.cost = cost
         self.recorder = recorder
@@ -121,7 +124,8 @@ class DirectReplica:
         # the common V1 step inlined (`_mixed_step`): not with the options that make admission differ, nor with
         # async output processing (V0 with chunked prefill runs the V1 model: `schedule` + `complete` and `_lag`)
         self._fast_mixed = (config.scheduler == "v1" and not config.enable_prefix_caching
-                            and not config.long_prefill_token_threshold and not config.async_output_processing)
+                            and not config.long_prefill_token_threshold and not config.async_output_processing
+                            and not config.idle_restart_s)  # (V0's worker loops: `schedule` adds the restart)
         # what `_short_run` reads on every call and never changes (the lists and dicts are only ever updated in
         # place), unpacked there in one go
         pool = scheduler.pool
@@ -133,6 +137,7 @@ class DirectReplica:
     def submit(self, slot: int, at_s: float) -> None:
         """A request reaches the replica at `at_s`; an idle replica wakes then."""
         sched = self.scheduler
+        self._num_arrived += 1
         if at_s > self.clock and not sched.has_schedulable_work():
             self.clock = at_s
         if self._pending is not None:
@@ -148,6 +153,9 @@ class DirectReplica:
     _delivery_s = Replica._delivery_s
     _extra_step_outputs = Replica._extra_step_outputs
     has_lagged_outputs = Replica.has_lagged_outputs
+
+    _restart_s = Replica._restart_s
+    _step_left_nothing = Replica._step_left_nothing
 
     def _extra_step(self) -> None:
         """`simulator.pipelining._extra_step`: nothing left to schedule but outputs to deliver."""
@@ -182,6 +190,11 @@ class DirectReplica:
         sched, rec = self.scheduler, self.recorder
         fast_mixed = self._fast_mixed
         while self.clock < until_s or not self._sees(until_s):  # (the first test is _sees's, inlined)
+            if self.loops_running and self.config.idle_stop_s and self._step_left_nothing():
+                self.loops_running = False  # `simulator.pipelining.serial`'s stop of V0's worker loops
+                self.clock = self.clock + self.config.idle_stop_s
+                continue
+            self._arrived_by_step_start = self._num_arrived  # (no request is submitted during `advance`)
             limit = until_s
             pending = self._pending
             if pending:
@@ -220,7 +233,7 @@ class DirectReplica:
                     continue
                 raise RuntimeError(f"replica {self.index} cannot schedule any waiting request (a prompt longer "
                                    "than max_num_batched_tokens with chunked prefill off?)")
-            stage_s = float(self.cost(out.batch))
+            stage_s = float(self.cost(out.batch)) + self._restart_s()
             end = self.clock + stage_s
             rec.add_step(self.index, self.clock, end, stage_s, out.batch, sched.num_running, sched.num_waiting,
                          sched.pool.num_used_blocks)

@@ -59,6 +59,11 @@ def serial(r: Replica):
     clock = env.now
     while True:
         r._admit_pending()
+        if r.loops_running and r.config.idle_stop_s and r._step_left_nothing():
+            r.loops_running = False  # V0 stops its workers' loops at the end of that step (EngineConfig.idle_stop_s)
+            clock = clock + r.config.idle_stop_s
+            yield env.timeout(max(clock - env.now, 0.0))
+            continue
         if not sched.has_schedulable_work():
             if r.output_lag and r.has_lagged_outputs:
                 clock = yield from _extra_step(r, clock)
@@ -73,9 +78,10 @@ def serial(r: Replica):
                 continue
             raise RuntimeError(f"replica {r.index} cannot schedule any waiting request (a prompt longer "
                                "than max_num_batched_tokens with chunked prefill off?)")
-        stage_s = float(cost(out.batch))
+        stage_s = float(cost(out.batch)) + r._restart_s()
         end = clock + stage_s
         r._last_step_start_s = clock
+        r._arrived_by_step_start = r._num_arrived
         rec.add_step(r.index, clock, end, stage_s, out.batch, sched.num_running, sched.num_waiting,
                      sched.pool.num_used_blocks)
         if r.output_lag and r.has_lagged_outputs:  # the previous step's outputs, delivered during this one
@@ -111,6 +117,7 @@ def _step_outputs(r: Replica, out: SchedulerOutput, finished: list[int], start_s
 def _extra_step(r: Replica, start_s: float):
     """Async output processing with nothing left to schedule: `Replica._extra_step_outputs` from `start_s` (or
     now), handing its requests back at its delivery time. Returns its end."""
+    r._arrived_by_step_start = r._num_arrived
     end, deliver_s, handed = r._extra_step_outputs(max(start_s, r.env.now), r.step_cost)
     if deliver_s > r.env.now:
         yield r.env.timeout(deliver_s - r.env.now)
@@ -146,6 +153,7 @@ def _decode_run(r: Replica, start_s: float, finished: list[int], last_stage_s: f
         r._done(finished)
         return start_s
     num_waiting = sched.num_waiting  # before arrivals during the run
+    r._arrived_by_step_start = r._num_arrived  # an arrival ends the run in the step it falls in
     if known and run.is_short:
         # The planned length is a generous guess: cost one step at a time, up to the arrival's step only.
         stage_s, end_s = _cost_until(r, run, start_s, arrival)
@@ -283,6 +291,11 @@ def _virtual_engine(r: Replica, v: int, stage_free_s: list[float]):
             r._admit_arrivals()
         if not sched.has_schedulable_work():
             engines.busy[v] = False
+            if not any(engines.busy) and not engines.arrivals and r.loops_running and r.config.idle_stop_s:
+                # the engine loop stops the workers' loops before it waits for requests; arrivals meanwhile wait
+                r.loops_running, r._stopping = False, True
+                yield env.timeout(r.config.idle_stop_s)
+                r._stopping = False
             r._virtual_wakes[v] = env.event()
             if not any(engines.busy) and engines.arrivals:  # the last busy engine went idle with arrivals waiting:
                 r._admit_arrivals()  # the engine loop starts the engines' steps in index order (the wakes' order)
@@ -297,7 +310,7 @@ def _virtual_engine(r: Replica, v: int, stage_free_s: list[float]):
             raise RuntimeError(f"replica {r.index} virtual engine {v} cannot schedule any waiting request")
         stage_s = float(cost(out.batch))
         prep_s, last_only_s, host_s = split(out.batch) if split is not None else (0.0, 0.0, 0.0)
-        dispatch = end = env.now
+        dispatch = end = env.now + r._restart_s()
         last = r.num_stages - 1
         for s in range(r.num_stages):
             # a stage prepares the batch as soon as it is free, then computes once the previous stage is done

@@ -21,6 +21,25 @@ def test_async_scheduling_follows_the_release(options, expected):
     assert scenario.engine_config(1000, pp=1).async_scheduling is False  # offline: all queued before the first step
 
 
+@pytest.mark.parametrize("tp, pp, workers", [(8, 1, 7), (8, 2, 14), (4, 4, 12), (1, 2, 0)])
+def test_v0_worker_loops_cost_by_worker_and_stage(tp, pp, workers):
+    # vLLM 0.7.0: every rank but each stage's first is a non-driver worker; the stop also calls each later driver
+    scenario = Scenario.build(model="llama-3.1-70b", hardware="taiwania2", vllm_version="0.7.0", max_model_len=4096)
+    c = scenario.profile.coefficients
+    cfg = scenario.engine_config(1000, served=True, pp=pp, tp=tp)
+    assert cfg.idle_restart_s == pytest.approx(c.worker_loop_fixed_s + workers * c.worker_loop_per_worker_s)
+    assert cfg.idle_stop_s == pytest.approx(cfg.idle_restart_s + (pp - 1) * c.worker_loop_per_stage_s)
+    assert cfg.idle_restart_s > 0
+
+
+@pytest.mark.parametrize("options", [dict(hardware="taiwania2", vllm_version="0.7.0"),  # one GPU: no workers
+                                     dict(hardware="h200-sxm", tp=8)])  # V1's workers never stop looping
+def test_no_worker_loop_stops_on_one_gpu_or_v1(options):
+    tp = options.pop("tp", 1)
+    cfg = Scenario.build(model="llama-3.1-8b", **options).engine_config(1000, served=True, pp=1, tp=tp)
+    assert (cfg.idle_stop_s, cfg.idle_restart_s) == (0.0, 0.0)
+
+
 def test_steps_beyond_the_largest_cuda_graph_take_at_least_the_floor():
     import numpy as np
 

@@ -34,6 +34,9 @@ GROUPS = {
     "memory": "profile-run memory inside vLLM's KV budget, fitted on the KV bytes vLLM measured",
     "graph_memory": "CUDA-graph memory, outside the KV budget: measured KV bytes do not inform it",
     "serving": "the API server's time from a request's send to the engine queue; fitted on online runs",
+    "worker_loops": "vLLM V0's stop and restart of its workers' execution loop when the engine goes idle; left at "
+                    "their anchors (Ray calls timed on this CPU: a closed loop's runs cannot separate them from the "
+                    "server latency)",
     "kernel_gptq_exllama": "the exllama GPTQ kernel (vLLM's `gptq` method; the only int4 kernel on Volta); "
                            "fitted when the runs use it",
     "kernel_gptq_alt": "vLLM's GPTQ path for act-order checkpoints in layers whose input TP splits (alt kernel, "
@@ -121,6 +124,19 @@ class Coefficients:
         "Ray pickles and unpickles it (benchmarks/anchors/ray_call.py; timed at 498 + 64 tokens: the payload grows "
         "with the context, and past Ray's 100 KiB inline limit a call costs ~1.5 ms more, neither modelled; with "
         "PP > 2 the middle stages' calls are not modelled either)", 0.0, 2e-3, group="pipeline_parallel")
+    worker_loop_fixed_s: float = _coef(
+        8.3e-4, "vLLM V0 with more than one GPU: the fixed part of stopping the workers' execution loop when the engine "
+        "has nothing left (vLLM 0.7.0 LLMEngine.step / AsyncLLMEngine.run_engine_loop -> "
+        "stop_remote_worker_execution_loop(_async)) and of starting it again with the next step "
+        "(DistributedExecutorBase.execute_model(_async)); benchmarks/anchors/ray_worker_loop.py: 0.45 ms to start, "
+        "1.21 ms to stop", 0.0, 0.05, group="worker_loops")
+    worker_loop_per_worker_s: float = _coef(
+        4.2e-4, "the same, per non-driver worker (TP x PP less one driver per stage): one Ray call each, "
+        "start_worker_execution_loop sent, or its result awaited (0.39 ms to start, 0.44 ms to stop, timed)",
+        0.0, 0.01, group="worker_loops")
+    worker_loop_per_stage_s: float = _coef(
+        1.14e-3, "the stop, per pipeline stage after the first: the empty execute_model call to its driver (a Ray "
+        "actor), which broadcasts the stop to its TP workers (timed)", 0.0, 0.02, group="worker_loops")
     server_request_latency_s: float = _coef(
         0.0, "seconds from a client's send to the engine's queue under `vllm serve` (HTTP, tokenization, the "
         "server's engine client); in TTFT and E2E of served requests only. 0 by default: not known without "

@@ -74,6 +74,19 @@ CASES = {
     "v0_async_output_kv_pressure": (_requests(300, 40.0, 21), EngineConfig(
         max_num_seqs=64, max_num_batched_tokens=2048, num_kv_blocks=300, scheduler="v0",
         enable_chunked_prefill=False, async_output_processing=True), dict(num_replicas=2)),
+    # V0's worker loops (EngineConfig.idle_stop_s): stopped whenever a replica runs out of work, started by its next step
+    "v0_idle_stops": (_requests(300, 3.0, 24), EngineConfig(
+        max_num_seqs=32, max_num_batched_tokens=2048, num_kv_blocks=800, scheduler="v0", enable_chunked_prefill=False,
+        idle_stop_s=0.02, idle_restart_s=0.01), dict(num_replicas=2, request_latency_s=0.01)),
+    "v0_async_output_idle_stops": (_requests(300, 3.0, 25), EngineConfig(
+        max_num_seqs=32, max_num_batched_tokens=2048, num_kv_blocks=800, scheduler="v0", enable_chunked_prefill=False,
+        async_output_processing=True, idle_stop_s=0.02, idle_restart_s=0.01), {}),
+    "v0_chunked_idle_stops": (_requests(300, 3.0, 27), EngineConfig(  # V0 with chunked prefill (the V1 model), eager
+        max_num_seqs=32, max_num_batched_tokens=512, num_kv_blocks=800, idle_stop_s=0.02, idle_restart_s=0.01),
+                              dict(num_replicas=2)),
+    "v0_async_output_idle_stops_busy": (_requests(300, 25.0, 26), EngineConfig(
+        max_num_seqs=32, max_num_batched_tokens=2048, num_kv_blocks=800, scheduler="v0", enable_chunked_prefill=False,
+        async_output_processing=True, idle_stop_s=0.05, idle_restart_s=0.03), {}),
 }
 
 
