@@ -114,6 +114,11 @@ class EngineConfig:
             raise ValueError("long_prefill_token_threshold is a V1 option; leave it 0 with scheduler='v0'")
 
     @property
+    def stops_worker_loops(self) -> bool:
+        """Whether the engine stops and restarts V0's workers' loops (`idle_stop_s`, `idle_restart_s`)."""
+        return bool(self.idle_stop_s or self.idle_restart_s)
+
+    @property
     def kv_capacity_tokens(self) -> int:
         return self.num_kv_blocks * self.block_size
 

@@ -63,12 +63,13 @@ class Replica:
         self._cpu_time_s = getattr(step_cost, "cpu_time_s", None)
         if isinstance(self.scheduler, VirtualEngines):
             self._virtual_wakes = [None] * self.num_stages
-        if (config.idle_stop_s or config.idle_restart_s) and self.strategy not in ("serial", "virtual_engines"):
+        if config.stops_worker_loops and self.strategy not in ("serial", "virtual_engines"):
             raise ValueError("idle_stop_s / idle_restart_s are modelled with one stage or V0's virtual engines only")
         # V0's worker loops (EngineConfig.idle_stop_s): stopped until the first step; _stopping while a stop runs
         self.loops_running = False
         self._stopping = False
         self._arrived_by_step_start = 0  # _num_arrived when the latest step began (_step_left_nothing)
+        self._tracker_since_s = 0.0  # V0 with PP: when the oldest arrival waiting in the request tracker came
         if config.async_scheduling and self.strategy == "serial":
             self._pending = []
         body = STRATEGIES[self.strategy](self)
@@ -83,6 +84,8 @@ class Replica:
         """A request arrives now."""
         self._num_arrived += 1
         if isinstance(self.scheduler, VirtualEngines):
+            if not self.scheduler.arrivals:
+                self._tracker_since_s = self.env.now
             self.scheduler.arrivals.append(req)
             if not any(self.scheduler.busy) and not self._stopping:  # every engine idle: the loop wakes on this
                 self._admit_arrivals()
@@ -239,6 +242,14 @@ class Replica:
         sched = self.scheduler
         return (not (self.output_lag and self.has_lagged_outputs) and sched.num_running == 0
                 and len(sched.waiting) <= self._num_arrived - self._arrived_by_step_start)
+
+    def _tracker_fed(self) -> bool:
+        """V0 with PP, the last busy virtual engine just finished its step: whether a request was waiting in the
+        request tracker before that moment. vLLM 0.7.0 `run_engine_loop` steps an engine again after a step that
+        produced outputs, and that `engine_step` takes the tracker's requests first, so the loops stop only when it
+        found none (a request sent on the step's last token comes later: `submit` at the same instant does not
+        count)."""
+        return bool(self.scheduler.arrivals) and self._tracker_since_s < self.env.now
 
     def _restart_s(self) -> float:
         """The extra time of a step that starts the workers' loops again (`EngineConfig.idle_restart_s`), else 0."""

@@ -125,7 +125,7 @@ class DirectReplica:
         # async output processing (V0 with chunked prefill runs the V1 model: `schedule` + `complete` and `_lag`)
         self._fast_mixed = (config.scheduler == "v1" and not config.enable_prefix_caching
                             and not config.long_prefill_token_threshold and not config.async_output_processing
-                            and not config.idle_restart_s)  # (V0's worker loops: `schedule` adds the restart)
+                            and not config.stops_worker_loops)  # (V0's worker loops: `schedule` adds the restart)
         # what `_short_run` reads on every call and never changes (the lists and dicts are only ever updated in
         # place), unpacked there in one go
         pool = scheduler.pool
@@ -190,7 +190,7 @@ class DirectReplica:
         sched, rec = self.scheduler, self.recorder
         fast_mixed = self._fast_mixed
         while self.clock < until_s or not self._sees(until_s):  # (the first test is _sees's, inlined)
-            if self.loops_running and self.config.idle_stop_s and self._step_left_nothing():
+            if self.loops_running and self.config.stops_worker_loops and self._step_left_nothing():
                 self.loops_running = False  # `simulator.pipelining.serial`'s stop of V0's worker loops
                 self.clock = self.clock + self.config.idle_stop_s
                 continue

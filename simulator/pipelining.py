@@ -59,7 +59,7 @@ def serial(r: Replica):
     clock = env.now
     while True:
         r._admit_pending()
-        if r.loops_running and r.config.idle_stop_s and r._step_left_nothing():
+        if r.loops_running and r.config.stops_worker_loops and r._step_left_nothing():
             r.loops_running = False  # V0 stops its workers' loops at the end of that step (EngineConfig.idle_stop_s)
             clock = clock + r.config.idle_stop_s
             yield env.timeout(max(clock - env.now, 0.0))
@@ -291,7 +291,7 @@ def _virtual_engine(r: Replica, v: int, stage_free_s: list[float]):
             r._admit_arrivals()
         if not sched.has_schedulable_work():
             engines.busy[v] = False
-            if not any(engines.busy) and not engines.arrivals and r.loops_running and r.config.idle_stop_s:
+            if not any(engines.busy) and r.loops_running and r.config.stops_worker_loops and not r._tracker_fed():
                 # the engine loop stops the workers' loops before it waits for requests; arrivals meanwhile wait
                 r.loops_running, r._stopping = False, True
                 yield env.timeout(r.config.idle_stop_s)

@@ -27,9 +27,9 @@ def test_v0_worker_loops_cost_by_worker_and_stage(tp, pp, workers):
     scenario = Scenario.build(model="llama-3.1-70b", hardware="taiwania2", vllm_version="0.7.0", max_model_len=4096)
     c = scenario.profile.coefficients
     cfg = scenario.engine_config(1000, served=True, pp=pp, tp=tp)
-    assert cfg.idle_restart_s == pytest.approx(c.worker_loop_fixed_s + workers * c.worker_loop_per_worker_s)
-    assert cfg.idle_stop_s == pytest.approx(cfg.idle_restart_s + (pp - 1) * c.worker_loop_per_stage_s)
-    assert cfg.idle_restart_s > 0
+    loops = c.worker_loop_fixed_s + workers * c.worker_loop_per_worker_s
+    assert cfg.idle_restart_s == pytest.approx(loops if workers else 0.0)  # TP1 x PPn: no worker to start
+    assert cfg.idle_stop_s == pytest.approx(loops + (pp - 1) * c.worker_loop_per_stage_s)
 
 
 @pytest.mark.parametrize("options", [dict(hardware="taiwania2", vllm_version="0.7.0"),  # one GPU: no workers

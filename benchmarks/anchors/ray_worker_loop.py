@@ -1,5 +1,8 @@
-"""Time, on this CPU, how long vLLM 0.7.0 takes to stop and restart its Ray workers' execution loop when the engine
-goes idle: the CPU anchor of the idle stop/restart that a closed loop of requests pays before every wave.
+"""Time, on this CPU, a stand-in for vLLM 0.7.0's stop and restart of its Ray workers' execution loop when the engine
+goes idle (vLLM's calls mimicked with Ray actors, not its code run): the anchor of the stop and start that a closed
+loop of requests pays before every wave. The per-worker cost depends on the machine's cores (the actors' wake-ups
+share them): timed on 2 cores here, and on one (``taskset -c 0``) by a reviewer, 0.54 ms to start and 0.73 ms to
+stop per worker against 0.34-0.44 ms on two.
 
 What vLLM 0.7.0 does (read in the wheel). With pipeline parallelism ``AsyncLLMEngine.run_engine_loop``
 (vllm/engine/async_llm_engine.py), once no virtual engine has work, awaits
@@ -21,7 +24,9 @@ which on a 2-core machine shared by 15 processes is the fairer stand-in). Per tr
 ``.remote`` submission to the last worker's entry into its loop (CLOCK_MONOTONIC is one clock for every process);
 ``stop_s``, from the driver's broadcast of the stop (stage 1's: a ``.remote`` call to its driver, which writes to its
 own workers) to the engine having every loop call's result back. Not in it: the second node's network hops (the
-Taiwania nodes' Ray traffic crosses IPoIB or Ethernet), NCCL, and the GPU.
+Taiwania nodes' Ray traffic crosses IPoIB or Ethernet), NCCL, the GPU, and the overlap of the start with the drivers'
+own preparation of the first step (vLLM submits the start calls, then prepares and broadcasts: only what is left of
+the start after that is on the step's critical path; the simulator charges all of it).
 
     python3 -m venv /tmp/rayenv && /tmp/rayenv/bin/pip install ray numpy
     /tmp/rayenv/bin/python benchmarks/anchors/ray_worker_loop.py --trials 200 --out data/anchors/ray-worker-loop.jsonl

@@ -84,6 +84,11 @@ CASES = {
     "v0_chunked_idle_stops": (_requests(300, 3.0, 27), EngineConfig(  # V0 with chunked prefill (the V1 model), eager
         max_num_seqs=32, max_num_batched_tokens=512, num_kv_blocks=800, idle_stop_s=0.02, idle_restart_s=0.01),
                               dict(num_replicas=2)),
+    "v0_restart_only": (_requests(300, 3.0, 28), EngineConfig(  # the loops stop in no time, every start is paid
+        max_num_seqs=32, max_num_batched_tokens=2048, num_kv_blocks=800, scheduler="v0", enable_chunked_prefill=False,
+        idle_restart_s=0.01), {}),
+    "v1_model_stop_only": (_requests(300, 3.0, 29), EngineConfig(  # (the V1 model of V0 with chunked prefill)
+        max_num_seqs=32, max_num_batched_tokens=512, num_kv_blocks=800, idle_stop_s=0.02), {}),
     "v0_async_output_idle_stops_busy": (_requests(300, 25.0, 26), EngineConfig(
         max_num_seqs=32, max_num_batched_tokens=2048, num_kv_blocks=800, scheduler="v0", enable_chunked_prefill=False,
         async_output_processing=True, idle_stop_s=0.05, idle_restart_s=0.03), {}),

@@ -81,6 +81,24 @@ def test_pipeline_stops_when_the_last_virtual_engine_goes_idle():
     assert during_step.requests.first_token_s.tolist() == pytest.approx([2.4, 4.6])
 
 
+def test_pipeline_closed_loop_request_sent_on_the_last_token_waits_out_the_stop():
+    # vLLM steps the engine once more after a step with outputs and only a request already in the tracker then
+    # avoids the stop; B, sent when A's token arrives (2.4, no server latency), comes too late: stop [2.4, 2.9],
+    # the start, then [3.1, 4.2], [4.2, 5.3]
+    reqs = [Request(0, 0.0, 10, 1), Request(1, 0.0, 10, 1)]
+    r = simulate(reqs, v0(idle_stop_s=0.5), TOY2, max_concurrency=1)
+    assert r.requests.first_token_s.tolist() == pytest.approx([2.4, 5.3])
+    assert r.requests.ttft_s.tolist() == pytest.approx([2.4, 2.9])
+
+
+@pytest.mark.parametrize("macro_steps", [True, False])
+def test_a_start_without_a_stop_time_is_paid_after_every_idle_period(macro_steps):
+    # idle_stop_s 0: the loops still stop, in no time, and every step after an idle period pays the start
+    reqs = [Request(0, 0.0, 10, 1), Request(1, 5.0, 10, 1)]
+    r = simulate(reqs, v0(idle_stop_s=0.0), TOY, macro_steps=macro_steps)
+    assert r.requests.first_token_s.tolist() == pytest.approx([1.3, 6.3])
+
+
 @pytest.mark.parametrize("bad", [dict(idle_stop_s=-1.0), dict(idle_restart_s=float("inf")), dict(idle_stop_s="1")])
 def test_bad_loop_times_are_refused(bad):
     with pytest.raises(ValueError, match="idle_"):
