@@ -168,9 +168,9 @@ class Scenario:
         if (e.engine_generation is EngineGeneration.V0 and batching == "continuous" and tp * pp > 1
                 and (pp == 1 or self.scheduler_generation(batching) == "v0")):
             c = self.profile.coefficients
-            # TP1 x PPn has no non-driver worker: nothing to start, only the later stages' drivers to stop
-            restart_s = c.worker_loop_fixed_s + workers * c.worker_loop_per_worker_s if workers else 0.0
-            stop_s = c.worker_loop_fixed_s + workers * c.worker_loop_per_worker_s + (pp - 1) * c.worker_loop_per_stage_s
+            loops_s = c.worker_loop_fixed_s + workers * c.worker_loop_per_worker_s
+            restart_s = loops_s if workers else 0.0  # TP1 x PPn: no worker to start, only later drivers to stop
+            stop_s = loops_s + (pp - 1) * c.worker_loop_per_stage_s
         try:
             return EngineConfig(max_num_seqs=e.max_num_seqs, max_num_batched_tokens=e.max_num_batched_tokens,
                                 num_kv_blocks=num_kv_blocks, block_size=e.block_size,

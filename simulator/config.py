@@ -97,7 +97,7 @@ class EngineConfig:
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and 0.0 <= value < float("inf")):
                 raise ValueError(f"EngineConfig.{name} must be a finite number of seconds >= 0, got {value!r}")
-        if (self.idle_stop_s or self.idle_restart_s) and (self.batching != "continuous" or self.async_scheduling):
+        if self.stops_worker_loops and (self.batching != "continuous" or self.async_scheduling):
             raise ValueError("idle_stop_s / idle_restart_s model vLLM V0's worker loops: continuous batching without "
                              "async_scheduling (vLLM V1) only")
         if self.scheduler == "v0":

@@ -65,7 +65,9 @@ class Replica:
             self._virtual_wakes = [None] * self.num_stages
         if config.stops_worker_loops and self.strategy not in ("serial", "virtual_engines"):
             raise ValueError("idle_stop_s / idle_restart_s are modelled with one stage or V0's virtual engines only")
-        # V0's worker loops (EngineConfig.idle_stop_s): stopped until the first step; _stopping while a stop runs
+        # V0's worker loops (EngineConfig.idle_stop_s): stopped until the first step; _stopping while a stop runs.
+        # loops_running stays False for an engine that does not stop them, so the stop tests end at once.
+        self.stops_loops = config.stops_worker_loops
         self.loops_running = False
         self._stopping = False
         self._arrived_by_step_start = 0  # _num_arrived when the latest step began (_step_left_nothing)
@@ -252,7 +254,8 @@ class Replica:
         return bool(self.scheduler.arrivals) and self._tracker_since_s < self.env.now
 
     def _restart_s(self) -> float:
-        """The extra time of a step that starts the workers' loops again (`EngineConfig.idle_restart_s`), else 0."""
+        """The extra time of a step that starts the workers' loops again (`EngineConfig.idle_restart_s`), else 0.
+        Called only when the engine stops them (`stops_loops`)."""
         if self.loops_running:
             return 0.0
         self.loops_running = True

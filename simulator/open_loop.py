@@ -95,7 +95,8 @@ class DirectReplica:
             raise ValueError(f"the open-loop driver runs the 'serial' strategy, not {strategy!r}")
         self.index = index
         self.config = config
-        self.loops_running = False  # V0's worker loops (EngineConfig.idle_stop_s), as the SimPy Replica's
+        self.stops_loops = config.stops_worker_loops  # V0's worker loops (EngineConfig.idle_stop_s), as the SimPy
+        self.loops_running = False  # Replica's
         self._num_arrived = self._arrived_by_step_start = 0
         self.scheduler = scheduler
         self.cost = cost
@@ -125,7 +126,7 @@ class DirectReplica:
         # async output processing (V0 with chunked prefill runs the V1 model: `schedule` + `complete` and `_lag`)
         self._fast_mixed = (config.scheduler == "v1" and not config.enable_prefix_caching
                             and not config.long_prefill_token_threshold and not config.async_output_processing
-                            and not config.stops_worker_loops)  # (V0's worker loops: `schedule` adds the restart)
+                            and not self.stops_loops)  # (V0's worker loops: `schedule` adds the restart)
         # what `_short_run` reads on every call and never changes (the lists and dicts are only ever updated in
         # place), unpacked there in one go
         pool = scheduler.pool
@@ -190,11 +191,12 @@ class DirectReplica:
         sched, rec = self.scheduler, self.recorder
         fast_mixed = self._fast_mixed
         while self.clock < until_s or not self._sees(until_s):  # (the first test is _sees's, inlined)
-            if self.loops_running and self.config.stops_worker_loops and self._step_left_nothing():
-                self.loops_running = False  # `simulator.pipelining.serial`'s stop of V0's worker loops
-                self.clock = self.clock + self.config.idle_stop_s
-                continue
-            self._arrived_by_step_start = self._num_arrived  # (no request is submitted during `advance`)
+            if self.stops_loops:
+                if self.loops_running and self._step_left_nothing():
+                    self.loops_running = False  # `simulator.pipelining.serial`'s stop of V0's worker loops
+                    self.clock = self.clock + self.config.idle_stop_s
+                    continue
+                self._arrived_by_step_start = self._num_arrived  # (no request is submitted during `advance`)
             limit = until_s
             pending = self._pending
             if pending:
@@ -233,7 +235,9 @@ class DirectReplica:
                     continue
                 raise RuntimeError(f"replica {self.index} cannot schedule any waiting request (a prompt longer "
                                    "than max_num_batched_tokens with chunked prefill off?)")
-            stage_s = float(self.cost(out.batch)) + self._restart_s()
+            stage_s = float(self.cost(out.batch))
+            if self.stops_loops:
+                stage_s += self._restart_s()
             end = self.clock + stage_s
             rec.add_step(self.index, self.clock, end, stage_s, out.batch, sched.num_running, sched.num_waiting,
                          sched.pool.num_used_blocks)

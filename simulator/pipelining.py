@@ -59,7 +59,7 @@ def serial(r: Replica):
     clock = env.now
     while True:
         r._admit_pending()
-        if r.loops_running and r.config.stops_worker_loops and r._step_left_nothing():
+        if r.loops_running and r._step_left_nothing():
             r.loops_running = False  # V0 stops its workers' loops at the end of that step (EngineConfig.idle_stop_s)
             clock = clock + r.config.idle_stop_s
             yield env.timeout(max(clock - env.now, 0.0))
@@ -78,7 +78,9 @@ def serial(r: Replica):
                 continue
             raise RuntimeError(f"replica {r.index} cannot schedule any waiting request (a prompt longer "
                                "than max_num_batched_tokens with chunked prefill off?)")
-        stage_s = float(cost(out.batch)) + r._restart_s()
+        stage_s = float(cost(out.batch))
+        if r.stops_loops:
+            stage_s += r._restart_s()
         end = clock + stage_s
         r._last_step_start_s = clock
         r._arrived_by_step_start = r._num_arrived
@@ -291,7 +293,7 @@ def _virtual_engine(r: Replica, v: int, stage_free_s: list[float]):
             r._admit_arrivals()
         if not sched.has_schedulable_work():
             engines.busy[v] = False
-            if not any(engines.busy) and r.loops_running and r.config.stops_worker_loops and not r._tracker_fed():
+            if not any(engines.busy) and r.loops_running and not r._tracker_fed():
                 # the engine loop stops the workers' loops before it waits for requests; arrivals meanwhile wait
                 r.loops_running, r._stopping = False, True
                 yield env.timeout(r.config.idle_stop_s)
@@ -310,7 +312,7 @@ def _virtual_engine(r: Replica, v: int, stage_free_s: list[float]):
             raise RuntimeError(f"replica {r.index} virtual engine {v} cannot schedule any waiting request")
         stage_s = float(cost(out.batch))
         prep_s, last_only_s, host_s = split(out.batch) if split is not None else (0.0, 0.0, 0.0)
-        dispatch = end = env.now + r._restart_s()
+        dispatch = end = env.now + (r._restart_s() if r.stops_loops else 0.0)
         last = r.num_stages - 1
         for s in range(r.num_stages):
             # a stage prepares the batch as soon as it is free, then computes once the previous stage is done

@@ -66,9 +66,7 @@ class StageDriver:
         self.fifos = fifos
 
     def execute_method(self, _method: str, _request) -> None:
-        for path in self.fifos:
-            with open(path, "wb", buffering=0) as f:
-                f.write(b"x")
+        broadcast(self.fifos)
 
 
 def broadcast(fifos: list[str]) -> None:
